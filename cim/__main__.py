@@ -1,0 +1,3 @@
+from cim.cli import main
+
+main()

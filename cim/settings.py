@@ -1,0 +1,40 @@
+"""Settings, one pydantic-settings class per concern, read from ``CIM_*`` environment variables.
+
+Built once at the edge (the CLI, the app factory) and passed down; nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseSettings):
+    """Where the city model lives: ``CIM_STORE`` — a DuckDB file path or a ``postgresql://`` URL."""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
+
+    store: str = Field("data/city.duckdb", description="DuckDB file path, duckdb:///path or postgresql://… URL")
+
+
+class ServerSettings(BaseSettings):
+    """How ``cim serve`` listens and what it serves: ``CIM_HOST``, ``CIM_PORT``, ``CIM_TILES_DIR`` …"""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    tiles_dir: Path = Path("tiles")
+    write_token: str | None = Field(None, description="bearer token every write endpoint requires")
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class MqttSettings(BaseSettings):
+    """The sensors' broker: ``CIM_MQTT_URL`` (e.g. ``mqtt://127.0.0.1:1883``) and the topic filter."""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_MQTT_", extra="ignore")
+
+    url: str | None = None
+    topic: str = "cim/+/state"

@@ -1,0 +1,55 @@
+"""Where the city model lives: one :class:`Store` protocol, two backends, chosen by URL.
+
+- a file path or ``duckdb:///path/city.duckdb`` → :class:`~cim.store.duckdb.DuckDBStore` (embedded, the default)
+- ``postgresql://user@host:port/db[?schema=name]`` → :class:`~cim.store.postgis.PostGISStore`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cim.errors import InvalidInput
+from cim.store.base import AssetQuery, BBox, Store
+from cim.store.batch import AssetBatch
+
+__all__ = ["AssetBatch", "AssetQuery", "BBox", "Store", "open_store"]
+
+
+def _open_duckdb(url: str) -> Store:
+    from cim.store.duckdb import DuckDBStore
+
+    return DuckDBStore(url.removeprefix("duckdb://"))
+
+
+def _open_postgis(url: str) -> Store:
+    from cim.store.postgis import PostGISStore
+
+    return PostGISStore(url)
+
+
+#: URL scheme → backend. A plain path (no scheme) is a DuckDB file.
+BACKENDS: dict[str, Callable[[str], Store]] = {
+    "duckdb": _open_duckdb,
+    "postgresql": _open_postgis,
+    "postgres": _open_postgis,
+}
+
+
+def open_store(url: str) -> Store:
+    """Open (creating when missing) the store at ``url``.
+
+    >>> import tempfile, os
+    >>> with open_store(os.path.join(tempfile.mkdtemp(), "city.duckdb")) as store:
+    ...     store.count_by_kind()
+    {}
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return _open_duckdb(url)
+    try:
+        backend = BACKENDS[scheme]
+    except KeyError:
+        raise InvalidInput(
+            f"store URL {url!r}", f"unknown scheme {scheme!r}; use a file path, duckdb:///path or postgresql://…"
+        ) from None
+    return backend(url)

@@ -1,0 +1,135 @@
+"""The store contract: what every backend does, as a small typed protocol.
+
+Queries (``get_asset``, ``find_assets`` …) are apart from changes (``upsert_assets``, ``delete_assets`` …). A change
+is one transaction: it is written whole or, on any error, not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from shapely.geometry.base import BaseGeometry
+
+from cim.errors import InvalidInput
+from cim.model import Asset, Kind, Reading
+from cim.store.batch import AssetBatch
+from cim.store.schema import FILTERABLE_COLUMNS
+
+Scalar = str | int | float | bool
+BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetQuery:
+    """Which assets to find. Every field narrows the result; an empty query finds everything.
+
+    ``where`` compares by equality: a typed column by name (``"network": "gas"``) or a property by
+    ``"props.<key>"`` (``"props.Pset_Asset.Owner": "city"``). ``bbox`` is (west, south, east, north) in lon/lat;
+    ``polygon`` a shapely geometry in lon/lat; both keep assets whose geometry intersects them. ``z_range`` keeps
+    assets whose vertical extent overlaps (low, high).
+
+    >>> AssetQuery(kinds=(Kind.PIPE,), where={"network": "gas"}, bbox=(121.4, 31.1, 121.5, 31.2)).limit is None
+    True
+    """
+
+    kinds: Sequence[Kind] | None = None
+    ids: Sequence[str] | None = None
+    parent_id: str | None = None
+    where: Mapping[str, Scalar] | None = None
+    bbox: BBox | None = None
+    polygon: BaseGeometry | None = None
+    z_range: tuple[float, float] | None = None
+    limit: int | None = None
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        for key in self.where or {}:
+            if not key.startswith("props.") and key not in FILTERABLE_COLUMNS:
+                raise InvalidInput(
+                    f"filter field {key!r}",
+                    f"not an asset column; use one of {', '.join(sorted(FILTERABLE_COLUMNS))} or props.<key>",
+                )
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (west <= east and south <= north):
+                raise InvalidInput(
+                    f"bbox {self.bbox}", "must be (west, south, east, north) with west ≤ east and south ≤ north"
+                )
+        if self.polygon is not None and (self.polygon.is_empty or not self.polygon.is_valid):
+            raise InvalidInput("polygon", "is empty or not valid")
+        if (self.limit is not None and self.limit < 0) or self.offset < 0:
+            raise InvalidInput("limit/offset", "must not be negative")
+
+
+class Store(Protocol):
+    """A place the city model lives. Backends: :mod:`cim.store.duckdb` and :mod:`cim.store.postgis`."""
+
+    @property
+    def url(self) -> str:
+        """Where the store is, without credentials, for messages."""
+        ...
+
+    # --- assets: changes ---
+    def upsert_assets(self, batch: AssetBatch) -> int:
+        """Insert or replace the batch's assets by id, in one transaction. Returns the number written."""
+        ...
+
+    def delete_assets(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
+        """Delete the assets with these ids and/or from this source. Returns the number deleted."""
+        ...
+
+    def optimize(self) -> None:
+        """Reorder the assets for spatial locality and refresh statistics; call after a large load."""
+        ...
+
+    # --- assets: queries ---
+    def get_asset(self, asset_id: str) -> Asset:
+        """The asset with this id, or :class:`~cim.errors.NotFound`."""
+        ...
+
+    def children(self, parent_id: str, *, kind: Kind | None = None) -> list[Asset]:
+        """The assets whose parent is ``parent_id``, ordered by id."""
+        ...
+
+    def find_assets(self, query: AssetQuery) -> list[Asset]:
+        """The assets the query selects, ordered by id."""
+        ...
+
+    def find_batch(self, query: AssetQuery) -> AssetBatch:
+        """The same as :meth:`find_assets`, as columns: no Python object per asset, for large results."""
+        ...
+
+    def count_assets(self, query: AssetQuery) -> int: ...
+
+    def count_by_kind(self) -> dict[str, int]: ...
+
+    def extent(self, *, kind: Kind | None = None) -> BBox | None:
+        """The lon/lat bounding box of all assets (of one kind), or None when there are none."""
+        ...
+
+    # --- sensors ---
+    def append_readings(self, readings: Sequence[Reading]) -> int:
+        """Append readings to the history and move each sensor's latest state forward, in one transaction."""
+        ...
+
+    def readings(
+        self, sensor_id: str, *, start: datetime | None = None, end: datetime | None = None, limit: int | None = None
+    ) -> list[Reading]:
+        """A sensor's history in time order, ``start`` inclusive, ``end`` exclusive."""
+        ...
+
+    def latest_states(self, sensor_ids: Sequence[str] | None = None) -> dict[str, Reading]:
+        """The newest reading of each sensor (of the given ones, or all)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

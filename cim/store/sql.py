@@ -1,0 +1,119 @@
+"""SQL shared by both backends: table definitions and the translation of an :class:`AssetQuery` into a WHERE clause.
+
+Every value a caller gives travels as a bound parameter, never pasted into the SQL text. Column names come only from
+:mod:`cim.store.schema`. The two backends differ in a handful of spellings, gathered in :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from cim.store.base import AssetQuery, BBox
+from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    sql: str
+    params: list[Any]
+
+
+class Dialect:
+    """How one backend spells parameters, geometry and JSON access."""
+
+    param = "?"
+
+    def column_type(self, name: str) -> str:
+        raise NotImplementedError
+
+    def geom_as_wkb(self, column: str) -> str:
+        raise NotImplementedError
+
+    def props_text(self) -> str:
+        """SQL for one property of ``props`` as text; its key is the one parameter (spelled by :meth:`props_key`)."""
+        raise NotImplementedError
+
+    def props_key(self, key: str) -> str:
+        return key
+
+    def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
+        """Assets whose geometry intersects the window (a bbox, and the exact polygon when there is one)."""
+        raise NotImplementedError
+
+    def props_as_text(self) -> str:
+        return "props"
+
+    # --- shared ---
+    def select_list(self) -> str:
+        spelled = {"geom": self.geom_as_wkb("geom") + " AS geom", "props": self.props_as_text() + " AS props"}
+        return ", ".join(spelled.get(name, name) for name in COLUMN_NAMES)
+
+    def create_assets_table(self, table: str = "assets") -> str:
+        columns = [f"{c.name} {self.column_type(c.name)}" for c in ASSET_COLUMNS]
+        columns += [f"{name} DOUBLE PRECISION" for name in BBOX_COLUMNS]
+        return f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(columns) + "\n)"
+
+    def where(self, query: AssetQuery) -> Where:
+        p = self.param
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.kinds is not None:
+            clauses.append(f"kind IN ({', '.join([p] * len(query.kinds))})" if query.kinds else "FALSE")
+            params += [str(k) for k in query.kinds]
+        if query.ids is not None:
+            clauses.append(f"id IN ({', '.join([p] * len(query.ids))})" if query.ids else "FALSE")
+            params += list(query.ids)
+        if query.parent_id is not None:
+            clauses.append(f"parent_id = {p}")
+            params.append(query.parent_id)
+        for key, value in (query.where or {}).items():
+            if key.startswith("props."):
+                clauses.append(f"{self.props_text()} = {p}")
+                params += [self.props_key(key.removeprefix("props.")), _json_text(value)]
+            else:
+                clauses.append(f"{key} = {p}")
+                params.append(value)
+        if query.z_range is not None:
+            low, high = query.z_range
+            clauses.append(f"z_max >= {p} AND z_min <= {p}")
+            params += [low, high]
+        window = _window_of(query)
+        if window is not None:
+            bbox, polygon = window
+            if polygon is not None and polygon.is_empty:
+                clauses.append("FALSE")  # the polygon lies wholly outside the bbox
+            else:
+                where = self.window(bbox, polygon)
+                clauses.append(where.sql)
+                params += where.params
+        return Where(" AND ".join(clauses) if clauses else "TRUE", params)
+
+
+def _window_of(query: AssetQuery) -> tuple[BBox, BaseGeometry | None] | None:
+    """The query's spatial window: the bbox intersected with the polygon's bounds, and the polygon."""
+    if query.polygon is None and query.bbox is None:
+        return None
+    if query.polygon is None:
+        assert query.bbox is not None
+        return query.bbox, None
+    polygon = query.polygon
+    if query.bbox is not None:
+        polygon = shapely.intersection(polygon, shapely.box(*query.bbox))
+    west, south, east, north = polygon.bounds if not polygon.is_empty else (0.0, 0.0, 0.0, 0.0)
+    return (west, south, east, north), polygon
+
+
+def _json_text(value: object) -> str:
+    """A scalar as its JSON text as the stores' ``->>`` returns it: strings bare, booleans lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def bbox_clause(param: str) -> str:
+    """Bounding-box overlap by the derived columns: (west, east, south, north) as four parameters."""
+    return f"max_x >= {param} AND min_x <= {param} AND max_y >= {param} AND min_y <= {param}"

@@ -1,0 +1,234 @@
+"""What both SQL backends share: the queries, the readings logic and the transaction discipline.
+
+A backend supplies four things: how to run a statement and fetch Arrow, how to open a transaction, and how to
+bulk-load a batch of assets or readings into its tables.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import pyarrow as pa
+
+from cim.errors import CimError, NotFound, StoreError
+from cim.model import Asset, Kind, Reading
+from cim.store.base import AssetQuery, BBox
+from cim.store.batch import AssetBatch
+from cim.store.schema import ASSET_SCHEMA
+from cim.store.sql import Dialect
+
+READINGS_SCHEMA = pa.schema(
+    [
+        pa.field("sensor_id", pa.string()),
+        pa.field("time", pa.timestamp("us", tz="UTC")),
+        pa.field("value", pa.float64()),
+        pa.field("status", pa.string()),
+    ]
+)
+
+
+class SqlStore(ABC):
+    """Shared implementation of :class:`cim.store.base.Store` over a SQL connection."""
+
+    dialect: Dialect
+
+    # --- what a backend supplies ---
+    @property
+    @abstractmethod
+    def url(self) -> str: ...
+
+    @abstractmethod
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        """Run a query and return its rows as an Arrow table."""
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed (or -1 when unknown)."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[None]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+
+    @abstractmethod
+    def _load_assets(self, batch: AssetBatch) -> None:
+        """Insert-or-replace the batch into ``assets``, deriving the bbox columns (inside a transaction)."""
+
+    @abstractmethod
+    def _load_readings(self, table: pa.Table) -> None:
+        """Append readings (READINGS_SCHEMA) and move the latest state forward (inside a transaction)."""
+
+    @abstractmethod
+    def optimize(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # --- changes ---
+    def upsert_assets(self, batch: AssetBatch) -> int:
+        if not len(batch):
+            return 0
+        with self._changing(f"writing {len(batch)} assets"):
+            self._load_assets(batch)
+        self._changed()
+        return len(batch)
+
+    def delete_assets(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
+        if ids is None and source is None:
+            raise StoreError("delete_assets", "needs ids or a source; refusing to delete everything")
+        p = self.dialect.param
+        clauses, params = [], []
+        if ids is not None:
+            if not ids:
+                return 0
+            clauses.append(f"id IN ({', '.join([p] * len(ids))})")
+            params += list(ids)
+        if source is not None:
+            clauses.append(f"source = {p}")
+            params.append(source)
+        with self._changing("deleting assets"):
+            count = self._execute("DELETE FROM assets WHERE " + " AND ".join(clauses), params)
+        self._changed()
+        return count
+
+    def append_readings(self, readings: Sequence[Reading]) -> int:
+        if not readings:
+            return 0
+        table = pa.table(
+            {
+                "sensor_id": [r.sensor_id for r in readings],
+                "time": [r.time.astimezone(UTC) for r in readings],
+                "value": [r.value for r in readings],
+                "status": [r.status for r in readings],
+            },
+            schema=READINGS_SCHEMA,
+        )
+        with self._changing(f"appending {len(readings)} readings"):
+            self._load_readings(table)
+        return len(readings)
+
+    # --- queries ---
+    def get_asset(self, asset_id: str) -> Asset:
+        found = self.find_assets(AssetQuery(ids=[asset_id]))
+        if not found:
+            raise NotFound(f"asset {asset_id!r}", f"not in store {self.url}")
+        return found[0]
+
+    def children(self, parent_id: str, *, kind: Kind | None = None) -> list[Asset]:
+        return self.find_assets(AssetQuery(parent_id=parent_id, kinds=None if kind is None else (kind,)))
+
+    def find_assets(self, query: AssetQuery) -> list[Asset]:
+        return self.find_batch(query).to_assets()
+
+    def find_batch(self, query: AssetQuery) -> AssetBatch:
+        where = self.dialect.where(query)
+        p = self.dialect.param
+        sql = f"SELECT {self.dialect.select_list()} FROM assets WHERE {where.sql} ORDER BY id"
+        params = list(where.params)
+        if query.limit is not None:
+            sql += f" LIMIT {p}"
+            params.append(query.limit)
+        if query.offset:
+            sql += f" OFFSET {p}"
+            params.append(query.offset)
+        return AssetBatch(_as_schema(self._fetch(sql, params), ASSET_SCHEMA))
+
+    def count_assets(self, query: AssetQuery) -> int:
+        where = self.dialect.where(query)
+        return int(self._fetch(f"SELECT count(*) AS n FROM assets WHERE {where.sql}", where.params)["n"][0].as_py())
+
+    def count_by_kind(self) -> dict[str, int]:
+        rows = self._fetch("SELECT kind, count(*) AS n FROM assets GROUP BY kind ORDER BY kind").to_pylist()
+        return {row["kind"]: int(row["n"]) for row in rows}
+
+    def extent(self, *, kind: Kind | None = None) -> BBox | None:
+        where = "" if kind is None else f" WHERE kind = {self.dialect.param}"
+        sql = "SELECT min(min_x) AS w, min(min_y) AS s, max(max_x) AS e, max(max_y) AS n FROM assets" + where
+        row = self._fetch(sql, [] if kind is None else [str(kind)]).to_pylist()[0]
+        if row["w"] is None:
+            return None
+        return (row["w"], row["s"], row["e"], row["n"])
+
+    def readings(
+        self, sensor_id: str, *, start: datetime | None = None, end: datetime | None = None, limit: int | None = None
+    ) -> list[Reading]:
+        p = self.dialect.param
+        sql = f"SELECT sensor_id, time, value, status FROM readings WHERE sensor_id = {p}"
+        params: list[Any] = [sensor_id]
+        if start is not None:
+            sql += f" AND time >= {p}"
+            params.append(start)
+        if end is not None:
+            sql += f" AND time < {p}"
+            params.append(end)
+        sql += " ORDER BY time"
+        if limit is not None:
+            sql += f" LIMIT {p}"
+            params.append(limit)
+        return list(_readings(self._fetch(sql, params)))
+
+    def latest_states(self, sensor_ids: Sequence[str] | None = None) -> dict[str, Reading]:
+        sql = "SELECT sensor_id, time, value, status FROM sensor_state"
+        params: list[str] = []
+        if sensor_ids is not None:
+            if not sensor_ids:
+                return {}
+            sql += f" WHERE sensor_id IN ({', '.join([self.dialect.param] * len(sensor_ids))})"
+            params = list(sensor_ids)
+        return {r.sensor_id: r for r in _readings(self._fetch(sql, params))}
+
+    # --- plumbing ---
+    def _changing(self, what: str) -> AbstractContextManager[None]:
+        return _ChangeGuard(self, what)
+
+    def _changed(self) -> None:  # noqa: B027  (an optional hook, not abstract)
+        """Called after a committed change to assets; backends drop caches here."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _ChangeGuard(AbstractContextManager[None]):
+    """One transaction; a database error inside becomes a :class:`StoreError` after the rollback."""
+
+    def __init__(self, store: SqlStore, what: str) -> None:
+        self._store = store
+        self._what = what
+        self._transaction: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        self._transaction = self._store._transaction()
+        self._transaction.__enter__()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._transaction is not None
+        self._transaction.__exit__(exc_type, exc, tb)  # rolls back when exc is set
+        if exc is not None and not isinstance(exc, CimError) and isinstance(exc, Exception):
+            raise StoreError(
+                f"{self._what} in {self._store.url}", f"{type(exc).__name__}: {_first_line(exc)}; nothing was written"
+            ) from exc
+
+
+def _as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _readings(table: pa.Table) -> Iterator[Reading]:
+    for row in _as_schema(table, READINGS_SCHEMA).to_pylist():
+        yield Reading(**row)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,54 @@
+"""The CLI as a user meets it: a real subprocess, exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cim import __version__
+
+
+def cim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cim", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version_and_help() -> None:
+    assert cim("--version").stdout.strip() == f"cim {__version__}"
+    help_text = cim("--help")
+    assert help_text.returncode == 0 and "info" in help_text.stdout
+
+
+def test_info_of_a_new_store_as_json(tmp_path: Path) -> None:
+    result = cim("info", "--store", str(tmp_path / "city.duckdb"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"store": str(tmp_path / "city.duckdb"), "assets": {}, "extent": None}
+
+
+def test_a_bad_store_is_one_error_line_with_status_2(tmp_path: Path) -> None:
+    result = cim("info", "--store", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == f"error: store {tmp_path} — is a directory; give a file path such as city.duckdb\n"
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = cim("--debug", "info", "--store", str(tmp_path))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_the_store_comes_from_the_environment(tmp_path: Path) -> None:
+    store = tmp_path / "env.duckdb"
+    result = subprocess.run(
+        [sys.executable, "-m", "cim", "info", "--json"],
+        capture_output=True,
+        text=True,
+        env={"CIM_STORE": str(store), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert json.loads(result.stdout)["store"] == str(store)
+
+
+def test_an_unknown_option_is_a_usage_error() -> None:
+    result = cim("info", "--bogus")
+    assert result.returncode == 2 and "No such option: --bogus" in result.stderr and "Traceback" not in result.stderr
