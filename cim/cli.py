@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cim import __version__
-from cim.errors import CimError
+from cim.errors import CimError, InvalidInput
+from cim.gis.ingest import LayerSummary, ingest_layer
+from cim.gis.mapping import LayerMapping, load_mapping, preset
+from cim.gis.readers import parse_crs
+from cim.model import parse_kind
 from cim.settings import StoreSettings
-from cim.store import open_store
+from cim.store import Store, open_store
 
 app = typer.Typer(
     name="cim",
@@ -68,6 +75,121 @@ def info(store: StoreOption = None, as_json: JsonOption = False) -> None:
         table.add_row(kind, f"{count:,}")
     console.print(table)
     console.print(f"extent (lon/lat): {summary['extent']}")
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[str], typer.Argument(help="GIS files, each optionally FILE:LAYER", show_default=False)],
+    store: StoreOption = None,
+    kind: Annotated[str | None, typer.Option(help="asset kind of every feature (building, pipe, hydrant …)")] = None,
+    mapping: Annotated[Path | None, typer.Option("--map", help="layer mapping TOML file")] = None,
+    preset_name: Annotated[
+        str | None, typer.Option("--preset", help="built-in mapping: osm-buildings, osm-parks, osm-bus-stops, pipes")
+    ] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS of layers that have none, e.g. EPSG:3857")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest GIS layers into the store. A file that fails is reported; the others still go in."""
+    layer_mapping = _mapping(kind, mapping, preset_name)
+    source_crs = parse_crs(crs) if crs else None
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with open_store(store_url(store)) as opened, _progress(quiet=as_json) as progress:
+        for spec in files:
+            results.append(_ingest_one(opened, spec, layer_mapping, source_crs, progress))
+    totals: dict[str, int] = {}
+    for result in results:
+        for asset_kind, count in result.get("assets", {}).items():
+            totals[asset_kind] = totals.get(asset_kind, 0) + count
+    summary = {"files": results, "assets": totals, "seconds": round(time.perf_counter() - started, 3)}
+    if as_json:
+        print_json(summary)
+    else:
+        _print_ingest(summary)
+    if any(not r["ok"] for r in results):
+        raise typer.Exit(2)
+
+
+def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:
+    given = [name for name, value in (("--kind", kind), ("--map", mapping), ("--preset", preset_name)) if value]
+    if len(given) != 1:
+        raise InvalidInput(
+            "ingest options",
+            "give exactly one of --kind, --map or --preset" + (f" (got {', '.join(given)})" if given else ""),
+        )
+    if mapping is not None:
+        return load_mapping(mapping)
+    if preset_name is not None:
+        return preset(preset_name)
+    assert kind is not None
+    return LayerMapping(kind=parse_kind(kind))
+
+
+def _ingest_one(store: Store, spec: str, mapping: LayerMapping, crs: Any, progress: Progress) -> dict[str, Any]:
+    path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    path = Path(path_text)
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "layer": layer or None,
+        "ok": False,
+        "error": None,
+        "features_read": 0,
+        "assets": {},
+        "repaired": 0,
+        "rejected": 0,
+        "findings": [],
+    }
+    task = progress.add_task(path.name, total=None)
+    try:
+        if path.suffix.lower() in (".ifc", ".ifczip"):
+            raise InvalidInput(f"file {path}", "IFC ingest is not in this version yet")
+        result: LayerSummary = ingest_layer(
+            store, path, mapping, layer=layer or None, crs=crs, progress=lambda n: progress.advance(task, n)
+        )
+    except CimError as exc:
+        entry["error"] = str(exc)
+        progress.console.print(f"[red]error:[/] {exc}", highlight=False)
+        return entry
+    finally:
+        progress.update(task, total=progress.tasks[task].completed)
+    entry.update(
+        ok=True,
+        layer=result.layer,
+        crs=result.crs,
+        features_read=result.features_read,
+        assets=result.assets,
+        repaired=result.repaired,
+        rejected=result.rejected,
+        findings=[{"rule": f["rule"], "count": f["count"], "examples": f["examples"]} for f in result.findings],
+    )
+    return entry
+
+
+def _progress(*, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+        transient=False,
+    )
+
+
+def _print_ingest(summary: dict[str, Any]) -> None:
+    table = Table("file", "layer", "read", "assets", "repaired", "rejected")
+    for f in summary["files"]:
+        assets = ", ".join(f"{k} {v:,}" for k, v in f["assets"].items()) or ("-" if f["ok"] else "[red]failed[/]")
+        name, layer, read = Path(f["path"]).name, f["layer"] or "", f"{f['features_read']:,}"
+        table.add_row(name, layer, read, assets, str(f["repaired"]), str(f["rejected"]))
+    console.print(table)
+    for f in summary["files"]:
+        for finding in f["findings"]:
+            examples = ", ".join(finding["examples"])
+            line = f"  {Path(f['path']).name}: {finding['rule']} ×{finding['count']} (e.g. {examples})"
+            console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"assets written: {summary['assets']}   in {summary['seconds']:.1f} s")
 
 
 def print_json(value: Any) -> None:

@@ -52,3 +52,50 @@ def test_the_store_comes_from_the_environment(tmp_path: Path) -> None:
 def test_an_unknown_option_is_a_usage_error() -> None:
     result = cim("info", "--bogus")
     assert result.returncode == 2 and "No such option: --bogus" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ingest_prints_a_json_summary_and_reports_a_bad_file(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gis"
+    store = str(tmp_path / "city.duckdb")
+    mapping = Path(__file__).resolve().parents[1] / "pipelines" / "mappings" / "cambridge-hydrants.toml"
+    result = cim(
+        "ingest",
+        str(data / "INFRA_Hydrants.geojson"),
+        str(tmp_path / "missing.geojson"),
+        "--map",
+        str(mapping),
+        "--store",
+        store,
+        "--json",
+    )
+    assert result.returncode == 2  # one file failed; the other went in
+    summary = json.loads(result.stdout)
+    good, bad = summary["files"]
+    assert good["ok"] and good["features_read"] == 1960 and good["assets"] == {"hydrant": 1960}
+    assert {"rule": "implausible_install_date", "count": 1} in [
+        {"rule": f["rule"], "count": f["count"]} for f in good["findings"]
+    ]
+    assert not bad["ok"] and bad["error"] == f"file {tmp_path / 'missing.geojson'} — does not exist"
+    assert summary["assets"] == {"hydrant": 1960} and summary["seconds"] > 0
+    assert json.loads(cim("info", "--store", store, "--json").stdout)["assets"] == {"hydrant": 1960}
+
+
+def test_ingest_of_a_named_layer_with_a_preset(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gis"
+    result = cim(
+        "ingest",
+        f"{data / 'Helsinki.osm.pbf'}:points",
+        "--preset",
+        "osm-bus-stops",
+        "--store",
+        str(tmp_path / "c.duckdb"),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["assets"] == {"transit_stop": 92}
+
+
+def test_ingest_needs_one_way_to_map() -> None:
+    result = cim("ingest", "x.geojson", "--kind", "park", "--preset", "osm-parks")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ingest options — give exactly one of --kind, --map or --preset")

@@ -6,7 +6,7 @@ is one transaction: it is written whole or, on any error, not at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -76,6 +76,11 @@ class Store(Protocol):
     # --- assets: changes ---
     def upsert_assets(self, batch: AssetBatch) -> int:
         """Insert or replace the batch's assets by id, in one transaction. Returns the number written."""
+        ...
+
+    def replace_source(self, source: str, batches: Iterable[AssetBatch]) -> int:
+        """Replace every asset of ``source`` by the batches' assets, in one transaction: a re-ingest drops what
+        left the source, and a failure half-way leaves the previous version whole. Returns the number written."""
         ...
 
     def delete_assets(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:

@@ -7,7 +7,7 @@ bulk-load a batch of assets or readings into its tables.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -76,6 +76,17 @@ class SqlStore(ABC):
             self._load_assets(batch)
         self._changed()
         return len(batch)
+
+    def replace_source(self, source: str, batches: Iterable[AssetBatch]) -> int:
+        written = 0
+        with self._changing(f"replacing the assets of {source}"):
+            self._execute(f"DELETE FROM assets WHERE source = {self.dialect.param}", [source])
+            for batch in batches:
+                if len(batch):
+                    self._load_assets(batch)
+                    written += len(batch)
+        self._changed()
+        return written
 
     def delete_assets(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
         if ids is None and source is None:

@@ -1,0 +1,1 @@
+"""GIS layers into the city model: readers (GDAL via pyogrio), declarative layer mappings, data-quality findings."""

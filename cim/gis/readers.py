@@ -1,0 +1,129 @@
+"""Reading vector layers through GDAL (pyogrio), in bounded batches, reprojected to WGS84.
+
+Any format GDAL reads works: GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet, OSM PBF … Features stream as
+Arrow batches (``pyogrio.raw.open_arrow``), so a layer of millions of features never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyogrio
+import pyogrio.errors
+import pyogrio.raw
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from cim.errors import InvalidInput
+
+BATCH_SIZE = 65_536
+WGS84 = CRS.from_epsg(4326)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    path: Path
+    layer: str
+    crs: CRS
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """Attributes as Arrow columns and geometries as shapely objects in lon/lat (None where unreadable)."""
+
+    attributes: pa.Table
+    geometries: np.ndarray
+
+
+def parse_crs(text: str, *, what: str = "--crs") -> CRS:
+    try:
+        return CRS.from_user_input(text)
+    except CRSError:
+        raise InvalidInput(f"{what} {text!r}", "is not a CRS pyproj knows; give e.g. EPSG:3857") from None
+
+
+def list_layers(path: Path) -> list[str]:
+    _check_file(path)
+    try:
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError):
+        raise InvalidInput(f"file {path}", "is not a GIS file GDAL can read") from None
+
+
+@contextmanager
+def open_layer(
+    path: Path,
+    *,
+    layer: str | None = None,
+    where: str | None = None,
+    crs: CRS | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[tuple[LayerInfo, Iterator[FeatureBatch]]]:
+    """Open one layer for streaming. ``crs`` is the caller's CRS for a layer that has none (or to override it)."""
+    layers = list_layers(path)
+    if layer is None:
+        if len(layers) != 1:
+            raise InvalidInput(f"file {path}", f"has layers {', '.join(layers)}; name one as FILE:LAYER")
+        layer = layers[0]
+    elif layer not in layers:
+        raise InvalidInput(f"layer {layer!r} of {path}", f"does not exist; the layers are: {', '.join(layers)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GDAL's notes on OSM/GeoJSON quirks; problems reach the findings
+            opened = pyogrio.raw.open_arrow(path, layer=layer, where=where, batch_size=batch_size, use_pyarrow=True)
+            meta, reader = opened.__enter__()
+    except pyogrio.errors.DataLayerError as exc:
+        raise InvalidInput(f"layer {layer!r} of {path}", f"cannot be read: {exc}") from None
+    except pyogrio.errors.GDALError as exc:
+        raise InvalidInput(f"filter {where!r} on {path}:{layer}", f"GDAL refused it: {exc}") from None
+    try:
+        source_crs = crs or _layer_crs(meta.get("crs"), path, layer)
+        geometry_column = meta.get("geometry_name") or "wkb_geometry"
+        fields = tuple(str(f) for f in meta["fields"])
+        info = LayerInfo(path=path, layer=layer, crs=source_crs, fields=fields)
+        yield info, _batches(reader, geometry_column, source_crs, path, layer)
+    finally:
+        opened.__exit__(None, None, None)
+
+
+def _batches(
+    reader: pa.RecordBatchReader, geometry_column: str, source_crs: CRS, path: Path, layer: str
+) -> Iterator[FeatureBatch]:
+    to_wgs84 = None if source_crs.equals(WGS84) else Transformer.from_crs(source_crs, WGS84, always_xy=True)
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # GDAL's notes on unclosed rings: such features reach the findings
+                batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"layer {layer!r} of {path}", f"cannot be read: {exc}") from None
+        table = pa.Table.from_batches([batch])
+        wkb = table.column(geometry_column).to_numpy(zero_copy_only=False)
+        geoms = shapely.from_wkb(wkb, on_invalid="ignore")  # unreadable (e.g. unclosed rings) → None
+        geoms = shapely.force_2d(geoms)
+        if to_wgs84 is not None:
+            geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
+        yield FeatureBatch(attributes=table.drop_columns([geometry_column]), geometries=geoms)
+
+
+def _layer_crs(text: str | None, path: Path, layer: str) -> CRS:
+    if not text:
+        raise InvalidInput(f"layer {layer!r} of {path}", "has no CRS; give one with --crs EPSG:N")
+    return parse_crs(text, what=f"CRS of {path}:{layer}")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InvalidInput(f"file {path}", "does not exist")
+    if path.is_dir() and not any(path.glob("*.shp")):
+        raise InvalidInput(f"file {path}", "is a directory")

@@ -1,0 +1,134 @@
+"""GIS ingest on the real files in ../shared/data/gis, against both stores."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from shapely.geometry import Point
+
+from cim.errors import InvalidInput
+from cim.gis.ingest import ingest_layer
+from cim.gis.mapping import LayerMapping, load_mapping, mapping_from_dict, preset
+from cim.gis.readers import parse_crs
+from cim.model import Kind
+from cim.store import AssetQuery, Store
+
+MAPPINGS = Path(__file__).resolve().parents[2] / "pipelines" / "mappings"
+EARTH_RADIUS = 6378137.0
+
+
+def metres_between(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat = math.radians((a[1] + b[1]) / 2)
+    return math.hypot((a[0] - b[0]) * math.cos(lat), a[1] - b[1]) * math.pi / 180 * EARTH_RADIUS
+
+
+def test_hydrants_with_epoch_dates_and_the_year_911(store: Store, data_dir: Path) -> None:
+    summary = ingest_layer(
+        store, data_dir / "gis" / "INFRA_Hydrants.geojson", load_mapping(MAPPINGS / "cambridge-hydrants.toml")
+    )
+    assert summary.features_read == 1960 and summary.assets == {"hydrant": 1960}
+    implausible = [f for f in summary.findings if f["rule"] == "implausible_install_date"]
+    assert implausible and implausible[0]["count"] == 1
+    odd = store.get_asset(implausible[0]["examples"][0])  # type: ignore[index]
+    assert odd.install_date is None  # the year-911 value is dropped, the hydrant kept
+    first = store.get_asset("INFRA_Hydrants:1")
+    assert first.name == "PH6000" and first.network == "water" and first.status == "ACT"
+    assert first.install_date == date(1874, 1, 1)  # -3029443200000 ms
+    assert first.geom is not None
+    assert metres_between((first.geom.x, first.geom.y), (-71.11682606734047, 42.370743676935895)) < 1.0
+
+
+def test_web_mercator_footprints_land_in_prague(store: Store, data_dir: Path) -> None:
+    path = data_dir / "gis" / "bubenec.gpkg"
+    summary = ingest_layer(store, path, LayerMapping(kind=Kind.BUILDING), layer="buildings")
+    assert summary.features_read == 144 and summary.crs == "EPSG:3857"
+    source = gpd.read_file(path, layer="buildings").iloc[0]
+    x, y = source.geometry.exterior.coords[0]
+    expected = (math.degrees(x / EARTH_RADIUS), math.degrees(2 * math.atan(math.exp(y / EARTH_RADIUS)) - math.pi / 2))
+    asset = store.get_asset("bubenec:buildings:0")
+    assert asset.geom is not None
+    assert min(metres_between(expected, c) for c in asset.geom.exterior.coords) < 1.0
+
+
+def test_water_mains_in_us_feet_get_diameters_in_millimetres(store: Store, data_dir: Path) -> None:
+    summary = ingest_layer(
+        store, data_dir / "gis" / "ky4_pipes.geojson", load_mapping(MAPPINGS / "ky4-water-mains.toml")
+    )
+    assert summary.assets == {"pipe": 1156}
+    pipe = store.get_asset("ky4_pipes:P-1")
+    assert pipe.diameter_mm == pytest.approx(152.4) and pipe.network == "water" and pipe.depth_m == 1.2
+    assert pipe.z_max == pytest.approx(-1.2) and pipe.z_min == pytest.approx(-1.3524)
+    assert pipe.props["start_node_name"] == "J-1"
+    west, south, east, north = store.extent(kind=Kind.PIPE) or (0, 0, 0, 0)
+    assert -86.5 < west < east < -84.5 and 37 < south < north < 39  # Kentucky, not feet
+
+
+def test_osm_buildings_get_heights_from_levels(store: Store, data_dir: Path) -> None:
+    summary = ingest_layer(store, data_dir / "gis" / "Helsinki.osm.pbf", preset("osm-buildings"))
+    assert summary.features_read == 494
+    rules = {f["rule"] for f in summary.findings}
+    assert "unreadable_geometry" in rules  # the clipped extract's unclosed rings
+    assert summary.rejected + summary.assets["building"] == 494
+    buildings = store.find_assets(AssetQuery(kinds=[Kind.BUILDING]))
+    from_levels = [a for a in buildings if a.storeys and a.height_m == pytest.approx(a.storeys * 3.0)]
+    assert len(from_levels) >= 140  # 165 have building:levels, a few of them an explicit height too
+    assert all("building:levels" not in a.props and "osm_way_id" not in a.props for a in buildings)
+    assert any("addr:street" in a.props for a in buildings)  # the other tags are kept, one key each
+
+
+def test_osm_parks_and_bus_stops(store: Store, data_dir: Path) -> None:
+    osm = data_dir / "gis" / "Helsinki.osm.pbf"
+    assert ingest_layer(store, osm, preset("osm-bus-stops")).assets == {"transit_stop": 92}
+    parks = ingest_layer(store, osm, preset("osm-parks"))
+    assert parks.features_read == 17 and parks.rejected + parks.assets["park"] == 17
+
+
+def test_reingesting_a_layer_replaces_it(store: Store, data_dir: Path) -> None:
+    path = data_dir / "gis" / "RECREATION_OpenSpace.geojson"
+    mapping = mapping_from_dict({"kind": "park", "id": "OBJECTID", "fields": {"name": "NAME"}}, origin="test")
+    ingest_layer(store, path, mapping)
+    ingest_layer(store, path, mapping)
+    assert store.count_by_kind() == {"park": 276}
+
+
+def test_a_missing_layer_lists_the_layers(store: Store, data_dir: Path) -> None:
+    with pytest.raises(InvalidInput, match="'roads'.*layers are: tessellation, buildings, streets, plots"):
+        ingest_layer(store, data_dir / "gis" / "bubenec.gpkg", LayerMapping(kind=Kind.ROAD), layer="roads")
+
+
+def test_a_mapping_naming_a_missing_field_lists_the_fields(store: Store, data_dir: Path) -> None:
+    mapping = mapping_from_dict({"kind": "hydrant", "fields": {"install_date": "INSTALL_YEAR"}}, origin="test")
+    with pytest.raises(InvalidInput, match="INSTALL_YEAR.*fields are: OBJECTID, ANCILLARYROLE"):
+        ingest_layer(store, data_dir / "gis" / "INFRA_Hydrants.geojson", mapping)
+    assert store.count_by_kind() == {}
+
+
+def test_a_layer_without_crs_needs_one(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "poles.shp"
+    gpd.GeoDataFrame({"pid": [1, 2]}, geometry=[Point(355000, 3454000), Point(355100, 3454100)]).to_file(path)
+    with pytest.raises(InvalidInput, match="has no CRS; give one with --crs"):
+        ingest_layer(store, path, LayerMapping(kind=Kind.POLE))
+    summary = ingest_layer(store, path, LayerMapping(kind=Kind.POLE), crs=parse_crs("EPSG:32651"))
+    assert summary.assets == {"pole": 2}
+    pole = store.get_asset("poles:0")
+    assert pole.geom is not None and 121.4 < pole.geom.x < 121.5 and 31.2 < pole.geom.y < 31.3  # Shanghai
+
+
+def test_not_a_gis_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "notes.geojson"
+    path.write_text("this is not geojson")
+    with pytest.raises(InvalidInput, match="not a GIS file"):
+        ingest_layer(store, path, LayerMapping(kind=Kind.PARK))
+
+
+def test_bad_mappings_name_the_key() -> None:
+    with pytest.raises(InvalidInput, match="kind"):
+        mapping_from_dict({"kind": "castle"}, origin="m.toml")
+    with pytest.raises(InvalidInput, match="units.install_date"):
+        mapping_from_dict({"kind": "pipe", "units": {"install_date": "ft"}}, origin="m.toml")
+    with pytest.raises(InvalidInput, match="colour"):
+        mapping_from_dict({"kind": "pipe", "colour": "red"}, origin="m.toml")
