@@ -132,3 +132,30 @@ def test_bad_mappings_name_the_key() -> None:
         mapping_from_dict({"kind": "pipe", "units": {"install_date": "ft"}}, origin="m.toml")
     with pytest.raises(InvalidInput, match="colour"):
         mapping_from_dict({"kind": "pipe", "colour": "red"}, origin="m.toml")
+
+
+def test_geoparquet_is_read_with_its_crs(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "stops.parquet"
+    frame = gpd.GeoDataFrame(
+        {"stop": ["a", "b", "c"], "height": [3.0, -1.0, 4.0]},
+        geometry=[Point(355000, 3454000), Point(355100, 3454100), Point(355200, 3454200)],
+        crs="EPSG:32651",
+    )
+    frame.to_parquet(path)
+    mapping = mapping_from_dict({"kind": "pole", "id": "stop", "fields": {"height_m": "height"}}, origin="test")
+    summary = ingest_layer(store, path, mapping)
+    assert summary.crs == "EPSG:32651" and summary.assets == {"pole": 3}
+    assert {"rule": "negative_value:height_m", "count": 1, "examples": ["stops:b"]} in summary.findings
+    pole = store.get_asset("stops:a")
+    assert pole.geom is not None and 121.4 < pole.geom.x < 121.5 and pole.height_m == 3.0
+    assert store.get_asset("stops:b").height_m is None
+
+
+def test_parquet_without_geo_metadata_is_refused(store: Store, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": [1]}), path)
+    with pytest.raises(InvalidInput, match="without GeoParquet metadata"):
+        ingest_layer(store, path, LayerMapping(kind=Kind.POLE))
