@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pyproj import CRS
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -129,7 +131,7 @@ def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) ->
     return LayerMapping(kind=parse_kind(kind))
 
 
-def _ingest_one(store: Store, spec: str, mapping: LayerMapping, crs: Any, progress: Progress) -> dict[str, Any]:
+def _ingest_one(store: Store, spec: str, mapping: LayerMapping, crs: CRS | None, progress: Progress) -> dict[str, Any]:
     path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
     path = Path(path_text)
     entry: dict[str, Any] = {
@@ -156,16 +158,7 @@ def _ingest_one(store: Store, spec: str, mapping: LayerMapping, crs: Any, progre
         return entry
     finally:
         progress.update(task, total=progress.tasks[task].completed)
-    entry.update(
-        ok=True,
-        layer=result.layer,
-        crs=result.crs,
-        features_read=result.features_read,
-        assets=result.assets,
-        repaired=result.repaired,
-        rejected=result.rejected,
-        findings=[{"rule": f["rule"], "count": f["count"], "examples": f["examples"]} for f in result.findings],
-    )
+    entry.update(ok=True, **asdict(result))
     return entry
 
 

@@ -14,7 +14,7 @@ from cim.errors import InvalidInput
 from cim.gis.mapping import METRES_PER, MODEL_UNITS, LayerMapping
 from cim.gis.quality import Findings, clean_geometries
 from cim.gis.readers import FeatureBatch
-from cim.model import Kind
+from cim.model import KIND_FIELDS, Kind
 from cim.store.batch import AssetBatch
 
 OSM_TAGS = "other_tags"  # GDAL's OSM driver packs the tags it has no column for here: "k"=>"v","k2"=>"v2"
@@ -175,8 +175,6 @@ class FeatureMapper:
             from_storeys = np.asarray(storeys, dtype="float64") * self.mapping.storey_height_m
             height = from_storeys if height is None else np.where(np.isnan(height), from_storeys, height)  # type: ignore[call-overload]
             columns["height_m"] = height
-        if self.mapping.kind is not Kind.BUILDING:
-            columns["storeys"] = None
         depth = columns.get("depth_m")
         if depth is not None and self.mapping.kind in (Kind.PIPE, Kind.NODE):
             diameter = columns.get("diameter_mm")
@@ -186,12 +184,9 @@ class FeatureMapper:
         else:
             columns["z_min"] = np.zeros(n)
             columns["z_max"] = np.nan_to_num(np.asarray(height, dtype="float64")) if height is not None else np.zeros(n)
-        if self.mapping.kind not in (Kind.PIPE, Kind.NODE, Kind.HYDRANT):
-            columns["diameter_mm"] = None
-        if self.mapping.kind not in (Kind.PIPE, Kind.NODE, Kind.SENSOR):
-            columns["depth_m"] = None
-        if self.mapping.kind not in (Kind.PIPE, Kind.NODE, Kind.HYDRANT, Kind.SENSOR):
-            columns["network"] = None
+        for name, kinds in KIND_FIELDS.items():  # a column of another kind was only needed to derive z above
+            if self.mapping.kind not in kinds:
+                columns[name] = None
 
 
 def _id_text(column: pd.Series) -> pd.Series:
