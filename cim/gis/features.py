@@ -21,7 +21,7 @@ OSM_TAGS = "other_tags"  # GDAL's OSM driver packs the tags it has no column for
 _OSM_TAG = re.compile(r'"((?:[^"\\]|\\.)*)"=>"((?:[^"\\]|\\.)*)"')
 _NUMBER = r"^\s*([-+]?\d+(?:[.,]\d+)?)"
 _EARLIEST_YEAR = 1800
-_TEXT_FIELDS = ("name", "status", "material", "network")
+_TEXT_FIELDS = ("name", "parent_id", "status", "material", "network")
 
 
 def check_fields(mapping: LayerMapping, fields: tuple[str, ...], where: str) -> None:

@@ -13,7 +13,8 @@ It is written in TOML (``--map mapping.toml`` or a pipeline's source table) or t
     network = "water"
     depth_m = 1.2
 
-Every source attribute not mapped to a field is kept in the asset's ``props``.
+Every source attribute not mapped to a field is kept in the asset's ``props``. ``parent_id`` takes the parent's
+full asset id as written (e.g. a lift layer's ``building_id`` = ``"blocks:B17"``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from cim.model import Kind
 
 #: Model fields a layer attribute may feed.
 ModelField = Literal[
-    "name", "install_date", "status", "material", "height_m", "storeys", "network", "diameter_mm", "depth_m"
+    "name",
+    "parent_id",
+    "install_date",
+    "status",
+    "material",
+    "height_m",
+    "storeys",
+    "network",
+    "diameter_mm",
+    "depth_m",
 ]
 LengthUnit = Literal["m", "cm", "mm", "ft", "in"]
 DateUnit = Literal["iso", "epoch_ms", "epoch_s", "year"]

@@ -1,0 +1,393 @@
+"""Asset meshes: a columnar :class:`MeshBatch` and the :class:`MeshStore` file that keeps them beside the store.
+
+Meshes are bulky (a city's buildings take gigabytes) and only tiling reads them, so they live in a DuckDB file of
+their own next to the relational store (``city.duckdb`` → ``city.meshes.duckdb``): one row per asset with its
+origin, vertices and triangles as packed little-endian blobs. Producers (GIS shapes, IFC geometry) hand over whole
+batches; nothing here loops over vertices in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from cim.errors import InvalidInput, StoreError, StoreUnavailable
+from cim.model import Mesh
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meshes (
+    asset_id VARCHAR PRIMARY KEY,
+    source VARCHAR,
+    lon DOUBLE NOT NULL, lat DOUBLE NOT NULL, h DOUBLE NOT NULL,
+    vertex_count INTEGER NOT NULL,
+    triangle_count INTEGER NOT NULL,
+    vertices BLOB NOT NULL,
+    triangles BLOB NOT NULL,
+    color FLOAT[4]
+)
+"""
+_COLUMNS = "asset_id, source, lon, lat, h, vertex_count, triangle_count, vertices, triangles, color"
+
+
+@dataclass(frozen=True, slots=True)
+class MeshBatch:
+    """Meshes of many assets as flat arrays: asset ``i`` owns ``vertices[vertex_offsets[i]:vertex_offsets[i+1]]``
+    (float32 ENU metres around ``origins[i]`` = lon, lat, ellipsoidal height) and the triangles
+    ``triangles[triangle_offsets[i]:triangle_offsets[i+1]]``, whose indices count from its own first vertex.
+    ``colors`` is RGBA in 0…1, NaN where the asset has no colour of its own.
+
+    >>> m = Mesh(asset_id="a", origin=(121.5, 31.2, 0.0), vertices=np.eye(3, dtype=np.float32),
+    ...          triangles=np.array([[0, 1, 2]], dtype=np.uint32))
+    >>> batch = MeshBatch.from_meshes([m, m])
+    >>> len(batch), batch.triangle_offsets.tolist(), batch.to_meshes()[1].triangles.tolist()
+    (2, [0, 1, 2], [[0, 1, 2]])
+    """
+
+    asset_ids: Sequence[str]
+    origins: npt.NDArray[np.float64]
+    vertices: npt.NDArray[np.float32]
+    vertex_offsets: npt.NDArray[np.int64]
+    triangles: npt.NDArray[np.uint32]
+    triangle_offsets: npt.NDArray[np.int64]
+    colors: npt.NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        n = len(self.asset_ids)
+        shapes_ok = (
+            self.origins.shape == (n, 3)
+            and self.vertex_offsets.shape == (n + 1,)
+            and self.triangle_offsets.shape == (n + 1,)
+            and self.colors.shape == (n, 4)
+            and self.vertices.ndim == 2
+            and self.vertices.shape[1] == 3
+            and self.triangles.ndim == 2
+            and self.triangles.shape[1] == 3
+            and int(self.vertex_offsets[-1]) == len(self.vertices)
+            and int(self.triangle_offsets[-1]) == len(self.triangles)
+        )
+        if not shapes_ok:
+            raise InvalidInput("mesh batch", "arrays and offsets do not agree in length")
+        if self.vertices.dtype != np.float32 or self.triangles.dtype != np.uint32:
+            raise InvalidInput("mesh batch", "vertices must be float32 and triangles uint32")
+        if len(self.triangles):
+            counts = np.diff(self.vertex_offsets)
+            owner = np.repeat(np.arange(n), np.diff(self.triangle_offsets))
+            if bool((self.triangles.max(axis=1) >= counts[owner]).any()):
+                raise InvalidInput("mesh batch", "a triangle refers to a vertex its asset does not have")
+        if not np.isfinite(self.vertices).all() or not np.isfinite(self.origins).all():
+            raise InvalidInput("mesh batch", "vertices and origins must be finite numbers")
+
+    def __len__(self) -> int:
+        return len(self.asset_ids)
+
+    @classmethod
+    def empty(cls) -> MeshBatch:
+        return cls.build([], np.zeros((0, 3)), [], [])
+
+    @classmethod
+    def build(
+        cls,
+        asset_ids: Sequence[str],
+        origins: npt.ArrayLike,
+        vertices: Sequence[npt.NDArray[np.float32]],
+        triangles: Sequence[npt.NDArray[np.uint32]],
+        colors: npt.ArrayLike | None = None,
+    ) -> MeshBatch:
+        """A batch from per-asset arrays (for producers that make one mesh at a time, such as IFC geometry)."""
+        n = len(asset_ids)
+        vcounts = np.array([len(v) for v in vertices], dtype=np.int64)
+        tcounts = np.array([len(t) for t in triangles], dtype=np.int64)
+        return cls(
+            asset_ids=list(asset_ids),
+            origins=np.asarray(origins, dtype=np.float64).reshape(n, 3),
+            vertices=np.concatenate(vertices).astype(np.float32, copy=False) if n else np.zeros((0, 3), np.float32),
+            vertex_offsets=np.concatenate([[0], np.cumsum(vcounts)]).astype(np.int64),
+            triangles=np.concatenate(triangles).astype(np.uint32, copy=False) if n else np.zeros((0, 3), np.uint32),
+            triangle_offsets=np.concatenate([[0], np.cumsum(tcounts)]).astype(np.int64),
+            colors=(
+                np.full((n, 4), np.nan, np.float32)
+                if colors is None
+                else np.asarray(colors, dtype=np.float32).reshape(n, 4)
+            ),
+        )
+
+    @classmethod
+    def from_meshes(cls, meshes: Sequence[Mesh]) -> MeshBatch:
+        return cls.build(
+            [m.asset_id for m in meshes],
+            [m.origin for m in meshes],
+            [m.vertices for m in meshes],
+            [m.triangles for m in meshes],
+            [m.color if m.color is not None else (np.nan,) * 4 for m in meshes],
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[MeshBatch]) -> MeshBatch:
+        if not batches:
+            return cls.empty()
+        if len(batches) == 1:
+            return batches[0]
+        v_shift = np.cumsum([0] + [len(b.vertices) for b in batches[:-1]])
+        t_shift = np.cumsum([0] + [len(b.triangles) for b in batches[:-1]])
+        return cls(
+            asset_ids=[i for b in batches for i in b.asset_ids],
+            origins=np.concatenate([b.origins for b in batches]),
+            vertices=np.concatenate([b.vertices for b in batches]),
+            vertex_offsets=np.concatenate(
+                [[0]] + [b.vertex_offsets[1:] + s for b, s in zip(batches, v_shift, strict=True)]
+            ).astype(np.int64),
+            triangles=np.concatenate([b.triangles for b in batches]),
+            triangle_offsets=np.concatenate(
+                [[0]] + [b.triangle_offsets[1:] + s for b, s in zip(batches, t_shift, strict=True)]
+            ).astype(np.int64),
+            colors=np.concatenate([b.colors for b in batches]),
+        )
+
+    def to_meshes(self) -> list[Mesh]:
+        out = []
+        for i, asset_id in enumerate(self.asset_ids):
+            color = self.colors[i]
+            out.append(
+                Mesh(
+                    asset_id=asset_id,
+                    origin=(float(self.origins[i, 0]), float(self.origins[i, 1]), float(self.origins[i, 2])),
+                    vertices=self.vertices[self.vertex_offsets[i] : self.vertex_offsets[i + 1]],
+                    triangles=self.triangles[self.triangle_offsets[i] : self.triangle_offsets[i + 1]],
+                    color=None
+                    if np.isnan(color).any()
+                    else (float(color[0]), float(color[1]), float(color[2]), float(color[3])),
+                )
+            )
+        return out
+
+    def to_table(self, source: str | None) -> pa.Table:
+        """One row per asset, vertices and triangles as blobs sliced straight from the flat arrays (no copy per
+        asset)."""
+        n = len(self)
+        vertex_bytes = pa.py_buffer(np.ascontiguousarray(self.vertices).tobytes())
+        triangle_bytes = pa.py_buffer(np.ascontiguousarray(self.triangles).tobytes())
+        vertices = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), n, [None, pa.py_buffer((self.vertex_offsets * 12).astype(np.int64)), vertex_bytes]
+        )
+        triangles = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), n, [None, pa.py_buffer((self.triangle_offsets * 12).astype(np.int64)), triangle_bytes]
+        )
+        no_color = np.isnan(self.colors).any(axis=1)
+        colors = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.nan_to_num(self.colors).ravel()), 4, mask=pa.array(no_color)
+        )
+        return pa.table(
+            {
+                "asset_id": pa.array(list(self.asset_ids), pa.string()),
+                "source": pa.array([source] * n, pa.string()),
+                "lon": self.origins[:, 0],
+                "lat": self.origins[:, 1],
+                "h": self.origins[:, 2],
+                "vertex_count": np.diff(self.vertex_offsets).astype(np.int32),
+                "triangle_count": np.diff(self.triangle_offsets).astype(np.int32),
+                "vertices": vertices,
+                "triangles": triangles,
+                "color": colors,
+            }
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> MeshBatch:
+        """The inverse of :meth:`to_table` (the ``source`` column may be absent)."""
+        vertices, vertex_offsets = _unpack_blobs(table.column("vertices"), 12)
+        triangles, triangle_offsets = _unpack_blobs(table.column("triangles"), 12)
+        color_column = table.column("color").combine_chunks()
+        colors = np.full((table.num_rows, 4), np.nan, np.float32)
+        if table.num_rows:
+            valid = ~np.asarray(color_column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            if valid.any():
+                flat = np.asarray(color_column.filter(pa.array(valid)).flatten().to_numpy(), dtype=np.float32)
+                colors[valid] = flat.reshape(-1, 4)
+        return cls(
+            asset_ids=table.column("asset_id").to_pylist(),
+            origins=np.stack(
+                [table.column(c).to_numpy().astype(np.float64) for c in ("lon", "lat", "h")], axis=-1
+            ).reshape(-1, 3),
+            vertices=np.frombuffer(vertices, dtype=np.float32).reshape(-1, 3),
+            vertex_offsets=vertex_offsets,
+            triangles=np.frombuffer(triangles, dtype=np.uint32).reshape(-1, 3),
+            triangle_offsets=triangle_offsets,
+            colors=colors,
+        )
+
+
+def _unpack_blobs(column: pa.ChunkedArray, item_size: int) -> tuple[bytes, npt.NDArray[np.int64]]:
+    """The concatenated bytes of a binary column and the offsets (in items) where each row starts."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_large_binary(array.type):
+        array = array.cast(pa.large_binary())
+    if len(array) == 0:
+        return b"", np.zeros(1, np.int64)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = array.buffers()[2]
+    start, end = int(offsets[0]), int(offsets[-1])
+    blob = data.to_pybytes()[start:end] if data is not None else b""
+    return blob, ((offsets - start) // item_size).astype(np.int64)
+
+
+def mesh_path_for(store_url: str) -> Path:
+    """Where the meshes of the store at ``store_url`` live: beside a DuckDB file, or under ``data/meshes/`` for a
+    PostgreSQL store (one file per database and schema)."""
+    scheme, sep, rest = store_url.partition("://")
+    if not sep or scheme == "duckdb":
+        path = Path(rest if sep else store_url)
+        return path.with_name(path.name.removesuffix(".duckdb") + ".meshes.duckdb")
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", rest.split("@")[-1])[:80]
+    digest = hashlib.sha1(store_url.encode()).hexdigest()[:8]
+    return Path("data") / "meshes" / f"{readable}-{digest}.duckdb"
+
+
+class MeshWriter:
+    """Adds mesh batches inside one open :meth:`MeshStore.replacing` transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str) -> None:
+        self._con = con
+        self._source = source
+        self.written = 0
+
+    def add(self, batch: MeshBatch) -> None:
+        if not len(batch):
+            return
+        table = batch.to_table(self._source)
+        self._con.register("incoming_meshes", table)
+        try:
+            self._con.execute(f"INSERT OR REPLACE INTO meshes ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_meshes")
+        finally:
+            self._con.unregister("incoming_meshes")
+        self.written += len(batch)
+
+
+class MeshStore:
+    """The mesh file of one store. Open read-only to share it between tiling processes.
+
+    >>> import tempfile, os
+    >>> m = Mesh(asset_id="a", origin=(121.5, 31.2, 0.0), vertices=np.eye(3, dtype=np.float32),
+    ...          triangles=np.array([[0, 1, 2]], dtype=np.uint32), color=(1.0, 0.0, 0.0, 1.0))
+    >>> with MeshStore(os.path.join(tempfile.mkdtemp(), "m.duckdb")) as meshes:
+    ...     meshes.replace_source("test", [MeshBatch.from_meshes([m])])
+    ...     meshes.get(["a", "nope"]).to_meshes()[0].color
+    1
+    (1.0, 0.0, 0.0, 1.0)
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+            if not read_only:
+                self._con.execute(_SCHEMA)
+        except duckdb.IOException as exc:
+            raise StoreUnavailable(f"mesh file {self.path}", f"cannot be opened: {exc}") from None
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def replacing(self, source: str) -> Iterator[MeshWriter]:
+        """One transaction that drops the meshes of ``source`` and adds what the writer receives; rolled back whole
+        if the block raises."""
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM meshes WHERE source = ?", [source])
+            writer = MeshWriter(con, source)
+            yield writer
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        try:
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"meshes of source {source!r}", f"could not be saved, nothing was written: {exc}"
+            ) from None
+
+    def replace_source(self, source: str, batches: Iterable[MeshBatch]) -> int:
+        with self.replacing(source) as writer:
+            for batch in batches:
+                writer.add(batch)
+        return writer.written
+
+    def delete(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
+        if ids is None and source is None:
+            raise InvalidInput("mesh delete", "give ids, a source, or both")
+        clauses, params = [], []
+        if ids is not None:
+            clauses.append("list_contains(?, asset_id)")
+            params.append(list(ids))
+        if source is not None:
+            clauses.append("source = ?")
+            params.append(source)
+        row = self._con.execute(f"DELETE FROM meshes WHERE {' AND '.join(clauses)} RETURNING 1", params).fetchall()
+        return len(row)
+
+    def count(self) -> int:
+        row = self._con.execute("SELECT count(*) FROM meshes").fetchone()
+        return int(row[0]) if row else 0
+
+    def get(self, asset_ids: Sequence[str]) -> MeshBatch:
+        """The meshes of these assets that exist, in the order given."""
+        wanted = pa.table({"asset_id": pa.array(list(asset_ids), pa.string()), "ord": np.arange(len(asset_ids))})
+        self._con.register("wanted_meshes", wanted)
+        try:
+            table = self._con.execute(
+                f"SELECT {_COLUMNS} FROM meshes JOIN wanted_meshes USING (asset_id) ORDER BY ord"
+            ).to_arrow_table()
+        finally:
+            self._con.unregister("wanted_meshes")
+        return MeshBatch.from_table(table)
+
+    def iter_grouped(self, keys: pa.Table, *, rows_per_fetch: int = 20_000) -> Iterator[tuple[int, MeshBatch]]:
+        """Stream meshes grouped by an integer key: ``keys`` has columns ``asset_id`` and ``key`` (e.g. the tile
+        each asset goes to); yields ``(key, meshes)`` in key order, each key once. Memory holds one group plus one
+        fetch, whatever the number of meshes."""
+        self._con.register("mesh_keys", keys)
+        try:
+            reader = self._con.execute(
+                f"SELECT k.key, {_COLUMNS} FROM meshes JOIN mesh_keys k USING (asset_id) ORDER BY k.key, asset_id"
+            ).to_arrow_reader(rows_per_fetch)
+            pending: list[pa.Table] = []
+            current: int | None = None
+            for record_batch in reader:
+                table = pa.Table.from_batches([record_batch])
+                key_column = table.column("key").to_numpy()
+                starts = np.flatnonzero(np.diff(key_column)) + 1
+                bounds = [0, *starts.tolist(), len(key_column)]
+                for lo, hi in itertools.pairwise(bounds):
+                    key = int(key_column[lo])
+                    if current is not None and key != current:
+                        yield current, MeshBatch.from_table(pa.concat_tables(pending))
+                        pending = []
+                    current = key
+                    pending.append(table.slice(lo, hi - lo))
+            if current is not None:
+                yield current, MeshBatch.from_table(pa.concat_tables(pending))
+        finally:
+            self._con.unregister("mesh_keys")
