@@ -338,7 +338,8 @@ class MeshStore:
     def delete(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
         if ids is None and source is None:
             raise InvalidInput("mesh delete", "give ids, a source, or both")
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if ids is not None:
             clauses.append("list_contains(?, asset_id)")
             params.append(list(ids))
