@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from pyproj import CRS
 from cim.gis.features import FeatureMapper, check_fields
 from cim.gis.mapping import LayerMapping
 from cim.gis.readers import open_layer
+from cim.gis.shapes import shapes_of_batch
 from cim.store import AssetBatch, Store
+from cim.store.meshes import MeshStore, MeshWriter
 
 Progress = Callable[[int], None]
 
@@ -23,6 +26,7 @@ class LayerSummary:
     crs: str
     features_read: int = 0
     assets: dict[str, int] = field(default_factory=dict)
+    meshes: int = 0
     repaired: int = 0
     rejected: int = 0
     findings: list[dict[str, object]] = field(default_factory=list)
@@ -40,11 +44,13 @@ def ingest_layer(
     *,
     layer: str | None = None,
     crs: CRS | None = None,
+    meshes: MeshStore | None = None,
     progress: Progress | None = None,
 ) -> LayerSummary:
     """Read ``path`` (one layer) through ``mapping`` into ``store``, replacing what an earlier ingest of the same
     layer and kind wrote. Feature problems become findings; a file or mapping problem raises before anything is
-    written.
+    written. With ``meshes``, each asset's 3D shape (:mod:`cim.gis.shapes`) is written there too, in a transaction
+    that commits only after the assets did.
     """
     with open_layer(path, layer=layer or mapping.layer, where=mapping.where, crs=crs) as (info, batches):
         check_fields(mapping, info.fields, f"layer {info.layer!r} of {path}")
@@ -55,14 +61,18 @@ def ingest_layer(
         )
         mapper = FeatureMapper(mapping, id_prefix=prefix, source=source_name(path, info.layer, mapping))
 
-        def mapped() -> Iterator[AssetBatch]:
-            for batch in batches:
-                assets = mapper.map(batch)
-                if progress is not None:
-                    progress(len(batch.attributes))
-                yield assets
+        with _mesh_writer(meshes, mapper.source) as mesh_writer:
 
-        written = store.replace_source(mapper.source, mapped())
+            def mapped() -> Iterator[AssetBatch]:
+                for batch in batches:
+                    assets = mapper.map(batch)
+                    if mesh_writer is not None:
+                        mesh_writer.add(shapes_of_batch(assets))
+                    if progress is not None:
+                        progress(len(batch.attributes))
+                    yield assets
+
+            written = store.replace_source(mapper.source, mapped())
     findings = mapper.findings
     return LayerSummary(
         path=str(path),
@@ -70,7 +80,17 @@ def ingest_layer(
         crs=info.crs.to_string(),
         features_read=mapper.features_read,
         assets={str(mapping.kind): written} if written else {},
+        meshes=mesh_writer.written if mesh_writer is not None else 0,
         repaired=findings.count("invalid_geometry_repaired"),
         rejected=findings.count("unreadable_geometry", "empty_geometry", "duplicate_id"),
         findings=findings.as_list(),
     )
+
+
+@contextmanager
+def _mesh_writer(meshes: MeshStore | None, source: str) -> Iterator[MeshWriter | None]:
+    if meshes is None:
+        yield None
+        return
+    with meshes.replacing(source) as writer:
+        yield writer
