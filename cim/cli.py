@@ -27,6 +27,7 @@ from cim.gis.readers import parse_crs
 from cim.model import parse_kind
 from cim.settings import StoreSettings
 from cim.store import Store, open_store
+from cim.store.meshes import MeshStore, mesh_path_for
 
 app = typer.Typer(
     name="cim",
@@ -98,9 +99,13 @@ def ingest(
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
-    with open_store(store_url(store)) as opened, _progress(quiet=as_json) as progress:
+    with (
+        open_store(store_url(store)) as opened,
+        MeshStore(mesh_path_for(opened.url)) as meshes,
+        _progress(quiet=as_json) as progress,
+    ):
         for spec in files:
-            results.append(_ingest_one(opened, spec, layer_mapping, source_crs, progress))
+            results.append(_ingest_one(opened, meshes, spec, layer_mapping, source_crs, progress))
         if sum(sum(r["assets"].values()) for r in results) >= OPTIMIZE_AFTER:
             opened.optimize()  # large loads arrive in batches; reorder once so window queries stay fast
     totals: dict[str, int] = {}
@@ -131,7 +136,9 @@ def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) ->
     return LayerMapping(kind=parse_kind(kind))
 
 
-def _ingest_one(store: Store, spec: str, mapping: LayerMapping, crs: CRS | None, progress: Progress) -> dict[str, Any]:
+def _ingest_one(
+    store: Store, meshes: MeshStore, spec: str, mapping: LayerMapping, crs: CRS | None, progress: Progress
+) -> dict[str, Any]:
     path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
     path = Path(path_text)
     entry: dict[str, Any] = {
@@ -150,7 +157,13 @@ def _ingest_one(store: Store, spec: str, mapping: LayerMapping, crs: CRS | None,
         if path.suffix.lower() in (".ifc", ".ifczip"):
             raise InvalidInput(f"file {path}", "IFC ingest is not in this version yet")
         result: LayerSummary = ingest_layer(
-            store, path, mapping, layer=layer or None, crs=crs, progress=lambda n: progress.advance(task, n)
+            store,
+            path,
+            mapping,
+            layer=layer or None,
+            crs=crs,
+            meshes=meshes,
+            progress=lambda n: progress.advance(task, n),
         )
     except CimError as exc:
         entry["error"] = str(exc)
