@@ -149,12 +149,29 @@ def _batches(
         except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise InvalidInput(f"layer {layer!r} of {path}", f"cannot be read: {exc}") from None
         table = pa.Table.from_batches([batch])
+        _check_text(table, path, layer)
         wkb = table.column(geometry_column).to_numpy(zero_copy_only=False)
         geoms = shapely.from_wkb(wkb, on_invalid="ignore")  # unreadable (e.g. unclosed rings) → None
         geoms = shapely.force_2d(geoms)
         if to_wgs84 is not None:
             geoms = shapely.transform(geoms, lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1])))
         yield FeatureBatch(attributes=table.drop_columns([geometry_column]), geometries=geoms)
+
+
+def _check_text(table: pa.Table, path: Path, layer: str) -> None:
+    """Text attributes must be UTF-8; GDAL passes other bytes through, which would fail later with no field named."""
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        for chunk in column.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                raise InvalidInput(
+                    f"field {name!r} of layer {layer!r} of {path}",
+                    "holds text that is not UTF-8; re-save the file as UTF-8 "
+                    "(a Shapefile can name its encoding in a .cpg file)",
+                ) from None
 
 
 def _layer_crs(text: str | None, path: Path, layer: str) -> CRS:

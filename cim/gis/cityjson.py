@@ -1,0 +1,408 @@
+"""CityJSON 1.0–2.0 (``.city.json``) and CityJSON feature streams (``.city.jsonl``) into assets and meshes.
+
+Each CityObject becomes an asset (kind from its type, :data:`KINDS`), its highest-LoD geometry becomes its mesh as it
+is — every surface triangulated with earcut, nothing re-extruded — and its 2D footprint (the union of its
+non-vertical surfaces seen from above) becomes ``geom``. Attributes go to ``props``; CityGML's ``measuredHeight``,
+``storeysAboveGround`` and ``yearOfConstruction`` feed the typed columns.
+
+Heights: CityJSON files carry orthometric heights of a national datum (EPSG:7415 is RD New + NAP). With no geoid model
+available offline, the heights are kept as given and the summary says which datum they are in
+(:attr:`CityJsonSummary.height_datum`); the horizontal position is reprojected to WGS84 with pyproj.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mapbox_earcut
+import numpy as np
+import numpy.typing as npt
+import shapely
+from pyproj import CRS, Transformer
+
+from cim.errors import InvalidInput
+from cim.geodesy import lonlat_to_enu
+from cim.gis.quality import Findings
+from cim.model import Asset, Kind
+from cim.store import AssetBatch, Store
+from cim.store.meshes import MeshBatch, MeshStore
+
+#: CityObject type → asset kind. Types not listed become ``element``.
+KINDS: dict[str, Kind] = {
+    "Building": Kind.BUILDING,
+    "BuildingPart": Kind.ELEMENT,
+    "BuildingInstallation": Kind.ELEMENT,
+    "Bridge": Kind.BRIDGE,
+    "BridgePart": Kind.ELEMENT,
+    "Road": Kind.ROAD,
+    "Railway": Kind.RAILWAY,
+    "TransportSquare": Kind.ROAD,
+    "WaterBody": Kind.WATER,
+    "PlantCover": Kind.VEGETATION,
+    "SolitaryVegetationObject": Kind.VEGETATION,
+    "LandUse": Kind.LAND_USE,
+    "CityFurniture": Kind.ELEMENT,
+    "GenericCityObject": Kind.ELEMENT,
+}
+#: Terrain is a surface for the viewer's ground, not a governed asset.
+SKIPPED_TYPES = frozenset({"TINRelief"})
+BATCH_OBJECTS = 5_000
+#: Rough metres per degree (lon scaled for ~mid latitudes): only to make surface planes comparable, not to measure.
+_DEGREE_SCALE = np.array([70_000.0, 111_000.0, 1.0])
+_EPSG = re.compile(r"EPSG(?:/\d+/|::|:)(\d+)", re.IGNORECASE)
+
+
+@dataclass
+class CityJsonSummary:
+    path: str
+    layer: str
+    crs: str
+    height_datum: str
+    version: str = ""
+    features_read: int = 0
+    assets: dict[str, int] = field(default_factory=dict)
+    meshes: int = 0
+    repaired: int = 0
+    rejected: int = 0
+    findings: list[dict[str, object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """How a file's integer vertices become lon/lat/height."""
+
+    scale: npt.NDArray[np.float64]
+    translate: npt.NDArray[np.float64]
+    to_wgs84: Transformer
+    crs: CRS
+
+    def lonlat(self, vertices: list[list[float]]) -> npt.NDArray[np.float64]:
+        xyz = np.asarray(vertices, dtype=np.float64).reshape(-1, 3) * self.scale + self.translate
+        lon, lat = self.to_wgs84.transform(xyz[:, 0], xyz[:, 1])
+        return np.column_stack([lon, lat, xyz[:, 2]])
+
+
+def is_cityjson(path: Path) -> bool:
+    """Whether ``path`` looks like CityJSON by name (``.city.json``, ``.city.jsonl``) or by its first bytes."""
+    name = path.name.lower()
+    if name.endswith((".city.json", ".city.jsonl", ".cityjson")):
+        return True
+    if path.suffix.lower() not in (".json", ".jsonl") or not path.is_file():
+        return False
+    with path.open("rb") as f:
+        head = f.read(4096)
+    return b'"CityJSON' in head
+
+
+def ingest_cityjson(
+    store: Store,
+    path: Path,
+    *,
+    crs: CRS | None = None,
+    meshes: MeshStore | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> CityJsonSummary:
+    """Read a CityJSON file or feature stream into ``store`` (and its shapes into ``meshes``), replacing what an
+    earlier ingest of the same file wrote, in one transaction."""
+    header, documents = _open(path)
+    frame = _frame(header, path, crs)
+    summary = CityJsonSummary(
+        path=str(path),
+        layer="CityObjects",
+        crs=frame.crs.to_string(),
+        height_datum=_height_datum(frame.crs),
+        version=str(header.get("version", "")),
+    )
+    source = f"{path.name}:cityjson"
+    prefix = path.name.split(".")[0]
+    findings = Findings()
+    counts: dict[str, int] = {}
+
+    def batches(writer: Any) -> Iterator[AssetBatch]:
+        for objects, vertices in _chunks(documents):
+            assets, shapes = _convert(objects, frame.lonlat(vertices) if vertices else None, prefix, source, findings)
+            summary.features_read += len(objects)
+            for asset in assets:
+                counts[asset.kind] = counts.get(asset.kind, 0) + 1
+            if writer is not None:
+                writer.add(shapes)
+                summary.meshes += len(shapes)
+            if progress is not None:
+                progress(len(objects))
+            if assets:
+                yield AssetBatch.from_assets(assets)
+
+    if meshes is None:
+        store.replace_source(source, batches(None))
+    else:
+        with meshes.replacing(source) as writer:
+            store.replace_source(source, batches(writer))
+    summary.assets = {str(k): n for k, n in sorted(counts.items())}
+    summary.rejected = findings.count("unreadable_geometry", "empty_geometry", "unsupported_geometry")
+    summary.findings = findings.as_list()
+    return summary
+
+
+# --- reading ---
+def _open(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The file's header object and its documents (the whole file, or each CityJSONFeature line)."""
+    if not path.is_file():
+        raise InvalidInput(f"file {path}", "does not exist")
+    try:
+        if path.name.lower().endswith(".jsonl"):
+            lines = path.open(encoding="utf-8")
+            first = lines.readline()
+            header = _parse(first, path, 1)
+            return header, (_parse(line, path, n) for n, line in enumerate(lines, start=2) if line.strip())
+        document = _parse(path.read_text(encoding="utf-8"), path, None)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"file {path}", f"is not UTF-8 text (byte {exc.start}); CityJSON must be UTF-8") from None
+    return document, iter([document])
+
+
+def _parse(text: str, path: Path, line: int | None) -> dict[str, Any]:
+    where = f"file {path}" + (f" line {line}" if line else "")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(where, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(value, dict) or value.get("type") not in ("CityJSON", "CityJSONFeature"):
+        raise InvalidInput(where, 'is not CityJSON: no "type": "CityJSON" / "CityJSONFeature" object')
+    return value
+
+
+def _frame(header: dict[str, Any], path: Path, given: CRS | None) -> _Frame:
+    transform = header.get("transform") or {"scale": [1, 1, 1], "translate": [0, 0, 0]}
+    reference = (header.get("metadata") or {}).get("referenceSystem")
+    if given is not None:
+        crs = given
+    elif reference:
+        match = _EPSG.search(str(reference))
+        if not match:
+            raise InvalidInput(f"file {path} metadata.referenceSystem", f"{reference!r} names no EPSG code")
+        crs = CRS.from_epsg(int(match.group(1)))
+    else:
+        raise InvalidInput(f"file {path}", "has no metadata.referenceSystem; give its CRS with --crs, e.g. EPSG:7415")
+    horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
+    return _Frame(
+        scale=np.asarray(transform["scale"], dtype=np.float64),
+        translate=np.asarray(transform["translate"], dtype=np.float64),
+        to_wgs84=Transformer.from_crs(horizontal, "EPSG:4326", always_xy=True),
+        crs=crs,
+    )
+
+
+def _height_datum(crs: CRS) -> str:
+    if crs.is_compound and len(crs.sub_crs_list) > 1:
+        return f"{crs.sub_crs_list[1].name} (orthometric, kept as given)"
+    return "as given in the file (no vertical CRS declared)"
+
+
+def _chunks(documents: Iterator[dict[str, Any]]) -> Iterator[tuple[list[tuple[str, dict[str, Any]]], list[Any]]]:
+    """(objects, vertices) in batches; a feature stream's vertex lists are concatenated with their indices shifted."""
+    objects: list[tuple[str, dict[str, Any]]] = []
+    vertices: list[Any] = []
+    for document in documents:
+        shift = len(vertices)
+        vertices.extend(document.get("vertices", []))
+        for object_id, city_object in (document.get("CityObjects") or {}).items():
+            if shift:
+                city_object = {**city_object, "geometry": [_shifted(g, shift) for g in city_object.get("geometry", [])]}
+            objects.append((object_id, city_object))
+        if len(objects) >= BATCH_OBJECTS and document.get("type") == "CityJSONFeature":
+            yield objects, vertices
+            objects, vertices = [], []
+    if objects:
+        yield objects, vertices
+
+
+def _shifted(geometry: dict[str, Any], shift: int) -> dict[str, Any]:
+    def move(node: Any) -> Any:
+        return [move(n) for n in node] if isinstance(node, list) else node + shift
+
+    return {**geometry, "boundaries": move(geometry.get("boundaries", []))}
+
+
+# --- converting ---
+def _convert(
+    objects: list[tuple[str, dict[str, Any]]],
+    points: npt.NDArray[np.float64] | None,
+    prefix: str,
+    source: str,
+    findings: Findings,
+) -> tuple[list[Asset], MeshBatch]:
+    assets: list[Asset] = []
+    mesh_ids: list[str] = []
+    triangles_of: list[npt.NDArray[np.int64]] = []
+    for object_id, city_object in objects:
+        asset_id = f"{prefix}:{object_id}"
+        kind_name = str(city_object.get("type", ""))
+        if kind_name in SKIPPED_TYPES:
+            findings.add("skipped_terrain", np.array([asset_id], dtype=object))
+            continue
+        geometry = _best_geometry(city_object.get("geometry") or [])
+        surfaces = _surfaces(geometry) if geometry is not None else []
+        triangles = _triangulate(surfaces, points) if points is not None else np.zeros((0, 3), np.int64)
+        footprint = _footprint(triangles, points) if len(triangles) and points is not None else None
+        if geometry is None or footprint is None or points is None:
+            rule = "empty_geometry" if geometry is None or not surfaces else "unsupported_geometry"
+            findings.add(rule, np.array([asset_id], dtype=object))
+            continue
+        z = points[np.unique(triangles), 2]
+        assets.append(_asset(asset_id, city_object, kind_name, geometry, footprint, z, prefix, source, findings))
+        mesh_ids.append(asset_id)
+        triangles_of.append(triangles)
+    return assets, _meshes(mesh_ids, triangles_of, points)
+
+
+def _best_geometry(geometries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    usable = [g for g in geometries if g.get("type") != "GeometryInstance" and g.get("boundaries")]
+    return max(usable, key=lambda g: float(g.get("lod", 0) or 0), default=None)
+
+
+def _surfaces(geometry: dict[str, Any]) -> list[list[list[int]]]:
+    """Every surface of a geometry as a list of rings (outer first), whatever its nesting."""
+    depth = {"MultiSurface": 0, "CompositeSurface": 0, "Solid": 1, "MultiSolid": 2, "CompositeSolid": 2}.get(
+        str(geometry.get("type")), -1
+    )
+    if depth < 0:
+        return []
+    nodes: list[Any] = geometry["boundaries"]
+    for _ in range(depth):
+        nodes = [surface for group in nodes for surface in group]
+    return [s for s in nodes if s and len(s[0]) >= 3]
+
+
+def _footprint(triangles: npt.NDArray[np.int64], points: npt.NDArray[np.float64]) -> shapely.Geometry | None:
+    """The area an object covers seen from above: the union of its downward triangles (its floor), or of its
+    upward ones when it has no floor (a road, a roof-only surface)."""
+    corners = points[triangles]
+    xy = corners[:, :, :2]
+    area2 = (xy[:, 1, 0] - xy[:, 0, 0]) * (xy[:, 2, 1] - xy[:, 0, 1]) - (xy[:, 1, 1] - xy[:, 0, 1]) * (
+        xy[:, 2, 0] - xy[:, 0, 0]
+    )
+    down, up = area2 < -1e-16, area2 > 1e-16
+    chosen = down if down.any() else up
+    if not chosen.any():
+        return None
+    polygons = shapely.polygons(xy[chosen])
+    try:
+        union = shapely.coverage_union_all(polygons)
+    except shapely.errors.GEOSException:
+        union = shapely.union_all(polygons)
+    if not union.is_valid:
+        union = shapely.make_valid(union)
+    parts = shapely.get_parts(union)
+    parts = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
+    return shapely.multipolygons(shapely.get_parts(parts)) if len(parts) else None
+
+
+def _asset(
+    asset_id: str,
+    city_object: dict[str, Any],
+    kind_name: str,
+    geometry: dict[str, Any],
+    footprint: shapely.Geometry,
+    z: npt.NDArray[np.float64],
+    prefix: str,
+    source: str,
+    findings: Findings,
+) -> Asset:
+    attributes = dict(city_object.get("attributes") or {})
+    kind = KINDS.get(kind_name, Kind.ELEMENT)
+    parents = city_object.get("parents") or []
+    measured = _number(attributes.get("measuredHeight"))
+    storeys = _number(attributes.get("storeysAboveGround"))
+    built = _number(attributes.get("yearOfConstruction"))
+    install_date = None
+    if built is not None:
+        if 1800 <= built <= date.today().year:
+            install_date = date(int(built), 1, 1)
+        else:
+            findings.add("implausible_install_date", np.array([asset_id], dtype=object))
+    props: dict[str, Any] = {"cityjson.type": kind_name, "cityjson.lod": str(geometry.get("lod", ""))}
+    props.update(attributes)
+    height = measured if measured is not None else float(z.max() - z.min())
+    return Asset(
+        id=asset_id,
+        kind=kind,
+        geom=footprint,
+        name=attributes.get("name") if isinstance(attributes.get("name"), str) else None,
+        parent_id=f"{prefix}:{parents[0]}" if parents else None,
+        source=source,
+        z_min=float(z.min()),
+        z_max=float(z.max()),
+        install_date=install_date,
+        status=str(attributes["status"]) if attributes.get("status") is not None else None,
+        height_m=height if kind in (Kind.BUILDING, Kind.BRIDGE, Kind.ELEMENT) else None,
+        storeys=int(storeys) if storeys is not None and kind is Kind.BUILDING else None,
+        props=props,
+    )
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number >= 0 else None
+
+
+def _meshes(
+    ids: list[str], triangles_of: list[npt.NDArray[np.int64]], points: npt.NDArray[np.float64] | None
+) -> MeshBatch:
+    if not ids or points is None:
+        return MeshBatch.empty()
+    origins, vertices, triangles = [], [], []
+    for tri in triangles_of:
+        index, local = np.unique(tri, return_inverse=True)
+        own = points[index]
+        origin = (float(own[:, 0].mean()), float(own[:, 1].mean()), float(own[:, 2].min()))
+        origins.append(origin)
+        vertices.append(lonlat_to_enu(own[:, 0], own[:, 1], own[:, 2], origin).astype(np.float32))
+        triangles.append(local.reshape(-1, 3).astype(np.uint32))
+    return MeshBatch.build(ids, origins, vertices, triangles)
+
+
+def _triangulate(surfaces: list[list[list[int]]], points: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Triangles (indices into ``points``) of every surface. Triangle surfaces are taken as they are; others are
+    earcut in the axis plane they face most (holes included), then turned to face the way the surface does
+    (CityJSON rings run counter-clockwise seen from outside)."""
+    simple = [surface[0] for surface in surfaces if len(surface) == 1 and len(surface[0]) == 3]
+    out = [np.asarray(simple, dtype=np.int64).reshape(-1, 3)]
+    for surface in surfaces:
+        if len(surface) == 1 and len(surface[0]) == 3:
+            continue
+        rings = [np.asarray(r, dtype=np.int64) for r in surface if len(r) >= 3]
+        flat = np.concatenate(rings)
+        # lon/lat degrees are fine for choosing a plane and for earcut's 2D work at one object's size
+        xyz = points[flat] * _DEGREE_SCALE
+        normal = _newell_normal(xyz[: len(rings[0])])
+        if not np.any(normal):
+            continue
+        keep = [a for a in range(3) if a != int(np.argmax(np.abs(normal)))]
+        ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
+        found = mapbox_earcut.triangulate_float64(np.ascontiguousarray(xyz[:, keep]), ends).reshape(-1, 3)
+        if len(found):
+            a, b, c = xyz[found[:, 0]], xyz[found[:, 1]], xyz[found[:, 2]]
+            facing = np.einsum("ij,j->i", np.cross(b - a, c - a), normal) < 0
+            found[facing] = found[facing][:, ::-1]
+            out.append(flat[found])
+    return np.concatenate(out)
+
+
+def _newell_normal(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    following = np.roll(ring, -1, axis=0)
+    return np.array(
+        [
+            np.sum((ring[:, 1] - following[:, 1]) * (ring[:, 2] + following[:, 2])),
+            np.sum((ring[:, 2] - following[:, 2]) * (ring[:, 0] + following[:, 0])),
+            np.sum((ring[:, 0] - following[:, 0]) * (ring[:, 1] + following[:, 1])),
+        ]
+    )
