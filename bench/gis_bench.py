@@ -1,10 +1,12 @@
-"""GIS ingest benchmark: N building footprints from a GeoParquet file into the embedded store.
+"""GIS ingest benchmark: building footprints → assets + LOD1 meshes, and a pipe network → assets + tube meshes.
 
-    .venv/bin/python bench/gis_bench.py               # 1,000,000 footprints
-    .venv/bin/python bench/gis_bench.py -n 100000
+    .venv/bin/python bench/gis_bench.py                  # 1,000,000 footprints, 100,000 pipe segments
+    .venv/bin/python bench/gis_bench.py -n 100000 --segments 10000
 
-Prints features/s and peak memory (max RSS of this process). Target (issue 4): 1,000,000 footprints → assets + LOD1
-meshes ≤ 60 s, peak ≤ 3 GB. Meshes are not built yet: this measures read + map + store.
+Prints features/s and peak memory (max RSS of this process). Targets (issue 4): 1,000,000 footprints → assets + LOD1
+meshes ≤ 60 s with peak ≤ 3 GB; a 10,000 km network of about 100,000 segments → tube meshes ≤ 30 s. Every tenth
+footprint has a courtyard (a hole), so earcut sees real holes. Each figure includes reading, mapping, validating,
+building the meshes and writing both the store and the mesh file.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import numpy as np
 import shapely
 
 from cim.gis.ingest import ingest_layer
-from cim.gis.mapping import LayerMapping
+from cim.gis.mapping import LayerMapping, preset
 from cim.model import Kind
 from cim.store.duckdb import DuckDBStore
+from cim.store.meshes import MeshStore
 
 
 def write_footprints(path: Path, n: int, seed: int = 3) -> None:
@@ -30,6 +33,10 @@ def write_footprints(path: Path, n: int, seed: int = 3) -> None:
     x = 121.2 + rng.random(n) * 0.5
     y = 30.9 + rng.random(n) * 0.5
     w, h = 0.0001 + rng.random(n) * 0.0002, 0.0001 + rng.random(n) * 0.0002
+    boxes = shapely.box(x, y, x + w, y + h)
+    courtyard = np.arange(n) % 10 == 0
+    inner = shapely.box(x + w / 3, y + h / 3, x + 2 * w / 3, y + 2 * h / 3)
+    boxes[courtyard] = shapely.difference(boxes[courtyard], inner[courtyard])
     frame = gpd.GeoDataFrame(
         {
             "bid": np.arange(n),
@@ -38,7 +45,31 @@ def write_footprints(path: Path, n: int, seed: int = 3) -> None:
             "name": [f"Building {i}" for i in range(n)],
             "year": rng.integers(1950, 2024, n),
         },
-        geometry=shapely.box(x, y, x + w, y + h),
+        geometry=boxes,
+        crs="EPSG:4326",
+    )
+    frame.to_parquet(path)
+
+
+def write_pipes(path: Path, segments: int, per_pipe: int = 5, seed: int = 4) -> None:
+    """Pipes of ``per_pipe`` segments of about 100 m each, wandering along a street grid."""
+    rng = np.random.default_rng(seed)
+    n = segments // per_pipe
+    start = np.column_stack([121.2 + rng.random(n) * 0.5, 30.9 + rng.random(n) * 0.5])
+    step = 108.0 / 111_000  # ~100 m a segment on average (east-west steps are shorter by cos(latitude))
+    turns = rng.integers(0, 4, (n, per_pipe))
+    moves = np.array([[step, 0], [0, step], [-step, 0], [0, step]])[turns]
+    coords = np.concatenate([start[:, None, :], start[:, None, :] + np.cumsum(moves, axis=1)], axis=1)
+    frame = gpd.GeoDataFrame(
+        {
+            "id": np.arange(n),
+            "network": rng.choice(["gas", "water", "drainage"], n),
+            "diameter_mm": rng.choice([100, 150, 200, 300, 600], n),
+            "depth_m": np.round(0.8 + rng.random(n) * 3, 2),
+            "material": rng.choice(["PE", "steel", "ductile iron", "concrete"], n),
+            "install_year": rng.integers(1960, 2024, n),
+        },
+        geometry=shapely.linestrings(coords),
         crs="EPSG:4326",
     )
     frame.to_parquet(path)
@@ -46,11 +77,13 @@ def write_footprints(path: Path, n: int, seed: int = 3) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", type=int, default=1_000_000)
+    parser.add_argument("-n", type=int, default=1_000_000, help="building footprints")
+    parser.add_argument("--segments", type=int, default=100_000, help="pipe segments (about 100 m each)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        source = Path(folder) / "footprints.parquet"
-        write_footprints(source, args.n)
+        buildings, pipes = Path(folder) / "footprints.parquet", Path(folder) / "pipes.parquet"
+        write_footprints(buildings, args.n)
+        write_pipes(pipes, args.segments)
         mapping = LayerMapping(
             kind=Kind.BUILDING,
             id=["bid"],
@@ -58,15 +91,26 @@ def main() -> None:
             units={"install_date": "year"},
         )
         store = DuckDBStore(Path(folder) / "bench.duckdb")
+        meshes = MeshStore(Path(folder) / "bench.meshes.duckdb")
         start = time.perf_counter()
-        summary = ingest_layer(store, source, mapping)
+        summary = ingest_layer(store, buildings, mapping, meshes=meshes)
         seconds = time.perf_counter() - start
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        print(
+            f"{summary.features_read:,} footprints (GeoParquet) → {summary.assets} + {summary.meshes:,} LOD1 meshes "
+            f"in {seconds:.1f} s ({summary.features_read / seconds:,.0f}/s); peak RSS {peak_gb:.2f} GB "
+            "(including writing the source file)"
+        )
+        start = time.perf_counter()
+        piped = ingest_layer(store, pipes, preset("pipes"), meshes=meshes)
+        seconds = time.perf_counter() - start
+        km = float(shapely.length(gpd.read_parquet(pipes).to_crs("EPSG:32651").geometry.values).sum()) / 1000
+        print(
+            f"{args.segments:,} pipe segments in {piped.features_read:,} pipes ({km:,.0f} km) → {piped.assets} + "
+            f"{piped.meshes:,} tube meshes in {seconds:.1f} s"
+        )
         store.close()
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(
-        f"{summary.features_read:,} footprints (GeoParquet) → {summary.assets} in {seconds:.1f} s "
-        f"({summary.features_read / seconds:,.0f}/s); peak RSS {peak_gb:.2f} GB (including writing the source)"
-    )
+        meshes.close()
 
 
 if __name__ == "__main__":

@@ -207,22 +207,49 @@ def _origins(points: npt.NDArray[np.object_], height: F64) -> F64:
 
 
 def _triangulate(xy: F64, ring_start: I64, ring_len: I64, part_of_ring: I64) -> I64:
-    """Earcut triangles (global vertex indices, counter-clockwise from above) of every polygon part."""
+    """Triangles (global vertex indices, counter-clockwise from above) of every polygon part: a fan for convex parts
+    without holes (most footprints, all at once), earcut for the rest (one call per part)."""
     part_first_ring = np.r_[0, np.flatnonzero(np.diff(part_of_ring)) + 1]
     part_ring_end = np.r_[part_first_ring[1:], len(ring_start)]
-    out = []
-    for first, stop in zip(part_first_ring.tolist(), part_ring_end.tolist(), strict=True):
+    single = part_ring_end - part_first_ring == 1
+    convex = single & _convex_rings(xy, ring_start, ring_len)[part_first_ring]
+    fan_rings = part_first_ring[convex]
+    out = [_fans(ring_start[fan_rings], ring_len[fan_rings])]
+    for first, stop in zip(part_first_ring[~convex].tolist(), part_ring_end[~convex].tolist(), strict=True):
         v0 = int(ring_start[first])
         ends = (np.cumsum(ring_len[first:stop])).astype(np.uint32)
         local = mapbox_earcut.triangulate_float64(xy[v0 : v0 + int(ends[-1])], ends)
-        out.append(local.astype(np.int64) + v0)
-    if not out:
-        return np.zeros((0, 3), np.int64)
-    triangles = np.concatenate(out).reshape(-1, 3)
+        out.append(local.astype(np.int64).reshape(-1, 3) + v0)
+    triangles = np.concatenate(out)
     a, b, c = xy[triangles[:, 0]], xy[triangles[:, 1]], xy[triangles[:, 2]]
     clockwise = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]) < 0
     triangles[clockwise] = triangles[clockwise][:, ::-1]
     return triangles
+
+
+def _convex_rings(xy: F64, ring_start: I64, ring_len: I64) -> npt.NDArray[np.bool_]:
+    """Whether each ring turns the same way at every vertex (a convex polygon; collinear points allowed)."""
+    nv = len(xy)
+    ring_of = np.repeat(np.arange(len(ring_start)), ring_len)
+    position = np.arange(nv) - ring_start[ring_of]
+    following = ring_start[ring_of] + (position + 1) % ring_len[ring_of]
+    preceding = ring_start[ring_of] + (position - 1) % ring_len[ring_of]
+    e1, e2 = xy - xy[preceding], xy[following] - xy
+    turn = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    scale = np.abs(e1).sum(axis=1) * np.abs(e2).sum(axis=1)
+    left = np.bincount(ring_of, turn > 1e-9 * scale, minlength=len(ring_start)) > 0
+    right = np.bincount(ring_of, turn < -1e-9 * scale, minlength=len(ring_start)) > 0
+    return ~(left & right) & (ring_len >= 3)
+
+
+def _fans(start: I64, length: I64) -> I64:
+    """Fan triangles (s, s+k, s+k+1) of convex rings, vectorised."""
+    count = np.maximum(length - 2, 0)
+    if not count.sum():
+        return np.zeros((0, 3), np.int64)
+    first = np.repeat(start, count)
+    k = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count) + 1
+    return np.stack([first, first + k, first + k + 1], axis=1)
 
 
 def _group(ids: npt.NDArray[np.object_], origins: F64, vertices: F64, vertex_owner: I64, triangles: I64) -> MeshBatch:
