@@ -1,0 +1,143 @@
+"""Pipeline files (``pipelines/*.toml``): which sources make a city, where it is stored and published. Data, not code.
+
+::
+
+    name = "shanghai-demo"
+    store = "data/shanghai.duckdb"          # relative paths are relative to the working directory
+    tiles = "tiles/shanghai"
+
+    [synth]                                 # the demo city generator; its layers and towers join the sources
+    out = "data/synth"
+    buildings = 20000
+    seed = 7
+    towers = 3
+
+    [[gis]]                                 # a GIS layer with its mapping (map / preset / kind / inline mapping)
+    path = "../shared/data/gis/INFRA_Hydrants.geojson"
+    map = "mappings/cambridge-hydrants.toml"     # relative to this pipeline file
+
+    [[cityjson]]
+    path = "../shared/data/cityjson/rotterdam_subset.city.json"
+    crs = "EPSG:7415"
+
+    [[ifc]]
+    path = "../shared/data/ifc/AC20-FZK-Haus.ifc"
+    place = [121.5, 31.23, 4.0, 30.0]       # lon, lat, height, rotation° — only for files without georeference
+
+    [[places]]                              # named places for the viewer's guided tour
+    name = "Lujiazui"
+    lon = 121.5055
+    lat = 31.2397
+
+A key the model does not know is an error that names the key and its line (a typo must not be ignored).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cim.errors import InvalidInput
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthSource(_Strict):
+    out: str = "data/synth"
+    buildings: int = Field(20_000, ge=1)
+    seed: int = 7
+    towers: int = Field(3, ge=0, le=8)
+    include: bool = Field(True, description="ingest every generated layer and tower")
+
+
+class GisSource(_Strict):
+    path: str
+    layer: str | None = None
+    map: str | None = None
+    preset: str | None = None
+    kind: str | None = None
+    mapping: dict[str, Any] | None = None
+    crs: str | None = None
+
+    @model_validator(mode="after")
+    def _one_mapping(self) -> GisSource:
+        given = [k for k in ("map", "preset", "kind", "mapping") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of map, preset, kind or mapping (got {', '.join(given) or 'none'})")
+        return self
+
+
+class CityJsonSource(_Strict):
+    path: str
+    crs: str | None = None
+
+
+class IfcSource(_Strict):
+    path: str
+    place: tuple[float, float, float, float] | tuple[float, float, float] | None = None
+
+
+class Place(_Strict):
+    name: str
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    height: float = 1500.0
+    heading: float = 0.0
+    pitch: float = -35.0
+
+
+class Pipeline(_Strict):
+    name: str
+    store: str = "data/city.duckdb"
+    tiles: str | None = None
+    synth: SynthSource | None = None
+    gis: list[GisSource] = Field(default_factory=list)
+    cityjson: list[CityJsonSource] = Field(default_factory=list)
+    ifc: list[IfcSource] = Field(default_factory=list)
+    places: list[Place] = Field(default_factory=list)
+    #: Directory of the pipeline file; paths of sources and mappings are relative to it.
+    base: Path = Field(Path("."), exclude=True)
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.base / candidate
+
+
+def load_pipeline(path: Path) -> Pipeline:
+    """Read and check a pipeline file; every problem names the file, the key and, where it can, the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"pipeline {path}", "no such file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"pipeline {path}", "is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"pipeline {path}", f"is not valid TOML: {exc}") from None
+    try:
+        return Pipeline.model_validate({**data, "base": path.parent})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = [str(p) for p in error["loc"]]
+            key = next((p for p in reversed(location) if not p.isdigit()), "")
+            line = _line_of(text, key)
+            where = ".".join(location) + (f" (line {line})" if line else "")
+            message = "unknown key (a typo?)" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"{where}: {message}")
+        raise InvalidInput(f"pipeline {path}", "; ".join(problems)) from None
+
+
+def _line_of(text: str, key: str) -> int | None:
+    if not key:
+        return None
+    pattern = re.compile(rf"^\s*(\[\[?)?\s*{re.escape(key)}\s*(=|\]|\.)", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None

@@ -1,0 +1,279 @@
+"""Run a pipeline: generate (when asked), ingest every source, build the tiles. One failing source is reported and
+the others still run; a source whose content has not changed since its last good ingest is not ingested again.
+
+"Content" is a SHA-256 over the source file, its mapping and its options; the digests live in a small JSON file
+beside the store's mesh file (``city.sources.json``), with the number of assets each source wrote, so a store that
+lost a source (deleted, rebuilt) is noticed and the source ingested again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cim.errors import CimError, InvalidInput
+from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline
+from cim.store import AssetQuery, Store, open_store
+from cim.store.meshes import MeshStore, mesh_path_for
+
+#: ``stage(name, total)`` → a function advancing that stage's progress by n.
+StageProgress = Callable[[str, int | None], Callable[[int], None]]
+#: A run writing at least this many assets reorders the store afterwards (see ``Store.optimize``).
+OPTIMIZE_AFTER = 50_000
+
+
+@dataclass
+class SourceResult:
+    type: str
+    path: str
+    ok: bool = True
+    skipped: bool = False
+    error: str | None = None
+    source: str | None = None
+    assets: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    pipeline: str
+    store: str
+    sources: list[SourceResult] = field(default_factory=list)
+    synth: dict[str, Any] | None = None
+    tiles: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.sources)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+class SourceState:
+    """Digest and asset count of each source's last good ingest, kept in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.entries: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            self.entries = {}
+
+    def unchanged(self, key: str, digest: str, store: Store) -> dict[str, Any] | None:
+        entry = self.entries.get(key)
+        if not entry or entry.get("digest") != digest:
+            return None
+        stored = store.count_assets(AssetQuery(where={"source": entry["source"]}))
+        return entry if stored == entry.get("count") else None
+
+    def remember(self, key: str, digest: str, source: str, count: int, assets: dict[str, int]) -> None:
+        self.entries[key] = {"digest": digest, "source": source, "count": count, "assets": assets}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.entries, indent=1), encoding="utf-8")
+        temporary.replace(self.path)
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    store_url: str | None = None,
+    tiles_dir: str | None = None,
+    force: bool = False,
+    progress: StageProgress | None = None,
+) -> RunSummary:
+    """Generate, ingest and tile what ``pipeline`` names; see the module docstring."""
+    started = time.perf_counter()
+    stage = progress or (lambda name, total: lambda n: None)
+    summary = RunSummary(pipeline=pipeline.name, store=store_url or pipeline.store)
+    sources: list[GisSource | CityJsonSource | IfcSource] = [*pipeline.gis, *pipeline.cityjson, *pipeline.ifc]
+    if pipeline.synth is not None:
+        generated, summary.synth = _synthesise(pipeline, stage)
+        sources = [*generated, *sources]
+    written = 0
+    with open_store(summary.store) as store, MeshStore(mesh_path_for(store.url)) as meshes:
+        stem = meshes.path.name.removesuffix(".duckdb").removesuffix(".meshes")
+        state = SourceState(meshes.path.with_name(stem + ".sources.json"))
+        for source in sources:
+            result = _ingest(pipeline, source, store, meshes, state, force, stage)
+            summary.sources.append(result)
+            if not result.skipped:
+                written += sum(result.assets.values())
+        if written >= OPTIMIZE_AFTER:
+            store.optimize()
+        out = tiles_dir or pipeline.tiles
+        changed = any(s.ok and not s.skipped for s in summary.sources)
+        if out is not None and (changed or force or not (Path(out) / "tileset.json").exists()):
+            summary.tiles = _build(store, meshes, Path(out), stage)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _synthesise(
+    pipeline: Pipeline, stage: StageProgress
+) -> tuple[list[GisSource | CityJsonSource | IfcSource], dict[str, Any]]:
+    from cim.synth.generate import generate_city
+
+    synth = pipeline.synth
+    assert synth is not None
+    out = Path(synth.out)
+    manifest_path = out / "manifest.json"
+    wanted = {"seed": synth.seed, "buildings": synth.buildings, "towers": synth.towers}
+    manifest = _read_json(manifest_path)
+    reused = (
+        manifest is not None
+        and all(manifest.get(k) == v for k, v in wanted.items() if k != "towers")
+        and len(manifest.get("towers", [])) == synth.towers
+    )
+    if not reused:
+        advance = stage("generate demo city", synth.buildings)
+        generate_city(out=out, buildings=synth.buildings, seed=synth.seed, towers=synth.towers, progress=advance)
+        manifest = _read_json(manifest_path)
+    if manifest is None:
+        raise InvalidInput(f"generated city {out}", "has no manifest.json after generating")
+    info = {
+        "out": str(out),
+        "reused": reused,
+        **wanted,
+        "layers": {k: v["rows"] for k, v in manifest["layers"].items()},
+    }
+    if not synth.include:
+        return [], info
+    layers: list[GisSource | CityJsonSource | IfcSource] = [
+        GisSource(path=str((out / layer["file"]).resolve()), map=str(Path(layer["mapping"]).resolve()))
+        for layer in manifest["layers"].values()
+    ]
+    towers = [IfcSource(path=str((out / name).resolve())) for name in manifest.get("towers", [])]
+    return [*layers, *towers], info
+
+
+def _ingest(
+    pipeline: Pipeline,
+    source: GisSource | CityJsonSource | IfcSource,
+    store: Store,
+    meshes: MeshStore,
+    state: SourceState,
+    force: bool,
+    stage: StageProgress,
+) -> SourceResult:
+    kind = {GisSource: "gis", CityJsonSource: "cityjson", IfcSource: "ifc"}[type(source)]
+    path = pipeline.resolve(source.path)
+    result = SourceResult(type=kind, path=str(path))
+    started = time.perf_counter()
+    try:
+        key = f"{kind}:{path.resolve()}:{getattr(source, 'layer', None) or ''}"
+        digest = _digest(pipeline, source, path)
+        previous = None if force else state.unchanged(key, digest, store)
+        if previous is not None:
+            result.skipped, result.source, result.assets = True, previous["source"], previous.get("assets", {})
+            return result
+        advance = stage(f"{kind} {path.name}", None)
+        if isinstance(source, GisSource):
+            result.source, result.assets, result.details = _ingest_gis(pipeline, source, path, store, meshes, advance)
+        elif isinstance(source, CityJsonSource):
+            result.source, result.assets, result.details = _ingest_cityjson(source, path, store, meshes, advance)
+        else:
+            result.source, result.assets, result.details = _ingest_ifc(source, path, store, meshes, advance)
+        state.remember(key, digest, result.source, sum(result.assets.values()), result.assets)
+    except CimError as exc:
+        result.ok, result.error = False, str(exc)
+    finally:
+        result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _ingest_gis(
+    pipeline: Pipeline, source: GisSource, path: Path, store: Store, meshes: MeshStore, advance: Callable[[int], None]
+) -> tuple[str, dict[str, int], dict[str, Any]]:
+    from cim.gis.ingest import ingest_layer, source_name
+    from cim.gis.mapping import LayerMapping, load_mapping, mapping_from_dict, preset
+    from cim.gis.readers import parse_crs
+    from cim.model import parse_kind
+
+    if source.map is not None:
+        mapping = load_mapping(pipeline.resolve(source.map))
+    elif source.preset is not None:
+        mapping = preset(source.preset)
+    elif source.kind is not None:
+        mapping = LayerMapping(kind=parse_kind(source.kind))
+    else:
+        mapping = mapping_from_dict(dict(source.mapping or {}), origin=f"mapping of {path}")
+    crs = parse_crs(source.crs) if source.crs else None
+    summary = ingest_layer(store, path, mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance)
+    details: dict[str, Any] = {
+        "features_read": summary.features_read,
+        "repaired": summary.repaired,
+        "rejected": summary.rejected,
+        "findings": summary.findings,
+    }
+    return source_name(path, summary.layer, mapping), summary.assets, details
+
+
+def _ingest_cityjson(
+    source: CityJsonSource, path: Path, store: Store, meshes: MeshStore, advance: Callable[[int], None]
+) -> tuple[str, dict[str, int], dict[str, Any]]:
+    from cim.gis.cityjson import ingest_cityjson
+    from cim.gis.readers import parse_crs
+
+    crs = parse_crs(source.crs) if source.crs else None
+    summary = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=advance)
+    return f"{path.name}:cityjson", summary.assets, {"height_datum": summary.height_datum}
+
+
+def _ingest_ifc(
+    source: IfcSource, path: Path, store: Store, meshes: MeshStore, advance: Callable[[int], None]
+) -> tuple[str, dict[str, int], dict[str, Any]]:
+    from cim.bim.georef import Placement
+    from cim.bim.ingest import ingest_ifc, source_name
+
+    placement = Placement(*source.place) if source.place is not None else None
+    summary = ingest_ifc(store, path, meshes=meshes, placement=placement, progress=advance)
+    details = {"georeference": summary.georeference, "failed_elements": summary.failed_elements}
+    return source_name(path), summary.assets, details
+
+
+def _build(store: Store, meshes: MeshStore, out: Path, stage: StageProgress) -> dict[str, Any]:
+    from cim.tiling.build import build_tiles
+
+    advance = stage("build tiles", None)
+    done_before = [0]
+
+    def tile_progress(done: int, total: int) -> None:
+        advance(done - done_before[0])
+        done_before[0] = done
+
+    built = build_tiles(store, meshes, out, progress=tile_progress)
+    return {"out": str(out), **built.to_json()}
+
+
+def _digest(pipeline: Pipeline, source: GisSource | CityJsonSource | IfcSource, path: Path) -> str:
+    if not path.exists():
+        raise InvalidInput(f"source {path}", "does not exist")
+    digest = hashlib.sha256(source.model_dump_json().encode())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if isinstance(source, GisSource) and source.map is not None:
+        files.append(pipeline.resolve(source.map))
+    for file in files:
+        try:
+            with file.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise InvalidInput(f"source file {file}", f"cannot be read: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None

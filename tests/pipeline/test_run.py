@@ -1,0 +1,101 @@
+"""Pipelines: real sources ingested, unchanged sources skipped, failures reported while the rest runs, typos named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cim.errors import InvalidInput
+from cim.pipeline.model import load_pipeline
+from cim.pipeline.run import run_pipeline
+
+
+def write_pipeline(folder: Path, data_dir: Path, store_url: str, *, extra: str = "") -> Path:
+    mapping = folder / "hydrants.toml"
+    if not mapping.exists():
+        shutil.copy("pipelines/mappings/cambridge-hydrants.toml", mapping)
+    path = folder / "city.toml"
+    path.write_text(
+        f"""
+name = "test-city"
+store = {json.dumps(store_url)}
+tiles = {json.dumps(str(folder / "tiles"))}
+
+[[gis]]
+path = {json.dumps(str(data_dir / "gis/Helsinki.osm.pbf"))}
+preset = "osm-buildings"
+
+[[gis]]
+path = {json.dumps(str(data_dir / "gis/INFRA_Hydrants.geojson"))}
+map = "hydrants.toml"
+
+[[cityjson]]
+path = {json.dumps(str(data_dir / "cityjson/rotterdam_subset.city.json"))}
+crs = "EPSG:7415"
+
+[[places]]
+name = "Lujiazui"
+lon = 121.5055
+lat = 31.2397
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_pipeline_ingests_every_source_and_builds_tiles_then_skips_what_did_not_change(
+    store_url: str, tmp_path: Path, data_dir: Path
+) -> None:
+    pipeline = load_pipeline(write_pipeline(tmp_path, data_dir, store_url))
+    first = run_pipeline(pipeline)
+    assert first.ok
+    assert [s.assets for s in first.sources] == [{"building": 482}, {"hydrant": 1960}, {"building": 16}]
+    assert first.tiles is not None and (tmp_path / "tiles" / "tileset.json").is_file()
+    assert first.tiles["tilesets"]["buildings"]["features"] == 482 + 16
+
+    second = run_pipeline(pipeline)
+    assert [s.skipped for s in second.sources] == [True, True, True]
+    assert second.tiles is None  # nothing changed: the published tiles stay
+
+    mapping = tmp_path / "hydrants.toml"
+    mapping.write_text(mapping.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    third = run_pipeline(pipeline)
+    assert [s.skipped for s in third.sources] == [True, False, True]  # only the source whose mapping changed
+
+
+def test_a_failing_source_is_reported_and_the_others_still_run(store_url: str, tmp_path: Path, data_dir: Path) -> None:
+    extra = f"""
+[[cityjson]]
+path = {json.dumps(str(tmp_path / "missing.city.json"))}
+
+[[ifc]]
+path = {json.dumps(str(tmp_path / "not-ifc.ifc"))}
+"""
+    (tmp_path / "not-ifc.ifc").write_text("hello, I am not IFC", encoding="utf-8")
+    summary = run_pipeline(load_pipeline(write_pipeline(tmp_path, data_dir, store_url, extra=extra)))
+    assert not summary.ok
+    failed = [s for s in summary.sources if not s.ok]
+    assert [Path(s.path).name for s in failed] == ["missing.city.json", "not-ifc.ifc"]
+    assert all(s.error and Path(s.path).name in s.error for s in failed)
+    assert sum(sum(s.assets.values()) for s in summary.sources if s.ok) == 482 + 1960 + 16
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name = "x"\n\n[[gis]]\npth = "a.geojson"\nkind = "park"\n', r"gis\.0\.pth \(line 4\): unknown key"),
+        ('name = "x"\nstroe = "a.duckdb"\n', r"stroe \(line 2\): unknown key"),
+        ('name = "x"\n[[gis]]\npath = "a.geojson"\n', "give exactly one of map, preset, kind or mapping"),
+        ('name = "x"\n[[places]]\nname = "far"\nlon = 200\nlat = 0\n', r"places\.0\.lon \(line 4\)"),
+        ('name = "x"\n[synth\n', "is not valid TOML"),
+    ],
+)
+def test_a_bad_pipeline_file_names_the_key_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidInput, match=message):
+        load_pipeline(path)
