@@ -24,6 +24,10 @@
     path = "../shared/data/ifc/AC20-FZK-Haus.ifc"
     place = [121.5, 31.23, 4.0, 30.0]       # lon, lat, height, rotation° — only for files without georeference
 
+    [[links]]                               # this IFC building is that GIS building (else matched by footprint)
+    gis = "buildings:B17"
+    ifc = "AC20-FZK-Haus.ifc"               # or the IfcBuilding's GlobalId
+
     [[places]]                              # named places for the viewer's guided tour
     name = "Lujiazui"
     lon = 121.5055
@@ -37,7 +41,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -92,6 +96,19 @@ class Place(_Strict):
     pitch: float = -35.0
 
 
+class LinkSource(_Strict):
+    """An explicit BIM ↔ GIS match: the GIS building's id and the IFC building's GlobalId or the IFC file name."""
+
+    gis: str
+    ifc: str
+    prefer: Literal["gis", "bim"] = "gis"
+
+
+class MergeOptions(_Strict):
+    enabled: bool = True
+    prefer: Literal["gis", "bim"] = Field("gis", description="whose value wins when GIS and BIM attributes differ")
+
+
 class Pipeline(_Strict):
     name: str
     store: str = "data/city.duckdb"
@@ -101,6 +118,8 @@ class Pipeline(_Strict):
     cityjson: list[CityJsonSource] = Field(default_factory=list)
     ifc: list[IfcSource] = Field(default_factory=list)
     places: list[Place] = Field(default_factory=list)
+    links: list[LinkSource] = Field(default_factory=list)
+    merge: MergeOptions = Field(default_factory=MergeOptions)
     #: Directory of the pipeline file; paths of sources and mappings are relative to it.
     base: Path = Field(Path("."), exclude=True)
 

@@ -46,6 +46,8 @@ class RunSummary:
     store: str
     sources: list[SourceResult] = field(default_factory=list)
     synth: dict[str, Any] | None = None
+    removed: list[str] = field(default_factory=list)
+    merge: dict[str, Any] | None = None
     tiles: dict[str, Any] | None = None
     seconds: float = 0.0
 
@@ -74,8 +76,18 @@ class SourceState:
         stored = store.count_assets(AssetQuery(where={"source": entry["source"]}))
         return entry if stored == entry.get("count") else None
 
-    def remember(self, key: str, digest: str, source: str, count: int, assets: dict[str, int]) -> None:
+    def remember(
+        self, key: str, digest: str, source: str, count: int, assets: dict[str, int], *, pipeline: str
+    ) -> None:
         self.entries[key] = {"digest": digest, "source": source, "count": count, "assets": assets}
+        self.entries[key]["pipeline"] = pipeline
+        self._save()
+
+    def forget(self, key: str) -> None:
+        self.entries.pop(key, None)
+        self._save()
+
+    def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.entries, indent=1), encoding="utf-8")
@@ -107,10 +119,13 @@ def run_pipeline(
             summary.sources.append(result)
             if not result.skipped:
                 written += sum(result.assets.values())
+        summary.removed = _prune(pipeline, sources, store, meshes, state)
         if written >= OPTIMIZE_AFTER:
             store.optimize()
+        changed = any(s.ok and not s.skipped for s in summary.sources) or bool(summary.removed)
+        if pipeline.merge.enabled and (changed or force):
+            summary.merge = _merge(pipeline, store, meshes, state.path)
         out = tiles_dir or pipeline.tiles
-        changed = any(s.ok and not s.skipped for s in summary.sources)
         if out is not None and (changed or force or not (Path(out) / "tileset.json").exists()):
             summary.tiles = _build(store, meshes, Path(out), stage)
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -169,7 +184,7 @@ def _ingest(
     result = SourceResult(type=kind, path=str(path))
     started = time.perf_counter()
     try:
-        key = f"{kind}:{path.resolve()}:{getattr(source, 'layer', None) or ''}"
+        key = _key(pipeline, source)
         digest = _digest(pipeline, source, path)
         previous = None if force else state.unchanged(key, digest, store)
         if previous is not None:
@@ -182,12 +197,44 @@ def _ingest(
             result.source, result.assets, result.details = _ingest_cityjson(source, path, store, meshes, advance)
         else:
             result.source, result.assets, result.details = _ingest_ifc(source, path, store, meshes, advance)
-        state.remember(key, digest, result.source, sum(result.assets.values()), result.assets)
+        state.remember(key, digest, result.source, sum(result.assets.values()), result.assets, pipeline=pipeline.name)
     except CimError as exc:
         result.ok, result.error = False, str(exc)
     finally:
         result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _key(pipeline: Pipeline, source: GisSource | CityJsonSource | IfcSource) -> str:
+    kind = {GisSource: "gis", CityJsonSource: "cityjson", IfcSource: "ifc"}[type(source)]
+    return f"{kind}:{pipeline.resolve(source.path).resolve()}:{getattr(source, 'layer', None) or ''}"
+
+
+def _prune(
+    pipeline: Pipeline,
+    sources: list[GisSource | CityJsonSource | IfcSource],
+    store: Store,
+    meshes: MeshStore,
+    state: SourceState,
+) -> list[str]:
+    """Delete what sources that left this pipeline wrote (assets and meshes); returns their source names."""
+    current = {_key(pipeline, s) for s in sources}
+    removed = []
+    for key, entry in list(state.entries.items()):
+        if entry.get("pipeline") == pipeline.name and key not in current:
+            store.delete_assets(source=entry["source"])
+            meshes.delete(source=entry["source"])
+            state.forget(key)
+            removed.append(str(entry["source"]))
+    return removed
+
+
+def _merge(pipeline: Pipeline, store: Store, meshes: MeshStore, state_path: Path) -> dict[str, Any]:
+    from cim.pipeline.merge import Link, merge_buildings
+
+    links = [Link(gis=k.gis, ifc=k.ifc, prefer=k.prefer) for k in pipeline.links]
+    merges = state_path.with_name(state_path.name.replace(".sources.json", ".merges.json"))
+    return merge_buildings(store, meshes, links=links, prefer=pipeline.merge.prefer, state=merges).to_dict()
 
 
 def _ingest_gis(

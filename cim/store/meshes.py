@@ -335,6 +335,18 @@ class MeshStore:
                 writer.add(batch)
         return writer.written
 
+    def add(self, source: str, batch: MeshBatch) -> int:
+        """Insert or replace these meshes (by asset id) under ``source``, keeping the source's other meshes."""
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            writer = MeshWriter(self._con, source)
+            writer.add(batch)
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+        return writer.written
+
     def delete(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
         if ids is None and source is None:
             raise InvalidInput("mesh delete", "give ids, a source, or both")
@@ -352,6 +364,15 @@ class MeshStore:
     def count(self) -> int:
         row = self._con.execute("SELECT count(*) FROM meshes").fetchone()
         return int(row[0]) if row else 0
+
+    def digests(self) -> pa.Table:
+        """One row per mesh: ``asset_id``, origin ``lon``/``lat``/``h``, ``vertex_count``, ``triangle_count`` and
+        ``digest`` (a 64-bit hash of the whole mesh) — for tiling, to plan tiles and find changed ones without
+        reading the blobs into Python."""
+        return self._con.execute(
+            "SELECT asset_id, lon, lat, h, vertex_count, triangle_count,"
+            " hash(lon, lat, h, vertices, triangles, color) AS digest FROM meshes"
+        ).to_arrow_table()
 
     def get(self, asset_ids: Sequence[str]) -> MeshBatch:
         """The meshes of these assets that exist, in the order given."""
