@@ -70,3 +70,31 @@ def _print(summary: RunSummary) -> None:
         )
         console.print(f"tiles in {summary.tiles['out']}: {groups}")
     console.print(f"done in {summary.seconds:.1f} s")
+
+
+def merge(
+    store: Annotated[str | None, typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL")] = None,
+    prefer: Annotated[str, typer.Option(help="whose attribute wins on a conflict: gis or bim")] = "gis",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+) -> None:
+    """Match BIM buildings to the GIS buildings they stand on and merge each pair into one building."""
+    from cim.errors import InvalidInput
+    from cim.pipeline.merge import merge_buildings
+    from cim.settings import StoreSettings
+    from cim.store import open_store
+    from cim.store.meshes import MeshStore, mesh_path_for
+
+    if prefer not in ("gis", "bim"):
+        raise InvalidInput(f"--prefer {prefer!r}", "must be gis or bim")
+    with open_store(store or StoreSettings().store) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
+        state = meshes.path.with_name(meshes.path.name.removesuffix(".duckdb").removesuffix(".meshes") + ".merges.json")
+        report = merge_buildings(opened, meshes, prefer=prefer, state=state)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, default=str) + "\n")
+        return
+    for m in report.matched:
+        console.print(f"merged {m['bim_id']} into {m['gis_id']} ({m['method']}, {len(m['conflicts'])} conflicts)")
+    for a in [*report.ambiguous, *report.unmatched]:
+        console.print(f"[yellow]not merged[/] {a['bim_id']}: {a['why']}", highlight=False)
+    for gis_id in report.restored:
+        console.print(f"restored {gis_id}: its BIM model is gone")

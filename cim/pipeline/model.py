@@ -62,6 +62,7 @@ class SynthSource(_Strict):
 
 class GisSource(_Strict):
     path: str
+    optional: bool = Field(False, description="skip quietly when the file is not there")
     layer: str | None = None
     map: str | None = None
     preset: str | None = None
@@ -79,11 +80,13 @@ class GisSource(_Strict):
 
 class CityJsonSource(_Strict):
     path: str
+    optional: bool = Field(False, description="skip quietly when the file is not there")
     crs: str | None = None
 
 
 class IfcSource(_Strict):
     path: str
+    optional: bool = Field(False, description="skip quietly when the file is not there")
     place: tuple[float, float, float, float] | tuple[float, float, float] | None = None
 
 

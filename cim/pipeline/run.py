@@ -183,6 +183,9 @@ def _ingest(
     path = pipeline.resolve(source.path)
     result = SourceResult(type=kind, path=str(path))
     started = time.perf_counter()
+    if source.optional and not path.exists():
+        result.skipped, result.details = True, {"missing": "optional source not present"}
+        return result
     try:
         key = _key(pipeline, source)
         digest = _digest(pipeline, source, path)
@@ -218,7 +221,7 @@ def _prune(
     state: SourceState,
 ) -> list[str]:
     """Delete what sources that left this pipeline wrote (assets and meshes); returns their source names."""
-    current = {_key(pipeline, s) for s in sources}
+    current = {_key(pipeline, s) for s in sources if not (s.optional and not pipeline.resolve(s.path).exists())}
     removed = []
     for key, entry in list(state.entries.items()):
         if entry.get("pipeline") == pipeline.name and key not in current:
