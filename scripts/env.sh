@@ -56,3 +56,16 @@ ensure_mosquitto() {
     for _ in $(seq 1 10); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 1; done
   fi
 }
+
+ensure_gdal() {  # ogrinfo: the API tests run GDAL's OGC API – Features client against a live server
+  if ! command -v ogrinfo >/dev/null; then apt_install gdal-bin; fi
+}
+
+ensure_node_tools() {
+  # Khronos glTF-Validator for the 3D Tiles tests (tools/gltf-validator); needs node and npm.
+  if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+  if [ ! -d "$ROOT/tools/gltf-validator/node_modules/gltf-validator" ]; then
+    say "installing gltf-validator (npm)"
+    npm install --prefix "$ROOT/tools/gltf-validator" --no-audit --no-fund --silent >/dev/null
+  fi
+}

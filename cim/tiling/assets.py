@@ -1,0 +1,107 @@
+"""The assets a build tiles, as one Arrow table with the columns the property tables and the quadtree need.
+
+Read with one projection query where the store offers ``select`` (both SQL backends: no geometry decoding, the
+store's bounding-box columns instead), else through :meth:`~cim.store.base.Store.find_batch`. Adds ``group``
+(:mod:`cim.tiling.groups`), ``install_date`` as ISO text, ``install_year``/``year_built``, ``lift_count`` (buildings)
+and ``size_m``, the asset's largest extent in metres (inner quadtree tiles keep the largest assets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
+
+from cim.store.base import AssetQuery, Store
+from cim.tiling.groups import TILED_KINDS, group_of
+from cim.tiling.quadtree import M_PER_DEG
+
+COLUMNS = (
+    "id",
+    "kind",
+    "name",
+    "parent_id",
+    "source",
+    "z_min",
+    "z_max",
+    "install_date",
+    "status",
+    "material",
+    "height_m",
+    "network",
+    "diameter_mm",
+    "depth_m",
+    "storeys",
+)
+#: How far up a lift's parent chain is followed to find its building (lift → space → storey → building → site).
+MAX_CHAIN = 8
+
+
+def read_assets(store: Store) -> pa.Table:
+    """Every tiled asset of ``store`` with the derived columns, ordered by id."""
+    kinds = sorted(k.value for k in TILED_KINDS)
+    select = getattr(store, "select", None)
+    if select is not None:
+        listed = ", ".join(f"'{k}'" for k in kinds)  # enum values, not user input
+        table: pa.Table = select(
+            f"SELECT {', '.join(COLUMNS)}, min_x, min_y, max_x, max_y FROM assets WHERE kind IN ({listed}) ORDER BY id"
+        )
+    else:
+        batch = store.find_batch(AssetQuery(kinds=[k for k in TILED_KINDS]))
+        bounds = shapely.bounds(batch.geometries())
+        table = batch.table.select(list(COLUMNS))
+        for i, name in enumerate(("min_x", "min_y", "max_x", "max_y")):
+            table = table.append_column(name, pa.array(bounds[:, i]))
+    groups = group_of(table.column("kind").to_pylist(), table.column("source").to_pylist())
+    table = table.append_column("group", pa.array(groups))
+    table = table.filter(pc.not_equal(table.column("group"), ""))
+    return _derive(table)
+
+
+def _derive(table: pa.Table) -> pa.Table:
+    dates = table.column("install_date")
+    years = pc.fill_null(pc.year(dates), 0) if table.num_rows else pa.array([], pa.int64())
+    table = table.set_column(table.schema.get_field_index("install_date"), "install_date", dates.cast(pa.string()))
+    table = table.append_column("install_year", years)
+    table = table.append_column("year_built", years)
+    table = table.append_column("lift_count", pa.array(lift_counts(table)))
+    return table.append_column("size_m", pa.array(_sizes(table)))
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _sizes(table: pa.Table) -> np.ndarray[Any, np.dtype[np.float64]]:
+    lat = np.nan_to_num((_floats(table, "min_y") + _floats(table, "max_y")) / 2)
+    dx = (_floats(table, "max_x") - _floats(table, "min_x")) * M_PER_DEG * np.cos(np.radians(lat))
+    dy = (_floats(table, "max_y") - _floats(table, "min_y")) * M_PER_DEG
+    dz = _floats(table, "z_max") - _floats(table, "z_min")
+    return np.nan_to_num(np.fmax(np.hypot(dx, dy), dz))
+
+
+def lift_counts(table: pa.Table) -> np.ndarray[Any, np.dtype[np.uint16]]:
+    """For each row, how many lifts have it on their parent chain (non-zero only for buildings)."""
+    n = table.num_rows
+    counts = np.zeros(n, np.int64)
+    kinds = np.asarray(table.column("kind").to_numpy(zero_copy_only=False), dtype=object)
+    lifts = np.flatnonzero(kinds == "lift")
+    if not len(lifts):
+        return counts.astype(np.uint16)
+    ids = table.column("id")
+    parent_row = np.asarray(
+        pc.fill_null(pc.index_in(table.column("parent_id"), value_set=ids), -1).to_numpy(zero_copy_only=False),
+        dtype=np.int64,
+    )
+    current = parent_row[lifts]
+    for _ in range(MAX_CHAIN):
+        alive = current >= 0
+        if not alive.any():
+            break
+        at_building = alive & (kinds[np.where(alive, current, 0)] == "building")
+        np.add.at(counts, current[at_building], 1)
+        current = np.where(alive & ~at_building, parent_row[np.where(alive, current, 0)], -1)
+    return np.minimum(counts, 65534).astype(np.uint16)

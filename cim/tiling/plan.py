@@ -1,0 +1,104 @@
+"""The plan of a build: which tile each asset goes to, each tile's frame origin and content hash — before any mesh
+is read (sizes and digests come from the mesh index)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cim.tiling.groups import GROUPS
+from cim.tiling.properties import props_of
+from cim.tiling.quadtree import TreeLimits, assign, cell_of, root_level, split_key, tile_key
+
+#: Bumped when what a tile's inputs produce changes (encoder, schema): every tile is then rewritten.
+FORMAT = "cim-tiles-1"
+#: Bytes a tile needs per vertex / triangle / feature (quantised vertex + feature id, indices, metadata): the
+#: estimate that bounds tiles before any mesh is read.
+BYTES_PER_VERTEX, BYTES_PER_TRIANGLE, BYTES_PER_FEATURE = 16, 12, 80
+PROPERTY_COLUMNS = sorted({p.id for kind in ("building", "pipe", "node") for p in props_of(kind)})
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTile:
+    """A content tile: rows ``lo:hi`` of the planned asset table, its ENU origin, content hash and file name."""
+
+    group: str
+    key: int
+    lo: int
+    hi: int
+    origin: tuple[float, float, float]
+    digest: str
+
+    @property
+    def file(self) -> str:
+        level, x, y = split_key(self.key)
+        return f"{level}_{x}_{y}.glb"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    assets: pa.Table  # sorted by (group, tile, id)
+    tiles: list[PlannedTile]
+    roots: dict[str, int]  # group → root tile key
+
+
+def plan_tiles(assets: pa.Table, limits: TreeLimits) -> Plan:
+    """Assign every asset (joined to its mesh index) to a tile of its group's quadtree."""
+    group_names = np.asarray(assets.column("group").to_numpy(zero_copy_only=False), dtype=object)
+    lon, lat = _numbers(assets, "lon"), _numbers(assets, "lat")
+    size = _numbers(assets, "size_m")
+    nbytes = (
+        _numbers(assets, "vertex_count") * BYTES_PER_VERTEX
+        + _numbers(assets, "triangle_count") * BYTES_PER_TRIANGLE
+        + BYTES_PER_FEATURE
+    )
+    keys = np.zeros(assets.num_rows, np.int64)
+    rank = np.zeros(assets.num_rows, np.int64)
+    roots: dict[str, int] = {}
+    for g, name in enumerate(GROUPS):
+        rows = np.flatnonzero(group_names == name)
+        if not len(rows):
+            continue
+        keys[rows] = assign(lon[rows], lat[rows], size[rows], nbytes[rows], limits)
+        rank[rows] = g
+        level = root_level(lon[rows], lat[rows])
+        ix, iy = cell_of(lon[rows[:1]], lat[rows[:1]], level)
+        roots[name] = int(tile_key(level, ix[0], iy[0]))
+    order = np.lexsort((np.arange(assets.num_rows), keys, rank))
+    ordered = assets.take(pa.array(order))
+    keys, rank, lon, lat = keys[order], rank[order], lon[order], lat[order]
+    h = _numbers(ordered, "h")
+    boundaries = np.flatnonzero((np.diff(keys) != 0) | (np.diff(rank) != 0)) + 1
+    starts, ends = np.r_[0, boundaries], np.r_[boundaries, len(keys)]
+    digests = np.asarray(ordered.column("digest").to_numpy(zero_copy_only=False), dtype=np.uint64)
+    props = ordered.select([c for c in PROPERTY_COLUMNS if c in ordered.column_names])
+    tiles = []
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        origin = (
+            float((lon[lo:hi].min() + lon[lo:hi].max()) / 2),
+            float((lat[lo:hi].min() + lat[lo:hi].max()) / 2),
+            float(np.round(h[lo:hi].mean(), 1)),
+        )
+        digest = hashlib.blake2b(FORMAT.encode(), digest_size=16)
+        digest.update(np.asarray(origin).tobytes())
+        digest.update(digests[lo:hi].tobytes())
+        digest.update(_ipc(props.slice(lo, hi - lo)))
+        tiles.append(PlannedTile(GROUPS[int(rank[lo])], int(keys[lo]), lo, hi, origin, digest.hexdigest()))
+    return Plan(ordered, tiles, roots)
+
+
+def _numbers(table: pa.Table, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    return np.nan_to_num(np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64))
+
+
+def _ipc(table: pa.Table) -> bytes:
+    """The table's content as bytes (Arrow IPC of compacted columns), for hashing."""
+    compact = pa.Table.from_arrays([pa.concat_arrays(c.chunks) for c in table.columns], schema=table.schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, compact.schema) as writer:
+        writer.write_table(compact)
+    return bytes(sink.getvalue())

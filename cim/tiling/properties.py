@@ -1,0 +1,142 @@
+"""Per-feature metadata: one ``EXT_structural_metadata`` class per asset kind, and its property table as bytes.
+
+Every class has ``id``, ``kind`` (an enum), ``name``, ``parent_id``, ``install_date`` (ISO text), ``status``,
+``material`` and ``height_m``; then the typed columns that belong to the kind (:data:`cim.model.KIND_FIELDS`:
+``network``, ``diameter_mm``, ``depth_m``, ``storeys``) and derived ones: buildings get ``year_built`` and
+``lift_count`` (lifts whose parent chain reaches the building), every other kind ``install_year``. Missing values
+use ``noData`` sentinels: ``""`` for text, ``-1`` for lengths (which are never negative), ``0`` for years and
+``65535`` for storeys.
+
+The input is the asset table prepared by :mod:`cim.tiling.assets` (Arrow, one row per feature, ordered as the
+feature ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cim.model import KIND_FIELDS, Kind
+
+SCHEMA_ID = "cim"
+KIND_ENUM = "Kind"
+KIND_VALUES: tuple[str, ...] = tuple(k.value for k in Kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Prop:
+    """One class property: its id (= the prepared table's column), type and ``noData`` sentinel."""
+
+    id: str
+    type: str  # STRING, SCALAR or ENUM
+    component: str | None = None
+    no_data: Any = None
+    description: str = ""
+
+    def definition(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.type == "SCALAR":
+            out["componentType"] = self.component
+        if self.type == "ENUM":
+            out["enumType"] = KIND_ENUM
+        if self.no_data is None:
+            out["required"] = True
+        else:
+            out["noData"] = self.no_data
+        return out
+
+
+COMMON: tuple[Prop, ...] = (
+    Prop("id", "STRING", description="asset id"),
+    Prop("kind", "ENUM", description="asset kind"),
+    Prop("name", "STRING", no_data=""),
+    Prop("parent_id", "STRING", no_data="", description="the asset this one belongs to"),
+    Prop("install_date", "STRING", no_data="", description="ISO date"),
+    Prop("status", "STRING", no_data=""),
+    Prop("material", "STRING", no_data=""),
+    Prop("height_m", "SCALAR", "FLOAT32", -1.0, "height in metres"),
+)
+KIND_PROPS: dict[str, Prop] = {
+    "network": Prop("network", "STRING", no_data="", description="network (water, gas, drainage …)"),
+    "diameter_mm": Prop("diameter_mm", "SCALAR", "FLOAT32", -1.0, "nominal diameter in millimetres"),
+    "depth_m": Prop("depth_m", "SCALAR", "FLOAT32", -1.0, "depth of cover in metres"),
+    "storeys": Prop("storeys", "SCALAR", "UINT16", 65535, "storeys above ground"),
+}
+BUILDING_PROPS = (
+    Prop("year_built", "SCALAR", "UINT16", 0, "year of the install date"),
+    Prop("lift_count", "SCALAR", "UINT16", description="lifts whose parent chain reaches this building"),
+)
+OTHER_PROPS = (Prop("install_year", "SCALAR", "UINT16", 0, "year of the install date"),)
+
+_NUMPY: dict[str, type[np.generic]] = {"FLOAT32": np.float32, "UINT16": np.uint16, "UINT8": np.uint8}
+_MAX = {"UINT16": 65535, "UINT8": 255}
+
+
+def props_of(kind: str) -> tuple[Prop, ...]:
+    """The properties of ``kind``'s class.
+
+    >>> [p.id for p in props_of("pipe")][-4:]
+    ['network', 'diameter_mm', 'depth_m', 'install_year']
+    """
+    k = Kind(kind)
+    own = tuple(KIND_PROPS[name] for name, kinds in KIND_FIELDS.items() if k in kinds)
+    return COMMON + own + (BUILDING_PROPS if k is Kind.BUILDING else OTHER_PROPS)
+
+
+def schema_for(kinds: list[str]) -> dict[str, Any]:
+    """The metadata schema of a tile holding ``kinds``: the kind enum and one class per kind."""
+    return {
+        "id": SCHEMA_ID,
+        "enums": {
+            KIND_ENUM: {"valueType": "UINT8", "values": [{"name": v, "value": i} for i, v in enumerate(KIND_VALUES)]}
+        },
+        "classes": {
+            kind: {"name": kind, "properties": {p.id: p.definition() for p in props_of(kind)}} for kind in kinds
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One property's bytes: ``values`` and, for text, ``offsets`` (UINT32, count + 1)."""
+
+    prop: Prop
+    values: bytes
+    offsets: bytes | None = None
+
+
+def encode(kind: str, table: pa.Table) -> list[Column]:
+    """The property table of ``kind`` for the rows of ``table`` (one row per feature, in feature-id order)."""
+    return [_encode(p, table) for p in props_of(kind)]
+
+
+def _encode(prop: Prop, table: pa.Table) -> Column:
+    column = table.column(prop.id) if prop.id in table.column_names else pa.nulls(table.num_rows)
+    if prop.type == "STRING":
+        return Column(prop, *_strings(column))
+    if prop.type == "ENUM":
+        index = pc.index_in(column, value_set=pa.array(KIND_VALUES))
+        return Column(prop, np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes())
+    values: npt.NDArray[Any] = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    fill = 0 if prop.no_data is None else prop.no_data
+    values = np.where(np.isfinite(values), values, fill)
+    if prop.component != "FLOAT32":
+        values = np.clip(np.round(values), 0, _MAX[prop.component or "UINT16"])
+    return Column(prop, values.astype(_NUMPY[prop.component or "FLOAT32"]).tobytes())
+
+
+def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[bytes, bytes]:
+    array = pc.fill_null(column.cast(pa.string()), "")
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    n = len(array)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + n + 1].astype(np.int64)
+    data = array.buffers()[2]
+    start, end = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+    blob = data.slice(start, end - start).to_pybytes() if data is not None and end > start else b""
+    return blob, (offsets - start).astype(np.uint32).tobytes()
