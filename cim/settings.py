@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,3 +38,10 @@ class MqttSettings(BaseSettings):
 
     url: str | None = None
     topic: str = "cim/+/state"
+
+
+class AppSettings(BaseModel):
+    """Everything the web app needs, gathered once at the edge: where the store is and how the server serves."""
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cim.errors import InvalidInput
-from cim.store.base import AssetQuery, BBox, Store
+from cim.store.base import Alert, AssetQuery, BBox, Store
 from cim.store.batch import AssetBatch
 
-__all__ = ["AssetBatch", "AssetQuery", "BBox", "Store", "open_store"]
+__all__ = ["Alert", "AssetBatch", "AssetQuery", "BBox", "Store", "open_store"]
 
 
 def _open_duckdb(url: str) -> Store:

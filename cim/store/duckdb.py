@@ -27,7 +27,7 @@ from cim.errors import StoreError, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import Dialect, Where, bbox_clause
+from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
 #: Windows smaller than this share of the table's extent go through the R-tree (see the module docstring).
@@ -152,6 +152,7 @@ class DuckDBStore(SqlStore):
         try:
             con.execute(f"LOAD '{spatial_extension_path()}'")
             con.execute("SET TimeZone = 'UTC'")
+            con.execute("SET enable_progress_bar = false")  # it would print to the user's terminal
         except duckdb.Error as exc:
             con.close()
             raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
@@ -175,6 +176,7 @@ class DuckDBStore(SqlStore):
             "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id VARCHAR PRIMARY KEY, "
             "time TIMESTAMPTZ NOT NULL, value DOUBLE, status VARCHAR)"
         )
+        con.execute(CREATE_ALERTS_TABLE)
         con.execute("INSERT OR IGNORE INTO cim_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     def _create_asset_indexes(self) -> None:

@@ -25,7 +25,7 @@ from cim.errors import InvalidInput, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import Dialect, Where
+from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where
 from cim.store.sqlstore import SqlStore
 
 CONNECT_TIMEOUT_S = 5
@@ -115,6 +115,8 @@ class PostGISStore(SqlStore):
                 "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id TEXT PRIMARY KEY, "
                 "time TIMESTAMPTZ NOT NULL, value DOUBLE PRECISION, status TEXT)"
             )
+            con.execute(CREATE_ALERTS_TABLE)
+            con.execute("CREATE INDEX IF NOT EXISTS alerts_open ON alerts (closed_at, opened_at)")
             con.execute(
                 "INSERT INTO cim_meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
             )

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from cim.errors import CimError, NotFound, StoreError
 from cim.model import Asset, Kind, Reading
-from cim.store.base import AssetQuery, BBox
+from cim.store.base import Alert, AssetQuery, BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import ASSET_SCHEMA
 from cim.store.sql import Dialect
@@ -30,6 +30,20 @@ READINGS_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
     ]
 )
+
+ALERTS_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("rule", pa.string()),
+        pa.field("sensor_id", pa.string()),
+        pa.field("opened_at", pa.timestamp("us", tz="UTC")),
+        pa.field("closed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("severity", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("value", pa.float64()),
+    ]
+)
+_ALERT_COLUMNS = ", ".join(ALERTS_SCHEMA.names)
 
 
 class SqlStore(ABC):
@@ -122,6 +136,24 @@ class SqlStore(ABC):
             self._load_readings(table)
         return len(readings)
 
+    def save_alerts(self, alerts: Sequence[Alert]) -> int:
+        if not alerts:
+            return 0
+        p = self.dialect.param
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ALERTS_SCHEMA.names[1:])
+        row = f"({', '.join([p] * len(ALERTS_SCHEMA))})"
+        latest = {a.id: a for a in alerts}  # one row per id: the last change of each alert wins
+        unique = list(latest.values())
+        with self._changing(f"saving {len(unique)} alerts"):
+            for start in range(0, len(unique), 500):  # a few statements of many rows, not one per alert
+                chunk = unique[start : start + 500]
+                self._execute(
+                    f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES {', '.join([row] * len(chunk))} "
+                    f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                    [getattr(alert, name) for alert in chunk for name in ALERTS_SCHEMA.names],
+                )
+        return len(unique)
+
     # --- queries ---
     def get_asset(self, asset_id: str) -> Asset:
         found = self.find_assets(AssetQuery(ids=[asset_id]))
@@ -147,6 +179,12 @@ class SqlStore(ABC):
             sql += f" OFFSET {p}"
             params.append(query.offset)
         return AssetBatch(_as_schema(self._fetch(sql, params), ASSET_SCHEMA))
+
+    def select(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        """Run one read-only query written in this backend's dialect (``self.dialect``); every value a caller gave
+        travels in ``params``. For the query modules beside the store (:mod:`cim.queries`), whose SQL the
+        :class:`~cim.store.base.Store` protocol has no verb for."""
+        return self._fetch(sql, params)
 
     def count_assets(self, query: AssetQuery) -> int:
         where = self.dialect.where(query)
@@ -191,6 +229,22 @@ class SqlStore(ABC):
             sql += f" WHERE sensor_id IN ({', '.join([self.dialect.param] * len(sensor_ids))})"
             params = list(sensor_ids)
         return {r.sensor_id: r for r in _readings(self._fetch(sql, params))}
+
+    def alerts(self, *, open_only: bool = False, sensor_id: str | None = None, limit: int | None = None) -> list[Alert]:
+        p = self.dialect.param
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if open_only:
+            clauses.append("closed_at IS NULL")
+        if sensor_id is not None:
+            clauses.append(f"sensor_id = {p}")
+            params.append(sensor_id)
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(clauses)} ORDER BY opened_at DESC, id"
+        if limit is not None:
+            sql += f" LIMIT {p}"
+            params.append(limit)
+        rows = _as_schema(self._fetch(sql, params), ALERTS_SCHEMA).to_pylist()
+        return [Alert(**row) for row in rows]
 
     # --- plumbing ---
     def _changing(self, what: str) -> AbstractContextManager[None]:

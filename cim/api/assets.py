@@ -1,0 +1,29 @@
+"""``/assets/{id}``: one asset with its parent chain, children, its sensors' latest state and open alerts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from cim.api.deps import AlertLookup, StoreDep, get_alerts
+from cim.api.geojson import feature
+from cim.queries import asset_detail
+
+router = APIRouter(prefix="/assets", tags=["assets"])
+
+
+@router.get("/{asset_id}", summary="An asset with its surroundings in the model")
+def get_asset(asset_id: str, store: StoreDep, alerts: Annotated[AlertLookup, Depends(get_alerts)]) -> dict[str, Any]:
+    detail = asset_detail(store, asset_id)
+    return {
+        "asset": feature(detail.asset),
+        "parents": [{"id": a.id, "kind": str(a.kind), "name": a.name} for a in detail.parents],
+        "children": [{"id": a.id, "kind": str(a.kind), "name": a.name} for a in detail.children],
+        "children_truncated": detail.children_truncated,
+        "latest_state": {
+            sensor: {"time": r.time.isoformat(), "value": r.value, "status": r.status}
+            for sensor, r in sorted(detail.latest_state.items())
+        },
+        "alerts": alerts(detail.asset.id),
+    }

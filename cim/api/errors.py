@@ -1,0 +1,88 @@
+"""Errors at the HTTP edge: one status map for the domain errors, JSON bodies, nothing internal in a 5xx.
+
+Bodies follow the OGC API exception shape (``code``, ``description``) and add the ``what``/``why`` halves.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
+
+log = logging.getLogger("cim.api")
+
+
+class RequestTooLarge(InvalidInput):
+    """A request body over the server's limit."""
+
+
+class Unauthorized(CimError):
+    """A write without a valid bearer token."""
+
+
+class Forbidden(CimError):
+    """A request the server refuses whoever sends it (e.g. writes while no write token is configured)."""
+
+
+#: Domain error → HTTP status; the most specific class listed first wins.
+STATUS: tuple[tuple[type[CimError], int], ...] = (
+    (RequestTooLarge, 413),
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (StoreUnavailable, 503),
+    (StoreError, 500),
+)
+
+
+def status_of(exc: CimError) -> int:
+    return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
+
+
+def error_response(status: int, code: str, what: str, why: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"code": code, "description": f"{what} — {why}", "what": what, "why": why}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _cim_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CimError)
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        if not isinstance(exc, StoreUnavailable):
+            return error_response(status, "ServerError", "request", "the store failed to answer; see the server log")
+    return error_response(status, type(exc).__name__, exc.what, exc.why)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body"))
+        problems.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+    return error_response(400, "InvalidParameterValue", "request parameters", "; ".join(problems))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    what = f"{request.method} {request.url.path}"
+    return error_response(exc.status_code, "HTTPError", what, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "ServerError", "request", "the server failed unexpectedly; see the server log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(CimError, _cim_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

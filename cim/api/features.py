@@ -1,0 +1,228 @@
+"""OGC API – Features Part 1 (core, GeoJSON, OpenAPI 3.0) and Part 3 (queryables, CQL2 text and JSON filters).
+
+One collection per asset kind: ``/collections/{kind}/items`` pages the assets of that kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from cim.api.deps import KindDep, StoreDep
+from cim.api.geojson import BASE_PROPERTIES, feature
+from cim.api.params import parse_bbox
+from cim.errors import InvalidInput, NotFound
+from cim.model import Kind, fields_of
+from cim.queries import ItemsQuery, find_features
+from cim.queries.cql import parse_filter, queryables
+from cim.queries.features import parse_datetime, parse_sortby
+from cim.queries.sqlbits import sql_store
+
+router = APIRouter(tags=["OGC API – Features"])
+
+DEFAULT_LIMIT = 10
+#: Larger limits are capped to this (OGC API – Features: a server may return fewer than asked).
+MAX_LIMIT = 10_000
+MAX_OFFSET = 10**12
+GEOJSON = "application/geo+json"
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/sortables",
+]
+
+
+#: filter-lang values → the parser; GDAL 3.6 sends the draft name ``cql-text`` for what is CQL2 text.
+_LANGS = {"cql2-text": "cql2-text", "cql2-json": "cql2-json", "cql-text": "cql2-text"}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemsParams:
+    """The query parameters of ``/collections/{kind}/items``."""
+
+    limit: Annotated[int, Query(ge=1, description=f"features per page (capped at {MAX_LIMIT})")] = DEFAULT_LIMIT
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="features to skip")] = 0
+    bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat (CRS84)")] = None
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="only CRS84")] = None
+    datetime: Annotated[str | None, Query(description="install_date instant or start/end interval")] = None
+    filter: Annotated[str | None, Query(description="CQL2 filter")] = None
+    filter_lang: Annotated[
+        Literal["cql2-text", "cql2-json", "cql-text"],
+        Query(alias="filter-lang", description="cql2-text or cql2-json (cql-text: the draft name GDAL sends)"),
+    ] = "cql2-text"
+    filter_crs: Annotated[str | None, Query(alias="filter-crs", description="only CRS84")] = None
+    ids: Annotated[str | None, Query(description="comma-separated asset ids")] = None
+    sortby: Annotated[str | None, Query(description="e.g. +name,-install_date")] = None
+    properties: Annotated[str | None, Query(description="comma-separated properties to return")] = None
+
+
+def _root(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@router.get("/", summary="Landing page")
+def landing(request: Request) -> dict[str, Any]:
+    root = _root(request)
+    return {
+        "title": "CIM server",
+        "description": "City information model: assets as OGC API – Features collections, 3D Tiles, queries",
+        "links": [
+            {"href": f"{root}/", "rel": "self", "type": "application/json", "title": "this document"},
+            {
+                "href": f"{root}/api",
+                "rel": "service-desc",
+                "type": "application/vnd.oai.openapi+json;version=3.0",
+                "title": "the API definition",
+            },
+            {"href": f"{root}/api.html", "rel": "service-doc", "type": "text/html", "title": "the API documentation"},
+            {"href": f"{root}/conformance", "rel": "conformance", "type": "application/json", "title": "conformance"},
+            {"href": f"{root}/collections", "rel": "data", "type": "application/json", "title": "collections"},
+        ],
+    }
+
+
+@router.get("/conformance", summary="Conformance classes")
+def conformance() -> dict[str, list[str]]:
+    return {"conformsTo": CONFORMANCE}
+
+
+@router.get("/collections", summary="One collection per asset kind in the store")
+def collections(request: Request, store: StoreDep) -> dict[str, Any]:
+    root = _root(request)
+    kinds = [Kind(k) for k in store.count_by_kind() if k in Kind._value2member_map_]
+    return {
+        "collections": [_collection(root, kind, store.extent(kind=kind)) for kind in kinds],
+        "links": [{"href": f"{root}/collections", "rel": "self", "type": "application/json"}],
+    }
+
+
+@router.get("/collections/{collectionId}", summary="One collection")
+def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, Any]:
+    return _collection(_root(request), kind, store.extent(kind=kind))
+
+
+@router.get("/collections/{collectionId}/queryables", summary="The properties a filter may use")
+def get_queryables(request: Request, kind: KindDep) -> JSONResponse:
+    root = _root(request)
+    schema_types = {
+        "number": {"type": "number"},
+        "string": {"type": "string"},
+        "date": {"type": "string", "format": "date"},
+        "geometry": {"$ref": "https://geojson.org/schema/Geometry.json"},
+    }
+    body = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{root}/collections/{kind}/queryables",
+        "type": "object",
+        "title": str(kind),
+        "description": "Typed columns of the kind; property-set values as props.<key>",
+        "properties": {name: {"title": name, **schema_types[t]} for name, t in queryables(kind).items()},
+        "additionalProperties": True,
+        # the draft form GDAL 3.6 reads to decide which properties it may filter on the server
+        "queryables": [{"id": name, "type": t} for name, t in queryables(kind).items() if t != "geometry"],
+    }
+    return JSONResponse(body, media_type="application/schema+json")
+
+
+@router.get("/collections/{collectionId}/items", summary="Features of a collection", response_class=JSONResponse)
+def items(request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, Depends()]) -> JSONResponse:
+    for name, crs in (("bbox-crs", params.bbox_crs), ("filter-crs", params.filter_crs)):
+        if crs is not None and crs not in (CRS84, "EPSG:4326", "http://www.opengis.net/def/crs/EPSG/0/4326"):
+            raise InvalidInput(f"{name} {crs[:100]!r}", f"only {CRS84} (lon/lat) is supported")
+    limit = min(params.limit, MAX_LIMIT)
+    _, spelling = sql_store(store)
+    selected = _properties(params.properties, kind)
+    query = ItemsQuery(
+        kind=kind,
+        bbox=parse_bbox(params.bbox) if params.bbox is not None else None,
+        ids=[i.strip() for i in params.ids.split(",") if i.strip()] if params.ids is not None else None,
+        installed=parse_datetime(params.datetime) if params.datetime is not None else None,
+        filter=parse_filter(params.filter, lang=_LANGS[params.filter_lang], kind=kind, spelling=spelling)
+        if params.filter is not None and params.filter.strip()
+        else None,
+        sortby=parse_sortby(params.sortby, kind=kind) if params.sortby else (),
+        limit=limit,
+        offset=params.offset,
+    )
+    page = find_features(store, query)
+    links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "this page"}]
+    if page.more:
+        following = request.url.include_query_params(offset=params.offset + limit, limit=limit)
+        links.append({"href": str(following), "rel": "next", "type": GEOJSON, "title": "next page"})
+    if params.offset > 0:
+        before = request.url.include_query_params(offset=max(0, params.offset - limit), limit=limit)
+        links.append({"href": str(before), "rel": "prev", "type": GEOJSON, "title": "previous page"})
+    body = {
+        "type": "FeatureCollection",
+        "features": [feature(a, properties=selected) for a in page.assets],
+        "links": links,
+        "numberReturned": len(page.assets),
+        "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    return JSONResponse(body, media_type=GEOJSON)
+
+
+@router.get("/collections/{collectionId}/items/{feature_id}", summary="One feature", response_class=JSONResponse)
+def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> JSONResponse:
+    asset = store.get_asset(feature_id)
+    if asset.kind is not kind:
+        raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
+    root = _root(request)
+    body = feature(asset)
+    body["links"] = [
+        {"href": str(request.url), "rel": "self", "type": GEOJSON},
+        {"href": f"{root}/collections/{kind}", "rel": "collection", "type": "application/json"},
+    ]
+    return JSONResponse(body, media_type=GEOJSON)
+
+
+def _collection(root: str, kind: Kind, extent: tuple[float, float, float, float] | None) -> dict[str, Any]:
+    base = f"{root}/collections/{kind}"
+    spatial = {"bbox": [list(extent)], "crs": CRS84} if extent is not None else {"bbox": [[-180, -90, 180, 90]]}
+    return {
+        "id": str(kind),
+        "title": str(kind).replace("_", " "),
+        "description": f"assets of kind {kind}",
+        "itemType": "feature",
+        "crs": [CRS84],
+        "extent": {"spatial": spatial, "temporal": {"interval": [[None, None]]}},
+        "links": [
+            {"href": base, "rel": "self", "type": "application/json"},
+            {"href": f"{base}/items", "rel": "items", "type": GEOJSON},
+            {
+                "href": f"{base}/queryables",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "type": "application/schema+json",
+            },
+        ],
+    }
+
+
+def _properties(text: str | None, kind: Kind) -> set[str] | None:
+    if text is None:
+        return None
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    known = {*BASE_PROPERTIES, *fields_of(kind), "props"}
+    unknown = sorted(names - known)
+    if unknown:
+        raise InvalidInput(
+            f"properties {', '.join(unknown)[:200]}", f"not properties of {kind}; use {', '.join(sorted(known))}"
+        )
+    return names

@@ -1,0 +1,79 @@
+"""Parsing of the query parameters several routers share (bbox, dates, GeoJSON areas)."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Any
+
+import shapely
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
+
+from cim.errors import InvalidInput
+from cim.queries.sqlbits import MAX_VERTICES, checked_area
+from cim.store import BBox
+
+
+def parse_bbox(text: str) -> BBox:
+    """``west,south,east,north`` (or the 6-number 3D form) in lon/lat.
+
+    >>> parse_bbox("121.4,31.1,121.5,31.2")
+    (121.4, 31.1, 121.5, 31.2)
+    """
+    parts = text.split(",")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise InvalidInput(f"bbox {text[:100]!r}", "must be four numbers: west,south,east,north") from None
+    if len(numbers) == 6:
+        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
+    if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
+        raise InvalidInput(f"bbox {text[:100]!r}", "must be four finite numbers: west,south,east,north")
+    west, south, east, north = numbers
+    if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+        raise InvalidInput(
+            f"bbox {text[:100]!r}", "must be lon/lat with west ≤ east and south ≤ north (no antimeridian crossing)"
+        )
+    return west, south, east, north
+
+
+def parse_date(text: str, *, what: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{what} {text[:40]!r}", "is not a date (YYYY-MM-DD)") from None
+
+
+def parse_area(value: Any) -> BaseGeometry:
+    """A GeoJSON Polygon/MultiPolygon (a geometry, Feature or one-feature FeatureCollection) as a checked area."""
+    if isinstance(value, dict) and value.get("type") == "FeatureCollection":
+        features = value.get("features")
+        if not isinstance(features, list) or len(features) != 1:
+            raise InvalidInput("area", "a FeatureCollection must hold exactly one polygon feature")
+        value = features[0]
+    if isinstance(value, dict) and value.get("type") == "Feature":
+        value = value.get("geometry")
+    if not isinstance(value, dict) or value.get("type") not in ("Polygon", "MultiPolygon"):
+        raise InvalidInput("area", "must be a GeoJSON Polygon or MultiPolygon (geometry, Feature or collection)")
+    vertices = _count_vertices(value.get("coordinates"))
+    if vertices > MAX_VERTICES:
+        raise InvalidInput("area", f"has {vertices:,} vertices; at most {MAX_VERTICES:,} are accepted")
+    try:
+        geom = shapely.geometry.shape(value)
+    except Exception as exc:  # shapely raises several kinds on malformed coordinates
+        raise InvalidInput("area", f"is not valid GeoJSON: {str(exc)[:200] or type(exc).__name__}") from None
+    return checked_area(geom)
+
+
+def bbox_area(bbox: BBox) -> BaseGeometry:
+    return checked_area(shapely.box(*bbox), what="bbox")
+
+
+def _count_vertices(coordinates: Any, depth: int = 0) -> int:
+    """Positions in nested GeoJSON coordinates, counted before any geometry is built (0 when malformed)."""
+    if not isinstance(coordinates, list) or depth > 3:
+        return 0
+    if coordinates and isinstance(coordinates[0], list) and coordinates[0] and not isinstance(coordinates[0][0], list):
+        return len(coordinates)
+    return sum(_count_vertices(part, depth + 1) for part in coordinates)

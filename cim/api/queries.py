@@ -1,0 +1,100 @@
+"""``/queries/...``: the domain questions, answering with the same JSON as ``cim query ... --json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from cim.api.deps import StoreDep, json_body
+from cim.api.params import bbox_area, parse_area, parse_bbox, parse_date
+from cim.errors import InvalidInput
+from cim.model import parse_kind
+from cim.queries import buried_pipes, old_lifts, within_distance
+from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut
+
+router = APIRouter(prefix="/queries", tags=["queries"])
+
+
+@router.get("/old-lifts", summary="Buildings with lifts older than N years")
+def get_old_lifts(
+    store: StoreDep,
+    years: Annotated[float, Query(ge=0, le=500, description="age in years a lift must exceed")] = 15,
+    as_of: Annotated[str | None, Query(description="the date ages are counted to (default today)")] = None,
+) -> OldLiftsOut:
+    return old_lifts(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of else None)
+
+
+@dataclass(frozen=True, slots=True)
+class PipeFilters:
+    network: Annotated[str | None, Query(description="gas, water, drainage, sewer … (all when omitted)")] = None
+    older_than: Annotated[float | None, Query(ge=0, le=500, description="installed more than N years ago")] = None
+    deeper_than: Annotated[float | None, Query(ge=0, le=1000, description="depth_m greater than D metres")] = None
+    as_of: Annotated[str | None, Query(description="the date ages are counted to (default today)")] = None
+
+
+@router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox")
+def get_buried_pipes(
+    store: StoreDep,
+    filters: Annotated[PipeFilters, Depends()],
+    bbox: Annotated[str, Query(description="west,south,east,north in lon/lat")],
+) -> BuriedPipesOut:
+    return _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)))
+
+
+@router.post("/buried-pipes", summary="Below-ground pipes of a network inside a GeoJSON polygon")
+def post_buried_pipes(
+    store: StoreDep,
+    filters: Annotated[PipeFilters, Depends()],
+    body: Annotated[Any, Depends(json_body)],
+) -> BuriedPipesOut:
+    """The body is a GeoJSON Polygon/MultiPolygon, Feature or one-feature FeatureCollection, or an object
+    ``{"area": <that>, "network": …, "older_than": …, "deeper_than": …, "as_of": …}`` (query parameters also work)."""
+    if isinstance(body, dict) and "area" in body:
+        merged = {k: body.get(k, getattr(filters, k)) for k in ("network", "older_than", "deeper_than", "as_of")}
+        filters = PipeFilters(**{k: _typed(k, v) for k, v in merged.items()})
+        body = body["area"]
+    return _buried_pipes(store, filters, parse_area(body))
+
+
+def _typed(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in ("network", "as_of"):
+        if not isinstance(value, str):
+            raise InvalidInput(name, f"must be text, got {type(value).__name__}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(name, f"must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _buried_pipes(store: StoreDep, filters: PipeFilters, area: Any) -> BuriedPipesOut:
+    return buried_pipes(
+        store,
+        area=area,
+        network=filters.network,
+        older_than=filters.older_than,
+        deeper_than=filters.deeper_than,
+        as_of=parse_date(filters.as_of, what="as_of") if filters.as_of else None,
+    )
+
+
+@router.get("/within-distance", summary="Assets of one kind within (or beyond) D metres of another kind")
+def get_within_distance(
+    store: StoreDep,
+    kind: Annotated[str, Query(description="the assets to list, e.g. building")],
+    near: Annotated[str, Query(description="the kind they must be near, e.g. park")],
+    distance: Annotated[float, Query(ge=0, le=50_000, description="metres")],
+    bbox: Annotated[str | None, Query(description="only assets of `kind` in this lon/lat bbox")] = None,
+    beyond: Annotated[bool, Query(description="list those with none that near instead")] = False,
+) -> WithinDistanceOut:
+    return within_distance(
+        store,
+        kind=parse_kind(kind),
+        near_kind=parse_kind(near),
+        distance_m=distance,
+        bbox=parse_bbox(bbox) if bbox else None,
+        beyond=beyond,
+    )

@@ -1,0 +1,146 @@
+"""``cim query ...``: the domain queries for scripts, printing the same JSON as the HTTP API with ``--json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cim.errors import InvalidInput
+from cim.model import parse_kind
+from cim.settings import StoreSettings
+from cim.store import open_store
+
+query_app = typer.Typer(help="Ask the city model: old lifts, buried pipes, assets within a distance.")
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL [env: CIM_STORE]", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+console = Console()
+
+
+def _store(option: str | None) -> str:
+    return option or StoreSettings().store
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+
+
+@query_app.command("old-lifts")
+def old_lifts_command(
+    store: StoreOption = None,
+    years: Annotated[float, typer.Option(help="a lift older than this many years is old")] = 15,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="count ages to this date (default today)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Buildings with lifts older than N years; lifts with no install date listed apart."""
+    from cim.api.params import parse_date
+    from cim.queries import old_lifts
+
+    with open_store(_store(store)) as opened:
+        result = old_lifts(opened, years=years, as_of=parse_date(as_of, what="--as-of") if as_of else None)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("building", "name", "lifts older than " + f"{years:g} years")
+    for b in result["buildings"]:
+        table.add_row(
+            b["id"], b["name"] or "", ", ".join(f"{lift['id']} ({lift['age_years']} y)" for lift in b["lifts"])
+        )
+    console.print(table)
+    console.print(
+        f"lifts of unknown age: {len(result['unknown_age'])}; old lifts under no building: "
+        f"{len(result['without_building'])}"
+    )
+
+
+@query_app.command("buried-pipes")
+def buried_pipes_command(
+    store: StoreOption = None,
+    network: Annotated[str | None, typer.Option(help="gas, water, drainage, sewer … (all when omitted)")] = None,
+    area: Annotated[Path | None, typer.Option(help="GeoJSON file with the polygon")] = None,
+    bbox: Annotated[str | None, typer.Option(help="west,south,east,north instead of --area")] = None,
+    older_than: Annotated[float | None, typer.Option("--older-than", help="installed more than N years ago")] = None,
+    deeper_than: Annotated[float | None, typer.Option("--deeper-than", help="depth greater than D m")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="count ages to this date (default today)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Below-ground pipes inside an area, with their length inside it."""
+    from cim.api.params import bbox_area, parse_area, parse_bbox, parse_date
+    from cim.queries import buried_pipes
+
+    if (area is None) == (bbox is None):
+        raise InvalidInput("buried-pipes options", "give exactly one of --area FILE.geojson or --bbox W,S,E,N")
+    if area is not None:
+        try:
+            polygon = parse_area(json.loads(area.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise InvalidInput(f"area file {area}", f"cannot be read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"area file {area}", f"is not JSON: {exc}") from None
+    else:
+        assert bbox is not None
+        polygon = bbox_area(parse_bbox(bbox))
+    with open_store(_store(store)) as opened:
+        result = buried_pipes(
+            opened,
+            area=polygon,
+            network=network,
+            older_than=older_than,
+            deeper_than=deeper_than,
+            as_of=parse_date(as_of, what="--as-of") if as_of else None,
+        )
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("pipe", "network", "installed", "depth m", "length in area m")
+    for p in result["pipes"]:
+        table.add_row(
+            p["id"], p["network"] or "", p["install_date"] or "?", str(p["depth_m"]), f"{p['length_in_area_m']:,.1f}"
+        )
+    console.print(table)
+    console.print(f"total length in area: {result['total_length_m']:,.1f} m")
+
+
+@query_app.command("within-distance")
+def within_distance_command(
+    kind: Annotated[str, typer.Option(help="the assets to list, e.g. building")],
+    near: Annotated[str, typer.Option(help="the kind they must be near, e.g. park")],
+    distance: Annotated[float, typer.Option(help="metres")],
+    store: StoreOption = None,
+    bbox: Annotated[str | None, typer.Option(help="only assets of --kind inside west,south,east,north")] = None,
+    beyond: Annotated[bool, typer.Option("--beyond", help="list those with none that near instead")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Assets of one kind within (or, with --beyond, farther than) D metres of assets of another kind."""
+    from cim.api.params import parse_bbox
+    from cim.queries import within_distance
+
+    with open_store(_store(store)) as opened:
+        result = within_distance(
+            opened,
+            kind=parse_kind(kind),
+            near_kind=parse_kind(near),
+            distance_m=distance,
+            bbox=parse_bbox(bbox) if bbox else None,
+            beyond=beyond,
+        )
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(kind, "name", f"nearest {near}", "distance m")
+    for a in result["assets"]:
+        table.add_row(
+            a["id"], a["name"] or "", a["near_id"] or "-", "-" if a["distance_m"] is None else f"{a['distance_m']:,.1f}"
+        )
+    console.print(table)
+    console.print(
+        f"{len(result['assets'])} {kind} assets {'beyond' if beyond else 'within'} {distance:g} m of a {near}"
+    )

@@ -1,0 +1,320 @@
+"""The questions city engineers ask, each one SQL statement in the store (nothing loaded into Python to filter).
+
+- :func:`old_lifts` — buildings with lifts older than N years, lifts of unknown age listed apart
+- :func:`buried_pipes` — below-ground pipes of a network inside an area, with their length inside it
+- :func:`within_distance` — assets of one kind within (or beyond) D metres of assets of another, measured in metres
+- :func:`asset_detail` — an asset with its parent chain, children and its sensors' latest state
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+from typing_extensions import TypedDict
+
+from cim.errors import InvalidInput
+from cim.model import Asset, Kind, Reading
+from cim.queries.sqlbits import checked_area, degrees_for, sql_store, utm_epsg
+from cim.store import AssetQuery, BBox, Store
+
+#: How far up from a lift the building is looked for (lift → space → storey → building).
+MAX_PARENT_HOPS = 4
+#: How many children an asset detail lists (a building may hold tens of thousands of elements).
+MAX_CHILDREN = 1_000
+MAX_DISTANCE_M = 50_000.0
+_DAYS_PER_YEAR = 365.2425
+
+
+class LiftOut(TypedDict):
+    id: str
+    install_date: str
+    age_years: float
+
+
+class LiftBuildingOut(TypedDict):
+    id: str
+    name: str | None
+    lon: float | None
+    lat: float | None
+    lifts: list[LiftOut]
+
+
+class UnknownAgeOut(TypedDict):
+    id: str
+    building_id: str | None
+
+
+class OldLiftsOut(TypedDict):
+    buildings: list[LiftBuildingOut]
+    unknown_age: list[UnknownAgeOut]
+    without_building: list[LiftOut]
+
+
+class PipeOut(TypedDict):
+    id: str
+    network: str | None
+    install_date: str | None
+    depth_m: float | None
+    length_in_area_m: float
+
+
+class BuriedPipesOut(TypedDict):
+    pipes: list[PipeOut]
+    total_length_m: float
+
+
+class NearOut(TypedDict):
+    id: str
+    name: str | None
+    lon: float | None
+    lat: float | None
+    near_id: str | None
+    distance_m: float | None
+
+
+class WithinDistanceOut(TypedDict):
+    kind: str
+    near_kind: str
+    distance_m: float
+    beyond: bool
+    assets: list[NearOut]
+
+
+def years_before(day: date, years: float) -> date:
+    """The date ``years`` (whole or fractional) before ``day``; 29 February falls back to the 28th.
+
+    >>> years_before(date(2024, 2, 29), 15), years_before(date(2026, 1, 1), 0.5)
+    (datetime.date(2009, 2, 28), datetime.date(2025, 7, 2))
+    """
+    whole = int(years)
+    try:
+        shifted = day.replace(year=day.year - whole)
+    except ValueError:
+        shifted = day.replace(year=day.year - whole, day=28)
+    return date.fromordinal(shifted.toordinal() - round((years - whole) * _DAYS_PER_YEAR))
+
+
+def age_in_years(installed: date, as_of: date) -> float:
+    return round((as_of - installed).days / _DAYS_PER_YEAR, 1)
+
+
+def old_lifts(store: Store, *, years: float = 15, as_of: date | None = None) -> OldLiftsOut:
+    """Buildings whose lifts were installed more than ``years`` before ``as_of`` (default today).
+
+    A lift's building is its nearest ancestor of kind building (a lift may hang under a storey or a space). Lifts
+    with no install date are listed under ``unknown_age`` with their building; old lifts under no building are
+    listed under ``without_building``: none is silently dropped.
+    """
+    if not 0 <= years <= 500:
+        raise InvalidInput(f"years {years}", "must be between 0 and 500")
+    as_of = as_of or date.today()
+    db, s = sql_store(store)
+    p = s.param
+    # containers: the only assets a lift can hang under on its way up; plain equality joins keep this a hash join
+    hops = " ".join(
+        f"LEFT JOIN containers p{n} ON p{n}.id = {'l' if n == 1 else f'p{n - 1}'}.parent_id"
+        for n in range(1, MAX_PARENT_HOPS + 1)
+    )
+    building_of = " ".join(f"WHEN p{n}.kind = 'building' THEN p{n}.id" for n in range(1, MAX_PARENT_HOPS + 1))
+    sql = (
+        "WITH containers AS (SELECT id, parent_id, kind FROM assets WHERE kind IN ('building', 'storey', 'space')), "
+        f"lifts AS (SELECT l.id AS lift_id, l.install_date, CASE {building_of} END AS building_id "
+        f"FROM assets l {hops} "
+        f"WHERE l.kind = 'lift' AND (l.install_date IS NULL OR l.install_date < {p})) "
+        "SELECT lifts.lift_id, lifts.install_date, lifts.building_id, b.name AS building_name, "
+        "ST_X(ST_Centroid(b.geom)) AS lon, ST_Y(ST_Centroid(b.geom)) AS lat "
+        "FROM lifts LEFT JOIN assets b ON b.id = lifts.building_id "
+        "ORDER BY lifts.building_id NULLS LAST, lifts.lift_id"
+    )
+    params: list[Any] = [years_before(as_of, years)]
+    rows = db.select(sql, params).to_pylist()
+    result: OldLiftsOut = {"buildings": [], "unknown_age": [], "without_building": []}
+    by_building: dict[str, LiftBuildingOut] = {}
+    for row in rows:
+        installed: date | None = row["install_date"]
+        if installed is None:
+            result["unknown_age"].append({"id": row["lift_id"], "building_id": row["building_id"]})
+            continue
+        lift: LiftOut = {
+            "id": row["lift_id"],
+            "install_date": installed.isoformat(),
+            "age_years": age_in_years(installed, as_of),
+        }
+        building_id = row["building_id"]
+        if building_id is None:
+            result["without_building"].append(lift)
+            continue
+        entry = by_building.get(building_id)
+        if entry is None:
+            entry = {
+                "id": building_id,
+                "name": row["building_name"],
+                "lon": _rounded(row["lon"]),
+                "lat": _rounded(row["lat"]),
+                "lifts": [],
+            }
+            by_building[building_id] = entry
+            result["buildings"].append(entry)
+        entry["lifts"].append(lift)
+    return result
+
+
+def buried_pipes(
+    store: Store,
+    *,
+    area: BaseGeometry,
+    network: str | None = None,
+    older_than: float | None = None,
+    deeper_than: float | None = None,
+    as_of: date | None = None,
+) -> BuriedPipesOut:
+    """Below-ground pipes (``z_max`` < 0, or no heights but a depth) of ``network`` (all when None) that run
+    inside ``area`` (a lon/lat polygon), optionally installed more than ``older_than`` years before ``as_of`` or
+    lying deeper than ``deeper_than`` metres, each with its spheroidal length inside the area."""
+    area = checked_area(area)
+    if older_than is not None and not 0 <= older_than <= 500:
+        raise InvalidInput(f"older_than {older_than}", "must be between 0 and 500 years")
+    if deeper_than is not None and not 0 <= deeper_than <= 1000:
+        raise InvalidInput(f"deeper_than {deeper_than}", "must be between 0 and 1000 m")
+    db, s = sql_store(store)
+    p = s.param
+    where = db.dialect.where(
+        AssetQuery(kinds=(Kind.PIPE,), where=None if network is None else {"network": network}, polygon=area)
+    )
+    clauses = [where.sql, "(z_max < 0 OR (z_max IS NULL AND depth_m > 0))"]
+    params: list[Any] = [shapely.to_wkb(area), *where.params]
+    if older_than is not None:
+        clauses.append(f"install_date < {p}")
+        params.append(years_before(as_of or date.today(), older_than))
+    if deeper_than is not None:
+        clauses.append(f"depth_m > {p}")
+        params.append(deeper_than)
+    length = s.length_m(f"ST_Intersection(geom, {s.geom_param()})")
+    sql = (
+        f"SELECT id, network, install_date, depth_m, {length} AS length_in_area_m "
+        f"FROM assets WHERE {' AND '.join(clauses)} ORDER BY id"
+    )
+    pipes: list[PipeOut] = [
+        {
+            "id": row["id"],
+            "network": row["network"],
+            "install_date": None if row["install_date"] is None else row["install_date"].isoformat(),
+            "depth_m": row["depth_m"],
+            "length_in_area_m": round(float(row["length_in_area_m"] or 0.0), 2),
+        }
+        for row in db.select(sql, params).to_pylist()
+    ]
+    return {"pipes": pipes, "total_length_m": round(sum(p["length_in_area_m"] for p in pipes), 2)}
+
+
+def within_distance(
+    store: Store,
+    *,
+    kind: Kind,
+    near_kind: Kind,
+    distance_m: float,
+    bbox: BBox | None = None,
+    beyond: bool = False,
+) -> WithinDistanceOut:
+    """Assets of ``kind`` (inside ``bbox`` when given) with an asset of ``near_kind`` within ``distance_m`` metres,
+    each with the nearest one; with ``beyond``, those with none that near. Distances are metres on the ground
+    (PostGIS geography; DuckDB in the area's UTM zone), never degrees."""
+    if not 0 <= distance_m <= MAX_DISTANCE_M:
+        raise InvalidInput(f"distance {distance_m} m", f"must be between 0 and {MAX_DISTANCE_M:,.0f} m")
+    db, s = sql_store(store)
+    p = s.param
+    extent = bbox or store.extent(kind=kind)
+    if extent is None:
+        return _near_out(kind, near_kind, distance_m, beyond, [])
+    lon0, lat0 = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
+    dlon, dlat = degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
+    near_sql, near_params = s.near("a", "b", dlon, dlat)
+    distance = s.distance_m("a.geom", "b.geom", utm_epsg=utm_epsg(lon0, lat0))
+    a_where = f"a.kind = {p}"
+    a_params: list[Any] = [str(kind)]
+    if bbox is not None:
+        a_where += f" AND a.max_x >= {p} AND a.min_x <= {p} AND a.max_y >= {p} AND a.min_y <= {p}"
+        a_params += [bbox[0], bbox[2], bbox[1], bbox[3]]
+    centre = "(a.min_x + a.max_x) / 2 AS lon, (a.min_y + a.max_y) / 2 AS lat"
+    if beyond:
+        sql = (
+            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM assets a WHERE {a_where} "
+            f"AND a.geom IS NOT NULL AND NOT EXISTS (SELECT 1 FROM assets b WHERE b.kind = {p} AND {near_sql} "
+            f"AND {distance} <= {p}) ORDER BY a.id"
+        )
+        params = [*a_params, str(near_kind), *near_params, distance_m]
+    else:
+        sql = (
+            f"SELECT DISTINCT ON (a.id) a.id, a.name, {centre}, b.id AS near_id, {distance} AS distance_m "
+            f"FROM assets a JOIN assets b ON b.kind = {p} AND {near_sql} "
+            f"WHERE {a_where} AND {distance} <= {p} ORDER BY a.id, distance_m, b.id"
+        )
+        params = [str(near_kind), *near_params, *a_params, distance_m]
+    assets: list[NearOut] = [
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "lon": _rounded(row["lon"]),
+            "lat": _rounded(row["lat"]),
+            "near_id": row["near_id"],
+            "distance_m": None if row["distance_m"] is None else round(float(row["distance_m"]), 2),
+        }
+        for row in db.select(sql, params).to_pylist()
+    ]
+    return _near_out(kind, near_kind, distance_m, beyond, assets)
+
+
+def _near_out(kind: Kind, near_kind: Kind, distance_m: float, beyond: bool, assets: list[NearOut]) -> WithinDistanceOut:
+    return {
+        "kind": str(kind),
+        "near_kind": str(near_kind),
+        "distance_m": distance_m,
+        "beyond": beyond,
+        "assets": assets,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AssetDetail:
+    """An asset, its ancestors (nearest first), its children (at most :data:`MAX_CHILDREN`) and the latest state
+    of each sensor bound to it (or of itself, when it is a sensor)."""
+
+    asset: Asset
+    parents: list[Asset]
+    children: list[Asset]
+    children_truncated: bool
+    latest_state: dict[str, Reading] = field(default_factory=dict)
+
+
+def asset_detail(store: Store, asset_id: str) -> AssetDetail:
+    """The asset ``asset_id`` with its surroundings in the model, or :class:`~cim.errors.NotFound`."""
+    asset = store.get_asset(asset_id)
+    parents: list[Asset] = []
+    seen = {asset.id}
+    parent_id = asset.parent_id
+    while parent_id is not None and parent_id not in seen and len(parents) < 32:
+        found = store.find_assets(AssetQuery(ids=[parent_id]))
+        if not found:
+            break
+        parents.append(found[0])
+        seen.add(parent_id)
+        parent_id = found[0].parent_id
+    children = store.find_assets(AssetQuery(parent_id=asset.id, limit=MAX_CHILDREN + 1))
+    sensors = [a.id for a in store.find_assets(AssetQuery(parent_id=asset.id, kinds=(Kind.SENSOR,)))]
+    if asset.kind is Kind.SENSOR:
+        sensors.append(asset.id)
+    return AssetDetail(
+        asset=asset,
+        parents=parents,
+        children=children[:MAX_CHILDREN],
+        children_truncated=len(children) > MAX_CHILDREN,
+        latest_state=store.latest_states(sensors),
+    )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 7)

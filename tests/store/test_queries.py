@@ -1,0 +1,187 @@
+"""The domain queries and CQL2 filters in SQL, on DuckDB and PostGIS alike, checked against independent sums."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pyproj
+import pytest
+import shapely
+from shapely.geometry import Point, box
+
+from cim.errors import InvalidInput
+from cim.model import Kind
+from cim.queries import ItemsQuery, asset_detail, buried_pipes, find_features, old_lifts, within_distance
+from cim.queries.cql import parse_filter
+from cim.queries.sqlbits import sql_store
+from cim.store import Store
+from tests.api.city import AREA, AS_OF, build_city, city_assets
+
+GEOD = pyproj.Geod(ellps="WGS84")
+
+
+@pytest.fixture
+def city(store: Store) -> Store:
+    build_city(store)
+    return store
+
+
+def test_select_binds_values_as_parameters(store: Store) -> None:
+    db, spelling = sql_store(store)
+    evil = "x'; DROP TABLE assets; --"
+    table = db.select(f"SELECT {spelling.param} AS v", [evil])
+    assert table.to_pylist() == [{"v": evil}]
+    assert store.count_by_kind() == {}
+
+
+def test_old_lifts_walk_up_to_the_building_and_keep_unknown_ages_apart(city: Store) -> None:
+    result = old_lifts(city, years=15, as_of=AS_OF)
+    assert [b["id"] for b in result["buildings"]] == ["b1"]
+    b1 = result["buildings"][0]
+    assert b1["name"] == "Tower 1"
+    assert b1["lon"] == pytest.approx(121.50225) and b1["lat"] == pytest.approx(31.23125)
+    assert [(lift["id"], lift["install_date"]) for lift in b1["lifts"]] == [
+        ("lift-1a", "2001-03-01"),
+        ("lift-1b", "1995-06-01"),
+    ]
+    assert b1["lifts"][0]["age_years"] == pytest.approx(25.2, abs=0.05)
+    assert result["unknown_age"] == [{"id": "lift-2b", "building_id": "b2"}]
+    assert [lift["id"] for lift in result["without_building"]] == ["lift-x"]
+
+
+def test_lift_exactly_n_years_old_is_not_older_than_n(city: Store) -> None:
+    ids = {lift["id"] for b in old_lifts(city, years=15, as_of=AS_OF)["buildings"] for lift in b["lifts"]}
+    assert "lift-2a" not in ids
+    later = {lift["id"] for b in old_lifts(city, years=15, as_of=date(2026, 5, 2))["buildings"] for lift in b["lifts"]}
+    assert "lift-2a" in later
+
+
+def test_buried_pipes_measure_length_inside_the_area_in_metres(city: Store) -> None:
+    area = box(*AREA)
+    result = buried_pipes(city, area=area, network="gas")
+    assert [p["id"] for p in result["pipes"]] == ["gas-cross", "gas-depth-only", "gas-inside"]
+    by_id = {a.id: a for a in city_assets()}
+    for pipe in result["pipes"]:
+        clipped = shapely.intersection(by_id[pipe["id"]].geom, area)
+        expected = GEOD.geometry_length(clipped)
+        assert pipe["length_in_area_m"] == pytest.approx(expected, rel=1e-3)
+    assert result["total_length_m"] == pytest.approx(sum(p["length_in_area_m"] for p in result["pipes"]), abs=0.05)
+    assert 450 < result["pipes"][0]["length_in_area_m"] < 500  # 0.005° of longitude at 31° N is about 476 m
+
+
+def test_buried_pipes_by_age_and_depth(city: Store) -> None:
+    area = box(*AREA)
+    assert [p["id"] for p in buried_pipes(city, area=area, network="gas", older_than=30, as_of=AS_OF)["pipes"]] == [
+        "gas-cross"
+    ]
+    assert [p["id"] for p in buried_pipes(city, area=area, deeper_than=1.2)["pipes"]] == [
+        "gas-depth-only",
+        "gas-inside",
+        "water-1",
+    ]
+    assert buried_pipes(city, area=area, network="sewer") == {"pipes": [], "total_length_m": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("area", "message"),
+    [
+        (Point(121.5, 31.2), "Polygon"),
+        (box(500, 0, 501, 1), "outside lon"),
+        (shapely.Polygon([(0, 0), (1, 1), (1, 0), (0, 1)]), "not a valid polygon"),
+    ],
+)
+def test_buried_pipes_refuse_bad_areas(city: Store, area: shapely.Geometry, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        buried_pipes(city, area=area, network="gas")
+
+
+def test_within_distance_is_metric(city: Store) -> None:
+    result = within_distance(city, kind=Kind.TRANSIT_STOP, near_kind=Kind.PARK, distance_m=50)
+    assert [(a["id"], a["near_id"]) for a in result["assets"]] == [("stop-near", "park-1")]
+    stop = next(a for a in city_assets() if a.id == "stop-near")
+    expected = GEOD.inv(stop.geom.x, stop.geom.y, 121.52, stop.geom.y)[2]
+    assert result["assets"][0]["distance_m"] == pytest.approx(expected, rel=2e-3)
+    assert 40 < expected < 50
+    far = within_distance(city, kind=Kind.TRANSIT_STOP, near_kind=Kind.PARK, distance_m=50, beyond=True)
+    assert [a["id"] for a in far["assets"]] == ["stop-far"]
+    everyone = within_distance(city, kind=Kind.TRANSIT_STOP, near_kind=Kind.PARK, distance_m=1000)
+    assert [a["id"] for a in everyone["assets"]] == ["stop-far", "stop-near"]
+    with pytest.raises(InvalidInput, match="distance"):
+        within_distance(city, kind=Kind.TRANSIT_STOP, near_kind=Kind.PARK, distance_m=-1)
+
+
+def test_asset_detail_has_parents_children_and_sensor_state(city: Store) -> None:
+    detail = asset_detail(city, "lift-1a")
+    assert [p.id for p in detail.parents] == ["b1"]
+    assert [c.id for c in detail.children] == ["sensor-1"]
+    assert detail.latest_state["sensor-1"].value == 2.0
+    assert [p.id for p in asset_detail(city, "lift-1b").parents] == ["b1-s1", "b1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "lang", "expected"),
+    [
+        ("network = 'gas' AND depth_m > 1.5", "cql2-text", ["gas-depth-only", "gas-inside"]),
+        ("install_date < DATE('1970-06-01')", "cql2-text", ["gas-overhead", "water-1"]),
+        ("material LIKE 'cast%' OR material IN ('PE')", "cql2-text", ["gas-cross", "gas-inside"]),
+        ("depth_m BETWEEN 1.2 AND 2 AND NOT network = 'gas'", "cql2-text", ["water-1"]),
+        ("depth_m IS NULL", "cql2-text", ["gas-overhead"]),
+        (
+            "S_INTERSECTS(geometry, BBOX(121.5,31.23,121.51,31.239)) AND z_max < 0",
+            "cql2-text",
+            ["gas-cross", "gas-inside", "water-1"],
+        ),
+        ('{"op": "=", "args": [{"property": "network"}, "water"]}', "cql2-json", ["water-1"]),
+        (
+            '{"op": "s_intersects", "args": [{"property": "geometry"}, '
+            '{"type": "Polygon", "coordinates": [[[121.51, 31.09], [121.62, 31.09], [121.62, 31.34], [121.51, 31.34], '
+            "[121.51, 31.09]]]}]}",
+            "cql2-json",
+            ["gas-far"],
+        ),
+    ],
+)
+def test_cql2_filters_select_the_same_assets_on_both_stores(
+    city: Store, text: str, lang: str, expected: list[str]
+) -> None:
+    _, spelling = sql_store(city)
+    sql_filter = parse_filter(text, lang=lang, kind=Kind.PIPE, spelling=spelling)
+    page = find_features(city, ItemsQuery(kind=Kind.PIPE, filter=sql_filter, limit=100))
+    assert [a.id for a in page.assets] == expected
+
+
+def test_cql2_on_property_set_values(city: Store) -> None:
+    _, spelling = sql_store(city)
+    for text, expected in (('"props.floors" >= 20', ["b2", "b3"]), ("props.Pset_Owner.Name = 'owner 1'", ["b1"])):
+        sql_filter = parse_filter(text, lang="cql2-text", kind=Kind.BUILDING, spelling=spelling)
+        assert [a.id for a in find_features(city, ItemsQuery(kind=Kind.BUILDING, filter=sql_filter)).assets] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nonexistent = 1", "does not exist on pipe"),
+        ("storeys = 3", "does not exist on pipe"),
+        ("network = 'gas'; DROP TABLE assets", "not valid cql2-text"),
+        ("depth_m > 'deep'", "is a number"),
+        ("install_date > '1990-13-45'", "is a date"),
+        ("network = 1", "is text"),
+        ("S_INTERSECTS(geometry, POINT(500 1))", "outside lon"),
+        ("NOT " * 5000 + "network = 'gas'", "nested too deeply|not valid"),
+    ],
+)
+def test_bad_filters_are_invalid_input(city: Store, text: str, message: str) -> None:
+    _, spelling = sql_store(city)
+    with pytest.raises(InvalidInput, match=message):
+        parse_filter(text, lang="cql2-text", kind=Kind.PIPE, spelling=spelling)
+
+
+def test_injection_through_filter_values_stays_a_value(city: Store) -> None:
+    _, spelling = sql_store(city)
+    evil = "gas' OR '1'='1"
+    text = json.dumps({"op": "=", "args": [{"property": "network"}, evil]})
+    sql_filter = parse_filter(text, lang="cql2-json", kind=Kind.PIPE, spelling=spelling)
+    assert sql_filter.params == [evil]
+    assert find_features(city, ItemsQuery(kind=Kind.PIPE, filter=sql_filter)).assets == []
+    assert city.count_by_kind()["pipe"] == 6
