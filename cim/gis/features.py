@@ -151,9 +151,12 @@ class FeatureMapper:
             numbers = pd.to_numeric(column, errors="coerce").astype("float64")
             stamps = pd.to_datetime(numbers, unit="ms" if unit == "epoch_ms" else "s", errors="coerce")
         elif unit == "year":
-            years = pd.to_numeric(column.astype("string").str.extract(r"(-?\d{1,4})", expand=False), errors="coerce")
-            stamps = pd.to_datetime({"year": years.clip(1, 9999), "month": 1, "day": 1}, errors="coerce")
-            stamps = stamps.where(years.between(1, 9999))
+            text = column.astype("string").str.extract(r"(-?\d{1,4})", expand=False)
+            years = pd.to_numeric(text, errors="coerce").astype("float64")  # float: NaN where missing
+            known = years.between(1, 9999)
+            stamps = pd.to_datetime({"year": years.where(known, 2000), "month": 1, "day": 1}, errors="coerce").where(
+                known
+            )
         else:
             stamps = pd.to_datetime(column.astype("string"), errors="coerce", format="mixed")
         stamps = pd.Series(stamps, index=column.index)

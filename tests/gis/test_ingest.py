@@ -159,3 +159,20 @@ def test_parquet_without_geo_metadata_is_refused(store: Store, tmp_path: Path) -
     pq.write_table(pa.table({"a": [1]}), path)
     with pytest.raises(InvalidInput, match="without GeoParquet metadata"):
         ingest_layer(store, path, LayerMapping(kind=Kind.POLE))
+
+
+def test_missing_years_leave_the_date_empty_and_do_not_stop_the_layer() -> None:
+    import numpy as np
+    import pyarrow as pa
+    import shapely
+
+    from cim.gis.features import FeatureMapper
+    from cim.gis.mapping import LayerMapping
+    from cim.gis.readers import FeatureBatch
+
+    mapping = LayerMapping(kind="lift", fields={"install_date": "year"}, units={"install_date": "year"})
+    mapper = FeatureMapper(mapping, id_prefix="lifts", source="lifts")
+    years = pa.table({"year": pa.array([2001, None, 911], pa.int64())})
+    batch = mapper.map(FeatureBatch(attributes=years, geometries=np.array([shapely.Point(121.5, 31.2)] * 3)))
+    assert [d and d.year for d in batch.table.column("install_date").to_pylist()] == [2001, None, None]
+    assert mapper.findings.count("implausible_install_date") == 1
