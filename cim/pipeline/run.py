@@ -166,7 +166,13 @@ def _synthesise(
         GisSource(path=str((out / layer["file"]).resolve()), map=str(Path(layer["mapping"]).resolve()))
         for layer in manifest["layers"].values()
     ]
-    towers = [IfcSource(path=str((out / name).resolve())) for name in manifest.get("towers", [])]
+    # tower-0-ifc2x3.ifc is tower-0 again (same GlobalIds) in the older schema, for testing lift detection:
+    # ingesting both would make two sources fight over one building.
+    towers = [
+        IfcSource(path=str((out / name).resolve()))
+        for name in manifest.get("towers", [])
+        if not str(name).endswith("-ifc2x3.ifc")
+    ]
     return [*layers, *towers], info
 
 
