@@ -1,0 +1,201 @@
+"""IFC ingest against every shared IFC file, generated lift models and bad input, on both stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ifcopenshell
+import pytest
+from pyproj import Transformer
+from shapely.geometry import Point
+
+from cim.bim.georef import Placement
+from cim.bim.ingest import ingest_ifc, source_name
+from cim.bim.reader import open_ifc
+from cim.errors import CimError, InvalidInput, NotFound
+from cim.model import Kind
+from cim.store import AssetQuery, Store
+from cim.store.meshes import MeshStore
+from tests.bim.conftest import write_model
+
+GEOREFERENCED = ("duplex.ifc", "AC20-FZK-Haus.ifc", "geographic-referencing.ifc")
+NEEDS_PLACEMENT = ("IfcOpenHouse_IFC4.ifc", "PR-Twin-Branch-PavementElements.ifc", "linear-placement-of-signal.ifc")
+
+
+@pytest.fixture
+def meshes(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with MeshStore(tmp_path / "meshes.duckdb") as opened:
+        yield opened
+
+
+def expected_count(model: ifcopenshell.file) -> int:
+    spatial = "IfcSpatialStructureElement" if model.schema == "IFC2X3" else "IfcSpatialElement"
+    elements = [
+        e
+        for e in model.by_type("IfcElement")
+        if not e.is_a("IfcFeatureElementSubtraction") and not e.is_a("IfcVirtualElement")
+    ]
+    return len(model.by_type(spatial)) + len(elements)
+
+
+def expected_lonlat(model: ifcopenshell.file) -> tuple[float, float]:
+    """Independently of cim.bim.georef: pyproj on the map conversion numbers, or the site's DMS."""
+    if model.schema != "IFC2X3" and model.by_type("IfcMapConversion"):
+        mc = model.by_type("IfcMapConversion")[0]
+        lon, lat = Transformer.from_crs(mc.TargetCRS.Name, "EPSG:4326", always_xy=True).transform(
+            mc.Eastings, mc.Northings
+        )
+        return lon, lat
+    site = model.by_type("IfcSite")[0]
+    dd = [
+        sum(v / s for v, s in zip(a, (1, 60, 3600, 3.6e9), strict=False)) for a in (site.RefLongitude, site.RefLatitude)
+    ]
+    return dd[0], dd[1]
+
+
+@pytest.mark.parametrize("name", GEOREFERENCED)
+def test_georeferenced_file_ingests_all_products_near_its_reference(
+    name: str, data_dir: Path, store: Store, meshes: MeshStore
+) -> None:
+    path = data_dir / "ifc" / name
+    model = ifcopenshell.open(str(path))
+    summary = ingest_ifc(store, path, meshes=meshes)
+    assert sum(summary.assets.values()) == expected_count(model)
+    assert store.count_assets(AssetQuery()) == expected_count(model)
+    lon, lat = expected_lonlat(model)
+    assert summary.georeference["lon"] == pytest.approx(lon, abs=1e-5)  # ~1 m
+    assert summary.georeference["lat"] == pytest.approx(lat, abs=1e-5)
+    site = store.find_assets(AssetQuery(kinds=(Kind.SITE,)))[0]
+    assert site.geom is not None and site.geom.distance(Point(lon, lat)) < 1e-3
+    assert meshes.count() == summary.meshes
+
+
+@pytest.mark.parametrize("name", NEEDS_PLACEMENT)
+def test_file_without_usable_georeference_fails_clearly_then_ingests_with_placement(
+    name: str, data_dir: Path, store: Store, meshes: MeshStore
+) -> None:
+    path = data_dir / "ifc" / name
+    with pytest.raises(InvalidInput, match="georeference — none usable"):
+        ingest_ifc(store, path, meshes=meshes)
+    assert store.count_assets(AssetQuery()) == 0
+    summary = ingest_ifc(store, path, meshes=meshes, placement=Placement(121.5, 31.2, 4.0))
+    assert summary.georeference["method"] == "placement"
+    assert sum(summary.assets.values()) == expected_count(ifcopenshell.open(str(path)))
+    # elements only: PR-Twin places its IfcSite/IfcBuilding ~3,000 km from its elements (a quirk of that export)
+    boxes = [a.geom.bounds for a in store.find_assets(AssetQuery(kinds=(Kind.ELEMENT,))) if a.geom is not None]
+    assert boxes and all(abs(b[0] - 121.5) < 0.05 and abs(b[1] - 31.2) < 0.05 for b in boxes)
+
+
+def test_drainage_rc3_pipes_and_chambers(data_dir: Path, store: Store, meshes: MeshStore) -> None:
+    path = data_dir / "ifc" / "DrainageSystem-1-2.ifc"
+    summary = ingest_ifc(store, path, meshes=meshes, placement=Placement(24.94, 60.17, 20.0))
+    assert summary.declared_schema == "IFC4X3_RC3" and summary.schema == "IFC4X3_ADD2"
+    pipes = store.find_assets(AssetQuery(kinds=(Kind.PIPE,)))
+    nodes = store.find_assets(AssetQuery(kinds=(Kind.NODE,)))
+    assert (len(pipes), len(nodes)) == (6, 7)
+    assert {p.network for p in pipes} == {"storm_water"}
+    assert {p.material for p in pipes} == {"concrete", "PVC hard"}
+    assert all(p.diameter_mm and p.diameter_mm > 100 for p in pipes)
+    model = open_ifc(path).model
+    for node in nodes:
+        props = node.props
+        rim, invert = (
+            props.get("imPset_DistributionChamberElementCommon.RimElevation"),
+            props.get("imPset_DistributionChamberElementCommon.InvertElevation"),
+        )
+        if isinstance(rim, float | int) and isinstance(invert, float | int):
+            assert node.depth_m == pytest.approx(rim - invert)
+        assert model.by_guid(node.id).is_a("IfcDistributionChamberElement")
+    assert any(n.depth_m for n in nodes)
+    assert all(p.geom is not None and abs(p.geom.centroid.x - 24.94) < 0.1 for p in pipes)
+
+
+@pytest.mark.parametrize("schema", ["IFC2X3", "IFC4"])
+def test_lift_in_generated_model_has_install_date_and_parent_chain(
+    schema: str, tmp_path: Path, store: Store, meshes: MeshStore
+) -> None:
+    path = write_model(tmp_path, schema)
+    ingest_ifc(store, path, meshes=meshes)
+    (lift,) = store.find_assets(AssetQuery(kinds=(Kind.LIFT,)))
+    assert lift.install_date is not None and lift.install_date.year == (2003 if schema == "IFC2X3" else 2009)
+    chain = []
+    parent = lift.parent_id
+    while parent:
+        asset = store.get_asset(parent)
+        chain.append(asset.kind)
+        parent = asset.parent_id
+    assert chain == [Kind.STOREY, Kind.BUILDING, Kind.SITE]
+    assert lift.geom is not None and abs(lift.geom.centroid.x - 121.5) < 0.001
+    assert 4.0 <= (lift.z_min or 0) < (lift.z_max or 0) <= 7.5
+
+
+def test_element_whose_geometry_fails_is_counted_and_kept(data_dir: Path, store: Store, meshes: MeshStore) -> None:
+    summary = ingest_ifc(store, data_dir / "ifc" / "geographic-referencing.ifc", meshes=meshes)
+    assert summary.failed_elements == 1 and summary.failed[0]["id"] == "0rBru4syGxGOZb$M8kVJuS"
+    assert store.get_asset("0rBru4syGxGOZb$M8kVJuS").geom is not None
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "match"),
+    [
+        (None, NotFound, "does not exist"),
+        (b"just some text\n", InvalidInput, "not an IFC file"),
+        ("truncate", InvalidInput, "truncated"),
+    ],
+)
+def test_bad_input_fails_clearly_and_keeps_earlier_ingest(
+    content: bytes | str | None, error: type[CimError], match: str, tmp_path: Path, data_dir: Path, store: Store,
+    meshes: MeshStore,
+) -> None:  # fmt: skip
+    good = write_model(tmp_path, "IFC4")
+    ingest_ifc(store, good, meshes=meshes)
+    before, meshes_before = store.count_assets(AssetQuery()), meshes.count()
+    bad = tmp_path / "bad.ifc"
+    if content == "truncate":
+        bad.write_bytes((data_dir / "ifc" / "duplex.ifc").read_bytes()[:500_000])
+    elif isinstance(content, bytes):
+        bad.write_bytes(content)
+    with pytest.raises(error, match=match):
+        ingest_ifc(store, bad, meshes=meshes)
+    assert store.count_assets(AssetQuery()) == before and meshes.count() == meshes_before
+
+
+def test_reingest_replaces_the_source(tmp_path: Path, store: Store, meshes: MeshStore) -> None:
+    path = write_model(tmp_path, "IFC4", walls=3)
+    ingest_ifc(store, path, meshes=meshes)
+    write_model(tmp_path, "IFC4", walls=1)
+    summary = ingest_ifc(store, path, meshes=meshes)
+    assert store.count_assets(AssetQuery()) == sum(summary.assets.values()) == 5
+    assert summary.meshes == meshes.count() == 2
+    assert source_name(path) == "generated-IFC4.ifc:ifc"
+
+
+@pytest.mark.parametrize("kind", [Kind.BUILDING, Kind.STOREY])
+def test_building_and_storey_get_the_footprint_of_their_elements(
+    kind: Kind, tmp_path: Path, store: Store, meshes: MeshStore
+) -> None:
+    ingest_ifc(store, write_model(tmp_path, "IFC4", walls=3, lifts=1), meshes=meshes)
+    parts = store.find_assets(AssetQuery(kinds=(Kind.ELEMENT, Kind.LIFT)))
+    (asset,) = store.find_assets(AssetQuery(kinds=(kind,)))
+    assert asset.geom is not None and asset.geom.geom_type == "MultiPolygon"  # three walls and a lift apart
+    assert all(p.geom is not None and asset.geom.buffer(1e-9).covers(p.geom) for p in parts)
+    assert asset.geom.area == pytest.approx(sum(p.geom.area for p in parts if p.geom is not None), rel=1e-6)
+    assert asset.z_min == min(p.z_min for p in parts if p.z_min is not None)
+    assert asset.z_max == max(p.z_max for p in parts if p.z_max is not None)
+    far_wall = max(parts, key=lambda p: p.geom.centroid.x if p.geom is not None else 0.0)
+    assert far_wall.geom is not None
+    x, y = far_wall.geom.centroid.x, far_wall.geom.centroid.y
+    found = store.find_assets(AssetQuery(kinds=(kind,), bbox=(x - 1e-6, y - 1e-6, x + 1e-6, y + 1e-6)))
+    assert [a.id for a in found] == [asset.id]
+
+
+def test_building_footprint_of_a_real_model_is_one_polygon(data_dir: Path, store: Store, meshes: MeshStore) -> None:
+    ingest_ifc(store, data_dir / "ifc" / "AC20-FZK-Haus.ifc", meshes=meshes)
+    (building,) = store.find_assets(AssetQuery(kinds=(Kind.BUILDING,)))
+    assert building.geom is not None and building.geom.geom_type == "Polygon"
+    walls = [
+        a
+        for a in store.find_assets(AssetQuery(kinds=(Kind.ELEMENT,)))
+        if str(a.props["ifc_class"]).startswith("IfcWall")
+    ]
+    assert walls and all(w.geom is not None and building.geom.buffer(1e-9).covers(w.geom) for w in walls)
