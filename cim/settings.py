@@ -29,6 +29,10 @@ class ServerSettings(BaseSettings):
     tiles_dir: Path = Path("tiles")
     write_token: str | None = Field(None, description="bearer token every write endpoint requires")
     cors_origins: list[str] = Field(default_factory=list)
+    viewer_dir: Path = Field(
+        Path(__file__).resolve().parent.parent / "viewer",
+        description="the CesiumJS viewer app (with its npm packages installed) served at /",
+    )
 
 
 class MqttSettings(BaseSettings):
@@ -45,3 +49,6 @@ class AppSettings(BaseModel):
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    live: bool = Field(False, description="run the IoT service: ingest, rules, alerts, the live WebSocket")
+    viewer: bool = Field(False, description="serve the viewer at / when its files are installed")

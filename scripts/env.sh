@@ -69,3 +69,17 @@ ensure_node_tools() {
     npm install --prefix "$ROOT/tools/gltf-validator" --no-audit --no-fund --silent >/dev/null
   fi
 }
+
+ensure_viewer() {
+  # CesiumJS for the viewer (viewer/node_modules, served at /cesium).
+  if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+  if [ ! -f "$ROOT/viewer/node_modules/cesium/Build/Cesium/index.js" ] \
+    || [ "$ROOT/viewer/package-lock.json" -nt "$ROOT/viewer/node_modules/.package-lock.json" ]; then
+    say "installing CesiumJS for the viewer (npm ci)"
+    (cd "$ROOT/viewer" && npm ci --no-audit --no-fund --silent >/dev/null)
+  fi
+}
+
+ensure_chromium() {  # Debian's Chromium drives the viewer's browser tests (never Playwright's own download)
+  if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+}

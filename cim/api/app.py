@@ -10,23 +10,33 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, features, queries, tiles
+from cim.api import assets, features, indicators, queries, tiles
 from cim.api.deps import AlertLookup, Resources, no_alerts
 from cim.api.errors import install_error_handlers
 from cim.api.tilefiles import TileFiles
 from cim.settings import AppSettings
 from cim.store import open_store
 
+if TYPE_CHECKING:
+    from cim.iot import IotService
+
 log = logging.getLogger("cim.api")
 
 #: The routers every server has; the order is the order of the OpenAPI document.
-CORE_ROUTERS: tuple[APIRouter, ...] = (features.router, queries.router, assets.router, tiles.router)
+CORE_ROUTERS: tuple[APIRouter, ...] = (
+    features.router,
+    queries.router,
+    indicators.router,
+    assets.router,
+    tiles.router,
+)
 
 
 def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), alerts: AlertLookup = no_alerts) -> FastAPI:
@@ -44,13 +54,23 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(open_store, settings.store.store)
-        app.state.resources = Resources(
-            settings=settings.server, store=store, tiles=TileFiles(settings.server.tiles_dir), alerts=alerts
-        )
-        log.info("serving store %s and tiles from %s", store.url, settings.server.tiles_dir)
+        service = None
         try:
+            if settings.live:
+                service = await _start_iot(settings)
+                app.state.iot = service
+            app.state.resources = Resources(
+                settings=settings.server,
+                store=store,
+                tiles=TileFiles(settings.server.tiles_dir),
+                alerts=alerts if service is None else _alerts_of(service),
+            )
+            log.info("serving store %s and tiles from %s", store.url, settings.server.tiles_dir)
             yield
         finally:
+            if service is not None:
+                await service.stop()
+                service.store.close()
             store.close()
 
     app = FastAPI(
@@ -71,6 +91,55 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
             expose_headers=["ETag"],
         )
-    for router in (*CORE_ROUTERS, *routers):
+    first = [viewer] if (viewer := _viewer_router(settings)) is not None else []
+    live = [_iot_router()] if settings.live else []
+    for router in (*first, *CORE_ROUTERS, *live, *routers):  # the viewer's / (for browsers) before the landing page
         app.include_router(router)
     return app
+
+
+async def _start_iot(settings: AppSettings) -> IotService:
+    """The IoT service on a store connection of its own (its worker thread must not share the API's)."""
+    from cim.iot import IotService
+
+    store = await run_in_threadpool(open_store, settings.store.store)
+    service = IotService(store, settings.mqtt, write_token=settings.server.write_token)
+    try:
+        await service.start()
+    except BaseException:
+        store.close()
+        raise
+    return service
+
+
+def _alerts_of(service: IotService) -> AlertLookup:
+    """Open alerts of an asset: of the asset itself when it is a sensor, or of the sensors bound to it."""
+    from cim.iot.live import alert_dict
+
+    def lookup(asset_id: str) -> list[dict[str, Any]]:
+        return [
+            alert_dict(a)
+            for a in service.open_alerts()
+            if a.sensor_id == asset_id or getattr(service.sensors.get(a.sensor_id), "parent_id", None) == asset_id
+        ]
+
+    return lookup
+
+
+def _iot_router() -> APIRouter:
+    from cim.iot.router import router
+
+    return router
+
+
+def _viewer_router(settings: AppSettings) -> APIRouter | None:
+    if not settings.viewer:
+        return None
+    from cim.api.viewer import build_viewer_router
+
+    viewer_dir = settings.server.viewer_dir
+    cesium = viewer_dir / "node_modules" / "cesium" / "Build" / "Cesium"
+    if not (viewer_dir / "index.html").is_file() or not cesium.is_dir():
+        log.warning("no viewer at %s (run npm ci in viewer/): serving the API only", viewer_dir)
+        return None
+    return build_viewer_router(viewer_dir, cesium)

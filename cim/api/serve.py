@@ -19,12 +19,15 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on [env: CIM_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on [env: CIM_PORT]")] = None,
+    mqtt: Annotated[
+        str | None, typer.Option("--mqtt", help="sensors' MQTT broker, e.g. mqtt://127.0.0.1:1883 [env: CIM_MQTT_URL]")
+    ] = None,
 ) -> None:
-    """Serve the tiles, OGC API – Features and the queries over HTTP."""
+    """Serve the viewer, the tiles, OGC API – Features, the queries and live sensor state over HTTP."""
     import uvicorn
 
     from cim.api import create_app
-    from cim.settings import AppSettings, ServerSettings, StoreSettings
+    from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
     server = ServerSettings()
     changes: dict[str, object] = {}
@@ -39,5 +42,29 @@ def serve(
     server = server.model_copy(update=changes)
     if not server.tiles_dir.is_dir():
         raise InvalidInput(f"tiles folder {server.tiles_dir}", "does not exist; build tiles first or give --tiles DIR")
-    settings = AppSettings(store=StoreSettings(store=store) if store else StoreSettings(), server=server)
-    uvicorn.run(create_app(settings), host=server.host, port=server.port, log_level="info")
+    broker = MqttSettings() if mqtt is None else MqttSettings(url=mqtt)
+    settings = AppSettings(
+        store=StoreSettings(store=store) if store else StoreSettings(),
+        server=server,
+        mqtt=broker,
+        live=True,
+        viewer=True,
+    )
+    check_port_free(server.host, server.port)
+    uvicorn.run(
+        create_app(settings), host=server.host, port=server.port, log_level="info", ws_per_message_deflate=False
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A clear message (and the way out) when something already listens on the port."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise InvalidInput(
+                f"port {port} on {host}", "is taken by another program; choose one with --port"
+            ) from None

@@ -142,9 +142,12 @@ def generate_city(
     summary.layers = {name: w.rows for name, w in writers.items()}
     summary.mains_km = {k: round(v / 1000, 1) for k, v in lengths.items()}
     if towers:
-        from cim.synth.towers import write_towers  # ifcopenshell loads only when towers are asked for
+        # ifcopenshell loads only when towers are asked for
+        from cim.synth.towers import write_tower_plots, write_towers
 
         summary.towers = [p.name for p in write_towers(out, sites, seed=seed)]
+        write_tower_plots(out, sites, seed=seed)
+        summary.layers["tower_plots"] = len(sites)
     _write_manifest(out, summary)
     return summary
 

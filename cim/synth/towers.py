@@ -259,3 +259,40 @@ def _dms(value: float) -> tuple[int, int, int, int]:
     minutes, secs = divmod(seconds, 60)
     degrees, mins = divmod(minutes, 60)
     return (sign * degrees, sign * mins, sign * secs, sign * millionths)
+
+
+def write_tower_plots(out: Path, sites: Sequence[TowerSite], *, seed: int) -> Path:
+    """The GIS record of each tower's plot (``tower_plots.parquet``): the footprint the city's cadastre holds for the
+    building the BIM model details — a little larger than the model, as surveyed footprints are — with the columns
+    of the buildings layer, so the demo's BIM towers merge into GIS buildings (:mod:`cim.pipeline.merge`)."""
+    import geopandas as gpd
+    import shapely
+
+    rows = []
+    for k, site in enumerate(sites):
+        plan = plan_tower(k, seed)
+        half = plan.side / 2 + 2.0
+        x, y = to_metres(site.lon, site.lat)
+        turn = math.radians(site.rotation_deg)
+        corners = [(-half, -half), (half, -half), (half, half), (-half, half)]
+        ring = [
+            (float(x) + cx * math.cos(turn) - cy * math.sin(turn), float(y) + cx * math.sin(turn) + cy * math.cos(turn))
+            for cx, cy in corners
+        ]
+        years = [year for year in plan.lift_years if year is not None]
+        rows.append(
+            {
+                "bid": f"TP-LJZ-{k:04d}",
+                "name": f"{plan.name} (cadastre)",
+                "district": "Lujiazui",
+                "use": "office",
+                "storeys": plan.storeys,
+                "height_m": round(plan.storeys * STOREY_M, 1),
+                "year_built": min(years) if years else None,
+                "geometry": shapely.Polygon(ring),
+            }
+        )
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=METRIC_CRS).to_crs("EPSG:4326")
+    path = out / "tower_plots.parquet"
+    frame.to_parquet(path)
+    return path

@@ -99,3 +99,25 @@ def test_a_bad_pipeline_file_names_the_key_and_line(tmp_path: Path, text: str, m
     path.write_text(text, encoding="utf-8")
     with pytest.raises(InvalidInput, match=message):
         load_pipeline(path)
+
+
+def test_the_demo_pipeline_merges_its_bim_tower_into_the_cadastre_footprint(tmp_path: Path) -> None:
+    from cim.model import Kind
+    from cim.queries import old_lifts
+    from cim.store import AssetQuery, open_store
+
+    path = tmp_path / "demo.toml"
+    store_path = tmp_path / "demo.duckdb"
+    path.write_text(
+        f'name = "demo"\nstore = "{store_path}"\n[synth]\nout = "{tmp_path / "synth"}"\nbuildings = 300\n'
+        "seed = 3\ntowers = 1\n",
+        encoding="utf-8",
+    )
+    summary = run_pipeline(load_pipeline(path))
+    assert summary.ok and summary.merge is not None
+    assert [m["gis_id"] for m in summary.merge["matched"]] == ["tower_plots:TP-LJZ-0000"]
+    with open_store(str(store_path)) as store:
+        assert store.count_assets(AssetQuery(kinds=[Kind.BUILDING])) == 300 + 1  # the tower counted once
+        lifts = old_lifts(store, years=0)
+        tower = [b for b in lifts["buildings"] if b["id"] == "tower_plots:TP-LJZ-0000"]
+        assert tower and all(not lift["id"].startswith("lifts:") for lift in tower[0]["lifts"])  # its BIM lifts

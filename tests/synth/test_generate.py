@@ -49,7 +49,8 @@ def test_another_seed_writes_another_city(city: tuple[Path, SynthSummary], tmp_p
 def test_every_layer_is_written_with_its_manifest(city: tuple[Path, SynthSummary]) -> None:
     out, summary = city
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["layers"]) == set(LAYERS)
+    assert set(manifest["layers"]) == set(LAYERS) | {"tower_plots"}  # the fixture asks for a tower
+    assert summary.layers["tower_plots"] == len(summary.towers) - 1  # tower-0 is written in IFC2X3 as well
     for layer, entry in manifest["layers"].items():
         assert pq.read_metadata(out / entry["file"]).num_rows == entry["rows"] == summary.layers[layer]
         assert Path(entry["mapping"]).name == f"synth-{layer.replace('_', '-')}.toml"

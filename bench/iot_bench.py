@@ -1,0 +1,332 @@
+"""IoT ingest benchmark: MQTT → latest state + stored history, next to a bare aiomqtt subscriber; and the
+publish → WebSocket latency with many live clients.
+
+    .venv/bin/python bench/iot_bench.py [--readings 200000] [--sensors 1000] [--store duckdb|postgis|URL]
+                                        [--rate 5000] [--clients 20] [--seconds 10]
+
+Throughput is measured as a *drain*: the broker (a Mosquitto of the bench's own) first queues N QoS-1 readings for a
+persistent session while its subscriber is offline; then the subscriber connects with that session and the clock
+runs until it has them all — for the bare aiomqtt loop, until it received the last one; for the IoT service, until
+the last one is committed to the store. Both face the same broker, the same queue and the same machine, one after
+the other, so neither competes with the publisher or with the other for the 2 cores.
+
+Latency: the service and a uvicorn server run in this process; a child process publishes ``--rate`` readings a
+second stamped with their send time and holds ``--clients`` WebSocket connections; each client records, for every
+state it receives, now − the reading's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiomqtt  # noqa: E402
+
+POSTGRES = os.environ.get("CIM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cim-bench-mqtt-"))
+        self.port = free_port()
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+            "max_inflight_messages 1000\nmax_queued_bytes 0\n" + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def register_session(port: int, client_id: str, topic: str = "cim/+/state") -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
+        await c.subscribe(topic, qos=1)
+
+
+def publish_bulk(port: int, n: int, sensors: int) -> float:
+    """Publish n QoS-1 readings as fast as the broker acknowledges them (paho, its own thread); readings/s."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    now = datetime.now(UTC).isoformat()
+    started = time.perf_counter()
+    for start in range(0, n, 5000):  # in chunks, so paho's outgoing queue stays small
+        infos = []
+        for i in range(start, min(start + 5000, n)):
+            payload = f'{{"value": {i % 977 / 10}, "time": "{now}"}}'
+            infos.append(client.publish(f"cim/s{i % sensors}/state", payload, qos=1))
+        for info in infos:
+            info.wait_for_publish(60)
+    seconds = time.perf_counter() - started
+    client.loop_stop()
+    client.disconnect()
+    return n / seconds
+
+
+async def drain_bare(port: int, client_id: str, n: int) -> float:
+    received = 0
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
+        started = time.perf_counter()
+        async for message in c.messages:
+            received += 1
+            _ = message.payload
+            if received == n:
+                break
+    return n / (time.perf_counter() - started)
+
+
+def open_bench_store(kind: str, tmp: Path) -> object:
+    from cim.store import open_store
+
+    if kind == "duckdb":
+        return open_store(str(tmp / f"bench-{time.monotonic_ns()}.duckdb"))
+    if kind == "postgis":
+        return open_store(POSTGRES.rsplit("/", 1)[0] + f"/cim_test?schema=bench_{os.getpid()}")
+    return open_store(kind)
+
+
+def declare(store: object, sensors: int) -> None:
+    from cim.iot.sensors import sensor_asset
+    from cim.store import AssetBatch
+
+    assets = [
+        sensor_asset(id=f"s{i}", parent_id=None, quantity="water_level", unit="m", thresholds={"above": 90.0})
+        for i in range(sensors)
+    ]
+    store.upsert_assets(AssetBatch.from_assets(assets))  # type: ignore[attr-defined]
+
+
+async def drain_service(store: object, url: str, client_id: str, n: int) -> tuple[float, dict[str, object]]:
+    from cim.iot import IotOptions, IotService
+    from cim.settings import MqttSettings
+
+    service = IotService(store, MqttSettings(url=url), options=IotOptions(client_id=client_id))  # type: ignore[arg-type]
+    await service.start()
+    started = time.perf_counter()
+    while service.stored < n:
+        await asyncio.sleep(0.01)
+    seconds = time.perf_counter() - started
+    stats = service.stats()
+    await service.stop()
+    return n / seconds, stats
+
+
+async def throughput(args: argparse.Namespace) -> None:
+    broker = Broker()
+    tmp = Path(tempfile.mkdtemp(prefix="cim-bench-"))
+    try:
+        for label in ("bare aiomqtt subscriber", "IotService → state + store", "bare aiomqtt subscriber (again)"):
+            client_id = f"bench-{time.monotonic_ns()}"
+            await register_session(broker.port, client_id)
+            pub_rate = await asyncio.to_thread(publish_bulk, broker.port, args.readings, args.sensors)
+            if label.startswith("IotService"):
+                store = open_bench_store(args.store, tmp)
+                declare(store, args.sensors)
+                rate, stats = await drain_service(store, broker.url, client_id, args.readings)
+                rows = sum(len(store.readings(f"s{i}")) for i in range(0, args.sensors, max(args.sensors // 10, 1)))  # type: ignore[attr-defined]
+                store.close()  # type: ignore[attr-defined]
+                extra = (
+                    f"  (store {args.store}, flushes {stats['flushes']}, dropped {stats['dropped_total']}, "
+                    f"sampled rows {rows})"
+                )
+            else:
+                rate = await drain_bare(broker.port, client_id, args.readings)
+                extra = ""
+            print(f"{label:34s} {rate:>10,.0f} readings/s   (queued at {pub_rate:,.0f}/s){extra}", flush=True)
+    finally:
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- latency ---
+async def clients_role(ws_url: str, seconds: float, clients: int, measuring: int) -> None:
+    """In a child process: WebSocket clients; prints the latencies (now − reading time) as JSON."""
+    import websockets
+
+    latencies: list[float] = []
+    warmup_until = time.time() + 2.0
+    stop_at = time.time() + seconds + 2.0
+
+    async def client(measure: bool) -> None:
+        async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
+            while time.time() < stop_at:
+                try:
+                    text = await asyncio.wait_for(ws.recv(), timeout=max(stop_at - time.time(), 0.01))
+                except TimeoutError:
+                    break
+                if not measure:
+                    continue  # receives everything, as fast as a browser would; parsing is left to the measuring few
+                now = time.time()
+                message = json.loads(text)
+                if message["type"] != "update" or now < warmup_until:
+                    continue
+                for state in message["states"]:
+                    latencies.append(now - state["value"])
+
+    await asyncio.gather(*(client(i < measuring) for i in range(clients)), return_exceptions=True)
+    print(json.dumps({"latencies": latencies}))
+
+
+def publisher_role(mqtt_port: int, rate: float, seconds: float, sensors: int, qos: int) -> None:
+    """In another child process: publish ``rate`` readings a second whose value is their send time (Unix s)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-lat-pub")
+    client.max_inflight_messages_set(2000)
+    client.connect("127.0.0.1", mqtt_port)
+    client.loop_start()
+    sent = 0
+    started = time.time()
+    while time.time() - started < seconds:
+        due = int((time.time() - started) * rate) - sent
+        for _ in range(due):
+            client.publish(f"cim/s{sent % sensors}/state", f'{{"value": {time.time()}}}', qos=qos)
+            sent += 1
+        time.sleep(0.002)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps({"sent": sent, "seconds": time.time() - started}))
+
+
+async def latency(args: argparse.Namespace) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from cim.iot import IotOptions, IotService
+    from cim.iot.router import router
+    from cim.settings import MqttSettings
+
+    broker = Broker()
+    tmp = Path(tempfile.mkdtemp(prefix="cim-bench-"))
+    store = open_bench_store(args.store, tmp)
+    declare(store, args.sensors)
+    port = free_port()
+    service_box: list[IotService] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        service = IotService(store, MqttSettings(url=broker.url), options=IotOptions(client_id="bench-lat"))  # type: ignore[arg-type]
+        await service.start()
+        app.state.iot = service
+        service_box.append(service)
+        yield
+        await service.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(router)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
+    )
+    serve = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        while not (service_box and service_box[0].mqtt_status and service_box[0].mqtt_status.connected):
+            await asyncio.sleep(0.05)
+        clients = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--role", "clients", "--ws", f"ws://127.0.0.1:{port}/iot/live",
+            "--seconds", str(args.seconds), "--clients", str(args.clients),
+            "--measure-clients", str(args.measure_clients), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.sleep(2.0)  # the clients connect and get their snapshot; the publisher starts with the warm-up
+        publisher = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--role", "publisher", "--mqtt-port", str(broker.port), "--rate", str(args.rate),
+            "--seconds", str(args.seconds + 1.0), "--sensors", str(args.sensors), "--pub-qos", str(args.pub_qos),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        published = json.loads((await publisher.communicate())[0])
+        result = json.loads((await clients.communicate())[0])
+        lat = sorted(result["latencies"])
+        stats = service_box[0].stats()
+        if not lat:
+            print("latency: no update received")
+            return
+        p = lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] * 1000  # noqa: E731
+        print(
+            f"publish (QoS {args.pub_qos}) → WebSocket at {args.rate:,.0f} readings/s "
+            f"(sent {published['sent']:,} in {published['seconds']:.1f} s), "
+            f"{args.clients} clients: p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, max {lat[-1] * 1000:.0f} ms, "
+            f"mean {statistics.fmean(lat) * 1000:.0f} ms over {len(lat):,} delivered states; "
+            f"service accepted {stats['accepted']:,}, stored {stats['stored']:,}",
+            flush=True,
+        )
+    finally:
+        server.should_exit = True
+        await serve
+        store.close()  # type: ignore[attr-defined]
+        broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=200_000)
+    parser.add_argument("--sensors", type=int, default=1000)
+    parser.add_argument("--store", default="duckdb", help="duckdb, postgis, or a store URL")
+    parser.add_argument("--rate", type=float, default=5000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--only", choices=("throughput", "latency"))
+    parser.add_argument("--measure-clients", type=int, default=4, help="clients that parse and time every state")
+    parser.add_argument("--pub-qos", type=int, default=0, choices=(0, 1), help="QoS of the latency publisher")
+    parser.add_argument("--role", default="main")
+    parser.add_argument("--ws")
+    parser.add_argument("--mqtt-port", type=int)
+    args = parser.parse_args()
+    if args.role == "clients":
+        asyncio.run(clients_role(args.ws, args.seconds, args.clients, args.measure_clients))
+        return
+    if args.role == "publisher":
+        publisher_role(args.mqtt_port, args.rate, args.seconds, args.sensors, args.pub_qos)
+        return
+    print(f"cores: {os.cpu_count()}, readings: {args.readings:,}, sensors: {args.sensors:,}", flush=True)
+    if args.only in (None, "throughput"):
+        asyncio.run(throughput(args))
+    if args.only in (None, "latency"):
+        asyncio.run(latency(args))
+
+
+if __name__ == "__main__":
+    main()

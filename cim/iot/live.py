@@ -1,0 +1,153 @@
+"""Fan-out of state and alert changes to WebSocket clients, coalesced per client.
+
+Publishing is a dict assignment and never waits. Every ``min_interval`` what changed is built into one message,
+encoded once for all clients. A client still busy sending the previous one (a slow client) merges the changes into
+a backlog of its own that keeps only the newest state of each sensor and the newest version of each alert, so it
+costs memory bounded by the number of sensors and never blocks the ingest or the other clients. Messages read:
+
+``{"type": "update", "states": [{"sensor_id", "time", "value", "status"} …], "alerts": [{alert} …]}``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from cim.model import Reading
+from cim.store.base import Alert
+
+
+def reading_json(reading: Reading) -> str:
+    return json.dumps(
+        {
+            "sensor_id": reading.sensor_id,
+            "time": reading.time.isoformat(),
+            "value": reading.value,
+            "status": reading.status,
+        }
+    )
+
+
+def alert_dict(alert: Alert) -> dict[str, Any]:
+    return {
+        "id": alert.id,
+        "rule": alert.rule,
+        "sensor_id": alert.sensor_id,
+        "severity": alert.severity,
+        "message": alert.message,
+        "value": alert.value,
+        "opened_at": alert.opened_at.isoformat(),
+        "closed_at": alert.closed_at.isoformat() if alert.closed_at else None,
+        "open": alert.is_open,
+    }
+
+
+class LiveClient:
+    """One connected viewer: at most one shared message waiting, plus a coalesced backlog while it is slow."""
+
+    def __init__(self) -> None:
+        self.shared: str | None = None
+        self.states: dict[str, str] = {}
+        self.alerts: dict[str, str] = {}
+        self.closed = False
+        self.sending = False
+        self.sent = 0
+        self._wake = asyncio.Event()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def offer(self, text: str, states: dict[str, str], alerts: dict[str, str]) -> None:
+        """A tick's changes: as the shared message when the client is idle, else merged into its backlog."""
+        if self.shared is None and not self.sending and not self.states and not self.alerts:
+            self.shared = text
+        else:
+            self.states.update(states)
+            self.alerts.update(alerts)
+        self._wake.set()
+
+    async def next_message(self) -> str | None:
+        """The next message to send, or None once the client is closed. Calling it again means the last one went."""
+        self.sending = False
+        while not self.closed and self.shared is None and not self.states and not self.alerts:
+            self._wake.clear()
+            await self._wake.wait()
+        if self.closed:
+            return None
+        self.sending = True
+        self.sent += 1
+        if self.shared is not None:
+            text, self.shared = self.shared, None
+            return text
+        states, self.states = self.states, {}
+        alerts, self.alerts = self.alerts, {}
+        return update_message(states, alerts)
+
+
+def update_message(states: dict[str, str], alerts: dict[str, str]) -> str:
+    return (
+        '{"type": "update", "states": ['
+        + ", ".join(states.values())
+        + '], "alerts": ['
+        + ", ".join(alerts.values())
+        + "]}"
+    )
+
+
+class LiveHub:
+    """The connected clients. :meth:`publish_state` and :meth:`publish_alert` only note the change; every
+    ``min_interval`` the hub's task builds one message of what changed (encoded once) and offers it to every
+    client: an idle client gets that message, a client still busy sending merges it into its own backlog."""
+
+    def __init__(self, *, min_interval: float = 0.05) -> None:
+        self.min_interval = min_interval
+        self.clients: set[LiveClient] = set()
+        self.ticks = 0
+        self._states: dict[str, str] = {}
+        self._alerts: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def connect(self) -> LiveClient:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="cim-iot-live")
+        client = LiveClient()
+        self.clients.add(client)
+        return client
+
+    def disconnect(self, client: LiveClient) -> None:
+        client.close()
+        self.clients.discard(client)
+
+    def publish_state(self, reading: Reading) -> None:
+        if self.clients:
+            self._states[reading.sensor_id] = reading_json(reading)
+            self._wake.set()
+
+    def publish_alert(self, alert: Alert) -> None:
+        if self.clients:
+            self._alerts[alert.id] = json.dumps(alert_dict(alert))
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if self.min_interval > 0:
+                await asyncio.sleep(self.min_interval)  # let the burst gather
+            self._wake.clear()
+            states, self._states = self._states, {}
+            alerts, self._alerts = self._alerts, {}
+            if not states and not alerts:
+                continue
+            self.ticks += 1
+            text = update_message(states, alerts)
+            for client in self.clients:
+                client.offer(text, states, alerts)
+
+    def close(self) -> None:
+        for client in list(self.clients):
+            self.disconnect(client)
+        if self._task is not None:
+            self._task.cancel()

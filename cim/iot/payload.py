@@ -1,0 +1,154 @@
+"""Turning what a sensor sent into a :class:`~cim.model.Reading`, or a reason to drop it.
+
+The MQTT payload (and each item of ``POST /iot/readings``) is a JSON object ``{"value": 1.2, "time": "…",
+"status": "ok"}``: ``value`` a number, ``status`` a string, at least one of them; ``time`` optional (ISO 8601 with a
+zone, or Unix seconds), else the time of arrival. Every refusal raises :class:`Dropped` with a :class:`DropReason`,
+which the service counts per reason.
+
+>>> from datetime import UTC, datetime
+>>> now = datetime(2026, 5, 1, tzinfo=UTC)
+>>> parse_reading("s1", decode_payload(b'{"value": 2.5, "time": "2026-05-01T00:00:00Z"}'), now=now).value
+2.5
+>>> try:
+...     parse_reading("s1", decode_payload(b'{"value": NaN}'), now=now)
+... except Dropped as exc:
+...     print(exc.reason)
+not_finite
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cim.errors import InvalidInput
+from cim.model import Reading
+
+#: Payloads larger than this are dropped unread (a sensor reading is a few dozen bytes).
+MAX_PAYLOAD_BYTES = 64 * 1024
+#: Readings stamped further ahead of the server's clock than this are dropped (clock skew is allowed up to it).
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class DropReason(StrEnum):
+    NOT_JSON = "not_json"
+    WRONG_TYPE = "wrong_type"
+    BAD_TIME = "bad_time"
+    NOT_FINITE = "not_finite"
+    FUTURE_TIME = "future_time"
+    TOO_LARGE = "too_large"
+    UNKNOWN_SENSOR = "unknown_sensor"
+    BAD_TOPIC = "bad_topic"
+    STORE_BACKLOG = "store_backlog"
+
+
+class Dropped(InvalidInput):
+    """A reading refused for ``reason``."""
+
+    def __init__(self, reason: DropReason, what: str, why: str) -> None:
+        super().__init__(what, why)
+        self.reason = reason
+
+
+def decode_payload(payload: bytes | bytearray | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """The payload's JSON value; too large or not JSON raises :class:`Dropped`."""
+    if len(payload) > max_bytes:
+        raise Dropped(DropReason.TOO_LARGE, "payload", f"{len(payload):,} bytes is over the limit of {max_bytes:,}")
+    try:
+        return json.loads(payload.decode() if isinstance(payload, bytes | bytearray) else payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Dropped(DropReason.NOT_JSON, "payload", f"is not JSON: {exc}") from None
+
+
+def parse_reading(
+    sensor_id: str, obj: Any, *, now: datetime, future_tolerance: timedelta = FUTURE_TOLERANCE
+) -> Reading:
+    """A reading of ``sensor_id`` from a decoded payload ``obj``."""
+    what = f"reading of sensor {sensor_id!r}"
+    if not isinstance(obj, dict):
+        raise Dropped(DropReason.WRONG_TYPE, what, f"must be a JSON object, got {type(obj).__name__}")
+    value = obj.get("value")
+    status = obj.get("status")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Dropped(DropReason.WRONG_TYPE, what, f"value must be a number, got {type(value).__name__}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise Dropped(DropReason.NOT_FINITE, what, f"value must be finite, got {value}")
+    if status is not None and not isinstance(status, str):
+        raise Dropped(DropReason.WRONG_TYPE, what, f"status must be a string, got {type(status).__name__}")
+    if value is None and status is None:
+        raise Dropped(DropReason.WRONG_TYPE, what, "needs a value, a status, or both")
+    time = _time(obj.get("time"), what, now)
+    if time - now > future_tolerance:
+        raise Dropped(DropReason.FUTURE_TIME, what, f"time {time.isoformat()} is ahead of the server clock")
+    return Reading(sensor_id=sensor_id, time=time, value=value, status=status)
+
+
+def _time(raw: Any, what: str, now: datetime) -> datetime:
+    if raw is None:
+        return now
+    if isinstance(raw, bool):
+        raise Dropped(DropReason.WRONG_TYPE, what, "time must be an ISO 8601 string or Unix seconds, got a boolean")
+    if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise Dropped(DropReason.NOT_FINITE, what, "time must be finite")
+        try:
+            return datetime.fromtimestamp(raw, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Dropped(DropReason.BAD_TIME, what, f"time {raw} is out of range") from None
+    if not isinstance(raw, str):
+        raise Dropped(DropReason.WRONG_TYPE, what, f"time must be a string or a number, got {type(raw).__name__}")
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Dropped(DropReason.BAD_TIME, what, f"time {raw!r} is not ISO 8601") from None
+    if parsed.tzinfo is None:
+        raise Dropped(DropReason.BAD_TIME, what, f"time {raw!r} has no time zone (add Z or +08:00)")
+    return parsed.astimezone(UTC)
+
+
+def sensor_of_topic(topic: str, topic_filter: str) -> str | None:
+    """The sensor id in ``topic``: the level where the filter has its first ``+``.
+
+    >>> sensor_of_topic("cim/wl-1/state", "cim/+/state"), sensor_of_topic("other/x", "cim/+/state")
+    ('wl-1', None)
+    """
+    return _topic_matcher(topic_filter)(topic)
+
+
+@functools.cache
+def _topic_matcher(topic_filter: str) -> Callable[[str], str | None]:
+    pattern = topic_filter.split("/")
+    if "+" in pattern and "#" not in pattern:
+        index = pattern.index("+")
+        fixed = [(i, level) for i, level in enumerate(pattern) if level != "+"]
+
+        def simple(topic: str) -> str | None:  # the common case, on every message: no loop over the filter
+            levels = topic.split("/")
+            if len(levels) != len(pattern) or any(levels[i] != level for i, level in fixed):
+                return None
+            return levels[index] or None
+
+        return simple
+    return functools.partial(_match, pattern)
+
+
+def _match(pattern: list[str], topic: str) -> str | None:
+    levels = topic.split("/")
+    if "+" not in pattern:
+        return None
+    index = pattern.index("+")
+    if len(levels) <= index or ("#" not in pattern and len(levels) != len(pattern)):
+        return None
+    for want, got in zip(pattern, levels, strict=False):
+        if want == "#":
+            break
+        if want != "+" and want != got:
+            return None
+    return levels[index] or None

@@ -1,0 +1,131 @@
+"""``cim demo``: from nothing to a living city twin in the browser with one command.
+
+It runs the demo pipeline (generating the city the first time, skipping what has not changed after), then serves
+the viewer, the API and live sensor state on one port, while a simulator feeds the sensors: through the MQTT broker
+when one answers, else straight into the server's HTTP ingest path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cim.errors import InvalidInput
+from cim.pipeline.model import load_pipeline
+from cim.pipeline.run import run_pipeline
+
+console = Console(stderr=True)
+DEMO_PIPELINE = Path("pipelines/shanghai-demo.toml")
+
+
+def demo(
+    pipeline: Annotated[Path, typer.Option(help="the pipeline to run")] = DEMO_PIPELINE,
+    host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+    broker: Annotated[str, typer.Option(help="MQTT broker the simulator publishes to")] = "mqtt://127.0.0.1:1883",
+    rate: Annotated[float, typer.Option(help="simulated readings a second, over all sensors")] = 100.0,
+    prepare_only: Annotated[
+        bool, typer.Option("--prepare-only", help="run the pipeline, then stop instead of serving")
+    ] = False,
+) -> None:
+    """Build the Shanghai demo city (or reuse it), serve it with live sensors, print the URL."""
+    from cim.api.serve import check_port_free
+
+    if not prepare_only:
+        check_port_free(host, port)  # before minutes of work, not after
+    loaded = load_pipeline(pipeline)
+    if loaded.tiles is None:
+        raise InvalidInput(f"pipeline {pipeline}", "names no tiles folder (tiles = ...) to serve")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bars:
+
+        def stage(name: str, total: int | None) -> Callable[[int], None]:
+            for earlier in bars.tasks:
+                if not earlier.finished:
+                    bars.update(earlier.id, total=earlier.completed)
+                    bars.stop_task(earlier.id)
+            task = bars.add_task(name, total=total)
+            return lambda n: bars.advance(task, n)
+
+        summary = run_pipeline(loaded, progress=stage)
+    for failed in (s for s in summary.sources if not s.ok):
+        console.print(f"[yellow]warning:[/] {failed.error}", highlight=False)
+    console.print(
+        f"city ready in {summary.seconds:.1f} s: "
+        + ", ".join(f"{s.type} {Path(s.path).name}" for s in summary.sources if not s.skipped and s.ok)
+        or "nothing changed"
+    )
+    if prepare_only:
+        return
+    asyncio.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate))
+
+
+async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rate: float) -> None:
+    import uvicorn
+
+    from cim.api import create_app
+    from cim.iot.mqtt import parse_mqtt_url
+    from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
+
+    broker_up = _answers(*parse_mqtt_url(broker))
+    settings = AppSettings(
+        store=StoreSettings(store=store),
+        server=ServerSettings(host=host, port=port, tiles_dir=tiles.parent, write_token=secrets.token_urlsafe(16)),
+        mqtt=MqttSettings(url=broker if broker_up else None),
+        live=True,
+        viewer=True,
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", ws_per_message_deflate=False)
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.1)
+    if serving.done():
+        await serving
+        return
+    feeding = asyncio.create_task(_simulate(app, store, broker if broker_up else None, rate))
+    via = (
+        f"the MQTT broker at {broker}"
+        if broker_up
+        else "the HTTP ingest path (no MQTT broker answers at " + broker + ")"
+    )
+    console.print(f"[bold green]serving at http://{host}:{port}/[/]  (sensors simulated through {via}; Ctrl-C stops)")
+    try:
+        await serving
+    finally:
+        feeding.cancel()
+
+
+async def _simulate(app: object, store: str, broker: str | None, rate: float) -> None:
+    from cim.iot.simulate import simulate, simulate_in_process
+    from cim.store import open_store
+
+    try:
+        if broker is None:
+            await simulate_in_process(app.state.iot, rate=rate)  # type: ignore[attr-defined]
+            return
+        with open_store(store) as own:
+            await simulate(broker=broker, store=own, rate=rate)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the city keeps being served; say why it stopped moving
+        console.print(f"[yellow]warning:[/] the sensor simulator stopped: {exc}", highlight=False)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False

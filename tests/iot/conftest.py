@@ -1,0 +1,199 @@
+"""Fixtures for the IoT tests: a real Mosquitto of the test's own (so it can be killed and restarted), the system
+broker on 127.0.0.1:1883, a store with sensors, and a small FastAPI app that mounts the IoT router."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from shapely.geometry import LineString, Point
+
+from cim.errors import InvalidInput, NotFound
+from cim.iot import IotOptions, IotService, sensor_asset
+from cim.iot.mqtt import parse_mqtt_url
+from cim.iot.router import router
+from cim.model import Asset, Kind
+from cim.settings import MqttSettings
+from cim.store import AssetBatch, Store
+from tests.conftest import missing_service
+
+TOKEN = "test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_answers(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """A Mosquitto process of the test's own, with persistence, that the test may stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {workdir}/\nmax_queued_messages 0\nmax_inflight_messages 100\n"
+            f"log_dest file {workdir}/mosquitto.log\n" + ("user root\n" if os.geteuid() == 0 else "")
+            # as root, Mosquitto would switch to the user mosquitto, who cannot write into pytest's tmp folder
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not port_answers(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto on port {self.port} did not start: {self.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto writes its persistence file (the queued QoS-1 messages) and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text()[-2000:] if path.exists() else ""
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    if shutil.which("mosquitto") is None:
+        missing_service("the mosquitto broker is not installed (apt-get install mosquitto)")
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    started = Broker(workdir)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def system_broker_url() -> str:
+    if not port_answers(1883):
+        missing_service("the MQTT broker on 127.0.0.1:1883 does not answer")
+    return "mqtt://127.0.0.1:1883"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def declare_sensors(store: Store) -> None:
+    """Three assets and a sensor on each: a lift's status, a drainage node's water level, a gas main's pressure."""
+    assets = [
+        Asset(id="lift-1", kind=Kind.LIFT, geom=Point(121.50, 31.23), status="running"),
+        Asset(id="node-1", kind=Kind.NODE, geom=Point(121.51, 31.22), network="drainage"),
+        Asset(id="gas-1", kind=Kind.PIPE, geom=LineString([(121.5, 31.2), (121.51, 31.21)]), network="gas"),
+        sensor_asset(id="lift-1-status", parent_id="lift-1", quantity="lift_status", thresholds={"status": ["fault"]}),
+        sensor_asset(id="wl-1", parent_id="node-1", quantity="water_level", unit="m", thresholds={"above": 1.0}),
+        sensor_asset(id="gp-1", parent_id="gas-1", quantity="gas_pressure", unit="kPa", thresholds={"below": 200}),
+    ]
+    store.upsert_assets(AssetBatch.from_assets(assets))
+
+
+def fast_options(**overrides: object) -> IotOptions:
+    values: dict[str, object] = {
+        "client_id": f"cim-test-{time.monotonic_ns()}",
+        "flush_interval": 0.05,
+        "stale_check_interval": 0.05,
+        "live_min_interval": 0.02,
+        "min_backoff": 0.1,
+        "max_backoff": 0.5,
+    }
+    values.update(overrides)
+    return IotOptions(**values)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(store: Store, url: str | None = None, **options: object) -> AsyncIterator[IotService]:
+    service = IotService(store, MqttSettings(url=url), write_token=TOKEN, options=fast_options(**options))
+    await service.start()
+    try:
+        if url is not None:
+            await eventually(lambda: service.mqtt_status is not None and service.mqtt_status.connected)
+        yield service
+    finally:
+        await service.stop()
+        if url is not None:
+            await forget_session(url, service.options.client_id)
+
+
+async def forget_session(url: str, client_id: str) -> None:
+    """End the test's persistent session, so the broker stops queueing for it (matters on the system broker)."""
+    host, port = parse_mqtt_url(url)
+    with contextlib.suppress(aiomqtt.MqttError):
+        async with aiomqtt.Client(host, port, identifier=client_id, clean_session=True):
+            pass
+
+
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def build_app(store: Store, *, mqtt_url: str | None = None, **options: object) -> FastAPI:
+    """The app the lead's factory will build, reduced to the IoT part."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = IotService(store, MqttSettings(url=mqtt_url), write_token=TOKEN, options=fast_options(**options))
+        await service.start()
+        app.state.iot = service
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(router)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid(request: Request, exc: InvalidInput) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    return app

@@ -1,0 +1,181 @@
+"""A real CIM server with the viewer over a small demo city, and Debian's Chromium driven by Playwright.
+
+The city is the seeded demo generator's (:mod:`cim.synth`, 2,000 buildings at Shanghai's named places) ingested with
+meshes and built into 3D Tiles by :func:`cim.tiling.build.build_tiles`, once per session. The server is uvicorn
+running the real :func:`cim.api.create_app` with the viewer router, on a free port, in a thread of this process.
+Every browser request is checked: one that leaves 127.0.0.1 is aborted and fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import missing_service
+
+ROOT = Path(__file__).resolve().parents[2]
+VIEWER = ROOT / "viewer"
+CESIUM = VIEWER / "node_modules" / "cesium" / "Build" / "Cesium"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    # WebGL in software: headless Chromium without a GPU has no WebGL otherwise.
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
+LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:", "about:")
+#: Console noise that is not the page's: SwiftShader's performance notes.
+IGNORED_CONSOLE = ("GPU stall due to ReadPixels", "GL Driver Message")
+
+
+@dataclass
+class City:
+    store: str
+    tiles: Path
+
+
+@pytest.fixture(scope="session")
+def city(tmp_path_factory: pytest.TempPathFactory) -> City:
+    """The demo city in a DuckDB store with its tiles in ``tiles/city``."""
+    from cim.pipeline.model import Pipeline, SynthSource
+    from cim.pipeline.run import run_pipeline
+    from cim.store import open_store
+    from cim.store.meshes import MeshStore, mesh_path_for
+    from cim.tiling.build import build_tiles
+
+    folder = tmp_path_factory.mktemp("viewer-city")
+    store = str(folder / "city.duckdb")
+    pipeline = Pipeline(
+        name="viewer-test",
+        store=store,
+        synth=SynthSource(out=str(folder / "synth"), buildings=2000, seed=7, towers=0),
+    )
+    here = Path.cwd()
+    os.chdir(ROOT)  # the generator names its layer mappings relative to the repository
+    try:
+        summary = run_pipeline(pipeline)
+    finally:
+        os.chdir(here)
+    failed = [f"{s.path}: {s.error}" for s in summary.sources if not s.ok]
+    assert not failed, failed
+    with open_store(store) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
+        build_tiles(opened, meshes, folder / "tiles" / "city", workers=1)
+    return City(store=store, tiles=folder / "tiles")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def server(city: City) -> Iterator[str]:
+    """uvicorn serving ``create_app`` with the viewer router; its base URL. Stopped after the session."""
+    import uvicorn
+
+    from cim.api import create_app
+    from cim.api.viewer import build_viewer_router
+    from cim.settings import AppSettings, ServerSettings, StoreSettings
+
+    if not (CESIUM / "index.js").is_file():
+        pytest.fail(f"CesiumJS is not installed in {CESIUM}: run `npm ci` in viewer/ (scripts/env.sh does)")
+    settings = AppSettings(store=StoreSettings(store=city.store), server=ServerSettings(tiles_dir=city.tiles))
+    app = create_app(settings, routers=[build_viewer_router(VIEWER, CESIUM)])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the CIM server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium (never Playwright's own download) through Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_service("the Python package playwright is not installed (pip install -e '.[dev]')")
+    if not (Path(CHROMIUM).is_file() or shutil.which("chromium")):
+        missing_service("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Watch:
+    """What a page did that a test may not allow: requests off this machine, console errors, uncaught errors."""
+
+    outside: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        assert not self.outside, f"requests that leave 127.0.0.1: {self.outside[:10]}"
+        assert not self.errors, f"console errors: {self.errors[:10]}"
+
+
+@pytest.fixture
+def page(browser: Any, server: str, tmp_path: Path) -> Iterator[tuple[Any, Watch]]:
+    """A fresh page (1280×800) whose every request is checked; the checks run when the test ends."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    watch = Watch()
+
+    def guard(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(LOCAL):
+            route.continue_()
+        else:
+            watch.outside.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    opened = context.new_page()
+    opened.on("websocket", lambda ws: None if ws.url.startswith(LOCAL) else watch.outside.append(ws.url))
+    opened.on(
+        "console",
+        lambda m: (
+            watch.errors.append(m.text) if m.type == "error" and not any(s in m.text for s in IGNORED_CONSOLE) else None
+        ),
+    )
+    opened.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
+    try:
+        yield opened, watch
+    finally:
+        context.close()
+    watch.check()
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go (printed, so a person can look at them)."""
+    folder = Path(os.environ.get("CIM_VIEWER_SHOTS") or tmp_path_factory.mktemp("viewer-shots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"viewer screenshots in {folder}")
+    return folder

@@ -1,0 +1,204 @@
+"""The viewer in Debian's Chromium against a live CIM server: it loads with no outside request and no console error,
+the city really renders (pixels, not only DOM), a click opens a building's panel, the old-lifts query lists and
+highlights, underground mode changes the globe, wall mode shows the vital signs, a broken link falls back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.viewer.conftest import Watch
+
+READY = "window.cim && window.cim.ready === true"
+#: Generous: software WebGL on two cores stalls seconds compiling shaders; the measured figure is printed.
+FIRST_TILE_TIMEOUT_MS = 60_000
+
+
+def api(server: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{server}{path}", timeout=30) as response:
+        return json.load(response)
+
+
+def open_viewer(page: Any, server: str, query: str = "") -> None:
+    page.goto(f"{server}/viewer/{query}")
+    page.wait_for_function(READY, timeout=60_000)
+
+
+def wait_for_tiles(page: Any) -> float:
+    page.wait_for_function("window.cim.timings.firstTileMs !== undefined", timeout=FIRST_TILE_TIMEOUT_MS)
+    return float(page.evaluate("window.cim.timings.firstTileMs"))
+
+
+def settle(page: Any, seconds: float = 1.5) -> None:
+    """Let pending tiles and flights finish and the last frame be drawn."""
+    page.wait_for_function(
+        "window.cim.viewer.scene.primitives._primitives.every(p => p.tilesLoaded !== false)", timeout=60_000
+    )
+    page.evaluate("window.cim.viewer.scene.requestRender()")
+    time.sleep(seconds)
+
+
+def pixels(page: Any, png: bytes, box: tuple[int, int, int, int]) -> dict[str, float]:
+    """Statistics of a screenshot's region (x, y, w, h), decoded by the browser's own PNG decoder."""
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    return dict(
+        page.evaluate(
+            """async ([url, [x, y, w, h]]) => {
+              const img = new Image(); img.src = url; await img.decode();
+              const c = document.createElement("canvas"); c.width = img.width; c.height = img.height;
+              const g = c.getContext("2d"); g.drawImage(img, 0, 0);
+              const d = g.getImageData(x, y, w, h).data;
+              const colours = new Set(); let bright = 0, yellow = 0, n = d.length / 4;
+              for (let i = 0; i < d.length; i += 4) {
+                const [r, gr, b] = [d[i], d[i + 1], d[i + 2]];
+                colours.add((r >> 3) << 10 | (gr >> 3) << 5 | (b >> 3));
+                if (r + gr + b > 450) bright++;
+                if (r > 170 && gr > 140 && b < 110) yellow++;
+              }
+              return {colours: colours.size, bright: bright / n, yellow: yellow / n};
+            }""",
+            [url, list(box)],
+        )
+    )
+
+
+#: The map area right of the side panel.
+MAP = (380, 0, 900, 800)
+
+
+def test_viewer_loads_offline_and_renders_the_city(page: tuple[Any, Watch], server: str, shots: Path) -> None:
+    tab, watch = page
+    open_viewer(tab, server)
+    first_tile_ms = wait_for_tiles(tab)
+    print(f"first frame with tiles {first_tile_ms:.0f} ms after navigation (target ≤ 4000 ms)")
+    for group in ("buildings", "bim", "underground", "points"):
+        assert tab.locator(f'input[data-layer="{group}"]').is_checked(), group
+    assert tab.locator('input[data-ground="road"]').count() == 1
+    assert tab.locator('input[data-ground="park"]').count() == 1
+    settle(tab)
+    png = tab.screenshot(path=str(shots / "city.png"))
+    stats = pixels(tab, png, MAP)
+    # An empty globe is a couple of flat colours; the city has lit walls, roofs, parks, roads and markers.
+    assert stats["colours"] > 60, stats
+    assert stats["bright"] > 0.02, stats
+    tab.locator('input[data-layer="buildings"]').uncheck()
+    settle(tab, 1)
+    without = pixels(tab, tab.screenshot(path=str(shots / "city-no-buildings.png")), MAP)
+    assert without["bright"] < stats["bright"] / 2, (stats, without)
+    assert "layers=bim,underground,points" in tab.url  # the switch is in the shareable link
+    watch.check()
+
+
+def test_clicking_a_building_opens_its_panel_with_its_name(page: tuple[Any, Watch], server: str) -> None:
+    tab, _ = page
+    buildings = api(server, "/collections/building/items?limit=5000")["features"]
+    # A tall rectangular building without lifts: its centre is on its roof, and no sensor marker sits there.
+    plain = [b for b in buildings if b["properties"]["props"].get("shape") == "rectangle"]
+    target = max(
+        (b for b in plain if not b["properties"]["props"].get("lifts")), key=lambda b: b["properties"]["height_m"]
+    )
+    ring = target["geometry"]["coordinates"][0]
+    lon = sum(p[0] for p in ring[:-1]) / (len(ring) - 1)
+    lat = sum(p[1] for p in ring[:-1]) / (len(ring) - 1)
+    height = target["properties"]["height_m"] + 250
+    open_viewer(tab, server, f"?cam={lon},{lat},{height:.0f},0,-90")
+    wait_for_tiles(tab)
+    settle(tab)
+    box = tab.locator("#map canvas").bounding_box()
+    tab.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    tab.wait_for_selector("#inspect-panel:not([hidden])", timeout=10_000)
+    tab.wait_for_function("!document.getElementById('inspect-loading')", timeout=20_000)
+    assert tab.locator("#inspect-title").inner_text() == target["properties"]["name"]
+    panel = tab.locator("#inspect-body").inner_text()
+    assert target["id"] in panel  # from the tile's property table and from /assets/{id}
+    assert "From the tile" in panel and "year_built" in panel
+    assert tab.evaluate("window.cim.styler.selected") == target["id"]
+
+
+def test_old_lifts_query_lists_and_highlights_the_buildings(page: tuple[Any, Watch], server: str, shots: Path) -> None:
+    tab, _ = page
+    expected = api(server, "/queries/old-lifts?years=20")["buildings"]
+    assert expected, "the demo city has lifts older than 20 years"
+    open_viewer(tab, server)
+    wait_for_tiles(tab)
+    tab.fill("#old-lifts-years", "20")
+    tab.click("#old-lifts-form button")
+    tab.wait_for_selector("#result-list li", timeout=20_000)
+    rows = tab.locator("#result-list li[data-id]")
+    assert rows.count() == min(len(expected), 300)
+    assert f"{len(expected):,} buildings" in tab.locator("#query-result .summary").inner_text()
+    assert tab.evaluate("(ids) => ids.every(id => window.cim.styler.found.has(id))", [b["id"] for b in expected])
+    assert "q=old-lifts:20" in tab.url
+    # Fly to the first building: the highlighted (yellow) buildings are on screen.
+    rows.first.click()
+    time.sleep(3)
+    settle(tab)
+    stats = pixels(tab, tab.screenshot(path=str(shots / "old-lifts.png")), MAP)
+    assert stats["yellow"] > 0.002, stats
+
+
+def test_a_query_with_no_results_says_so(page: tuple[Any, Watch], server: str) -> None:
+    tab, _ = page
+    open_viewer(tab, server, "?q=old-lifts:200")
+    tab.wait_for_selector("#no-results", timeout=20_000)
+    assert tab.locator("#no-results").inner_text() == "No results."
+
+
+def test_underground_switch_makes_the_ground_translucent(page: tuple[Any, Watch], server: str, shots: Path) -> None:
+    tab, _ = page
+    open_viewer(tab, server, "?cam=121.5055,31.225,400,0,-30")
+    wait_for_tiles(tab)
+    settle(tab)
+    before = pixels(tab, tab.screenshot(), MAP)
+    tab.locator("#underground-switch").check()
+    settle(tab)
+    after = pixels(tab, tab.screenshot(path=str(shots / "underground.png")), MAP)
+    assert tab.evaluate("window.cim.viewer.scene.globe.translucency.enabled") is True
+    assert not tab.evaluate("window.cim.viewer.scene.screenSpaceCameraController.enableCollisionDetection")
+    assert before != after
+    assert "under=1" in tab.url
+
+
+def test_wall_mode_shows_the_city_vital_signs(page: tuple[Any, Watch], server: str, shots: Path) -> None:
+    tab, _ = page
+    lifts = api(server, "/queries/old-lifts?years=15")["buildings"]
+    open_viewer(tab, server, "?mode=wall")
+    tab.wait_for_selector('#vital-signs [data-vital="old-lifts"]', timeout=30_000)
+    assert tab.locator("#vital-signs").is_visible()
+    assert not tab.locator("#sidebar").is_visible()
+    count = sum(len(b["lifts"]) for b in lifts)
+    assert tab.locator('[data-vital="old-lifts"] .value').inner_text() == f"{count:,}"
+    assert tab.locator('[data-vital="old-gas"] .value').inner_text().endswith("km")
+    assert tab.locator("#ticker").is_visible()
+    assert tab.evaluate("window.cim.wall.touring") is True
+    tab.wait_for_selector("#tour-caption:not([hidden])", timeout=10_000)
+    time.sleep(6)
+    tab.screenshot(path=str(shots / "wall.png"))
+
+
+def test_a_malformed_link_falls_back_to_the_default_view(page: tuple[Any, Watch], server: str) -> None:
+    tab, _ = page
+    open_viewer(tab, server, "?cam=abc,1&layers=%3Cscript%3E&q=old-lifts:x")
+    assert "could not be read" in tab.locator("#toasts").inner_text()
+    for group in ("buildings", "bim", "underground", "points"):
+        assert tab.locator(f'input[data-layer="{group}"]').is_checked()
+    camera = tab.evaluate("window.cim.viewer.camera.positionCartographic.height")
+    assert 100 < camera < 100_000
+
+
+def test_the_viewer_router_serves_the_app_and_cesium_but_not_the_package_files(server: str) -> None:
+    with urllib.request.urlopen(f"{server}/viewer/") as page:
+        assert b'src="/viewer/js/main.js"' in page.read()
+    with urllib.request.urlopen(f"{server}/cesium/index.js") as cesium:
+        assert cesium.headers["content-type"].startswith("text/javascript")
+    for path in ("/viewer/package.json", "/viewer/node_modules/cesium/package.json", "/viewer/../pyproject.toml"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server}{path}")
+        assert refused.value.code == 404, path
+    assert api(server, "/viewer/config.json")["tilesets"] == ["city"]

@@ -1,0 +1,112 @@
+// Click → the picked feature's metadata (the tile's property table) and its asset detail from /assets/{id}:
+// parent chain, children, latest sensor state, open alerts. The feature is highlighted while the panel is open.
+import * as Cesium from "./cesium.js";
+import { getJSON } from "./api.js";
+import { $, el } from "./ui.js";
+import { flyToGeometry } from "./viewer.js";
+
+// noData sentinels of the property tables (cim/tiling/properties.py): shown as empty, not as -1 or 65535.
+const NO_DATA = new Set(["", -1, 65535]);
+
+export class Inspector {
+  constructor(viewer, styler) {
+    this.viewer = viewer;
+    this.styler = styler;
+    this.enabled = true; // off while a polygon is being drawn
+    this.current = undefined;
+    $("inspect-close").addEventListener("click", () => this.close());
+    const handler = new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas);
+    handler.setInputAction((click) => this.enabled && this.pick(click.position), Cesium.ScreenSpaceEventType.LEFT_CLICK);
+  }
+
+  pick(position) {
+    const picked = this.viewer.scene.pick(position);
+    if (picked instanceof Cesium.Cesium3DTileFeature) {
+      const metadata = {};
+      for (const name of picked.getPropertyIds()) {
+        const value = picked.getProperty(name);
+        if (!NO_DATA.has(value) || name === "lift_count") metadata[name] = value;
+      }
+      this.open(String(picked.getProperty("id")), metadata);
+    } else if (picked?.id?.cimAssetId) {
+      this.open(picked.id.cimAssetId, {}); // a marker (sensor, alert) carries the asset id it stands for
+    } else if (picked?.id instanceof Cesium.Entity && picked.id.properties?.name) {
+      this.close(); // a ground area: nothing to inspect beyond its name
+    } else {
+      this.close();
+    }
+  }
+
+  /** Show asset `id`: `metadata` from the tile at once, then the server's detail. */
+  async open(id, metadata = {}, { fly = false } = {}) {
+    this.current = id;
+    this.styler.select(id);
+    $("inspect-panel").hidden = false;
+    $("inspect-title").textContent = metadata.name || id;
+    const body = $("inspect-body");
+    body.replaceChildren(
+      Object.keys(metadata).length ? section("From the tile", propsTable(metadata)) : "",
+      el("p", { class: "hint", id: "inspect-loading" }, "loading asset detail…"),
+    );
+    try {
+      const detail = await getJSON(`/assets/${encodeURIComponent(id)}`);
+      if (this.current !== id) return; // another pick came first
+      $("inspect-loading")?.remove();
+      this.renderDetail(detail);
+      if (fly && detail.asset.geometry) flyToGeometry(this.viewer, detail.asset.geometry);
+    } catch (err) {
+      if (this.current !== id) return;
+      const loading = $("inspect-loading");
+      if (loading) loading.textContent = `asset detail unavailable: ${err.message}`;
+    }
+  }
+
+  renderDetail(detail) {
+    const { asset, parents = [], children = [], latest_state: state = {}, alerts = [] } = detail;
+    const props = asset.properties ?? {};
+    $("inspect-title").textContent = props.name || asset.id;
+    const link = (item) =>
+      el("a", { onclick: () => this.open(item.id, {}, { fly: true }), title: item.id }, item.name || item.id);
+    const crumbs = [...parents].reverse();
+    const body = $("inspect-body");
+    body.prepend(
+      el("p", { class: "crumbs" }, `${props.kind} `, el("code", {}, asset.id),
+        crumbs.length ? el("br") : "", ...crumbs.flatMap((p, i) => [i ? " › " : "in ", link(p)])),
+    );
+    const { props: extra = {}, ...columns } = props;
+    const shown = Object.fromEntries(Object.entries(columns).filter(([, v]) => v !== null && v !== ""));
+    body.append(section("Asset", propsTable(shown)));
+    if (Object.keys(extra).length) body.append(section("Properties", propsTable(extra)));
+    if (Object.keys(state).length) {
+      const rows = Object.fromEntries(
+        Object.entries(state).map(([sensor, r]) => [sensor, `${r.value}${r.status ? ` (${r.status})` : ""} · ${r.time}`]),
+      );
+      body.append(section("Latest sensor state", propsTable(rows)));
+    }
+    if (alerts.length) {
+      body.append(section("Open alerts", el("ul", { class: "list" },
+        alerts.map((a) => el("li", { class: `sev-${a.severity}` }, a.message || a.rule, el("div", { class: "sub" }, a.opened_at))))));
+    }
+    if (children.length) {
+      const items = children.map((c) => el("li", {}, link(c), el("span", { class: "sub" }, ` ${c.kind}`)));
+      if (detail.children_truncated) items.push(el("li", { class: "empty" }, "…more"));
+      body.append(section(`Children (${children.length}${detail.children_truncated ? "+" : ""})`, el("ul", { class: "list" }, items)));
+    }
+  }
+
+  close() {
+    this.current = undefined;
+    $("inspect-panel").hidden = true;
+    this.styler.select(undefined);
+  }
+}
+
+function section(title, content) {
+  return el("div", { class: "section" }, el("h3", {}, title), content);
+}
+
+function propsTable(values) {
+  const rows = Object.entries(values).map(([key, value]) =>
+    el("tr", {}, el("td", {}, key), el("td", {}, typeof value === "object" ? JSON.stringify(value) : String(value))));
+  return el("table", { class: "props" }, el("tbody", {}, rows));
+}

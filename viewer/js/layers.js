@@ -1,0 +1,98 @@
+// The root tileset's layer groups (buildings, bim, underground, points), each loaded as its own tileset so it can be
+// switched alone. A group that fails to load gets a visible note and the others still work.
+import * as Cesium from "./cesium.js";
+import { getJSON } from "./api.js";
+import { $, el } from "./ui.js";
+
+const LABELS = { buildings: "Buildings", bim: "BIM detail", underground: "Underground networks", points: "Point assets" };
+
+export class Layers {
+  constructor(viewer, styler, onChange) {
+    this.viewer = viewer;
+    this.styler = styler;
+    this.onChange = onChange;
+    this.groups = new Map(); // name → {tileset, checkbox, note}
+    this.firstTile = undefined; // resolves when any tile's content is shown
+  }
+
+  /** Load `<base>/tileset.json` and one tileset per external child; `visible` lists the groups to show. */
+  async load(base, visible) {
+    const root = await getJSON(`${base}/tileset.json`);
+    const children = root.root?.children ?? [];
+    let groups = children
+      .map((c) => c.content?.uri)
+      .filter((uri) => uri?.endsWith(".json"))
+      .map((uri) => ({ name: uri.split("/")[0].replace(/\.json$/, ""), url: `${base}/${uri}` }));
+    if (!groups.length) groups = [{ name: "city", url: `${base}/tileset.json` }]; // a single, non-grouped tileset
+    let resolveFirst;
+    this.firstTile = new Promise((resolve) => (resolveFirst = resolve));
+    await Promise.all(groups.map((g) => this.addGroup(g, visible ? visible.includes(g.name) : true, resolveFirst)));
+    return [...this.groups.keys()];
+  }
+
+  async addGroup({ name, url }, show, onFirstTile) {
+    const checkbox = el("input", { type: "checkbox", "data-layer": name, checked: show });
+    const note = el("span", { class: "note" });
+    const label = el("label", { class: "switch", id: `layer-${name}` }, checkbox, LABELS[name] ?? name, note);
+    $("layer-switches").append(label);
+    const entry = { name, checkbox, note, tileset: undefined };
+    this.groups.set(name, entry);
+    checkbox.addEventListener("change", () => {
+      if (entry.tileset) entry.tileset.show = checkbox.checked;
+      this.viewer.scene.requestRender();
+      this.onChange();
+    });
+    try {
+      const tileset = await Cesium.Cesium3DTileset.fromUrl(url, {
+        maximumScreenSpaceError: 16,
+        // Pipes and chambers are below the ellipsoid; keep them pickable and visible through a translucent globe.
+        backFaceCulling: name !== "underground",
+      });
+      tileset.show = checkbox.checked;
+      tileset.tileFailed.addEventListener((event) => {
+        note.textContent = " (some tiles failed)";
+        console.warn(`tile of ${name} failed: ${event.url}: ${event.message}`);
+      });
+      // The first frame drawn after a tile's content is ready is "the first frame with tiles".
+      const removeLoad = tileset.tileLoad.addEventListener(() => {
+        removeLoad();
+        const remove = this.viewer.scene.postRender.addEventListener(() => {
+          remove();
+          onFirstTile(name);
+        });
+        this.viewer.scene.requestRender();
+      });
+      tileset.cimGroup = name;
+      this.viewer.scene.primitives.add(tileset);
+      this.styler.attach(tileset, this.viewer.scene);
+      entry.tileset = tileset;
+    } catch (err) {
+      note.textContent = " (failed to load)";
+      checkbox.disabled = true;
+      console.warn(`tileset ${name} failed to load: ${err.message ?? err}`);
+    }
+  }
+
+  visible() {
+    return [...this.groups.values()].filter((g) => g.checkbox.checked).map((g) => g.name);
+  }
+
+  show(name, on = true) {
+    const entry = this.groups.get(name);
+    if (!entry || entry.checkbox.checked === on) return;
+    entry.checkbox.checked = on;
+    if (entry.tileset) entry.tileset.show = on;
+    this.viewer.scene.requestRender();
+    this.onChange();
+  }
+
+  tilesets() {
+    return [...this.groups.values()].map((g) => g.tileset).filter(Boolean);
+  }
+
+  /** The bounding sphere around every loaded group, for the first view. */
+  boundingSphere() {
+    const spheres = this.tilesets().map((t) => t.boundingSphere);
+    return spheres.length ? Cesium.BoundingSphere.fromBoundingSpheres(spheres) : undefined;
+  }
+}

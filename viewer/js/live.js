@@ -1,0 +1,200 @@
+// Live sensor state over the server's WebSocket (/iot/live): a snapshot, then coalesced updates. Sensor markers and
+// the assets they watch change colour with state; open alerts fill the alert list, new ones also pop up as a toast.
+// The socket reconnects with back-off when the server goes away.
+import * as Cesium from "./cesium.js";
+import { getJSON, query } from "./api.js";
+import { $, el, toast } from "./ui.js";
+import { flyToPoint } from "./viewer.js";
+
+const COLOURS = {
+  alert: Cesium.Color.fromCssColorString("#e5484d"),
+  warning: Cesium.Color.fromCssColorString("#f0b429"),
+  ok: Cesium.Color.fromCssColorString("#3fb950"),
+  none: Cesium.Color.fromCssColorString("#8d97a5"),
+};
+// Sensor statuses that mean something is wrong even without a threshold rule.
+const BAD = new Set(["fault", "alarm", "error", "critical", "failed", "leak", "flood"]);
+const WARN = new Set(["maintenance", "warning", "degraded", "stale"]);
+
+export class Live {
+  constructor({ viewer, styler, inspector, endpoints, onAlerts }) {
+    Object.assign(this, { viewer, styler, inspector, endpoints, onAlerts });
+    this.sensors = new Map(); // id → {id, parent, lon, lat, marker}
+    this.states = new Map(); // sensor id → reading
+    this.alerts = new Map(); // alert id → alert (open ones)
+    this.markers = viewer.scene.primitives.add(new Cesium.PointPrimitiveCollection());
+    this.retry = 1;
+    this.socket = undefined;
+  }
+
+  async start() {
+    await this.loadSensors();
+    if (this.endpoints.alerts) {
+      try {
+        for (const a of await getJSON(`/alerts${query({ open: "true" })}`)) this.alerts.set(a.id, a);
+      } catch (err) {
+        console.warn(`alerts: ${err.message}`);
+      }
+    }
+    if (this.endpoints.sensors) {
+      try {
+        for (const s of await getJSON("/iot/sensors")) {
+          const sensor = this.sensors.get(s.id);
+          if (sensor) Object.assign(sensor, { parentKind: s.parent_kind, quantity: s.quantity });
+          if (s.latest) this.states.set(s.id, { sensor_id: s.id, ...s.latest });
+        }
+      } catch (err) {
+        console.warn(`sensors: ${err.message}`);
+      }
+    }
+    for (const id of this.sensors.keys()) this.paint(id);
+    this.renderAlerts();
+    if (this.endpoints.live) this.connect();
+    else this.setStatus("live data: not served", "");
+  }
+
+  async loadSensors() {
+    let features = [];
+    try {
+      features = (await getJSON(`/collections/sensor/items${query({ limit: 10000, properties: "name,parent_id" })}`))
+        .features;
+    } catch (err) {
+      if (err.status !== 404) console.warn(`sensors: ${err.message}`);
+    }
+    for (const f of features) {
+      const coords = f.geometry?.type === "Point" ? f.geometry.coordinates : undefined;
+      const sensor = { id: f.id, name: f.properties.name, parent: f.properties.parent_id, marker: undefined };
+      if (coords) {
+        [sensor.lon, sensor.lat] = coords;
+        sensor.marker = this.markers.add({
+          position: Cesium.Cartesian3.fromDegrees(coords[0], coords[1], 3),
+          pixelSize: 9,
+          color: COLOURS.none,
+          outlineColor: Cesium.Color.BLACK,
+          outlineWidth: 1,
+          // Drawn over everything: a sensor on a buried main is still seen from above.
+          disableDepthTestDistance: Number.POSITIVE_INFINITY,
+          scaleByDistance: new Cesium.NearFarScalar(500, 1.4, 40000, 0.5),
+          id: { cimAssetId: f.id, cimSensor: true },
+        });
+      }
+      this.sensors.set(f.id, sensor);
+    }
+  }
+
+  connect() {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${window.location.host}/iot/live`);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.retry = 1;
+      this.setStatus("live", "ok");
+    };
+    socket.onmessage = (event) => {
+      try {
+        this.receive(JSON.parse(event.data));
+      } catch (err) {
+        console.warn(`live message: ${err.message}`);
+      }
+    };
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.setStatus(`live: disconnected, retrying in ${this.retry} s`, "bad");
+      setTimeout(() => this.connect(), this.retry * 1000);
+      this.retry = Math.min(this.retry * 2, 30);
+    };
+  }
+
+  receive(message) {
+    const fresh = [];
+    if (message.type === "snapshot") this.alerts.clear();
+    for (const reading of message.states ?? []) this.states.set(reading.sensor_id, reading);
+    for (const alert of message.alerts ?? []) {
+      if (alert.open) {
+        if (!this.alerts.has(alert.id) && message.type === "update") fresh.push(alert);
+        this.alerts.set(alert.id, alert);
+      } else {
+        this.alerts.delete(alert.id);
+      }
+    }
+    const touched = new Set([
+      ...(message.states ?? []).map((r) => r.sensor_id),
+      ...(message.alerts ?? []).map((a) => a.sensor_id),
+    ]);
+    if (message.type === "snapshot") for (const id of this.sensors.keys()) touched.add(id);
+    for (const id of touched) this.paint(id);
+    this.renderAlerts();
+    for (const alert of fresh) {
+      toast(`${alert.severity}: ${alert.message || alert.rule}`, { onclick: () => this.flyToAlert(alert) });
+    }
+  }
+
+  /** The state colour of one sensor: red with an open alert or a bad status, amber for a warning status. */
+  stateOf(sensorId) {
+    for (const alert of this.alerts.values()) if (alert.sensor_id === sensorId) return "alert";
+    const reading = this.states.get(sensorId);
+    if (!reading) return "none";
+    const status = String(reading.status ?? "").toLowerCase();
+    if (BAD.has(status)) return "alert";
+    if (WARN.has(status)) return "warning";
+    return "ok";
+  }
+
+  paint(sensorId) {
+    const sensor = this.sensors.get(sensorId);
+    const state = this.stateOf(sensorId);
+    if (sensor?.marker) {
+      sensor.marker.color = COLOURS[state];
+      sensor.marker.pixelSize = state === "alert" ? 14 : 9;
+    }
+    this.viewer.scene.requestRender();
+    this.styler.live.set(sensorId, COLOURS[state]);
+    // The watched asset (pipe, lift, building) takes the colour only when something is wrong with it.
+    if (sensor?.parent) {
+      if (state === "alert" || state === "warning") this.styler.live.set(sensor.parent, COLOURS[state]);
+      else this.styler.live.delete(sensor.parent);
+    }
+    this.styler.refresh();
+  }
+
+  renderAlerts() {
+    const alerts = this.openAlerts();
+    const list = $("alert-list");
+    if (!alerts.length) {
+      list.replaceChildren(el("li", { class: "empty" }, "no open alerts"));
+    } else {
+      list.replaceChildren(...alerts.map((a) => el("li", {
+        class: `sev-${a.severity}`,
+        "data-alert": a.id,
+        onclick: () => this.flyToAlert(a),
+      }, a.message || a.rule, el("div", { class: "sub" }, `${a.sensor_id} · ${a.opened_at}`))));
+    }
+    this.onAlerts?.(alerts);
+  }
+
+  openAlerts() {
+    return [...this.alerts.values()].sort((a, b) => String(b.opened_at).localeCompare(String(a.opened_at)));
+  }
+
+  /** Open alerts counted by the kind of asset their sensor watches. */
+  alertsByKind() {
+    const counts = {};
+    for (const alert of this.alerts.values()) {
+      const kind = this.sensors.get(alert.sensor_id)?.parentKind ?? "other";
+      counts[kind] = (counts[kind] ?? 0) + 1;
+    }
+    return counts;
+  }
+
+  flyToAlert(alert) {
+    const sensor = this.sensors.get(alert.sensor_id);
+    if (sensor?.lon != null) flyToPoint(this.viewer, sensor.lon, sensor.lat, { range: 500 });
+    this.inspector.open(sensor?.parent ?? alert.sensor_id, {}, { fly: sensor?.lon == null });
+  }
+
+  setStatus(text, kind) {
+    const node = $("live-status");
+    node.textContent = text;
+    node.className = `status ${kind}`;
+  }
+}

@@ -1,0 +1,183 @@
+// The viewer's start: read the shared state from the URL, build the scene from what the server holds, wire the
+// panels, and keep the URL in step with the view.
+import * as Cesium from "./cesium.js";
+import { getJSON, onServerChange } from "./api.js";
+import { Ground } from "./ground.js";
+import { Inspector } from "./inspect.js";
+import { Layers } from "./layers.js";
+import { Live } from "./live.js";
+import { Queries } from "./queries.js";
+import { readState, writeState } from "./state.js";
+import { Styler } from "./styler.js";
+import { $, banner, setStatus, toast } from "./ui.js";
+import { Underground } from "./underground.js";
+import { cameraState, createViewer, setCamera } from "./viewer.js";
+import { Wall } from "./wall.js";
+
+const started = performance.now();
+const state = readState();
+const viewer = createViewer($("map"));
+const styler = new Styler();
+let tilesName;
+let ready = false;
+
+// Exposed for tests and for people debugging in the console; the app itself does not read it.
+window.cim = { Cesium, viewer, styler, state, timings: {} };
+
+function saveState() {
+  if (!ready) return;
+  writeState({
+    tiles: tilesName,
+    camera: cameraState(viewer),
+    layers: layers.visible(),
+    underground: underground.on,
+    query: queries.current,
+    mode: wall?.on ? "wall" : "normal",
+  });
+}
+
+const layers = new Layers(viewer, styler, saveState);
+const underground = new Underground(viewer, saveState);
+const inspector = new Inspector(viewer, styler);
+const queries = new Queries({ viewer, styler, inspector, layers, underground, onChange: saveState });
+let wall;
+
+onServerChange((up) => banner(up ? undefined : "The CIM server does not answer — retrying…"));
+
+async function start() {
+  if (state.problems.length) toast(`The link's ${state.problems.join(", ")} could not be read; showing the default.`);
+  let config = { tilesets: [], endpoints: {} };
+  try {
+    config = await getJSON("/viewer/config.json");
+  } catch (err) {
+    setStatus(`server: ${err.message}`, "bad");
+  }
+  const endpoints = config.endpoints ?? {};
+  tilesName = state.tiles ?? config.tilesets?.[0];
+  const collections = await getJSON("/collections").then((c) => c.collections).catch(() => []);
+  const extent = unionExtent(collections);
+
+  // Tiles and ground layers load side by side; a failure of one is shown and the rest goes on.
+  const tiles = tilesName === undefined
+    ? Promise.reject(new Error("the server has no built tilesets"))
+    : layers.load(tilesName ? `/tiles/${tilesName}` : "/tiles", state.layers);
+  const ground = new Ground(viewer).load(collections, extent);
+  const places = await loadPlaces(endpoints, extent);
+  window.cim.timings.configMs = performance.now() - started;
+
+  if (state.camera) await setCamera(viewer, state.camera);
+  else if (places.length) await setCamera(viewer, places[0]);
+  else if (extent) viewer.camera.setView({ destination: Cesium.Rectangle.fromDegrees(...extent) });
+
+  try {
+    const groups = await tiles;
+    setStatus(`${tilesName || "tiles"}: ${groups.join(", ")}`, "ok");
+    layers.firstTile.then(() => {
+      // From navigation start, as the issue's target counts it.
+      window.cim.timings.firstTileMs = performance.now();
+    });
+    if (!state.camera && !places.length && !extent) {
+      const sphere = layers.boundingSphere();
+      if (sphere) viewer.camera.flyToBoundingSphere(sphere, { duration: 0 });
+    }
+  } catch (err) {
+    setStatus(`tiles unavailable: ${err.message}`, "bad");
+    toast(`The 3D tiles could not be loaded (${err.message}); ground layers and queries still work.`);
+  }
+
+  if (state.underground) underground.set(true);
+  const live = new Live({
+    viewer,
+    styler,
+    inspector,
+    endpoints,
+    onAlerts: (alerts) => wall?.on && wall.updateTicker(alerts),
+  });
+  wall = new Wall({ viewer, live, endpoints, places, extent, onChange: saveState });
+  window.cim.wall = wall;
+  window.cim.live = live;
+  window.cim.queries = queries;
+  const liveReady = live.start();
+  if (state.query) {
+    queries.fillForm(state.query);
+    queries.run(state.query);
+  }
+  if (state.mode === "wall") {
+    await liveReady;
+    await wall.set(true);
+    wall.startTour();
+  }
+  window.cim.timings.placedMs = performance.now() - started;
+  await ground;
+  window.cim.timings.groundMs = performance.now() - started;
+  ready = true;
+  saveState();
+  viewer.camera.moveEnd.addEventListener(saveState);
+  window.cim.ready = true;
+}
+
+/** The lon/lat box around every collection's extent, or undefined for an empty store. */
+function unionExtent(collections) {
+  const boxes = collections.map((c) => c.extent?.spatial?.bbox?.[0]).filter((b) => b && b[0] > -180);
+  if (!boxes.length) return undefined;
+  return [
+    Math.min(...boxes.map((b) => b[0])),
+    Math.min(...boxes.map((b) => b[1])),
+    Math.max(...boxes.map((b) => b[2])),
+    Math.max(...boxes.map((b) => b[3])),
+  ];
+}
+
+/** The tour's places: the server's /places when it has them, else the viewer's list, kept to those in the city. */
+async function loadPlaces(endpoints, extent) {
+  let places = [];
+  try {
+    const body = await getJSON(endpoints.places ? "/places" : "/viewer/places.json");
+    places = Array.isArray(body) ? body : body.places ?? [];
+  } catch (err) {
+    console.warn(`places: ${err.message}`);
+  }
+  if (extent) {
+    const [w, s, e, n] = extent;
+    const margin = 0.05;
+    places = places.filter((p) => p.lon >= w - margin && p.lon <= e + margin && p.lat >= s - margin && p.lat <= n + margin);
+    if (!places.length) {
+      const lon = (w + e) / 2;
+      const lat = (s + n) / 2;
+      const span = Math.max(e - w, n - s) * 111000;
+      places = [{ name: "City", lon, lat, height: Math.max(800, span), heading: 0, pitch: -40 }];
+    }
+  }
+  // Look from south of the place at it, not straight down on it: a place's lon/lat is what is looked at.
+  return places.map((p) => {
+    const height = p.height ?? 1500;
+    const pitch = p.pitch ?? -35;
+    const back = height / Math.tan(Cesium.Math.toRadians(-pitch)) / 111000;
+    const heading = Cesium.Math.toRadians(p.heading ?? 0);
+    return {
+      ...p,
+      height,
+      pitch,
+      heading: p.heading ?? 0,
+      lon: p.lon - (back * Math.sin(heading)) / Math.cos(Cesium.Math.toRadians(p.lat)),
+      lat: p.lat - back * Math.cos(heading),
+    };
+  });
+}
+
+window.addEventListener("keydown", (event) => {
+  if (event.target.closest?.("input, select, textarea")) return;
+  const key = event.key.toLowerCase();
+  if (key === "w") wall?.toggle();
+  else if (key === "t") wall?.toggleTour();
+  else if (key === "u") underground.toggle();
+  else if (key === "escape") {
+    inspector.close();
+    queries.clear();
+  }
+});
+
+start().catch((err) => {
+  console.error(err);
+  setStatus(`start failed: ${err.message}`, "bad");
+});

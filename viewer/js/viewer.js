@@ -1,0 +1,131 @@
+// The Cesium viewer, offline: no Cesium ion, no imagery, no terrain service, no geocoder. The globe is a plain
+// ellipsoid in a calm colour; the city's own ground layers (ground.js) are drawn on it.
+import * as Cesium from "./cesium.js";
+
+export function createViewer(container) {
+  const viewer = new Cesium.Viewer(container, {
+    baseLayer: false, // no imagery at all: the default would be Bing Maps through Cesium ion
+    baseLayerPicker: false,
+    geocoder: false,
+    homeButton: false,
+    sceneModePicker: false,
+    navigationHelpButton: false,
+    animation: false,
+    timeline: false,
+    fullscreenButton: false,
+    infoBox: false,
+    selectionIndicator: false,
+    scene3DOnly: true,
+    terrainProvider: new Cesium.EllipsoidTerrainProvider(),
+    skyBox: false,
+    msaaSamples: 1,
+    // Render only when something changed (camera, tiles, styles): in software WebGL a frame costs 100+ ms, and an
+    // idle wall screen should not burn both cores. Whoever changes the scene calls scene.requestRender().
+    requestRenderMode: true,
+    maximumRenderTimeChange: Number.POSITIVE_INFINITY,
+  });
+  const { scene } = viewer;
+  scene.backgroundColor = Cesium.Color.fromCssColorString("#0e1116");
+  scene.globe.baseColor = Cesium.Color.fromCssColorString("#262c33");
+  scene.globe.showGroundAtmosphere = false;
+  scene.globe.enableLighting = false;
+  scene.skyAtmosphere.show = false;
+  scene.fog.enabled = false;
+  // Buried pipes lie below the ellipsoid: hide them behind the ground until underground mode is switched on.
+  scene.globe.depthTestAgainstTerrain = true;
+  scene.postProcessStages.fxaa.enabled = !isSoftware(scene);
+  if (isSoftware(scene)) {
+    // Software WebGL (SwiftShader, llvmpipe: headless browsers, machines without a GPU): a frame at full resolution
+    // with antialiasing takes seconds; at 0.6 scale without FXAA the city still reads and stays interactive.
+    viewer.resolutionScale = 0.6;
+  }
+  return viewer;
+}
+
+/** Whether WebGL runs in software, where every pixel counts. */
+export function isSoftware(scene) {
+  const gl = scene.context._gl; // the context's WebGL handle: CesiumJS exposes no public renderer name
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  const name = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+  return /swiftshader|llvmpipe|software/i.test(name);
+}
+
+const toRadians = Cesium.Math.toRadians;
+const toDegrees = Cesium.Math.toDegrees;
+
+/** The camera as {lon, lat, height, heading, pitch} in degrees and metres. */
+export function cameraState(viewer) {
+  const c = viewer.camera;
+  const carto = c.positionCartographic;
+  return {
+    lon: toDegrees(carto.longitude),
+    lat: toDegrees(carto.latitude),
+    height: carto.height,
+    heading: toDegrees(c.heading),
+    pitch: toDegrees(c.pitch),
+  };
+}
+
+export function setCamera(viewer, { lon, lat, height, heading = 0, pitch = -45 }, duration = 0) {
+  const destination = Cesium.Cartesian3.fromDegrees(lon, lat, height);
+  const orientation = { heading: toRadians(heading), pitch: toRadians(pitch), roll: 0 };
+  if (duration > 0) {
+    return new Promise((resolve) => {
+      viewer.camera.flyTo({ destination, orientation, duration, complete: resolve, cancel: resolve });
+    });
+  }
+  viewer.camera.setView({ destination, orientation });
+  return Promise.resolve();
+}
+
+/** Fly to look at a place (lon/lat, ground level) from `range` metres away, obliquely. */
+export function flyToPoint(viewer, lon, lat, { range = 900, height = 0, pitch = -40, heading = 0, duration = 2 } = {}) {
+  const centre = Cesium.Cartesian3.fromDegrees(lon, lat, height);
+  const sphere = new Cesium.BoundingSphere(centre, 30);
+  return new Promise((resolve) => {
+    viewer.camera.flyToBoundingSphere(sphere, {
+      offset: new Cesium.HeadingPitchRange(toRadians(heading), toRadians(pitch), range),
+      duration,
+      complete: resolve,
+      cancel: resolve,
+    });
+  });
+}
+
+/** Every [lon, lat] position of a GeoJSON geometry. */
+export function positionsOf(geometry) {
+  const out = [];
+  const walk = (c) => {
+    if (typeof c[0] === "number") out.push(c);
+    else for (const part of c) walk(part);
+  };
+  if (geometry?.type === "GeometryCollection") for (const g of geometry.geometries) out.push(...positionsOf(g));
+  else if (geometry?.coordinates) walk(geometry.coordinates);
+  return out;
+}
+
+/** Fly to show a GeoJSON geometry whole. */
+export function flyToGeometry(viewer, geometry, duration = 2) {
+  const points = positionsOf(geometry);
+  if (!points.length) return Promise.resolve();
+  const cartesians = points.map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat, 0));
+  const sphere = Cesium.BoundingSphere.fromPoints(cartesians);
+  const range = Math.max(350, sphere.radius * 3);
+  const centre = Cesium.Cartographic.fromCartesian(sphere.center);
+  return flyToPoint(viewer, toDegrees(centre.longitude), toDegrees(centre.latitude), { range, duration });
+}
+
+/** The lon/lat rectangle the camera sees, as [west, south, east, north], or undefined when looking at the sky. */
+export function viewBbox(viewer) {
+  const rect = viewer.camera.computeViewRectangle(viewer.scene.globe.ellipsoid);
+  if (!rect) return undefined;
+  return [rect.west, rect.south, rect.east, rect.north].map((v) => toDegrees(v));
+}
+
+/** The lon/lat on the ellipsoid under a screen position, or undefined. */
+export function groundAt(viewer, position) {
+  const cartesian = viewer.camera.pickEllipsoid(position, viewer.scene.globe.ellipsoid);
+  if (!cartesian) return undefined;
+  const carto = Cesium.Cartographic.fromCartesian(cartesian);
+  return [toDegrees(carto.longitude), toDegrees(carto.latitude)];
+}

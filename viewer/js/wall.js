@@ -1,0 +1,137 @@
+// Command-centre mode (?mode=wall or the W key): full screen, large type, the city's vital signs, an alert ticker and
+// a guided tour that flies between the named places and pauses on each.
+import { getJSON, postJSON, query } from "./api.js";
+import { $, el, formatNumber } from "./ui.js";
+import { isSoftware, setCamera } from "./viewer.js";
+
+const REFRESH_S = 60;
+const PAUSE_S = 8;
+const FLIGHT_S = 5;
+
+export class Wall {
+  constructor({ viewer, live, endpoints, places, extent, onChange }) {
+    Object.assign(this, { viewer, live, endpoints, places, extent, onChange });
+    this.on = false;
+    this.touring = false;
+    this.timer = undefined;
+    this.normalScale = viewer.resolutionScale;
+  }
+
+  async set(on) {
+    this.on = on;
+    document.body.classList.toggle("wall", on);
+    $("wall").hidden = !on;
+    // A wall is large: render below its native resolution to keep the frame rate up (software WebGL included).
+    this.viewer.resolutionScale = on ? Math.min(this.normalScale, 1600 / Math.max(1, window.innerWidth)) : this.normalScale;
+    this.viewer.scene.postProcessStages.fxaa.enabled = !on && !isSoftware(this.viewer.scene);
+    this.viewer.scene.requestRender();
+    if (on) {
+      document.documentElement.requestFullscreen?.().catch(() => {
+        /* needs a user gesture: fine when entered by key, ignored when opened from the URL */
+      });
+      await this.refresh();
+      this.timer = setInterval(() => this.refresh(), REFRESH_S * 1000);
+    } else {
+      clearInterval(this.timer);
+      this.stopTour();
+      if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+    }
+    this.onChange();
+  }
+
+  toggle() {
+    return this.set(!this.on);
+  }
+
+  /** The vital signs: the server's /indicators when it has them, else the ones the viewer can ask for itself. */
+  async refresh() {
+    let vitals;
+    if (this.endpoints.indicators) {
+      try {
+        vitals = normalise(await getJSON("/indicators"));
+      } catch (err) {
+        console.warn(`indicators: ${err.message}`);
+      }
+    }
+    vitals ??= await this.ownVitals();
+    $("vital-list").replaceChildren(...vitals.map((v) =>
+      el("div", { class: `vital${v.bad ? " bad" : ""}`, "data-vital": v.id },
+        el("div", { class: "value" }, v.value), el("div", { class: "label" }, v.label))));
+    this.updateTicker(this.live.openAlerts());
+  }
+
+  async ownVitals() {
+    const vitals = [];
+    try {
+      const lifts = await getJSON(`/queries/old-lifts${query({ years: 15 })}`);
+      const count = lifts.buildings.reduce((n, b) => n + b.lifts.length, 0);
+      vitals.push({ id: "old-lifts", value: formatNumber(count), label: `lifts older than 15 years, in ${formatNumber(lifts.buildings.length)} buildings` });
+    } catch (err) {
+      vitals.push({ id: "old-lifts", value: "—", label: `lifts older than 15 years (${err.message})` });
+    }
+    if (this.extent) {
+      try {
+        const [w, s, e, n] = this.extent;
+        const area = { type: "Polygon", coordinates: [[[w, s], [e, s], [e, n], [w, n], [w, s]]] };
+        const gas = await postJSON("/queries/buried-pipes", { area, network: "gas", older_than: 30 });
+        vitals.push({ id: "old-gas", value: `${formatNumber(gas.total_length_m / 1000, 1)} km`, label: "buried gas mains older than 30 years" });
+      } catch (err) {
+        vitals.push({ id: "old-gas", value: "—", label: `old gas mains (${err.message})` });
+      }
+    }
+    const byKind = this.live.alertsByKind();
+    const total = Object.values(byKind).reduce((a, b) => a + b, 0);
+    const detail = Object.entries(byKind).map(([k, n]) => `${k} ${n}`).join(", ");
+    vitals.push({ id: "alerts", value: formatNumber(total), label: `open alerts${detail ? `: ${detail}` : ""}`, bad: total > 0 });
+    return vitals;
+  }
+
+  updateTicker(alerts) {
+    const text = alerts.length
+      ? alerts.map((a) => `⚠ ${a.severity.toUpperCase()} ${a.message || a.rule} (${a.sensor_id})`).join("     ")
+      : "no open alerts";
+    if ($("ticker-text").textContent !== text) $("ticker-text").textContent = text;
+  }
+
+  async startTour() {
+    if (!this.places.length || this.touring) return;
+    this.touring = true;
+    const caption = $("tour-caption");
+    let index = 0;
+    while (this.touring) {
+      const place = this.places[index % this.places.length];
+      caption.textContent = place.name;
+      caption.hidden = false;
+      await setCamera(this.viewer, place, FLIGHT_S);
+      const until = performance.now() + PAUSE_S * 1000;
+      while (this.touring && performance.now() < until) await new Promise((resolve) => setTimeout(resolve, 250));
+      index += 1;
+    }
+    caption.hidden = true;
+  }
+
+  stopTour() {
+    this.touring = false;
+    this.viewer.camera.cancelFlight();
+  }
+
+  toggleTour() {
+    if (this.touring) this.stopTour();
+    else this.startTour();
+  }
+}
+
+/** Accept {"indicators": [{id, label, value, unit}]}, a list of those, or {name: value | {value, unit, label}}. */
+function normalise(body) {
+  const items = Array.isArray(body) ? body : Array.isArray(body?.indicators) ? body.indicators : undefined;
+  const list = items ?? Object.entries(body ?? {}).map(([id, v]) => (typeof v === "object" && v ? { id, ...v } : { id, value: v }));
+  return list.map((item) => {
+    const value = typeof item.value === "number" ? formatNumber(item.value, Number.isInteger(item.value) ? 0 : 1) : String(item.value ?? "—");
+    return {
+      id: item.id ?? item.name,
+      value: item.unit ? `${value} ${item.unit}` : value,
+      label: item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " "),
+      bad: Boolean(item.bad ?? item.alert),
+    };
+  });
+}
