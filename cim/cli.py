@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pyproj import CRS
@@ -20,14 +20,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cim import __version__
+from cim.api.serve import serve
 from cim.errors import CimError, InvalidInput
+from cim.gis.cityjson import CityJsonSummary, ingest_cityjson, is_cityjson
 from cim.gis.ingest import LayerSummary, ingest_layer
 from cim.gis.mapping import LayerMapping, load_mapping, preset
 from cim.gis.readers import parse_crs
 from cim.model import parse_kind
+from cim.pipeline.commands import merge as merge_command
+from cim.pipeline.commands import run as run_pipeline_command
+from cim.pipeline.demo import demo as demo_command
+from cim.queries.commands import query_app
 from cim.settings import StoreSettings
 from cim.store import Store, open_store
 from cim.store.meshes import MeshStore, mesh_path_for
+
+if TYPE_CHECKING:
+    from cim.bim.georef import Placement
 
 app = typer.Typer(
     name="cim",
@@ -92,10 +101,20 @@ def ingest(
         str | None, typer.Option("--preset", help="built-in mapping: osm-buildings, osm-parks, osm-bus-stops, pipes")
     ] = None,
     crs: Annotated[str | None, typer.Option(help="CRS of layers that have none, e.g. EPSG:3857")] = None,
+    place: Annotated[
+        str | None, typer.Option("--place", help="IFC files without georeference: LON,LAT,HEIGHT[,ROTATION]")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest GIS layers into the store. A file that fails is reported; the others still go in."""
-    layer_mapping = _mapping(kind, mapping, preset_name)
+    """Ingest GIS layers and CityJSON files into the store. A file that fails is reported; the others still go in.
+
+    GIS layers need one of --kind, --map or --preset; CityJSON takes its kinds from its CityObject types."""
+    layer_mapping = _mapping(kind, mapping, preset_name) if (kind or mapping or preset_name) else None
+    placement = None
+    if place:  # IFC files without a georeference of their own
+        from cim.bim.georef import Placement
+
+        placement = Placement.parse(place)
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
@@ -105,6 +124,9 @@ def ingest(
         _progress(quiet=as_json) as progress,
     ):
         for spec in files:
+            if Path(spec).suffix.lower() in IFC_SUFFIXES:
+                results.append(_ingest_ifc_one(opened, meshes, Path(spec), placement, progress))
+                continue
             results.append(_ingest_one(opened, meshes, spec, layer_mapping, source_crs, progress))
         if sum(sum(r["assets"].values()) for r in results) >= OPTIMIZE_AFTER:
             opened.optimize()  # large loads arrive in batches; reorder once so window queries stay fast
@@ -119,6 +141,77 @@ def ingest(
         _print_ingest(summary)
     if any(not r["ok"] for r in results):
         raise typer.Exit(2)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="folder for the GeoParquet layers and IFC towers")],
+    buildings: Annotated[int, typer.Option("--buildings", help="number of buildings (up to 5,000,000)")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="random seed: the same seed writes the same files")] = 0,
+    towers: Annotated[int, typer.Option("--towers", help="detailed IFC towers to generate in Lujiazui")] = 3,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate the demo city at Shanghai's real places: one GeoParquet file per layer, and IFC towers."""
+    from cim.synth.generate import generate_city, mapping_file
+
+    started = time.perf_counter()
+    with _progress(quiet=as_json) as progress:
+        task = progress.add_task("buildings", total=buildings)
+        result = generate_city(
+            out=out, buildings=buildings, seed=seed, towers=towers, progress=lambda n: progress.advance(task, n)
+        )
+    summary = {**asdict(result), "seconds": round(time.perf_counter() - started, 3)}
+    if as_json:
+        print_json(summary)
+        return
+    table = Table("layer", "features", "ingest with", title=f"demo city in {out}")
+    for layer, rows in result.layers.items():
+        table.add_row(layer, f"{rows:,}", f"cim ingest {out / layer}.parquet --map {mapping_file(layer)}")
+    console.print(table)
+    mains = ", ".join(f"{network} {km:,.1f} km" for network, km in result.mains_km.items())
+    console.print(f"buried mains: {mains}", highlight=False)
+    console.print(
+        f"lifts older than 15 years: {result.lifts_older_than_15_years:,}; "
+        f"without a date: {result.lifts_without_date:,}"
+    )
+    if result.towers:
+        console.print(f"IFC towers: {', '.join(result.towers)}")
+    console.print(f"generated in {summary['seconds']:.1f} s")
+
+
+@app.command()
+def build(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="tileset folder, e.g. tiles/city (a link swapped per build)")
+    ],
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept."""
+    from cim.tiling.build import build_tiles
+
+    with (
+        open_store(store_url(store)) as opened,
+        MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
+        _progress(quiet=as_json) as progress,
+    ):
+        task = progress.add_task("tiles", total=None)
+        summary = build_tiles(
+            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
+        )
+    if summary.without_mesh:
+        examples = ", ".join(summary.without_mesh_examples)
+        sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
+    if summary.degenerate_triangles:
+        sys.stderr.write(f"warning: {summary.degenerate_triangles} degenerate triangles dropped\n")
+    if as_json:
+        print_json(summary.to_json())
+        return
+    table = Table("tileset", "tiles", "features", "bytes", title=f"{out} → {summary.path}")
+    for group, figures in summary.tilesets.items():
+        table.add_row(group, f"{figures.tiles:,}", f"{figures.features:,}", f"{figures.bytes:,}")
+    console.print(table)
+    console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
 def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:
@@ -137,7 +230,7 @@ def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) ->
 
 
 def _ingest_one(
-    store: Store, meshes: MeshStore, spec: str, mapping: LayerMapping, crs: CRS | None, progress: Progress
+    store: Store, meshes: MeshStore, spec: str, mapping: LayerMapping | None, crs: CRS | None, progress: Progress
 ) -> dict[str, Any]:
     path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
     path = Path(path_text)
@@ -156,15 +249,21 @@ def _ingest_one(
     try:
         if path.suffix.lower() in (".ifc", ".ifczip"):
             raise InvalidInput(f"file {path}", "IFC ingest is not in this version yet")
-        result: LayerSummary = ingest_layer(
-            store,
-            path,
-            mapping,
-            layer=layer or None,
-            crs=crs,
-            meshes=meshes,
-            progress=lambda n: progress.advance(task, n),
-        )
+        result: LayerSummary | CityJsonSummary
+        if is_cityjson(path):
+            result = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=lambda n: progress.advance(task, n))
+        elif mapping is None:
+            raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
+        else:
+            result = ingest_layer(
+                store,
+                path,
+                mapping,
+                layer=layer or None,
+                crs=crs,
+                meshes=meshes,
+                progress=lambda n: progress.advance(task, n),
+            )
     except CimError as exc:
         entry["error"] = str(exc)
         progress.console.print(f"[red]error:[/] {exc}", highlight=False)
@@ -172,6 +271,40 @@ def _ingest_one(
     finally:
         progress.update(task, total=progress.tasks[task].completed)
     entry.update(ok=True, **asdict(result))
+    return entry
+
+
+IFC_SUFFIXES = (".ifc",)
+
+
+def _ingest_ifc_one(
+    store: Store, meshes: MeshStore, path: Path, placement: Placement | None, progress: Progress
+) -> dict[str, Any]:
+    """One IFC file, as the entry of the ``--json`` summary that the BIM issue defines."""
+    entry: dict[str, Any] = {
+        "path": str(path), "layer": None, "ok": False, "error": None, "georeference": None, "assets": {},
+        "failed_elements": 0, "features_read": 0, "repaired": 0, "rejected": 0, "findings": [],
+    }  # fmt: skip
+    task = progress.add_task(path.name, total=None)
+    from cim.bim.ingest import ingest_ifc  # ifcopenshell loads only when an IFC file is given
+
+    try:
+        result = ingest_ifc(
+            store, path, meshes=meshes, placement=placement, progress=lambda n: progress.advance(task, n)
+        )
+    except CimError as exc:
+        entry["error"] = f"file {path}: {exc}" if str(path) not in str(exc) else str(exc)
+        progress.console.print(f"[red]error:[/] {entry['error']}", highlight=False)
+        return entry
+    finally:
+        progress.update(task, total=progress.tasks[task].completed)
+    entry.update(
+        ok=True, georeference=result.georeference, assets=result.assets, failed_elements=result.failed_elements,
+        failed=result.failed, meshes=result.meshes, schema=result.schema, features_read=sum(result.assets.values()),
+        rejected=result.failed_elements,
+    )  # fmt: skip
+    for failure in result.failed[:5]:
+        entry["findings"].append({"rule": "geometry_failed", "count": 1, "examples": [failure["id"]]})
     return entry
 
 
@@ -200,6 +333,52 @@ def _print_ingest(summary: dict[str, Any]) -> None:
             line = f"  {Path(f['path']).name}: {finding['rule']} ×{finding['count']} (e.g. {examples})"
             console.print(line, highlight=False, soft_wrap=True)
     console.print(f"assets written: {summary['assets']}   in {summary['seconds']:.1f} s")
+
+
+@app.command()
+def simulate(
+    broker: Annotated[
+        str | None, typer.Option(help="MQTT broker URL [env: CIM_MQTT_URL; default mqtt://127.0.0.1:1883]")
+    ] = None,
+    store: StoreOption = None,
+    rate: Annotated[float, typer.Option(help="readings a second, over all sensors")] = 10.0,
+    duration: Annotated[float | None, typer.Option(help="seconds to run (default: until Ctrl-C)")] = None,
+    demo_sensors: Annotated[
+        int, typer.Option("--demo-sensors", help="first declare this many sensors of each kind (lift, gas, drainage)")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed replays the same readings")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Publish realistic sensor readings (real USGS river series as water levels, lift status, gas pressure)."""
+    import asyncio
+
+    from cim.iot.simulate import declare_demo_sensors
+    from cim.iot.simulate import simulate as run_simulation
+    from cim.settings import MqttSettings
+
+    url = broker or MqttSettings().url or "mqtt://127.0.0.1:1883"
+    with open_store(store_url(store)) as opened:
+        if demo_sensors:
+            declare_demo_sensors(opened, per_kind=demo_sensors)
+        if not as_json:
+            console.print(f"publishing {rate:g} readings/s to {url} (Ctrl-C stops)")
+        try:
+            summary = asyncio.run(run_simulation(broker=url, store=opened, rate=rate, duration=duration, seed=seed))
+        except KeyboardInterrupt:
+            raise typer.Abort() from None
+    result = {"broker": url, "sensors": summary.sensors, "published": summary.published, "seconds": summary.seconds}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"published {summary.published:,} readings in {summary.seconds:.1f} s for {summary.sensors}")
+
+
+# --- the server and the queries (cim/api, cim/queries) ---
+app.add_typer(query_app, name="query")
+app.command()(serve)
+app.command("run")(run_pipeline_command)
+app.command("merge")(merge_command)
+app.command("demo")(demo_command)
 
 
 def print_json(value: Any) -> None:
