@@ -373,6 +373,23 @@ def simulate(
         console.print(f"published {summary.published:,} readings in {summary.seconds:.1f} s for {summary.sensors}")
 
 
+@app.command()
+def indicators(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """The city vital signs: old lifts, old buried mains, homes near parks, stops near metro exits, live state."""
+    from cim.queries.indicators import vital_signs
+
+    with open_store(store_url(store)) as opened:
+        result = vital_signs(opened)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("indicator", "value", "of", title=f"city vital signs at {result['computed_at']}")
+    for item in result["indicators"]:
+        value = "-" if item["value"] is None else f"{item['value']:,} {item['unit']}"
+        table.add_row(item["label"], value, "" if item["total"] is None else f"{item['total']:,}")
+    console.print(table)
+
+
 # --- the server and the queries (cim/api, cim/queries) ---
 app.add_typer(query_app, name="query")
 app.command()(serve)

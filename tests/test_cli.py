@@ -99,3 +99,13 @@ def test_ingest_needs_one_way_to_map() -> None:
     result = cim("ingest", "x.geojson", "--kind", "park", "--preset", "osm-parks")
     assert result.returncode == 2
     assert result.stderr.startswith("error: ingest options — give exactly one of --kind, --map or --preset")
+
+
+def test_indicators_print_every_vital_sign_as_json(tmp_path: Path) -> None:
+    result = cim("indicators", "--store", str(tmp_path / "empty.duckdb"), "--json")
+    assert result.returncode == 0, result.stderr
+    signs = json.loads(result.stdout)["indicators"]
+    assert {"old_lifts", "old_gas_mains_km", "homes_near_park", "stops_near_metro", "open_alerts"} <= {
+        i["id"] for i in signs
+    }
+    assert all(i["definition"] for i in signs)
