@@ -109,13 +109,15 @@ def test_the_demo_pipeline_merges_its_bim_tower_into_the_cadastre_footprint(tmp_
     path = tmp_path / "demo.toml"
     store_path = tmp_path / "demo.duckdb"
     path.write_text(
-        f'name = "demo"\nstore = "{store_path}"\n[synth]\nout = "{tmp_path / "synth"}"\nbuildings = 300\n'
-        "seed = 3\ntowers = 1\n",
+        f'name = "demo"\nstore = "{store_path}"\ntiles = "{tmp_path / "tiles" / "demo"}"\n'
+        f'[synth]\nout = "{tmp_path / "synth"}"\nbuildings = 300\nseed = 3\ntowers = 1\n',
         encoding="utf-8",
     )
     summary = run_pipeline(load_pipeline(path))
     assert summary.ok and summary.merge is not None
     assert [m["gis_id"] for m in summary.merge["matched"]] == ["tower_plots:TP-LJZ-0000"]
+    assert summary.tiles is not None  # the merged plot's LOD1 block is not drawn: the BIM tower is its shape
+    assert summary.tiles["tilesets"]["buildings"]["features"] == 300
     with open_store(str(store_path)) as store:
         assert store.count_assets(AssetQuery(kinds=[Kind.BUILDING])) == 300 + 1  # the tower counted once
         lifts = old_lifts(store, years=0)
