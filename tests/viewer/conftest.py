@@ -77,6 +77,9 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> City:
     return City(store=store, tiles=folder / "tiles")
 
 
+WRITE_TOKEN = "viewer-test-token"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,17 +88,22 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(city: City) -> Iterator[str]:
-    """uvicorn serving ``create_app`` with the viewer router; its base URL. Stopped after the session."""
+    """uvicorn serving ``create_app`` as ``cim serve`` does (viewer, live IoT with HTTP ingest); its base URL.
+    Stopped after the session."""
     import uvicorn
 
     from cim.api import create_app
-    from cim.api.viewer import build_viewer_router
     from cim.settings import AppSettings, ServerSettings, StoreSettings
 
     if not (CESIUM / "index.js").is_file():
         pytest.fail(f"CesiumJS is not installed in {CESIUM}: run `npm ci` in viewer/ (scripts/env.sh does)")
-    settings = AppSettings(store=StoreSettings(store=city.store), server=ServerSettings(tiles_dir=city.tiles))
-    app = create_app(settings, routers=[build_viewer_router(VIEWER, CESIUM)])
+    settings = AppSettings(
+        store=StoreSettings(store=city.store),
+        server=ServerSettings(tiles_dir=city.tiles, viewer_dir=VIEWER, write_token=WRITE_TOKEN),
+        live=True,
+        viewer=True,
+    )
+    app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

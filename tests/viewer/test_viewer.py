@@ -25,6 +25,19 @@ def api(server: str, path: str) -> Any:
         return json.load(response)
 
 
+#: Toasts last seconds; on a loaded machine a check can come later, so every toast shown is recorded.
+RECORD_TOASTS = """
+window.__toasts = [];
+new MutationObserver((changes) => changes.forEach((c) => c.addedNodes.forEach((n) => {
+  if (n.classList && n.classList.contains("toast")) window.__toasts.push(n.textContent);
+}))).observe(document, { childList: true, subtree: true });
+"""
+
+
+def toasts_shown(page: Any) -> str:
+    return str(page.evaluate("(window.__toasts || []).join('\\n')"))
+
+
 def open_viewer(page: Any, server: str, query: str = "") -> None:
     page.goto(f"{server}/viewer/{query}")
     page.wait_for_function(READY, timeout=60_000)
@@ -167,14 +180,17 @@ def test_underground_switch_makes_the_ground_translucent(page: tuple[Any, Watch]
 
 def test_wall_mode_shows_the_city_vital_signs(page: tuple[Any, Watch], server: str, shots: Path) -> None:
     tab, _ = page
-    lifts = api(server, "/queries/old-lifts?years=15")["buildings"]
+    signs = {i["id"]: i for i in api(server, "/indicators")["indicators"]}
+    lifts = api(server, "/queries/old-lifts?years=15")
+    count = sum(len(b["lifts"]) for b in lifts["buildings"]) + len(lifts["without_building"])
+    assert signs["old_lifts"]["value"] == count  # the vital sign and the query agree
     open_viewer(tab, server, "?mode=wall")
-    tab.wait_for_selector('#vital-signs [data-vital="old-lifts"]', timeout=30_000)
+    tab.wait_for_selector('#vital-signs [data-vital="old_lifts"]', timeout=30_000)
     assert tab.locator("#vital-signs").is_visible()
     assert not tab.locator("#sidebar").is_visible()
-    count = sum(len(b["lifts"]) for b in lifts)
-    assert tab.locator('[data-vital="old-lifts"] .value').inner_text() == f"{count:,}"
-    assert tab.locator('[data-vital="old-gas"] .value').inner_text().endswith("km")
+    assert tab.locator('[data-vital="old_lifts"] .value').inner_text() == f"{count:,} lifts"
+    assert tab.locator('[data-vital="old_gas_mains_km"] .value').inner_text().endswith("km")
+    assert tab.locator('[data-vital="homes_near_park"]').is_visible()
     assert tab.locator("#ticker").is_visible()
     assert tab.evaluate("window.cim.wall.touring") is True
     tab.wait_for_selector("#tour-caption:not([hidden])", timeout=10_000)
@@ -184,8 +200,9 @@ def test_wall_mode_shows_the_city_vital_signs(page: tuple[Any, Watch], server: s
 
 def test_a_malformed_link_falls_back_to_the_default_view(page: tuple[Any, Watch], server: str) -> None:
     tab, _ = page
+    tab.add_init_script(RECORD_TOASTS)
     open_viewer(tab, server, "?cam=abc,1&layers=%3Cscript%3E&q=old-lifts:x")
-    assert "could not be read" in tab.locator("#toasts").inner_text()
+    assert "could not be read" in toasts_shown(tab)
     for group in ("buildings", "bim", "underground", "points"):
         assert tab.locator(f'input[data-layer="{group}"]').is_checked()
     camera = tab.evaluate("window.cim.viewer.camera.positionCartographic.height")
@@ -202,3 +219,30 @@ def test_the_viewer_router_serves_the_app_and_cesium_but_not_the_package_files(s
             urllib.request.urlopen(f"{server}{path}")
         assert refused.value.code == 404, path
     assert api(server, "/viewer/config.json")["tilesets"] == ["city"]
+
+
+def test_a_fault_posted_to_the_server_reaches_the_alert_list_and_a_toast(page: tuple[Any, Watch], server: str) -> None:
+    from tests.viewer.conftest import WRITE_TOKEN
+
+    tab, _ = page
+    sensors = api(server, "/iot/sensors")
+    lift_sensor = next(s for s in sensors if s.get("quantity") == "lift_status")
+    tab.add_init_script(RECORD_TOASTS)
+    open_viewer(tab, server)
+    tab.wait_for_function("window.cim.live.socket && window.cim.live.socket.readyState === 1", timeout=30_000)
+    time.sleep(0.5)  # the snapshot arrives first; the fault must come as a change
+    body = json.dumps({"sensor_id": lift_sensor["id"], "status": "fault"}).encode()
+    request = urllib.request.Request(
+        f"{server}/iot/readings",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {WRITE_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status in (200, 202)
+    alert_item = tab.locator(f'#alert-list [data-alert*="{lift_sensor["id"]}"]')
+    alert_item.wait_for(timeout=30_000)
+    tab.wait_for_function("(window.__toasts || []).some((t) => t.includes('fault'))", timeout=10_000)
+    marker = f"window.cim.live.sensors.get({json.dumps(lift_sensor['id'])}).marker"
+    tab.wait_for_function(f"{marker}.pixelSize === 14", timeout=10_000)  # the sensor's marker turned red
+    assert tab.evaluate(f"{marker}.color.toCssColorString()") == "rgb(229,72,77)"
