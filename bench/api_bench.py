@@ -13,9 +13,17 @@ items page of 100 with CQL2 ≤ 30 ms, each within 2× of raw SQL.
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -25,6 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import shapely
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cim.api import create_app
@@ -103,14 +112,136 @@ def median_ms(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
+def app_from_env() -> FastAPI:
+    """The app over ``CIM_STORE`` and ``CIM_TILES_DIR``, for ``uvicorn --factory`` (core routers only)."""
+    return create_app(AppSettings(store=StoreSettings(), server=ServerSettings()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def wrk(url: str, *, seconds: int, connections: int) -> float:
+    """Requests per second ``wrk`` measures against ``url`` (one thread: the machine has few cores)."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r"Requests/sec:\s*([0-9.]+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    if found is None or non_2xx is not None:
+        raise RuntimeError(f"wrk against {url} failed:\n{out}")
+    return float(found.group(1))
+
+
+def tile_throughput(tmp: Path, *, seconds: int, connections: int, workers: int) -> None:
+    """GET throughput of our ``/tiles`` route under uvicorn against nginx serving the same files, both measured
+    by wrk in this run, nginx first, then ours; a 3D-Tiles-sized glb (64 KB) and the tileset JSON (gzip)."""
+    if shutil.which("wrk") is None or shutil.which("nginx") is None:
+        print("tile throughput: needs wrk and nginx (apt-get install -y wrk nginx); skipped")
+        return
+    tiles = tmp / "tiles"
+    (tiles / "city").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    (tiles / "city" / "0.glb").write_bytes(b"glTF" + rng.bytes(64 * 1024 - 4))
+    (tiles / "city" / "tileset.json").write_text('{"asset": {"version": "1.1"}, "root": {"x": "' + "y" * 8000 + '"}}')
+    tmp.chmod(0o755)  # nginx's workers drop to an unprivileged user when started as root; they must read the files
+    nginx_port, cim_port = free_port(), free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes {workers}; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  types {{ application/json json; model/gltf-binary glb; }}
+  client_body_temp_path {tmp}/nginx-body; proxy_temp_path {tmp}/nginx-proxy; fastcgi_temp_path {tmp}/nginx-fcgi;
+  uwsgi_temp_path {tmp}/nginx-uwsgi; scgi_temp_path {tmp}/nginx-scgi;
+  gzip on; gzip_types application/json; gzip_min_length 256;
+  server {{ listen 127.0.0.1:{nginx_port}; location /tiles/ {{ alias {tiles}/; etag on; }} }}
+}}
+"""
+    )
+    store = tmp / "tiles-bench.duckdb"
+    env = os.environ | {"CIM_STORE": str(store)}
+    servers = {
+        "nginx": [shutil.which("nginx") or "nginx", "-c", str(conf), "-p", str(tmp)],
+        "cim (uvicorn)": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "--app-dir",
+            str(Path(__file__).parent),
+            "api_bench:app_from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cim_port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+    }
+    env["CIM_TILES_DIR"] = str(tiles)
+    ports = {"nginx": nginx_port, "cim (uvicorn)": cim_port}
+    results: dict[str, dict[str, float]] = {}
+    for name, command in servers.items():
+        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        try:
+            base = f"http://127.0.0.1:{ports[name]}/tiles/city/"
+            wait_for(base + "tileset.json")
+            results[name] = {
+                "glb 64 KB": wrk(base + "0.glb", seconds=seconds, connections=connections),
+                "tileset.json": wrk(base + "tileset.json", seconds=seconds, connections=connections),
+            }
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    print(f"\ntile GET throughput (wrk -t1 -c{connections} -d{seconds}s, {workers} worker(s) each, req/s)")
+    print(f"{'file':14} {'nginx':>9} {'cim':>9} {'cim/nginx':>10} {'target':>7}")
+    for file in results["nginx"]:
+        ours, theirs = results["cim (uvicorn)"][file], results["nginx"][file]
+        print(f"{file:14} {theirs:>9.0f} {ours:>9.0f} {ours / theirs:>10.2f} {'0.50':>7}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--buildings", type=int, default=1_000_000)
     parser.add_argument("--store", choices=["duckdb", "postgis"], default="duckdb")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/cim_test")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--tiles-only", action="store_true", help="only the tile throughput against nginx")
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per file and server")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers and nginx worker processes")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
+    try:
+        if not args.tiles_only:
+            query_figures(args, tmp)
+        tile_throughput(tmp, seconds=args.seconds, connections=args.connections, workers=args.workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def query_figures(args: argparse.Namespace, tmp: Path) -> None:
     url = str(tmp / "bench.duckdb") if args.store == "duckdb" else f"{args.postgres}?schema=b_{uuid.uuid4().hex[:8]}"
     t = time.perf_counter()
     build(url, args.buildings)

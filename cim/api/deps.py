@@ -47,7 +47,7 @@ class Resources:
     store_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:  # async: a sync dependency costs a thread hop
     resources: Resources = request.app.state.resources
     return resources
 
@@ -64,7 +64,7 @@ def get_store(resources: ResourcesDep) -> Iterator[Store]:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def get_tiles(resources: ResourcesDep) -> TileFiles:
+async def get_tiles(resources: ResourcesDep) -> TileFiles:
     return resources.tiles
 
 

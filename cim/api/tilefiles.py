@@ -89,6 +89,24 @@ class TileFiles:
             raise NotFound(what, "no such file in the tiles folder")
         return path
 
+    def cached(self, relative: str) -> TileFile | None:
+        """The file if its body is cached and unchanged on disk (checked by path, mtime and size), else None;
+        raises like :meth:`get` for a path that is refused or missing. Cheap enough for the event loop."""
+        path = self.resolve(relative)
+        try:
+            stat = path.stat()
+        except OSError:
+            raise NotFound(f"tile path {relative[:200]!r}", "no such file in the tiles folder") from None
+        return self._hit(str(path), stat.st_mtime_ns, stat.st_size)
+
+    def _hit(self, key: str, mtime: int, size: int) -> TileFile | None:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == mtime and hit[1] == size:
+                self._cache.move_to_end(key)
+                return hit[2]
+        return None
+
     def get(self, relative: str) -> TileFile:
         path = self.resolve(relative)
         try:
@@ -96,11 +114,9 @@ class TileFiles:
         except OSError:
             raise NotFound(f"tile path {relative[:200]!r}", "no such file in the tiles folder") from None
         key = str(path)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == stat.st_mtime_ns and hit[1] == stat.st_size:
-                self._cache.move_to_end(key)
-                return hit[2]
+        hit = self._hit(key, stat.st_mtime_ns, stat.st_size)
+        if hit is not None:
+            return hit
         try:
             body = path.read_bytes()
         except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from cim.api.deps import get_tiles
 from cim.api.tilefiles import TileFiles
@@ -18,8 +19,12 @@ DEFAULT_CACHE_CONTROL = "public, max-age=3600, must-revalidate"
 
 @router.head("/{path:path}", include_in_schema=False)
 @router.get("/{path:path}", summary="A file of a built tileset")
-def get_tile(path: str, request: Request, tiles: Annotated[TileFiles, Depends(get_tiles)]) -> Response:
-    tile = tiles.get(path)
+async def get_tile(path: str, request: Request, tiles: Annotated[TileFiles, Depends(get_tiles)]) -> Response:
+    # A cached tile is answered on the event loop (a few stat calls); only a file to read goes to a thread. A sync
+    # handler paid a thread hop on every request: measured, the route's throughput was 2% of nginx's.
+    tile = tiles.cached(path)
+    if tile is None:
+        tile = await run_in_threadpool(tiles.get, path)
     gzip_ok = tile.gzipped is not None and _accepts_gzip(request.headers.get("accept-encoding", ""))
     etag = tile.etag[:-1] + '-gz"' if gzip_ok else tile.etag
     headers = {

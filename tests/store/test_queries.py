@@ -11,11 +11,11 @@ import shapely
 from shapely.geometry import Point, box
 
 from cim.errors import InvalidInput
-from cim.model import Kind
+from cim.model import Asset, Kind
 from cim.queries import ItemsQuery, asset_detail, buried_pipes, find_features, old_lifts, within_distance
 from cim.queries.cql import parse_filter
 from cim.queries.sqlbits import sql_store
-from cim.store import Store
+from cim.store import AssetBatch, Store
 from tests.api.city import AREA, AS_OF, build_city, city_assets
 
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -185,3 +185,29 @@ def test_injection_through_filter_values_stays_a_value(city: Store) -> None:
     assert sql_filter.params == [evil]
     assert find_features(city, ItemsQuery(kind=Kind.PIPE, filter=sql_filter)).assets == []
     assert city.count_by_kind()["pipe"] == 6
+
+
+def test_old_lifts_climb_through_spaces_at_most_four_hops(store: Store) -> None:
+    chain = [
+        Asset(id="t", kind=Kind.BUILDING, name="T", geom=box(121.5, 31.2, 121.501, 31.201)),
+        Asset(id="t-s", kind=Kind.STOREY, parent_id="t"),
+        Asset(id="t-r", kind=Kind.SPACE, parent_id="t-s"),
+        Asset(id="t-r2", kind=Kind.SPACE, parent_id="t-r"),
+        Asset(id="t-r3", kind=Kind.SPACE, parent_id="t-r2"),
+        Asset(id="t-e", kind=Kind.ELEMENT, parent_id="t"),
+        Asset(id="up3", kind=Kind.LIFT, parent_id="t-r", install_date=date(1990, 1, 1)),  # lift → space → storey → t
+        Asset(id="up4", kind=Kind.LIFT, parent_id="t-r2", install_date=date(1990, 1, 1)),  # four hops: found
+        Asset(id="up5", kind=Kind.LIFT, parent_id="t-r3", install_date=date(1990, 1, 1)),  # five: too far
+        Asset(id="via-element", kind=Kind.LIFT, parent_id="t-e", install_date=date(1990, 1, 1)),  # not a container
+        Asset(id="undated", kind=Kind.LIFT, parent_id="t-r2"),
+    ]
+    store.upsert_assets(AssetBatch.from_assets(chain))
+    result = old_lifts(store, years=15, as_of=AS_OF)
+    assert [(b["id"], [lift["id"] for lift in b["lifts"]]) for b in result["buildings"]] == [("t", ["up3", "up4"])]
+    assert result["buildings"][0]["lon"] == pytest.approx(121.5005)
+    assert [lift["id"] for lift in result["without_building"]] == ["up5", "via-element"]
+    assert result["unknown_age"] == [{"id": "undated", "building_id": "t"}]
+
+
+def test_old_lifts_of_an_empty_store_are_empty_lists(store: Store) -> None:
+    assert old_lifts(store, years=15, as_of=AS_OF) == {"buildings": [], "unknown_age": [], "without_building": []}
