@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
+from cim.gis.ingest import LayerSummary
 from cim.gis.quality import Findings
 from cim.model import Asset, Kind
 from cim.store import AssetBatch, Store
@@ -59,18 +60,11 @@ _EPSG = re.compile(r"EPSG(?:/\d+/|::|:)(\d+)", re.IGNORECASE)
 
 
 @dataclass
-class CityJsonSummary:
-    path: str
-    layer: str
-    crs: str
-    height_datum: str
+class CityJsonSummary(LayerSummary):
+    """A :class:`~cim.gis.ingest.LayerSummary` that also says the file's version and its heights' datum."""
+
+    height_datum: str = ""
     version: str = ""
-    features_read: int = 0
-    assets: dict[str, int] = field(default_factory=dict)
-    meshes: int = 0
-    repaired: int = 0
-    rejected: int = 0
-    findings: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,13 +225,13 @@ async def _publish(
             # as many as the rate owes by now, so a slow tick is caught up by the next one
             count = min(int(rate * (time.monotonic() - started + tick)) - summary.published, max(int(rate), 1))
             now = datetime.now(UTC).isoformat()
-            sends = []
-            for _ in range(max(count, 0)):
-                g = generators[index % len(generators)]
-                index += 1
-                value, status = g.next()
-                payload = json.dumps({"value": value, "status": status, "time": now})
-                sends.append(client.publish(f"cim/{g.sensor.id}/state", payload, qos=1))
+            batch, index = _next_readings(generators, index, count)
+            sends = [
+                client.publish(
+                    f"cim/{sensor_id}/state", json.dumps({"value": value, "status": status, "time": now}), qos=1
+                )
+                for sensor_id, value, status in batch
+            ]
             await asyncio.gather(*sends)
             summary.published += len(sends)
             if on_publish is not None and sends:
@@ -260,15 +260,24 @@ async def simulate_in_process(
     while duration is None or time.monotonic() - started < duration:
         owed = min(int(rate * (time.monotonic() - started + 1.0)) - summary.published, max(int(rate), 1))
         now = datetime.now(UTC).isoformat()
-        items = []
-        for _ in range(max(owed, 0)):
-            g = generators[index % len(generators)]
-            index += 1
-            value, status = g.next()
-            items.append({"sensor_id": g.sensor.id, "value": value, "status": status, "time": now})
+        batch, index = _next_readings(generators, index, owed)
+        items = [{"sensor_id": i, "value": value, "status": status, "time": now} for i, value, status in batch]
         if items:
             service.ingest_items(items)
             summary.published += len(items)
         await asyncio.sleep(1.0)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def _next_readings(
+    generators: list[_Generator], index: int, count: int
+) -> tuple[list[tuple[str, float | None, str | None]], int]:
+    """The next ``count`` readings, round-robin over the sensors from ``index``; and the index to go on from."""
+    batch = []
+    for _ in range(max(count, 0)):
+        g = generators[index % len(generators)]
+        index += 1
+        value, status = g.next()
+        batch.append((g.sensor.id, value, status))
+    return batch, index

@@ -6,14 +6,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cim.pipeline.model import load_pipeline
+from cim.pipeline.model import Pipeline, load_pipeline
 from cim.pipeline.run import RunSummary, run_pipeline
 
 console = Console()
@@ -28,13 +28,24 @@ def run(
 ) -> None:
     """Run a pipeline: generate, ingest every source (unchanged ones are skipped), build the tiles."""
     loaded = load_pipeline(pipeline)
+    summary = run_with_progress(loaded, quiet=as_json, store_url=store, tiles_dir=out, force=force)
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False, default=str) + "\n")
+    else:
+        _print(summary)
+    if not summary.ok:
+        raise typer.Exit(2)
+
+
+def run_with_progress(pipeline: Pipeline, *, quiet: bool = False, **options: Any) -> RunSummary:
+    """:func:`run_pipeline` with one progress bar per stage on stderr (none when ``quiet``)."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
-        disable=as_json,
+        disable=quiet,
     ) as bars:
 
         def stage(name: str, total: int | None) -> Callable[[int], None]:
@@ -45,13 +56,7 @@ def run(
             task = bars.add_task(name, total=total)
             return lambda n: bars.advance(task, n)
 
-        summary = run_pipeline(loaded, store_url=store, tiles_dir=out, force=force, progress=stage)
-    if as_json:
-        sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False, default=str) + "\n")
-    else:
-        _print(summary)
-    if not summary.ok:
-        raise typer.Exit(2)
+        return run_pipeline(pipeline, progress=stage, **options)
 
 
 def _print(summary: RunSummary) -> None:

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cim.errors import InvalidInput
+from cim.pipeline.commands import run_with_progress
 from cim.pipeline.model import load_pipeline
-from cim.pipeline.run import run_pipeline
 
 console = Console(stderr=True)
 DEMO_PIPELINE = Path("pipelines/shanghai-demo.toml")
@@ -44,19 +42,7 @@ def demo(
     loaded = load_pipeline(pipeline)
     if loaded.tiles is None:
         raise InvalidInput(f"pipeline {pipeline}", "names no tiles folder (tiles = ...) to serve")
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bars:
-
-        def stage(name: str, total: int | None) -> Callable[[int], None]:
-            for earlier in bars.tasks:
-                if not earlier.finished:
-                    bars.update(earlier.id, total=earlier.completed)
-                    bars.stop_task(earlier.id)
-            task = bars.add_task(name, total=total)
-            return lambda n: bars.advance(task, n)
-
-        summary = run_pipeline(loaded, progress=stage)
+    summary = run_with_progress(loaded)
     for failed in (s for s in summary.sources if not s.ok):
         console.print(f"[yellow]warning:[/] {failed.error}", highlight=False)
     console.print(
