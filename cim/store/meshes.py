@@ -287,12 +287,16 @@ class MeshStore:
     (1.0, 0.0, 0.0, 1.0)
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, read_only: bool = False, settings: dict[str, str | int] | None = None
+    ) -> None:
+        """``settings``: DuckDB settings for this connection, e.g. ``{"threads": 1, "memory_limit": "300MB"}``."""
         self.path = Path(path)
+        self.read_only = read_only  # other processes may then open the file read-only too
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
+            self._con = duckdb.connect(str(self.path), read_only=read_only, config=dict(settings or {}))
             if not read_only:
                 self._con.execute(_SCHEMA)
         except duckdb.IOException as exc:
@@ -376,15 +380,20 @@ class MeshStore:
 
     def get(self, asset_ids: Sequence[str]) -> MeshBatch:
         """The meshes of these assets that exist, in the order given."""
-        wanted = pa.table({"asset_id": pa.array(list(asset_ids), pa.string()), "ord": np.arange(len(asset_ids))})
+        return MeshBatch.from_table(self.get_table(asset_ids))
+
+    def get_table(self, asset_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Table:
+        """The rows (as :meth:`MeshBatch.to_table` makes them) of these assets' meshes that exist, in the order
+        given — not decoded, for callers that decode them a slice at a time (:meth:`MeshBatch.from_table`)."""
+        ids = asset_ids if isinstance(asset_ids, pa.Array | pa.ChunkedArray) else pa.array(list(asset_ids), pa.string())
+        wanted = pa.table({"asset_id": ids, "ord": np.arange(len(ids))})
         self._con.register("wanted_meshes", wanted)
         try:
-            table = self._con.execute(
+            return self._con.execute(
                 f"SELECT {_COLUMNS} FROM meshes JOIN wanted_meshes USING (asset_id) ORDER BY ord"
             ).to_arrow_table()
         finally:
             self._con.unregister("wanted_meshes")
-        return MeshBatch.from_table(table)
 
     def iter_grouped(self, keys: pa.Table, *, rows_per_fetch: int = 20_000) -> Iterator[tuple[int, MeshBatch]]:
         """Stream meshes grouped by an integer key: ``keys`` has columns ``asset_id`` and ``key`` (e.g. the tile

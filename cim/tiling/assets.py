@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import shapely
 
 from cim.store.base import AssetQuery, Store
+from cim.store.duckdb import DuckDBDialect
 from cim.tiling.groups import TILED_KINDS, group_of
 from cim.tiling.quadtree import M_PER_DEG
 
@@ -40,25 +41,75 @@ COLUMNS = (
 MAX_CHAIN = 8
 
 
-def read_assets(store: Store) -> pa.Table:
-    """Every tiled asset of ``store`` with the derived columns, ordered by id."""
+#: What a row's hash covers: every column a tile reads of it (``row_hash``, DuckDB stores only).
+_HASHED = f"hash({', '.join(COLUMNS)}, min_x, min_y, max_x, max_y)"
+
+
+def hashes_known(store: Store) -> bool:
+    """Whether ``store`` gives a hash of each asset row (a DuckDB store), so a rebuild can find changed rows."""
+    return isinstance(getattr(store, "dialect", None), DuckDBDialect)
+
+
+def read_assets(store: Store, *, ids: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
+    """Every tiled asset of ``store`` (or those of ``ids``) with the derived columns, ordered by id. Given ``ids``,
+    ``lift_count`` is not derived (the lifts are not read)."""
+    return read_assets_and_hashes(store, ids=ids)[0]
+
+
+def read_assets_and_hashes(
+    store: Store, *, ids: pa.Array | pa.ChunkedArray | None = None
+) -> tuple[pa.Table, pa.Table | None]:
+    """:func:`read_assets` and, from the same read where :func:`hashes_known`, ``id`` and ``row_hash`` of every row
+    read (tiled or not), ordered by id."""
     kinds = sorted(k.value for k in TILED_KINDS)
     select = getattr(store, "select", None)
-    if select is not None:
+    if select is not None and (ids is None or hashes_known(store)):
         listed = ", ".join(f"'{k}'" for k in kinds)  # enum values, not user input
+        hashed = f", {_HASHED} AS row_hash" if hashes_known(store) else ""
+        wanted, params = "", []
+        if ids is not None:
+            wanted, params = " AND id IN (SELECT unnest(?))", [ids.to_pylist()]  # the DuckDB dialect
         table: pa.Table = select(
-            f"SELECT {', '.join(COLUMNS)}, min_x, min_y, max_x, max_y FROM assets WHERE kind IN ({listed}) ORDER BY id"
+            f"SELECT {', '.join(COLUMNS)}, min_x, min_y, max_x, max_y{hashed} FROM assets"
+            f" WHERE kind IN ({listed}){wanted} ORDER BY id",
+            params,
         )
     else:
-        batch = store.find_batch(AssetQuery(kinds=[k for k in TILED_KINDS]))
+        query = AssetQuery(kinds=[k for k in TILED_KINDS], ids=None if ids is None else ids.to_pylist())
+        batch = store.find_batch(query)
         bounds = shapely.bounds(batch.geometries())
         table = batch.table.select(list(COLUMNS))
         for i, name in enumerate(("min_x", "min_y", "max_x", "max_y")):
             table = table.append_column(name, pa.array(bounds[:, i]))
-    groups = group_of(table.column("kind").to_pylist(), table.column("source").to_pylist())
-    table = table.append_column("group", pa.array(groups))
+        table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+    hashes = table.select(["id", "row_hash"]) if "row_hash" in table.column_names else None
+    table = table.append_column("group", _groups(table))
     table = table.filter(pc.not_equal(table.column("group"), ""))
-    return _derive(table)
+    return _derive(table), hashes
+
+
+def read_row_hashes(store: Store) -> pa.Table:
+    """``id`` and ``row_hash`` of every asset :func:`read_assets` reads (and of those it leaves out: not tiled),
+    ordered by id; only where :func:`hashes_known`."""
+    listed = ", ".join(f"'{k.value}'" for k in sorted(TILED_KINDS))
+    table: pa.Table = store.select(  # type: ignore[attr-defined]
+        f"SELECT id, {_HASHED} AS row_hash FROM assets WHERE kind IN ({listed}) ORDER BY id"
+    )
+    return table
+
+
+def _groups(table: pa.Table) -> pa.Array:
+    """:func:`~cim.tiling.groups.group_of` decided once per distinct (kind, source), with no Python object per
+    row."""
+    if not table.num_rows:
+        return pa.array([], pa.string())
+    pairs = pc.binary_join_element_wise(
+        pc.fill_null(table.column("kind"), ""), pc.fill_null(table.column("source"), "None"), "\x00"
+    )
+    encoded = pairs.combine_chunks().dictionary_encode()
+    split = [pair.split("\x00", 1) for pair in encoded.dictionary.to_pylist()]
+    decided = group_of([k for k, _ in split], [source for _, source in split])
+    return pa.array(decided.tolist(), pa.string()).take(encoded.indices)
 
 
 def _derive(table: pa.Table) -> pa.Table:

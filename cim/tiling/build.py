@@ -3,10 +3,12 @@
 1. **Plan** (this process): the tiled assets (:mod:`cim.tiling.assets`) joined to the mesh index (origin, sizes,
    a 64-bit digest of each mesh — no mesh is read yet); a quadtree per group; per tile a content hash of its
    metadata rows and mesh digests (:mod:`cim.tiling.plan`).
-2. **Encode** (worker processes): meshes stream out of the mesh file grouped by tile
-   (:meth:`~cim.store.meshes.MeshStore.iter_grouped`), only for tiles whose hash is not in the previous version;
-   each worker writes one glb (:mod:`cim.tiling.glb`). At most ``2 × workers`` tiles are in flight, so memory holds
-   a few tiles whatever the size of the city. Unchanged tiles are hard-linked from the previous version.
+2. **Encode**, only the tiles whose hash is not in the previous version (unchanged tiles are hard-linked from it):
+   runs of consecutive tiles (:data:`CHUNK_ASSETS` assets at most) go to worker processes, which fetch the run's
+   meshes from the mesh file in one query each (:meth:`~cim.store.meshes.MeshStore.get_table`; the file is opened
+   read-only by every worker) and write one glb per tile (:mod:`cim.tiling.glb`), so this process only plans. At
+   most ``2 × workers`` runs are in flight: memory holds a few runs whatever the size of the city. A rebuild of few
+   assets encodes here: starting workers would cost more than it saves.
 3. **Publish**: tileset.json files (:mod:`cim.tiling.tileset`) and ``build.json`` (hash, box and size of every
    tile) go into a new version folder ``.<name>.versions/<version>`` beside ``<name>``, which is a symbolic link
    swapped to the new version by one atomic rename. A build that fails or is killed leaves the link on the
@@ -19,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -33,9 +35,10 @@ import pyarrow.compute as pc
 from cim.errors import CimError, InvalidInput
 from cim.store.base import Store
 from cim.store.meshes import MeshBatch, MeshStore
-from cim.tiling.assets import read_assets
+from cim.tiling.assets import read_assets_and_hashes
 from cim.tiling.glb import encode_tile
-from cim.tiling.plan import FORMAT, Plan, PlannedTile, plan_tiles
+from cim.tiling.incremental import plan_changes, save_state, sorted_digests, state_of
+from cim.tiling.plan import FORMAT, PROPERTY_COLUMNS, Plan, PlannedTile, plan_tiles
 from cim.tiling.quadtree import TreeLimits
 from cim.tiling.tileset import TileNode, group_tileset, root_tileset, write_json
 
@@ -62,6 +65,7 @@ class BuildSummary:
     without_mesh: int = 0
     without_mesh_examples: list[str] = field(default_factory=list)
     degenerate_triangles: int = 0
+    planned_from_changes: bool = False  # planned from the previous build's state, reading only what changed
 
     def to_json(self) -> dict[str, Any]:
         """``{"tilesets": {group: {"tiles", "features", "bytes"}}, "seconds": …}`` as ``cim build --json`` prints."""
@@ -80,36 +84,61 @@ def build_tiles(
 ) -> BuildSummary:
     """Build the tilesets of ``store`` (meshes from ``meshes``) into ``out_dir`` (e.g. ``tiles/city``), swapping the
     new version in only when complete. ``progress(done, total)`` is called per tile; ``workers`` is the number of
-    encoding processes (default: one per CPU; 1 encodes in this process)."""
+    encoding processes (default: one per CPU, and a rebuild of fewer than :data:`IN_PROCESS_ASSETS` assets in this
+    process; 1 encodes in this process). Workers read their tiles' meshes from the mesh file themselves when
+    ``meshes`` is open read-only; else this process reads and hands them over."""
     started = time.perf_counter()
     limits = limits or TreeLimits()
     out = Path(out_dir)
     versions = _check_output(out)
-    assets = read_assets(store)
-    if not assets.num_rows:
-        raise InvalidInput(f"store {store.url}", "holds no assets to tile (buildings, BIM, pipes and nodes, points)")
-    assets, missing = _join_meshes(assets, meshes)
-    if not assets.num_rows:
-        raise InvalidInput(
-            f"store {store.url}",
-            f"none of its {len(missing)} tiled assets has a mesh in {meshes.path}; ingest them with meshes first",
-        )
-    plan = plan_tiles(assets, limits)
     previous_dir = out.resolve() if out.is_symlink() else None
-    previous = _read_manifest(previous_dir)
-    stamp = f"v{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
-    version = versions / stamp
-    partial = versions / f"{stamp}.partial"
-    partial.mkdir(parents=True)
+    count = workers or os.cpu_count() or 1
+    pool: ProcessPoolExecutor | None = None
+    partial: Path | None = None
     try:
+        changes = plan_changes(store, meshes, previous_dir, limits) if previous_dir is not None else None
+        if changes is not None:
+            plan, state, rows, mesh_digests, extra = changes
+            missing = [""] * int(extra["without_mesh"])
+            missing[: len(extra["without_mesh_examples"])] = extra["without_mesh_examples"]
+            if count > 1 and (workers or plan.assets.num_rows >= IN_PROCESS_ASSETS):
+                pool = _start_pool(count)
+        else:
+            assets, hashes = read_assets_and_hashes(store)
+            if not assets.num_rows:
+                raise InvalidInput(
+                    f"store {store.url}", "holds no assets to tile (buildings, BIM, pipes and nodes, points)"
+                )
+            if count > 1 and (workers or assets.num_rows >= IN_PROCESS_ASSETS):
+                pool = _start_pool(count)  # workers start (imports take a second or two) while this process plans
+            assets, missing, index = _join_meshes(assets, meshes)
+            if not assets.num_rows:
+                raise InvalidInput(
+                    f"store {store.url}",
+                    f"none of its {len(missing)} tiled assets has a mesh in {meshes.path}; ingest their meshes first",
+                )
+            plan = plan_tiles(assets, limits)
+            rows, mesh_digests, state = hashes, sorted_digests(index), state_of(plan) if hashes is not None else None
+        previous = _read_manifest(previous_dir)
+        stamp = f"v{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+        version = versions / stamp
+        partial = versions / f"{stamp}.partial"
+        partial.mkdir(parents=True)
         encoder = _Encoder(plan, partial, previous, previous_dir, progress)
-        encoder.run(meshes, workers or os.cpu_count() or 1)
+        encoder.run(meshes, pool, count, auto=workers is None)
         summary = _publish(partial, plan, encoder.tiles, limits)
+        if rows is not None and state is not None:
+            extra = {"without_mesh": len(missing), "without_mesh_examples": missing[:5]}
+            save_state(partial, plan, state, rows, mesh_digests, limits, extra)
         partial.rename(version)
         _swap(out, version)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     _clean(versions, keep={version.name, previous_dir.name if previous_dir else ""})
     return BuildSummary(
         path=str(version),
@@ -120,6 +149,7 @@ def build_tiles(
         without_mesh=len(missing),
         without_mesh_examples=missing[:5],
         degenerate_triangles=encoder.degenerate,
+        planned_from_changes=changes is not None,
     )
 
 
@@ -141,8 +171,8 @@ def _check_output(out: Path) -> Path:
     return out.parent / f".{out.name}.versions"
 
 
-def _join_meshes(assets: pa.Table, meshes: MeshStore) -> tuple[pa.Table, list[str]]:
-    """Assets with their mesh's origin, counts and digest; and the ids of those without a mesh."""
+def _join_meshes(assets: pa.Table, meshes: MeshStore) -> tuple[pa.Table, list[str], pa.Table]:
+    """Assets with their mesh's origin, counts and digest; the ids of those without a mesh; the mesh index."""
     index = meshes.digests()
     row = pc.index_in(assets.column("id"), value_set=index.column("asset_id"))
     has = pc.is_valid(row)
@@ -151,7 +181,7 @@ def _join_meshes(assets: pa.Table, meshes: MeshStore) -> tuple[pa.Table, list[st
     picked = index.take(pc.filter(row, has))
     for name in ("lon", "lat", "h", "vertex_count", "triangle_count", "digest"):
         assets = assets.append_column(name, picked.column(name))
-    return assets, missing
+    return assets, missing, index
 
 
 def _read_manifest(folder: Path | None) -> dict[str, Any]:
@@ -165,29 +195,94 @@ def _read_manifest(folder: Path | None) -> dict[str, Any]:
     return tiles
 
 
+#: Assets per job: a job is a run of consecutive tiles whose meshes one query fetches (a tile larger than this
+#: is a job of its own). Bounds what a worker holds: a few MB of meshes for LOD1 buildings.
+CHUNK_ASSETS = 100_000
+#: Fewer assets than this to encode (an incremental build): encode in this process, starting workers costs more.
+IN_PROCESS_ASSETS = 60_000
+_ROW_COLUMNS = ("id", "kind", *(c for c in PROPERTY_COLUMNS if c not in ("id", "kind")))
+
+
 @dataclass
-class _Job:
-    path: str
-    origin: tuple[float, float, float]
-    meshes: MeshBatch
-    tables: dict[str, pa.Table]
+class _Chunk:
+    """A job: tiles ``(number, path, origin, lo, hi)`` with rows ``lo:hi`` of ``rows`` (asset id, kind and
+    properties, in plan order). Its meshes come as ``meshes`` (fetched by the parent) or the worker reads them from
+    the mesh file at ``mesh_path`` (opened read-only once per worker)."""
+
+    tiles: list[tuple[int, str, tuple[float, float, float], int, int]]
+    rows: pa.Table
+    mesh_path: str | None = None
+    meshes: pa.Table | None = None
 
 
-def _encode_job(job: _Job) -> dict[str, Any]:
-    """Worker: encode and write one tile; return what the tileset and manifest need."""
-    content = encode_tile(job.origin, job.meshes, job.tables)
-    Path(job.path).write_bytes(content.glb)
-    return {
-        "bytes": len(content.glb),
-        "features": content.features,
-        "box_min": list(content.box_min),
-        "box_max": list(content.box_max),
-        "degenerate": content.degenerate,
-    }
+@dataclass
+class _Failed:
+    """A chunk whose meshes could not be decoded; the parent finds the asset."""
+
+    why: str
+
+
+_WORKER_MESHES: dict[str, MeshStore] = {}
+#: A worker's mesh file connection: one thread (there is a worker per CPU) and a small cache, else each worker
+#: keeps the blocks of the whole file it scanned.
+_WORKER_DUCKDB: dict[str, str | int] = {"threads": 1, "memory_limit": "300MB"}
+
+
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    for _ in range(workers):
+        pool.submit(_warm_up)  # one process each: spawned on submit while none is idle
+    return pool
+
+
+def _warm_up() -> None:
+    """Worker: nothing; unpickling this imported the encoder."""
+
+
+def _encode_chunk(chunk: _Chunk) -> list[tuple[int, dict[str, Any]]] | _Failed:
+    """Worker (or this process): encode and write the chunk's tiles; return per tile what the tileset and manifest
+    need."""
+    table = chunk.meshes
+    if table is None:
+        assert chunk.mesh_path is not None
+        meshes = _WORKER_MESHES.get(chunk.mesh_path)
+        if meshes is None:
+            meshes = _WORKER_MESHES[chunk.mesh_path] = MeshStore(
+                chunk.mesh_path, read_only=True, settings=_WORKER_DUCKDB
+            )
+        table = meshes.get_table(chunk.rows.column("id"))
+    if table.num_rows != chunk.rows.num_rows:
+        return _Failed("the mesh file changed during the build (meshes added or removed); build again")
+    out = []
+    for number, path, origin, lo, hi in chunk.tiles:
+        try:
+            batch = MeshBatch.from_table(table.slice(lo, hi - lo))
+        except CimError as exc:
+            return _Failed(exc.why)
+        rows = chunk.rows.slice(lo, hi - lo)
+        kinds = rows.column("kind")
+        distinct = pc.unique(kinds).to_pylist()
+        tables = (
+            {str(distinct[0]): rows}
+            if len(distinct) == 1
+            else {str(k): rows.filter(pc.equal(kinds, k)) for k in distinct}
+        )
+        content = encode_tile(origin, batch, tables)
+        Path(path).write_bytes(content.glb)
+        info = {
+            "bytes": len(content.glb),
+            "features": content.features,
+            "box_min": list(content.box_min),
+            "box_max": list(content.box_max),
+            "degenerate": content.degenerate,
+        }
+        out.append((number, info))
+    return out
 
 
 class _Encoder:
-    """Links unchanged tiles, streams the meshes of the others to worker processes, collects the results."""
+    """Links unchanged tiles and encodes the others in chunks of consecutive tiles: in worker processes that read
+    their meshes from the mesh file themselves (so this process only plans), or here when few assets changed."""
 
     def __init__(
         self, plan: Plan, folder: Path, previous: dict[str, Any], previous_dir: Path | None, progress: Progress | None
@@ -197,53 +292,71 @@ class _Encoder:
         self.tiles: dict[str, dict[str, Any]] = {}
         self.written = self.degenerate = self.done = 0
 
-    def run(self, meshes: MeshStore, workers: int) -> None:
+    def run(self, meshes: MeshStore, pool: ProcessPoolExecutor | None, workers: int, *, auto: bool) -> None:
         plan = self.plan
         todo: list[int] = []
+        for group in {t.group for t in plan.tiles}:
+            (self.folder / group).mkdir(exist_ok=True)
         for number, tile in enumerate(plan.tiles):
-            (self.folder / tile.group).mkdir(exist_ok=True)
             if not self._reuse(tile):
                 todo.append(number)
         self._tick(0)
         if not todo:
             return
-        ids = plan.assets.column("id")
-        rows = np.concatenate([np.arange(plan.tiles[n].lo, plan.tiles[n].hi) for n in todo])
-        numbers = np.concatenate([np.full(plan.tiles[n].hi - plan.tiles[n].lo, n) for n in todo])
-        keys = pa.table({"asset_id": ids.take(pa.array(rows)), "key": pa.array(numbers, pa.int64())})
-        groups = meshes.iter_grouped(keys)
-        try:
-            self._stream(groups, meshes, workers)
-        finally:
-            if isinstance(groups, Generator):
-                groups.close()  # release the query before the mesh file closes
-
-    def _stream(self, groups: Iterator[tuple[int, MeshBatch]], meshes: MeshStore, workers: int) -> None:
-        if workers <= 1:
-            for number, batch in self._guarded(groups, meshes):
-                self._collect(number, _encode_job(self._job(number, batch)))
+        assets = sum(plan.tiles[n].hi - plan.tiles[n].lo for n in todo)
+        chunks = self._chunks(todo, min(CHUNK_ASSETS, -(-assets // (2 * workers))))
+        if pool is None or len(chunks) == 1 or (auto and assets < IN_PROCESS_ASSETS):
+            for numbers in self._chunks(todo, CHUNK_ASSETS):  # each query costs a scan of the mesh ids: few
+                chunk = self._chunk(numbers)
+                chunk.meshes = meshes.get_table(chunk.rows.column("id"))
+                self._collect(numbers, _encode_chunk(chunk), meshes)
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            pending: dict[Future[dict[str, Any]], int] = {}
-            for number, batch in self._guarded(groups, meshes):
-                pending[pool.submit(_encode_job, self._job(number, batch))] = number
-                if len(pending) >= 2 * workers:
-                    self._drain(pending, wait(pending, return_when="FIRST_COMPLETED").done)
-            self._drain(pending, wait(pending).done)
+        own_reads = bool(getattr(meshes, "read_only", False))  # else the file is locked to this process
+        pending: dict[Future[Any], list[int]] = {}
+        for numbers in chunks:
+            chunk = self._chunk(numbers, compact=True)
+            if own_reads:
+                chunk.mesh_path = str(meshes.path)
+            else:
+                chunk.meshes = meshes.get_table(chunk.rows.column("id"))
+            pending[pool.submit(_encode_chunk, chunk)] = numbers
+            if len(pending) >= 2 * workers:
+                self._drain(pending, wait(pending, return_when="FIRST_COMPLETED").done, meshes)
+        self._drain(pending, wait(pending).done, meshes)
 
-    def _guarded(self, groups: Any, meshes: MeshStore) -> Any:
-        """The mesh groups; a group that cannot be read fails the build naming its assets."""
-        last = -1
-        try:
-            for number, batch in groups:
-                last = number
-                yield number, batch
-        except CimError as exc:
-            raise _unreadable(self.plan, meshes, last, exc) from None
+    def _chunks(self, todo: list[int], most: int) -> list[list[int]]:
+        """The tiles to encode in runs of at most ``most`` assets (or one tile), in plan order: each run's meshes
+        are fetched by one query, which scans the mesh file's ids whatever the run's size, so runs are few."""
+        chunks: list[list[int]] = []
+        size = most
+        for number in todo:
+            tile = self.plan.tiles[number]
+            n = tile.hi - tile.lo
+            if size + n > most:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(number)
+            size += n
+        return chunks
 
-    def _drain(self, pending: dict[Future[dict[str, Any]], int], done: set[Future[dict[str, Any]]]) -> None:
+    def _chunk(self, numbers: list[int], *, compact: bool = False) -> _Chunk:
+        """The job of these tiles; ``compact`` copies their rows out of the plan's table (what a worker is sent)."""
+        tiles = [self.plan.tiles[n] for n in numbers]
+        assets = self.plan.assets
+        assets = assets.select([c for c in _ROW_COLUMNS if c in assets.column_names])
+        slices, entries, at = [], [], 0
+        for n, t in zip(numbers, tiles, strict=True):
+            slices.append(assets.slice(t.lo, t.hi - t.lo))
+            entries.append((n, str(self.folder / t.group / t.file), t.origin, at, at + t.hi - t.lo))
+            at += t.hi - t.lo
+        rows = pa.concat_tables(slices)
+        if compact:
+            rows = pa.Table.from_arrays([pa.concat_arrays(c.chunks) for c in rows.columns], schema=rows.schema)
+        return _Chunk(tiles=entries, rows=rows)
+
+    def _drain(self, pending: dict[Future[Any], list[int]], done: set[Future[Any]], meshes: MeshStore) -> None:
         for future in done:
-            self._collect(pending.pop(future), future.result())
+            self._collect(pending.pop(future), future.result(), meshes)
 
     def _reuse(self, tile: PlannedTile) -> bool:
         name = f"{tile.group}/{tile.file}"
@@ -251,29 +364,27 @@ class _Encoder:
         if not old or old.get("hash") != tile.digest or self.previous_dir is None:
             return False
         source = self.previous_dir / name
-        if not source.is_file():
-            return False
         try:
             os.link(source, self.folder / name)
+        except FileNotFoundError:
+            return False
         except OSError:
             shutil.copyfile(source, self.folder / name)
         self.tiles[name] = old
         self._tick(1)
         return True
 
-    def _job(self, number: int, batch: MeshBatch) -> _Job:
-        tile = self.plan.tiles[number]
-        rows = self.plan.assets.slice(tile.lo, tile.hi - tile.lo)
-        kinds = rows.column("kind")
-        tables = {str(k): rows.filter(pc.equal(kinds, k)) for k in pc.unique(kinds).to_pylist()}
-        return _Job(str(self.folder / tile.group / tile.file), tile.origin, batch, tables)
-
-    def _collect(self, number: int, result: dict[str, Any]) -> None:
-        tile = self.plan.tiles[number]
-        self.degenerate += result.pop("degenerate")
-        self.tiles[f"{tile.group}/{tile.file}"] = {"hash": tile.digest, **result}
-        self.written += 1
-        self._tick(1)
+    def _collect(
+        self, numbers: list[int], results: list[tuple[int, dict[str, Any]]] | _Failed, meshes: MeshStore
+    ) -> None:
+        if isinstance(results, _Failed):
+            raise _unreadable(self.plan, meshes, numbers, results.why)
+        for number, result in results:
+            tile = self.plan.tiles[number]
+            self.degenerate += result.pop("degenerate")
+            self.tiles[f"{tile.group}/{tile.file}"] = {"hash": tile.digest, **result}
+            self.written += 1
+        self._tick(len(results))
 
     def _tick(self, step: int) -> None:
         self.done += step
@@ -281,16 +392,26 @@ class _Encoder:
             self.progress(self.done, len(self.plan.tiles))
 
 
-def _unreadable(plan: Plan, meshes: MeshStore, last: int, exc: CimError) -> CimError:
-    """The error for a tile whose meshes cannot be read, naming the first bad asset when it can be found."""
-    following = [t for n, t in enumerate(plan.tiles) if n > last][:1]
-    for tile in following:
-        for asset_id in plan.assets.column("id").slice(tile.lo, min(tile.hi - tile.lo, 5000)).to_pylist():
-            try:
-                meshes.get([asset_id])
-            except CimError as inner:
-                return InvalidInput(f"mesh of asset {asset_id!r}", f"{inner.why}; re-ingest its source")
-    return InvalidInput("meshes", exc.why)
+def _unreadable(plan: Plan, meshes: MeshStore, numbers: list[int], why: str) -> CimError:
+    """The error for tiles whose meshes cannot be decoded, naming the bad asset (found by halving its chunk)."""
+    column = plan.assets.column("id")
+    ids: list[str] = [
+        i for n in numbers for i in column.slice(plan.tiles[n].lo, plan.tiles[n].hi - plan.tiles[n].lo).to_pylist()
+    ]
+    if not _fails(meshes, ids):
+        return InvalidInput("meshes", why)
+    while len(ids) > 1:
+        half = ids[: len(ids) // 2]
+        ids = half if _fails(meshes, half) else ids[len(ids) // 2 :]
+    return InvalidInput(f"mesh of asset {ids[0]!r}", f"{why}; re-ingest its source")
+
+
+def _fails(meshes: MeshStore, ids: list[str]) -> bool:
+    try:
+        meshes.get(ids)
+    except CimError:
+        return True
+    return False
 
 
 def _publish(folder: Path, plan: Plan, tiles: dict[str, dict[str, Any]], limits: TreeLimits) -> dict[str, GroupSummary]:

@@ -96,7 +96,7 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         used = np.unique(row[picked])
         feature_of_row = np.full(table.num_rows, -1, np.int64)
         feature_of_row[used] = np.arange(len(used))
-        sub = _select(meshes, picked)
+        sub = meshes if len(picked) == len(meshes) else _select(meshes, picked)  # one kind: no copy
         positions, normals, triangles, vertex_asset, dropped = _geometry(sub, rotation, centre)
         degenerate += dropped
         if not len(triangles):

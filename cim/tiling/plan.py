@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from cim.tiling.groups import GROUPS
@@ -44,34 +45,55 @@ class Plan:
     assets: pa.Table  # sorted by (group, tile, id)
     tiles: list[PlannedTile]
     roots: dict[str, int]  # group → root tile key
+    keys: npt.NDArray[np.int64] | None = None  # the tile key of each row of ``assets``
+    order: npt.NDArray[np.int64] | None = None  # ``assets`` = the input (sorted by id) taken in this order
 
 
 def plan_tiles(assets: pa.Table, limits: TreeLimits) -> Plan:
     """Assign every asset (joined to its mesh index) to a tile of its group's quadtree."""
-    group_names = np.asarray(assets.column("group").to_numpy(zero_copy_only=False), dtype=object)
-    lon, lat = _numbers(assets, "lon"), _numbers(assets, "lat")
-    size = _numbers(assets, "size_m")
-    nbytes = (
-        _numbers(assets, "vertex_count") * BYTES_PER_VERTEX
+    keys, rank, roots = assign_keys(assets, limits)
+    order = np.lexsort((np.arange(assets.num_rows), keys, rank))
+    ordered = assets.take(pa.array(order))
+    return Plan(ordered, planned_tiles(ordered, keys[order], rank[order]), roots, keys[order], order)
+
+
+def planning_inputs(assets: pa.Table) -> dict[str, npt.NDArray[Any]]:
+    """What the quadtree reads of each asset: ``group``, ``lon``, ``lat``, ``size_m`` and estimated ``nbytes``."""
+    return {
+        "group": np.asarray(assets.column("group").to_numpy(zero_copy_only=False), dtype=object),
+        "lon": _numbers(assets, "lon"),
+        "lat": _numbers(assets, "lat"),
+        "size_m": _numbers(assets, "size_m"),
+        "nbytes": _numbers(assets, "vertex_count") * BYTES_PER_VERTEX
         + _numbers(assets, "triangle_count") * BYTES_PER_TRIANGLE
-        + BYTES_PER_FEATURE
-    )
-    keys = np.zeros(assets.num_rows, np.int64)
-    rank = np.zeros(assets.num_rows, np.int64)
+        + BYTES_PER_FEATURE,
+    }
+
+
+def assign_keys(
+    assets: pa.Table | dict[str, npt.NDArray[Any]], limits: TreeLimits
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], dict[str, int]]:
+    """The tile key and group rank of every asset, and each group's root key."""
+    inputs = planning_inputs(assets) if isinstance(assets, pa.Table) else assets
+    group_names, lon, lat = inputs["group"], inputs["lon"], inputs["lat"]
+    keys = np.zeros(len(lon), np.int64)
+    rank = np.zeros(len(lon), np.int64)
     roots: dict[str, int] = {}
     for g, name in enumerate(GROUPS):
         rows = np.flatnonzero(group_names == name)
         if not len(rows):
             continue
-        keys[rows] = assign(lon[rows], lat[rows], size[rows], nbytes[rows], limits)
+        keys[rows] = assign(lon[rows], lat[rows], inputs["size_m"][rows], inputs["nbytes"][rows], limits)
         rank[rows] = g
         level = root_level(lon[rows], lat[rows])
         ix, iy = cell_of(lon[rows[:1]], lat[rows[:1]], level)
         roots[name] = int(tile_key(level, ix[0], iy[0]))
-    order = np.lexsort((np.arange(assets.num_rows), keys, rank))
-    ordered = assets.take(pa.array(order))
-    keys, rank, lon, lat = keys[order], rank[order], lon[order], lat[order]
-    h = _numbers(ordered, "h")
+    return keys, rank, roots
+
+
+def planned_tiles(ordered: pa.Table, keys: npt.NDArray[np.int64], rank: npt.NDArray[np.int64]) -> list[PlannedTile]:
+    """The tiles of assets sorted by (rank, key, id): one per run of equal (rank, key), with origin and hash."""
+    lon, lat, h = _numbers(ordered, "lon"), _numbers(ordered, "lat"), _numbers(ordered, "h")
     boundaries = np.flatnonzero((np.diff(keys) != 0) | (np.diff(rank) != 0)) + 1
     starts, ends = np.r_[0, boundaries], np.r_[boundaries, len(keys)]
     digests = np.asarray(ordered.column("digest").to_numpy(zero_copy_only=False), dtype=np.uint64)
@@ -88,7 +110,7 @@ def plan_tiles(assets: pa.Table, limits: TreeLimits) -> Plan:
         digest.update(digests[lo:hi].tobytes())
         digest.update(_ipc(props.slice(lo, hi - lo)))
         tiles.append(PlannedTile(GROUPS[int(rank[lo])], int(keys[lo]), lo, hi, origin, digest.hexdigest()))
-    return Plan(ordered, tiles, roots)
+    return tiles
 
 
 def _numbers(table: pa.Table, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:

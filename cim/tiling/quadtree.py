@@ -84,9 +84,10 @@ def cell_size_m(level: int, lat: float | F64) -> F64:
 def root_level(lon: F64, lat: F64) -> int:
     """The deepest level whose one cell holds every point."""
     level = 0
+    corners = np.array([np.min(lon), np.max(lon)]), np.array([np.min(lat), np.max(lat)])
     for candidate in range(MAX_LEVEL + 1):
-        ix, iy = cell_of(lon, lat, candidate)
-        if ix.min() != ix.max() or iy.min() != iy.max():
+        ix, iy = cell_of(*corners, candidate)  # cells grow with lon and lat: the extremes decide
+        if ix[0] != ix[1] or iy[0] != iy[1]:
             break
         level = candidate
     return level

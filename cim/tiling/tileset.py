@@ -110,7 +110,7 @@ def _settle(nodes: dict[int, TileNode], node: TileNode, keep_ratio: float) -> No
         origins = np.array([k.origin for k in kids], dtype=np.float64)
         node.origin = (float(origins[:, 0].mean()), float(origins[:, 1].mean()), float(origins[:, 2].mean()))
     node.world = enu_to_ecef_matrix(node.origin)
-    inverse = np.linalg.inv(node.world)
+    inverse = _rigid_inverse(node.world)
     points = [] if node.box_min is None else [_corners(node)]
     for kid in kids:
         assert kid.world is not None
@@ -119,6 +119,14 @@ def _settle(nodes: dict[int, TileNode], node: TileNode, keep_ratio: float) -> No
     stacked = np.concatenate(points)
     node.box_min, node.box_max = stacked.min(axis=0), stacked.max(axis=0)
     node.error = _cell_error(node, keep_ratio) if kids else 0.0
+
+
+def _rigid_inverse(m: F64) -> F64:
+    """The inverse of a rotation + translation matrix (exact, and cheaper than a general inverse)."""
+    out = np.eye(4)
+    out[:3, :3] = m[:3, :3].T
+    out[:3, 3] = -(m[:3, :3].T @ m[:3, 3])
+    return out
 
 
 def _cell_error(node: TileNode, keep_ratio: float) -> float:
@@ -140,7 +148,7 @@ def _box(lo: F64, hi: F64) -> list[float]:
 
 def _tile_json(nodes: dict[int, TileNode], node: TileNode, parent_world: F64 | None) -> dict[str, Any]:
     assert node.world is not None and node.box_min is not None and node.box_max is not None
-    relative = node.world if parent_world is None else np.linalg.inv(parent_world) @ node.world
+    relative = node.world if parent_world is None else _rigid_inverse(parent_world) @ node.world
     out: dict[str, Any] = {
         "transform": relative.T.ravel().tolist(),
         "boundingVolume": {"box": _box(node.box_min, node.box_max)},

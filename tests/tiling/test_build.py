@@ -14,9 +14,9 @@ import pytest
 from cim.cli import main
 from cim.errors import InvalidInput
 from cim.geodesy import ecef_to_lonlat
-from cim.model import Asset, Kind
+from cim.model import Asset, Kind, Mesh
 from cim.store import AssetBatch, open_store
-from cim.store.meshes import MeshStore, mesh_path_for
+from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
 from cim.tiling.build import BuildSummary, build_tiles
 from cim.tiling.glb import read_glb
 from cim.tiling.quadtree import TreeLimits
@@ -103,6 +103,29 @@ def test_rebuilding_after_one_change_rewrites_only_its_tile(city: Path, tmp_path
     check_all(out)
 
 
+def test_a_rebuild_planned_from_the_changes_writes_what_a_full_build_writes(city: Path, tmp_path: Path) -> None:
+    out, fresh = tmp_path / "tiles" / "city", tmp_path / "fresh" / "city"
+    limits = TreeLimits(max_features=8)
+    build(city, out, limits=limits, workers=1)
+    with open_store(str(city)) as store, MeshStore(mesh_path_for(store.url)) as meshes:
+        renamed, taller = store.get_asset("b007"), store.get_asset("b012")
+        assert taller.z_max is not None and taller.height_m is not None
+        changes = [{**_fields(renamed), "name": "renamed"}, {**_fields(taller), "z_max": taller.z_max + 5}]
+        store.upsert_assets(AssetBatch.from_assets([Asset(**fields) for fields in changes]))
+        mesh = meshes.get(["b020"]).to_meshes()[0]
+        raised = mesh.vertices.copy()
+        raised[:, 2] *= 1.01
+        moved = Mesh(asset_id="b020", origin=mesh.origin, vertices=raised, triangles=mesh.triangles)
+        meshes.add("test-gis", MeshBatch.from_meshes([moved]))
+    again = build(city, out, limits=limits, workers=1)
+    assert again.planned_from_changes and 1 <= again.written <= 3
+    build(city, fresh, limits=limits, workers=1)
+    for tile in fresh.rglob("*"):
+        if tile.suffix in (".glb", ".json") and tile.name != "build.json" and ".state" not in tile.parts:
+            assert (out / tile.relative_to(fresh)).read_bytes() == tile.read_bytes(), tile
+    check_all(out)
+
+
 def test_a_build_that_fails_half_way_leaves_the_previous_tileset_served(city: Path, tmp_path: Path) -> None:
     out = tmp_path / "tiles" / "city"
     build(city, out, workers=1)
@@ -164,8 +187,24 @@ def test_degenerate_triangles_are_dropped_and_counted(tmp_path: Path) -> None:
     check_all(tmp_path / "tiles" / "x")
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+def test_workers_write_the_same_tiles_as_one_process(city: Path, tmp_path: Path, read_only: bool) -> None:
+    """Workers read their own meshes from a read-only mesh file; from a read-write one this process hands them
+    over."""
+    alone = build(city, tmp_path / "one" / "city", limits=TreeLimits(max_features=8), workers=1)
+    with open_store(str(city)) as store, MeshStore(mesh_path_for(store.url), read_only=read_only) as meshes:
+        parallel = build_tiles(store, meshes, tmp_path / "two" / "city", limits=TreeLimits(max_features=8), workers=2)
+    assert parallel.to_json()["tilesets"] == alone.to_json()["tilesets"] and parallel.written == alone.written > 4
+    for tile in (tmp_path / "one" / "city").rglob("*.glb"):
+        assert (
+            tmp_path / "two" / "city" / tile.relative_to(tmp_path / "one" / "city")
+        ).read_bytes() == tile.read_bytes()
+    check_all(tmp_path / "two" / "city")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_mesh_with_nan_fails_the_build_naming_the_asset_and_keeps_the_served_tiles(
-    city: Path, tmp_path: Path
+    city: Path, tmp_path: Path, workers: int
 ) -> None:
     out = tmp_path / "tiles" / "city"
     build(city, out, workers=1)
@@ -177,7 +216,7 @@ def test_a_mesh_with_nan_fails_the_build_naming_the_asset_and_keeps_the_served_t
                 [np.array([[0, 1, 2]], np.uint32).tobytes()])  # fmt: skip
     con.close()
     with pytest.raises(InvalidInput, match="b003"):
-        build(city, out, workers=1)
+        build(city, out, workers=workers, limits=TreeLimits(max_features=8))
     assert out.resolve() == served
     check_all(out)
 
