@@ -24,7 +24,8 @@ def city() -> list[Asset]:
               geom=box(lon, lat + 0.001 + d * DEG_PER_M, lon + 0.0002, lat + 0.0012 + d * DEG_PER_M))
         for i, d in enumerate((300, 800))
     ]  # fmt: skip
-    office = Asset(id="office", kind=Kind.BUILDING, props={"use": "office"}, geom=box(lon, lat - 0.0012, lon + 0.0002, lat))
+    office_box = box(lon, lat - 0.0012, lon + 0.0002, lat)
+    office = Asset(id="office", kind=Kind.BUILDING, props={"use": "office"}, geom=office_box)
     lifts = [
         Asset(id="lift-old", kind=Kind.LIFT, parent_id="home0", geom=Point(lon, lat), install_date=date(2001, 1, 1)),
         Asset(id="lift-new", kind=Kind.LIFT, parent_id="home0", geom=Point(lon, lat), install_date=date(2020, 1, 1)),
