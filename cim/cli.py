@@ -390,6 +390,28 @@ def indicators(store: StoreOption = None, as_json: JsonOption = False) -> None:
     console.print(table)
 
 
+@app.command()
+def render(
+    asset_id: Annotated[str, typer.Argument(help="The asset to draw.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    store: StoreOption = None,
+    width: Annotated[int, typer.Option(help="Width in pixels (64…2048).")] = 800,
+    height: Annotated[int, typer.Option(help="Height in pixels (64…2048).")] = 600,
+) -> None:
+    """Draw an asset and its surroundings to a PNG, off-screen (no display needed)."""
+    from cim.render import open_meshes_for, render_asset
+
+    with open_store(store_url(store)) as opened:
+        meshes = open_meshes_for(opened.url)
+        try:
+            png = render_asset(opened, meshes, asset_id, width=width, height=height)
+        finally:
+            if meshes is not None:
+                meshes.close()
+    out.write_bytes(png)
+    console.print(f"wrote {out} ({width}×{height}, {len(png):,} bytes)")
+
+
 # --- the server and the queries (cim/api, cim/queries) ---
 app.add_typer(query_app, name="query")
 app.command()(serve)

@@ -83,3 +83,7 @@ ensure_viewer() {
 ensure_chromium() {  # Debian's Chromium drives the viewer's browser tests (never Playwright's own download)
   if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
 }
+
+ensure_render() {  # Mesa's EGL: pyvista/VTK render the asset pictures off-screen with it, no X server (cim/render.py)
+  if ! ldconfig -p | grep -q 'libEGL_mesa\.so\.0'; then apt_install libegl1 libegl-mesa0 libgl1-mesa-dri; fi
+}

@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, features, indicators, queries, tiles
+from cim.api import assets, features, indicators, preview, queries, tiles
 from cim.api.deps import AlertLookup, Resources, no_alerts
 from cim.api.errors import install_error_handlers
 from cim.api.tilefiles import TileFiles
@@ -36,6 +36,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     indicators.router,
     assets.router,
     tiles.router,
+    preview.router,
 )
 
 
