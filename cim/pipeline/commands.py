@@ -69,6 +69,10 @@ def _print(summary: RunSummary) -> None:
     for s in summary.sources:
         if s.error:
             console.print(f"[red]error:[/] {s.error}", highlight=False)
+    for error in summary.sensors["errors"]:
+        console.print(f"[red]error:[/] pipeline {summary.pipeline} {error}", highlight=False)
+    if summary.sensors["changed"]:
+        console.print(f"sensors declared: {summary.sensors['declared']}, given rules: {summary.sensors['ruled']}")
     if summary.tiles:
         groups = ", ".join(
             f"{g} {t['tiles']} tiles/{t['features']:,} features" for g, t in summary.tiles["tilesets"].items()

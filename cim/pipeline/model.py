@@ -28,6 +28,18 @@
     gis = "buildings:B17"
     ifc = "AC20-FZK-Haus.ifc"               # or the IfcBuilding's GlobalId
 
+    [[sensors]]                             # a sensor bound to the asset it watches (default place: the asset's)
+    id = "wl-underpass-1"
+    parent = "nodes:ND-NBD-0000001"
+    quantity = "water_level"
+    unit = "m"
+    thresholds = { above = 0.8, stale_s = 900 }
+
+    [[rules]]                               # thresholds for every sensor of a quantity (its own ones win)
+    quantity = "gas_pressure"
+    below = 150
+    severity = "critical"
+
     [[places]]                              # named places for the viewer's guided tour
     name = "Lujiazui"
     lon = 121.5055
@@ -90,6 +102,38 @@ class IfcSource(_Strict):
     place: tuple[float, float, float, float] | tuple[float, float, float] | None = None
 
 
+class Thresholds(_Strict):
+    """When a sensor's reading raises an alert (see :mod:`cim.iot.rules`)."""
+
+    above: float | None = None
+    below: float | None = None
+    status: list[str] | None = Field(None, description="status values that raise an alert, e.g. ['fault']")
+    stale_s: float | None = Field(None, gt=0, description="no reading for this many seconds raises an alert")
+    severity: Literal["info", "warning", "critical"] | None = None
+
+    def as_props(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class SensorSource(_Strict):
+    """A sensor declared in the pipeline, bound to the asset it watches (``parent``)."""
+
+    id: str
+    parent: str
+    quantity: str
+    unit: str | None = None
+    name: str | None = None
+    lon: float | None = Field(None, ge=-180, le=180)
+    lat: float | None = Field(None, ge=-90, le=90)
+    thresholds: Thresholds | None = None
+
+
+class RuleSource(Thresholds):
+    """Thresholds for every sensor measuring ``quantity``; a sensor's own thresholds win where both say."""
+
+    quantity: str
+
+
 class Place(_Strict):
     name: str
     lon: float = Field(ge=-180, le=180)
@@ -120,6 +164,8 @@ class Pipeline(_Strict):
     gis: list[GisSource] = Field(default_factory=list)
     cityjson: list[CityJsonSource] = Field(default_factory=list)
     ifc: list[IfcSource] = Field(default_factory=list)
+    sensors: list[SensorSource] = Field(default_factory=list)
+    rules: list[RuleSource] = Field(default_factory=list)
     places: list[Place] = Field(default_factory=list)
     links: list[LinkSource] = Field(default_factory=list)
     merge: MergeOptions = Field(default_factory=MergeOptions)

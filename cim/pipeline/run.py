@@ -12,13 +12,16 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import shapely
+
 from cim.errors import CimError, InvalidInput
+from cim.model import Kind
 from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline
-from cim.store import AssetQuery, Store, open_store
+from cim.store import AssetBatch, AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 
 #: ``stage(name, total)`` → a function advancing that stage's progress by n.
@@ -47,13 +50,14 @@ class RunSummary:
     sources: list[SourceResult] = field(default_factory=list)
     synth: dict[str, Any] | None = None
     removed: list[str] = field(default_factory=list)
+    sensors: dict[str, Any] = field(default_factory=lambda: {"declared": 0, "ruled": 0, "changed": False, "errors": []})
     merge: dict[str, Any] | None = None
     tiles: dict[str, Any] | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.sources)
+        return all(s.ok for s in self.sources) and not self.sensors["errors"]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -120,9 +124,11 @@ def run_pipeline(
             if not result.skipped:
                 written += sum(result.assets.values())
         summary.removed = _prune(pipeline, sources, store, meshes, state)
+        ingested = any(s.ok and not s.skipped for s in summary.sources)
+        summary.sensors = _declare_sensors(pipeline, store, state, force=force or ingested)
         if written >= OPTIMIZE_AFTER:
             store.optimize()
-        changed = any(s.ok and not s.skipped for s in summary.sources) or bool(summary.removed)
+        changed = ingested or bool(summary.removed) or summary.sensors["changed"]
         if pipeline.merge.enabled and (changed or force):
             summary.merge = _merge(pipeline, store, meshes, state.path)
         out = tiles_dir or pipeline.tiles
@@ -229,6 +235,7 @@ def _prune(
 ) -> list[str]:
     """Delete what sources that left this pipeline wrote (assets and meshes); returns their source names."""
     current = {_key(pipeline, s) for s in sources if not (s.optional and not pipeline.resolve(s.path).exists())}
+    current.add(f"sensors:{pipeline.name}")  # the pipeline's own sensors, kept by _declare_sensors
     removed = []
     for key, entry in list(state.entries.items()):
         if entry.get("pipeline") == pipeline.name and key not in current:
@@ -237,6 +244,51 @@ def _prune(
             state.forget(key)
             removed.append(str(entry["source"]))
     return removed
+
+
+def _declare_sensors(pipeline: Pipeline, store: Store, state: SourceState, *, force: bool) -> dict[str, Any]:
+    """Write the pipeline's ``[[sensors]]`` and apply its ``[[rules]]`` to the sensors of each quantity, when they
+    changed or a source was ingested again (which may have brought sensors back without the rules' thresholds)."""
+    from cim.iot.sensors import sensor_asset
+
+    key = f"sensors:{pipeline.name}"
+    digest = hashlib.sha256(
+        json.dumps([s.model_dump() for s in pipeline.sensors] + [r.model_dump() for r in pipeline.rules]).encode()
+    ).hexdigest()
+    source = f"pipeline:{pipeline.name}:sensors"
+    if not force and state.entries.get(key, {}).get("digest") == digest:
+        return {"declared": len(pipeline.sensors), "ruled": 0, "changed": False, "errors": []}
+    parents = {a.id: a for a in store.find_assets(AssetQuery(ids=sorted({s.parent for s in pipeline.sensors})))}
+    declared, errors = [], []
+    for s in pipeline.sensors:
+        parent = parents.get(s.parent)
+        if parent is None:
+            errors.append(f"sensor {s.id!r} — watches {s.parent!r}, which is not in the store")
+            continue
+        if s.lon is not None and s.lat is not None:
+            geom = shapely.Point(s.lon, s.lat)
+        else:
+            geom = parent.geom.representative_point() if parent.geom is not None else None
+        thresholds = s.thresholds.as_props() if s.thresholds else None
+        declared.append(
+            sensor_asset(id=s.id, parent_id=s.parent, quantity=s.quantity, unit=s.unit, thresholds=thresholds,
+                         geom=geom, name=s.name, source=source)
+        )  # fmt: skip
+    store.replace_source(source, [AssetBatch.from_assets(declared)] if declared else [])
+    ruled = 0
+    for rule in pipeline.rules:
+        common = {k: v for k, v in rule.as_props().items() if k != "quantity"}
+        sensors = store.find_assets(AssetQuery(kinds=(Kind.SENSOR,), where={"props.quantity": rule.quantity}))
+        updated = [
+            replace(a, props={**a.props, "thresholds": {**common, **(a.props.get("thresholds") or {})}})  # type: ignore[dict-item]
+            for a in sensors
+        ]
+        for start in range(0, len(updated), 20_000):
+            store.upsert_assets(AssetBatch.from_assets(updated[start : start + 20_000]))
+        ruled += len(updated)
+    if not errors:  # with errors, try again next run
+        state.remember(key, digest, source, len(declared), {"sensor": len(declared)}, pipeline=pipeline.name)
+    return {"declared": len(declared), "ruled": ruled, "changed": True, "errors": errors}
 
 
 def _merge(pipeline: Pipeline, store: Store, meshes: MeshStore, state_path: Path) -> dict[str, Any]:

@@ -123,3 +123,48 @@ def test_the_demo_pipeline_merges_its_bim_tower_into_the_cadastre_footprint(tmp_
         lifts = old_lifts(store, years=0)
         tower = [b for b in lifts["buildings"] if b["id"] == "tower_plots:TP-LJZ-0000"]
         assert tower and all(not lift["id"].startswith("lifts:") for lift in tower[0]["lifts"])  # its BIM lifts
+
+
+def test_pipeline_sensors_are_declared_and_rules_set_thresholds_by_quantity(
+    store_url: str, tmp_path: Path, data_dir: Path
+) -> None:
+    from cim.iot.sensors import load_sensors
+
+    extra = """
+[[sensors]]
+id = "hyd-pressure-1"
+parent = "INFRA_Hydrants:1"
+quantity = "water_pressure"
+unit = "kPa"
+thresholds = { below = 150 }
+
+[[sensors]]
+id = "hyd-pressure-2"
+parent = "INFRA_Hydrants:2"
+quantity = "water_pressure"
+lon = 121.5
+lat = 31.2
+
+[[sensors]]
+id = "orphan"
+parent = "nowhere:1"
+quantity = "water_pressure"
+
+[[rules]]
+quantity = "water_pressure"
+below = 200
+stale_s = 900
+severity = "critical"
+"""
+    summary = run_pipeline(load_pipeline(write_pipeline(tmp_path, data_dir, store_url, extra=extra)))
+    assert summary.sensors["declared"] == 2 and summary.sensors["ruled"] == 2
+    assert summary.sensors["errors"] == ["sensor 'orphan' — watches 'nowhere:1', which is not in the store"]
+    assert not summary.ok
+    from cim.store import open_store
+
+    with open_store(store_url) as store:
+        sensors = load_sensors(store)
+        assert sensors["hyd-pressure-1"].thresholds == {"below": 150, "stale_s": 900, "severity": "critical"}
+        assert sensors["hyd-pressure-2"].thresholds == {"below": 200, "stale_s": 900, "severity": "critical"}
+        assert sensors["hyd-pressure-1"].parent_kind == "hydrant"
+        assert store.get_asset("hyd-pressure-2").geom.x == 121.5
