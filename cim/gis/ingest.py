@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,18 +62,26 @@ def ingest_layer(
         )
         mapper = FeatureMapper(mapping, id_prefix=prefix, source=source_name(path, info.layer, mapping))
 
-        with _mesh_writer(meshes, mapper.source) as mesh_writer:
+        with _mesh_writer(meshes, mapper.source) as mesh_writer, ThreadPoolExecutor(1) as shaper:
+            # Shapes are made and staged on a second thread while the store writes the assets: numpy, GEOS and
+            # DuckDB release the GIL, so the two overlap on two cores. One batch in flight keeps memory bounded.
+            pending: Future[None] | None = None
 
             def mapped() -> Iterator[AssetBatch]:
+                nonlocal pending
                 for batch in batches:
                     assets = mapper.map(batch)
                     if mesh_writer is not None:
-                        mesh_writer.add(shapes_of_batch(assets))
+                        if pending is not None:
+                            pending.result()
+                        pending = shaper.submit(_stage_shapes, mesh_writer, assets)
                     if progress is not None:
                         progress(len(batch.attributes))
                     yield assets
 
             written = store.replace_source(mapper.source, mapped())
+            if pending is not None:
+                pending.result()
     findings = mapper.findings
     return LayerSummary(
         path=str(path),
@@ -85,6 +94,10 @@ def ingest_layer(
         rejected=findings.count("unreadable_geometry", "empty_geometry", "duplicate_id"),
         findings=findings.as_list(),
     )
+
+
+def _stage_shapes(writer: MeshWriter, assets: AssetBatch) -> None:
+    writer.add(shapes_of_batch(assets))
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ import pyarrow as pa
 from cim.errors import InvalidInput, StoreError, StoreUnavailable
 from cim.model import Mesh
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meshes (
-    asset_id VARCHAR PRIMARY KEY,
+# One row per asset: replacing() deletes an id before writing it again, so no index is needed to keep ids unique
+# (an ART primary key made a million-mesh load 40% slower and much larger in memory).
+_TABLE_COLUMNS = """
+    asset_id VARCHAR NOT NULL,
     source VARCHAR,
     lon DOUBLE NOT NULL, lat DOUBLE NOT NULL, h DOUBLE NOT NULL,
     vertex_count INTEGER NOT NULL,
@@ -36,8 +38,13 @@ CREATE TABLE IF NOT EXISTS meshes (
     vertices BLOB NOT NULL,
     triangles BLOB NOT NULL,
     color FLOAT[4]
-)
 """
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meshes ({_TABLE_COLUMNS});
+CREATE TABLE IF NOT EXISTS mesh_staging (token VARCHAR NOT NULL, {_TABLE_COLUMNS});
+"""
+#: A writing connection's memory cap: DuckDB keeps written blocks cached up to it (default 80% of RAM).
+WRITER_MEMORY_LIMIT = "1GB"
 _COLUMNS = "asset_id, source, lon, lat, h, vertex_count, triangle_count, vertices, triangles, color"
 
 
@@ -255,11 +262,14 @@ def mesh_path_for(store_url: str) -> Path:
 
 
 class MeshWriter:
-    """Adds mesh batches inside one open :meth:`MeshStore.replacing` transaction."""
+    """Stages mesh batches for one :meth:`MeshStore.replacing` block: each batch is committed to a staging table at
+    once, so memory stays bounded however large the source; the block's end moves them into place in one
+    transaction."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, source: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, token: str) -> None:
         self._con = con
         self._source = source
+        self._token = token
         self.written = 0
 
     def add(self, batch: MeshBatch) -> None:
@@ -268,7 +278,10 @@ class MeshWriter:
         table = batch.to_table(self._source)
         self._con.register("incoming_meshes", table)
         try:
-            self._con.execute(f"INSERT OR REPLACE INTO meshes ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_meshes")
+            self._con.execute(
+                f"INSERT INTO mesh_staging (token, {_COLUMNS}) SELECT ?, {_COLUMNS} FROM incoming_meshes",
+                [self._token],
+            )
         finally:
             self._con.unregister("incoming_meshes")
         self.written += len(batch)
@@ -296,7 +309,11 @@ class MeshStore:
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path), read_only=read_only, config=dict(settings or {}))
+            config: dict[str, str | bool | int | float | list[str]] = dict(settings or {})
+            if not read_only:
+                config.setdefault("memory_limit", WRITER_MEMORY_LIMIT)
+            self._con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+            self._con.execute("SET enable_progress_bar = false")
             if not read_only:
                 self._con.execute(_SCHEMA)
         except duckdb.IOException as exc:
@@ -315,23 +332,28 @@ class MeshStore:
 
     @contextmanager
     def replacing(self, source: str) -> Iterator[MeshWriter]:
-        """One transaction that drops the meshes of ``source`` and adds what the writer receives; rolled back whole
-        if the block raises."""
+        """Replace the meshes of ``source`` by what the writer receives: all of them, when the block ends, in one
+        transaction (an id another source had moves to this one); none of them if the block raises."""
         con = self._con
-        con.execute("BEGIN TRANSACTION")
+        token = uuid.uuid4().hex
+        writer = MeshWriter(con, source, token)
         try:
-            con.execute("DELETE FROM meshes WHERE source = ?", [source])
-            writer = MeshWriter(con, source)
             yield writer
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        try:
-            con.execute("COMMIT")
-        except duckdb.Error as exc:
-            raise StoreError(
-                f"meshes of source {source!r}", f"could not be saved, nothing was written: {exc}"
-            ) from None
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM meshes WHERE source = ?", [source])
+                con.execute(
+                    "DELETE FROM meshes WHERE asset_id IN (SELECT asset_id FROM mesh_staging WHERE token = ?)", [token]
+                )
+                con.execute(f"INSERT INTO meshes SELECT {_COLUMNS} FROM mesh_staging WHERE token = ?", [token])
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(
+                    f"meshes of source {source!r}", f"could not be saved, nothing was written: {exc}"
+                ) from None
+        finally:
+            con.execute("DELETE FROM mesh_staging WHERE token = ?", [token])
 
     def replace_source(self, source: str, batches: Iterable[MeshBatch]) -> int:
         with self.replacing(source) as writer:
@@ -341,15 +363,20 @@ class MeshStore:
 
     def add(self, source: str, batch: MeshBatch) -> int:
         """Insert or replace these meshes (by asset id) under ``source``, keeping the source's other meshes."""
-        self._con.execute("BEGIN TRANSACTION")
+        table = batch.to_table(source)
+        self._con.register("incoming_meshes", table)
         try:
-            writer = MeshWriter(self._con, source)
-            writer.add(batch)
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        self._con.execute("COMMIT")
-        return writer.written
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                self._con.execute("DELETE FROM meshes WHERE asset_id IN (SELECT asset_id FROM incoming_meshes)")
+                self._con.execute(f"INSERT INTO meshes ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_meshes")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+        finally:
+            self._con.unregister("incoming_meshes")
+        return len(batch)
 
     def delete(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
         if ids is None and source is None:
