@@ -32,3 +32,15 @@ async def test_simulated_readings_reach_the_store_and_open_alerts(store: Store, 
     statuses = {s.status for s in store.latest_states().values()}
     assert statuses & {"running", "fault", "maintenance"}
     assert len(store.readings("demo-drain-0.level")) >= 100
+
+
+async def test_with_no_broker_the_simulator_feeds_the_http_ingest_path(store: Store) -> None:
+    from cim.iot.simulate import simulate_in_process
+
+    declare_demo_sensors(store, per_kind=3)
+    async with running(store) as iot:  # no broker URL: what `cim demo` does when none answers
+        summary = await simulate_in_process(iot, rate=200, duration=2.5, seed=3)
+        assert summary.published >= 200 and iot.accepted == summary.published and not iot.dropped
+        await iot.flush()
+    assert len(store.latest_states()) == 9
+    assert sum(len(store.readings(s)) for s in store.latest_states()) == summary.published
