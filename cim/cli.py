@@ -106,9 +106,10 @@ def ingest(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest GIS layers and CityJSON files into the store. A file that fails is reported; the others still go in.
+    """Ingest GIS layers, CityJSON and IFC files into the store. A file that fails is reported; the others still go in.
 
-    GIS layers need one of --kind, --map or --preset; CityJSON takes its kinds from its CityObject types."""
+    GIS layers need one of --kind, --map or --preset; CityJSON and IFC take their kinds from the file. --place puts
+    an IFC file without a georeference of its own on the map."""
     layer_mapping = _mapping(kind, mapping, preset_name) if (kind or mapping or preset_name) else None
     placement = None
     if place:  # IFC files without a georeference of their own
