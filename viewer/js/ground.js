@@ -23,16 +23,21 @@ export class Ground {
     this.primitives = new Map();
   }
 
-  /** Load the ground layers that `collections` (from /collections) holds, within `bbox` when given. */
-  async load(collections, bbox) {
+  /**
+   * Load the ground layers that `collections` (from /collections) holds, within `bbox` when given. Their switches
+   * appear at once; their features are fetched and drawn once `after` settles (the viewer passes the first frame
+   * with tiles: in software WebGL the ground's geometry and shaders would otherwise delay the city's first frame).
+   */
+  async load(collections, bbox, after = Promise.resolve()) {
     const held = new Set(collections.map((c) => c.id));
-    await Promise.all(GROUND.filter((g) => held.has(g.kind)).map((g) => this.loadOne(g, bbox)));
+    await Promise.all(GROUND.filter((g) => held.has(g.kind)).map((g) => this.loadOne(g, bbox, after)));
   }
 
-  async loadOne(layer, bbox) {
+  async loadOne(layer, bbox, after) {
     const checkbox = el("input", { type: "checkbox", "data-ground": layer.kind, checked: !layer.off });
     const note = el("span", { class: "note" });
     $("ground-switches").append(el("label", { class: "switch" }, checkbox, layer.label, note));
+    await after.catch(() => undefined);
     try {
       const params = { limit: LIMIT, bbox: bbox?.map((v) => v.toFixed(6)).join(","), properties: "name" };
       const data = await getJSON(`/collections/${layer.kind}/items${query(params)}`);

@@ -2,6 +2,7 @@
 // panels, and keep the URL in step with the view.
 import * as Cesium from "./cesium.js";
 import { getJSON, onServerChange } from "./api.js";
+import { usePrecomputedBrdfLut } from "./brdf.js";
 import { Ground } from "./ground.js";
 import { Inspector } from "./inspect.js";
 import { Layers } from "./layers.js";
@@ -46,6 +47,9 @@ onServerChange((up) => banner(up ? undefined : "The CIM server does not answer â
 
 async function start() {
   if (state.problems.length) toast(`The link's ${state.problems.join(", ")} could not be read; showing the default.`);
+  // Asked side by side: each is a round trip before the first tile can be requested.
+  const brdf = usePrecomputedBrdfLut(viewer.scene);
+  const held = getJSON("/collections").then((c) => c.collections).catch(() => []);
   let config = { tilesets: [], endpoints: {} };
   try {
     config = await getJSON("/viewer/config.json");
@@ -54,14 +58,20 @@ async function start() {
   }
   const endpoints = config.endpoints ?? {};
   tilesName = state.tiles ?? config.tilesets?.[0];
-  const collections = await getJSON("/collections").then((c) => c.collections).catch(() => []);
-  const extent = unionExtent(collections);
+  await brdf; // before any model is drawn
 
-  // Tiles and ground layers load side by side; a failure of one is shown and the rest goes on.
+  // Tiles first, ground layers after the first frame with tiles; a failure of one is shown and the rest goes on.
   const tiles = tilesName === undefined
     ? Promise.reject(new Error("the server has no built tilesets"))
     : layers.load(tilesName ? `/tiles/${tilesName}` : "/tiles", state.layers);
-  const ground = new Ground(viewer).load(collections, extent);
+  const collections = await held;
+  const extent = unionExtent(collections);
+  // The ground layers are drawn after the first frame with tiles (or 15 s, or a tileset failure): drawn before, their
+  // geometry and shaders delayed that frame by about a second in headless Chromium. Their switches show at once.
+  const firstTile = tiles
+    .then(() => Promise.race([layers.firstTile, new Promise((resolve) => setTimeout(resolve, 15000))]))
+    .catch(() => undefined);
+  const ground = new Ground(viewer).load(collections, extent, firstTile);
   const places = await loadPlaces(endpoints, extent);
   window.cim.timings.configMs = performance.now() - started;
 
