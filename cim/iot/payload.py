@@ -75,25 +75,41 @@ def parse_reading(
     sensor_id: str, obj: Any, *, now: datetime, future_tolerance: timedelta = FUTURE_TOLERANCE
 ) -> Reading:
     """A reading of ``sensor_id`` from a decoded payload ``obj``."""
-    what = f"reading of sensor {sensor_id!r}"
-    if not isinstance(obj, dict):
-        raise Dropped(DropReason.WRONG_TYPE, what, f"must be a JSON object, got {type(obj).__name__}")
+    # on every message: the common case (an object with a float value, an optional status string, an ISO time)
+    # builds no error text and makes no helper call; the refusals and their reasons are those of before
+    if type(obj) is not dict and not isinstance(obj, dict):
+        raise _refuse(sensor_id, DropReason.WRONG_TYPE, f"must be a JSON object, got {type(obj).__name__}")
     value = obj.get("value")
     status = obj.get("status")
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Dropped(DropReason.WRONG_TYPE, what, f"value must be a number, got {type(value).__name__}")
-        value = float(value)
+        if type(value) is not float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _refuse(sensor_id, DropReason.WRONG_TYPE, f"value must be a number, got {type(value).__name__}")
+            value = float(value)
         if not math.isfinite(value):
-            raise Dropped(DropReason.NOT_FINITE, what, f"value must be finite, got {value}")
-    if status is not None and not isinstance(status, str):
-        raise Dropped(DropReason.WRONG_TYPE, what, f"status must be a string, got {type(status).__name__}")
-    if value is None and status is None:
-        raise Dropped(DropReason.WRONG_TYPE, what, "needs a value, a status, or both")
-    time = _time(obj.get("time"), what, now)
+            raise _refuse(sensor_id, DropReason.NOT_FINITE, f"value must be finite, got {value}")
+    elif status is None:
+        raise _refuse(sensor_id, DropReason.WRONG_TYPE, "needs a value, a status, or both")
+    if status is not None and type(status) is not str and not isinstance(status, str):
+        raise _refuse(sensor_id, DropReason.WRONG_TYPE, f"status must be a string, got {type(status).__name__}")
+    raw = obj.get("time")
+    time: datetime | None = None
+    if type(raw) is str:
+        try:
+            parsed: datetime | None = datetime.fromisoformat(raw)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            time = parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+    if time is None:  # no time, a number, or a string refused above: _time says why, as it always has
+        time = _time(raw, f"reading of sensor {sensor_id!r}", now)
     if time - now > future_tolerance:
-        raise Dropped(DropReason.FUTURE_TIME, what, f"time {time.isoformat()} is ahead of the server clock")
+        raise _refuse(sensor_id, DropReason.FUTURE_TIME, f"time {time.isoformat()} is ahead of the server clock")
     return Reading(sensor_id=sensor_id, time=time, value=value, status=status)
+
+
+def _refuse(sensor_id: str, reason: DropReason, why: str) -> Dropped:
+    return Dropped(reason, f"reading of sensor {sensor_id!r}", why)
 
 
 def _time(raw: Any, what: str, now: datetime) -> datetime:
