@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pyproj import CRS
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from cim import __version__
@@ -30,6 +30,7 @@ from cim.model import parse_kind
 from cim.pipeline.commands import merge as merge_command
 from cim.pipeline.commands import run as run_pipeline_command
 from cim.pipeline.demo import demo as demo_command
+from cim.progress import progress_bars
 from cim.queries.commands import query_app
 from cim.settings import StoreSettings
 from cim.store import Store, open_store
@@ -310,15 +311,7 @@ def _ingest_ifc_one(
 
 
 def _progress(*, quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=quiet,
-        transient=False,
-    )
+    return progress_bars(quiet=quiet)
 
 
 def _print_ingest(summary: dict[str, Any]) -> None:

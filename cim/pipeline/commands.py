@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cim.pipeline.model import Pipeline, load_pipeline
 from cim.pipeline.run import RunSummary, run_pipeline
+from cim.progress import progress_bars
 
 console = Console()
 
@@ -39,14 +39,7 @@ def run(
 
 def run_with_progress(pipeline: Pipeline, *, quiet: bool = False, **options: Any) -> RunSummary:
     """:func:`run_pipeline` with one progress bar per stage on stderr (none when ``quiet``)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=quiet,
-    ) as bars:
+    with progress_bars(quiet=quiet) as bars:
 
         def stage(name: str, total: int | None) -> Callable[[int], None]:
             for earlier in bars.tasks:  # the previous stage is done: freeze its bar
