@@ -123,7 +123,7 @@ def ingest(
     with (
         open_store(store_url(store)) as opened,
         MeshStore(mesh_path_for(opened.url)) as meshes,
-        _progress(quiet=as_json) as progress,
+        progress_bars(quiet=as_json) as progress,
     ):
         for spec in files:
             if Path(spec).suffix.lower() in IFC_SUFFIXES:
@@ -157,7 +157,7 @@ def synth(
     from cim.synth.generate import generate_city, mapping_file
 
     started = time.perf_counter()
-    with _progress(quiet=as_json) as progress:
+    with progress_bars(quiet=as_json) as progress:
         task = progress.add_task("buildings", total=buildings)
         result = generate_city(
             out=out, buildings=buildings, seed=seed, towers=towers, progress=lambda n: progress.advance(task, n)
@@ -195,7 +195,7 @@ def build(
     with (
         open_store(store_url(store)) as opened,
         MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
-        _progress(quiet=as_json) as progress,
+        progress_bars(quiet=as_json) as progress,
     ):
         task = progress.add_task("tiles", total=None)
         summary = build_tiles(
@@ -308,10 +308,6 @@ def _ingest_ifc_one(
     for failure in result.failed[:5]:
         entry["findings"].append({"rule": "geometry_failed", "count": 1, "examples": [failure["id"]]})
     return entry
-
-
-def _progress(*, quiet: bool) -> Progress:
-    return progress_bars(quiet=quiet)
 
 
 def _print_ingest(summary: dict[str, Any]) -> None:

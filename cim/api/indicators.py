@@ -15,13 +15,13 @@ from cim.queries.indicators import IndicatorsOut, vital_signs
 REFRESH_SECONDS = 15.0
 
 router = APIRouter(tags=["indicators"])
-_cache: dict[int, tuple[float, IndicatorsOut]] = {}
+_cache: dict[str, tuple[float, IndicatorsOut]] = {}  # by store URL: an object id may be reused by another store
 _cache_lock = threading.Lock()
 
 
 @router.get("/indicators", summary="City vital signs, each with its definition and time of computation")
 def get_indicators(store: StoreDep) -> Any:
-    key = id(store)
+    key = store.url
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < REFRESH_SECONDS:

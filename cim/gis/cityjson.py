@@ -29,7 +29,7 @@ from pyproj import CRS, Transformer
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
 from cim.gis.ingest import LayerSummary
-from cim.gis.quality import Findings
+from cim.gis.quality import REJECTING, Findings
 from cim.model import Asset, Kind
 from cim.store import AssetBatch, Store
 from cim.store.meshes import MeshBatch, MeshStore
@@ -138,7 +138,7 @@ def ingest_cityjson(
         with meshes.replacing(source) as writer:
             store.replace_source(source, batches(writer))
     summary.assets = {str(k): n for k, n in sorted(counts.items())}
-    summary.rejected = findings.count("unreadable_geometry", "empty_geometry", "unsupported_geometry")
+    summary.rejected = findings.count(*REJECTING)
     summary.findings = findings.as_list()
     return summary
 

@@ -12,6 +12,7 @@ from pyproj import CRS
 
 from cim.gis.features import FeatureMapper, check_fields
 from cim.gis.mapping import LayerMapping
+from cim.gis.quality import REJECTING
 from cim.gis.readers import open_layer
 from cim.gis.shapes import shapes_of_batch
 from cim.store import AssetBatch, Store
@@ -91,7 +92,7 @@ def ingest_layer(
         assets={str(mapping.kind): written} if written else {},
         meshes=mesh_writer.written if mesh_writer is not None else 0,
         repaired=findings.count("invalid_geometry_repaired"),
-        rejected=findings.count("unreadable_geometry", "empty_geometry", "duplicate_id"),
+        rejected=findings.count(*REJECTING),
         findings=findings.as_list(),
     )
 

@@ -20,7 +20,11 @@ RULES: dict[str, str] = {
     "negative_value": "value dropped: a length or count below zero",
     "unreadable_value": "value dropped: not a number or date in the declared unit",
     "implausible_install_date": "value dropped: install date before 1800 or in the future",
+    "unsupported_geometry": "rejected: a geometry type the reader cannot turn into a shape (CityJSON)",
+    "skipped_terrain": "left out: terrain is the viewer's ground, not a governed asset (CityJSON)",
 }
+#: The rules that drop the whole feature (a summary's ``rejected`` count).
+REJECTING: tuple[str, ...] = tuple(rule for rule, effect in RULES.items() if effect.startswith("rejected"))
 EXAMPLES = 5
 
 

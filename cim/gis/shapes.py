@@ -109,7 +109,7 @@ def extrude_blocks(ids: npt.NDArray[np.object_], geoms: npt.NDArray[np.object_],
     parts, part_owner = shapely.get_parts(shapely.orient_polygons(geoms, exterior_cw=False), return_index=True)
     rings, ring_part = shapely.get_rings(parts, return_index=True)
     coords, ring_of = shapely.get_coordinates(rings, return_index=True)
-    last = np.r_[ring_of[1:] != ring_of[:-1], True]  # each ring repeats its first point at the end: drop it
+    last = last_in_ring(ring_of)  # each ring repeats its first point at the end: drop it
     coords, ring_of = coords[~last], ring_of[~last]
     nv = len(coords)
     owner = part_owner[ring_part[ring_of]]

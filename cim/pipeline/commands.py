@@ -82,6 +82,7 @@ def merge(
     """Match BIM buildings to the GIS buildings they stand on and merge each pair into one building."""
     from cim.errors import InvalidInput
     from cim.pipeline.merge import merge_buildings
+    from cim.pipeline.run import beside_meshes
     from cim.settings import StoreSettings
     from cim.store import open_store
     from cim.store.meshes import MeshStore, mesh_path_for
@@ -89,8 +90,7 @@ def merge(
     if prefer not in ("gis", "bim"):
         raise InvalidInput(f"--prefer {prefer!r}", "must be gis or bim")
     with open_store(store or StoreSettings().store) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
-        state = meshes.path.with_name(meshes.path.name.removesuffix(".duckdb").removesuffix(".meshes") + ".merges.json")
-        report = merge_buildings(opened, meshes, prefer=prefer, state=state)
+        report = merge_buildings(opened, meshes, prefer=prefer, state=beside_meshes(meshes, ".merges.json"))
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, default=str) + "\n")
         return

@@ -26,6 +26,8 @@ from cim.store.meshes import MeshStore, mesh_path_for
 
 #: ``stage(name, total)`` → a function advancing that stage's progress by n.
 StageProgress = Callable[[str, int | None], Callable[[int], None]]
+#: How each kind of source is named in results and in the state file.
+SOURCE_TYPES: dict[type, str] = {GisSource: "gis", CityJsonSource: "cityjson", IfcSource: "ifc"}
 #: A run writing at least this many assets reorders the store afterwards (see ``Store.optimize``).
 OPTIMIZE_AFTER = 50_000
 
@@ -116,8 +118,7 @@ def run_pipeline(
         sources = [*generated, *sources]
     written = 0
     with open_store(summary.store) as store, MeshStore(mesh_path_for(store.url)) as meshes:
-        stem = meshes.path.name.removesuffix(".duckdb").removesuffix(".meshes")
-        state = SourceState(meshes.path.with_name(stem + ".sources.json"))
+        state = SourceState(beside_meshes(meshes, ".sources.json"))
         for source in sources:
             result = _ingest(pipeline, source, store, meshes, state, force, stage)
             summary.sources.append(result)
@@ -130,7 +131,7 @@ def run_pipeline(
             store.optimize()
         changed = ingested or bool(summary.removed) or summary.sensors["changed"]
         if pipeline.merge.enabled and (changed or force):
-            summary.merge = _merge(pipeline, store, meshes, state.path)
+            summary.merge = _merge(pipeline, store, meshes)
         out = tiles_dir or pipeline.tiles
         if out is not None and (changed or force or not (Path(out) / "tileset.json").exists()):
             summary.tiles = _build(store, meshes, Path(out), stage)
@@ -192,7 +193,7 @@ def _ingest(
     force: bool,
     stage: StageProgress,
 ) -> SourceResult:
-    kind = {GisSource: "gis", CityJsonSource: "cityjson", IfcSource: "ifc"}[type(source)]
+    kind = SOURCE_TYPES[type(source)]
     path = pipeline.resolve(source.path)
     result = SourceResult(type=kind, path=str(path))
     started = time.perf_counter()
@@ -222,7 +223,7 @@ def _ingest(
 
 
 def _key(pipeline: Pipeline, source: GisSource | CityJsonSource | IfcSource) -> str:
-    kind = {GisSource: "gis", CityJsonSource: "cityjson", IfcSource: "ifc"}[type(source)]
+    kind = SOURCE_TYPES[type(source)]
     return f"{kind}:{pipeline.resolve(source.path).resolve()}:{getattr(source, 'layer', None) or ''}"
 
 
@@ -291,11 +292,17 @@ def _declare_sensors(pipeline: Pipeline, store: Store, state: SourceState, *, fo
     return {"declared": len(declared), "ruled": ruled, "changed": True, "errors": errors}
 
 
-def _merge(pipeline: Pipeline, store: Store, meshes: MeshStore, state_path: Path) -> dict[str, Any]:
+def beside_meshes(meshes: MeshStore, suffix: str) -> Path:
+    """A file the pipeline keeps beside the store's mesh file: ``city.meshes.duckdb`` → ``city<suffix>``."""
+    stem = meshes.path.name.removesuffix(".duckdb").removesuffix(".meshes")
+    return meshes.path.with_name(stem + suffix)
+
+
+def _merge(pipeline: Pipeline, store: Store, meshes: MeshStore) -> dict[str, Any]:
     from cim.pipeline.merge import Link, merge_buildings
 
     links = [Link(gis=k.gis, ifc=k.ifc, prefer=k.prefer) for k in pipeline.links]
-    merges = state_path.with_name(state_path.name.replace(".sources.json", ".merges.json"))
+    merges = beside_meshes(meshes, ".merges.json")
     return merge_buildings(store, meshes, links=links, prefer=pipeline.merge.prefer, state=merges).to_dict()
 
 
