@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import pyarrow.compute as pc
+
 from cim.errors import InvalidInput
 from cim.model import Asset, Kind, fields_of
 from cim.queries.cql import BASE_COLUMNS, SqlFilter
@@ -65,13 +67,21 @@ def find_features(store: Store, query: ItemsQuery) -> FeaturePage:
         clauses.append(query.filter.sql)
         params += query.filter.params
     order = [f"{column} {'DESC' if descending else 'ASC'} NULLS LAST" for column, descending in query.sortby]
-    sql = (
-        f"SELECT {sql_db.dialect.select_list()} FROM assets WHERE {' AND '.join(clauses)} "
-        f"ORDER BY {', '.join([*order, 'id'])} LIMIT {p} OFFSET {p}"
+    # Two steps: the page's ids first, then their rows. Asking for every column at once makes DuckDB decode the
+    # geometry of every row of the collection before the top-N cut (bench/api_bench.py: 120–290 ms for 100 pipes
+    # of 1M assets); sorting ids alone and fetching 101 rows by id costs a fraction of that, in PostGIS as well.
+    where, order_by = " AND ".join(clauses), ", ".join([*order, "id"])
+    page = f"SELECT id FROM assets WHERE {where} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
+    ids = sql_db.select(page, [*params, query.limit + 1, query.offset]).column("id")
+    if len(ids) == 0:
+        return FeaturePage(assets=[], more=False)
+    rows = sql_db.select(
+        f"SELECT {sql_db.dialect.select_list()} FROM assets WHERE id IN ({', '.join([p] * len(ids))})", ids.to_pylist()
     )
-    table = sql_db.select(sql, [*params, query.limit + 1, query.offset])
-    assets = as_batch(table).to_assets()
-    return FeaturePage(assets=assets[: query.limit], more=len(assets) > query.limit)
+    # the rows in the page's order (an id the second step no longer finds was deleted in between: left out)
+    position = pc.index_in(ids, value_set=rows.column("id"))
+    assets = as_batch(rows.take(position.drop_null())).to_assets()
+    return FeaturePage(assets=assets[: query.limit], more=len(ids) > query.limit)
 
 
 def parse_datetime(text: str) -> tuple[date | None, date | None]:
