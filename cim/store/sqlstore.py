@@ -6,6 +6,7 @@ bulk-load a batch of assets or readings into its tables.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -44,6 +45,8 @@ ALERTS_SCHEMA = pa.schema(
     ]
 )
 _ALERT_COLUMNS = ", ".join(ALERTS_SCHEMA.names)
+#: The ``cim_meta`` key counting committed asset writes.
+_VERSION_KEY = "assets_version"
 
 
 class SqlStore(ABC):
@@ -88,6 +91,7 @@ class SqlStore(ABC):
             return 0
         with self._changing(f"writing {len(batch)} assets"):
             self._load_assets(batch)
+            self._assets_changed()
         self._changed()
         return len(batch)
 
@@ -95,6 +99,7 @@ class SqlStore(ABC):
         written = 0
         with self._changing(f"replacing the assets of {source}"):
             self._execute(f"DELETE FROM assets WHERE source = {self.dialect.param}", [source])
+            self._assets_changed()
             for batch in batches:
                 if len(batch):
                     self._load_assets(batch)
@@ -117,6 +122,7 @@ class SqlStore(ABC):
             params.append(source)
         with self._changing("deleting assets"):
             count = self._execute("DELETE FROM assets WHERE " + " AND ".join(clauses), params)
+            self._assets_changed()
         self._changed()
         return count
 
@@ -185,6 +191,43 @@ class SqlStore(ABC):
         travels in ``params``. For the query modules beside the store (:mod:`cim.queries`), whose SQL the
         :class:`~cim.store.base.Store` protocol has no verb for."""
         return self._fetch(sql, params)
+
+    def derived_table(self, name: str, select_sql: str) -> str:
+        """The table ``name`` holding the rows of ``select_sql`` (a query of ``assets`` with no parameters), rebuilt
+        first when assets changed since it was built or ``select_sql`` is not the one it was built from.
+
+        A materialised view for a query that must answer from a million assets faster than a join over them
+        allows (see :func:`cim.queries.domain.old_lifts_json`). Every asset write bumps ``assets_version`` in
+        ``cim_meta`` inside its transaction; the version is read *before* the rebuild, so a write committed
+        during it leaves the table marked older than the data and the next call rebuilds again.
+        """
+        p = self.dialect.param
+        stamp_key = f"derived:{name}"
+        rows = self._fetch(f"SELECT key, value FROM cim_meta WHERE key IN ({p}, {p})", [_VERSION_KEY, stamp_key])
+        meta = dict(zip(rows.column("key").to_pylist(), rows.column("value").to_pylist(), strict=True))
+        digest = hashlib.sha256(select_sql.encode()).hexdigest()[:16]
+        stamp = f"{meta.get(_VERSION_KEY, '0')}:{digest}"
+        if meta.get(stamp_key) != stamp:
+            with self._changing(f"refreshing {name}"):
+                self._execute(f"DROP TABLE IF EXISTS {name}")
+                self._execute(f"CREATE TABLE {name} AS {select_sql}")
+                self._set_meta(stamp_key, stamp)
+        return name
+
+    def _assets_changed(self) -> None:
+        """Inside a write's transaction: bump ``assets_version``, so :meth:`derived_table` rebuilds."""
+        self._execute(
+            f"INSERT INTO cim_meta VALUES ({self.dialect.param}, '1') ON CONFLICT (key) DO UPDATE "
+            "SET value = CAST(CAST(cim_meta.value AS BIGINT) + 1 AS VARCHAR)",
+            [_VERSION_KEY],
+        )
+
+    def _set_meta(self, key: str, value: str) -> None:
+        p = self.dialect.param
+        self._execute(
+            f"INSERT INTO cim_meta VALUES ({p}, {p}) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
 
     def count_assets(self, query: AssetQuery) -> int:
         where = self.dialect.where(query)

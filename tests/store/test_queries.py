@@ -211,3 +211,36 @@ def test_old_lifts_climb_through_spaces_at_most_four_hops(store: Store) -> None:
 
 def test_old_lifts_of_an_empty_store_are_empty_lists(store: Store) -> None:
     assert old_lifts(store, years=15, as_of=AS_OF) == {"buildings": [], "unknown_age": [], "without_building": []}
+
+
+def test_old_lifts_follow_every_write_and_escape_names(store: Store) -> None:
+    """The lift register behind the query is rebuilt after each write: added, re-parented and deleted lifts show
+    at once; a building name with quotes, backslashes, a newline and CJK text comes back intact."""
+    name = 'Tower "A" \\ 东方明珠\nnorth'
+    store.upsert_assets(
+        AssetBatch.from_assets(
+            [
+                Asset(id="b", kind=Kind.BUILDING, name=name, geom=box(121.5, 31.2, 121.501, 31.201)),
+                Asset(id="c", kind=Kind.BUILDING, name="C", geom=box(121.6, 31.2, 121.601, 31.201)),
+                Asset(id="l1", kind=Kind.LIFT, parent_id="b", install_date=date(1990, 1, 1)),
+            ]
+        )
+    )
+
+    def found() -> list[tuple[str, str | None, list[str]]]:
+        result = old_lifts(store, years=15, as_of=AS_OF)
+        return [(b["id"], b["name"], [lift["id"] for lift in b["lifts"]]) for b in result["buildings"]]
+
+    assert found() == [("b", name, ["l1"])]
+    store.upsert_assets(
+        AssetBatch.from_assets([Asset(id="l2", kind=Kind.LIFT, parent_id="c", install_date=date(1999, 1, 1))])
+    )
+    assert found() == [("b", name, ["l1"]), ("c", "C", ["l2"])]
+    store.upsert_assets(
+        AssetBatch.from_assets([Asset(id="l1", kind=Kind.LIFT, parent_id="c", install_date=date(1990, 1, 1))])
+    )
+    assert found() == [("c", "C", ["l1", "l2"])]
+    store.delete_assets(ids=["l2"])
+    assert found() == [("c", "C", ["l1"])]
+    store.replace_source("nothing", [])
+    assert found() == [("c", "C", ["l1"])]
