@@ -117,12 +117,12 @@ def old_lifts(store: Store, *, years: float = 15, as_of: date | None = None) -> 
 def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None) -> str:
     """:func:`old_lifts` as JSON text, built by the store in one statement (the web API sends it as it is).
 
-    It reads the lift register (:func:`lift_register_sql`: each lift with its building's id, name and location),
-    a table the store keeps derived from the assets and rebuilds after they change. Measured at 1M buildings /
-    100k lifts (bench/api_bench.py), joining lifts to a million buildings costs DuckDB ~50 ms before a single
-    column of the answer is read; the register is 100k rows. The buildings' array is written as text from rows
-    sorted by building (a window marks where each building starts and ends), not by grouping into nested
-    structures and encoding them, which cost DuckDB four times as much.
+    It reads the lift register (:func:`lift_register_sql`), a table the store keeps derived from the assets and
+    rebuilds after they change: each lift with its building and both as JSON text but for the age. Measured at
+    1M buildings / 100k lifts (bench/api_bench.py), joining lifts to a million buildings costs DuckDB ~50 ms
+    before a column of the answer is read, and encoding 60k lifts another 100; the register is 100k rows. The
+    buildings' array is concatenated from rows sorted by building (a window marks where each building starts and
+    ends), not grouped into nested structures and encoded, which cost DuckDB four times as much.
     """
     if not 0 <= years <= 500:
         raise InvalidInput(f"years {years}", "must be between 0 and 500")
@@ -130,49 +130,31 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     db, s = sql_store(store)
     p = s.param
     register = db.derived_table("lift_register", lift_register_sql(store))
-    age = s.rounded(f"(CAST({p} AS DATE) - install_date) / 365.2425", 1)
-
-    def text(expr: str) -> str:
-        return f"CAST({expr} AS VARCHAR)"
-
-    def json_string(expr: str) -> str:
-        return f"COALESCE({text(f'to_json({expr})')}, 'null')"
-
-    def json_number(expr: str) -> str:
-        return f"COALESCE({text(expr)}, 'null')"
-
-    building_head = (
-        f"""'{{"id":' || {json_string("building_id")} || ',"name":' || {json_string("name")} """
-        f"""|| ',"lon":' || {json_number("lon")} || ',"lat":' || {json_number("lat")} || ',"lifts":[' """
-    )
-    lift_text = (
-        f"""'{{"id":' || {json_string("lift_id")} || ',"install_date":"' || {text("install_date")} """
-        f"""|| '","age_years":' || {json_number("age")} || '}}' """
-    )
+    by_building, by_lift = s.bytewise("building_id"), s.bytewise("lift_id")
+    order = f"{by_building}, {by_lift}"
+    lift = f"lift_json || CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / 365.2425', 1)} AS VARCHAR) || '}}'"
     fragment = (
         "CASE WHEN building_id IS DISTINCT FROM lag(building_id) OVER w "
-        f"THEN CASE WHEN row_number() OVER w = 1 THEN '' ELSE ',' END || {building_head} ELSE ',' END "
-        f"|| {lift_text} || CASE WHEN building_id IS DISTINCT FROM lead(building_id) OVER w THEN ']}}' ELSE '' END"
+        "THEN CASE WHEN row_number() OVER w = 1 THEN '' ELSE ',' END || building_json ELSE ',' END "
+        f"|| {lift} || CASE WHEN building_id IS DISTINCT FROM lead(building_id) OVER w THEN ']}}' ELSE '' END"
     )
-    lift = s.json_object(
-        ("id", "lift_id"),
-        ("install_date", "CAST(install_date AS VARCHAR)"),
-        ("age_years", s.rounded(f"(CAST({p} AS DATE) - install_date) / 365.2425", 1)),
-    )
-    unknown = s.json_object(("id", "lift_id"), ("building_id", "building_id"))
-    unknown_age = f"SELECT {s.json_text(s.json_agg(unknown, 'building_id NULLS LAST, lift_id'))} FROM found "
-    unknown_age += "WHERE install_date IS NULL"
-    without_building = f"SELECT {s.json_text(s.json_agg(lift, 'lift_id', first_member_order=True))} FROM found "
-    without_building += "WHERE install_date IS NOT NULL AND building_id IS NULL"
+    unknown = f"""'{{"id":' || {s.json_string("lift_id")} || ',"building_id":' || {s.json_string("building_id")}"""
+    unknown += " || '}'"
+
+    def array(name: str, expr: str, rows: str, sort: str) -> str:
+        return f"""'"{name}":[' || COALESCE((SELECT string_agg({expr}, ',' ORDER BY {sort}) {rows}), '') || ']'"""
+
+    undated = "FROM found WHERE install_date IS NULL"
+    unknown_age = array("unknown_age", unknown, undated, f"{by_building} NULLS LAST, {by_lift}")
+    homeless = "FROM found WHERE install_date IS NOT NULL AND building_id IS NULL"
+    without_building = array("without_building", lift, homeless, by_lift)
     sql = (
         f"WITH found AS (SELECT * FROM {register} WHERE install_date IS NULL OR install_date < {p}), "
-        f"old AS (SELECT building_id, name, lon, lat, lift_id, install_date, {age} AS age FROM found "
-        "WHERE install_date IS NOT NULL AND building_id IS NOT NULL), "
-        f"fragments AS (SELECT building_id, lift_id, {fragment} AS fragment FROM old "
-        "WINDOW w AS (ORDER BY building_id, lift_id)) "
-        """SELECT '{"buildings":[' || COALESCE((SELECT string_agg(fragment, '' ORDER BY building_id, lift_id) """
-        f"""FROM fragments), '') || '],"unknown_age":' || ({unknown_age}) """
-        f"""|| ',"without_building":' || ({without_building}) || '}}' AS doc"""
+        f"fragments AS (SELECT building_id, lift_id, {fragment} AS fragment FROM found "
+        f"WHERE install_date IS NOT NULL AND building_id IS NOT NULL WINDOW w AS (ORDER BY {order})) "
+        f"""SELECT '{{"buildings":[' || COALESCE((SELECT string_agg(fragment, '' ORDER BY {order}) """
+        "FROM fragments), '') || '],' "
+        f"|| {unknown_age} || ',' || {without_building} || '}}' AS doc"
     )
     # the parameters in the order they appear: the cutoff, as_of for the buildings' lifts, as_of for the others
     params: list[Any] = [years_before(as_of, years), as_of, as_of]
@@ -180,12 +162,16 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
 
 
 def lift_register_sql(store: Store) -> str:
-    """Every lift with its building (id, name, bounding-box centre), as one query of ``assets`` with no parameters.
+    """Every lift with its building, as one query of ``assets`` with no parameters: ``lift_id``,
+    ``install_date``, ``building_id``, and the JSON text of the answer's parts that do not depend on the
+    question: ``building_json`` (a building's object up to its lifts array) and ``lift_json`` (a lift's object
+    up to its age).
 
-    A lift's building is its nearest ancestor of kind building within :data:`MAX_PARENT_HOPS` steps. Most lifts
-    hang straight under their building, so each lift's parent is joined once, fetching what the answer needs in
-    the same pass; only lifts whose parent is a storey or space climb on, each hop fetching just the ancestors of
-    the lifts still climbing (with none left, the engine skips the scan).
+    A lift's building is its nearest ancestor of kind building within :data:`MAX_PARENT_HOPS` steps; its location
+    is the centre of its bounding box (plain columns: a million geometries are never read). Most lifts hang
+    straight under their building, so each lift's parent is joined once, fetching what the answer needs in the
+    same pass; only lifts whose parent is a storey or space climb on, each hop fetching just the ancestors of the
+    lifts still climbing (with none left, the engine skips the scan).
     """
     _, s = sql_store(store)
     containers = "('building', 'storey', 'space')"
@@ -202,9 +188,16 @@ def lift_register_sql(store: Store) -> str:
         for n in range(2, MAX_PARENT_HOPS + 1)
     )
     climbed_to = " ".join(f"WHEN p{n}.kind = 'building' THEN p{n}.id" for n in range(2, MAX_PARENT_HOPS + 1))
-    # the location is the centre of the building's bounding box: plain columns, so 1M geometries are never read
     lon, lat = (s.rounded(f"((min_{axis}) + (max_{axis})) / 2", 7) for axis in ("x", "y"))
     b_lon, b_lat = (expr.replace("(min_", "(b.min_").replace("(max_", "(b.max_") for expr in (lon, lat))
+    building_json = (
+        f"""'{{"id":' || {s.json_string("building_id")} || ',"name":' || {s.json_string("name")} || ',"lon":' """
+        f"""|| {s.json_number("lon")} || ',"lat":' || {s.json_number("lat")} || ',"lifts":[' """
+    )
+    lift_json = (
+        f"""'{{"id":' || {s.json_string("lift_id")} || ',"install_date":"' || CAST(install_date AS VARCHAR) """
+        """|| '","age_years":' """
+    )
     return (
         "WITH lifts AS (SELECT id, parent_id, install_date FROM assets WHERE kind = 'lift'), "
         "hop1 AS (SELECT l.id AS lift_id, l.install_date, p1.id AS parent, p1.kind AS parent_kind, "
@@ -213,11 +206,13 @@ def lift_register_sql(store: Store) -> str:
         "walkers AS (SELECT lift_id, install_date, up FROM hop1 WHERE parent_kind <> 'building'), "
         f"{', '.join(hops)}, "
         f"climb AS (SELECT w.lift_id, w.install_date, CASE {climbed_to} END AS building_id "
-        f"FROM walkers w {climb_joins}) "
-        "SELECT lift_id, install_date, CASE WHEN parent_kind = 'building' THEN parent END AS building_id, "
+        f"FROM walkers w {climb_joins}), "
+        "found AS (SELECT lift_id, install_date, CASE WHEN parent_kind = 'building' THEN parent END AS building_id, "
         f"name, {lon} AS lon, {lat} AS lat FROM hop1 WHERE parent_kind IS NULL OR parent_kind = 'building' "
         f"UNION ALL SELECT c.lift_id, c.install_date, c.building_id, b.name, {b_lon}, {b_lat} FROM climb c "
-        "LEFT JOIN assets b ON b.id = c.building_id"
+        "LEFT JOIN assets b ON b.id = c.building_id) "
+        f"SELECT lift_id, install_date, building_id, CASE WHEN building_id IS NOT NULL THEN {building_json} END "
+        f"AS building_json, {lift_json} AS lift_json FROM found"
     )
 
 

@@ -58,6 +58,19 @@ class Spelling:
         scale = 10**digits
         return f"(round(CAST({expr} AS DOUBLE PRECISION) * {scale}) / {scale})"
 
+    def bytewise(self, expr: str) -> str:
+        """A text expression sorted by its bytes, as DuckDB does: both stores then list in one order, and PostgreSQL
+        skips the locale's collation rules (several times slower to compare)."""
+        return f'{expr} COLLATE "C"' if self.postgis else expr
+
+    def json_string(self, expr: str) -> str:
+        """The JSON text of a text expression, ``null`` for NULL (for answers written as text, not structures)."""
+        return f"COALESCE(CAST(to_json({expr}) AS VARCHAR), 'null')"
+
+    def json_number(self, expr: str) -> str:
+        """The JSON text of a number expression, ``null`` for NULL."""
+        return f"COALESCE(CAST({expr} AS VARCHAR), 'null')"
+
     def json_object(self, *pairs: tuple[str, str]) -> str:
         """A JSON object of (key, SQL expression) pairs, keys in order; keys are constants of ours, never a
         client's text. In DuckDB a struct, which :meth:`json_text` encodes (far cheaper than JSON per row)."""

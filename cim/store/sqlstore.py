@@ -211,8 +211,12 @@ class SqlStore(ABC):
             with self._changing(f"refreshing {name}"):
                 self._execute(f"DROP TABLE IF EXISTS {name}")
                 self._execute(f"CREATE TABLE {name} AS {select_sql}")
+                self._derived(name)
                 self._set_meta(stamp_key, stamp)
         return name
+
+    def _derived(self, name: str) -> None:  # noqa: B027  (an optional hook, not abstract)
+        """Called inside the transaction that rebuilt the derived table ``name``."""
 
     def _assets_changed(self) -> None:
         """Inside a write's transaction: bump ``assets_version``, so :meth:`derived_table` rebuilds."""
