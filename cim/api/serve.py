@@ -1,4 +1,4 @@
-"""``cim serve``: run the app with uvicorn."""
+"""``cim serve``: run the app with uvicorn (httptools on uvloop, cached tiles answered by :mod:`cim.api.fastpath`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def serve(
     import uvicorn
 
     from cim.api import create_app
+    from cim.api.fastpath import tile_protocol
     from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
     server = ServerSettings()
@@ -51,8 +52,15 @@ def serve(
         viewer=True,
     )
     check_port_free(server.host, server.port)
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings), host=server.host, port=server.port, log_level="info", ws_per_message_deflate=False
+        app,
+        host=server.host,
+        port=server.port,
+        log_level="info",
+        http=tile_protocol(app),
+        loop="uvloop",
+        ws_per_message_deflate=False,
     )
 
 

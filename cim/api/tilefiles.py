@@ -1,13 +1,15 @@
-"""The tiles folder as the server sees it: safe path resolution and a bounded in-memory cache of file bodies.
+"""The tiles folder as the server sees it: safe path resolution and a bounded in-memory cache of files ready to send.
 
 A request path may never reach outside the folder: ``..`` segments (also when sent percent-encoded), absolute paths,
 NUL bytes and hidden segments are refused, and a path whose real location (symlinks followed) is outside the folder
-is not found. Bodies are cached by (path, mtime, size), so a rebuilt tileset is picked up at once.
+is not found. Files are cached by (path, mtime, size), so a rebuilt tileset is picked up at once, each with its
+response headers prepared (:class:`Encoded`), so that a cached answer costs one ``stat`` and no header building.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,22 +36,65 @@ CONTENT_TYPES = {
 }
 #: Content types worth compressing.
 COMPRESSIBLE = frozenset({"application/json", "model/gltf+json", "application/geo+json"})
+#: Tileset JSON changes on every rebuild; content files are replaced, never edited, but share names across builds.
+CACHE_CONTROL = {"application/json": "public, max-age=60, must-revalidate"}
+DEFAULT_CACHE_CONTROL = "public, max-age=3600, must-revalidate"
 CACHE_BYTES = 256 * 1024 * 1024
 #: Files larger than this are read each time instead of cached.
 LARGEST_CACHED = 16 * 1024 * 1024
+#: Request paths remembered for :meth:`TileFiles.fresh` (only strings: the bodies stay bounded by CACHE_BYTES).
+KNOWN_PATHS = 100_000
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response prepared once: status, headers (ASGI's pairs, and the same as HTTP/1.1 lines) and body."""
+
+    status: int
+    headers: Headers
+    lines: bytes
+    body: bytes
+
+    @classmethod
+    def of(cls, status: int, headers: Headers, body: bytes = b"") -> Reply:
+        return cls(status, headers, b"".join(name + b": " + value + b"\r\n" for name, value in headers), body)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One encoding of a file (as stored, or gzipped) with its ETag and its replies to GET, HEAD and a matching
+    ``If-None-Match``."""
+
+    etag: bytes
+    ok: Reply
+    head: Reply
+    not_modified: Reply
+
+    @classmethod
+    def of(cls, body: bytes, etag: str, content_type: str, gzipped: bool) -> Encoded:
+        cache = CACHE_CONTROL.get(content_type, DEFAULT_CACHE_CONTROL)
+        common = ((b"etag", etag.encode()), (b"cache-control", cache.encode()), (b"vary", b"Accept-Encoding"))
+        ok = (
+            *common,
+            *(((b"content-encoding", b"gzip"),) if gzipped else ()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", content_type.encode()),
+        )
+        return cls(etag.encode(), Reply.of(200, ok, body), Reply.of(200, ok), Reply.of(304, common))
 
 
 @dataclass(frozen=True, slots=True)
 class TileFile:
     path: Path
     content_type: str
-    etag: str
-    body: bytes
-    gzipped: bytes | None
+    plain: Encoded
+    gzipped: Encoded | None  # for compressible types only, with an ETag of its own
 
     @property
     def size(self) -> int:
-        return len(self.body) + len(self.gzipped or b"")
+        return len(self.plain.ok.body) + (len(self.gzipped.ok.body) if self.gzipped else 0)
 
 
 class TileFiles:
@@ -67,6 +112,8 @@ class TileFiles:
         self._cache: OrderedDict[str, tuple[int, int, TileFile]] = OrderedDict()
         self._cached_bytes = 0
         self._lock = threading.Lock()
+        # Request paths resolve() accepted → (that path under the root, cache key, device and inode of the file)
+        self._known: dict[str, tuple[str, str, int, int]] = {}
 
     def resolve(self, relative: str) -> Path:
         """The file ``relative`` names under the root, or InvalidInput (a path that tries to leave) / NotFound."""
@@ -97,7 +144,34 @@ class TileFiles:
             stat = path.stat()
         except OSError:
             raise NotFound(f"tile path {relative[:200]!r}", "no such file in the tiles folder") from None
-        return self._hit(str(path), stat.st_mtime_ns, stat.st_size)
+        tile = self._hit(str(path), stat.st_mtime_ns, stat.st_size)
+        if tile is not None:
+            self._know(relative, str(path), stat)
+        return tile
+
+    def fresh(self, relative: str) -> TileFile | None:
+        """The cached file of a request path that :meth:`cached` or :meth:`get` accepted before, if the path still
+        leads to the same, unchanged file (one ``stat``, symlinks followed: same inode, mtime and size), else None:
+        then ask :meth:`cached` / :meth:`get`. A rebuild swaps a symlink to a new version folder: a new inode.
+
+        Safe without the path checks: only accepted paths are remembered, and what a hit returns is a body read
+        from inside the folder when the path was accepted."""
+        known = self._known.get(relative)
+        if known is None:
+            return None
+        requested, key, device, inode = known
+        try:
+            stat = os.stat(requested)
+        except OSError:
+            return None
+        if stat.st_ino != inode or stat.st_dev != device:
+            return None
+        return self._hit(key, stat.st_mtime_ns, stat.st_size)
+
+    def _know(self, relative: str, key: str, stat: os.stat_result) -> None:
+        if len(self._known) >= KNOWN_PATHS:
+            self._known.clear()
+        self._known[relative] = (os.path.join(self.root, relative), key, stat.st_dev, stat.st_ino)
 
     def _hit(self, key: str, mtime: int, size: int) -> TileFile | None:
         with self._lock:
@@ -116,22 +190,26 @@ class TileFiles:
         key = str(path)
         hit = self._hit(key, stat.st_mtime_ns, stat.st_size)
         if hit is not None:
+            self._know(relative, key, stat)
             return hit
         try:
             body = path.read_bytes()
         except OSError:
             raise NotFound(f"tile path {relative[:200]!r}", "cannot be read") from None
         content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        gzipped = gzip.compress(body, compresslevel=6) if content_type in COMPRESSIBLE and len(body) > 256 else None
+        etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
+        compress = content_type in COMPRESSIBLE and len(body) > 256
         tile = TileFile(
             path=path,
             content_type=content_type,
-            etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
-            body=body,
-            gzipped=gzipped,
+            plain=Encoded.of(body, f'"{etag}"', content_type, gzipped=False),
+            gzipped=Encoded.of(gzip.compress(body, compresslevel=6), f'"{etag}-gz"', content_type, gzipped=True)
+            if compress
+            else None,
         )
         if tile.size <= LARGEST_CACHED:
             self._remember(key, stat.st_mtime_ns, stat.st_size, tile)
+            self._know(relative, key, stat)
         return tile
 
     def _remember(self, key: str, mtime: int, size: int, tile: TileFile) -> None:

@@ -1,20 +1,22 @@
-"""``/tiles/...``: built tilesets, with ETag, Cache-Control, conditional GET (304) and gzip for JSON."""
+"""``/tiles/...``: built tilesets, with ETag, Cache-Control, conditional GET (304) and gzip for JSON.
+
+The route checks the path, reads the file into the cache and answers. ``cim serve`` answers a GET or HEAD of a
+cached, unchanged file before the request reaches the app (:mod:`cim.api.fastpath`); both answer with :func:`answer`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cim.api.deps import get_tiles
-from cim.api.tilefiles import TileFiles
+from cim.api.tilefiles import Reply, TileFile, TileFiles
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
-
-#: Tileset JSON changes on every rebuild; content files are replaced, never edited, but share names across builds.
-CACHE_CONTROL = {"application/json": "public, max-age=60, must-revalidate"}
-DEFAULT_CACHE_CONTROL = "public, max-age=3600, must-revalidate"
 
 
 @router.head("/{path:path}", include_in_schema=False)
@@ -25,38 +27,38 @@ async def get_tile(path: str, request: Request, tiles: Annotated[TileFiles, Depe
     tile = tiles.cached(path)
     if tile is None:
         tile = await run_in_threadpool(tiles.get, path)
-    gzip_ok = tile.gzipped is not None and _accepts_gzip(request.headers.get("accept-encoding", ""))
-    etag = tile.etag[:-1] + '-gz"' if gzip_ok else tile.etag
-    headers = {
-        "ETag": etag,
-        "Cache-Control": CACHE_CONTROL.get(tile.content_type, DEFAULT_CACHE_CONTROL),
-        "Vary": "Accept-Encoding",
-    }
-    if _matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    if gzip_ok:
-        assert tile.gzipped is not None
-        headers["Content-Encoding"] = "gzip"
-        body = tile.gzipped
-    else:
-        body = tile.body
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(body))
-        return Response(status_code=200, headers=headers, media_type=tile.content_type)
-    return Response(content=body, headers=headers, media_type=tile.content_type)
+    reply = answer(tile, request.method, request.headers.raw)
+    response = Response(status_code=reply.status)
+    response.raw_headers, response.body = list(reply.headers), reply.body
+    return response
 
 
-def _accepts_gzip(header: str) -> bool:
-    for item in header.split(","):
+def answer(tile: TileFile, method: str, headers: Iterable[tuple[bytes, bytes]]) -> Reply:
+    """The reply to a request of ``tile`` (``headers`` as ASGI has them, names in lower case): gzip when the file
+    has a gzip form and the client accepts it (with an ETag of its own), 304 when ``If-None-Match`` names the ETag,
+    no body for HEAD."""
+    accept_encoding = if_none_match = b""
+    for name, value in headers:
+        if name == b"accept-encoding":
+            accept_encoding = value
+        elif name == b"if-none-match":
+            if_none_match = value
+    encoded = tile.gzipped if tile.gzipped is not None and _accepts_gzip(accept_encoding) else tile.plain
+    if if_none_match and _matches(if_none_match, encoded.etag):
+        return encoded.not_modified
+    return encoded.head if method == "HEAD" else encoded.ok
+
+
+@lru_cache(maxsize=256)  # clients send few distinct values, each again and again
+def _accepts_gzip(header: bytes) -> bool:
+    for item in header.decode("latin-1").split(","):
         name, _, params = item.strip().partition(";")
         if name.strip().lower() in ("gzip", "*"):
             return "q=0" not in params.replace(" ", "") or "q=0." in params.replace(" ", "")
     return False
 
 
-def _matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
+def _matches(header: bytes, etag: bytes) -> bool:
+    if header.strip() == b"*":
         return True
-    return any(candidate.strip().removeprefix("W/") == etag for candidate in header.split(","))
+    return any(candidate.strip().removeprefix(b"W/") == etag for candidate in header.split(b","))

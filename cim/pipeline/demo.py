@@ -52,13 +52,16 @@ def demo(
     )
     if prepare_only:
         return
-    asyncio.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate))
+    import uvloop
+
+    uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate))
 
 
 async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rate: float) -> None:
     import uvicorn
 
     from cim.api import create_app
+    from cim.api.fastpath import tile_protocol
     from cim.iot.mqtt import parse_mqtt_url
     from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
@@ -72,7 +75,9 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
     )
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", ws_per_message_deflate=False)
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", http=tile_protocol(app), ws_per_message_deflate=False
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,29 @@ def free_port() -> int:
 @pytest.fixture
 def live_server(city_url: str, tiles_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``cim serve`` in a subprocess on a free port: (base URL, its log file). Stopped after the test."""
-    port = free_port()
     log = tmp_path / "server.log"
+    with cim_serve(city_url, tiles_dir, log) as base:
+        yield base, log
+
+
+@contextmanager
+def cim_serve(store_url: str, tiles_dir: Path, log: Path) -> Iterator[str]:
+    """``cim serve`` over the store and tiles folder, in a subprocess on a free port: its base URL."""
+    port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cim", "serve", "--store", city_url, "--tiles", str(tiles_dir), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "cim",
+                "serve",
+                "--store",
+                store_url,
+                "--tiles",
+                str(tiles_dir),
+                "--port",
+                str(port),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "CIM_HOST": "127.0.0.1"},
@@ -79,7 +98,7 @@ def live_server(city_url: str, tiles_dir: Path, tmp_path: Path) -> Iterator[tupl
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"cim serve did not start: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", log
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         try:

@@ -93,6 +93,7 @@ def server(city: City) -> Iterator[str]:
     import uvicorn
 
     from cim.api import create_app
+    from cim.api.fastpath import tile_protocol
     from cim.settings import AppSettings, ServerSettings, StoreSettings
 
     if not (CESIUM / "index.js").is_file():
@@ -105,7 +106,8 @@ def server(city: City) -> Iterator[str]:
     )
     app = create_app(settings)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    http = tile_protocol(app)  # as cim serve: cached tiles answered by the protocol fast path
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
