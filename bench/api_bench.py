@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import shapely
 from fastapi import FastAPI
@@ -368,7 +369,18 @@ def main() -> None:
 
 
 def query_figures(args: argparse.Namespace, tmp: Path) -> None:
-    url = str(tmp / "bench.duckdb") if args.store == "duckdb" else f"{args.postgres}?schema=b_{uuid.uuid4().hex[:8]}"
+    if args.store == "duckdb":
+        measure_queries(args, tmp, str(tmp / "bench.duckdb"))
+        return
+    schema = f"b_{uuid.uuid4().hex[:8]}"
+    try:
+        measure_queries(args, tmp, f"{args.postgres}?schema={schema}")
+    finally:  # a million rows per run: never leave them behind
+        with psycopg.connect(args.postgres, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def measure_queries(args: argparse.Namespace, tmp: Path, url: str) -> None:
     t = time.perf_counter()
     build(url, args.buildings)
     print(

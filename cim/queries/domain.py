@@ -130,42 +130,50 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     db, s = sql_store(store)
     p = s.param
     register = db.derived_table("lift_register", lift_register_sql(store))
-    by_building, by_lift = s.bytewise("building_id"), s.bytewise("lift_id")
-    order = f"{by_building}, {by_lift}"
     lift = f"lift_json || CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / 365.2425', 1)} AS VARCHAR) || '}}'"
+    # Rows in lift_rank order (building, then lift) are the answer's order; a building's object opens on its first
+    # old lift and closes on its last. Integer ranks: sorting 60k strings cost the window most of its time.
     fragment = (
-        "CASE WHEN building_id IS DISTINCT FROM lag(building_id) OVER w "
+        "CASE WHEN building_rank IS DISTINCT FROM lag(building_rank) OVER w "
         "THEN CASE WHEN row_number() OVER w = 1 THEN '' ELSE ',' END || building_json ELSE ',' END "
-        f"|| {lift} || CASE WHEN building_id IS DISTINCT FROM lead(building_id) OVER w THEN ']}}' ELSE '' END"
+        f"|| {lift} || CASE WHEN building_rank IS DISTINCT FROM lead(building_rank) OVER w THEN ']}}' ELSE '' END"
+    )
+    old = f"install_date < {p}"
+    buildings = (
+        f"SELECT string_agg(fragment, '' ORDER BY lift_rank) FROM (SELECT lift_rank, {fragment} AS fragment "
+        f"FROM {register} WHERE {old} AND building_id IS NOT NULL WINDOW w AS (ORDER BY lift_rank)) f"
     )
     unknown = f"""'{{"id":' || {s.json_string("lift_id")} || ',"building_id":' || {s.json_string("building_id")}"""
     unknown += " || '}'"
-
-    def array(name: str, expr: str, rows: str, sort: str) -> str:
-        return f"""'"{name}":[' || COALESCE((SELECT string_agg({expr}, ',' ORDER BY {sort}) {rows}), '') || ']'"""
-
-    undated = "FROM found WHERE install_date IS NULL"
-    unknown_age = array("unknown_age", unknown, undated, f"{by_building} NULLS LAST, {by_lift}")
-    homeless = "FROM found WHERE install_date IS NOT NULL AND building_id IS NULL"
-    without_building = array("without_building", lift, homeless, by_lift)
-    sql = (
-        f"WITH found AS (SELECT * FROM {register} WHERE install_date IS NULL OR install_date < {p}), "
-        f"fragments AS (SELECT building_id, lift_id, {fragment} AS fragment FROM found "
-        f"WHERE install_date IS NOT NULL AND building_id IS NOT NULL WINDOW w AS (ORDER BY {order})) "
-        f"""SELECT '{{"buildings":[' || COALESCE((SELECT string_agg(fragment, '' ORDER BY {order}) """
-        "FROM fragments), '') || '],' "
-        f"|| {unknown_age} || ',' || {without_building} || '}}' AS doc"
+    by_building, by_lift = s.bytewise("building_id"), s.bytewise("lift_id")
+    unknown_age = f"SELECT string_agg({unknown}, ',' ORDER BY {by_building} NULLS LAST, {by_lift}) FROM {register} "
+    unknown_age += "WHERE install_date IS NULL"
+    without_building = f"SELECT string_agg({lift}, ',' ORDER BY {by_lift}) FROM {register} "
+    without_building += f"WHERE {old} AND building_id IS NULL"
+    sql = f"SELECT ({buildings}) AS buildings, ({unknown_age}) AS unknown_age, ({without_building}) AS without"
+    # the parameters in the order they appear: as_of and the cutoff for the buildings, then for the lifts without
+    cutoff = years_before(as_of, years)
+    params: list[Any] = [as_of, cutoff, as_of, cutoff]
+    row = db.select(sql, params).to_pylist()[0]
+    # joined here: concatenating the 8 MB document in SQL cost DuckDB a fifth of the statement
+    return "".join(
+        (
+            '{"buildings":[',
+            row["buildings"] or "",
+            '],"unknown_age":[',
+            row["unknown_age"] or "",
+            '],"without_building":[',
+            row["without"] or "",
+            "]}",
+        )
     )
-    # the parameters in the order they appear: the cutoff, as_of for the buildings' lifts, as_of for the others
-    params: list[Any] = [years_before(as_of, years), as_of, as_of]
-    return str(db.select(sql, params).column("doc")[0].as_py())
 
 
 def lift_register_sql(store: Store) -> str:
     """Every lift with its building, as one query of ``assets`` with no parameters: ``lift_id``,
     ``install_date``, ``building_id``, and the JSON text of the answer's parts that do not depend on the
     question: ``building_json`` (a building's object up to its lifts array) and ``lift_json`` (a lift's object
-    up to its age).
+    up to its age); ``building_rank`` and ``lift_rank`` number buildings, and lifts within them, in byte order.
 
     A lift's building is its nearest ancestor of kind building within :data:`MAX_PARENT_HOPS` steps; its location
     is the centre of its bounding box (plain columns: a million geometries are never read). Most lifts hang
@@ -212,7 +220,9 @@ def lift_register_sql(store: Store) -> str:
         f"UNION ALL SELECT c.lift_id, c.install_date, c.building_id, b.name, {b_lon}, {b_lat} FROM climb c "
         "LEFT JOIN assets b ON b.id = c.building_id) "
         f"SELECT lift_id, install_date, building_id, CASE WHEN building_id IS NOT NULL THEN {building_json} END "
-        f"AS building_json, {lift_json} AS lift_json FROM found"
+        f"AS building_json, {lift_json} AS lift_json, "
+        f"dense_rank() OVER (ORDER BY {s.bytewise('building_id')}) AS building_rank, "
+        f"row_number() OVER (ORDER BY {s.bytewise('building_id')}, {s.bytewise('lift_id')}) AS lift_rank FROM found"
     )
 
 
