@@ -4,14 +4,18 @@ The ``manifold`` kernel is about 10× faster than OpenCASCADE but crashes the wh
 shapes (measured: an IfcFurnishingElement of duplex.ifc) and refuses others. So geometry runs in a child process
 that streams meshes back:
 
-1. the iterator over all wanted elements with ``manifold`` (openings subtracted, not meshed themselves);
+1. the iterator (:func:`iterator`) over the element classes that become assets with ``manifold`` (openings
+   subtracted, not meshed themselves);
 2. elements it did not deliver (it crashed, or gave up) one by one with ``manifold``, the child reporting each
    element before it starts, so a crash names its element;
 3. what is still missing one by one with OpenCASCADE; what fails there too is a failed element.
 
 A crash never reaches the caller's process. Where ``fork`` is available the child uses the caller's parsed model
-(no second parse) and starts as soon as :class:`Geometry` is created, so the caller can read properties and
-structure while the kernel works; a thread of the caller drains the pipe meanwhile, so the child never waits.
+(no second parse) and starts as soon as :class:`Geometry` is created, right after the parse: it needs only the
+classes present, so the caller reads georeference, properties and structure while the kernel works, and tells
+which elements it wants when it reads :meth:`Geometry.batches`. The child sends meshes every :data:`_CHUNK` shapes
+or :data:`_CHUNK_SECONDS`, whichever comes first, so the caller georeferences them as they come instead of all at
+the end; a thread of the caller drains the pipe meanwhile, so the child never waits.
 The child's standard error goes to /dev/null: the kernels print diagnostics there (``local z: …``) that are no
 use to a user; what matters reaches the caller as a failure reason (the kernel's exception text, or the exit
 code of a crash).
@@ -23,7 +27,8 @@ import multiprocessing as mp
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -32,9 +37,12 @@ import ifcopenshell
 import numpy as np
 import numpy.typing as npt
 
+from cim.bim import structure
+
 Library = Literal["manifold", "opencascade"]
 LIBRARIES: tuple[Library, ...] = ("manifold", "opencascade")
-_CHUNK = 128  # shapes per message from the child
+_CHUNK = 128  # shapes per message from the child at most
+_CHUNK_SECONDS = 0.05  # … and at least this often while it has shapes (slow files give few shapes per second)
 _QUEUED = 64  # messages the caller may hold before the child waits
 
 
@@ -57,16 +65,15 @@ class ShapeBatch:
         return len(self.step_ids)
 
     @classmethod
-    def join(cls, parts: Sequence[tuple[int, Any, Any, tuple[float, float, float, float] | None]]) -> ShapeBatch:
-        """A batch from ``(step id, vertex buffer, face buffer, colour)`` per element (buffers as the kernel gives)."""
-        vertices = [np.frombuffer(p[1], np.float64).reshape(-1, 3) for p in parts]
-        triangles = [np.frombuffer(p[2], np.int32).reshape(-1, 3) for p in parts]
+    def join(cls, parts: Sequence[tuple[int, bytes, bytes, tuple[float, float, float, float] | None]]) -> ShapeBatch:
+        """A batch from ``(step id, vertex buffer, face buffer, colour)`` per element, the buffers as the kernel
+        gives them (float64 xyz, int32 vertex triples): joined as bytes, one array each."""
         return cls(
             step_ids=np.array([p[0] for p in parts], dtype=np.int64),
-            vertices=np.concatenate(vertices) if parts else np.zeros((0, 3)),
-            vertex_offsets=_offsets([len(v) for v in vertices]),
-            triangles=(np.concatenate(triangles) if parts else np.zeros((0, 3), np.int32)).astype(np.uint32),
-            triangle_offsets=_offsets([len(t) for t in triangles]),
+            vertices=np.frombuffer(b"".join(p[1] for p in parts), np.float64).reshape(-1, 3),
+            vertex_offsets=_offsets([len(p[1]) // 24 for p in parts]),
+            triangles=np.frombuffer(b"".join(p[2] for p in parts), np.int32).astype(np.uint32).reshape(-1, 3),
+            triangle_offsets=_offsets([len(p[2]) // 12 for p in parts]),
             colors=np.array([p[3] or (np.nan,) * 4 for p in parts], dtype=np.float32).reshape(-1, 4),
         )
 
@@ -95,16 +102,27 @@ def settings() -> Any:
     return s
 
 
-class Geometry:
-    """Meshes of the elements ``ids`` (step ids) of an opened model; elements no kernel can mesh end in
-    :attr:`failures` (step id → why). The first child starts at once; read :meth:`batches`, then :meth:`close`
-    (or use ``with``)."""
+def iterator(model: ifcopenshell.file, library: Library, threads: int = 1) -> Any:
+    """The geometry iterator of the ingest, over :func:`cim.bim.structure.mesh_classes` (the benchmark's bare
+    iteration uses it too, so both do the same work); None when the model has no such element."""
+    import ifcopenshell.geom
 
-    def __init__(self, model: ifcopenshell.file, path: str, ids: Sequence[int]) -> None:
+    classes = structure.mesh_classes(model)
+    if not classes:
+        return None
+    return ifcopenshell.geom.iterator(settings(), model, threads, include=classes, geometry_library=library)
+
+
+class Geometry:
+    """Meshes of the elements of an opened model; elements no kernel can mesh end in :attr:`failures` (step id →
+    why). The first child starts at once; read :meth:`batches`, then :meth:`close` (or use ``with``)."""
+
+    def __init__(self, model: ifcopenshell.file, path: str) -> None:
         self._model, self._path = model, path
-        self.missing = set(ids)
+        self.missing: set[int] = set()
         self.failures: dict[int, str] = {}
-        self._child: _Child | None = _Child(model, path, LIBRARIES[0], sorted(self.missing), False) if ids else None
+        self._ended: list[_Child] = []
+        self._child: _Child | None = _Child(model, path, LIBRARIES[0], None) if structure.mesh_classes(model) else None
 
     def __enter__(self) -> Geometry:
         return self
@@ -113,25 +131,39 @@ class Geometry:
         self.close()
 
     def close(self) -> None:
-        if self._child is not None:
-            self._child.close()
-            self._child = None
+        """Reap the children: a finished one has exited (or is about to), a working one is killed."""
+        for child in (*self._ended, *([self._child] if self._child is not None else [])):
+            child.close()
+        self._ended, self._child = [], None
 
-    def batches(self) -> Iterator[ShapeBatch]:
+    def batches(self, ids: Iterable[int]) -> Iterator[ShapeBatch]:
+        """Meshes of the elements ``ids`` (step ids; others the iterator delivers are dropped)."""
+        self.missing = set(ids)
         if self._child is not None:
             yield from self._take(self._child, {})
-            self.close()
+            self._end()
         for library in LIBRARIES:
             why: dict[int, str] = {}
             while self.missing and len(why) < len(self.missing):
                 todo = sorted(i for i in self.missing if i not in why)
-                self._child = _Child(self._model, self._path, library, todo, True)
+                self._child = _Child(self._model, self._path, library, todo)
                 yield from self._take(self._child, why)
-                self.close()
+                self._end()
                 if set(todo) <= self.missing and not set(todo) & set(why):
                     break  # the child made no progress at all (it could not start): stop, report them failed
             if library == LIBRARIES[-1]:
                 self.failures.update({i: why.get(i, "no geometry produced") for i in self.missing})
+
+    def _end(self) -> None:
+        """Done with the current child, which said so; it is reaped at :meth:`close`, not waited for now (its exit
+        unmaps the memory it shares with this process: milliseconds)."""
+        if self._child is not None:
+            self._ended.append(self._child)
+            self._child = None
+
+    def waiting(self) -> bool:
+        """Whether reading :meth:`batches` on would wait for the kernel: a child works and has nothing queued."""
+        return self._child is not None and self._child.idle()
 
     def _take(self, child: _Child, why_failed: dict[int, str]) -> Iterator[ShapeBatch]:
         for message in child.messages():
@@ -150,15 +182,16 @@ class Geometry:
 
 
 class _Child:
-    """One geometry child process and the thread of the caller that drains its pipe into a queue."""
+    """One geometry child process and the thread of the caller that drains its pipe into a queue: the iterator
+    when ``ids`` is None, else the elements ``ids`` one by one."""
 
-    def __init__(self, model: ifcopenshell.file, path: str, library: Library, ids: list[int], one_by_one: bool):
+    def __init__(self, model: ifcopenshell.file, path: str, library: Library, ids: list[int] | None):
         forking = "fork" in mp.get_all_start_methods()
         context: Any = mp.get_context("fork" if forking else "spawn")
         self._receiver, sender = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_worker,
-            args=(model if forking else None, path, library, ids, one_by_one, sender),
+            args=(model if forking else None, path, library, ids, sender),
             daemon=True,
         )
         self._process.start()
@@ -183,6 +216,10 @@ class _Child:
                     continue
             if message[0] in ("eof", "done"):
                 return
+
+    def idle(self) -> bool:
+        """Whether none of the child's messages waits to be read."""
+        return self._queue.empty()
 
     def messages(self) -> Iterator[tuple[Any, ...]]:
         """Messages of the child; ends with ``("crashed", last_started, exit_code)`` if it died."""
@@ -211,10 +248,9 @@ class _Child:
         self._thread.join()
 
 
-def _worker(
-    model: ifcopenshell.file | None, path: str, library: Library, ids: list[int], one_by_one: bool, conn: Any
-) -> None:
-    """Child process: mesh ``ids``; send ``("shapes", ShapeBatch)``, ``("start", id)``, ``("failed", id, why)``."""
+def _worker(model: ifcopenshell.file | None, path: str, library: Library, ids: list[int] | None, conn: Any) -> None:
+    """Child process: mesh what :func:`iterator` gives, or ``ids`` one by one; send ``("shapes", ShapeBatch)``,
+    ``("start", id)``, ``("failed", id, why)``."""
     import faulthandler
 
     import ifcopenshell.geom
@@ -227,22 +263,21 @@ def _worker(
         from cim.bim.reader import open_ifc
 
         model = open_ifc(path).model
-    s = settings()
-    parts: list[tuple[int, Any, Any, tuple[float, float, float, float] | None]] = []
-    if not one_by_one:
-        iterator = ifcopenshell.geom.iterator(
-            s, model, 1, include=[model.by_id(i) for i in ids], geometry_library=library
-        )
-        if iterator.initialize():
+    parts: list[tuple[int, bytes, bytes, tuple[float, float, float, float] | None]] = []
+    if ids is None:
+        shapes = iterator(model, library)
+        sent = time.monotonic()
+        if shapes is not None and shapes.initialize():
             while True:
-                element = iterator.get()
+                element = shapes.get()
                 parts.append(_part(element.id, element.geometry))
-                if len(parts) >= _CHUNK:
+                if len(parts) >= _CHUNK or time.monotonic() - sent >= _CHUNK_SECONDS:
                     conn.send(("shapes", ShapeBatch.join(parts)))
-                    parts = []
-                if not iterator.next():
+                    parts, sent = [], time.monotonic()
+                if not shapes.next():
                     break
     else:
+        s = settings()
         for step_id in ids:
             conn.send(("start", step_id))
             try:
@@ -255,15 +290,18 @@ def _worker(
     conn.send(("done",))
 
 
-def _part(step_id: int, geometry: Any) -> tuple[int, Any, Any, tuple[float, float, float, float] | None]:
+def _part(step_id: int, geometry: Any) -> tuple[int, bytes, bytes, tuple[float, float, float, float] | None]:
+    """One element's buffers and its dominant material colour (the material of most triangles)."""
     color = None
     materials = geometry.materials
-    if len(materials):
-        ids = np.frombuffer(geometry.material_ids_buffer, np.int32)
-        ids = ids[ids >= 0]
-        m = materials[int(np.bincount(ids).argmax()) if len(ids) else 0]
-        d = m.diffuse
-        alpha = 1.0 - (m.transparency if m.transparency == m.transparency else 0.0)
+    if materials:
+        m = materials[0]
+        if len(materials) > 1:
+            ids = np.frombuffer(geometry.material_ids_buffer, np.int32)
+            ids = ids[ids >= 0]
+            m = materials[int(np.bincount(ids).argmax()) if len(ids) else 0]
+        d, transparency = m.diffuse, m.transparency
+        alpha = 1.0 - (transparency if transparency == transparency else 0.0)
         color = (float(d.r()), float(d.g()), float(d.b()), float(alpha))
     return (step_id, geometry.verts_buffer, geometry.faces_buffer, color)
 

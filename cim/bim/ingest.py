@@ -5,9 +5,12 @@ name (``"<file name>:ifc"``); the mesh transaction commits only after the assets
 leaves both as they were.
 
 The file is parsed once. The geometry child (:class:`cim.bim.geometry.Geometry`) starts right after the parse and
-works while this process reads structure and properties into asset columns; its meshes are then georeferenced a
-batch at a time (vectorised) into mesh batches, and the assets go to the store as one columnar batch with no
-:class:`~cim.model.Asset` object per element.
+works while this process reads georeference, structure and properties into asset columns; its meshes are
+georeferenced a batch at a time (vectorised) as they come. The store's transaction opens then and takes columnar
+asset batches (no :class:`~cim.model.Asset` object per element) as their rows are done: a meshed element's row and
+mesh are final when its mesh arrives, so they are written while the kernel still works, and what is left when it
+ends is the structure rows (their footprints need every part) and a short tail. The transaction is therefore open
+while the kernel works; the rows it replaces are this file's alone.
 
 Geometry of an asset (``geom``, 2D lon/lat): a meshed element has the convex hull of its mesh in plan; a building
 or a storey has its footprint, the union of its meshed descendants' hulls with the holes filled (a polygon, or a
@@ -18,10 +21,12 @@ failed geometry, a building with no meshed parts) is a point at its placement or
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +45,18 @@ from cim.bim.reader import open_ifc
 from cim.errors import InvalidInput
 from cim.model import KIND_FIELDS, Kind
 from cim.store import AssetBatch, Store
-from cim.store.meshes import MeshBatch, MeshStore
+from cim.store.meshes import MeshBatch, MeshStore, MeshWriter
 from cim.store.schema import ASSET_SCHEMA
 
 Progress = Callable[[int], None]
-_ROWS = 10_000  # assets per batch handed to the store
-_MESH_VERTICES = 500_000  # vertices per mesh batch written (each write costs ~30 ms of fixed DuckDB work)
+_ROWS = 10_000  # assets per batch handed to the store at most
+_MESH_VERTICES = 500_000  # vertices per mesh batch written at most (each write costs ~10-30 ms of fixed DuckDB work)
+# While waiting for the kernel, write what is done at most this often, and only when it is worth a write (each
+# costs ~10-30 ms however small), but the first time whatever its size: it pays the one-time costs of the writes
+# (~50 ms: DuckDB's first Arrow scan imports pyarrow.dataset, the spatial functions load) while the kernel works
+_FLUSH_SECONDS = 0.25
+_FLUSH_ROWS = 500
+_FLUSH_VERTICES = 100_000
 _FOOTPRINT_KINDS = (Kind.BUILDING, Kind.STOREY)
 _PROMOTED = ("Status", "Length", *DIAMETER_PROPERTIES, "RimElevation", "InvertElevation")
 _NETWORK_KINDS = KIND_FIELDS["network"]
@@ -81,38 +92,46 @@ def ingest_ifc(
     """Read the IFC file at ``path`` into ``store`` (and its meshes into ``meshes``), replacing an earlier ingest
     of the same file. A file problem (missing, not IFC, truncated, no georeference) raises before anything is
     written; an element whose geometry fails is counted in ``failed_elements`` and kept without a mesh.
+
+    Python's cyclic garbage collector is paused meanwhile (for the whole process): the ingest makes many objects
+    and no cycles, and each full collection walks every object of a process that imported the store (~80,000
+    after pyarrow, pandas and DuckDB), 40-100 ms for nothing collected, at the end of the ingest where it waits.
     """
+    with _collector_paused():
+        return _ingest(store, Path(path), meshes, placement, progress)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _ingest(
+    store: Store, path: Path, meshes: MeshStore | None, placement: Placement | None, progress: Progress | None
+) -> IfcSummary:
     started = time.perf_counter()
     opened = open_ifc(path)
     model = opened.model
-    georef = georeference(model, placement=placement)
-    source = source_name(opened.path)
-    summary = IfcSummary(str(opened.path), opened.schema, opened.declared_schema, georef.summary())
-    index = PropertyIndex(model)
-    products = structure.describe(model, index.type_of)
-    meshable = [s for s, m in zip(products.step_ids, products.meshable, strict=True) if m]
-    with geometry.Geometry(model, str(opened.path), meshable) as shapes:
+    with geometry.Geometry(model, str(opened.path)) as shapes:
         # the geometry child works from here on; this process reads everything else meanwhile
-        columns = _Columns(products, index, length_unit(model), source)
+        georef = georeference(model, placement=placement)
+        source = source_name(opened.path)
+        summary = IfcSummary(str(opened.path), opened.schema, opened.declared_schema, georef.summary())
+        index = PropertyIndex(model)
+        products = structure.describe(model, index.type_of)
+        columns = _Columns(products, index, length_unit(model), source, georef)
         mesh_context = meshes.replacing(source) if meshes is not None else nullcontext(None)
         with mesh_context as writer:
-            pending: list[MeshBatch] = []
-            for batch in shapes.batches():
-                mesh_batch = columns.add_shapes(batch, georef)
-                if writer is not None:
-                    pending.append(mesh_batch)
-                if sum(len(m.vertices) for m in pending) >= _MESH_VERTICES:
-                    writer.add(MeshBatch.concat(pending))  # type: ignore[union-attr]
-                    pending = []
-                if progress is not None:
-                    progress(len(batch))
-            if writer is not None and pending:
-                writer.add(MeshBatch.concat(pending))
-            failures = {products.global_ids[columns.row_of[i]]: why for i, why in shapes.failures.items()}
-            rest = columns.finish(georef)
-            if progress is not None:
-                progress(rest)
-            store.replace_source(source, columns.batches())
+            # the store's transaction pulls the asset batches as they are done, the elements' while the kernel
+            # still works, so little is left to write when it ends; meshes are staged meanwhile
+            store.replace_source(source, columns.stream(shapes, writer, progress))
+    failures = {products.global_ids[columns.row_of[i]]: why for i, why in shapes.failures.items()}
     summary.assets = columns.counts()
     summary.meshes = columns.meshed
     summary.failed = [{"id": k, "error": v} for k, v in sorted(failures.items())]
@@ -121,16 +140,24 @@ def ingest_ifc(
     return summary
 
 
-class _Columns:
-    """The asset table of one model, filled column by column: attributes first, geometry as meshes arrive."""
+#: props JSON, install date, status, diameter_mm, depth_m: what a product's property sets decide
+_FromProps = tuple[str, Any, str | None, float | None, float | None]
 
-    def __init__(self, products: structure.Products, index: PropertyIndex, unit: float, source: str) -> None:
-        self.products, self.unit, self.source = products, unit, source
+
+class _Columns:
+    """The asset table of one model, filled column by column: attributes and placement points first (while the
+    geometry child works), hulls as meshes arrive, footprints at the end."""
+
+    def __init__(
+        self, products: structure.Products, index: PropertyIndex, unit: float, source: str, georef: Georeference
+    ) -> None:
+        self.products, self.unit, self.source, self.georef = products, unit, source, georef
         n = len(products)
         self.row_of = {step_id: row for row, step_id in enumerate(products.step_ids)}
         self.geoms: npt.NDArray[np.object_] = np.full(n, None, dtype=object)
         self.z_min = np.full(n, np.nan)
         self.z_max = np.full(n, np.nan)
+        self.has_mesh = np.zeros(n, dtype=bool)
         self.meshed = 0
         self.install_date: list[Any] = [None] * n
         self.status: list[str | None] = [None] * n
@@ -139,42 +166,113 @@ class _Columns:
         self.diameter_mm: list[float | None] = [None] * n
         self.depth_m: list[float | None] = [None] * n
         self.props: list[str] = [""] * n
+        shared: dict[tuple[Any, ...], _FromProps] = {}
         for row in range(n):
-            self._attributes(row, index)
+            self._attributes(row, index, shared)
+        self._points(np.flatnonzero(~np.array(products.meshable, dtype=bool)))
+        # for each building and storey, which rows lie below it (a footprint is the union of their hulls)
+        self.below: dict[int, npt.NDArray[np.bool_]] = {
+            r: np.zeros(n, dtype=bool) for r, k in enumerate(products.kinds) if k in _FOOTPRINT_KINDS
+        }
+        if self.below:
+            for row in range(n):
+                parent, depth = products.parent_rows[row], 0
+                while parent >= 0 and depth < 64:  # depth: a malformed file may loop
+                    if parent in self.below:
+                        self.below[parent][row] = True
+                    parent, depth = products.parent_rows[parent], depth + 1
 
-    def _attributes(self, row: int, index: PropertyIndex) -> None:
+    def _attributes(self, row: int, index: PropertyIndex, shared: dict[tuple[Any, ...], _FromProps]) -> None:
+        p = self.products
+        kind, step_id = p.kinds[row], p.step_ids[row]
+        self.material[row] = index.material_of(step_id)
+        if kind in _NETWORK_KINDS:
+            self.network[row] = index.network.get(step_id)
+        # what comes from the property sets is the same for products with the same class, type and sets
+        key: tuple[Any, ...] = (p.classes[row], p.predefined_types[row], kind, index.sources_of(step_id))
+        if kind is Kind.STOREY:
+            key = (*key, row)  # its elevation is its own
+        values = shared.get(key)
+        if values is None:
+            values = shared[key] = self._from_props(row, index)
+        self.props[row], self.install_date[row], self.status[row], self.diameter_mm[row], self.depth_m[row] = values
+
+    def _from_props(self, row: int, index: PropertyIndex) -> _FromProps:
+        """The props JSON of ``row`` and the fields promoted from it: install date, status, diameter, depth."""
         p, unit = self.products, self.unit
-        instance, kind, step_id = p.instances[row], p.kinds[row], p.step_ids[row]
-        props = index.props_of(step_id)
+        kind = p.kinds[row]
+        props = index.props_of(p.step_ids[row])
         props["ifc_class"] = p.classes[row]
         if p.predefined_types[row]:
             props["ifc_predefined_type"] = p.predefined_types[row]
         found = first_values(props, _PROMOTED)
-        self.install_date[row] = install_date(props)
-        self.status[row] = _text(found.get("Status"))
-        self.material[row] = index.material_of(step_id)
         length = found.get("Length")
         if isinstance(length, (int, float)):
             props["length_m"] = float(length) * unit
-        if kind in _NETWORK_KINDS:
-            self.network[row] = index.network.get(step_id)
+        diameter_mm = depth_m = None
         if kind in _DIAMETER_KINDS:
             diameter = next((found[n] for n in DIAMETER_PROPERTIES if n in found), None)
             if isinstance(diameter, (int, float)) and diameter > 0:
-                self.diameter_mm[row] = float(diameter) * unit * 1000.0
+                diameter_mm = float(diameter) * unit * 1000.0
         if kind is Kind.NODE:
             rim, invert = found.get("RimElevation"), found.get("InvertElevation")
             if isinstance(rim, (int, float)) and isinstance(invert, (int, float)) and rim >= invert:
-                self.depth_m[row] = (float(rim) - float(invert)) * unit
+                depth_m = (float(rim) - float(invert)) * unit
+        instance = p.instances[row]
         if kind is Kind.STOREY and getattr(instance, "Elevation", None) is not None:
             props["elevation_m"] = float(instance.Elevation) * unit
         try:
-            self.props[row] = json.dumps(props, allow_nan=False, ensure_ascii=False)
+            text = json.dumps(props, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"props of asset {p.global_ids[row]!r}", f"not JSON values: {exc}") from None
+        return text, install_date(props), _text(found.get("Status")), diameter_mm, depth_m
 
-    def add_shapes(self, batch: geometry.ShapeBatch, georef: Georeference) -> MeshBatch:
-        """Georeference one batch of element meshes: their assets' hulls and heights, and the mesh batch."""
+    def stream(
+        self, shapes: geometry.Geometry, writer: MeshWriter | None, progress: Progress | None
+    ) -> Iterator[AssetBatch]:
+        """The asset batches for the store, as their rows are done, and the meshes to ``writer`` meanwhile.
+
+        Meshed elements are final when their mesh arrives: they and their meshes are written when this process would
+        otherwise wait for the kernel (see :data:`_FLUSH_SECONDS`), or when a batch is full. The rest (structure with
+        its footprints, elements without a mesh) follows when the kernel is done."""
+        p = self.products
+        done = np.zeros(len(p), dtype=bool)
+        ready: list[npt.NDArray[np.int64]] = []
+        pending: list[MeshBatch] = []
+        flushed: float | None = None  # when the last write was
+        for batch in shapes.batches(s for s, m in zip(p.step_ids, p.meshable, strict=True) if m):
+            rows, mesh_batch = self.add_shapes(batch)
+            ready.append(rows)
+            if writer is not None:
+                pending.append(mesh_batch)
+            if progress is not None:
+                progress(len(batch))
+            rows_ready, vertices = sum(len(r) for r in ready), sum(len(m.vertices) for m in pending)
+            worth = rows_ready >= _FLUSH_ROWS or vertices >= _FLUSH_VERTICES
+            flush = shapes.waiting() and (flushed is None or (worth and time.monotonic() - flushed >= _FLUSH_SECONDS))
+            if flush or vertices >= _MESH_VERTICES:
+                _write_meshes(writer, pending)
+            if flush or rows_ready >= _ROWS:
+                rows = np.concatenate(ready)
+                done[rows], ready = True, []
+                yield self.batch(rows)
+                flushed = time.monotonic()
+        with ThreadPoolExecutor(1) as staging:
+            # the last meshes are staged while the rest of the rows are finished and written (DuckDB lets go of
+            # the GIL while it writes); the store commits only after they are
+            staged = staging.submit(_write_meshes, writer, pending)
+            rest = self.finish()
+            if progress is not None:
+                progress(rest)
+            left = np.flatnonzero(~done)
+            for start in range(0, len(left), _ROWS):
+                yield self.batch(left[start : start + _ROWS])
+            staged.result()
+
+    def add_shapes(self, batch: geometry.ShapeBatch) -> tuple[npt.NDArray[np.int64], MeshBatch]:
+        """Georeference one batch of element meshes: their assets' hulls and heights; returns their rows and the
+        mesh batch."""
+        georef = self.georef
         rows = np.array([self.row_of[int(i)] for i in batch.step_ids], dtype=np.int64)
         starts = batch.vertex_offsets[:-1]
         owner = np.repeat(np.arange(len(batch)), np.diff(batch.vertex_offsets))
@@ -182,11 +280,15 @@ class _Columns:
         centres = (np.minimum.reduceat(batch.vertices, starts) + np.maximum.reduceat(batch.vertices, starts)) / 2
         origins = georef.to_lonlat(centres)
         enu = geodesy.lonlat_to_enu(lonlat[:, 0], lonlat[:, 1], lonlat[:, 2], origins[owner]).astype(np.float32)
-        self.geoms[rows] = shapely.convex_hull(shapely.multipoints(lonlat[:, :2], indices=owner))
+        # the hull of a line through the vertices is theirs, and lines are built 3× faster than multipoints (a line
+        # needs two); a hull of a flat element can be a line or a point (fine), an invalid one is stored as none
+        through = shapely.linestrings if (np.diff(batch.vertex_offsets) >= 2).all() else shapely.multipoints
+        self.geoms[rows] = _valid(shapely.convex_hull(through(lonlat[:, :2], indices=owner)))
         self.z_min[rows] = np.minimum.reduceat(lonlat[:, 2], starts)
         self.z_max[rows] = np.maximum.reduceat(lonlat[:, 2], starts)
+        self.has_mesh[rows] = True
         self.meshed += len(batch)
-        return MeshBatch(
+        return rows, MeshBatch(
             asset_ids=[self.products.global_ids[r] for r in rows],
             origins=origins,
             vertices=enu,
@@ -196,59 +298,57 @@ class _Columns:
             colors=batch.colors,
         )
 
-    def finish(self, georef: Georeference) -> int:
-        """Footprints of buildings and storeys, points for the rest; returns how many assets got no mesh."""
-        p = self.products
-        meshed = np.array([g is not None for g in self.geoms], dtype=bool)
-        parts: dict[int, list[int]] = {r: [] for r, k in enumerate(p.kinds) if k in _FOOTPRINT_KINDS}
-        if parts:
-            for row in np.flatnonzero(meshed).tolist():
-                parent, depth = p.parent_rows[row], 0
-                while parent >= 0 and depth < 64:  # depth: a malformed file may loop
-                    if parent in parts:
-                        parts[parent].append(row)
-                    parent, depth = p.parent_rows[parent], depth + 1
-            for row, below in parts.items():
-                if below:
-                    self.geoms[row] = footprint(self.geoms[below])
-                    self.z_min[row] = float(self.z_min[below].min())
-                    self.z_max[row] = float(self.z_max[below].max())
-        rest = np.flatnonzero([g is None for g in self.geoms])
-        if len(rest):
-            origins = np.array([self._origin(int(r)) for r in rest]).reshape(-1, 3)
-            lonlat = georef.to_lonlat(origins)
-            self.geoms[rest] = shapely.points(lonlat[:, :2])
-            self.z_min[rest] = self.z_max[rest] = lonlat[:, 2]
-        # hulls of flat elements can be lines or points; an invalid or empty geometry is stored as none
-        bad = shapely.is_empty(self.geoms) | ~shapely.is_valid(self.geoms)
-        self.geoms[bad] = None
-        return len(p) - int(meshed.sum())
+    def finish(self) -> int:
+        """Footprints of buildings and storeys, points for elements whose geometry failed; returns how many assets
+        got no mesh."""
+        hulls = self.has_mesh & shapely.is_geometry(self.geoms)
+        done: dict[bytes, tuple[Any, float, float]] = {}  # a storey and its building often have the same parts
+        for row, mask in self.below.items():
+            below = np.flatnonzero(mask & hulls)
+            if len(below):
+                key = below.tobytes()
+                if key not in done:
+                    done[key] = (footprint(self.geoms[below]), self.z_min[below].min(), self.z_max[below].max())
+                self.geoms[row], self.z_min[row], self.z_max[row] = done[key]
+        self._points(np.flatnonzero(np.array(self.products.meshable, dtype=bool) & ~self.has_mesh))
+        return len(self.products) - self.meshed
 
-    def batches(self) -> Iterator[AssetBatch]:
-        p = self.products
-        for start in range(0, len(p), _ROWS):
-            rows = slice(start, start + _ROWS)
-            table = pa.table(
-                {
-                    "id": p.global_ids[rows],
-                    "kind": [k.value for k in p.kinds[rows]],
-                    "name": p.names[rows],
-                    "parent_id": p.parent_ids[rows],
-                    "source": [self.source] * len(p.global_ids[rows]),
-                    "geom": shapely.to_wkb(self.geoms[rows]),
-                    "z_min": self.z_min[rows],
-                    "z_max": self.z_max[rows],
-                    "install_date": self.install_date[rows],
-                    "status": self.status[rows],
-                    "material": self.material[rows],
-                    "network": self.network[rows],
-                    "diameter_mm": self.diameter_mm[rows],
-                    "depth_m": self.depth_m[rows],
-                    "props": self.props[rows],
-                },
-                schema=pa.schema([ASSET_SCHEMA.field(n) for n in _BATCH_COLUMNS]),
-            )
-            yield AssetBatch.from_table(table)
+    def _points(self, rows: npt.NDArray[np.int64]) -> None:
+        """Points at the placement origins of ``rows``."""
+        if len(rows):
+            origins = np.array([self._origin(int(r)) for r in rows]).reshape(-1, 3)
+            lonlat = self.georef.to_lonlat(origins)
+            self.geoms[rows] = _valid(shapely.points(lonlat[:, :2]))
+            self.z_min[rows] = self.z_max[rows] = lonlat[:, 2]
+
+    def batch(self, rows: npt.NDArray[np.int64]) -> AssetBatch:
+        """The assets of ``rows`` as one store batch."""
+        p, at = self.products, rows.tolist()
+
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[i] for i in at]
+
+        table = pa.table(
+            {
+                "id": pick(p.global_ids),
+                "kind": [p.kinds[i].value for i in at],
+                "name": pick(p.names),
+                "parent_id": pick(p.parent_ids),
+                "source": [self.source] * len(at),
+                "geom": shapely.to_wkb(self.geoms[rows]),
+                "z_min": self.z_min[rows],
+                "z_max": self.z_max[rows],
+                "install_date": pick(self.install_date),
+                "status": pick(self.status),
+                "material": pick(self.material),
+                "network": pick(self.network),
+                "diameter_mm": pick(self.diameter_mm),
+                "depth_m": pick(self.depth_m),
+                "props": pick(self.props),
+            },
+            schema=_BATCH_SCHEMA,
+        )
+        return AssetBatch.from_table(table)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -280,6 +380,7 @@ _BATCH_COLUMNS = (
     "depth_m",
     "props",
 )
+_BATCH_SCHEMA = pa.schema([ASSET_SCHEMA.field(n) for n in _BATCH_COLUMNS])
 
 
 def footprint(parts: npt.NDArray[np.object_]) -> BaseGeometry:
@@ -302,17 +403,21 @@ def footprint(parts: npt.NDArray[np.object_]) -> BaseGeometry:
     group = _components(len(areas), left, right)
     order = np.argsort(group, kind="stable")
     starts = np.flatnonzero(np.diff(group[order], prepend=-1))
-    merged = [
-        areas[rows[0]] if len(rows) == 1 else shapely.union_all(areas[rows]) for rows in np.split(order, starts[1:])
-    ]
-    pieces = shapely.get_parts(np.array(merged, dtype=object))
+    ends = np.append(starts[1:], len(order))
+    merged = areas[order[starts]]  # a group of one part is that part
+    for i in np.flatnonzero(ends - starts > 1):
+        merged[i] = shapely.union_all(areas[order[starts[i] : ends[i]]])
+    pieces = shapely.get_parts(merged)
     polygons = pieces[shapely.get_type_id(pieces) == 3]
     filled = shapely.polygons(shapely.get_exterior_ring(polygons))
     if len(filled) == 1:
         return filled[0]
-    result = shapely.multipolygons(filled)
-    if not result.is_valid:  # a filled ring covers another group (a column inside a ring of walls)
-        result = shapely.union_all(filled)
+    # the groups do not touch, so their filled outlines meet only where one lies in another's filled hole (a
+    # column inside a ring of walls); when none meet, they are a valid multipolygon as they are
+    left, right = shapely.STRtree(filled).query(filled, predicate="intersects")
+    if (left == right).all():
+        return shapely.multipolygons(filled)
+    result = shapely.union_all(filled)
     return result if result.is_valid else shapely.make_valid(result)
 
 
@@ -332,6 +437,19 @@ def _components(n: int, left: npt.NDArray[np.int64], right: npt.NDArray[np.int64
             if ra != rb:
                 root[max(ra, rb)] = min(ra, rb)
     return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def _write_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
+    """Stage ``pending`` (emptied) in one write."""
+    if writer is not None and pending:
+        writer.add(MeshBatch.concat(pending))
+    pending.clear()
+
+
+def _valid(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    """``geoms`` with the empty or invalid ones as None."""
+    geoms[shapely.is_empty(geoms) | ~shapely.is_valid(geoms)] = None
+    return geoms
 
 
 def _text(value: Any) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import ifcopenshell
 
+from cim.bim.structure import ClassInfo, class_info
 from cim.model import JsonValue
 
 #: Where an install date is found, in order of trust; then any property whose name is in INSTALL_DATE_NAMES.
@@ -60,8 +61,8 @@ Props = dict[str, JsonValue]
 def json_value(value: Any) -> JsonValue:
     """An IFC attribute value as JSON: wrapped measures unwrapped, tuples as lists, entities by their text."""
     if isinstance(value, ifcopenshell.entity_instance):
-        if hasattr(value, "wrappedValue"):
-            return json_value(value.wrappedValue)
+        if not value.is_entity():  # a defined type (IfcLabel, IfcLengthMeasure …): its one value
+            return json_value(value.get_argument(0))
         return str(value)
     if isinstance(value, (tuple, list)):
         return [json_value(v) for v in value]
@@ -70,56 +71,68 @@ def json_value(value: Any) -> JsonValue:
     return value
 
 
-def flatten(definition: ifcopenshell.entity_instance) -> Props:
-    """One property or quantity set as ``{"Name.Property": value}``."""
-    name = definition.Name or definition.is_a()
+def flatten(definition: ifcopenshell.entity_instance, schema: str | None = None) -> Props:
+    """One property or quantity set as ``{"Name.Property": value}``. Attributes are read by index (a third of the
+    cost of reading them by name, see :mod:`cim.bim.structure`); ``schema``: the model's schema identifier."""
+    schema = schema or definition.is_a(True).split(".")[0]
+    info = class_info(schema, definition.is_a())
+    name = _get(definition, info, "Name") or info.name
     out: Props = {}
-    if definition.is_a("IfcElementQuantity"):
-        for q in definition.Quantities or ():
-            if q.is_a("IfcPhysicalSimpleQuantity"):
-                out[f"{name}.{q.Name}"] = json_value(q[3])
-    elif definition.is_a("IfcPropertySet"):
-        for prop in definition.HasProperties or ():
-            _property(f"{name}.{prop.Name}", prop, out)
+    if info.is_a("IfcElementQuantity"):
+        for q in _get(definition, info, "Quantities") or ():
+            q_info = class_info(schema, q.is_a())
+            if q_info.is_a("IfcPhysicalSimpleQuantity"):
+                out[f"{name}.{_get(q, q_info, 'Name')}"] = json_value(q.get_argument(3))  # 3: its value
+    elif info.is_a("IfcPropertySet"):
+        for prop in _get(definition, info, "HasProperties") or ():
+            _property(name, prop, out, schema)
     return out
 
 
-def _property(key: str, prop: ifcopenshell.entity_instance, out: Props) -> None:
-    if prop.is_a("IfcPropertySingleValue"):
-        out[key] = json_value(prop.NominalValue)
-    elif prop.is_a("IfcPropertyEnumeratedValue"):
-        out[key] = json_value(prop.EnumerationValues or ())
-    elif prop.is_a("IfcPropertyListValue"):
-        out[key] = json_value(prop.ListValues or ())
-    elif prop.is_a("IfcPropertyBoundedValue"):
-        out[key] = {"lower": json_value(prop.LowerBoundValue), "upper": json_value(prop.UpperBoundValue)}
-    elif prop.is_a("IfcComplexProperty"):
-        for part in prop.HasProperties or ():
-            _property(f"{key}.{part.Name}", part, out)
+def _property(prefix: str, prop: ifcopenshell.entity_instance, out: Props, schema: str) -> None:
+    info = class_info(schema, prop.is_a())
+    key = f"{prefix}.{_get(prop, info, 'Name')}"
+    if info.is_a("IfcPropertySingleValue"):
+        out[key] = json_value(_get(prop, info, "NominalValue"))
+    elif info.is_a("IfcPropertyEnumeratedValue"):
+        out[key] = json_value(_get(prop, info, "EnumerationValues") or ())
+    elif info.is_a("IfcPropertyListValue"):
+        out[key] = json_value(_get(prop, info, "ListValues") or ())
+    elif info.is_a("IfcPropertyBoundedValue"):
+        lower, upper = _get(prop, info, "LowerBoundValue"), _get(prop, info, "UpperBoundValue")
+        out[key] = {"lower": json_value(lower), "upper": json_value(upper)}
+    elif info.is_a("IfcComplexProperty"):
+        for part in _get(prop, info, "HasProperties") or ():
+            _property(key, part, out, schema)
+
+
+def _get(instance: ifcopenshell.entity_instance, info: ClassInfo, attribute: str) -> Any:
+    index = info.index(attribute)
+    return instance.get_argument(index) if index is not None else None
 
 
 class PropertyIndex:
     """Properties, materials and systems of every product of a model, read once."""
 
     def __init__(self, model: ifcopenshell.file) -> None:
-        flat: dict[int, Props] = {}
-        self.by_product: dict[int, list[Props]] = {}
+        schema = model.schema_identifier
+        self.flat: dict[int, Props] = {}  # step id of a property or quantity set → its properties
+        self.by_product: dict[int, list[int]] = {}  # step id of a product → its sets' step ids
         self.by_type: dict[int, list[Props]] = {}
         self.type_of: dict[int, ifcopenshell.entity_instance] = {}
         for rel in model.by_type("IfcRelDefinesByProperties"):
             definition = rel.RelatingPropertyDefinition
             if not isinstance(definition, ifcopenshell.entity_instance):
                 continue  # IFC4 set of definitions: rare; skipped
-            props = flat.get(definition.id())
-            if props is None:
-                props = flat[definition.id()] = flatten(definition)
+            if definition.id() not in self.flat:
+                self.flat[definition.id()] = flatten(definition, schema)
             for obj in rel.RelatedObjects:
-                self.by_product.setdefault(obj.id(), []).append(props)
+                self.by_product.setdefault(obj.id(), []).append(definition.id())
         for rel in model.by_type("IfcRelDefinesByType"):
             for obj in rel.RelatedObjects:
                 self.type_of[obj.id()] = rel.RelatingType
         for element_type in model.by_type("IfcTypeObject"):
-            self.by_type[element_type.id()] = [flatten(p) for p in element_type.HasPropertySets or ()]
+            self.by_type[element_type.id()] = [flatten(p, schema) for p in element_type.HasPropertySets or ()]
         self.material: dict[int, str] = {}
         for rel in model.by_type("IfcRelAssociatesMaterial"):
             name = material_name(rel.RelatingMaterial)
@@ -144,9 +157,15 @@ class PropertyIndex:
         if element_type is not None:
             for props in self.by_type.get(element_type.id(), ()):
                 out.update(props)
-        for props in self.by_product.get(step_id, ()):
-            out.update(props)
+        for definition in self.by_product.get(step_id, ()):
+            out.update(self.flat[definition])
         return out
+
+    def sources_of(self, step_id: int) -> tuple[int | None, tuple[int, ...]]:
+        """Where :meth:`props_of` reads from: the type object's step id and the product's own sets' (equal
+        sources, equal properties)."""
+        element_type = self.type_of.get(step_id)
+        return (element_type.id() if element_type is not None else None, tuple(self.by_product.get(step_id, ())))
 
     def material_of(self, step_id: int) -> str | None:
         """The material name of the product with step id ``step_id``, else of its type."""
@@ -161,8 +180,10 @@ def material_name(select: ifcopenshell.entity_instance | None) -> str | None:
     """The name of the (first) material of an IfcMaterialSelect: Category when given, else Name."""
     if select is None:
         return None
-    if select.is_a("IfcMaterial"):
-        return str(getattr(select, "Category", None) or select.Name or "") or None
+    # attributes a class lacks are skipped by its ClassInfo: getattr of one makes ifcopenshell import its rules
+    info = class_info(select.is_a(True).split(".")[0], select.is_a())
+    if info.is_a("IfcMaterial"):
+        return str(_get(select, info, "Category") or _get(select, info, "Name") or "") or None
     for attribute, inner in (
         ("ForLayerSet", None),
         ("ForProfileSet", None),
@@ -171,7 +192,7 @@ def material_name(select: ifcopenshell.entity_instance | None) -> str | None:
         ("MaterialConstituents", "Material"),
         ("Materials", None),
     ):
-        value = getattr(select, attribute, None) if hasattr(select, attribute) else None
+        value = _get(select, info, attribute)
         if value is None:
             continue
         first = value[0] if isinstance(value, tuple) and value else value

@@ -97,27 +97,43 @@ def describe(model: ifcopenshell.file, type_of: dict[int, ifcopenshell.entity_in
     spatial_class = "IfcSpatialStructureElement" if model.schema == "IFC2X3" else "IfcSpatialElement"
     out = Products()
     parent = parents(model)
+    plans: dict[str, tuple[ClassInfo, Kind | None, bool] | None] = {}
     for instance in (*model.by_type(spatial_class), *model.by_type("IfcElement")):
-        info = class_info(schema, instance.is_a())
-        if any(info.is_a(c) for c in EXCLUDED):
+        name = instance.is_a()
+        plan = plans[name] if name in plans else plans.setdefault(name, _plan(schema, name))
+        if plan is None:
             continue
+        info, kind, meshable = plan
         step_id = instance.id()
+        element_type = type_of.get(step_id)
         out.instances.append(instance)
         out.step_ids.append(step_id)
         out.global_ids.append(instance.get_argument(0))
         out.names.append(_argument(instance, info, "Name") or None)
-        out.classes.append(info.name)
-        ptype = _predefined_type(instance, info, type_of.get(step_id), schema)
+        out.classes.append(name)
+        ptype = _predefined_type(instance, info, element_type, schema)
         out.predefined_types.append(ptype)
-        out.kinds.append(_kind(info, ptype, type_of.get(step_id)))
-        representation = _argument(instance, info, "Representation")
-        out.meshable.append(representation is not None and not any(info.is_a(c) for c in NO_MESH))
+        out.kinds.append(kind or _kind(info, ptype, element_type))
+        out.meshable.append(meshable and _argument(instance, info, "Representation") is not None)
     row_of = {step_id: row for row, step_id in enumerate(out.step_ids)}
     for step_id in out.step_ids:
         whole = parent.get(step_id)
         out.parent_rows.append(row_of.get(whole.id(), -1) if whole is not None else -1)
         out.parent_ids.append(_global_id(whole))
     return out
+
+
+def mesh_classes(model: ifcopenshell.file) -> list[str]:
+    """The element classes of ``model`` whose instances become meshed assets: what the geometry iterator is asked
+    for. Picked per class from the classes present (no pass over the instances), so the geometry child can start
+    right after the parse; an instance of these classes without a representation is simply not delivered."""
+    schema = model.schema_identifier
+    out = []
+    for name in model.types():
+        info = class_info(schema, name)
+        if info.is_a("IfcElement") and not any(info.is_a(c) for c in EXCLUDED):
+            out.append(name)
+    return sorted(out)
 
 
 def parents(model: ifcopenshell.file) -> dict[int, ifcopenshell.entity_instance]:
@@ -133,6 +149,16 @@ def parents(model: ifcopenshell.file) -> dict[int, ifcopenshell.entity_instance]
             for part in rel.RelatedObjects:
                 parent[part.id()] = whole
     return parent
+
+
+def _plan(schema: str, name: str) -> tuple[ClassInfo, Kind | None, bool] | None:
+    """What class ``name`` decides for all its instances: its info, its kind (None when the predefined type or the
+    type object decides), whether it is meshed; None for an excluded class."""
+    info = class_info(schema, name)
+    if any(info.is_a(c) for c in EXCLUDED):
+        return None
+    by_instance = info.is_a("IfcTransportElement") or info.is_a("IfcFlowSegment")
+    return info, None if by_instance else _kind(info, None, None), not any(info.is_a(c) for c in NO_MESH)
 
 
 def _argument(instance: ifcopenshell.entity_instance, info: ClassInfo, attribute: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ifcopenshell
+import ifcopenshell.api.pset
 import pytest
 from pyproj import Transformer
 from shapely.geometry import Point
@@ -16,7 +17,7 @@ from cim.errors import CimError, InvalidInput, NotFound
 from cim.model import Kind
 from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore
-from tests.bim.conftest import write_model
+from tests.bim.conftest import build_model, write_model
 
 GEOREFERENCED = ("duplex.ifc", "AC20-FZK-Haus.ifc", "geographic-referencing.ifc")
 NEEDS_PLACEMENT = ("IfcOpenHouse_IFC4.ifc", "PR-Twin-Branch-PavementElements.ifc", "linear-placement-of-signal.ifc")
@@ -199,3 +200,21 @@ def test_building_footprint_of_a_real_model_is_one_polygon(data_dir: Path, store
         if str(a.props["ifc_class"]).startswith("IfcWall")
     ]
     assert walls and all(w.geom is not None and building.geom.buffer(1e-9).covers(w.geom) for w in walls)
+
+
+def test_ifc2x3_epset_map_conversion_places_the_model(tmp_path: Path, store: Store, meshes: MeshStore) -> None:
+    model = build_model("IFC2X3")
+    project = model.by_type("IfcProject")[0]
+    conversion = ifcopenshell.api.pset.add_pset(model, product=project, name="ePset_MapConversion")
+    ifcopenshell.api.pset.edit_pset(
+        model, pset=conversion, properties={"Eastings": 355_000.0, "Northings": 3_452_000.0, "OrthogonalHeight": 4.0}
+    )
+    crs = ifcopenshell.api.pset.add_pset(model, product=project, name="ePset_ProjectedCRS")
+    ifcopenshell.api.pset.edit_pset(model, pset=crs, properties={"Name": "EPSG:32651"})
+    path = tmp_path / "epset.ifc"
+    model.write(str(path))
+    summary = ingest_ifc(store, path, meshes=meshes)
+    lon, lat = Transformer.from_crs("EPSG:32651", "EPSG:4326", always_xy=True).transform(355_000.0, 3_452_000.0)
+    assert summary.georeference["method"] == "epset_map_conversion"
+    assert summary.georeference["lon"] == pytest.approx(lon, abs=1e-5)
+    assert summary.georeference["lat"] == pytest.approx(lat, abs=1e-5)
