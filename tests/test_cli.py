@@ -95,6 +95,16 @@ def test_ingest_of_a_named_layer_with_a_preset(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["assets"] == {"transit_stop": 92}
 
 
+def test_ingest_json_stays_json_when_the_geometry_kernel_prints(tmp_path: Path) -> None:
+    """ifcopenshell's C++ code prints ``local z: …`` to stdout for this file's linear placements; stdout must
+    still hold the one JSON object scripts read."""
+    ifc = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ifc" / "linear-placement-of-signal.ifc"
+    result = cim("ingest", str(ifc), "--store", str(tmp_path / "c.duckdb"), "--place", "121.5,31.2,0", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["files"][0]["ok"] and summary["files"][0]["georeference"]["method"] == "placement"
+
+
 def test_ingest_needs_one_way_to_map() -> None:
     result = cim("ingest", "x.geojson", "--kind", "park", "--preset", "osm-parks")
     assert result.returncode == 2

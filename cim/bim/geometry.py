@@ -257,7 +257,10 @@ def _worker(model: ifcopenshell.file | None, path: str, library: Library, ids: l
 
     faulthandler.disable()  # a crash is reported by the caller, naming its element
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)  # the kernels' diagnostics; failures reach the caller as messages
+    # the kernels' diagnostics (some on stdout, e.g. "local z: …" for linear placements, which would corrupt
+    # `cim ingest --json`); failures reach the caller as messages
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
     os.close(devnull)
     if model is None:
         from cim.bim.reader import open_ifc

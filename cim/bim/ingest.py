@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,8 +99,23 @@ def ingest_ifc(
     and no cycles, and each full collection walks every object of a process that imported the store (~80,000
     after pyarrow, pandas and DuckDB), 40-100 ms for nothing collected, at the end of the ingest where it waits.
     """
-    with _collector_paused():
+    with _collector_paused(), _native_stdout_to_stderr():
         return _ingest(store, Path(path), meshes, placement, progress)
+
+
+@contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """ifcopenshell's C++ code prints diagnostics to stdout (``local z: …`` when it evaluates a linear placement),
+    which ``cim ingest --json`` keeps for its JSON: while the file is read, file descriptor 1 leads to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextmanager
