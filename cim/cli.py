@@ -249,8 +249,6 @@ def _ingest_one(
     }
     task = progress.add_task(path.name, total=None)
     try:
-        if path.suffix.lower() in (".ifc", ".ifczip"):
-            raise InvalidInput(f"file {path}", "IFC ingest is not in this version yet")
         result: LayerSummary | CityJsonSummary
         if is_cityjson(path):
             result = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=lambda n: progress.advance(task, n))
@@ -276,7 +274,7 @@ def _ingest_one(
     return entry
 
 
-IFC_SUFFIXES = (".ifc",)
+IFC_SUFFIXES = (".ifc", ".ifczip")
 
 
 def _ingest_ifc_one(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import ifcopenshell
@@ -218,3 +219,28 @@ def test_ifc2x3_epset_map_conversion_places_the_model(tmp_path: Path, store: Sto
     assert summary.georeference["method"] == "epset_map_conversion"
     assert summary.georeference["lon"] == pytest.approx(lon, abs=1e-5)
     assert summary.georeference["lat"] == pytest.approx(lat, abs=1e-5)
+
+
+def test_ifczip_ingests_like_the_file_it_holds(tmp_path: Path, data_dir: Path, store: Store, meshes: MeshStore) -> None:
+    plain = data_dir / "ifc" / "AC20-FZK-Haus.ifc"
+    zipped = tmp_path / "AC20-FZK-Haus.ifczip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(plain, "AC20-FZK-Haus.ifc")
+    from_zip = ingest_ifc(store, zipped, meshes=meshes)
+    assert store.count_assets(AssetQuery(where={"source": source_name(zipped)})) == sum(from_zip.assets.values())
+    from_file = ingest_ifc(store, plain, meshes=meshes)  # the same GlobalIds: it takes the assets over
+    assert from_zip.assets == from_file.assets and from_zip.meshes == from_file.meshes > 0
+    assert from_zip.georeference == from_file.georeference
+
+
+@pytest.mark.parametrize(
+    ("members", "match"),
+    [({"readme.txt": b"x"}, "holding no .ifc file"), ({"a.ifc": b"x", "b.ifc": b"y"}, "holding 2 .ifc files")],
+)
+def test_ifczip_without_exactly_one_ifc_fails_clearly(tmp_path: Path, members: dict[str, bytes], match: str) -> None:
+    zipped = tmp_path / "model.ifczip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(InvalidInput, match=match):
+        open_ifc(zipped)
