@@ -17,15 +17,21 @@ from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut, o
 router = APIRouter(prefix="/queries", tags=["queries"])
 
 
-@router.get("/old-lifts", summary="Buildings with lifts older than N years", response_model=OldLiftsOut)
+@router.get(
+    "/old-lifts",
+    summary="Buildings with lifts older than N years",
+    description="Buildings in id order, each with its old lifts, oldest first; old lifts under no building under "
+    "`without_building`, oldest first; lifts with no install date apart under `unknown_age`, by building.",
+    response_model=OldLiftsOut,
+)
 def get_old_lifts(
     store: StoreDep,
     years: Annotated[float, Query(ge=0, le=500, description="age in years a lift must exceed")] = 15,
     as_of: Annotated[str | None, Query(description="the date ages are counted to (default today)")] = None,
 ) -> Response:
     # The store writes the JSON (tens of thousands of lifts in a city); it is sent as it is, not re-encoded.
-    text = old_lifts_json(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of else None)
-    return Response(content=text, media_type="application/json")
+    body = old_lifts_json(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of else None)
+    return Response(content=body, media_type="application/json")
 
 
 @dataclass(frozen=True, slots=True)

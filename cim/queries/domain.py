@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import shapely
 from shapely.geometry.base import BaseGeometry
 from typing_extensions import TypedDict
@@ -104,25 +106,31 @@ def age_in_years(installed: date, as_of: date) -> float:
 
 
 def old_lifts(store: Store, *, years: float = 15, as_of: date | None = None) -> OldLiftsOut:
-    """Buildings whose lifts were installed more than ``years`` before ``as_of`` (default today).
+    """Buildings whose lifts were installed more than ``years`` before ``as_of`` (default today): buildings in
+    id order, each with its old lifts, oldest first.
 
     A lift's building is its nearest ancestor of kind building within :data:`MAX_PARENT_HOPS` steps (a lift may
     hang under a storey or a space). Lifts with no install date are listed under ``unknown_age`` with their
-    building; old lifts under no building are listed under ``without_building``: none is silently dropped.
+    building; old lifts under no building are listed under ``without_building``, oldest first: none is silently
+    dropped.
     """
     result: OldLiftsOut = json.loads(old_lifts_json(store, years=years, as_of=as_of))
     return result
 
 
-def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None) -> str:
-    """:func:`old_lifts` as JSON text, built by the store in one statement (the web API sends it as it is).
+def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None) -> bytes:
+    """:func:`old_lifts` as UTF-8 JSON, built by the store (the web API sends it as it is).
 
     It reads the lift register (:func:`lift_register_sql`), a table the store keeps derived from the assets and
-    rebuilds after they change: each lift with its building and both as JSON text but for the age. Measured at
-    1M buildings / 100k lifts (bench/api_bench.py), joining lifts to a million buildings costs DuckDB ~50 ms
-    before a column of the answer is read, and encoding 60k lifts another 100; the register is 100k rows. The
-    buildings' array is concatenated from rows sorted by building (a window marks where each building starts and
-    ends), not grouped into nested structures and encoded, which cost DuckDB four times as much.
+    rebuilds after they change: each lift with its building and the JSON text of both but for the age. Measured
+    at 1M buildings / 100k lifts (bench/api_bench.py), joining lifts to a million buildings costs DuckDB ~50 ms
+    before a column of the answer is read, and encoding 60k lifts another 100; the register is 100k rows.
+
+    A building's lifts are listed oldest first, so for any cutoff its old lifts are the first ones in the
+    register's order: whether a lift opens its building's object (it is the building's first) and whether it
+    closes it (the next lift is not old) are read from the register's row, with no window over the answer (which
+    cost DuckDB 30 ms of 50). The store returns one JSON fragment per row, in the answer's order; they are joined
+    here.
     """
     if not 0 <= years <= 500:
         raise InvalidInput(f"years {years}", "must be between 0 and 500")
@@ -130,50 +138,51 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     db, s = sql_store(store)
     p = s.param
     register = db.derived_table("lift_register", lift_register_sql(store))
-    lift = f"lift_json || CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / 365.2425', 1)} AS VARCHAR) || '}}'"
-    # Rows in lift_rank order (building, then lift) are the answer's order; a building's object opens on its first
-    # old lift and closes on its last. Integer ranks: sorting 60k strings cost the window most of its time.
-    fragment = (
-        "CASE WHEN building_rank IS DISTINCT FROM lag(building_rank) OVER w "
-        "THEN CASE WHEN row_number() OVER w = 1 THEN '' ELSE ',' END || building_json ELSE ',' END "
-        f"|| {lift} || CASE WHEN building_rank IS DISTINCT FROM lead(building_rank) OVER w THEN ']}}' ELSE '' END"
+    age = f"CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / 365.2425', 1)} AS VARCHAR)"
+    closes = f"part = {_IN_BUILDING} AND (next_install_date IS NULL OR next_install_date >= {p})"
+    fragment = f"head || CASE WHEN part = {_UNKNOWN_AGE} THEN '' ELSE {age} || CASE WHEN {closes} "
+    fragment += "THEN '}]}' ELSE '}' END END"
+    sql = (
+        f"SELECT part, {fragment} AS fragment FROM {register} "
+        f"WHERE install_date < {p} OR install_date IS NULL {s.in_stored_order('part, position')}"
     )
-    old = f"install_date < {p}"
-    buildings = (
-        f"SELECT string_agg(fragment, '' ORDER BY lift_rank) FROM (SELECT lift_rank, {fragment} AS fragment "
-        f"FROM {register} WHERE {old} AND building_id IS NOT NULL WINDOW w AS (ORDER BY lift_rank)) f"
-    )
-    unknown = f"""'{{"id":' || {s.json_string("lift_id")} || ',"building_id":' || {s.json_string("building_id")}"""
-    unknown += " || '}'"
-    by_building, by_lift = s.bytewise("building_id"), s.bytewise("lift_id")
-    unknown_age = f"SELECT string_agg({unknown}, ',' ORDER BY {by_building} NULLS LAST, {by_lift}) FROM {register} "
-    unknown_age += "WHERE install_date IS NULL"
-    without_building = f"SELECT string_agg({lift}, ',' ORDER BY {by_lift}) FROM {register} "
-    without_building += f"WHERE {old} AND building_id IS NULL"
-    sql = f"SELECT ({buildings}) AS buildings, ({unknown_age}) AS unknown_age, ({without_building}) AS without"
-    # the parameters in the order they appear: as_of and the cutoff for the buildings, then for the lifts without
     cutoff = years_before(as_of, years)
-    params: list[Any] = [as_of, cutoff, as_of, cutoff]
-    row = db.select(sql, params).to_pylist()[0]
-    # joined here: concatenating the 8 MB document in SQL cost DuckDB a fifth of the statement
-    return "".join(
-        (
-            '{"buildings":[',
-            row["buildings"] or "",
-            '],"unknown_age":[',
-            row["unknown_age"] or "",
-            '],"without_building":[',
-            row["without"] or "",
-            "]}",
-        )
+    rows = db.select(sql, [as_of, cutoff, cutoff])
+    ends = np.searchsorted(rows.column("part").to_numpy(), [_IN_BUILDING, _WITHOUT_BUILDING, _UNKNOWN_AGE], "right")
+    fragments = rows.column("fragment")
+    # every fragment starts with a comma; each list drops its first
+    buildings, without, unknown = (
+        joined_text(fragments, start, end)[1:] for start, end in zip([0, *ends[:-1]], ends, strict=True)
     )
+    return b"".join(
+        (b'{"buildings":[', buildings, b'],"unknown_age":[', unknown, b'],"without_building":[', without, b"]}")
+    )
+
+
+def joined_text(texts: pa.ChunkedArray, start: int, end: int) -> bytes:
+    """The UTF-8 bytes of the strings ``texts[start:end]`` joined, copied straight from Arrow's buffers: the
+    strings of a chunk lie end to end in its data buffer. Making 60k Python strings to join them cost 11 ms."""
+    pieces, chunk_start = [], 0
+    for chunk in texts.cast(pa.string()).chunks:
+        low, high = max(start - chunk_start, 0), min(end - chunk_start, len(chunk))
+        if low < high:
+            offsets = np.frombuffer(chunk.buffers()[1], np.int32, len(chunk) + 1, chunk.offset * 4)
+            pieces.append(memoryview(chunk.buffers()[2])[offsets[low] : offsets[high]])
+        chunk_start += len(chunk)
+    return b"".join(pieces)
+
+
+#: The register's ``part``, in the order the answer's lists are read from it.
+_IN_BUILDING, _WITHOUT_BUILDING, _UNKNOWN_AGE = 0, 1, 2
 
 
 def lift_register_sql(store: Store) -> str:
     """Every lift with its building, as one query of ``assets`` with no parameters: ``lift_id``,
-    ``install_date``, ``building_id``, and the JSON text of the answer's parts that do not depend on the
-    question: ``building_json`` (a building's object up to its lifts array) and ``lift_json`` (a lift's object
-    up to its age); ``building_rank`` and ``lift_rank`` number buildings, and lifts within them, in byte order.
+    ``install_date``, ``building_id``; ``part``, the list of the answer it may fall in (in a building, without
+    one, unknown age); ``position``, its place in the answer (buildings in byte order of their ids, each
+    building's lifts oldest first); ``next_install_date``, that of the building's next lift; and ``head``, the
+    JSON text of its entry but for the age: a comma, then the building's object up to its lifts array if the
+    lift is the building's first, then the lift's object up to its age.
 
     A lift's building is its nearest ancestor of kind building within :data:`MAX_PARENT_HOPS` steps; its location
     is the centre of its bounding box (plain columns: a million geometries are never read). Most lifts hang
@@ -206,6 +215,19 @@ def lift_register_sql(store: Store) -> str:
         f"""'{{"id":' || {s.json_string("lift_id")} || ',"install_date":"' || CAST(install_date AS VARCHAR) """
         """|| '","age_years":' """
     )
+    unknown_json = (
+        f"""'{{"id":' || {s.json_string("lift_id")} || ',"building_id":' || {s.json_string("building_id")} || '}}'"""
+    )
+    in_building = f"install_date NULLS LAST, {s.bytewise('lift_id')}"  # oldest first
+    part = (
+        f"CASE WHEN install_date IS NULL THEN {_UNKNOWN_AGE} WHEN building_id IS NULL THEN {_WITHOUT_BUILDING} "
+        f"ELSE {_IN_BUILDING} END"
+    )
+    first = f"row_number() OVER (PARTITION BY building_id ORDER BY {in_building}) = 1"
+    head = (
+        f"',' || CASE WHEN install_date IS NULL THEN {unknown_json} WHEN building_id IS NULL THEN {lift_json} "
+        f"WHEN {first} THEN {building_json} || {lift_json} ELSE {lift_json} END"
+    )
     return (
         "WITH lifts AS (SELECT id, parent_id, install_date FROM assets WHERE kind = 'lift'), "
         "hop1 AS (SELECT l.id AS lift_id, l.install_date, p1.id AS parent, p1.kind AS parent_kind, "
@@ -219,10 +241,10 @@ def lift_register_sql(store: Store) -> str:
         f"name, {lon} AS lon, {lat} AS lat FROM hop1 WHERE parent_kind IS NULL OR parent_kind = 'building' "
         f"UNION ALL SELECT c.lift_id, c.install_date, c.building_id, b.name, {b_lon}, {b_lat} FROM climb c "
         "LEFT JOIN assets b ON b.id = c.building_id) "
-        f"SELECT lift_id, install_date, building_id, CASE WHEN building_id IS NOT NULL THEN {building_json} END "
-        f"AS building_json, {lift_json} AS lift_json, "
-        f"dense_rank() OVER (ORDER BY {s.bytewise('building_id')}) AS building_rank, "
-        f"row_number() OVER (ORDER BY {s.bytewise('building_id')}, {s.bytewise('lift_id')}) AS lift_rank FROM found"
+        f"SELECT lift_id, install_date, building_id, {part} AS part, {head} AS head, "
+        f"lead(install_date) OVER (PARTITION BY building_id ORDER BY {in_building}) AS next_install_date, "
+        f"row_number() OVER (ORDER BY {s.bytewise('building_id')} NULLS LAST, {in_building}) AS position FROM found "
+        "ORDER BY part, position"
     )
 
 

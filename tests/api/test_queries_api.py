@@ -15,7 +15,7 @@ def test_old_lifts(client: TestClient) -> None:
     body = client.get("/queries/old-lifts", params={"years": 15, "as_of": AS_OF.isoformat()}).json()
     assert set(body) == {"buildings", "unknown_age", "without_building"}
     assert [(b["id"], [lift["id"] for lift in b["lifts"]]) for b in body["buildings"]] == [
-        ("b1", ["lift-1a", "lift-1b"])
+        ("b1", ["lift-1b", "lift-1a"])  # oldest first
     ]
     assert set(body["buildings"][0]) == {"id", "name", "lon", "lat", "lifts"}
     assert set(body["buildings"][0]["lifts"][0]) == {"id", "install_date", "age_years"}

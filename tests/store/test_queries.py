@@ -41,11 +41,11 @@ def test_old_lifts_walk_up_to_the_building_and_keep_unknown_ages_apart(city: Sto
     b1 = result["buildings"][0]
     assert b1["name"] == "Tower 1"
     assert b1["lon"] == pytest.approx(121.50225) and b1["lat"] == pytest.approx(31.23125)
-    assert [(lift["id"], lift["install_date"]) for lift in b1["lifts"]] == [
-        ("lift-1a", "2001-03-01"),
+    assert [(lift["id"], lift["install_date"]) for lift in b1["lifts"]] == [  # oldest first
         ("lift-1b", "1995-06-01"),
+        ("lift-1a", "2001-03-01"),
     ]
-    assert b1["lifts"][0]["age_years"] == pytest.approx(25.2, abs=0.05)
+    assert b1["lifts"][1]["age_years"] == pytest.approx(25.2, abs=0.05)
     assert result["unknown_age"] == [{"id": "lift-2b", "building_id": "b2"}]
     assert [lift["id"] for lift in result["without_building"]] == ["lift-x"]
 
@@ -207,6 +207,51 @@ def test_old_lifts_climb_through_spaces_at_most_four_hops(store: Store) -> None:
     assert result["buildings"][0]["lon"] == pytest.approx(121.5005)
     assert [lift["id"] for lift in result["without_building"]] == ["up5", "via-element"]
     assert result["unknown_age"] == [{"id": "undated", "building_id": "t"}]
+
+
+def test_old_lifts_agree_with_a_plain_python_answer_at_every_cutoff(store: Store) -> None:
+    """Random lifts (some undated, some under no building, several per building, shared dates) checked against
+    the answer worked out in Python from the assets, for cutoffs that split buildings' lifts every way."""
+    import random
+
+    rng = random.Random(7)
+    assets = [
+        Asset(
+            id=f"b{n}", kind=Kind.BUILDING, name=f"B{n}", geom=box(121.5 + n / 1000, 31.2, 121.5005 + n / 1000, 31.2005)
+        )
+        for n in range(12)
+    ]
+    dates = [date(1990 + rng.randrange(0, 36), 1 + rng.randrange(12), 1) for _ in range(6)]
+    for n in range(60):
+        parent = f"b{rng.randrange(14)}" if n % 9 else None  # b12, b13 do not exist: lifts under no building
+        installed = None if n % 7 == 0 else rng.choice(dates)
+        assets.append(Asset(id=f"l{n:02d}", kind=Kind.LIFT, parent_id=parent, install_date=installed))
+    store.upsert_assets(AssetBatch.from_assets(assets))
+    lifts = [a for a in assets if a.kind is Kind.LIFT]
+    buildings = {a.id for a in assets if a.kind is Kind.BUILDING}
+    for years in (0, 5, 10, 15, 20, 25, 30, 40):
+        result = old_lifts(store, years=years, as_of=AS_OF)
+        cutoff = date(AS_OF.year - years, AS_OF.month, AS_OF.day)
+        old = [a for a in lifts if a.install_date is not None and a.install_date < cutoff]
+        expected = {
+            b: sorted(((a.install_date, a.id) for a in old if a.parent_id == b), key=lambda pair: pair)
+            for b in sorted(buildings)
+        }
+        assert [
+            (b["id"], [(date.fromisoformat(x["install_date"]), x["id"]) for x in b["lifts"]])
+            for b in result["buildings"]
+        ] == [(b, pairs) for b, pairs in expected.items() if pairs], years
+        assert [x["id"] for x in result["without_building"]] == [  # oldest first too
+            a.id for a in sorted(old, key=lambda a: (a.install_date, a.id)) if a.parent_id not in buildings
+        ]
+        assert result["unknown_age"] == sorted(
+            (
+                {"id": a.id, "building_id": a.parent_id if a.parent_id in buildings else None}
+                for a in lifts
+                if a.install_date is None
+            ),
+            key=lambda u: (u["building_id"] is None, u["building_id"] or "", u["id"]),
+        )
 
 
 def test_old_lifts_of_an_empty_store_are_empty_lists(store: Store) -> None:
