@@ -247,13 +247,15 @@ class DuckDBStore(SqlStore):
         return (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) / self._extent_area
 
     def optimize(self) -> None:
-        """Rewrite the asset table in Hilbert order, so each row group covers a compact area and the bbox-column
-        path prunes most of them. A new table is swapped in: deleting and re-inserting a million keys in place
-        takes DuckDB about 60 s, the swap about 5 s."""
+        """Rewrite the asset table by kind, then in Hilbert order: each row group covers one kind (nearly every
+        query names one) and a compact area, so the bbox-column path prunes most of them. With kinds mixed, an
+        items page of 100 pipes among 1.2M assets read a hundred vectors of geometry (bench/api_bench.py: 30 ms,
+        18 ms by kind; buried gas pipes 8 → 7 ms). A new table is swapped in: deleting and re-inserting a million
+        keys in place takes DuckDB about 60 s, the swap about 5 s."""
         con = self._con
         with self._changing("reordering assets"):
             con.execute(self.dialect.create_assets_table("assets_sorted"))
-            con.execute(f"INSERT INTO assets_sorted SELECT * FROM assets ORDER BY ST_Hilbert(geom, {_HILBERT_BOUNDS})")
+            con.execute(f"INSERT INTO assets_sorted SELECT * FROM assets ORDER BY kind, ST_Hilbert(geom, {_HILBERT_BOUNDS})")
             con.execute("DROP TABLE assets")
             con.execute("ALTER TABLE assets_sorted RENAME TO assets")
             self._create_asset_indexes()
