@@ -6,6 +6,7 @@ Each is timed three ways, medians of --repeat runs: the query function (library)
     .venv/bin/python bench/api_bench.py --buildings 1000000            # the issue's size (slow to build)
     .venv/bin/python bench/api_bench.py --buildings 100000 --store postgis
     .venv/bin/python bench/api_bench.py --tiles-only                   # tile GETs vs nginx (apt: wrk nginx)
+    .venv/bin/python bench/api_bench.py --queries-only                 # the queries alone
 
 Targets (issue 6, 1M buildings / 100k lifts / 100k pipes): old lifts p50 ≤ 50 ms, buried gas pipes in 1 km² ≤ 30 ms,
 items page of 100 with CQL2 ≤ 30 ms, each within 2× of raw SQL; tile GET throughput of the server ≥ 50% of nginx's.
@@ -346,6 +347,7 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/cim_test")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--tiles-only", action="store_true", help="only the tile throughput against nginx")
+    parser.add_argument("--queries-only", action="store_true", help="only the query timings")
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per load, server and round")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="worker processes of nginx, uvicorn and granian")
@@ -356,6 +358,8 @@ def main() -> None:
     try:
         if not args.tiles_only:
             query_figures(args, tmp)
+        if args.queries_only:
+            return
         tile_throughput(
             tmp,
             seconds=args.seconds,
