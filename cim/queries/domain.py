@@ -143,9 +143,14 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     fragment = f"head || CASE WHEN part = {_UNKNOWN_AGE} THEN '' ELSE {age} || CASE WHEN {closes} "
     fragment += "THEN '}]}' ELSE '}' END END"
     sql = (
-        f"SELECT part, {fragment} AS fragment FROM {register} "
-        f"WHERE install_date < {p} OR install_date IS NULL {s.in_stored_order('part, position')}"
+        f"SELECT part, position, {fragment} AS fragment FROM {register} "
+        f"WHERE install_date < {p} OR install_date IS NULL"
     )
+    if s.postgis:  # psycopg makes a Python string of each row (65k: 90 ms); PostgreSQL joins each list itself
+        sql = f"SELECT part, string_agg(fragment, '' ORDER BY position) AS fragment FROM ({sql}) f GROUP BY part"
+        sql += " ORDER BY part"
+    # DuckDB returns the rows of one table in the order they were written (its documented order preservation):
+    # the register's, the answer's. Sorting the 8 MB of fragments again cost a fifth of the time.
     cutoff = years_before(as_of, years)
     rows = db.select(sql, [as_of, cutoff, cutoff])
     ends = np.searchsorted(rows.column("part").to_numpy(), [_IN_BUILDING, _WITHOUT_BUILDING, _UNKNOWN_AGE], "right")

@@ -63,12 +63,6 @@ class Spelling:
         skips the locale's collation rules (several times slower to compare)."""
         return f'{expr} COLLATE "C"' if self.postgis else expr
 
-    def in_stored_order(self, order_by: str) -> str:
-        """The ORDER BY of a query of one table whose rows were written in that order. DuckDB returns a single
-        table's rows, filtered or not, in the order they were written (its documented order preservation), so it
-        is left out there: sorting the old lifts' 8 MB of fragments again cost a fifth of that query."""
-        return f"ORDER BY {order_by}" if self.postgis else ""
-
     def json_string(self, expr: str) -> str:
         """The JSON text of a text expression, ``null`` for NULL (for answers written as text, not structures)."""
         return f"COALESCE(CAST(to_json({expr}) AS VARCHAR), 'null')"

@@ -255,7 +255,8 @@ class DuckDBStore(SqlStore):
         con = self._con
         with self._changing("reordering assets"):
             con.execute(self.dialect.create_assets_table("assets_sorted"))
-            con.execute(f"INSERT INTO assets_sorted SELECT * FROM assets ORDER BY kind, ST_Hilbert(geom, {_HILBERT_BOUNDS})")
+            order = f"kind, ST_Hilbert(geom, {_HILBERT_BOUNDS})"
+            con.execute(f"INSERT INTO assets_sorted SELECT * FROM assets ORDER BY {order}")
             con.execute("DROP TABLE assets")
             con.execute("ALTER TABLE assets_sorted RENAME TO assets")
             self._create_asset_indexes()
