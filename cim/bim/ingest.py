@@ -59,6 +59,7 @@ _MESH_VERTICES = 500_000  # vertices per mesh batch written at most (each write 
 _FLUSH_SECONDS = 0.25
 _FLUSH_ROWS = 500
 _FLUSH_VERTICES = 100_000
+_FOLD_ROWS = 256  # hulls folded into partial footprints at a time, while waiting for the kernel
 _FOOTPRINT_KINDS = (Kind.BUILDING, Kind.STOREY)
 _PROMOTED = ("Status", "Length", *DIAMETER_PROPERTIES, "RimElevation", "InvertElevation")
 _NETWORK_KINDS = KIND_FIELDS["network"]
@@ -198,6 +199,13 @@ class _Columns:
                     if parent in self.below:
                         self.below[parent][row] = True
                     parent, depth = products.parent_rows[parent], depth + 1
+        # a storey and its building often have the same parts: one footprint for each set of parts, built up from
+        # partial footprints of the hulls as they come (see fold)
+        self.owners: dict[bytes, list[int]] = {}
+        for row, mask in self.below.items():
+            self.owners.setdefault(mask.tobytes(), []).append(row)
+        self.partials: dict[bytes, list[BaseGeometry]] = {key: [] for key in self.owners}
+        self.folded = np.zeros(n, dtype=bool)
 
     def _attributes(self, row: int, index: PropertyIndex, shared: dict[tuple[Any, ...], _FromProps]) -> None:
         p = self.products
@@ -257,6 +265,7 @@ class _Columns:
         ready: list[npt.NDArray[np.int64]] = []
         pending: list[MeshBatch] = []
         flushed: float | None = None  # when the last write was
+        unfolded_since = 0  # meshed elements when hulls were last folded into footprints
         for batch in shapes.batches(s for s, m in zip(p.step_ids, p.meshable, strict=True) if m):
             rows, mesh_batch = self.add_shapes(batch)
             ready.append(rows)
@@ -266,7 +275,11 @@ class _Columns:
                 progress(len(batch))
             rows_ready, vertices = sum(len(r) for r in ready), sum(len(m.vertices) for m in pending)
             worth = rows_ready >= _FLUSH_ROWS or vertices >= _FLUSH_VERTICES
-            flush = shapes.waiting() and (flushed is None or (worth and time.monotonic() - flushed >= _FLUSH_SECONDS))
+            waiting = shapes.waiting()
+            if waiting and self.owners and self.meshed - unfolded_since >= _FOLD_ROWS:
+                self.fold()
+                unfolded_since = self.meshed
+            flush = waiting and (flushed is None or (worth and time.monotonic() - flushed >= _FLUSH_SECONDS))
             if flush or vertices >= _MESH_VERTICES:
                 _write_meshes(writer, pending)
             if flush or rows_ready >= _ROWS:
@@ -315,18 +328,30 @@ class _Columns:
             colors=batch.colors,
         )
 
+    def fold(self) -> None:
+        """Merge the hulls that came since the last call into partial footprints, while the kernel works: the
+        footprint of the union of parts with holes filled is that of the partial ones (filling is monotone and
+        idempotent), so what is left at the end is merging a few of them (5,000 hulls: 25 ms → a few)."""
+        new = self.has_mesh & ~self.folded & shapely.is_geometry(self.geoms)
+        self.folded |= new
+        for key, owners in self.owners.items():
+            rows = np.flatnonzero(new & self.below[owners[0]])
+            if len(rows):
+                self.partials[key].append(footprint(self.geoms[rows]))
+
     def finish(self) -> int:
         """Footprints of buildings and storeys, points for elements whose geometry failed; returns how many assets
         got no mesh."""
+        self.fold()
         hulls = self.has_mesh & shapely.is_geometry(self.geoms)
-        done: dict[bytes, tuple[Any, float, float]] = {}  # a storey and its building often have the same parts
-        for row, mask in self.below.items():
-            below = np.flatnonzero(mask & hulls)
+        for key, owners in self.owners.items():
+            below = np.flatnonzero(self.below[owners[0]] & hulls)
             if len(below):
-                key = below.tobytes()
-                if key not in done:
-                    done[key] = (footprint(self.geoms[below]), self.z_min[below].min(), self.z_max[below].max())
-                self.geoms[row], self.z_min[row], self.z_max[row] = done[key]
+                partials = self.partials[key]
+                shape = partials[0] if len(partials) == 1 else footprint(np.array(partials, dtype=object))
+                low, high = self.z_min[below].min(), self.z_max[below].max()
+                for row in owners:
+                    self.geoms[row], self.z_min[row], self.z_max[row] = shape, low, high
         self._points(np.flatnonzero(np.array(self.products.meshable, dtype=bool) & ~self.has_mesh))
         return len(self.products) - self.meshed
 

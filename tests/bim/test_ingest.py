@@ -191,6 +191,38 @@ def test_building_and_storey_get_the_footprint_of_their_elements(
     assert [a.id for a in found] == [asset.id]
 
 
+def test_footprint_of_partial_footprints_is_the_footprint_of_all_parts() -> None:
+    """The ingest folds hulls into partial footprints while the kernel works and merges those at the end: the
+    result must be the footprint of all parts, also where a hole is closed only by parts of different folds."""
+    import numpy as np
+    from shapely.geometry import box
+
+    from cim.bim.ingest import footprint
+
+    walls = [box(0, 0, 10, 1), box(0, 9, 10, 10), box(0, 0, 1, 10), box(9, 0, 10, 10)]  # a ring: its hole filled
+    apart = [box(20 + i, 0, 20.5 + i, 0.5) for i in range(6)] + [box(4, 4, 6, 6)]  # separate; one in the hole
+    parts = np.array([*walls, *apart], dtype=object)
+    whole = footprint(parts)
+    for chunks in ([[0, 2], [1, 3, 4, 5], [6, 7, 8, 9, 10]], [[0], [1], [2], [3], list(range(4, 11))]):
+        folded = footprint(np.array([footprint(parts[c]) for c in chunks], dtype=object))
+        assert folded.equals(whole) and whole.area == pytest.approx(100 + 6 * 0.25)
+
+
+def test_footprint_folded_during_a_long_ingest_covers_every_part(
+    tmp_path: Path, store: Store, meshes: MeshStore
+) -> None:
+    """Enough walls that hulls are folded into partial footprints while the kernel works."""
+    import numpy as np
+
+    from cim.bim.ingest import footprint
+
+    ingest_ifc(store, write_model(tmp_path, "IFC4", walls=1200, lifts=0), meshes=meshes)
+    parts = np.array([a.geom for a in store.find_assets(AssetQuery(kinds=(Kind.ELEMENT,)))], dtype=object)
+    (building,) = store.find_assets(AssetQuery(kinds=(Kind.BUILDING,)))
+    assert len(parts) == 1200 and building.geom is not None
+    assert building.geom.symmetric_difference(footprint(parts)).area < 1e-12
+
+
 def test_building_footprint_of_a_real_model_is_one_polygon(data_dir: Path, store: Store, meshes: MeshStore) -> None:
     ingest_ifc(store, data_dir / "ifc" / "AC20-FZK-Haus.ifc", meshes=meshes)
     (building,) = store.find_assets(AssetQuery(kinds=(Kind.BUILDING,)))
