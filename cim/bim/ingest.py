@@ -288,9 +288,10 @@ class _Columns:
                 yield self.batch(rows)
                 flushed = time.monotonic()
         with ThreadPoolExecutor(1) as staging:
-            # the last meshes are staged while the rest of the rows are finished and written (DuckDB lets go of
-            # the GIL while it writes); the store commits only after they are
-            staged = staging.submit(_write_meshes, writer, pending)
+            # the last meshes are staged and moved into place while the rest of the rows are finished and written
+            # (DuckDB lets go of the GIL while it writes); the store commits only after they are, the meshes after
+            # the store
+            staged = staging.submit(_write_last_meshes, writer, pending)
             rest = self.finish()
             if progress is not None:
                 progress(rest)
@@ -486,6 +487,13 @@ def _write_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
     if writer is not None and pending:
         writer.add(MeshBatch.concat(pending))
     pending.clear()
+
+
+def _write_last_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
+    """Stage the last meshes and move all into place, for the commit after the assets' (see MeshWriter.prepare)."""
+    _write_meshes(writer, pending)
+    if writer is not None:
+        writer.prepare()
 
 
 def _valid(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:

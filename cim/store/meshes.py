@@ -271,8 +271,29 @@ class MeshWriter:
         self._source = source
         self._token = token
         self.written = 0
+        self.prepared = False
+
+    def prepare(self) -> None:
+        """Move the staged meshes into place in a transaction left open, for the block's end to commit: after the
+        last :meth:`add`, a caller that has other work to finish first (the ingest writing its assets) moves them
+        meanwhile, and only the commit is left for the end."""
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        self.prepared = True
+        staged = "SELECT asset_id FROM mesh_staging WHERE token = ?"
+        try:
+            con.execute("DELETE FROM meshes WHERE source = ?", [self._source])
+            con.execute(f"DELETE FROM meshes WHERE asset_id IN ({staged})", [self._token])
+            con.execute(f"INSERT INTO meshes SELECT {_COLUMNS} FROM mesh_staging WHERE token = ?", [self._token])
+            con.execute("DELETE FROM mesh_staging WHERE token = ?", [self._token])
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"meshes of source {self._source!r}", f"could not be saved, nothing was written: {exc}"
+            ) from None
 
     def add(self, batch: MeshBatch) -> None:
+        if self.prepared:
+            raise RuntimeError("MeshWriter.add after prepare: the staged meshes were already moved into place")
         if not len(batch):
             return
         table = batch.to_table(self._source)
@@ -339,21 +360,18 @@ class MeshStore:
         writer = MeshWriter(con, source, token)
         try:
             yield writer
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute("DELETE FROM meshes WHERE source = ?", [source])
-                con.execute(
-                    "DELETE FROM meshes WHERE asset_id IN (SELECT asset_id FROM mesh_staging WHERE token = ?)", [token]
-                )
-                con.execute(f"INSERT INTO meshes SELECT {_COLUMNS} FROM mesh_staging WHERE token = ?", [token])
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
+            if not writer.prepared:
+                writer.prepare()
+            con.execute("COMMIT")  # the staged rows went in the same transaction
+        except BaseException as exc:
+            if writer.prepared:
                 con.execute("ROLLBACK")
+            con.execute("DELETE FROM mesh_staging WHERE token = ?", [token])
+            if isinstance(exc, duckdb.Error):
                 raise StoreError(
                     f"meshes of source {source!r}", f"could not be saved, nothing was written: {exc}"
                 ) from None
-        finally:
-            con.execute("DELETE FROM mesh_staging WHERE token = ?", [token])
+            raise
 
     def replace_source(self, source: str, batches: Iterable[MeshBatch]) -> int:
         with self.replacing(source) as writer:
