@@ -7,12 +7,14 @@ The lifespan (:mod:`cim.api.app`) opens these and keeps them in a :class:`Resour
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, TypeVar, get_type_hints
 
+import anyio.to_thread
 from fastapi import Depends, Request
 
 from cim.api.errors import Forbidden, RequestTooLarge, Unauthorized
@@ -55,24 +57,73 @@ async def get_resources(request: Request) -> Resources:  # async: a sync depende
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_store(resources: ResourcesDep) -> Iterator[Store]:
-    """The store, held for this request alone: a store connection runs one statement at a time."""
-    with resources.store_lock:
+async def get_store(resources: ResourcesDep) -> AsyncIterator[Store]:
+    """The store, held for this request alone: a store connection runs one statement at a time.
+
+    Async, so a free lock is taken without a thread hop (a sync dependency with ``yield`` costs two, in and out;
+    the dependencies of a buried-pipes request cost more than its query); a held one is waited for in a thread."""
+    lock = resources.store_lock
+    if not lock.acquire(blocking=False):
+        await _wait_for(lock)
+    try:
         yield resources.store
+    finally:
+        lock.release()
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
+
+
+async def _wait_for(lock: threading.Lock) -> None:
+    """Take ``lock`` in a worker thread. If the request is cancelled meanwhile (the client went away), whichever of
+    the thread and this coroutine comes second gives the lock back, so a cancelled request never keeps it."""
+    handover = threading.Lock()
+    state = {"taken": False, "abandoned": False}
+
+    def take() -> None:
+        lock.acquire()
+        with handover:
+            if state["abandoned"]:
+                lock.release()
+            else:
+                state["taken"] = True
+
+    try:
+        await anyio.to_thread.run_sync(take)
+    except BaseException:
+        with handover:
+            state["abandoned"] = True
+            if state["taken"]:
+                lock.release()
+        raise
 
 
 async def get_tiles(resources: ResourcesDep) -> TileFiles:
     return resources.tiles
 
 
-def get_alerts(resources: ResourcesDep) -> AlertLookup:
+async def get_alerts(resources: ResourcesDep) -> AlertLookup:
     return resources.alerts
 
 
-def collection_kind(collectionId: str) -> Kind:
+_Params = TypeVar("_Params")
+
+
+def query_params(cls: type[_Params]) -> Any:
+    """A dependency building ``cls``, a dataclass of query parameters, in the event loop: FastAPI calls a class
+    dependency in a worker thread, a hop that cost more than building it (see :func:`get_store`)."""
+    hints = get_type_hints(cls, include_extras=True)
+    signature = inspect.signature(cls)
+    parameters = [p.replace(annotation=hints[p.name]) for p in signature.parameters.values()]
+
+    async def build(**values: Any) -> _Params:
+        return cls(**values)
+
+    build.__signature__ = signature.replace(parameters=parameters, return_annotation=cls)  # type: ignore[attr-defined]
+    return Depends(build)
+
+
+async def collection_kind(collectionId: str) -> Kind:
     """The asset kind a collection id names, or 404."""
     try:
         return parse_kind(collectionId)
@@ -85,7 +136,7 @@ def collection_kind(collectionId: str) -> Kind:
 KindDep = Annotated[Kind, Depends(collection_kind)]
 
 
-def require_write_token(request: Request, resources: ResourcesDep) -> None:
+async def require_write_token(request: Request, resources: ResourcesDep) -> None:
     """Every write endpoint depends on this: ``Authorization: Bearer <CIM_WRITE_TOKEN>``."""
     token = resources.settings.write_token
     if not token:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from cim.api.deps import KindDep, StoreDep
+from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.geojson import BASE_PROPERTIES, feature
 from cim.api.params import parse_bbox
 from cim.errors import InvalidInput, NotFound
@@ -142,7 +142,9 @@ def get_queryables(request: Request, kind: KindDep) -> JSONResponse:
 
 
 @router.get("/collections/{collectionId}/items", summary="Features of a collection", response_class=JSONResponse)
-def items(request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, Depends()]) -> JSONResponse:
+def items(
+    request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
+) -> JSONResponse:
     for name, crs in (("bbox-crs", params.bbox_crs), ("filter-crs", params.filter_crs)):
         if crs is not None and crs not in (CRS84, "EPSG:4326", "http://www.opengis.net/def/crs/EPSG/0/4326"):
             raise InvalidInput(f"{name} {crs[:100]!r}", f"only {CRS84} (lon/lat) is supported")

@@ -12,9 +12,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from cim.api.deps import ResourcesDep
+from cim.api.deps import ResourcesDep, query_params
 from cim.api.errors import error_response
 from cim.render import MAX_SIZE, MIN_SIZE, RenderUnavailable, load_scene, open_meshes_for, render_scene
 
@@ -76,7 +76,10 @@ def build_preview_router(*, cache: PictureCache | None = None) -> APIRouter:
         responses={200: {"content": {"image/png": {}}}, 404: {"description": "No such asset"}},
     )
     def get_preview(
-        asset_id: str, size: Annotated[PictureSize, Depends()], resources: ResourcesDep, request: Request
+        asset_id: str,
+        size: Annotated[PictureSize, query_params(PictureSize)],
+        resources: ResourcesDep,
+        request: Request,
     ) -> Response:
         meshes = open_meshes_for(resources.store.url)
         try:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from cim.api.deps import StoreDep, json_body
+from cim.api.deps import StoreDep, json_body, query_params
 from cim.api.params import bbox_area, parse_area, parse_bbox, parse_date
 from cim.errors import InvalidInput
 from cim.model import parse_kind
@@ -45,7 +45,7 @@ class PipeFilters:
 @router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox")
 def get_buried_pipes(
     store: StoreDep,
-    filters: Annotated[PipeFilters, Depends()],
+    filters: Annotated[PipeFilters, query_params(PipeFilters)],
     bbox: Annotated[str, Query(description="west,south,east,north in lon/lat")],
 ) -> BuriedPipesOut:
     return _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)))
@@ -54,7 +54,7 @@ def get_buried_pipes(
 @router.post("/buried-pipes", summary="Below-ground pipes of a network inside a GeoJSON polygon")
 def post_buried_pipes(
     store: StoreDep,
-    filters: Annotated[PipeFilters, Depends()],
+    filters: Annotated[PipeFilters, query_params(PipeFilters)],
     body: Annotated[Any, Depends(json_body)],
 ) -> BuriedPipesOut:
     """The body is a GeoJSON Polygon/MultiPolygon, Feature or one-feature FeatureCollection, or an object
