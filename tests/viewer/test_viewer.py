@@ -156,6 +156,25 @@ def test_old_lifts_query_lists_and_highlights_the_buildings(page: tuple[Any, Wat
     assert stats["yellow"] > 0.002, stats
 
 
+def test_the_city_is_lit_the_same_at_noon_and_at_midnight(page: tuple[Any, Watch], server: str) -> None:
+    """The viewer's light does not follow the clock: with CesiumJS's default sun, the city turned dark at dusk in
+    Shanghai and a query's highlights could no longer be told apart."""
+    tab, _ = page
+    open_viewer(tab, server, "?cam=121.5055,31.225,700,0,-35")
+    wait_for_tiles(tab)
+    shown = {}
+    for name, instant in (("noon", "2026-06-21T04:00:00Z"), ("midnight", "2026-06-21T16:00:00Z")):
+        tab.evaluate(
+            """(instant) => { const v = window.cim.viewer, JulianDate = v.clock.currentTime.constructor;
+                 v.clock.shouldAnimate = false; v.clock.currentTime = JulianDate.fromIso8601(instant); }""",
+            instant,
+        )
+        settle(tab)
+        shown[name] = pixels(tab, tab.screenshot(), MAP)
+    assert shown["noon"]["colours"] > 50, shown
+    assert shown["midnight"]["bright"] == pytest.approx(shown["noon"]["bright"], abs=0.01), shown
+
+
 def test_a_query_with_no_results_says_so(page: tuple[Any, Watch], server: str) -> None:
     tab, _ = page
     open_viewer(tab, server, "?q=old-lifts:200")

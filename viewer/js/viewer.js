@@ -31,6 +31,19 @@ export function createViewer(container) {
   scene.globe.enableLighting = false;
   scene.skyAtmosphere.show = false;
   scene.fog.enabled = false;
+  // A light from above the camera and a little from its left, so the city reads the same at any hour. The default
+  // light is the sun at the clock's time (now): at dusk in Shanghai the buildings turned dark and the highlights of
+  // a query dim. Intensity 2 as CesiumJS gives its sun.
+  scene.light = new Cesium.DirectionalLight({ direction: new Cesium.Cartesian3(0, 0, -1), intensity: 2.0 });
+  const scratch = { down: new Cesium.Cartesian3(), side: new Cesium.Cartesian3() };
+  scene.preRender.addEventListener(() => {
+    const down = Cesium.Cartesian3.negate(
+      scene.globe.ellipsoid.geodeticSurfaceNormal(scene.camera.positionWC, scratch.down),
+      scratch.down,
+    );
+    const side = Cesium.Cartesian3.multiplyByScalar(scene.camera.rightWC, 0.6, scratch.side);
+    Cesium.Cartesian3.normalize(Cesium.Cartesian3.add(down, side, down), scene.light.direction);
+  });
   // Buried pipes lie below the ellipsoid: hide them behind the ground until underground mode is switched on.
   scene.globe.depthTestAgainstTerrain = true;
   scene.postProcessStages.fxaa.enabled = !isSoftware(scene);
