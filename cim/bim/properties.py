@@ -22,7 +22,7 @@ from typing import Any
 
 import ifcopenshell
 
-from cim.bim.structure import ClassInfo, class_info
+from cim.bim.structure import argument, class_info
 from cim.model import JsonValue
 
 #: Where an install date is found, in order of trust; then any property whose name is in INSTALL_DATE_NAMES.
@@ -76,39 +76,34 @@ def flatten(definition: ifcopenshell.entity_instance, schema: str | None = None)
     cost of reading them by name, see :mod:`cim.bim.structure`); ``schema``: the model's schema identifier."""
     schema = schema or definition.is_a(True).split(".")[0]
     info = class_info(schema, definition.is_a())
-    name = _get(definition, info, "Name") or info.name
+    name = argument(definition, info, "Name") or info.name
     out: Props = {}
     if info.is_a("IfcElementQuantity"):
-        for q in _get(definition, info, "Quantities") or ():
+        for q in argument(definition, info, "Quantities") or ():
             q_info = class_info(schema, q.is_a())
             if q_info.is_a("IfcPhysicalSimpleQuantity"):
-                out[f"{name}.{_get(q, q_info, 'Name')}"] = json_value(q.get_argument(3))  # 3: its value
+                out[f"{name}.{argument(q, q_info, 'Name')}"] = json_value(q.get_argument(3))  # 3: its value
     elif info.is_a("IfcPropertySet"):
-        for prop in _get(definition, info, "HasProperties") or ():
+        for prop in argument(definition, info, "HasProperties") or ():
             _property(name, prop, out, schema)
     return out
 
 
 def _property(prefix: str, prop: ifcopenshell.entity_instance, out: Props, schema: str) -> None:
     info = class_info(schema, prop.is_a())
-    key = f"{prefix}.{_get(prop, info, 'Name')}"
+    key = f"{prefix}.{argument(prop, info, 'Name')}"
     if info.is_a("IfcPropertySingleValue"):
-        out[key] = json_value(_get(prop, info, "NominalValue"))
+        out[key] = json_value(argument(prop, info, "NominalValue"))
     elif info.is_a("IfcPropertyEnumeratedValue"):
-        out[key] = json_value(_get(prop, info, "EnumerationValues") or ())
+        out[key] = json_value(argument(prop, info, "EnumerationValues") or ())
     elif info.is_a("IfcPropertyListValue"):
-        out[key] = json_value(_get(prop, info, "ListValues") or ())
+        out[key] = json_value(argument(prop, info, "ListValues") or ())
     elif info.is_a("IfcPropertyBoundedValue"):
-        lower, upper = _get(prop, info, "LowerBoundValue"), _get(prop, info, "UpperBoundValue")
+        lower, upper = argument(prop, info, "LowerBoundValue"), argument(prop, info, "UpperBoundValue")
         out[key] = {"lower": json_value(lower), "upper": json_value(upper)}
     elif info.is_a("IfcComplexProperty"):
-        for part in _get(prop, info, "HasProperties") or ():
+        for part in argument(prop, info, "HasProperties") or ():
             _property(key, part, out, schema)
-
-
-def _get(instance: ifcopenshell.entity_instance, info: ClassInfo, attribute: str) -> Any:
-    index = info.index(attribute)
-    return instance.get_argument(index) if index is not None else None
 
 
 class PropertyIndex:
@@ -183,7 +178,7 @@ def material_name(select: ifcopenshell.entity_instance | None) -> str | None:
     # attributes a class lacks are skipped by its ClassInfo: getattr of one makes ifcopenshell import its rules
     info = class_info(select.is_a(True).split(".")[0], select.is_a())
     if info.is_a("IfcMaterial"):
-        return str(_get(select, info, "Category") or _get(select, info, "Name") or "") or None
+        return str(argument(select, info, "Category") or argument(select, info, "Name") or "") or None
     for attribute, inner in (
         ("ForLayerSet", None),
         ("ForProfileSet", None),
@@ -192,7 +187,7 @@ def material_name(select: ifcopenshell.entity_instance | None) -> str | None:
         ("MaterialConstituents", "Material"),
         ("Materials", None),
     ):
-        value = _get(select, info, attribute)
+        value = argument(select, info, attribute)
         if value is None:
             continue
         first = value[0] if isinstance(value, tuple) and value else value

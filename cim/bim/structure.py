@@ -109,12 +109,12 @@ def describe(model: ifcopenshell.file, type_of: dict[int, ifcopenshell.entity_in
         out.instances.append(instance)
         out.step_ids.append(step_id)
         out.global_ids.append(instance.get_argument(0))
-        out.names.append(_argument(instance, info, "Name") or None)
+        out.names.append(argument(instance, info, "Name") or None)
         out.classes.append(name)
         ptype = _predefined_type(instance, info, element_type, schema)
         out.predefined_types.append(ptype)
         out.kinds.append(kind or _kind(info, ptype, element_type))
-        out.meshable.append(meshable and _argument(instance, info, "Representation") is not None)
+        out.meshable.append(meshable and argument(instance, info, "Representation") is not None)
     row_of = {step_id: row for row, step_id in enumerate(out.step_ids)}
     for step_id in out.step_ids:
         whole = parent.get(step_id)
@@ -161,7 +161,8 @@ def _plan(schema: str, name: str) -> tuple[ClassInfo, Kind | None, bool] | None:
     return info, None if by_instance else _kind(info, None, None), not any(info.is_a(c) for c in NO_MESH)
 
 
-def _argument(instance: ifcopenshell.entity_instance, info: ClassInfo, attribute: str) -> Any:
+def argument(instance: ifcopenshell.entity_instance, info: ClassInfo, attribute: str) -> Any:
+    """The attribute ``attribute`` of ``instance`` (of class ``info``) read by index, None if the class lacks it."""
     index = info.index(attribute)
     return instance.get_argument(index) if index is not None else None
 
@@ -178,11 +179,11 @@ def _predefined_type(
     schema: str,
 ) -> str | None:
     """The predefined type of the occurrence, else of its type object (USERDEFINED → the ObjectType text)."""
-    value = _argument(instance, info, "PredefinedType") or _argument(instance, info, "OperationType")
+    value = argument(instance, info, "PredefinedType") or argument(instance, info, "OperationType")
     if value in (None, "NOTDEFINED") and element_type is not None:
-        value = _argument(element_type, class_info(schema, element_type.is_a()), "PredefinedType")
+        value = argument(element_type, class_info(schema, element_type.is_a()), "PredefinedType")
     if value == "USERDEFINED":
-        return str(_argument(instance, info, "ObjectType") or value)
+        return str(argument(instance, info, "ObjectType") or value)
     return str(value) if value not in (None, "NOTDEFINED") else None
 
 
