@@ -111,10 +111,9 @@ def iterator(model: ifcopenshell.file, library: Library, threads: int = 1, subse
     model has no such element."""
     import ifcopenshell.geom
 
-    classes = structure.mesh_classes(model)
-    if not classes:
+    include = structure.mesh_classes(model) if subset is None else subset
+    if not include:  # also an empty subset: to ifcopenshell, no filter means every element
         return None
-    include = classes if subset is None else subset
     return ifcopenshell.geom.iterator(settings(), model, threads, include=include, geometry_library=library)
 
 

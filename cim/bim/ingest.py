@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,7 @@ class _Columns:
         self.z_min = np.full(n, np.nan)
         self.z_max = np.full(n, np.nan)
         self.has_mesh = np.zeros(n, dtype=bool)
+        self.meshable = np.array(products.meshable, dtype=bool)
         self.meshed = 0
         self.install_date: list[Any] = [None] * n
         self.status: list[str | None] = [None] * n
@@ -188,7 +190,7 @@ class _Columns:
         shared: dict[tuple[Any, ...], _FromProps] = {}
         for row in range(n):
             self._attributes(row, index, shared)
-        self._points(np.flatnonzero(~np.array(products.meshable, dtype=bool)))
+        self._points(np.flatnonzero(~self.meshable))
         # for each building and storey, which rows lie below it (a footprint is the union of their hulls)
         self.below: dict[int, npt.NDArray[np.bool_]] = {
             r: np.zeros(n, dtype=bool) for r, k in enumerate(products.kinds) if k in _FOOTPRINT_KINDS
@@ -203,9 +205,8 @@ class _Columns:
         # a storey and its building often have the same parts: one footprint for each set of parts, built up from
         # partial footprints of the hulls as they come (see fold)
         self.owners: dict[bytes, list[int]] = {}
-        meshable = np.array(products.meshable, dtype=bool)
         for row, mask in self.below.items():
-            self.owners.setdefault((mask & meshable).tobytes(), []).append(row)
+            self.owners.setdefault((mask & self.meshable).tobytes(), []).append(row)
         self.partials: dict[bytes, list[BaseGeometry]] = {key: [] for key in self.owners}
         self.folded = np.zeros(n, dtype=bool)
 
@@ -268,7 +269,7 @@ class _Columns:
         pending: list[MeshBatch] = []
         flushed: float | None = None  # when the last write was
         unfolded_since = 0  # meshed elements when hulls were last folded into footprints
-        for batch in shapes.batches(s for s, m in zip(p.step_ids, p.meshable, strict=True) if m):
+        for batch in shapes.batches(compress(p.step_ids, self.meshable)):
             rows, mesh_batch = self.add_shapes(batch)
             ready.append(rows)
             if writer is not None:
@@ -357,7 +358,7 @@ class _Columns:
                 low, high = self.z_min[below].min(), self.z_max[below].max()
                 for row in owners:
                     self.geoms[row], self.z_min[row], self.z_max[row] = shape, low, high
-        self._points(np.flatnonzero(np.array(self.products.meshable, dtype=bool) & ~self.has_mesh))
+        self._points(np.flatnonzero(self.meshable & ~self.has_mesh))
         return len(self.products) - self.meshed
 
     def _points(self, rows: npt.NDArray[np.int64]) -> None:
