@@ -138,7 +138,7 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     db, s = sql_store(store)
     p = s.param
     register = db.derived_table("lift_register", lift_register_sql(store))
-    age = f"CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / 365.2425', 1)} AS VARCHAR)"
+    age = f"CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / {_DAYS_PER_YEAR}', 1)} AS VARCHAR)"
     closes = f"part = {_IN_BUILDING} AND (next_install_date IS NULL OR next_install_date >= {p})"
     fragment = f"head || CASE WHEN part = {_UNKNOWN_AGE} THEN '' ELSE {age} || CASE WHEN {closes} "
     fragment += "THEN '}]}' ELSE '}' END END"

@@ -233,10 +233,7 @@ def test_old_lifts_agree_with_a_plain_python_answer_at_every_cutoff(store: Store
         result = old_lifts(store, years=years, as_of=AS_OF)
         cutoff = date(AS_OF.year - years, AS_OF.month, AS_OF.day)
         old = [a for a in lifts if a.install_date is not None and a.install_date < cutoff]
-        expected = {
-            b: sorted(((a.install_date, a.id) for a in old if a.parent_id == b), key=lambda pair: pair)
-            for b in sorted(buildings)
-        }
+        expected = {b: sorted((a.install_date, a.id) for a in old if a.parent_id == b) for b in sorted(buildings)}
         assert [
             (b["id"], [(date.fromisoformat(x["install_date"]), x["id"]) for x in b["lifts"]])
             for b in result["buildings"]
