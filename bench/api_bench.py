@@ -396,7 +396,6 @@ def measure_queries(args: argparse.Namespace, tmp: Path, url: str) -> None:
     area = shapely.box(cx, cy, cx + km / np.cos(np.radians(cy)) * 1.0, cy + km)
     cql = "network = 'gas' AND depth_m > 2 AND install_date < DATE('2000-01-01')"
     settings = AppSettings(store=StoreSettings(store=url), server=ServerSettings(tiles_dir=tmp))
-    rows: list[tuple[str, float, float, float, str]] = []
     with TestClient(create_app(settings)) as client, open_store(url) as _:
         pass
     # library and raw SQL (the app holds the store while it runs, so they run in turn)
@@ -474,7 +473,6 @@ def measure_queries(args: argparse.Namespace, tmp: Path, url: str) -> None:
             f"{http[name] / raw[name]:>9.2f} {target:>7}"
         )
     print(f"old lifts, first query after a write (lift register rebuilt): {first_after_write:.0f} ms (median of 3)")
-    del rows
 
 
 if __name__ == "__main__":
