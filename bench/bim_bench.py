@@ -7,11 +7,11 @@ Like with like: both sides parse the same file with ``ifcopenshell.open`` and it
 thread). The bare side is a function that calls ``get()`` on each shape and nothing else, timed until it returns,
 so it releases its iterator and model as ``ingest_ifc`` releases what it made (ifcopenshell frees a 5,000-shape
 iterator's caches in ~50 ms; the ingest's iterator lives in its geometry child, which exits; its timing without
-the release is printed too); the ingest (``ingest_ifc``) also reads
-georeference, structure and properties, georeferences the meshes and writes assets and meshes to DuckDB files and
-commits. Its kernel runs in a child process (one thread, like the bare side) while the parent does the rest, so
-it can keep two cores busy: the bare iteration with two iterator threads (``--threads``) is printed too, for
-reference (in ifcopenshell 0.9 it is slower than with one).
+the release is printed too); the ingest (``ingest_ifc``) also reads georeference, structure and properties,
+georeferences the meshes and writes assets and meshes to DuckDB files and commits. Its kernel runs in two child
+processes (one thread each, each iterating half of the elements) while the parent does the rest, so it keeps two
+cores busy: the bare iteration with two iterator threads (``--threads``) is printed too, for reference (in
+ifcopenshell 0.9 it is slower than with one).
 
 Each run is a fresh subprocess; the bare runs and the ingest run of one round go back to back, and a ratio is
 taken per round, so a busy moment of the shared machine hits both sides. Reported: the median over ``--repeat``
@@ -228,7 +228,7 @@ def _report(
         f"          ingest peak RSS {peak:.0f} MB = {peak / mb:.0f}× file; after imports {base:.0f} MB, after store "
         f"open {opened:.0f} MB; growth {peak - base:.0f} MB = {(peak - base) / mb:.1f}× file over imports, "
         f"{peak - opened:.0f} MB = {(peak - opened) / mb:.1f}× over store open",
-        f"          geometry child peak RSS {median(ingests, 'child_rss_kb') / 1e3:.0f} MB (most of it the parent's "
+        f"          geometry children's peak RSS {median(ingests, 'child_rss_kb') / 1e3:.0f} MB (mostly the parent's "
         f"pages); process tree peak {tree:.0f} MB = {tree / mb:.0f}× file, growth {tree - base:.0f} MB = "
         f"{(tree - base) / mb:.1f}× over imports (one sampled run)",
         f"          bare iteration peak RSS {bare_peak:.0f} MB = {bare_peak / mb:.0f}× file; after imports "
