@@ -138,24 +138,30 @@ def test_element_whose_geometry_fails_is_counted_and_kept(data_dir: Path, store:
 
 
 @pytest.mark.parametrize("name", ["duplex.ifc", "geographic-referencing.ifc"])
-def test_two_geometry_workers_mesh_what_one_does(
+def test_two_geometry_workers_and_short_iterators_mesh_what_one_iterator_does(
     name: str, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first pass shared by two kernels gives the meshes and failures one gives, also where the manifold
-    kernel crashes on an element (duplex.ifc) or no kernel can mesh one (geographic-referencing.ifc)."""
+    """The first pass shared by two kernels, and split into iterators of a few elements each, gives the meshes
+    and failures one iterator gives, also where the manifold kernel crashes on an element (duplex.ifc) or no
+    kernel can mesh one (geographic-referencing.ifc)."""
     import cim.bim.geometry
 
-    found = {}
-    for workers in (1, 2):
+    found = []
+    for workers, elements in ((1, 10**9), (2, cim.bim.geometry._ITERATOR_ELEMENTS), (2, 3)):
         monkeypatch.setattr(cim.bim.geometry, "WORKERS", workers)
-        with open_store(str(tmp_path / f"{workers}.duckdb")) as store, MeshStore(tmp_path / f"{workers}.m") as meshes:
+        monkeypatch.setattr(cim.bim.geometry, "_ITERATOR_ELEMENTS", elements)
+        with (
+            open_store(str(tmp_path / f"{len(found)}.duckdb")) as store,
+            MeshStore(tmp_path / f"{len(found)}.m") as meshes,
+        ):
             summary = ingest_ifc(store, data_dir / "ifc" / name, meshes=meshes, placement=Placement(121.5, 31.2, 0))
             ids = [a.id for a in store.find_assets(AssetQuery())]
             table = meshes.get_table(ids)
             vertices, triangles = (table.column(c).to_pylist() for c in ("vertex_count", "triangle_count"))
             sizes = dict(zip(table.column("asset_id").to_pylist(), zip(vertices, triangles, strict=True), strict=True))
-            found[workers] = (summary.assets, summary.failed, sizes)
-    assert (found[1][2] or found[1][1]) and found[1] == found[2]  # meshes, or the failure, alike
+            found.append((summary.assets, summary.failed, sizes))
+    assert found[0][2] or found[0][1]  # meshes, or the failure
+    assert found[0] == found[1] == found[2]
 
 
 @pytest.mark.parametrize(
