@@ -68,6 +68,33 @@ def test_upsert_replaces_an_asset_with_the_same_id(store: Store) -> None:
     assert store.count_by_kind() == {"building": 1}
 
 
+def test_replacing_a_source_drops_what_left_it_takes_ids_from_others_and_keeps_the_rest(store: Store) -> None:
+    def batch(*assets: Asset) -> AssetBatch:
+        return AssetBatch.from_assets(assets)
+
+    store.replace_source("one", [batch(building(1, source="one"), building(2, source="one"))])
+    store.replace_source("two", [batch(building(3, source="two"), building(4, source="two"))])
+    # b2 leaves "one", b3 moves from "two" to "one"; b5 comes twice, in two batches: the last one stays
+    written = store.replace_source(
+        "one",
+        [
+            batch(building(1, source="one", status="new"), building(3, source="one"), building(5, source="one")),
+            batch(building(5, source="one", status="last")),
+        ],
+    )
+    assert written == 4
+    by_id = {a.id: a for a in store.find_assets(AssetQuery())}
+    assert sorted(by_id) == ["b1", "b3", "b4", "b5"]
+    assert (by_id["b1"].status, by_id["b3"].source, by_id["b4"].source, by_id["b5"].status) == (
+        "new",
+        "one",
+        "two",
+        "last",
+    )
+    # the derived bbox columns came with the rows
+    assert [a.id for a in store.find_assets(AssetQuery(bbox=building(3).geom.bounds))] == ["b3"]
+
+
 def test_a_missing_asset_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound, match="nope"):
         store.get_asset("nope")
