@@ -66,6 +66,38 @@ def test_a_failing_replace_leaves_the_previous_meshes_whole(tmp_path: Path) -> N
         assert [m.asset_id for m in store.get(["a", "b"]).to_meshes()] == ["a"]
 
 
+def test_staged_meshes_are_seen_only_when_their_block_ends(tmp_path: Path) -> None:
+    with MeshStore(tmp_path / "m.duckdb") as store:
+        store.replace_source("one", [MeshBatch.from_meshes([mesh("a", 1), mesh("b", 1)])])
+        store.replace_source("two", [MeshBatch.from_meshes([mesh("z", 1)])])
+        with store.replacing("one") as writer:
+            writer.add(MeshBatch.from_meshes([mesh("a", 3), mesh("z", 2)]))  # z moves from "two" to "one"
+            # staged and committed, but no read sees them yet; nor does a delete touch them
+            assert store.count() == 3
+            assert sorted(store.digests().column("asset_id").to_pylist()) == ["a", "b", "z"]
+            assert [m.triangle_count for m in store.get(["a", "z"]).to_meshes()] == [1, 1]
+            keys = pa.table({"asset_id": ["a", "b", "z"], "key": [0, 0, 1]})
+            assert [len(batch) for _, batch in store.iter_grouped(keys)] == [2, 1]
+            assert store.delete(ids=["a"]) == 1
+        assert store.count() == 2  # a and z, as staged; b left the source
+        assert [m.triangle_count for m in store.get(["a", "b", "z"]).to_meshes()] == [3, 2]
+
+
+def test_a_mesh_file_of_the_earlier_layout_is_read_and_written(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "m.duckdb"
+    with MeshStore(path) as store:
+        store.replace_source("one", [MeshBatch.from_meshes([mesh("a", 1)])])
+    with duckdb.connect(str(path)) as con:  # as the file was before staged rows had a token
+        con.execute("ALTER TABLE meshes DROP COLUMN token")
+        con.execute("CREATE TABLE mesh_staging (token VARCHAR NOT NULL, asset_id VARCHAR NOT NULL)")
+    with MeshStore(path) as store:
+        assert store.count() == 1
+        store.replace_source("one", [MeshBatch.from_meshes([mesh("a", 2), mesh("b", 1)])])
+        assert [m.triangle_count for m in store.get(["a", "b"]).to_meshes()] == [2, 1]
+
+
 def test_a_batch_with_a_triangle_past_its_assets_vertices_is_refused() -> None:
     with pytest.raises(InvalidInput, match="vertex its asset does not have"):
         MeshBatch(
