@@ -44,7 +44,8 @@ Library = Literal["manifold", "opencascade"]
 LIBRARIES: tuple[Library, ...] = ("manifold", "opencascade")
 _CHUNK = 128  # shapes per message from the child at most
 _CHUNK_SECONDS = 0.05  # … and at least this often while it has shapes (slow files give few shapes per second)
-_ITERATOR_ELEMENTS = 5000  # elements per iterator at most (see _pieces)
+_ITERATOR_ELEMENTS = 5000  # elements per iterator at most (see _pieces) …
+_PIECES = 4  # … unless a child would start more iterators than this
 _QUEUED = 64  # messages the caller may hold before the children wait
 #: Geometry children of the first pass (the machines this runs on have two cores or more).
 WORKERS = 2
@@ -332,19 +333,22 @@ def _worker(
 
 
 def _pieces(subset: list[int] | None, most: int | None = None) -> list[list[int] | None]:
-    """``subset`` in even runs of at most ``most`` (:data:`_ITERATOR_ELEMENTS`) elements, one iterator each:
-    ifcopenshell's iterator keeps every shape it made until it is freed (40,000 walls: 195 MB), and starting
-    one costs a pass over the whole model (40,000 walls: 55 ms).
+    """``subset`` in even runs of at most ``most`` (:data:`_ITERATOR_ELEMENTS`) elements, one iterator each, but
+    never more than :data:`_PIECES` runs: ifcopenshell's iterator keeps every shape it made until it is freed
+    (40,000 walls: 195 MB), and starting one costs a pass over the whole model (100,000 walls: 165 ms).
 
     >>> _pieces(list(range(11)), most=5)
     [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    >>> [len(piece) for piece in _pieces(list(range(100)), most=5)]
+    [25, 25, 25, 25]
     >>> _pieces(None)
     [None]
     """
     most = _ITERATOR_ELEMENTS if most is None else most
     if subset is None or len(subset) <= most:
         return [subset]
-    size = -(-len(subset) // -(-len(subset) // most))  # as even as can be: ceil(n / ceil(n / most))
+    count = min(-(-len(subset) // most), _PIECES)
+    size = -(-len(subset) // count)  # as even as can be
     return [subset[i : i + size] for i in range(0, len(subset), size)]
 
 
