@@ -29,7 +29,8 @@ from cim.model import Mesh
 
 # One row per asset: replacing() deletes an id before writing it again, so no index is needed to keep ids unique
 # (an ART primary key made a million-mesh load 40% slower and much larger in memory). A row whose ``token`` is set
-# is staged by a MeshWriter and not yet in place: every read keeps to ``token IS NULL`` (_LIVE).
+# is staged by a MeshWriter and not yet in place: every read keeps to ``token IS NULL`` (_LIVE). Staged rows of a
+# process that died before its block ended stay, unseen (as they stayed in the staging table before).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meshes (
     asset_id VARCHAR NOT NULL,
@@ -285,11 +286,14 @@ class MeshWriter:
         con.execute("BEGIN TRANSACTION")
         self.prepared = True
         staged = "SELECT asset_id FROM meshes WHERE token = ?"
+        last = "SELECT max(rowid) FROM meshes WHERE token = ? GROUP BY asset_id"  # rows are appended in order
         try:
             con.execute(
                 f"DELETE FROM meshes WHERE {_LIVE} AND (source = ? OR asset_id IN ({staged}))",
                 [self._source, self._token],
             )
+            # an asset staged twice keeps its last mesh, as the store keeps an asset's last row
+            con.execute(f"DELETE FROM meshes WHERE token = ? AND rowid NOT IN ({last})", [self._token] * 2)
             con.execute("UPDATE meshes SET token = NULL WHERE token = ?", [self._token])
         except duckdb.Error as exc:
             raise StoreError(
@@ -298,7 +302,7 @@ class MeshWriter:
 
     def add(self, batch: MeshBatch) -> None:
         if self.prepared:
-            raise RuntimeError("MeshWriter.add after prepare: the staged meshes were already moved into place")
+            raise RuntimeError("MeshWriter.add after prepare: the staged meshes were already put in place")
         if not len(batch):
             return
         table = batch.to_table(self._source)
@@ -339,8 +343,13 @@ class MeshStore:
                 config.setdefault("memory_limit", WRITER_MEMORY_LIMIT)
             self._con = duckdb.connect(str(self.path), read_only=read_only, config=config)
             self._con.execute("SET enable_progress_bar = false")
+            self._live = _LIVE
             if not read_only:
                 self._con.execute(_SCHEMA)
+            elif not self._con.execute(
+                "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'meshes' AND column_name = 'token'"
+            ).fetchall()[0][0]:
+                self._live = "TRUE"  # a file of the earlier layout, read as it is: it staged rows elsewhere
         except duckdb.IOException as exc:
             raise StoreUnavailable(f"mesh file {self.path}", f"cannot be opened: {exc}") from None
 
@@ -391,7 +400,7 @@ class MeshStore:
             self._con.execute("BEGIN TRANSACTION")
             try:
                 self._con.execute(
-                    f"DELETE FROM meshes WHERE {_LIVE} AND asset_id IN (SELECT asset_id FROM incoming_meshes)"
+                    f"DELETE FROM meshes WHERE {self._live} AND asset_id IN (SELECT asset_id FROM incoming_meshes)"
                 )
                 self._con.execute(f"INSERT INTO meshes ({_COLUMNS}) SELECT {_COLUMNS} FROM incoming_meshes")
             except BaseException:
@@ -405,7 +414,7 @@ class MeshStore:
     def delete(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
         if ids is None and source is None:
             raise InvalidInput("mesh delete", "give ids, a source, or both")
-        clauses: list[str] = [_LIVE]
+        clauses: list[str] = [self._live]
         params: list[object] = []
         if ids is not None:
             clauses.append("list_contains(?, asset_id)")
@@ -417,7 +426,7 @@ class MeshStore:
         return len(row)
 
     def count(self) -> int:
-        row = self._con.execute(f"SELECT count(*) FROM meshes WHERE {_LIVE}").fetchone()
+        row = self._con.execute(f"SELECT count(*) FROM meshes WHERE {self._live}").fetchone()
         return int(row[0]) if row else 0
 
     def digests(self) -> pa.Table:
@@ -426,7 +435,7 @@ class MeshStore:
         reading the blobs into Python."""
         return self._con.execute(
             "SELECT asset_id, lon, lat, h, vertex_count, triangle_count,"
-            f" hash(lon, lat, h, vertices, triangles, color) AS digest FROM meshes WHERE {_LIVE}"
+            f" hash(lon, lat, h, vertices, triangles, color) AS digest FROM meshes WHERE {self._live}"
         ).to_arrow_table()
 
     def get(self, asset_ids: Sequence[str]) -> MeshBatch:
@@ -441,7 +450,7 @@ class MeshStore:
         self._con.register("wanted_meshes", wanted)
         try:
             return self._con.execute(
-                f"SELECT {_COLUMNS} FROM meshes JOIN wanted_meshes USING (asset_id) WHERE {_LIVE} ORDER BY ord"
+                f"SELECT {_COLUMNS} FROM meshes JOIN wanted_meshes USING (asset_id) WHERE {self._live} ORDER BY ord"
             ).to_arrow_table()
         finally:
             self._con.unregister("wanted_meshes")
@@ -453,7 +462,7 @@ class MeshStore:
         self._con.register("mesh_keys", keys)
         try:
             reader = self._con.execute(
-                f"SELECT k.key, {_COLUMNS} FROM meshes JOIN mesh_keys k USING (asset_id) WHERE {_LIVE} "
+                f"SELECT k.key, {_COLUMNS} FROM meshes JOIN mesh_keys k USING (asset_id) WHERE {self._live} "
                 "ORDER BY k.key, asset_id"
             ).to_arrow_reader(rows_per_fetch)
             pending: list[pa.Table] = []

@@ -92,10 +92,22 @@ def test_a_mesh_file_of_the_earlier_layout_is_read_and_written(tmp_path: Path) -
     with duckdb.connect(str(path)) as con:  # as the file was before staged rows had a token
         con.execute("ALTER TABLE meshes DROP COLUMN token")
         con.execute("CREATE TABLE mesh_staging (token VARCHAR NOT NULL, asset_id VARCHAR NOT NULL)")
+    with MeshStore(path, read_only=True) as store:  # e.g. tiling, before any ingest wrote to the file again
+        assert store.count() == 1 and store.get(["a"]).to_meshes()[0].triangle_count == 1
+        assert store.digests().num_rows == 1
     with MeshStore(path) as store:
         assert store.count() == 1
         store.replace_source("one", [MeshBatch.from_meshes([mesh("a", 2), mesh("b", 1)])])
         assert [m.triangle_count for m in store.get(["a", "b"]).to_meshes()] == [2, 1]
+
+
+def test_an_asset_staged_twice_in_one_block_keeps_its_last_mesh(tmp_path: Path) -> None:
+    with MeshStore(tmp_path / "m.duckdb") as store:
+        store.replace_source(
+            "one", [MeshBatch.from_meshes([mesh("a", 1), mesh("b", 1)]), MeshBatch.from_meshes([mesh("a", 3)])]
+        )
+        assert store.count() == 2
+        assert [m.triangle_count for m in store.get(["a", "b"]).to_meshes()] == [3, 1]
 
 
 def test_a_batch_with_a_triangle_past_its_assets_vertices_is_refused() -> None:
