@@ -122,9 +122,11 @@ def server(city: City) -> Iterator[str]:
         thread.join(timeout=15)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium (never Playwright's own download) through Playwright."""
+    """Debian's Chromium (never Playwright's own download) through Playwright. Closed when the viewer tests are
+    done: Playwright's sync API keeps an event loop running in this thread while it is open, and anyio's async
+    tests cannot start their own beside it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
