@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,8 +30,8 @@ from cim.model import Mesh
 
 # One row per asset: replacing() deletes an id before writing it again, so no index is needed to keep ids unique
 # (an ART primary key made a million-mesh load 40% slower and much larger in memory). A row whose ``token`` is set
-# is staged by a MeshWriter and not yet in place: every read keeps to ``token IS NULL`` (_LIVE). Staged rows of a
-# process that died before its block ended stay, unseen (as they stayed in the staging table before).
+# is staged by a MeshWriter and not yet in place: every read keeps to ``token IS NULL`` (_LIVE). Rows staged by a
+# process that died before its block ended are deleted when the file is next opened for writing.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meshes (
     asset_id VARCHAR NOT NULL,
@@ -346,12 +347,21 @@ class MeshStore:
             self._live = _LIVE
             if not read_only:
                 self._con.execute(_SCHEMA)
+                self._forget_dead_writers()
             elif not self._con.execute(
                 "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'meshes' AND column_name = 'token'"
             ).fetchall()[0][0]:
                 self._live = "TRUE"  # a file of the earlier layout, read as it is: it staged rows elsewhere
         except duckdb.IOException as exc:
             raise StoreUnavailable(f"mesh file {self.path}", f"cannot be opened: {exc}") from None
+
+    def _forget_dead_writers(self) -> None:
+        """Delete rows staged by another process, which died inside a :meth:`replacing` block: DuckDB lets one
+        process at a time open the file for writing, so no other process is writing now (this one's own writers
+        are left alone)."""
+        self._con.execute(
+            "DELETE FROM meshes WHERE token IS NOT NULL AND NOT starts_with(token, ?)", [f"{os.getpid()}-"]
+        )
 
     def close(self) -> None:
         self._con.close()
@@ -369,7 +379,7 @@ class MeshStore:
         """Replace the meshes of ``source`` by what the writer receives: all of them, when the block ends, in one
         transaction (an id another source had moves to this one); none of them if the block raises."""
         con = self._con
-        token = uuid.uuid4().hex
+        token = f"{os.getpid()}-{uuid.uuid4().hex}"  # the process first: see _forget_dead_writers
         writer = MeshWriter(con, source, token)
         try:
             yield writer

@@ -83,6 +83,30 @@ def test_staged_meshes_are_seen_only_when_their_block_ends(tmp_path: Path) -> No
         assert [m.triangle_count for m in store.get(["a", "b", "z"]).to_meshes()] == [3, 2]
 
 
+def test_rows_staged_by_a_process_that_died_are_deleted_at_the_next_writable_open(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "m.duckdb"
+    with MeshStore(path) as store:
+        store.replace_source("one", [MeshBatch.from_meshes([mesh("a", 1)])])
+    child = multiprocessing.get_context("spawn").Process(target=_die_inside_a_block, args=(str(path),))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    with MeshStore(path) as store:
+        assert store.count() == 1
+        assert store._con.execute("SELECT count(*) FROM meshes").fetchall()[0][0] == 1
+
+
+def _die_inside_a_block(path: str) -> None:
+    import os
+
+    store = MeshStore(path)
+    with store.replacing("one") as writer:
+        writer.add(MeshBatch.from_meshes([mesh("b", 2), mesh("c", 2)]))
+        os._exit(9)
+
+
 def test_a_mesh_file_of_the_earlier_layout_is_read_and_written(tmp_path: Path) -> None:
     import duckdb
 
