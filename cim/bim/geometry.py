@@ -144,7 +144,7 @@ class Geometry:
         if "fork" not in mp.get_all_start_methods():
             workers = 1
         self._children = [
-            _Child(model, path, LIBRARIES[0], None, elements[k::workers], k, self._queue) for k in range(workers)
+            _Child(model, path, LIBRARIES[0], elements[k::workers], False, k, self._queue) for k in range(workers)
         ]
 
     def __enter__(self) -> Geometry:
@@ -169,7 +169,7 @@ class Geometry:
             why: dict[int, str] = {}
             while self.missing and len(why) < len(self.missing):
                 todo = sorted(i for i in self.missing if i not in why)
-                self._children = [_Child(self._model, self._path, library, todo, None, 0, self._queue)]
+                self._children = [_Child(self._model, self._path, library, todo, True, 0, self._queue)]
                 yield from self._take(why)
                 self._end()
                 if set(todo) <= self.missing and not set(todo) & set(why):
@@ -224,16 +224,15 @@ def _messages(children: list[_Child], inbox: queue.Queue[tuple[int, tuple[Any, .
 
 class _Child:
     """One geometry child process and the thread of the caller that drains its pipe into ``inbox``, each message
-    tagged with ``tag``: the iterator (over ``subset``, step ids, or every element of the mesh classes) when
-    ``ids`` is None, else the elements ``ids`` one by one."""
+    tagged with ``tag``: meshes of ``elements`` (step ids) by the iterator, or one by one."""
 
     def __init__(
         self,
         model: ifcopenshell.file,
         path: str,
         library: Library,
-        ids: list[int] | None,
-        subset: list[int] | None,
+        elements: list[int],
+        one_by_one: bool,
         tag: int,
         inbox: queue.Queue[tuple[int, tuple[Any, ...]]],
     ):
@@ -242,7 +241,7 @@ class _Child:
         self._receiver, sender = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_worker,
-            args=(model if forking else None, path, library, ids, subset, sender),
+            args=(model if forking else None, path, library, elements, one_by_one, sender),
             daemon=True,
         )
         self.process.start()
@@ -282,11 +281,11 @@ def _worker(
     model: ifcopenshell.file | None,
     path: str,
     library: Library,
-    ids: list[int] | None,
-    subset: list[int] | None,
+    elements: list[int],
+    one_by_one: bool,
     conn: Any,
 ) -> None:
-    """Child process: mesh what :func:`iterator` gives (over ``subset`` if given), or ``ids`` one by one; send
+    """Child process: mesh ``elements`` with :func:`iterator` (in :func:`_pieces`), or one by one; send
     ``("shapes", ShapeBatch)``, ``("start", id)``, ``("failed", id, why)``."""
     import faulthandler
 
@@ -304,10 +303,10 @@ def _worker(
 
         model = open_ifc(path).model
     parts: list[tuple[int, bytes, bytes, tuple[float, float, float, float] | None]] = []
-    if ids is None:
+    if not one_by_one:
         sent = time.monotonic()
-        for piece in _pieces(subset):
-            shapes = iterator(model, library, subset=None if piece is None else [model.by_id(i) for i in piece])
+        for piece in _pieces(elements):
+            shapes = iterator(model, library, subset=[model.by_id(i) for i in piece])
             if shapes is not None and shapes.initialize():
                 while True:
                     element = shapes.get()
@@ -320,7 +319,7 @@ def _worker(
             del shapes  # frees every shape it made
     else:
         s = settings()
-        for step_id in ids:
+        for step_id in elements:
             conn.send(("start", step_id))
             try:
                 created: Any = ifcopenshell.geom.create_shape(s, model.by_id(step_id), geometry_library=library)
@@ -332,8 +331,8 @@ def _worker(
     conn.send(("done",))
 
 
-def _pieces(subset: list[int] | None, most: int | None = None) -> list[list[int] | None]:
-    """``subset`` in even runs of at most ``most`` (:data:`_ITERATOR_ELEMENTS`) elements, one iterator each, but
+def _pieces(elements: list[int], most: int | None = None) -> list[list[int]]:
+    """``elements`` in even runs of at most ``most`` (:data:`_ITERATOR_ELEMENTS`) elements, one iterator each, but
     never more than :data:`_PIECES` runs: ifcopenshell's iterator keeps every shape it made until it is freed
     (40,000 walls: 195 MB), and starting one costs a pass over the whole model (100,000 walls: 165 ms).
 
@@ -341,15 +340,13 @@ def _pieces(subset: list[int] | None, most: int | None = None) -> list[list[int]
     [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
     >>> [len(piece) for piece in _pieces(list(range(100)), most=5)]
     [25, 25, 25, 25]
-    >>> _pieces(None)
-    [None]
     """
     most = _ITERATOR_ELEMENTS if most is None else most
-    if subset is None or len(subset) <= most:
-        return [subset]
-    count = min(-(-len(subset) // most), _PIECES)
-    size = -(-len(subset) // count)  # as even as can be
-    return [subset[i : i + size] for i in range(0, len(subset), size)]
+    if len(elements) <= most:
+        return [elements]
+    count = min(-(-len(elements) // most), _PIECES)
+    size = -(-len(elements) // count)  # as even as can be
+    return [elements[i : i + size] for i in range(0, len(elements), size)]
 
 
 def _part(step_id: int, geometry: Any) -> tuple[int, bytes, bytes, tuple[float, float, float, float] | None]:
