@@ -291,7 +291,7 @@ class _Columns:
                 yield self.batch(rows)
                 flushed = time.monotonic()
         with ThreadPoolExecutor(1) as staging:
-            # the last meshes are staged and moved into place while the rest of the rows are finished and written
+            # the last meshes are staged and put in place while the rest of the rows are finished and written
             # (DuckDB lets go of the GIL while it writes); the store commits only after they are, the meshes after
             # the store
             staged = staging.submit(_write_last_meshes, writer, pending)
@@ -495,7 +495,7 @@ def _write_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
 
 
 def _write_last_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
-    """Stage the last meshes and move all into place, for the commit after the assets' (see MeshWriter.prepare)."""
+    """Stage the last meshes and put all in place, for the commit after the assets' (see MeshWriter.prepare)."""
     _write_meshes(writer, pending)
     if writer is not None:
         writer.prepare()
