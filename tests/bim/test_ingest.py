@@ -147,9 +147,11 @@ def test_two_geometry_workers_and_short_iterators_mesh_what_one_iterator_does(
     import cim.bim.geometry
 
     found = []
-    for workers, elements in ((1, 10**9), (2, cim.bim.geometry._ITERATOR_ELEMENTS), (2, 3)):
+    default = (cim.bim.geometry._ITERATOR_ELEMENTS, cim.bim.geometry._PIECES)
+    for workers, (elements, pieces) in ((1, (10**9, 1)), (2, default), (2, (3, 10**9))):
         monkeypatch.setattr(cim.bim.geometry, "WORKERS", workers)
         monkeypatch.setattr(cim.bim.geometry, "_ITERATOR_ELEMENTS", elements)
+        monkeypatch.setattr(cim.bim.geometry, "_PIECES", pieces)
         with (
             open_store(str(tmp_path / f"{len(found)}.duckdb")) as store,
             MeshStore(tmp_path / f"{len(found)}.m") as meshes,
