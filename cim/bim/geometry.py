@@ -1,22 +1,29 @@
-"""Element meshes from ifcopenshell's geometry iterator, in world coordinates (metres), one per element.
+"""Element meshes from ifcopenshell's geometry kernels, in world coordinates (metres), one per element.
+
+Each element is meshed on its own with ``ifcopenshell.geom.create_shape``, with the settings of ifcopenshell's
+geometry iterator (:func:`settings`; openings subtracted, not meshed themselves), not with the iterator: the
+iterator keeps every shape it made until it is freed (``all_processed_elements_`` in ifcopenshell's
+``Iterator.h``; 4.9 KB for each plain wall, 216 KB for each element of AC20-FZK-Haus), and starting one costs a
+pass over the whole model (180 ms for 100,000 walls), so a bounded memory cost either many starts or a mesh kept
+per element. Element by element, the kernel gives the iterator's meshes (every element of the test files: the
+same vertices and triangles) in about the same time (5,000 walls: 0.60 s against 0.57; duplex.ifc with
+OpenCASCADE: 2.42 against 2.28 s, where the iterator reuses the shapes of type objects) and keeps nothing.
 
 The ``manifold`` kernel is about 10× faster than OpenCASCADE but crashes the whole process (segfault) on some
-shapes (measured: an IfcFurnishingElement of duplex.ifc) and refuses others. So geometry runs in a child process
-that streams meshes back:
+shapes (measured: an IfcFurnishingElement of duplex.ifc) and refuses others. So geometry runs in child processes
+that stream meshes back:
 
-1. the iterator (:func:`iterator`) over the element classes that become assets with ``manifold`` (openings
-   subtracted, not meshed themselves);
-2. elements it did not deliver (it crashed, or gave up) one by one with ``manifold``, the child reporting each
-   element before it starts, so a crash names its element;
-3. what is still missing one by one with OpenCASCADE; what fails there too is a failed element.
+1. :data:`WORKERS` children, each meshing its share of the elements with ``manifold``;
+2. elements they did not deliver (a child crashed, or the kernel gave up) again with ``manifold``, in one child;
+3. what is still missing with OpenCASCADE; what fails there too is a failed element.
 
-A crash never reaches the caller's process. Where ``fork`` is available the children use the caller's parsed model
-(no second parse) and start as soon as :class:`Geometry` is created, right after the parse: they need only the
-elements of the classes present, so the caller reads georeference, properties and structure while the kernels
-work, and tells which elements it wants when it reads :meth:`Geometry.batches`. Step 1 runs in :data:`WORKERS`
-children, each iterating its share of the elements. A child sends meshes every :data:`_CHUNK` shapes or
-:data:`_CHUNK_SECONDS`, whichever comes first, so the caller georeferences them as they come instead of all at
-the end; a thread of the caller drains each pipe meanwhile, so the children never wait.
+A child notes in shared memory which element it is working on, so a crash names its element; a crash never
+reaches the caller's process. Where ``fork`` is available the children use the caller's parsed model (no second
+parse) and start as soon as :class:`Geometry` is created, right after the parse: they need only the elements of
+the classes present, so the caller reads georeference, properties and structure while the kernels work, and
+tells which elements it wants when it reads :meth:`Geometry.batches`. A child sends meshes every :data:`_CHUNK`
+shapes or :data:`_CHUNK_SECONDS`, whichever comes first, so the caller georeferences them as they come instead
+of all at the end; a thread of the caller drains each pipe meanwhile, so the children never wait.
 The child's standard error goes to /dev/null: the kernels print diagnostics there (``local z: …``) that are no
 use to a user; what matters reaches the caller as a failure reason (the kernel's exception text, or the exit
 code of a crash).
@@ -44,8 +51,6 @@ Library = Literal["manifold", "opencascade"]
 LIBRARIES: tuple[Library, ...] = ("manifold", "opencascade")
 _CHUNK = 128  # shapes per message from the child at most
 _CHUNK_SECONDS = 0.05  # … and at least this often while it has shapes (slow files give few shapes per second)
-_ITERATOR_ELEMENTS = 5000  # elements per iterator at most (see _pieces) …
-_PIECES = 4  # … unless a child would start more iterators than this
 _QUEUED = 64  # messages the caller may hold before the children wait
 #: Geometry children of the first pass (the machines this runs on have two cores or more).
 WORKERS = 2
@@ -107,14 +112,14 @@ def settings() -> Any:
     return s
 
 
-def iterator(model: ifcopenshell.file, library: Library, threads: int = 1, subset: list[Any] | None = None) -> Any:
-    """The geometry iterator of the ingest, over :func:`cim.bim.structure.mesh_classes` (the benchmark's bare
-    iteration uses it too, so both do the same work), or over the elements ``subset`` of those; None when the
-    model has no such element."""
+def iterator(model: ifcopenshell.file, library: Library, threads: int = 1) -> Any:
+    """ifcopenshell's geometry iterator over :func:`cim.bim.structure.mesh_classes` with :func:`settings`: what
+    the ingest meshes, as the iterator would (the benchmark's bare iteration, the reference of the issue's time
+    target, and the tests that check the ingest's meshes against it); None when the model has no such element."""
     import ifcopenshell.geom
 
-    include = structure.mesh_classes(model) if subset is None else subset
-    if not include:  # also an empty subset: to ifcopenshell, no filter means every element
+    include = structure.mesh_classes(model)
+    if not include:  # to ifcopenshell, no filter means every element
         return None
     return ifcopenshell.geom.iterator(settings(), model, threads, include=include, geometry_library=library)
 
@@ -123,10 +128,9 @@ class Geometry:
     """Meshes of the elements of an opened model; elements no kernel can mesh end in :attr:`failures` (step id →
     why). The first children start at once; read :meth:`batches`, then :meth:`close` (or use ``with``).
 
-    ``workers`` children share the first pass, each iterating every ``workers``-th element (by step id): with the
+    ``workers`` children share the first pass, each meshing every ``workers``-th element (by step id): with the
     model parsed once and shared by ``fork``, two kernels take half the time of one (5,000 elements: 0.48 →
-    0.27 s), where ifcopenshell's own iterator threads make it slower (0.9). Without ``fork`` there is one. A
-    child iterates its share in pieces (:func:`_pieces`), a new iterator each, so its memory stays bounded."""
+    0.27 s), where ifcopenshell's own iterator threads make it slower (0.9). Without ``fork`` there is one."""
 
     def __init__(self, model: ifcopenshell.file, path: str, workers: int | None = None) -> None:
         self._model, self._path = model, path
@@ -140,12 +144,11 @@ class Geometry:
         if not classes:
             return
         elements = sorted({e.id() for c in classes for e in model.by_type(c, include_subtypes=False)})
-        workers = min(workers, len(elements))  # an empty subset would mean no filter: every element
+        workers = min(workers, len(elements))  # no child without elements
         if "fork" not in mp.get_all_start_methods():
             workers = 1
-        self._children = [
-            _Child(model, path, LIBRARIES[0], elements[k::workers], False, k, self._queue) for k in range(workers)
-        ]
+        shares = [elements[k::workers] for k in range(workers)]
+        self._children = [_Child(model, path, LIBRARIES[0], share, k, self._queue) for k, share in enumerate(shares)]
 
     def __enter__(self) -> Geometry:
         return self
@@ -160,16 +163,18 @@ class Geometry:
         self._ended, self._children = [], []
 
     def batches(self, ids: Iterable[int]) -> Iterator[ShapeBatch]:
-        """Meshes of the elements ``ids`` (step ids; others the iterator delivers are dropped)."""
+        """Meshes of the elements ``ids`` (step ids; others the children deliver are dropped)."""
         self.missing = set(ids)
+        why: dict[int, str] = {}  # elements the current kernel failed on, and why
         if self._children:
-            yield from self._take({})
+            yield from self._take(why)
             self._end()
         for library in LIBRARIES:
-            why: dict[int, str] = {}
+            if library != LIBRARIES[0]:
+                why = {}
             while self.missing and len(why) < len(self.missing):
                 todo = sorted(i for i in self.missing if i not in why)
-                self._children = [_Child(self._model, self._path, library, todo, True, 0, self._queue)]
+                self._children = [_Child(self._model, self._path, library, todo, 0, self._queue)]
                 yield from self._take(why)
                 self._end()
                 if set(todo) <= self.missing and not set(todo) & set(why):
@@ -205,8 +210,7 @@ class Geometry:
 
 def _messages(children: list[_Child], inbox: queue.Queue[tuple[int, tuple[Any, ...]]]) -> Iterator[tuple[Any, ...]]:
     """Messages of ``children`` (whose pipes drain into ``inbox``) as they come, until each is done; a child that
-    died ends with ``("crashed", the element it last started, exit code)``."""
-    started: dict[int, int] = {}
+    died ends with ``("crashed", the element it was working on or None, exit code)``."""
     while not all(child.finished for child in children):
         tag, message = inbox.get()
         child = children[tag]
@@ -215,16 +219,15 @@ def _messages(children: list[_Child], inbox: queue.Queue[tuple[int, tuple[Any, .
         elif message[0] == "eof":
             child.finished = True
             child.process.join()
-            yield ("crashed", started.get(tag), child.process.exitcode)
+            yield ("crashed", child.current.value or None, child.process.exitcode)
         else:
-            if message[0] == "start":
-                started[tag] = message[1]
             yield message
 
 
 class _Child:
-    """One geometry child process and the thread of the caller that drains its pipe into ``inbox``, each message
-    tagged with ``tag``: meshes of ``elements`` (step ids) by the iterator, or one by one."""
+    """One geometry child process meshing ``elements`` (step ids), and the thread of the caller that drains its
+    pipe into ``inbox``, each message tagged with ``tag``; :attr:`current` is the element the child works on (0
+    before the first)."""
 
     def __init__(
         self,
@@ -232,16 +235,16 @@ class _Child:
         path: str,
         library: Library,
         elements: list[int],
-        one_by_one: bool,
         tag: int,
         inbox: queue.Queue[tuple[int, tuple[Any, ...]]],
     ):
         forking = "fork" in mp.get_all_start_methods()
         context: Any = mp.get_context("fork" if forking else "spawn")
         self._receiver, sender = context.Pipe(duplex=False)
+        self.current: Any = context.RawValue("q", 0)  # shared memory: read when the child died
         self.process = context.Process(
             target=_worker,
-            args=(model if forking else None, path, library, elements, one_by_one, sender),
+            args=(model if forking else None, path, library, elements, sender, self.current),
             daemon=True,
         )
         self.process.start()
@@ -278,15 +281,10 @@ class _Child:
 
 
 def _worker(
-    model: ifcopenshell.file | None,
-    path: str,
-    library: Library,
-    elements: list[int],
-    one_by_one: bool,
-    conn: Any,
+    model: ifcopenshell.file | None, path: str, library: Library, elements: list[int], conn: Any, current: Any
 ) -> None:
-    """Child process: mesh ``elements`` with :func:`iterator` (in :func:`_pieces`), or one by one; send
-    ``("shapes", ShapeBatch)``, ``("start", id)``, ``("failed", id, why)``."""
+    """Child process: mesh ``elements`` one by one, noting each in ``current`` before it starts; send
+    ``("shapes", ShapeBatch)`` and ``("failed", id, why)``, then ``("done",)``."""
     import faulthandler
 
     import ifcopenshell.geom
@@ -302,51 +300,23 @@ def _worker(
         from cim.bim.reader import open_ifc
 
         model = open_ifc(path).model
+    s = settings()
     parts: list[tuple[int, bytes, bytes, tuple[float, float, float, float] | None]] = []
-    if not one_by_one:
-        sent = time.monotonic()
-        for piece in _pieces(elements):
-            shapes = iterator(model, library, subset=[model.by_id(i) for i in piece])
-            if shapes is not None and shapes.initialize():
-                while True:
-                    element = shapes.get()
-                    parts.append(_part(element.id, element.geometry))
-                    if len(parts) >= _CHUNK or time.monotonic() - sent >= _CHUNK_SECONDS:
-                        conn.send(("shapes", ShapeBatch.join(parts)))
-                        parts, sent = [], time.monotonic()
-                    if not shapes.next():
-                        break
-            del shapes  # frees every shape it made
-    else:
-        s = settings()
-        for step_id in elements:
-            conn.send(("start", step_id))
-            try:
-                created: Any = ifcopenshell.geom.create_shape(s, model.by_id(step_id), geometry_library=library)
-                conn.send(("shapes", ShapeBatch.join([_part(step_id, created.geometry)])))
-            except Exception as exc:
-                conn.send(("failed", step_id, str(exc).split(",")[0][:200]))
+    sent = time.monotonic()
+    for step_id in elements:
+        current.value = step_id
+        try:
+            created: Any = ifcopenshell.geom.create_shape(s, model.by_id(step_id), geometry_library=library)
+        except Exception as exc:
+            conn.send(("failed", step_id, str(exc).split(",")[0][:200]))
+        else:
+            parts.append(_part(step_id, created.geometry))
+        if len(parts) >= _CHUNK or (parts and time.monotonic() - sent >= _CHUNK_SECONDS):
+            conn.send(("shapes", ShapeBatch.join(parts)))
+            parts, sent = [], time.monotonic()
     if parts:
         conn.send(("shapes", ShapeBatch.join(parts)))
     conn.send(("done",))
-
-
-def _pieces(elements: list[int], most: int | None = None) -> list[list[int]]:
-    """``elements`` in even runs of at most ``most`` (:data:`_ITERATOR_ELEMENTS`) elements, one iterator each, but
-    never more than :data:`_PIECES` runs: ifcopenshell's iterator keeps every shape it made until it is freed
-    (40,000 walls: 195 MB), and starting one costs a pass over the whole model (100,000 walls: 165 ms).
-
-    >>> _pieces(list(range(11)), most=5)
-    [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
-    >>> [len(piece) for piece in _pieces(list(range(100)), most=5)]
-    [25, 25, 25, 25]
-    """
-    most = _ITERATOR_ELEMENTS if most is None else most
-    if len(elements) <= most:
-        return [elements]
-    count = min(-(-len(elements) // most), _PIECES)
-    size = -(-len(elements) // count)  # as even as can be
-    return [elements[i : i + size] for i in range(0, len(elements), size)]
 
 
 def _part(step_id: int, geometry: Any) -> tuple[int, bytes, bytes, tuple[float, float, float, float] | None]:

@@ -16,7 +16,7 @@ from cim.bim.ingest import ingest_ifc, source_name
 from cim.bim.reader import open_ifc
 from cim.errors import CimError, InvalidInput, NotFound
 from cim.model import Kind
-from cim.store import AssetQuery, Store, open_store
+from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore
 from tests.bim.conftest import build_model, write_model
 
@@ -135,35 +135,6 @@ def test_element_whose_geometry_fails_is_counted_and_kept(data_dir: Path, store:
     summary = ingest_ifc(store, data_dir / "ifc" / "geographic-referencing.ifc", meshes=meshes)
     assert summary.failed_elements == 1 and summary.failed[0]["id"] == "0rBru4syGxGOZb$M8kVJuS"
     assert store.get_asset("0rBru4syGxGOZb$M8kVJuS").geom is not None
-
-
-@pytest.mark.parametrize("name", ["duplex.ifc", "geographic-referencing.ifc"])
-def test_two_geometry_workers_and_short_iterators_mesh_what_one_iterator_does(
-    name: str, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first pass shared by two kernels, and split into iterators of a few elements each, gives the meshes
-    and failures one iterator gives, also where the manifold kernel crashes on an element (duplex.ifc) or no
-    kernel can mesh one (geographic-referencing.ifc)."""
-    import cim.bim.geometry
-
-    found = []
-    default = (cim.bim.geometry._ITERATOR_ELEMENTS, cim.bim.geometry._PIECES)
-    for workers, (elements, pieces) in ((1, (10**9, 1)), (2, default), (2, (3, 10**9))):
-        monkeypatch.setattr(cim.bim.geometry, "WORKERS", workers)
-        monkeypatch.setattr(cim.bim.geometry, "_ITERATOR_ELEMENTS", elements)
-        monkeypatch.setattr(cim.bim.geometry, "_PIECES", pieces)
-        with (
-            open_store(str(tmp_path / f"{len(found)}.duckdb")) as store,
-            MeshStore(tmp_path / f"{len(found)}.m") as meshes,
-        ):
-            summary = ingest_ifc(store, data_dir / "ifc" / name, meshes=meshes, placement=Placement(121.5, 31.2, 0))
-            ids = [a.id for a in store.find_assets(AssetQuery())]
-            table = meshes.get_table(ids)
-            vertices, triangles = (table.column(c).to_pylist() for c in ("vertex_count", "triangle_count"))
-            sizes = dict(zip(table.column("asset_id").to_pylist(), zip(vertices, triangles, strict=True), strict=True))
-            found.append((summary.assets, summary.failed, sizes))
-    assert found[0][2] or found[0][1]  # meshes, or the failure
-    assert found[0] == found[1] == found[2]
 
 
 @pytest.mark.parametrize(
