@@ -308,8 +308,6 @@ class _Columns:
                     self.fold()
                     unfolded_since = self.meshed
                 yield self.batch(rows)
-                # written and folded into the footprints: their hulls are no longer needed
-                self.geoms[rows] = None
                 flushed = time.monotonic()
         with ThreadPoolExecutor(1) as staging:
             # the last meshes are staged and put in place while the rest of the rows are finished and written
@@ -372,10 +370,13 @@ class _Columns:
         for key, owners in self.owners.items():
             below = np.flatnonzero(self.below[owners[0]] & self.has_hull)
             if len(below):
-                partials = shapely.from_wkb(self.partials.pop(key))
+                partials = self.partials.pop(key)
                 # merged from their polygons: GEOS tests whole multipolygons for intersection slowly (5,000
                 # walls apart, in 11 partial footprints: 124 ms against 20)
-                shape = partials[0] if len(partials) == 1 else footprint(shapely.get_parts(partials))
+                if len(partials) == 1:
+                    shape = shapely.from_wkb(partials[0])
+                else:
+                    shape = footprint(shapely.get_parts(shapely.from_wkb(partials)))
                 low, high = self.z_min[below].min(), self.z_max[below].max()
                 for row in owners:
                     self.geoms[row], self.z_min[row], self.z_max[row] = shape, low, high
@@ -404,7 +405,7 @@ class _Columns:
                 "name": pick(p.names),
                 "parent_id": pick(p.parent_ids),
                 "source": [self.source] * len(at),
-                "geom": shapely.to_wkb(self.geoms[rows]),
+                "geom": self._wkb(rows),
                 "z_min": self.z_min[rows],
                 "z_max": self.z_max[rows],
                 "install_date": pick(self.install_date),
@@ -418,6 +419,14 @@ class _Columns:
             schema=_BATCH_SCHEMA,
         )
         return AssetBatch.from_table(table)
+
+    def _wkb(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+        """The geometries of ``rows`` as WKB; their shapely objects are let go: a batch's rows are final, and a meshed
+        element's hull is folded into the footprints before its batch (see :meth:`stream`). GEOS takes ~6× the memory
+        of WKB, and a footprint of thousands of parts is held once more while the store checks its batch."""
+        wkb = shapely.to_wkb(self.geoms[rows])
+        self.geoms[rows] = None
+        return wkb
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -476,9 +485,12 @@ def footprint(parts: npt.NDArray[np.object_]) -> BaseGeometry:
     merged = areas[order[starts]]  # a group of one part is that part
     for i in np.flatnonzero(ends - starts > 1):
         merged[i] = shapely.union_all(areas[order[starts[i] : ends[i]]])
-    pieces = shapely.get_parts(merged)
-    polygons = pieces[shapely.get_type_id(pieces) == 3]
-    filled = shapely.polygons(shapely.get_exterior_ring(polygons))
+    # polygons without holes are taken as they are: copies of thousands of parts cost as much as the parts
+    single = shapely.get_type_id(merged) == 3
+    pieces = np.concatenate([merged[single], shapely.get_parts(merged[~single])])
+    filled = pieces[shapely.get_type_id(pieces) == 3]
+    holed = shapely.get_num_interior_rings(filled) > 0
+    filled[holed] = shapely.polygons(shapely.get_exterior_ring(filled[holed]))
     if len(filled) == 1:
         return filled[0]
     # the groups do not touch, so their filled outlines meet only where one lies in another's filled hole (a
