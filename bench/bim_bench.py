@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/bim_bench.py [--elements 5000] [--repeat 5]
 
-Like with like: both sides parse the same file with ``ifcopenshell.open`` and iterate the ingest's own iterator,
-:func:`cim.bim.geometry.iterator` (same settings, same element classes, openings subtracted, manifold kernel, one
-thread). The bare side is a function that calls ``get()`` on each shape and nothing else, timed until it returns,
-so it releases its iterator and model as ``ingest_ifc`` releases what it made (ifcopenshell frees a 5,000-shape
-iterator's caches in ~50 ms; the ingest's iterator lives in its geometry child, which exits; its timing without
-the release is printed too); the ingest (``ingest_ifc``) also reads georeference, structure and properties,
-georeferences the meshes and writes assets and meshes to DuckDB files and commits. Its kernel runs in two child
-processes (one thread each, each iterating half of the elements) while the parent does the rest, so it keeps two
+Like with like: both sides parse the same file with ``ifcopenshell.open`` and mesh the same elements with the
+same settings (:func:`cim.bim.geometry.settings`: same element classes, openings subtracted, manifold kernel). The
+bare side is ifcopenshell's geometry iterator, :func:`cim.bim.geometry.iterator` with one thread, in a function
+that calls ``get()`` on each shape and nothing else, timed until it returns, so it releases its iterator and model
+as ``ingest_ifc`` releases what it made (ifcopenshell frees a 5,000-shape iterator's caches in ~50 ms; its timing
+without the release is printed too). The ingest (``ingest_ifc``) meshes element by element with the same kernel
+(see :mod:`cim.bim.geometry` for why, and ``tests/bim/test_geometry.py`` for the identical meshes), and also
+reads georeference, structure and properties, georeferences the meshes and writes assets and meshes to DuckDB
+files and commits. Its kernel runs in two child processes (each meshing half of the elements) while the parent
+does the rest, so it keeps two
 cores busy: the bare iteration with two iterator threads (``--threads``) is printed too, for reference (in
 ifcopenshell 0.9 it is slower than with one).
 

@@ -110,8 +110,9 @@ def ingest_ifc(
 @contextmanager
 def _arrow_in_system_allocator() -> Iterator[None]:
     """pyarrow's default allocator (mimalloc) keeps the pages of the tables the ingest makes and drops, batch
-    after batch (40,000 walls: peak RSS 690-696 MB with it, 646-670 without); glibc's hands them to the next batch. For the whole
-    process, as pyarrow's default pool is; a buffer goes back to the pool that made it, so switching is safe."""
+    after batch; glibc's hands them to the next batch (40,000 walls: peak RSS 690-696 MB with mimalloc, 646-670
+    without). For the whole process, as pyarrow's default pool is; a buffer goes back to the pool that made it, so
+    switching is safe."""
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pa.system_memory_pool())
     try:
