@@ -11,9 +11,8 @@ without the release is printed too). The ingest (``ingest_ifc``) meshes element 
 (see :mod:`cim.bim.geometry` for why, and ``tests/bim/test_geometry.py`` for the identical meshes), and also
 reads georeference, structure and properties, georeferences the meshes and writes assets and meshes to DuckDB
 files and commits. Its kernel runs in two child processes (each meshing half of the elements) while the parent
-does the rest, so it keeps two
-cores busy: the bare iteration with two iterator threads (``--threads``) is printed too, for reference (in
-ifcopenshell 0.9 it is slower than with one).
+does the rest, so it keeps two cores busy: the bare iteration with two iterator threads (``--threads``) is printed
+too, for reference (in ifcopenshell 0.9 it is slower than with one).
 
 Each run is a fresh subprocess; the bare runs and the ingest run of one round go back to back, and a ratio is
 taken per round, so a busy moment of the shared machine hits both sides. Reported: the median over ``--repeat``

@@ -4,8 +4,8 @@ Each element is meshed on its own with ``ifcopenshell.geom.create_shape``, with 
 geometry iterator (:func:`settings`; openings subtracted, not meshed themselves), not with the iterator: the
 iterator keeps every shape it made until it is freed (``all_processed_elements_`` in ifcopenshell's
 ``Iterator.h``; 4.9 KB for each plain wall, 216 KB for each element of AC20-FZK-Haus), and starting one costs a
-pass over the whole model (180 ms for 100,000 walls), so a bounded memory cost either many starts or a mesh kept
-per element. Element by element, the kernel gives the iterator's meshes (every element of the test files: the
+pass over the whole model (180 ms for 100,000 walls), so bounding its memory costs either many starts or a mesh
+kept per element. Element by element, the kernel gives the iterator's meshes (every element of the test files: the
 same vertices and triangles) in about the same time (5,000 walls: 0.60 s against 0.57; duplex.ifc with
 OpenCASCADE: 2.42 against 2.28 s, where the iterator reuses the shapes of type objects) and keeps nothing.
 

@@ -193,7 +193,7 @@ class _Columns:
         self.z_min = np.full(n, np.nan)
         self.z_max = np.full(n, np.nan)
         self.has_mesh = np.zeros(n, dtype=bool)
-        self.has_hull = np.zeros(n, dtype=bool)  # a meshed element with a valid hull (it may be freed: see stream)
+        self.has_hull = np.zeros(n, dtype=bool)  # a meshed element with a valid hull (freed once written: see _wkb)
         self.meshable = np.array(products.meshable, dtype=bool)
         self.meshed = 0
         self.install_date: list[Any] = [None] * n
