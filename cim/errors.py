@@ -15,6 +15,11 @@ class CimError(Exception):
         self.what = what
         self.why = why
 
+    def __reduce__(self) -> tuple[type[CimError], tuple[str, str]]:
+        # pickled as its two parts (an error raised in a child process reaches the caller whole); the default
+        # would call __init__ with the joined message alone
+        return (type(self), (self.what, self.why))
+
 
 class InvalidInput(CimError):
     """Input the caller can fix: a bad value, a malformed file, an unknown name."""
