@@ -4,86 +4,50 @@ Assets go in with :meth:`Store.replace_source` and meshes with :meth:`MeshStore.
 name (``"<file name>:ifc"``); the mesh transaction commits only after the assets did, so a failed asset write
 leaves both as they were.
 
-The file is parsed once. The geometry children (:class:`cim.bim.geometry.Geometry`, two kernels sharing the
-elements) start right after the parse and work while this process reads georeference, structure and properties
-into asset columns; their meshes are georeferenced a batch at a time (vectorised) as they come, and their hulls
-folded into partial footprints. The store's transaction opens then and takes columnar
-asset batches (no :class:`~cim.model.Asset` object per element) as their rows are done: a meshed element's row and
-mesh are final when its mesh arrives, so they are written while the kernel still works, and what is left when it
-ends is the structure rows (their footprints need every part) and a short tail. The transaction is therefore open
-while the kernel works; the rows it replaces are this file's alone.
+The file is read in a child process, the reader (:func:`cim.bim.rows.read_rows`: parse, geometry, properties,
+asset rows), which sends rows and meshes to this process as they are done. The two are never at their biggest at
+the same time: the reader holds the parsed model (about 5× the file) until it ends, and the store's transaction
+holds its rows at about 4× their Arrow size (DuckDB: 40,000 walls, 92 MB against 21). So this process writes
+the first rows and meshes at once (paying the one-time costs of a write while the reader works), checks the rest
+as they come and holds them, compact, until the reader has ended; then it writes them, merges the footprints of
+the buildings and storeys from the reader's partial footprints (a footprint of 40,000 parts is ~34 MB in GEOS),
+and commits. 40,000 walls (34 MB): the process tree peaked at 12-13× the file when this process read the file
+itself, ~9.5× since (``bench/bim_bench.py``).
 
-Geometry of an asset (``geom``, 2D lon/lat): a meshed element has the convex hull of its mesh in plan; a building
-or a storey has its footprint, the union of its meshed descendants' hulls with the holes filled (a polygon, or a
-multipolygon when the parts do not touch), so a BIM building can be matched to a GIS footprint and is found by
-area queries; ``z_min``/``z_max`` span those descendants. Everything else (site, spaces, elements without or with
-failed geometry, a building with no meshed parts) is a point at its placement origin.
+The reader's memory goes back to the system when it ends, where ifcopenshell keeps most of a model's memory
+after the model is freed: a server ingesting file after file would pile it up (4 ingests of a 4 MB file in one
+process: RSS +77, +41, +18, +23 MB when this process read the file, +52, +14, +14, +9 MB with the reader; the
+rest is the store's). A crash in the reader (ifcopenshell's parser is C++) is one file's error, not the
+caller's end. Where ``fork`` is not available, the reader runs in this process.
 """
 
 from __future__ import annotations
 
 import gc
-import json
+import multiprocessing as mp
 import os
+import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from itertools import compress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import shapely
-from shapely.geometry.base import BaseGeometry
 
-from cim import geodesy
-from cim.bim import geometry, structure
-from cim.bim.georef import Georeference, Placement, georeference, length_unit, world_origin
-from cim.bim.properties import DIAMETER_PROPERTIES, PropertyIndex, first_values, install_date
-from cim.bim.reader import open_ifc
-from cim.errors import InvalidInput
-from cim.model import KIND_FIELDS, Kind
+from cim.bim.georef import Placement
+from cim.bim.rows import IfcSummary, Message, merged_footprint, read_rows, source_name
+from cim.errors import CimError, InvalidInput
 from cim.store import AssetBatch, Store
 from cim.store.meshes import MeshBatch, MeshStore, MeshWriter
 from cim.store.schema import ASSET_SCHEMA
 
+__all__ = ["IfcSummary", "ingest_ifc", "source_name"]
+
 Progress = Callable[[int], None]
-_ROWS = 10_000  # assets per batch handed to the store at most
-_MESH_VERTICES = 500_000  # vertices per mesh batch written at most (each write costs ~10-30 ms of fixed DuckDB work)
-# While waiting for the kernel, write what is done at most this often, and only when it is worth a write (each
-# costs ~10-30 ms however small), but the first time whatever its size: it pays the one-time costs of the writes
-# (~50 ms: DuckDB's first Arrow scan imports pyarrow.dataset, the spatial functions load) while the kernel works
-_FLUSH_SECONDS = 0.25
-_FLUSH_ROWS = 500
-_FLUSH_VERTICES = 100_000
-_FOLD_ROWS = 256  # hulls folded into partial footprints at a time, while waiting for the kernel
-_FOOTPRINT_KINDS = (Kind.BUILDING, Kind.STOREY)
-_PROMOTED = ("Status", "Length", *DIAMETER_PROPERTIES, "RimElevation", "InvertElevation")
-_NETWORK_KINDS = KIND_FIELDS["network"]
-_DIAMETER_KINDS = KIND_FIELDS["diameter_mm"]
-
-
-@dataclass
-class IfcSummary:
-    path: str
-    schema: str
-    declared_schema: str
-    georeference: dict[str, Any]
-    assets: dict[str, int] = field(default_factory=dict)
-    meshes: int = 0
-    failed_elements: int = 0
-    failed: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def source_name(path: Path) -> str:
-    """The ``source`` of one IFC file's assets and meshes; re-ingesting the file replaces them."""
-    return f"{path.name}:ifc"
 
 
 def ingest_ifc(
@@ -151,395 +115,151 @@ def _ingest(
     store: Store, path: Path, meshes: MeshStore | None, placement: Placement | None, progress: Progress | None
 ) -> IfcSummary:
     started = time.perf_counter()
-    opened = open_ifc(path)
-    model = opened.model
-    with geometry.Geometry(model, str(opened.path)) as shapes:
-        # the geometry children work from here on; this process reads everything else meanwhile
-        georef = georeference(model, placement=placement)
-        source = source_name(opened.path)
-        summary = IfcSummary(str(opened.path), opened.schema, opened.declared_schema, georef.summary())
-        index = PropertyIndex(model)
-        products = structure.describe(model, index.type_of)
-        columns = _Columns(products, index, length_unit(model), source, georef)
+    with _reader(path, placement, meshes is not None) as messages:
+        first = next(messages)
+        assert first == ("ready",), first
+        source = source_name(path)
         mesh_context = meshes.replacing(source) if meshes is not None else nullcontext(None)
+        done: list[IfcSummary] = []
         with mesh_context as writer:
-            # the store's transaction pulls the asset batches as they are done, the elements' while the kernel
-            # still works, so little is left to write when it ends; meshes are staged meanwhile
-            store.replace_source(source, columns.stream(shapes, writer, progress))
-    failures = {products.global_ids[columns.row_of[i]]: why for i, why in shapes.failures.items()}
-    summary.assets = columns.counts()
-    summary.meshes = columns.meshed
-    summary.failed = [{"id": k, "error": v} for k, v in sorted(failures.items())]
-    summary.failed_elements = len(summary.failed)
+            # the store's transaction pulls the asset batches as the reader sends them, so little is left to
+            # write when it ends; meshes are staged meanwhile
+            store.replace_source(source, _asset_batches(messages, writer, progress, done))
+    summary = done[0]
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
-#: props JSON, install date, status, diameter_mm, depth_m: what a product's property sets decide
-_FromProps = tuple[str, Any, str | None, float | None, float | None]
-
-
-class _Columns:
-    """The asset table of one model, filled column by column: attributes and placement points first (while the
-    geometry children work), hulls as meshes arrive, footprints at the end."""
-
-    def __init__(
-        self, products: structure.Products, index: PropertyIndex, unit: float, source: str, georef: Georeference
-    ) -> None:
-        self.products, self.unit, self.source, self.georef = products, unit, source, georef
-        n = len(products)
-        self.row_of = {step_id: row for row, step_id in enumerate(products.step_ids)}
-        self.geoms: npt.NDArray[np.object_] = np.full(n, None, dtype=object)
-        self.z_min = np.full(n, np.nan)
-        self.z_max = np.full(n, np.nan)
-        self.has_mesh = np.zeros(n, dtype=bool)
-        self.has_hull = np.zeros(n, dtype=bool)  # a meshed element with a valid hull (freed once written: see _wkb)
-        self.meshable = np.array(products.meshable, dtype=bool)
-        self.meshed = 0
-        self.install_date: list[Any] = [None] * n
-        self.status: list[str | None] = [None] * n
-        self.material: list[str | None] = [None] * n
-        self.network: list[str | None] = [None] * n
-        self.diameter_mm: list[float | None] = [None] * n
-        self.depth_m: list[float | None] = [None] * n
-        self.props: list[str] = [""] * n
-        shared: dict[tuple[Any, ...], _FromProps] = {}
-        for row in range(n):
-            self._attributes(row, index, shared)
-        self._points(np.flatnonzero(~self.meshable))
-        # for each building and storey, which rows lie below it (a footprint is the union of their hulls)
-        self.below: dict[int, npt.NDArray[np.bool_]] = {
-            r: np.zeros(n, dtype=bool) for r, k in enumerate(products.kinds) if k in _FOOTPRINT_KINDS
-        }
-        if self.below:
-            for row in range(n):
-                parent, depth = products.parent_rows[row], 0
-                while parent >= 0 and depth < 64:  # depth: a malformed file may loop
-                    if parent in self.below:
-                        self.below[parent][row] = True
-                    parent, depth = products.parent_rows[parent], depth + 1
-        # a storey and its building often have the same parts: one footprint for each set of parts, built up from
-        # partial footprints of the hulls as they come (see fold)
-        self.owners: dict[bytes, list[int]] = {}
-        for row, mask in self.below.items():
-            self.owners.setdefault((mask & self.meshable).tobytes(), []).append(row)
-        # as WKB: a GEOS geometry takes ~6× the memory (40,000 hulls of walls: 34 MB against 5)
-        self.partials: dict[bytes, list[bytes]] = {key: [] for key in self.owners}
-        self.folded = np.zeros(n, dtype=bool)
-
-    def _attributes(self, row: int, index: PropertyIndex, shared: dict[tuple[Any, ...], _FromProps]) -> None:
-        p = self.products
-        kind, step_id = p.kinds[row], p.step_ids[row]
-        self.material[row] = index.material_of(step_id)
-        if kind in _NETWORK_KINDS:
-            self.network[row] = index.network.get(step_id)
-        # what comes from the property sets is the same for products with the same class, type and sets
-        key: tuple[Any, ...] = (p.classes[row], p.predefined_types[row], kind, index.sources_of(step_id))
-        if kind is Kind.STOREY:
-            key = (*key, row)  # its elevation is its own
-        values = shared.get(key)
-        if values is None:
-            values = shared[key] = self._from_props(row, index)
-        self.props[row], self.install_date[row], self.status[row], self.diameter_mm[row], self.depth_m[row] = values
-
-    def _from_props(self, row: int, index: PropertyIndex) -> _FromProps:
-        """The props JSON of ``row`` and the fields promoted from it: install date, status, diameter, depth."""
-        p, unit = self.products, self.unit
-        kind = p.kinds[row]
-        props = index.props_of(p.step_ids[row])
-        props["ifc_class"] = p.classes[row]
-        if p.predefined_types[row]:
-            props["ifc_predefined_type"] = p.predefined_types[row]
-        found = first_values(props, _PROMOTED)
-        length = found.get("Length")
-        if isinstance(length, (int, float)):
-            props["length_m"] = float(length) * unit
-        diameter_mm = depth_m = None
-        if kind in _DIAMETER_KINDS:
-            diameter = next((found[n] for n in DIAMETER_PROPERTIES if n in found), None)
-            if isinstance(diameter, (int, float)) and diameter > 0:
-                diameter_mm = float(diameter) * unit * 1000.0
-        if kind is Kind.NODE:
-            rim, invert = found.get("RimElevation"), found.get("InvertElevation")
-            if isinstance(rim, (int, float)) and isinstance(invert, (int, float)) and rim >= invert:
-                depth_m = (float(rim) - float(invert)) * unit
-        instance = p.instances[row]
-        if kind is Kind.STOREY and getattr(instance, "Elevation", None) is not None:
-            props["elevation_m"] = float(instance.Elevation) * unit
-        try:
-            text = json.dumps(props, allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"props of asset {p.global_ids[row]!r}", f"not JSON values: {exc}") from None
-        return text, install_date(props), _text(found.get("Status")), diameter_mm, depth_m
-
-    def stream(
-        self, shapes: geometry.Geometry, writer: MeshWriter | None, progress: Progress | None
-    ) -> Iterator[AssetBatch]:
-        """The asset batches for the store, as their rows are done, and the meshes to ``writer`` meanwhile.
-
-        Meshed elements are final when their mesh arrives: they and their meshes are written when this process would
-        otherwise wait for the kernel (see :data:`_FLUSH_SECONDS`), or when a batch is full. The rest (structure with
-        its footprints, elements without a mesh) follows when the kernel is done."""
-        p = self.products
-        done = np.zeros(len(p), dtype=bool)
-        ready: list[npt.NDArray[np.int64]] = []
-        pending: list[MeshBatch] = []
-        flushed: float | None = None  # when the last write was
-        unfolded_since = 0  # meshed elements when hulls were last folded into footprints
-        for batch in shapes.batches(compress(p.step_ids, self.meshable)):
-            rows, mesh_batch = self.add_shapes(batch)
-            ready.append(rows)
-            if writer is not None:
-                pending.append(mesh_batch)
-            if progress is not None:
-                progress(len(batch))
-            rows_ready, vertices = sum(len(r) for r in ready), sum(len(m.vertices) for m in pending)
-            worth = rows_ready >= _FLUSH_ROWS or vertices >= _FLUSH_VERTICES
-            waiting = shapes.waiting()
-            if waiting and self.owners and self.meshed - unfolded_since >= _FOLD_ROWS:
-                self.fold()
-                unfolded_since = self.meshed
-            flush = waiting and (flushed is None or (worth and time.monotonic() - flushed >= _FLUSH_SECONDS))
-            if flush or vertices >= _MESH_VERTICES:
-                _write_meshes(writer, pending)
-            if flush or rows_ready >= _ROWS:
-                rows = np.concatenate(ready)
-                done[rows], ready = True, []
-                if self.owners:
-                    self.fold()
-                    unfolded_since = self.meshed
-                yield self.batch(rows)
-                flushed = time.monotonic()
-        with ThreadPoolExecutor(1) as staging:
-            # the last meshes are staged and put in place while the rest of the rows are finished and written
-            # (DuckDB lets go of the GIL while it writes); the store commits only after they are, the meshes after
-            # the store
-            staged = staging.submit(_write_last_meshes, writer, pending)
-            rest = self.finish()
-            if progress is not None:
-                progress(rest)
-            left = np.flatnonzero(~done)
-            for start in range(0, len(left), _ROWS):
-                yield self.batch(left[start : start + _ROWS])
+def _asset_batches(
+    messages: Iterator[Message], writer: MeshWriter | None, progress: Progress | None, done: list[IfcSummary]
+) -> Iterator[AssetBatch]:
+    """The reader's asset rows as store batches, its meshes to ``writer``, its progress to ``progress`` and its
+    summary into ``done``, with the first rows and meshes written at once and the rest when the reader has ended
+    (see the module docstring). The meshes are then written and put in place while the rows are (DuckDB lets go
+    of the GIL while it writes); the store commits first, the meshes after it. Held rows are checked as they come
+    (:class:`AssetBatch`), the last ones (with the footprints) when they are written."""
+    held: list[AssetBatch] = []
+    held_meshes: list[MeshBatch] = []
+    last: list[dict[str, Any]] = []
+    footprints: list[tuple[list[str], list[bytes]]] = []
+    wrote_assets = wrote_meshes = False
+    with ThreadPoolExecutor(1) as staging:
+        for message in messages:
+            tag = message[0]
+            if tag == "assets":
+                batch = _asset_batch(message[1])
+                if wrote_assets:
+                    held.append(batch)
+                else:
+                    yield batch
+                    wrote_assets = True
+            elif tag == "last_assets":
+                last.append(message[1])
+            elif tag == "footprints":
+                footprints = message[1]
+            elif tag == "meshes" and writer is not None:
+                if wrote_meshes:
+                    held_meshes.append(message[1])
+                else:
+                    writer.add(message[1])
+                    wrote_meshes = True
+            elif tag == "progress" and progress is not None:
+                progress(message[1])
+            elif tag == "done":
+                done.append(message[1])
+        staged = staging.submit(_write_meshes, writer, held_meshes) if writer is not None else None
+        while held:
+            yield held.pop(0)
+        merged = {i: shape for ids, partials in footprints for shape in [merged_footprint(partials)] for i in ids}
+        while last:
+            columns = last.pop(0)
+            columns["geom"] = [merged.get(i, g) for i, g in zip(columns["id"], columns["geom"], strict=True)]
+            yield _asset_batch(columns)
+        if staged is not None:
             staged.result()
 
-    def add_shapes(self, batch: geometry.ShapeBatch) -> tuple[npt.NDArray[np.int64], MeshBatch]:
-        """Georeference one batch of element meshes: their assets' hulls and heights; returns their rows and the
-        mesh batch."""
-        georef = self.georef
-        rows = np.array([self.row_of[int(i)] for i in batch.step_ids], dtype=np.int64)
-        starts = batch.vertex_offsets[:-1]
-        owner = np.repeat(np.arange(len(batch)), np.diff(batch.vertex_offsets))
-        lonlat = georef.to_lonlat(batch.vertices)
-        centres = (np.minimum.reduceat(batch.vertices, starts) + np.maximum.reduceat(batch.vertices, starts)) / 2
-        origins = georef.to_lonlat(centres)
-        enu = geodesy.lonlat_to_enu(lonlat[:, 0], lonlat[:, 1], lonlat[:, 2], origins[owner]).astype(np.float32)
-        # the hull of a line through the vertices is theirs, and lines are built 3× faster than multipoints (a line
-        # needs two); a hull of a flat element can be a line or a point (fine), an invalid one is stored as none
-        through = shapely.linestrings if (np.diff(batch.vertex_offsets) >= 2).all() else shapely.multipoints
-        self.geoms[rows] = _valid(shapely.convex_hull(through(lonlat[:, :2], indices=owner)))
-        self.has_hull[rows] = shapely.is_geometry(self.geoms[rows])
-        self.z_min[rows] = np.minimum.reduceat(lonlat[:, 2], starts)
-        self.z_max[rows] = np.maximum.reduceat(lonlat[:, 2], starts)
-        self.has_mesh[rows] = True
-        self.meshed += len(batch)
-        return rows, MeshBatch(
-            asset_ids=[self.products.global_ids[r] for r in rows],
-            origins=origins,
-            vertices=enu,
-            vertex_offsets=batch.vertex_offsets,
-            triangles=batch.triangles,
-            triangle_offsets=batch.triangle_offsets,
-            colors=batch.colors,
-        )
 
-    def fold(self) -> None:
-        """Merge the hulls that came since the last call into partial footprints, while the kernel works: the
-        footprint of the union of parts with holes filled is that of the partial ones (filling is monotone and
-        idempotent), so what is left at the end is merging a few of them (5,000 hulls: 25 ms → a few)."""
-        new = self.has_hull & ~self.folded
-        self.folded |= new
-        for key, owners in self.owners.items():
-            rows = np.flatnonzero(new & self.below[owners[0]])
-            if len(rows):
-                self.partials[key].append(shapely.to_wkb(footprint(self.geoms[rows])))
-
-    def finish(self) -> int:
-        """Footprints of buildings and storeys, points for elements whose geometry failed; returns how many assets
-        got no mesh."""
-        self.fold()
-        for key, owners in self.owners.items():
-            below = np.flatnonzero(self.below[owners[0]] & self.has_hull)
-            if len(below):
-                partials = self.partials.pop(key)
-                # merged from their polygons: GEOS tests whole multipolygons for intersection slowly (5,000
-                # walls apart, in 11 partial footprints: 124 ms against 20)
-                if len(partials) == 1:
-                    shape = shapely.from_wkb(partials[0])
-                else:
-                    shape = footprint(shapely.get_parts(shapely.from_wkb(partials)))
-                low, high = self.z_min[below].min(), self.z_max[below].max()
-                for row in owners:
-                    self.geoms[row], self.z_min[row], self.z_max[row] = shape, low, high
-        self._points(np.flatnonzero(self.meshable & ~self.has_mesh))
-        return len(self.products) - self.meshed
-
-    def _points(self, rows: npt.NDArray[np.int64]) -> None:
-        """Points at the placement origins of ``rows``."""
-        if len(rows):
-            origins = np.array([self._origin(int(r)) for r in rows]).reshape(-1, 3)
-            lonlat = self.georef.to_lonlat(origins)
-            self.geoms[rows] = _valid(shapely.points(lonlat[:, :2]))
-            self.z_min[rows] = self.z_max[rows] = lonlat[:, 2]
-
-    def batch(self, rows: npt.NDArray[np.int64]) -> AssetBatch:
-        """The assets of ``rows`` as one store batch."""
-        p, at = self.products, rows.tolist()
-
-        def pick(values: list[Any]) -> list[Any]:
-            return [values[i] for i in at]
-
-        table = pa.table(
-            {
-                "id": pick(p.global_ids),
-                "kind": [p.kinds[i].value for i in at],
-                "name": pick(p.names),
-                "parent_id": pick(p.parent_ids),
-                "source": [self.source] * len(at),
-                "geom": self._wkb(rows),
-                "z_min": self.z_min[rows],
-                "z_max": self.z_max[rows],
-                "install_date": pick(self.install_date),
-                "status": pick(self.status),
-                "material": pick(self.material),
-                "network": pick(self.network),
-                "diameter_mm": pick(self.diameter_mm),
-                "depth_m": pick(self.depth_m),
-                "props": pick(self.props),
-            },
-            schema=_BATCH_SCHEMA,
-        )
-        return AssetBatch.from_table(table)
-
-    def _wkb(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
-        """The geometries of ``rows`` as WKB; their shapely objects are let go: a batch's rows are final, and a meshed
-        element's hull is folded into the footprints before its batch (see :meth:`stream`). GEOS takes ~6× the memory
-        of WKB, and a footprint of thousands of parts is held once more while the store checks its batch."""
-        wkb = shapely.to_wkb(self.geoms[rows])
-        self.geoms[rows] = None
-        return wkb
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for kind in self.products.kinds:
-            counts[kind.value] = counts.get(kind.value, 0) + 1
-        return dict(sorted(counts.items()))
-
-    def _origin(self, row: int) -> tuple[float, float, float]:
-        instance = self.products.instances[row]
-        if getattr(instance, "ObjectPlacement", None) is None:
-            return (0.0, 0.0, 0.0)
-        return world_origin(instance, self.unit)
+def _write_meshes(writer: MeshWriter, batches: list[MeshBatch]) -> None:
+    """Stage ``batches`` (emptied) and put all in place, for the commit after the assets' (see
+    :meth:`MeshWriter.prepare`)."""
+    while batches:
+        writer.add(batches.pop(0))
+    writer.prepare()
 
 
-_BATCH_COLUMNS = (
-    "id",
-    "kind",
-    "name",
-    "parent_id",
-    "source",
-    "geom",
-    "z_min",
-    "z_max",
-    "install_date",
-    "status",
-    "material",
-    "network",
-    "diameter_mm",
-    "depth_m",
-    "props",
-)
-_BATCH_SCHEMA = pa.schema([ASSET_SCHEMA.field(n) for n in _BATCH_COLUMNS])
+def _asset_batch(columns: dict[str, Any]) -> AssetBatch:
+    return AssetBatch.from_table(pa.table(columns, schema=pa.schema([ASSET_SCHEMA.field(n) for n in columns])))
 
 
-def footprint(parts: npt.NDArray[np.object_]) -> BaseGeometry:
-    """The union of ``parts`` (lon/lat geometries) with the holes of each polygon filled: one polygon, or a
-    multipolygon when the parts fall into groups that do not touch.
-
-    Parts are grouped by which touch which (an R-tree query, then union-find) and each group is merged alone:
-    GEOS's union of thousands of disjoint polygons takes seconds, of each group milliseconds.
-
-    >>> from shapely.geometry import box
-    >>> ring = np.array([box(0, 0, 3, 1), box(0, 2, 3, 3), box(0, 0, 1, 3), box(2, 0, 3, 3), box(5, 0, 6, 1)])
-    >>> shape = footprint(ring)  # a ring of four walls (its hole filled) and a box apart
-    >>> shape.geom_type, len(shape.geoms), shape.area
-    ('MultiPolygon', 2, 10.0)
-    """
-    areas = parts[shapely.area(parts) > 0]
-    if not len(areas):
-        return shapely.convex_hull(shapely.union_all(parts))
-    left, right = shapely.STRtree(areas).query(areas, predicate="intersects")
-    group = _components(len(areas), left, right)
-    order = np.argsort(group, kind="stable")
-    starts = np.flatnonzero(np.diff(group[order], prepend=-1))
-    ends = np.append(starts[1:], len(order))
-    merged = areas[order[starts]]  # a group of one part is that part
-    for i in np.flatnonzero(ends - starts > 1):
-        merged[i] = shapely.union_all(areas[order[starts[i] : ends[i]]])
-    # polygons without holes are taken as they are: copies of thousands of parts cost as much as the parts
-    single = shapely.get_type_id(merged) == 3
-    pieces = np.concatenate([merged[single], shapely.get_parts(merged[~single])])
-    filled = pieces[shapely.get_type_id(pieces) == 3]
-    holed = shapely.get_num_interior_rings(filled) > 0
-    filled[holed] = shapely.polygons(shapely.get_exterior_ring(filled[holed]))
-    if len(filled) == 1:
-        return filled[0]
-    # the groups do not touch, so their filled outlines meet only where one lies in another's filled hole (a
-    # column inside a ring of walls); when none meet, they are a valid multipolygon as they are
-    left, right = shapely.STRtree(filled).query(filled, predicate="intersects")
-    if (left == right).all():
-        return shapely.multipolygons(filled)
-    result = shapely.union_all(filled)
-    return result if result.is_valid else shapely.make_valid(result)
+@contextmanager
+def _reader(path: Path, placement: Placement | None, with_meshes: bool) -> Iterator[Iterator[Message]]:
+    """The messages of :func:`read_rows` for ``path``, read in a child process (in this one without ``fork``).
+    The child has exited when ``("done", …)`` is passed on; leaving early stops it and its geometry children."""
+    if "fork" not in mp.get_all_start_methods():
+        yield read_rows(path, placement, with_meshes)
+        return
+    context = mp.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    # not a daemon: daemons may not have children, and it has its geometry children
+    process = context.Process(
+        target=_read_and_send, args=(path, placement, with_meshes, sender), name="ifc-reader", daemon=False
+    )
+    process.start()
+    assert process.pid is not None
+    with suppress(OSError):  # both sides set the group: whichever comes first, it is set before it matters
+        os.setpgid(process.pid, process.pid)
+    sender.close()
+    try:
+        yield _received(receiver, process, path)
+    finally:
+        receiver.close()
+        if process.is_alive():
+            _stop(process)
+        process.join()
 
 
-def _components(n: int, left: npt.NDArray[np.int64], right: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Connected-component label of each of ``n`` nodes joined by the edges ``left[i]``–``right[i]``."""
-    root = list(range(n))
+def _read_and_send(path: Path, placement: Placement | None, with_meshes: bool, sender: Any) -> None:
+    """The reader process: its own process group, so that stopping it stops its geometry children too."""
+    import faulthandler
 
-    def find(i: int) -> int:
-        while root[i] != i:
-            root[i] = root[root[i]]
-            i = root[i]
-        return i
-
-    for a, b in zip(left.tolist(), right.tolist(), strict=True):
-        if a != b:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                root[max(ra, rb)] = min(ra, rb)
-    return np.array([find(i) for i in range(n)], dtype=np.int64)
-
-
-def _write_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
-    """Stage ``pending`` (emptied) in one write."""
-    if writer is not None and pending:
-        writer.add(MeshBatch.concat(pending))
-    pending.clear()
+    os.setpgid(0, 0)
+    faulthandler.disable()  # a crash is reported by the caller, naming the file, in one line
+    try:
+        for message in read_rows(path, placement, with_meshes):
+            sender.send(message)
+    except CimError as exc:
+        sender.send(("error", exc))
+    except Exception:
+        sender.send(("failed", traceback.format_exc()))
+    finally:
+        sender.close()
 
 
-def _write_last_meshes(writer: MeshWriter | None, pending: list[MeshBatch]) -> None:
-    """Stage the last meshes and put all in place, for the commit after the assets' (see MeshWriter.prepare)."""
-    _write_meshes(writer, pending)
-    if writer is not None:
-        writer.prepare()
+def _received(receiver: Any, process: Any, path: Path) -> Iterator[Message]:
+    """The reader's messages; its errors raised here."""
+    while True:
+        try:
+            message = receiver.recv()
+        except EOFError:
+            process.join()
+            raise InvalidInput(
+                f"file {path}", f"the IFC reader process ended unexpectedly (exit code {process.exitcode})"
+            ) from None
+        tag = message[0]
+        if tag == "error":
+            raise message[1]
+        if tag == "failed":
+            raise RuntimeError(f"reading {path} failed in the IFC reader process:\n{message[1]}")
+        if tag == "done":
+            process.join()  # its memory is the system's again before the last rows are written
+        yield message
+        if tag == "done":
+            return
 
 
-def _valid(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
-    """``geoms`` with the empty or invalid ones as None."""
-    geoms[shapely.is_empty(geoms) | ~shapely.is_valid(geoms)] = None
-    return geoms
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
+def _stop(process: Any) -> None:
+    """Kill the reader and its geometry children (its process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        process.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def test_footprint_of_partial_footprints_is_the_footprint_of_all_parts() -> None
     import numpy as np
     from shapely.geometry import box
 
-    from cim.bim.ingest import footprint
+    from cim.bim.rows import footprint
 
     walls = [box(0, 0, 10, 1), box(0, 9, 10, 10), box(0, 0, 1, 10), box(9, 0, 10, 10)]  # a ring: its hole filled
     apart = [box(20 + i, 0, 20.5 + i, 0.5) for i in range(6)] + [box(4, 4, 6, 6)]  # separate; one in the hole
@@ -214,7 +215,7 @@ def test_footprint_folded_during_a_long_ingest_covers_every_part(
     """Enough walls that hulls are folded into partial footprints while the kernel works."""
     import numpy as np
 
-    from cim.bim.ingest import footprint
+    from cim.bim.rows import footprint
 
     ingest_ifc(store, write_model(tmp_path, "IFC4", walls=1200, lifts=0), meshes=meshes)
     parts = np.array([a.geom for a in store.find_assets(AssetQuery(kinds=(Kind.ELEMENT,)))], dtype=object)
@@ -276,3 +277,67 @@ def test_ifczip_without_exactly_one_ifc_fails_clearly(tmp_path: Path, members: d
             archive.writestr(name, data)
     with pytest.raises(InvalidInput, match=match):
         open_ifc(zipped)
+
+
+def _processes_in_group(group: int) -> list[int]:
+    """Live processes (not zombies) whose process group is ``group``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_reader_process_that_dies_is_one_files_error_and_keeps_earlier_ingest(
+    tmp_path: Path, store: Store, meshes: MeshStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is read in a child process: if it dies (a crash in ifcopenshell's C++), the caller gets an error
+    naming the file, and the store and the meshes are as they were."""
+    import os
+    import signal
+
+    import cim.bim.ingest as ingest
+
+    path = write_model(tmp_path, "IFC4", walls=30)
+    ingest_ifc(store, path, meshes=meshes)
+    before, meshes_before = store.count_assets(AssetQuery()), meshes.count()
+    read_rows = ingest.read_rows
+
+    def dies_midway(*args):  # type: ignore[no-untyped-def]
+        for n, message in enumerate(read_rows(*args)):
+            yield message
+            if n == 3:  # some rows and meshes have been sent
+                os.kill(os.getpid(), signal.SIGSEGV)
+
+    monkeypatch.setattr(ingest, "read_rows", dies_midway)
+    with pytest.raises(InvalidInput, match=r"generated-IFC4\.ifc — the IFC reader process ended unexpectedly"):
+        ingest_ifc(store, path, meshes=meshes)
+    assert store.count_assets(AssetQuery()) == before and meshes.count() == meshes_before
+
+
+def test_a_failed_write_stops_the_reader_and_its_geometry_children(
+    tmp_path: Path, store: Store, meshes: MeshStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cim.bim.ingest as ingest
+
+    path = write_model(tmp_path, "IFC4", walls=3000)
+    groups: list[int] = []
+    stop = ingest._stop
+    monkeypatch.setattr(ingest, "_stop", lambda process: (groups.append(process.pid), stop(process)))
+
+    def fails_after_one_batch(source, batches):  # type: ignore[no-untyped-def]
+        next(iter(batches))
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(store, "replace_source", fails_after_one_batch)
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        ingest_ifc(store, path, meshes=meshes)
+    assert len(groups) == 1
+    deadline = time.monotonic() + 10  # a killed process takes a moment to go
+    while _processes_in_group(groups[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_in_group(groups[0]) == []
