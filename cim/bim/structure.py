@@ -73,7 +73,6 @@ def class_info(schema: str, name: str) -> ClassInfo:
 class Products:
     """The products of a model that become assets, spatial structure first, as parallel lists."""
 
-    instances: list[ifcopenshell.entity_instance] = field(default_factory=list)
     step_ids: list[int] = field(default_factory=list)
     global_ids: list[str] = field(default_factory=list)
     names: list[str | None] = field(default_factory=list)
@@ -106,7 +105,6 @@ def describe(model: ifcopenshell.file, type_of: dict[int, ifcopenshell.entity_in
         info, kind, meshable = plan
         step_id = instance.id()
         element_type = type_of.get(step_id)
-        out.instances.append(instance)
         out.step_ids.append(step_id)
         out.global_ids.append(instance.get_argument(0))
         out.names.append(argument(instance, info, "Name") or None)
