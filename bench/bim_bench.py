@@ -24,19 +24,20 @@ rounds (and the fastest run of each side). Figures:
 - CPU seconds (user + system of the process, its threads and its geometry children, over the same span as the
   wall time: imports and store open excluded on both sides): what the ingest costs on top of the kernel in work,
   whatever the number of cores;
-- memory (target: peak ≤ 10× file size): peak RSS of the ingest process (VmHWM: ``ru_maxrss`` keeps the peak of
-  the process that started it across ``exec``, here this bench, which has built the generated model), its RSS
-  after its imports and after opening the stores, and its peak growth over the imports; the geometry children's
-  peak RSS (they share the parent's pages, so parent + child overstates); and, in one more ingest run per file,
-  the peak of the process tree sampled every 5 ms: the parent's RSS plus the children's private pages, so each
-  page counts once (PSS would split shared libraries with every other process on the machine); the bare
-  iteration's peak and growth likewise.
+- memory (target: peak ≤ 10× file size): the peak of the process tree (the ingest process, its reader process and
+  the reader's geometry children), each physical page counted once (see :func:`tree_kb`; needs root), in
+  ``--sampled`` more ingest runs, sampled as often as reading the page tables allows, and at least the ingest
+  process's own peak RSS; read as growth over the RSS after imports, and over the RSS after opening the stores
+  (DuckDB's spatial extension: ~34 MB, whatever the file). The ingest process's peak RSS alone (VmHWM:
+  ``ru_maxrss`` keeps the peak of the process that started it across ``exec``, here this bench, which has built
+  the generated model), and the bare iteration's peak and growth likewise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ifc"
@@ -109,22 +113,21 @@ if __name__ == "__main__":
 
 
 def run(code: str, *args: str, sample: bool = False) -> dict[str, Any]:
-    """Run ``code`` in a fresh interpreter; with ``sample``, also the peak memory (kB) of its process tree: the RSS
-    of the process plus the private pages of its children (what they allocated or copied on write)."""
+    """Run ``code`` in a fresh interpreter; with ``sample``, also the peak memory (kB) of its process tree, sampled
+    as often as the machine allows (each sample reads the page tables: ~40 ms a process)."""
     process = subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
     )
     peak = 0
     while sample and process.poll() is None:
-        pids = _tree(process.pid)
-        peak = max(peak, _smaps(pids[0])[0] + sum(_smaps(p)[1] for p in pids[1:]))
+        peak = max(peak, tree_kb(_tree(process.pid)))
         time.sleep(0.005)
     out, err = process.communicate()
     if process.returncode:
         raise RuntimeError(f"benchmark run failed ({process.returncode}): {err[-2000:]}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["stderr_lines"] = len(err.splitlines())
-    result["tree_kb"] = peak
+    result["tree_kb"] = max(peak, result["rss_kb"])  # the parent's own peak may fall between samples
     return result
 
 
@@ -140,19 +143,44 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _smaps(pid: int) -> tuple[int, int]:
-    """RSS and private (clean + dirty) kB of a process; zeros when it is gone."""
-    rss = private = 0
+_PRESENT, _FRAME = np.uint64(1 << 63), np.uint64((1 << 55) - 1)
+
+
+def tree_kb(pids: list[int]) -> int:
+    """The memory of the processes ``pids`` in kB, each physical page counted once: the frame numbers of their
+    resident pages (``/proc/PID/pagemap``, which shows them to root only). RSS counts a page shared by a parent and
+    its forked children in each; their private pages miss the pages the children share among themselves (the
+    reader's parsed model, shared with its geometry children); PSS splits a library's pages with every process
+    on the machine."""
+    frames = [_frames(pid) for pid in pids]
+    return 4 * len(np.unique(np.concatenate(frames))) if frames else 0
+
+
+def _frames(pid: int) -> npt.NDArray[np.uint64]:
+    found = []
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Private_"):
-                    private += int(line.split()[1])
+        with open(f"/proc/{pid}/maps") as handle:
+            maps = handle.read().splitlines()
+        pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     except OSError:
-        pass
-    return rss, private
+        return np.zeros(0, np.uint64)
+    try:
+        for line in maps:
+            span, permissions = line.split(None, 2)[:2]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if permissions.startswith("---") or start >= 1 << 47:  # reserved, never resident; vsyscall
+                continue
+            try:
+                entries = np.frombuffer(os.pread(pagemap, (end - start) // 4096 * 8, start // 4096 * 8), np.uint64)
+            except OSError:
+                continue
+            found.append(entries[(entries & _PRESENT) != 0] & _FRAME)
+    finally:
+        os.close(pagemap)
+    frames = np.concatenate(found) if found else np.zeros(0, np.uint64)
+    if len(frames) and not frames.any():
+        raise SystemExit("bim_bench: reading page frame numbers needs root (/proc/PID/pagemap)")
+    return frames
 
 
 def generated(elements: int, folder: Path) -> Path:
@@ -173,6 +201,7 @@ def main() -> None:
     parser.add_argument("--elements", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="threads of the second bare iteration (0: none)")
+    parser.add_argument("--sampled", type=int, default=3, help="more ingest runs whose process tree is sampled")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         largest = max(DATA.glob("*.ifc"), key=lambda p: p.stat().st_size)
@@ -183,7 +212,7 @@ def main() -> None:
                 if args.threads > 1:
                     multis.append(run(_BARE, str(path), "manifold", str(args.threads)))
                 ingests.append(run(_INGEST, str(path), tempfile.mkdtemp(dir=tmp)))
-            sampled = run(_INGEST, str(path), tempfile.mkdtemp(dir=tmp), sample=True)
+            sampled = [run(_INGEST, str(path), tempfile.mkdtemp(dir=tmp), sample=True) for _ in range(args.sampled)]
             print(_report(path, args, bares, multis, ingests, sampled))
 
 
@@ -193,7 +222,7 @@ def _report(
     bares: list[dict[str, Any]],
     multis: list[dict[str, Any]],
     ingests: list[dict[str, Any]],
-    sampled: dict[str, Any],
+    sampled: list[dict[str, Any]],
 ) -> str:
     def ratio(key: str, bare_key: str, against: list[dict[str, Any]]) -> float:
         """The median of the per-round ratios."""
@@ -222,16 +251,18 @@ def _report(
         f"children) → ratio {ratio('cpu', 'cpu', bares):.2f}"
     )
     peak, base, opened = (median(ingests, k) / 1e3 for k in ("rss_kb", "base_rss_kb", "open_rss_kb"))
-    tree = sampled["tree_kb"] / 1e3
+    tree = median(sampled, "tree_kb") / 1e3
+    growths = sorted((r["tree_kb"] - r["base_rss_kb"]) / 1e3 for r in sampled)
     bare_peak, bare_base = median(bares, "rss_kb") / 1e3, median(bares, "base_rss_kb") / 1e3
     lines += [
         f"  memory  [peak ≤ 10× file = {10 * mb:.0f} MB]",
-        f"          ingest peak RSS {peak:.0f} MB = {peak / mb:.0f}× file; after imports {base:.0f} MB, after store "
-        f"open {opened:.0f} MB; growth {peak - base:.0f} MB = {(peak - base) / mb:.1f}× file over imports, "
-        f"{peak - opened:.0f} MB = {(peak - opened) / mb:.1f}× over store open",
-        f"          geometry children's peak RSS {median(ingests, 'child_rss_kb') / 1e3:.0f} MB (mostly the parent's "
-        f"pages); process tree peak {tree:.0f} MB = {tree / mb:.0f}× file, growth {tree - base:.0f} MB = "
-        f"{(tree - base) / mb:.1f}× over imports (one sampled run)",
+        f"          process tree peak (the ingest process, its reader and geometry children; each page once) "
+        f"{tree:.0f} MB; growth over imports {statistics.median(growths):.0f} MB = "
+        f"{statistics.median(growths) / mb:.1f}× file (median of {len(sampled)} sampled runs: "
+        f"{', '.join(f'{g / mb:.1f}' for g in growths)}×), {tree - opened:.0f} MB = {(tree - opened) / mb:.1f}× over "
+        f"store open",
+        f"          ingest process alone: peak RSS {peak:.0f} MB; after imports {base:.0f} MB, after store open "
+        f"{opened:.0f} MB; growth {peak - base:.0f} MB = {(peak - base) / mb:.1f}× over imports",
         f"          bare iteration peak RSS {bare_peak:.0f} MB = {bare_peak / mb:.0f}× file; after imports "
         f"{bare_base:.0f} MB; growth {bare_peak - bare_base:.0f} MB = {(bare_peak - bare_base) / mb:.1f}×",
         f"  stderr lines of the ingest {first['stderr_lines']}",
