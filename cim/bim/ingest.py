@@ -4,15 +4,15 @@ Assets go in with :meth:`Store.replace_source` and meshes with :meth:`MeshStore.
 name (``"<file name>:ifc"``); the mesh transaction commits only after the assets did, so a failed asset write
 leaves both as they were.
 
-The file is read in a child process, the reader (:func:`cim.bim.rows.read_rows`: parse, geometry, properties,
-asset rows), which sends rows and meshes to this process as they are done. The two are never at their biggest at
-the same time: the reader holds the parsed model (about 5× the file) until it ends, and the store's transaction
-holds its rows at about 4× their Arrow size (DuckDB: 40,000 walls, 92 MB against 21). So this process writes
-the first rows and meshes at once (paying the one-time costs of a write while the reader works), checks the rest
-as they come and holds them, compact, until the reader has ended; then it writes them, merges the footprints of
-the buildings and storeys from the reader's partial footprints (a footprint of 40,000 parts is ~34 MB in GEOS),
-and commits. 40,000 walls (34 MB): the process tree peaked at 12-13× the file when this process read the file
-itself, ~9.5× since (``bench/bim_bench.py``).
+The file is read in a child process, the reader (:func:`cim.bim.rows.read_rows`: parse, geometry, properties, asset
+rows), which sends rows and meshes to this process as they are done. The two are never at their biggest at the same
+time: the reader holds the parsed model (about 5× the file) until it ends, and the store's transaction holds its
+rows at about 4× their Arrow size (DuckDB: 40,000 walls, 92 MB against 21). So this process writes the meshes as
+they come and the first rows at once (paying the one-time costs of a write while the reader works), checks the rest
+as they come and holds them, compact, until the reader has ended; then it writes them, merges the footprints of the
+buildings and storeys from the reader's partial footprints (a footprint of 40,000 parts is ~34 MB in GEOS), and
+commits. 40,000 walls (34 MB): the process tree peaked at 12-13× the file when this process read the file itself,
+~9.5× since (``bench/bim_bench.py``).
 
 The reader's memory goes back to the system when it ends, where ifcopenshell keeps most of a model's memory
 after the model is freed: a server ingesting file after file would pile it up (4 ingests of a 4 MB file in one
@@ -42,7 +42,7 @@ from cim.bim.georef import Placement
 from cim.bim.rows import IfcSummary, Message, merged_footprint, read_rows, source_name
 from cim.errors import CimError, InvalidInput
 from cim.store import AssetBatch, Store
-from cim.store.meshes import MeshBatch, MeshStore, MeshWriter
+from cim.store.meshes import MeshStore, MeshWriter
 from cim.store.schema import ASSET_SCHEMA
 
 __all__ = ["IfcSummary", "ingest_ifc", "source_name"]
@@ -134,40 +134,36 @@ def _asset_batches(
     messages: Iterator[Message], writer: MeshWriter | None, progress: Progress | None, done: list[IfcSummary]
 ) -> Iterator[AssetBatch]:
     """The reader's asset rows as store batches, its meshes to ``writer``, its progress to ``progress`` and its
-    summary into ``done``, with the first rows and meshes written at once and the rest when the reader has ended
-    (see the module docstring). The meshes are then written and put in place while the rows are (DuckDB lets go
-    of the GIL while it writes); the store commits first, the meshes after it. Held rows are checked as they come
-    (:class:`AssetBatch`), the last ones (with the footprints) when they are written."""
+    summary into ``done``; the first rows are written at once and the rest when the reader has ended (see the
+    module docstring). Held rows are checked as they come (:class:`AssetBatch`), the last ones (with the
+    footprints) when they are written. The meshes are written as they come (held, they would save ~6 MB at 40,000
+    walls, and cost small files their write at the end), and put in place while the held rows are written (DuckDB
+    lets go of the GIL while it writes); the store commits first, the meshes after it."""
     held: list[AssetBatch] = []
-    held_meshes: list[MeshBatch] = []
     last: list[dict[str, Any]] = []
     footprints: list[tuple[list[str], list[bytes]]] = []
-    wrote_assets = wrote_meshes = False
+    wrote = False
     with ThreadPoolExecutor(1) as staging:
         for message in messages:
             tag = message[0]
             if tag == "assets":
                 batch = _asset_batch(message[1])
-                if wrote_assets:
+                if wrote:
                     held.append(batch)
                 else:
                     yield batch
-                    wrote_assets = True
+                    wrote = True
             elif tag == "last_assets":
                 last.append(message[1])
             elif tag == "footprints":
                 footprints = message[1]
             elif tag == "meshes" and writer is not None:
-                if wrote_meshes:
-                    held_meshes.append(message[1])
-                else:
-                    writer.add(message[1])
-                    wrote_meshes = True
+                writer.add(message[1])
             elif tag == "progress" and progress is not None:
                 progress(message[1])
             elif tag == "done":
                 done.append(message[1])
-        staged = staging.submit(_write_meshes, writer, held_meshes) if writer is not None else None
+        staged = staging.submit(writer.prepare) if writer is not None else None
         while held:
             yield held.pop(0)
         merged = {i: shape for ids, partials in footprints for shape in [merged_footprint(partials)] for i in ids}
@@ -179,14 +175,6 @@ def _asset_batches(
             staged.result()
 
 
-def _write_meshes(writer: MeshWriter, batches: list[MeshBatch]) -> None:
-    """Stage ``batches`` (emptied) and put all in place, for the commit after the assets' (see
-    :meth:`MeshWriter.prepare`)."""
-    while batches:
-        writer.add(batches.pop(0))
-    writer.prepare()
-
-
 def _asset_batch(columns: dict[str, Any]) -> AssetBatch:
     return AssetBatch.from_table(pa.table(columns, schema=pa.schema([ASSET_SCHEMA.field(n) for n in columns])))
 
@@ -194,7 +182,7 @@ def _asset_batch(columns: dict[str, Any]) -> AssetBatch:
 @contextmanager
 def _reader(path: Path, placement: Placement | None, with_meshes: bool) -> Iterator[Iterator[Message]]:
     """The messages of :func:`read_rows` for ``path``, read in a child process (in this one without ``fork``).
-    The child has exited when ``("done", …)`` is passed on; leaving early stops it and its geometry children."""
+    The child has ended when ``("done", …)`` is passed on; leaving early stops it and its geometry children."""
     if "fork" not in mp.get_all_start_methods():
         yield read_rows(path, placement, with_meshes)
         return
@@ -211,10 +199,11 @@ def _reader(path: Path, placement: Placement | None, with_meshes: bool) -> Itera
     sender.close()
     try:
         yield _received(receiver, process, path)
+    except BaseException:
+        _stop(process)
+        raise
     finally:
         receiver.close()
-        if process.is_alive():
-            _stop(process)
         process.join()
 
 
@@ -227,6 +216,11 @@ def _read_and_send(path: Path, placement: Placement | None, with_meshes: bool, s
     try:
         for message in read_rows(path, placement, with_meshes):
             sender.send(message)
+            if message[0] == "done":
+                # exit at once: leaving the generator would free the parsed model object by object (40,000
+                # walls: ~170 ms), where the end of the process frees it whole
+                sender.close()
+                os._exit(0)
     except CimError as exc:
         sender.send(("error", exc))
     except Exception:
@@ -251,7 +245,7 @@ def _received(receiver: Any, process: Any, path: Path) -> Iterator[Message]:
         if tag == "failed":
             raise RuntimeError(f"reading {path} failed in the IFC reader process:\n{message[1]}")
         if tag == "done":
-            process.join()  # its memory is the system's again before the last rows are written
+            process.join()  # it exits at once: its memory is the system's again before the held rows are written
         yield message
         if tag == "done":
             return
