@@ -6,6 +6,8 @@ Every message reads as ``<what> — <why>`` so it can be shown to a user as one 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CimError(Exception):
     """Root of every error a user may see. ``what`` names the thing (file, field, parameter), ``why`` the problem."""
@@ -15,10 +17,17 @@ class CimError(Exception):
         self.what = what
         self.why = why
 
-    def __reduce__(self) -> tuple[type[CimError], tuple[str, str]]:
-        # pickled as its two parts (an error raised in a child process reaches the caller whole); the default
-        # would call __init__ with the joined message alone
-        return (type(self), (self.what, self.why))
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled as it is (an error raised in a child process reaches the caller whole), without calling
+        # __init__ again: subclasses take other arguments, and the default would pass the joined message alone
+        return (_unpickled, (type(self), self.args, self.__dict__))
+
+
+def _unpickled(cls: type[CimError], args: tuple[Any, ...], state: dict[str, Any]) -> CimError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidInput(CimError):

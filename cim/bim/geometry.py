@@ -244,7 +244,7 @@ class _Child:
         self.current: Any = context.RawValue("q", 0)  # shared memory: read when the child died
         self.process = context.Process(
             target=_worker,
-            args=(model if forking else None, path, library, elements, sender, self.current),
+            args=(model if forking else None, path, library, elements, sender, self._receiver, self.current),
             daemon=True,
         )
         self.process.start()
@@ -281,11 +281,21 @@ class _Child:
 
 
 def _worker(
-    model: ifcopenshell.file | None, path: str, library: Library, elements: list[int], conn: Any, current: Any
+    model: ifcopenshell.file | None,
+    path: str,
+    library: Library,
+    elements: list[int],
+    conn: Any,
+    receiver: Any,
+    current: Any,
 ) -> None:
     """Child process: mesh ``elements`` one by one, noting each in ``current`` before it starts; send
     ``("shapes", ShapeBatch)`` and ``("failed", id, why)``, then ``("done",)``."""
     import faulthandler
+
+    # without the caller's end of the pipe here, a send fails when the caller is gone (it died), instead of
+    # waiting for ever
+    receiver.close()
 
     import ifcopenshell.geom
     import ifcopenshell.ifcopenshell_wrapper as wrapper

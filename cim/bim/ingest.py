@@ -30,9 +30,9 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import closing, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -115,40 +115,49 @@ def _ingest(
     store: Store, path: Path, meshes: MeshStore | None, placement: Placement | None, progress: Progress | None
 ) -> IfcSummary:
     started = time.perf_counter()
-    with _reader(path, placement, meshes is not None) as messages:
+    forked = "fork" in mp.get_all_start_methods()
+    with _reader(path, placement, meshes is not None, forked) as messages:
         first = next(messages)
-        assert first == ("ready",), first
+        if first != ("ready",):
+            raise RuntimeError(f"the IFC reader began with {first[0]!r}, not 'ready'")
         source = source_name(path)
         mesh_context = meshes.replacing(source) if meshes is not None else nullcontext(None)
         done: list[IfcSummary] = []
         with mesh_context as writer:
-            # the store's transaction pulls the asset batches as the reader sends them, so little is left to
-            # write when it ends; meshes are staged meanwhile
-            store.replace_source(source, _asset_batches(messages, writer, progress, done))
+            batches = _asset_batches(messages, writer, progress, done, hold=forked)
+            try:
+                store.replace_source(source, batches)
+            finally:
+                batches.close()  # waits for the meshes being put in place, before the mesh transaction ends
     summary = done[0]
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
 
 def _asset_batches(
-    messages: Iterator[Message], writer: MeshWriter | None, progress: Progress | None, done: list[IfcSummary]
-) -> Iterator[AssetBatch]:
+    messages: Iterator[Message],
+    writer: MeshWriter | None,
+    progress: Progress | None,
+    done: list[IfcSummary],
+    hold: bool,
+) -> Generator[AssetBatch, None, None]:
     """The reader's asset rows as store batches, its meshes to ``writer``, its progress to ``progress`` and its
-    summary into ``done``; the first rows are written at once and the rest when the reader has ended (see the
-    module docstring). Held rows are checked as they come (:class:`AssetBatch`), the last ones (with the
-    footprints) when they are written. The meshes are written as they come (held, they would save ~6 MB at 40,000
-    walls, and cost small files their write at the end), and put in place while the held rows are written (DuckDB
-    lets go of the GIL while it writes); the store commits first, the meshes after it."""
+    summary into ``done``. With ``hold`` (the reader is a child process), the first rows are written at once and
+    the rest when the reader has ended (see the module docstring): they are checked as they come
+    (:class:`AssetBatch`), the last ones (with the footprints) when they are written. The meshes are written as
+    they come (held, they would save ~6 MB at 40,000 walls, and cost small files their write at the end), and put
+    in place while the held rows are written (DuckDB lets go of the GIL while it writes); the store commits first,
+    the meshes after it."""
     held: list[AssetBatch] = []
     last: list[dict[str, Any]] = []
-    footprints: list[tuple[list[str], list[bytes]]] = []
+    footprints: list[list[bytes]] = []
     wrote = False
     with ThreadPoolExecutor(1) as staging:
         for message in messages:
             tag = message[0]
             if tag == "assets":
                 batch = _asset_batch(message[1])
-                if wrote:
+                if hold and wrote:
                     held.append(batch)
                 else:
                     yield batch
@@ -157,19 +166,24 @@ def _asset_batches(
                 last.append(message[1])
             elif tag == "footprints":
                 footprints = message[1]
-            elif tag == "meshes" and writer is not None:
-                writer.add(message[1])
-            elif tag == "progress" and progress is not None:
-                progress(message[1])
+            elif tag == "meshes":
+                if writer is not None:
+                    writer.add(message[1])
+            elif tag == "progress":
+                if progress is not None:
+                    progress(message[1])
             elif tag == "done":
                 done.append(message[1])
+            else:
+                raise RuntimeError(f"unknown message from the IFC reader: {tag!r}")
         staged = staging.submit(writer.prepare) if writer is not None else None
         while held:
             yield held.pop(0)
-        merged = {i: shape for ids, partials in footprints for shape in [merged_footprint(partials)] for i in ids}
+        merged = [merged_footprint(partials) for partials in footprints]
         while last:
             columns = last.pop(0)
-            columns["geom"] = [merged.get(i, g) for i, g in zip(columns["id"], columns["geom"], strict=True)]
+            # a building's or storey's geom is the index of its footprint (see cim.bim.rows.Message)
+            columns["geom"] = [merged[g] if isinstance(g, int) else g for g in columns["geom"]]
             yield _asset_batch(columns)
         if staged is not None:
             staged.result()
@@ -180,37 +194,91 @@ def _asset_batch(columns: dict[str, Any]) -> AssetBatch:
 
 
 @contextmanager
-def _reader(path: Path, placement: Placement | None, with_meshes: bool) -> Iterator[Iterator[Message]]:
-    """The messages of :func:`read_rows` for ``path``, read in a child process (in this one without ``fork``).
-    The child has ended when ``("done", …)`` is passed on; leaving early stops it and its geometry children."""
-    if "fork" not in mp.get_all_start_methods():
-        yield read_rows(path, placement, with_meshes)
+def _reader(path: Path, placement: Placement | None, with_meshes: bool, forked: bool) -> Iterator[Iterator[Message]]:
+    """The messages of :func:`read_rows` for ``path``, read in a child process when ``forked`` (else in this one).
+    The child has ended when ``("done", …)`` is passed on; leaving earlier stops it and its geometry children."""
+    if not forked:
+        with closing(read_rows(path, placement, with_meshes)) as messages:
+            yield messages
         return
-    context = mp.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    # not a daemon: daemons may not have children, and it has its geometry children
-    process = context.Process(
-        target=_read_and_send, args=(path, placement, with_meshes, sender), name="ifc-reader", daemon=False
-    )
-    process.start()
-    assert process.pid is not None
-    with suppress(OSError):  # both sides set the group: whichever comes first, it is set before it matters
-        os.setpgid(process.pid, process.pid)
-    sender.close()
+    reader = _ReaderProcess(path, placement, with_meshes)
     try:
-        yield _received(receiver, process, path)
-    except BaseException:
-        _stop(process)
-        raise
+        yield reader.messages()
     finally:
-        receiver.close()
-        process.join()
+        reader.close()
 
 
-def _read_and_send(path: Path, placement: Placement | None, with_meshes: bool, sender: Any) -> None:
+class _ReaderProcess:
+    """:func:`read_rows` in a child process, in its own process group with its geometry children, sending its
+    messages through a pipe."""
+
+    def __init__(self, path: Path, placement: Placement | None, with_meshes: bool) -> None:
+        self.path = path
+        self.done = False
+        context = mp.get_context("fork")
+        self._receiver, sender = context.Pipe(duplex=False)
+        # not a daemon: daemons may not have children, and it has its geometry children
+        self._process = context.Process(
+            target=_read_and_send,
+            args=(path, placement, with_meshes, sender, self._receiver),
+            name="ifc-reader",
+            daemon=False,
+        )
+        self._process.start()
+        pid = self._process.pid
+        assert pid is not None
+        self._pid = pid
+        with suppress(OSError):  # both sides set the group: whichever comes first, it is set before it matters
+            os.setpgid(self._pid, self._pid)
+        sender.close()
+
+    def messages(self) -> Iterator[Message]:
+        """Its messages until ``done``; its errors raised here, and its end without ``done`` (a crash). Its geometry
+        children hold copies of its end of the pipe (and of the pipe multiprocessing watches), so neither closes
+        when it dies alone: whether it lives is asked while no message comes."""
+        while True:
+            while not self._receiver.poll(0.2):
+                if not self._process.is_alive() and not self._receiver.poll():
+                    raise self._ended_unexpectedly()
+            try:
+                message = self._receiver.recv()
+            except EOFError:
+                raise self._ended_unexpectedly() from None
+            tag = message[0]
+            if tag == "error":
+                raise message[1]
+            if tag == "failed":
+                error = InvalidInput(f"file {self.path}", f"could not be read: {message[1]}")
+                error.add_note(f"in the IFC reader process:\n{message[2]}")
+                raise error
+            if tag == "done":
+                self._process.join()  # it exits at once: its memory is the system's again before the held rows
+                self.done = True
+            yield message
+            if tag == "done":
+                return
+
+    def _ended_unexpectedly(self) -> InvalidInput:
+        self._process.join()
+        why = f"the IFC reader process ended unexpectedly (exit code {self._process.exitcode})"
+        return InvalidInput(f"file {self.path}", why)
+
+    def close(self) -> None:
+        """Stop the reader and its geometry children unless it is done (a group outlives its first process while
+        others are in it, and its id is not reused meanwhile), and reap it."""
+        self._receiver.close()
+        if not self.done:
+            with suppress(OSError):
+                os.killpg(self._pid, signal.SIGKILL)
+        self._process.join()
+
+
+def _read_and_send(path: Path, placement: Placement | None, with_meshes: bool, sender: Any, receiver: Any) -> None:
     """The reader process: its own process group, so that stopping it stops its geometry children too."""
     import faulthandler
 
+    # without the caller's end of the pipe here, a send fails when the caller is gone, instead of waiting for ever
+    receiver.close()
     os.setpgid(0, 0)
     faulthandler.disable()  # a crash is reported by the caller, naming the file, in one line
     try:
@@ -222,38 +290,12 @@ def _read_and_send(path: Path, placement: Placement | None, with_meshes: bool, s
                 sender.close()
                 os._exit(0)
     except CimError as exc:
-        sender.send(("error", exc))
-    except Exception:
-        sender.send(("failed", traceback.format_exc()))
+        with suppress(OSError):
+            sender.send(("error", exc))
+    except BrokenPipeError:
+        pass  # the caller is gone
+    except Exception as exc:
+        with suppress(OSError):
+            sender.send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     finally:
         sender.close()
-
-
-def _received(receiver: Any, process: Any, path: Path) -> Iterator[Message]:
-    """The reader's messages; its errors raised here."""
-    while True:
-        try:
-            message = receiver.recv()
-        except EOFError:
-            process.join()
-            raise InvalidInput(
-                f"file {path}", f"the IFC reader process ended unexpectedly (exit code {process.exitcode})"
-            ) from None
-        tag = message[0]
-        if tag == "error":
-            raise message[1]
-        if tag == "failed":
-            raise RuntimeError(f"reading {path} failed in the IFC reader process:\n{message[1]}")
-        if tag == "done":
-            process.join()  # it exits at once: its memory is the system's again before the held rows are written
-        yield message
-        if tag == "done":
-            return
-
-
-def _stop(process: Any) -> None:
-    """Kill the reader and its geometry children (its process group)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except OSError:
-        process.kill()

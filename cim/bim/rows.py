@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import compress
@@ -46,9 +46,10 @@ from cim.store.meshes import MeshBatch
 #: - ``("ready",)``: the file is parsed and georeferenced (a file problem raises before);
 #: - then, mixed: ``("assets", columns)`` (rows that are final: a dict of the store's asset columns),
 #:   ``("meshes", MeshBatch)``, ``("progress", elements done)``;
-#: - ``("footprints", [(asset ids, partial footprints), …])`` for the buildings and storeys with meshed parts,
-#:   whose footprints are merged by :func:`merged_footprint` (in the writing process, once the reader has ended),
-#:   then ``("last_assets", columns)``: those with ``geom`` none, and the rest of the rows;
+#: - ``("footprints", [partial footprints, …])``: for each footprint of the buildings and storeys with meshed
+#:   parts, its partial footprints (WKB), which :func:`merged_footprint` merges (in the writing process, once the
+#:   reader has ended); then ``("last_assets", columns)``: those buildings and storeys, whose ``geom`` is the
+#:   index of their footprint in that list, and the rest of the rows;
 #: - ``("done", IfcSummary)``, the last (the geometry children have ended).
 Message = tuple[Any, ...]
 
@@ -86,7 +87,7 @@ def source_name(path: Path) -> str:
     return f"{path.name}:ifc"
 
 
-def read_rows(path: Path, placement: Placement | None, with_meshes: bool = True) -> Iterator[Message]:
+def read_rows(path: Path, placement: Placement | None, with_meshes: bool = True) -> Generator[Message, None, None]:
     """The messages of the IFC file at ``path`` (see :data:`Message`)."""
     opened = open_ifc(path)
     model = opened.model
@@ -114,7 +115,7 @@ _FromProps = tuple[str, Any, str | None, float | None, float | None]
 
 class _Columns:
     """The asset table of one model, filled column by column: attributes and placement points first (while the
-    geometry children work), hulls as meshes arrive, footprints at the end."""
+    geometry children work), hulls as meshes arrive, partial footprints meanwhile (see :meth:`fold`)."""
 
     def __init__(
         self,
@@ -165,6 +166,7 @@ class _Columns:
         # as WKB: a GEOS geometry takes ~6× the memory (40,000 hulls of walls: 34 MB against 5)
         self.partials: dict[bytes, list[bytes]] = {key: [] for key in self.owners}
         self.folded = np.zeros(n, dtype=bool)
+        self.footprint_of: dict[int, int] = {}  # building or storey row → its footprint's index (see finish)
 
     def _attributes(self, row: int, index: PropertyIndex, shared: dict[tuple[Any, ...], _FromProps]) -> None:
         p = self.products
@@ -297,19 +299,21 @@ class _Columns:
             if len(rows):
                 self.partials[key].append(shapely.to_wkb(footprint(self.geoms[rows])))
 
-    def finish(self) -> tuple[int, list[tuple[list[str], list[bytes]]]]:
+    def finish(self) -> tuple[int, list[list[bytes]]]:
         """Heights of buildings and storeys, points for elements whose geometry failed; returns how many assets
-        got no mesh, and the partial footprints of the buildings and storeys with meshed parts, for
-        :func:`merged_footprint` (their ``geom`` is none until then): asset ids, partial footprints (WKB)."""
+        got no mesh, and the partial footprints (WKB) of the buildings and storeys with meshed parts, to be merged
+        by :func:`merged_footprint`: the ``geom`` of such a row is the index of its footprint's partials until then
+        (see :meth:`_wkb`)."""
         self.fold()
-        footprints = []
+        footprints: list[list[bytes]] = []
         for key, owners in self.owners.items():
             below = np.flatnonzero(self.below[owners[0]] & self.has_hull)
             if len(below):
-                footprints.append(([self.products.global_ids[r] for r in owners], self.partials.pop(key)))
                 low, high = self.z_min[below].min(), self.z_max[below].max()
                 for row in owners:
                     self.geoms[row], self.z_min[row], self.z_max[row] = None, low, high
+                    self.footprint_of[row] = len(footprints)
+                footprints.append(self.partials.pop(key))
         self._points(np.flatnonzero(self.meshable & ~self.has_mesh))
         return len(self.products) - self.meshed, footprints
 
@@ -348,11 +352,15 @@ class _Columns:
         }
 
     def _wkb(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
-        """The geometries of ``rows`` as WKB; their shapely objects are let go: a batch's rows are final, and a meshed
-        element's hull is folded into the footprints before its batch (see :meth:`stream`). GEOS takes ~6× the memory
-        of WKB, and a footprint of thousands of parts is held once more while the store checks its batch."""
+        """The geometries of ``rows`` as WKB, or for a building or storey with meshed parts the index of its
+        footprint's partials (see :meth:`finish`); their shapely objects are let go: a batch's rows are final, and
+        a meshed element's hull is folded into the footprints before its batch (see :meth:`stream`), and GEOS takes
+        ~6× the memory of WKB."""
         wkb = shapely.to_wkb(self.geoms[rows])
         self.geoms[rows] = None
+        for i, row in enumerate(rows.tolist()):
+            if row in self.footprint_of:
+                wkb[i] = self.footprint_of[row]
         return wkb
 
     def counts(self) -> dict[str, int]:

@@ -108,16 +108,24 @@ def describe(model: ifcopenshell.file, type_of: dict[int, ifcopenshell.entity_in
         out.step_ids.append(step_id)
         out.global_ids.append(instance.get_argument(0))
         out.names.append(argument(instance, info, "Name") or None)
-        out.classes.append(name)
+        out.classes.append(info.name)  # one string per class, not per product
         ptype = _predefined_type(instance, info, element_type, schema)
         out.predefined_types.append(ptype)
         out.kinds.append(kind or _kind(info, ptype, element_type))
         out.meshable.append(meshable and argument(instance, info, "Representation") is not None)
     row_of = {step_id: row for row, step_id in enumerate(out.step_ids)}
+    parent_ids: dict[int, str | None] = {}  # one string per parent, not per product (40,000 walls: 2.7 MB)
     for step_id in out.step_ids:
         whole = parent.get(step_id)
-        out.parent_rows.append(row_of.get(whole.id(), -1) if whole is not None else -1)
-        out.parent_ids.append(_global_id(whole))
+        if whole is None:
+            out.parent_rows.append(-1)
+            out.parent_ids.append(None)
+        else:
+            whole_id = whole.id()
+            out.parent_rows.append(row_of.get(whole_id, -1))
+            if whole_id not in parent_ids:
+                parent_ids[whole_id] = _global_id(whole)
+            out.parent_ids.append(parent_ids[whole_id])
     return out
 
 

@@ -292,8 +292,9 @@ def _processes_in_group(group: int) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("walls", [30, 3000])  # 3,000: its geometry children still work when it dies
 def test_reader_process_that_dies_is_one_files_error_and_keeps_earlier_ingest(
-    tmp_path: Path, store: Store, meshes: MeshStore, monkeypatch: pytest.MonkeyPatch
+    walls: int, tmp_path: Path, store: Store, meshes: MeshStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The file is read in a child process: if it dies (a crash in ifcopenshell's C++), the caller gets an error
     naming the file, and the store and the meshes are as they were."""
@@ -302,7 +303,7 @@ def test_reader_process_that_dies_is_one_files_error_and_keeps_earlier_ingest(
 
     import cim.bim.ingest as ingest
 
-    path = write_model(tmp_path, "IFC4", walls=30)
+    path = write_model(tmp_path, "IFC4", walls=walls)
     ingest_ifc(store, path, meshes=meshes)
     before, meshes_before = store.count_assets(AssetQuery()), meshes.count()
     read_rows = ingest.read_rows
@@ -310,13 +311,33 @@ def test_reader_process_that_dies_is_one_files_error_and_keeps_earlier_ingest(
     def dies_midway(*args):  # type: ignore[no-untyped-def]
         for n, message in enumerate(read_rows(*args)):
             yield message
-            if n == 3:  # some rows and meshes have been sent
+            if n == 1:
                 os.kill(os.getpid(), signal.SIGSEGV)
 
     monkeypatch.setattr(ingest, "read_rows", dies_midway)
     with pytest.raises(InvalidInput, match=r"generated-IFC4\.ifc — the IFC reader process ended unexpectedly"):
         ingest_ifc(store, path, meshes=meshes)
     assert store.count_assets(AssetQuery()) == before and meshes.count() == meshes_before
+
+
+def test_an_unexpected_error_in_the_reader_is_one_files_error(
+    tmp_path: Path, store: Store, meshes: MeshStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cim.bim.ingest as ingest
+
+    path = write_model(tmp_path, "IFC4", walls=3)
+    read_rows = ingest.read_rows
+
+    def fails(*args):  # type: ignore[no-untyped-def]
+        for message in read_rows(*args):
+            yield message
+            raise ValueError("an attribute no exporter writes")
+
+    monkeypatch.setattr(ingest, "read_rows", fails)
+    with pytest.raises(InvalidInput, match=r"generated-IFC4\.ifc — could not be read: ValueError: an attribute") as exc:
+        ingest_ifc(store, path, meshes=meshes)
+    assert "Traceback" in "".join(exc.value.__notes__)
+    assert store.count_assets(AssetQuery()) == 0
 
 
 def test_a_failed_write_stops_the_reader_and_its_geometry_children(
@@ -326,8 +347,13 @@ def test_a_failed_write_stops_the_reader_and_its_geometry_children(
 
     path = write_model(tmp_path, "IFC4", walls=3000)
     groups: list[int] = []
-    stop = ingest._stop
-    monkeypatch.setattr(ingest, "_stop", lambda process: (groups.append(process.pid), stop(process)))
+    close = ingest._ReaderProcess.close
+
+    def noting_its_group(reader: ingest._ReaderProcess) -> None:
+        groups.append(reader._pid)
+        close(reader)
+
+    monkeypatch.setattr(ingest._ReaderProcess, "close", noting_its_group)
 
     def fails_after_one_batch(source, batches):  # type: ignore[no-untyped-def]
         next(iter(batches))
@@ -341,3 +367,26 @@ def test_a_failed_write_stops_the_reader_and_its_geometry_children(
     while _processes_in_group(groups[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _processes_in_group(groups[0]) == []
+
+
+def test_without_fork_the_reader_runs_in_this_process_with_the_same_result(
+    tmp_path: Path, store: Store, meshes: MeshStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+    from types import SimpleNamespace
+
+    import cim.bim.ingest as ingest
+
+    path = write_model(tmp_path, "IFC4", walls=40, lifts=2)
+    forked = ingest_ifc(store, path, meshes=meshes)
+    assets = {a.id: a for a in store.find_assets(AssetQuery())}
+    no_fork = SimpleNamespace(get_all_start_methods=lambda: ["spawn"], get_context=multiprocessing.get_context)
+    monkeypatch.setattr(ingest, "mp", no_fork)
+    monkeypatch.setattr(ingest, "_read_and_send", None)  # a child process would fail
+    in_process = ingest_ifc(store, path, meshes=meshes)
+    assert (in_process.assets, in_process.meshes, in_process.failed) == (forked.assets, forked.meshes, forked.failed)
+    again = {a.id: a for a in store.find_assets(AssetQuery())}
+    assert again.keys() == assets.keys()
+    for asset_id, asset in assets.items():
+        assert again[asset_id].geom is not None and asset.geom is not None
+        assert again[asset_id].geom.equals(asset.geom) and again[asset_id].props == asset.props
