@@ -12,7 +12,7 @@ they come and the first rows at once (paying the one-time costs of a write while
 as they come and holds them, compact, until the reader has ended; then it writes them, merges the footprints of the
 buildings and storeys from the reader's partial footprints (a footprint of 40,000 parts is ~34 MB in GEOS), and
 commits. 40,000 walls (34 MB): the process tree peaked at 12-13× the file when this process read the file itself,
-~9.5× since (``bench/bim_bench.py``).
+9.5× since (``bench/bim_bench.py``).
 
 The reader's memory goes back to the system when it ends, where ifcopenshell keeps most of a model's memory
 after the model is freed: a server ingesting file after file would pile it up (4 ingests of a 4 MB file in one
