@@ -358,9 +358,8 @@ class _Columns:
         ~6× the memory of WKB."""
         wkb = shapely.to_wkb(self.geoms[rows])
         self.geoms[rows] = None
-        for i, row in enumerate(rows.tolist()):
-            if row in self.footprint_of:
-                wkb[i] = self.footprint_of[row]
+        for row, index in self.footprint_of.items():  # a few rows, known only after finish
+            wkb[rows == row] = index
         return wkb
 
     def counts(self) -> dict[str, int]:
