@@ -2,17 +2,18 @@
 
     .venv/bin/python bench/bim_bench.py [--elements 5000] [--repeat 5]
 
-Like with like: both sides parse the same file with ``ifcopenshell.open`` and mesh the same elements with the
-same settings (:func:`cim.bim.geometry.settings`: same element classes, openings subtracted, manifold kernel). The
-bare side is ifcopenshell's geometry iterator, :func:`cim.bim.geometry.iterator` with one thread, in a function
-that calls ``get()`` on each shape and nothing else, timed until it returns, so it releases its iterator and model
-as ``ingest_ifc`` releases what it made (ifcopenshell frees a 5,000-shape iterator's caches in ~50 ms; its timing
+Like with like: both sides parse the same file with ``ifcopenshell.open`` and mesh the same elements with the same
+settings (:func:`cim.bim.geometry.settings`: same element classes, openings subtracted, manifold kernel). The bare
+side is ifcopenshell's geometry iterator, :func:`cim.bim.geometry.iterator` with one thread, in a function that
+calls ``get()`` on each shape and nothing else, timed until it returns, so it releases its iterator and model as
+``ingest_ifc`` releases what it made (ifcopenshell frees a 5,000-shape iterator's caches in ~50 ms; its timing
 without the release is printed too). The ingest (``ingest_ifc``) meshes element by element with the same kernel
-(see :mod:`cim.bim.geometry` for why, and ``tests/bim/test_geometry.py`` for the identical meshes), and also
-reads georeference, structure and properties, georeferences the meshes and writes assets and meshes to DuckDB
-files and commits. Its kernel runs in two child processes (each meshing half of the elements) while the parent
-does the rest, so it keeps two cores busy: the bare iteration with two iterator threads (``--threads``) is printed
-too, for reference (in ifcopenshell 0.9 it is slower than with one).
+(see :mod:`cim.bim.geometry` for why, and ``tests/bim/test_geometry.py`` for the identical meshes), and also reads
+georeference, structure and properties, georeferences the meshes and writes assets and meshes to DuckDB files and
+commits. Its kernel runs in two geometry processes (each meshing half of the elements), children of the reader
+process, which does the rest while the ingest process writes, so it keeps two cores busy: the bare iteration with
+two iterator threads (``--threads``) is printed too, for reference (in ifcopenshell 0.9 it is slower than with
+one).
 
 Each run is a fresh subprocess; the bare runs and the ingest run of one round go back to back, and a ratio is
 taken per round, so a busy moment of the shared machine hits both sides. Reported: the median over ``--repeat``
@@ -103,10 +104,9 @@ if __name__ == "__main__":
         opened, open_rss, cpu1 = time.perf_counter(), rss_kb(), cpu()
         s = ingest_ifc(store, sys.argv[1], meshes=meshes, placement=Placement(121.5, 31.2, 4.0))
         ingested, cpu2 = time.perf_counter() - opened, cpu()
-    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"seconds": time.perf_counter() - t, "ingest_seconds": ingested,
         "assets": sum(s.assets.values()), "meshes": s.meshes, "failed": s.failed_elements,
-        "rss_kb": rss_kb("VmHWM:"), "child_rss_kb": c.ru_maxrss, "base_rss_kb": base, "open_rss_kb": open_rss,
+        "rss_kb": rss_kb("VmHWM:"), "base_rss_kb": base, "open_rss_kb": open_rss,
         "cpu": cpu2 - cpu1, "cpu_total": cpu() - cpu0}))
 """
 )
