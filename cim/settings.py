@@ -29,6 +29,10 @@ class ServerSettings(BaseSettings):
     tiles_dir: Path = Path("tiles")
     write_token: str | None = Field(None, description="bearer token every write endpoint requires")
     cors_origins: list[str] = Field(default_factory=list)
+    max_active_requests: int = Field(32, ge=1, description="HTTP requests at work at once (cim/api/admission.py)")
+    max_waiting_requests: int = Field(1024, ge=0, description="requests queued beyond those; more get 503")
+    queue_timeout_s: float = Field(10.0, gt=0, description="longest a request waits in the queue before a 503")
+    shutdown_timeout_s: float = Field(5.0, gt=0, description="on SIGTERM, seconds open requests get to finish")
     viewer_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "viewer",
         description="the CesiumJS viewer app (with its npm packages installed) served at /",

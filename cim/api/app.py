@@ -17,8 +17,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, features, indicators, preview, queries, tiles
-from cim.api.deps import AlertLookup, Resources, no_alerts
+from cim.api import assets, features, health, indicators, preview, queries, tiles
+from cim.api.admission import AdmissionControl, AdmissionLimits
+from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
 from cim.api.errors import install_error_handlers
 from cim.api.tilefiles import TileFiles
 from cim.settings import AppSettings
@@ -37,6 +38,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     tiles.router,
     preview.router,
+    health.router,
 )
 
 
@@ -65,6 +67,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
                 store=store,
                 tiles=TileFiles(settings.server.tiles_dir),
                 alerts=alerts if service is None else _alerts_of(service),
+                probes={} if service is None else _iot_probes(service),
             )
             log.info("serving store %s and tiles from %s", store.url, settings.server.tiles_dir)
             yield
@@ -84,6 +87,14 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        AdmissionControl,
+        limits=AdmissionLimits(
+            max_active=settings.server.max_active_requests,
+            max_waiting=settings.server.max_waiting_requests,
+            wait_timeout=settings.server.queue_timeout_s,
+        ),
+    )
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -125,6 +136,19 @@ def _alerts_of(service: IotService) -> AlertLookup:
         ]
 
     return lookup
+
+
+def _iot_probes(service: IotService) -> dict[str, Probe]:
+    """Readiness of the live side: the broker's connection, when a broker is configured."""
+    probes: dict[str, Probe] = {}
+    if service.mqtt_status is not None:
+        status = service.mqtt_status
+
+        async def mqtt() -> str | None:
+            return None if status.connected else "the MQTT broker is not connected; reconnecting"
+
+        probes["mqtt"] = mqtt
+    return probes
 
 
 def _iot_router() -> APIRouter:

@@ -1,4 +1,4 @@
-"""What handlers get through ``Depends``: the store (one statement at a time), the tiles, the alert hook.
+"""What handlers get through ``Depends``: the store, the tiles, the alert hook.
 
 The lifespan (:mod:`cim.api.app`) opens these and keeps them in a :class:`Resources`; handlers never read
 ``app.state`` themselves.
@@ -9,12 +9,10 @@ from __future__ import annotations
 import hmac
 import inspect
 import json
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, TypeVar, get_type_hints
 
-import anyio.to_thread
 from fastapi import Depends, Request
 
 from cim.api.errors import Forbidden, RequestTooLarge, Unauthorized
@@ -38,6 +36,10 @@ def no_alerts(asset_id: str) -> list[dict[str, Any]]:
     return []
 
 
+#: A readiness check of one dependency: None when it answers, else why it does not (see :mod:`cim.api.health`).
+Probe = Callable[[], Awaitable[str | None]]
+
+
 @dataclass
 class Resources:
     """What the app holds while it runs, opened by the lifespan."""
@@ -46,7 +48,7 @@ class Resources:
     store: Store
     tiles: TileFiles
     alerts: AlertLookup = no_alerts
-    store_lock: threading.Lock = field(default_factory=threading.Lock)
+    probes: dict[str, Probe] = field(default_factory=dict)
 
 
 async def get_resources(request: Request) -> Resources:  # async: a sync dependency costs a thread hop
@@ -57,45 +59,14 @@ async def get_resources(request: Request) -> Resources:  # async: a sync depende
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_store(resources: ResourcesDep) -> AsyncIterator[Store]:
-    """The store, held for this request alone: a store connection runs one statement at a time.
-
-    Async, so a free lock is taken without a thread hop (a sync dependency with ``yield`` costs two, in and out;
-    the dependencies of a buried-pipes request cost more than its query); a held one is waited for in a thread."""
-    lock = resources.store_lock
-    if not lock.acquire(blocking=False):
-        await _wait_for(lock)
-    try:
-        yield resources.store
-    finally:
-        lock.release()
+async def get_store(resources: ResourcesDep) -> Store:
+    """The store. Backends serve many threads at once (DuckDB: a read cursor per reading thread; PostGIS: a
+    connection pool), so no request waits for another here: a process-wide lock taken in the event loop and held
+    across the hand-off to a worker thread once deadlocked the server at 41 concurrent requests (issue 19)."""
+    return resources.store
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
-
-
-async def _wait_for(lock: threading.Lock) -> None:
-    """Take ``lock`` in a worker thread. If the request is cancelled meanwhile (the client went away), whichever of
-    the thread and this coroutine comes second gives the lock back, so a cancelled request never keeps it."""
-    handover = threading.Lock()
-    state = {"taken": False, "abandoned": False}
-
-    def take() -> None:
-        lock.acquire()
-        with handover:
-            if state["abandoned"]:
-                lock.release()
-            else:
-                state["taken"] = True
-
-    try:
-        await anyio.to_thread.run_sync(take)
-    except BaseException:
-        with handover:
-            state["abandoned"] = True
-            if state["taken"]:
-                lock.release()
-        raise
 
 
 async def get_tiles(resources: ResourcesDep) -> TileFiles:

@@ -46,7 +46,7 @@ def status_of(exc: CimError) -> int:
 
 
 def error_response(status: int, code: str, what: str, why: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 503 else None
     body = {"code": code, "description": f"{what} — {why}", "what": what, "why": why}
     return JSONResponse(body, status_code=status, headers=headers)
 

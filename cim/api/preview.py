@@ -68,6 +68,7 @@ def build_preview_router(*, cache: PictureCache | None = None) -> APIRouter:
     """The router of ``/assets/{id}/preview.png``, with a picture cache of its own."""
     pictures = cache if cache is not None else PictureCache()
     router = APIRouter(prefix="/assets", tags=["assets"])
+    scene_lock = threading.Lock()
 
     @router.get(
         "/{asset_id}/preview.png",
@@ -83,7 +84,7 @@ def build_preview_router(*, cache: PictureCache | None = None) -> APIRouter:
     ) -> Response:
         meshes = open_meshes_for(resources.store.url)
         try:
-            with resources.store_lock:
+            with scene_lock:  # one mesh-file open and scene at a time; taken and released in this thread
                 scene = load_scene(resources.store, meshes, asset_id)
         finally:
             if meshes is not None:

@@ -61,6 +61,7 @@ def serve(
         http=tile_protocol(app),
         loop="uvloop",
         ws_per_message_deflate=False,
+        timeout_graceful_shutdown=round(server.shutdown_timeout_s),
     )
 
 

@@ -76,7 +76,13 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=host, port=port, log_level="warning", http=tile_protocol(app), ws_per_message_deflate=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            http=tile_protocol(app),
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=round(settings.server.shutdown_timeout_s),
         )
     )
     serving = asyncio.create_task(server.serve())

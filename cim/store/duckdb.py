@@ -4,6 +4,11 @@ The spatial extension is LOADed from the file the PyPI package ``duckdb-extensio
 ``INSTALL`` would download it, which fails offline. DuckDB lets one process at a time write a file, so a second
 writer gets a clear "busy" error instead of DuckDB's lock message.
 
+Inside the process, reads run concurrently: each read takes a cursor no other thread is using (a DuckDB cursor is
+a second connection to the same database, with its own snapshot), so a server's request threads never wait for one
+another. Changes go through the store's own connection, one transaction at a time under a write lock; a thread
+inside a change reads through that connection, so it sees its own uncommitted rows.
+
 Window queries take one of two paths. The R-tree index answers small windows fastest, but it fetches each matching
 row on its own, which costs about 25 µs a row; a window holding thousands of assets is answered an order of magnitude
 faster by comparing the derived bbox columns, which DuckDB prunes with its zone maps because each batch is written
@@ -30,9 +35,13 @@ from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
 from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
+#: Read cursors kept open between reads; more are opened while more threads read at once, and closed after.
+MAX_IDLE_CURSORS = 32
 #: Windows smaller than this share of the table's extent go through the R-tree (see the module docstring).
 RTREE_WINDOW_SHARE = 0.0005
 
+# enable_progress_bar: it would print to the user's terminal
+_SESSION_SETTINGS = ("SET TimeZone = 'UTC'", "SET enable_progress_bar = false")
 _HILBERT_BOUNDS = "{'min_x': -180.0, 'min_y': -90.0, 'max_x': 180.0, 'max_y': 90.0}::BOX_2D"
 _DUCKDB_TYPES = {
     "id": "VARCHAR PRIMARY KEY",
@@ -117,7 +126,11 @@ class DuckDBStore(SqlStore):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.dialect = DuckDBDialect(self)
-        self._lock = threading.RLock()  # one DuckDB connection serves one statement at a time
+        self._lock = threading.RLock()  # changes: one transaction at a time, on self._con
+        self._local = threading.local()  # whether this thread is inside a change
+        self._idle: list[duckdb.DuckDBPyConnection] = []  # read cursors between two reads
+        self._cursors_lock = threading.Lock()
+        self._closed = False
         self._extent_area: float | None = None
         self._con = self._connect()
         try:
@@ -151,8 +164,8 @@ class DuckDBStore(SqlStore):
             raise StoreUnavailable(f"store {self.path}", f"is not a DuckDB store: {str(exc).splitlines()[0]}") from None
         try:
             con.execute(f"LOAD '{spatial_extension_path()}'")
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute("SET enable_progress_bar = false")  # it would print to the user's terminal
+            for statement in _SESSION_SETTINGS:
+                con.execute(statement)
         except duckdb.Error as exc:
             con.close()
             raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
@@ -185,8 +198,32 @@ class DuckDBStore(SqlStore):
 
     # --- the backend's part ---
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        with self._lock:
+        if getattr(self._local, "changing", False):
             return self._con.execute(sql, list(params)).to_arrow_table()
+        cursor = self._take_cursor()
+        try:
+            return cursor.execute(sql, list(params)).to_arrow_table()
+        finally:
+            self._give_back(cursor)
+
+    def _take_cursor(self) -> duckdb.DuckDBPyConnection:
+        """An idle read cursor, or a new one: as many exist as threads have read at once."""
+        with self._cursors_lock:
+            if self._closed:
+                raise StoreUnavailable(f"store {self.path.name}", "is closed")
+            if self._idle:
+                return self._idle.pop()
+            cursor = self._con.cursor()
+        for statement in _SESSION_SETTINGS:  # a cursor is a new session: settings are per session
+            cursor.execute(statement)
+        return cursor
+
+    def _give_back(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._cursors_lock:
+            if not self._closed and len(self._idle) < MAX_IDLE_CURSORS:
+                self._idle.append(cursor)
+                return
+        cursor.close()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lock:
@@ -196,13 +233,18 @@ class DuckDBStore(SqlStore):
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         with self._lock:
-            self._con.begin()
+            outer = getattr(self._local, "changing", False)
+            self._local.changing = True
             try:
-                yield
-            except BaseException:
-                self._con.rollback()
-                raise
-            self._con.commit()
+                self._con.begin()
+                try:
+                    yield
+                except BaseException:
+                    self._con.rollback()
+                    raise
+                self._con.commit()
+            finally:
+                self._local.changing = outer
 
     def _load_assets(self, batch: AssetBatch) -> None:
         # each geometry is read from WKB once (a subquery column): not again for its bbox and Hilbert key (-8%)
@@ -263,7 +305,11 @@ class DuckDBStore(SqlStore):
             self._create_asset_indexes()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._cursors_lock:
+            self._closed = True
+            for cursor in self._idle:
+                cursor.close()
+            self._idle.clear()
             self._con.close()
 
 

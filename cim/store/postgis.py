@@ -3,12 +3,19 @@
 The URL is a libpq URL with one addition, ``?schema=NAME``, which keeps one city's tables in their own schema (so
 several cities, or test runs, share one database). Batches arrive by ``COPY`` into a temporary table and move into
 ``assets`` with one ``INSERT … ON CONFLICT``, so a failed batch leaves nothing behind.
+
+Statements run on connections of a pool (psycopg_pool), so a server's request threads query side by side, and a
+change holds one connection for its whole transaction. The pool checks a connection before lending it, so after
+the database restarts the dead ones are dropped and new ones made; a read that meets a connection dying under it is
+tried once more on another. While the database does not answer, reads and changes fail within
+:data:`POOL_TIMEOUT_S` with :class:`~cim.errors.StoreUnavailable`, never hang.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import shapely
 from psycopg import sql as pgsql
+from psycopg_pool import ConnectionPool, PoolTimeout
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput, StoreUnavailable
@@ -29,6 +37,15 @@ from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where
 from cim.store.sqlstore import SqlStore
 
 CONNECT_TIMEOUT_S = 5
+#: Connections the pool keeps at most: a server's request threads beyond this wait for one.
+POOL_SIZE = 16
+#: Seconds a statement waits for a connection before the store is reported unavailable.
+POOL_TIMEOUT_S = 3.0
+#: Seconds the pool keeps retrying a connection it lost before it gives up until the next request asks; short, so a
+#: database that is back is found within about a second (psycopg_pool doubles its delay between attempts).
+RECONNECT_WINDOW_S = 2.0
+#: Longest a read may run (a server's request); changes lift it for their transaction.
+READ_TIMEOUT = "60s"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Measured on 2 cores: JIT and parallel workers cost more than they give on short queries (533 ms → 10 ms); sorts
 # of ~100k rows (the old-lifts answer) spilled to disk at the default 4 MB of work_mem.
@@ -37,6 +54,7 @@ _SESSION_SETTINGS = (
     "SET max_parallel_workers_per_gather = 0",
     "SET TimeZone = 'UTC'",
     "SET work_mem = '64MB'",
+    f"SET statement_timeout = '{READ_TIMEOUT}'",
 )
 
 
@@ -63,15 +81,27 @@ class PostGISDialect(Dialect):
 class PostGISStore(SqlStore):
     """A store in PostgreSQL + PostGIS at ``url`` (``postgresql://user@host:port/db[?schema=name]``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         self._conninfo, self.schema, self._display = _parse_url(url)
         self.dialect = PostGISDialect()
-        self._con = self._connect()
+        self._local = threading.local()  # the connection of the change this thread is in, if any
+        con = self._connect()  # once directly: a database that is down or lacks PostGIS gets a clear message now
         try:
-            self._create_schema()
-        except Exception:
-            self._con.close()
-            raise
+            self._create_schema(con)
+        finally:
+            con.close()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            min_size=1,
+            max_size=pool_size,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_S,
+            reconnect_timeout=RECONNECT_WINDOW_S,
+            name=f"cim-{self.schema}",
+            open=True,
+        )
 
     @property
     def url(self) -> str:
@@ -84,12 +114,29 @@ class PostGISStore(SqlStore):
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
             raise StoreUnavailable(f"PostgreSQL at {self._display}", f"does not answer: {reason}") from None
-        for statement in _SESSION_SETTINGS:
-            con.execute(statement)
+        self._configure(con)
         return con
 
-    def _create_schema(self) -> None:
-        con = self._con
+    def _configure(self, con: psycopg.Connection[Any]) -> None:
+        """Each new connection's session: the planner settings and this store's schema first on the path."""
+        for statement in _SESSION_SETTINGS:
+            con.execute(statement)
+        con.execute(pgsql.SQL("SET search_path TO {}, public").format(pgsql.Identifier(self.schema)))
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection of this thread's change, or one lent by the pool for one statement."""
+        current: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
+        if current is not None:
+            yield current
+            return
+        try:
+            with self._pool.connection() as con:
+                yield con
+        except PoolTimeout:
+            raise _unavailable("no connection could be made") from None
+
+    def _create_schema(self, con: psycopg.Connection[Any]) -> None:
         with con.transaction():
             try:
                 con.execute("CREATE EXTENSION IF NOT EXISTS postgis")
@@ -101,7 +148,6 @@ class PostGISStore(SqlStore):
                 ) from None
             schema = pgsql.Identifier(self.schema)
             con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            con.execute(pgsql.SQL("SET search_path TO {}, public").format(schema))
             con.execute("CREATE TABLE IF NOT EXISTS cim_meta (key TEXT PRIMARY KEY, value TEXT)")
             row = con.execute("SELECT value FROM cim_meta WHERE key = 'schema_version'").fetchone()
             if row is not None and int(row[0]) != SCHEMA_VERSION:
@@ -129,27 +175,49 @@ class PostGISStore(SqlStore):
 
     # --- the backend's part ---
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        with self._con.transaction(), self._con.cursor() as cur:
-            cur.execute(sql, list(params))
-            names = [d.name for d in cur.description or ()]
-            rows = cur.fetchall()
+        inside_change = getattr(self._local, "con", None) is not None
+        for attempt in range(2):
+            try:
+                with self._connection() as con, con.transaction(), con.cursor() as cur:
+                    cur.execute(sql, list(params))
+                    names = [d.name for d in cur.description or ()]
+                    rows = cur.fetchall()
+                break
+            except psycopg.OperationalError as exc:
+                # a connection that died under the read (the server restarted): the pool drops it; once more
+                if inside_change or attempt:
+                    raise _unavailable(_first_line(exc)) from None
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         return pa.table({name: _arrow(values) for name, values in zip(names, columns, strict=True)})
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = self._con.execute(sql, list(params))
-        return cur.rowcount
+        with self._connection() as con:
+            return con.execute(sql, list(params)).rowcount
 
     def _derived(self, name: str) -> None:
-        self._con.execute(f"ANALYZE {name}")  # fresh statistics, else the planner guesses the new table's size
+        self._execute(f"ANALYZE {name}")  # fresh statistics, else the planner guesses the new table's size
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._con.transaction():
-            yield
+        current: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
+        if current is not None:  # a change inside a change: a savepoint
+            with current.transaction():
+                yield
+            return
+        with self._connection() as con:
+            self._local.con = con
+            try:
+                with con.transaction():
+                    con.execute("SET LOCAL statement_timeout = 0")  # a load may take minutes
+                    yield
+            finally:
+                self._local.con = None
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.OperationalError | PoolTimeout)
 
     def _load_assets(self, batch: AssetBatch) -> None:
-        con = self._con
+        con = self._local.con
         con.execute("CREATE TEMP TABLE IF NOT EXISTS cim_stage (LIKE assets) ON COMMIT DELETE ROWS")
         columns = ", ".join(COLUMN_NAMES)
         with con.cursor().copy(f"COPY cim_stage ({columns}) FROM STDIN (FORMAT csv)") as copy:
@@ -164,7 +232,7 @@ class PostGISStore(SqlStore):
         con.execute("TRUNCATE cim_stage")
 
     def _load_readings(self, table: pa.Table) -> None:
-        con = self._con
+        con = self._local.con
         con.execute("CREATE TEMP TABLE IF NOT EXISTS cim_stage_readings (LIKE readings) ON COMMIT DELETE ROWS")
         columns = "sensor_id, time, value, status"
         with con.cursor().copy(f"COPY cim_stage_readings ({columns}) FROM STDIN (FORMAT csv)") as copy:
@@ -182,11 +250,24 @@ class PostGISStore(SqlStore):
     def optimize(self) -> None:
         """Order the table by its GiST index and refresh the planner's statistics."""
         with self._changing("clustering assets"):
-            self._con.execute("CLUSTER assets USING assets_geom")
-        self._con.execute("ANALYZE assets")
+            self._execute("CLUSTER assets USING assets_geom")
+        with self._pool.connection() as con:
+            con.execute("SET statement_timeout = 0")
+            con.execute("ANALYZE assets")
+            con.execute(f"SET statement_timeout = '{READ_TIMEOUT}'")
 
     def close(self) -> None:
-        self._con.close()
+        self._pool.close()
+
+
+def _unavailable(reason: str) -> StoreUnavailable:
+    """The database did not answer; the message names no host, user or schema (it may reach an HTTP client)."""
+    return StoreUnavailable("the PostgreSQL store", f"does not answer ({reason}); try again shortly")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _parse_url(url: str) -> tuple[str, str, str]:

@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import pyarrow as pa
 
-from cim.errors import CimError, NotFound, StoreError
+from cim.errors import CimError, NotFound, StoreError, StoreUnavailable
 from cim.model import Asset, Kind, Reading
 from cim.store.base import Alert, AssetQuery, BBox
 from cim.store.batch import AssetBatch
@@ -293,12 +293,20 @@ class SqlStore(ABC):
         rows = _as_schema(self._fetch(sql, params), ALERTS_SCHEMA).to_pylist()
         return [Alert(**row) for row in rows]
 
+    def ping(self) -> None:
+        self._fetch("SELECT 1 AS ok")
+
     # --- plumbing ---
     def _changing(self, what: str) -> AbstractContextManager[None]:
         return _ChangeGuard(self, what)
 
     def _changed(self) -> None:  # noqa: B027  (an optional hook, not abstract)
         """Called after a committed change to assets; backends drop caches here."""
+
+    def _is_unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised inside a change, means the database went away (a server restart, a lost
+        connection): the change is then reported as :class:`StoreUnavailable`, which callers may retry."""
+        return False
 
     def __enter__(self) -> Self:
         return self
@@ -325,8 +333,16 @@ class _ChangeGuard(AbstractContextManager[None]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._transaction is not None
-        self._transaction.__exit__(exc_type, exc, tb)  # rolls back when exc is set
+        try:
+            self._transaction.__exit__(exc_type, exc, tb)  # rolls back when exc is set
+        except Exception as ending:  # the commit failed, or the rollback of a connection that died
+            if exc is None:
+                exc = ending
         if exc is not None and not isinstance(exc, CimError) and isinstance(exc, Exception):
+            if self._store._is_unavailable(exc):
+                raise StoreUnavailable(
+                    f"{self._what} in the store", f"the database went away ({_first_line(exc)}); nothing was written"
+                ) from exc
             raise StoreError(
                 f"{self._what} in {self._store.url}", f"{type(exc).__name__}: {_first_line(exc)}; nothing was written"
             ) from exc

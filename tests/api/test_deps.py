@@ -1,63 +1,134 @@
-"""The store dependency: one request at a time holds the store, and a request cancelled while it waits for the
-store's lock never keeps it."""
+"""Many clients at once, as in the field: a real ``cim serve`` on each store, hit by more concurrent requests than it
+has worker threads. Once, 41 simultaneous asset requests deadlocked the server for good (issue 19)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncGenerator
-from typing import Any, cast
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from cim.api.deps import Resources, get_store
+import anyio
+import httpx
+import pytest
+
+from cim.api.admission import AdmissionControl, AdmissionLimits
+from tests.api.conftest import cim_serve, free_port
+
+#: More than anyio's 40 worker threads and the server's 32 active requests.
+CLIENTS = 120
+PATHS = (
+    "/assets/b1",
+    "/assets/lift-1a",
+    "/collections/building/items?bbox=121.5,31.23,121.51,31.24&limit=5",
+    "/collections/pipe/items?filter=network%3D%27gas%27",
+    "/queries/old-lifts?years=15",
+    "/indicators",
+    "/tiles/city/tileset.json",
+)
 
 
-def _resources() -> Resources:
-    return Resources(settings=cast(Any, None), store=cast(Any, "the store"), tiles=cast(Any, None))
+def _hammer(base: str, rounds: int) -> list[int]:
+    def one(n: int) -> int:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            return http.get(PATHS[n % len(PATHS)]).status_code
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(one, range(CLIENTS * rounds)))
 
 
-def test_a_free_store_is_taken_and_given_back() -> None:
-    resources = _resources()
-
-    async def one_request() -> None:
-        held = cast(AsyncGenerator[Any, None], get_store(resources))
-        assert await held.__anext__() == "the store"
-        assert resources.store_lock.locked()
-        await held.aclose()
-
-    asyncio.run(one_request())
-    assert not resources.store_lock.locked()
+def test_more_concurrent_requests_than_threads_are_all_answered_and_the_server_still_serves(
+    live_server: tuple[str, Path],
+) -> None:
+    base, log = live_server
+    statuses = _hammer(base, rounds=2)
+    assert statuses.count(200) == len(statuses), f"{sorted(set(statuses))}: {log.read_text()[-2000:]}"
+    with httpx.Client(base_url=base, timeout=5) as http:  # and afterwards it is not stuck
+        assert http.get("/assets/b2").status_code == 200
+        assert http.get("/ready").json()["status"] == "ready"
 
 
-def test_a_waiting_request_gets_the_store_once_it_is_free_and_a_cancelled_one_leaves_it_free() -> None:
-    resources = _resources()
-    resources.store_lock.acquire()  # another request holds the store
+def test_a_full_queue_answers_503_with_retry_after_at_once(
+    city_url: str, tiles_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIM_MAX_ACTIVE_REQUESTS", "1")
+    monkeypatch.setenv("CIM_MAX_WAITING_REQUESTS", "2")
+    with cim_serve(city_url, tiles_dir, tmp_path / "server.log") as base:
+        statuses = _hammer(base, rounds=1)
+        busy = statuses.count(503)
+        assert statuses.count(200) + busy == len(statuses)
+        assert busy > 0
+        with httpx.Client(base_url=base, timeout=5) as http:
+            assert http.get("/health").json() == {"status": "ok"}  # probes are never held back
+            assert http.get("/assets/b2").status_code == 200
+
+
+def test_a_refused_request_says_why_and_when_to_come_back() -> None:
+
+    async def never_called(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("a refused request reached the app")
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    control = AdmissionControl(never_called, AdmissionLimits(max_active=1, max_waiting=0, wait_timeout=0.01))
 
     async def scenario() -> None:
-        waiting = cast(AsyncGenerator[Any, None], get_store(resources))
-        task = asyncio.ensure_future(waiting.__anext__())
-        await asyncio.sleep(0.1)
-        assert not task.done()  # it waits (in a thread), the event loop does not
-        threading.Timer(0.2, resources.store_lock.release).start()
-        assert await task == "the store"
-        await waiting.aclose()
-        assert not resources.store_lock.locked()
+        await control._slots.acquire()  # one request at work
+        await control({"type": "http", "path": "/assets/x"}, None, send)  # type: ignore[arg-type]
 
-        resources.store_lock.acquire()
-        cancelled = get_store(resources)
-        task = asyncio.ensure_future(cancelled.__anext__())
-        await asyncio.sleep(0.1)
-        task.cancel()  # the client went away while it waited
-        threading.Timer(0.2, resources.store_lock.release).start()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        else:
-            raise AssertionError("the waiting request was not cancelled")
-        for _ in range(100):  # the store is released at 0.2 s; the cancelled request's thread takes it, gives it back
-            await asyncio.sleep(0.01)
-            if not resources.store_lock.locked():
-                break
+    anyio.run(scenario)
+    start = sent[0]
+    assert start["status"] == 503
+    headers = dict(start["headers"])  # type: ignore[arg-type]
+    assert headers[b"retry-after"] == b"1"
+    assert b"is busy" in sent[1]["body"]  # type: ignore[operator]
+    assert control.refused == 1
 
-    asyncio.run(scenario())
-    assert not resources.store_lock.locked()  # the cancelled request took the lock in its thread, then gave it back
+
+def test_sigterm_stops_a_busy_server_within_five_seconds(city_url: str, tiles_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cim", "serve", "--store", city_url, "--tiles", str(tiles_dir), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "CIM_HOST": "127.0.0.1"},
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            load = [pool.submit(_safe_get, base + PATHS[n % len(PATHS)]) for n in range(CLIENTS * 3)]
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            process.wait(timeout=15)
+            stopped_in = time.monotonic() - started
+            for future in load:
+                future.result()
+        assert stopped_in <= 5.0, f"stopped in {stopped_in:.1f} s"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _safe_get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=10).status_code
+    except httpx.HTTPError:
+        return 0
