@@ -213,6 +213,9 @@ class PostGISStore(SqlStore):
             finally:
                 self._local.con = None
 
+    def _lock_derived(self, stamp_key: str) -> None:
+        self._execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self.schema}.{stamp_key}"])
+
     def _is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.OperationalError | PoolTimeout)
 

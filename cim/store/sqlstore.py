@@ -201,19 +201,31 @@ class SqlStore(ABC):
         ``cim_meta`` inside its transaction; the version is read *before* the rebuild, so a write committed
         during it leaves the table marked older than the data and the next call rebuilds again.
         """
-        p = self.dialect.param
+        digest = hashlib.sha256(select_sql.encode()).hexdigest()[:16]
         stamp_key = f"derived:{name}"
+        current, stamp = self._derived_stamps(stamp_key, digest)
+        if current != stamp:
+            with self._changing(f"refreshing {name}"):
+                # many requests may have found it stale at once: the first rebuilds it, the others find it fresh
+                self._lock_derived(stamp_key)
+                current, stamp = self._derived_stamps(stamp_key, digest)
+                if current != stamp:
+                    self._execute(f"DROP TABLE IF EXISTS {name}")
+                    self._execute(f"CREATE TABLE {name} AS {select_sql}")
+                    self._derived(name)
+                    self._set_meta(stamp_key, stamp)
+        return name
+
+    def _derived_stamps(self, stamp_key: str, digest: str) -> tuple[str | None, str]:
+        """(the stamp the derived table was built with, the stamp it needs now)."""
+        p = self.dialect.param
         rows = self._fetch(f"SELECT key, value FROM cim_meta WHERE key IN ({p}, {p})", [_VERSION_KEY, stamp_key])
         meta = dict(zip(rows.column("key").to_pylist(), rows.column("value").to_pylist(), strict=True))
-        digest = hashlib.sha256(select_sql.encode()).hexdigest()[:16]
-        stamp = f"{meta.get(_VERSION_KEY, '0')}:{digest}"
-        if meta.get(stamp_key) != stamp:
-            with self._changing(f"refreshing {name}"):
-                self._execute(f"DROP TABLE IF EXISTS {name}")
-                self._execute(f"CREATE TABLE {name} AS {select_sql}")
-                self._derived(name)
-                self._set_meta(stamp_key, stamp)
-        return name
+        return meta.get(stamp_key), f"{meta.get(_VERSION_KEY, '0')}:{digest}"
+
+    def _lock_derived(self, stamp_key: str) -> None:  # noqa: B027  (an optional hook, not abstract)
+        """Inside the rebuild's transaction: keep other processes' rebuilds of the same table out until it ends
+        (a backend whose writes are serialised already needs nothing)."""
 
     def _derived(self, name: str) -> None:  # noqa: B027  (an optional hook, not abstract)
         """Called inside the transaction that rebuilt the derived table ``name``."""
