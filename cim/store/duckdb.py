@@ -37,6 +37,8 @@ from cim.store.sqlstore import SqlStore
 
 #: Read cursors kept open between reads; more are opened while more threads read at once, and closed after.
 MAX_IDLE_CURSORS = 32
+#: Key lists up to this long are spelled as literals (see DuckDBDialect.key_in).
+MAX_LITERAL_KEYS = 64
 #: Windows smaller than this share of the table's extent go through the R-tree (see the module docstring).
 RTREE_WINDOW_SHARE = 0.0005
 
@@ -100,6 +102,14 @@ class DuckDBDialect(Dialect):
 
     def props_key(self, key: str) -> str:
         return '$."' + key.replace('"', '\\"') + '"'
+
+    def key_in(self, column: str, keys: Sequence[str]) -> Where:
+        """Short key lists are spelled as SQL literals: DuckDB plans a prepared statement before it sees the
+        parameters, so ``id = ?`` scans the table while ``id = 'x'`` uses the key's index (a whole asset row by id:
+        1.8 → 0.9 ms on the demo city's 100,000 assets)."""
+        if len(keys) > MAX_LITERAL_KEYS or any("\x00" in key for key in keys):
+            return super().key_in(column, keys)
+        return Where(f"{column} IN ({', '.join(_literal(key) for key in keys)})", [])
 
     def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
         west, south, east, north = bbox
@@ -311,6 +321,11 @@ class DuckDBStore(SqlStore):
                 cursor.close()
             self._idle.clear()
             self._con.close()
+
+
+def _literal(text: str) -> str:
+    """``text`` as a DuckDB string literal: quotes doubled (DuckDB's strings know no backslash escapes)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def open_duckdb(path: str | Path) -> DuckDBStore:

@@ -6,6 +6,7 @@ Every value a caller gives travels as a bound parameter, never pasted into the S
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,10 @@ class Dialect:
     def props_as_text(self) -> str:
         return "props"
 
+    def key_in(self, column: str, keys: Sequence[str]) -> Where:
+        """``column`` is one of ``keys`` (a non-empty list of ids)."""
+        return Where(f"{column} IN ({', '.join([self.param] * len(keys))})", list(keys))
+
     # --- shared ---
     def select_list(self) -> str:
         spelled = {"geom": self.geom_as_wkb("geom") + " AS geom", "props": self.props_as_text() + " AS props"}
@@ -64,12 +69,11 @@ class Dialect:
         if query.kinds is not None:
             clauses.append(f"kind IN ({', '.join([p] * len(query.kinds))})" if query.kinds else "FALSE")
             params += [str(k) for k in query.kinds]
-        if query.ids is not None:
-            clauses.append(f"id IN ({', '.join([p] * len(query.ids))})" if query.ids else "FALSE")
-            params += list(query.ids)
-        if query.parent_id is not None:
-            clauses.append(f"parent_id = {p}")
-            params.append(query.parent_id)
+        for column, keys in (("id", query.ids), ("parent_id", None if query.parent_id is None else [query.parent_id])):
+            if keys is not None:
+                matched = self.key_in(column, keys) if keys else Where("FALSE", [])
+                clauses.append(matched.sql)
+                params += matched.params
         for key, value in (query.where or {}).items():
             if key.startswith("props."):
                 clauses.append(f"{self.props_text()} = {p}")

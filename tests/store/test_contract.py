@@ -251,3 +251,16 @@ def test_optimize_keeps_every_asset_and_the_indexes_working(store: Store) -> Non
     assert [a.id for a in store.find_assets(AssetQuery(bbox=(x + 0.0021, y, x + 0.0031, y + 0.0002)))] == ["b2", "b3"]
     stored(store, building(1, status="renovated"))  # upserts still find the primary key
     assert store.get_asset("b1").status == "renovated"
+
+
+@pytest.mark.parametrize(
+    "odd", ["o'brien", "x' OR '1'='1", "back\\slash", "nul\x00byte", "引号'’", "'; DROP TABLE assets; --"]
+)
+def test_ids_with_quotes_backslashes_and_nul_are_matched_exactly(store: Store, odd: str) -> None:
+    if "\x00" in odd and store.url.startswith("postgres"):
+        pytest.skip("PostgreSQL text cannot hold NUL")
+    stored(store, building(1), Asset(id=odd, kind=Kind.LIFT, parent_id=odd + "-parent"))
+    assert store.get_asset(odd).id == odd
+    assert [a.id for a in store.children(odd + "-parent")] == [odd]
+    assert store.find_assets(AssetQuery(ids=[odd + "'", "b1"]))[0].id == "b1"
+    assert store.count_assets(AssetQuery()) == 2
