@@ -16,9 +16,10 @@ busy, not as dead.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass
 
-import anyio
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -42,36 +43,62 @@ class AdmissionControl:
     def __init__(self, app: ASGIApp, limits: AdmissionLimits) -> None:
         self.app = app
         self.limits = limits
-        self._slots = anyio.Semaphore(limits.max_active)
+        self.active = 0
         self.waiting = 0
         self.refused = 0
-
-    @property
-    def active(self) -> int:
-        return self.limits.max_active - self._slots.value
+        self._turns: deque[asyncio.Future[None]] = deque()  # the waiters, first come first served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        if self._slots.value == 0 and self.waiting >= self.limits.max_waiting:
-            await self._refuse(send, f"{self.waiting} requests are already waiting")
-            return
-        admitted = False
-        self.waiting += 1
-        try:
-            with anyio.move_on_after(self.limits.wait_timeout):
-                await self._slots.acquire()
-                admitted = True
-        finally:
-            self.waiting -= 1
-        if not admitted:
-            await self._refuse(send, f"no request could start within {self.limits.wait_timeout:g} s")
+        # plain asyncio and no cancel scope on the common path: anyio's cost ~8% of a loaded server's time (py-spy)
+        if self.active < self.limits.max_active and not self.waiting:
+            self.active += 1
+        elif not await self._wait_for_slot(send):
             return
         try:
             await self.app(scope, receive, send)
         finally:
-            self._slots.release()
+            self._release()
+
+    async def _wait_for_slot(self, send: Send) -> bool:
+        """Queue for a slot: True once one is handed over, False when refused (the 503 is sent)."""
+        if self.waiting >= self.limits.max_waiting:
+            await self._refuse(send, f"{self.waiting} requests are already waiting")
+            return False
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), self.limits.wait_timeout)
+        except TimeoutError:
+            if turn.done():  # handed a slot just as the wait ran out: take it
+                return True
+            self._give_up(turn)
+            await self._refuse(send, f"no request could start within {self.limits.wait_timeout:g} s")
+            return False
+        except BaseException:  # the client went away while it waited
+            if turn.done():
+                self._release()  # the slot it was handed goes on to the next
+            else:
+                self._give_up(turn)
+            raise
+        return True
+
+    def _give_up(self, turn: asyncio.Future[None]) -> None:
+        turn.cancel()  # left in the queue; _release skips it
+        self.waiting -= 1
+
+    def _release(self) -> None:
+        """A request ended: its slot goes to the longest waiter still waiting, or back to the pool."""
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                self.waiting -= 1
+                turn.set_result(None)
+                return
+        self.active -= 1
 
     async def _refuse(self, send: Send, why: str) -> None:
         self.refused += 1

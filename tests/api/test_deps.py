@@ -3,6 +3,7 @@ has worker threads. Once, 41 simultaneous asset requests deadlocked the server f
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 
@@ -79,10 +79,10 @@ def test_a_refused_request_says_why_and_when_to_come_back() -> None:
     control = AdmissionControl(never_called, AdmissionLimits(max_active=1, max_waiting=0, wait_timeout=0.01))
 
     async def scenario() -> None:
-        await control._slots.acquire()  # one request at work
+        control.active = 1  # one request at work
         await control({"type": "http", "path": "/assets/x"}, None, send)  # type: ignore[arg-type]
 
-    anyio.run(scenario)
+    asyncio.run(scenario())
     start = sent[0]
     assert start["status"] == 503
     headers = dict(start["headers"])  # type: ignore[arg-type]
@@ -132,3 +132,46 @@ def _safe_get(url: str) -> int:
         return httpx.get(url, timeout=10).status_code
     except httpx.HTTPError:
         return 0
+
+
+def test_waiters_start_in_arrival_order_and_none_leaks_a_slot_when_it_gives_up_or_goes_away() -> None:
+    started: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        started.append(scope["path"])
+        await gates.setdefault(scope["path"], asyncio.Event()).wait()
+
+    async def ignore(message: object) -> None:
+        return None
+
+    control = AdmissionControl(app, AdmissionLimits(max_active=1, max_waiting=10, wait_timeout=0.3))  # type: ignore[arg-type]
+
+    def request(path: str) -> asyncio.Task[None]:
+        return asyncio.ensure_future(control({"type": "http", "path": path}, None, ignore))  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        first = request("/a")
+        await asyncio.sleep(0.01)
+        second, gone, third = request("/b"), request("/gone"), request("/c")
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its client went away while it waited
+        await asyncio.sleep(0.01)
+        assert (control.active, control.waiting) == (1, 2)
+        gates.setdefault("/a", asyncio.Event()).set()
+        await first
+        await asyncio.sleep(0.01)
+        assert started == ["/a", "/b"]
+        gates.setdefault("/b", asyncio.Event()).set()
+        await second
+        await asyncio.sleep(0.01)
+        assert started == ["/a", "/b", "/c"]
+        timed_out = request("/late")  # waits behind /c longer than 0.3 s: refused
+        await asyncio.sleep(0.5)
+        assert timed_out.done() and control.refused == 1
+        gates.setdefault("/c", asyncio.Event()).set()
+        await third
+        assert started == ["/a", "/b", "/c"]
+        assert (control.active, control.waiting) == (0, 0)
+
+    asyncio.run(scenario())
