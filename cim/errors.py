@@ -44,3 +44,7 @@ class StoreError(CimError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or opened (server down, file locked, path unusable)."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """A read ran past the store's time limit and was stopped (a busy database, or a query too wide)."""

@@ -18,6 +18,7 @@ in Hilbert order (bench/store_bench.py measures both).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ import pyarrow as pa
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from cim.errors import StoreError, StoreUnavailable
+from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
@@ -37,6 +38,8 @@ from cim.store.sqlstore import SqlStore
 
 #: Read cursors kept open between reads; more are opened while more threads read at once, and closed after.
 MAX_IDLE_CURSORS = 32
+#: Longest a read may run (a server's request) before it is interrupted; changes have no limit.
+READ_TIMEOUT_S = 60.0
 #: Rows per Arrow batch of a result. DuckDB's default (a million) costs a one-row answer 0.45 ms of its ~1.7
 #: (a server's asset lookups); a million rows come back as well in batches of this size.
 ARROW_BATCH_ROWS = 8192
@@ -136,7 +139,7 @@ class DuckDBStore(SqlStore):
     {}
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.dialect = DuckDBDialect(self)
         self._lock = threading.RLock()  # changes: one transaction at a time, on self._con
@@ -144,6 +147,7 @@ class DuckDBStore(SqlStore):
         self._idle: list[duckdb.DuckDBPyConnection] = []  # read cursors between two reads
         self._cursors_lock = threading.Lock()
         self._closed = False
+        self._watchdog = _Watchdog(read_timeout_s)
         self._extent_area: float | None = None
         self._con = self._connect()
         try:
@@ -214,9 +218,13 @@ class DuckDBStore(SqlStore):
         if getattr(self._local, "changing", False):
             return self._con.execute(sql, list(params)).to_arrow_table(ARROW_BATCH_ROWS)
         cursor = self._take_cursor()
+        self._watchdog.watch(cursor)
         try:
             return cursor.execute(sql, list(params)).to_arrow_table(ARROW_BATCH_ROWS)
+        except duckdb.InterruptException:
+            raise StoreTimeout("the query", f"ran longer than {self._watchdog.limit:g} s and was stopped") from None
         finally:
+            self._watchdog.forget(cursor)
             self._give_back(cursor)
 
     def _take_cursor(self) -> duckdb.DuckDBPyConnection:
@@ -320,10 +328,52 @@ class DuckDBStore(SqlStore):
     def close(self) -> None:
         with self._lock, self._cursors_lock:
             self._closed = True
+            self._watchdog.stop()
             for cursor in self._idle:
                 cursor.close()
             self._idle.clear()
             self._con.close()
+
+
+class _Watchdog:
+    """Interrupts reads that run past ``limit`` seconds: one thread for the store, woken once a second while reads
+    are under way, instead of a timer per read (a read costs two dict operations here)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._started: dict[int, tuple[duckdb.DuckDBPyConnection, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._started[id(cursor)] = (cursor, time.monotonic())
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cim-duckdb-watchdog", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def forget(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._started.pop(id(cursor), None)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait()
+            time.sleep(min(1.0, self.limit))
+            now = time.monotonic()
+            with self._lock:  # under the lock: a cursor forgotten meanwhile may already serve another read
+                for cursor, started in self._started.values():
+                    if now - started > self.limit:
+                        cursor.interrupt()
+                if not self._started:
+                    self._wake.clear()
 
 
 def _literal(text: str) -> str:

@@ -29,7 +29,7 @@ from psycopg import sql as pgsql
 from psycopg_pool import ConnectionPool, PoolTimeout
 from shapely.geometry.base import BaseGeometry
 
-from cim.errors import InvalidInput, StoreUnavailable
+from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
@@ -45,8 +45,8 @@ POOL_TIMEOUT_S = 3.0
 #: Seconds the pool keeps retrying a connection it lost before it gives up until the next request asks; short, so a
 #: database that is back is found within about a second (psycopg_pool doubles its delay between attempts).
 RECONNECT_WINDOW_S = 2.0
-#: Longest a read may run (a server's request); changes lift it for their transaction.
-READ_TIMEOUT = "60s"
+#: Longest a read may run, in seconds (a server's request); changes lift the limit for their transaction.
+READ_TIMEOUT_S = 60.0
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Measured on 2 cores: JIT and parallel workers cost more than they give on short queries (533 ms → 10 ms); sorts
 # of ~100k rows (the old-lifts answer) spilled to disk at the default 4 MB of work_mem.
@@ -55,7 +55,6 @@ _SESSION_SETTINGS = (
     "SET max_parallel_workers_per_gather = 0",
     "SET TimeZone = 'UTC'",
     "SET work_mem = '64MB'",
-    f"SET statement_timeout = '{READ_TIMEOUT}'",
 )
 
 
@@ -82,8 +81,9 @@ class PostGISDialect(Dialect):
 class PostGISStore(SqlStore):
     """A store in PostgreSQL + PostGIS at ``url`` (``postgresql://user@host:port/db[?schema=name]``)."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self._conninfo, self.schema, self._display = _parse_url(url)
+        self.read_timeout_s = read_timeout_s
         self.dialect = PostGISDialect()
         self._local = threading.local()  # the connection of the change this thread is in, if any
         con = self._connect()  # once directly: a database that is down or lacks PostGIS gets a clear message now
@@ -122,6 +122,7 @@ class PostGISStore(SqlStore):
         """Each new connection's session: the planner settings and this store's schema first on the path."""
         for statement in _SESSION_SETTINGS:
             con.execute(statement)
+        con.execute(f"SET statement_timeout = {round(self.read_timeout_s * 1000)}")
         con.execute(pgsql.SQL("SET search_path TO {}, public").format(pgsql.Identifier(self.schema)))
 
     @contextmanager
@@ -186,6 +187,8 @@ class PostGISStore(SqlStore):
                     binary = [d.type_code == _BYTEA_OID for d in described]
                     rows = cur.fetchall()
                 break
+            except psycopg.errors.QueryCanceled:
+                raise StoreTimeout("the query", f"ran longer than {self.read_timeout_s:g} s and was stopped") from None
             except psycopg.OperationalError as exc:
                 # a connection that died under the read (the server restarted): the pool drops it; once more
                 if inside_change or attempt:
@@ -260,7 +263,7 @@ class PostGISStore(SqlStore):
         with self._pool.connection() as con:
             con.execute("SET statement_timeout = 0")
             con.execute("ANALYZE assets")
-            con.execute(f"SET statement_timeout = '{READ_TIMEOUT}'")
+            con.execute(f"SET statement_timeout = {round(self.read_timeout_s * 1000)}")
 
     def close(self) -> None:
         self._pool.close()

@@ -79,3 +79,26 @@ def test_a_derived_table_found_stale_by_many_threads_at_once_is_rebuilt_and_righ
     store.upsert_assets(AssetBatch.from_assets([building(BATCH)]))
     with ThreadPoolExecutor(12) as pool:
         assert set(pool.map(count, range(24))) == {BATCH + 1}
+
+
+def test_a_read_past_the_time_limit_is_stopped_with_a_clear_error(store_url: str) -> None:
+    from cim.errors import StoreTimeout
+    from cim.store.duckdb import DuckDBStore
+    from cim.store.postgis import PostGISStore
+
+    slow = "SELECT count(*) AS n FROM range(100000000000) a"
+    if store_url.startswith("postgres"):
+        store: Store = PostGISStore(store_url, read_timeout_s=0.5)
+        slow = "SELECT pg_sleep(30) AS n"
+    else:
+        store = DuckDBStore(store_url, read_timeout_s=0.5)
+    with store:
+        started = time.monotonic()
+        try:
+            store.select(slow)  # type: ignore[attr-defined]
+        except StoreTimeout as exc:
+            assert "ran longer than 0.5 s" in str(exc)
+        else:
+            raise AssertionError("the slow read was not stopped")
+        assert time.monotonic() - started < 5
+        assert store.count_assets(AssetQuery()) == 0  # and the store still answers
