@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -137,7 +140,13 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     as_of = as_of or date.today()
     db, s = sql_store(store)
     p = s.param
-    register = db.derived_table("lift_register", lift_register_sql(store))
+    register = "lift_register"
+    stamp = db.refresh_derived(register, lift_register_sql(store))
+    cutoff = years_before(as_of, years)
+    key = (db, stamp, as_of, cutoff)  # the store itself, not its id: the cache keeps it, so no other takes its id
+    cached = _OLD_LIFTS.get(key)
+    if cached is not None:
+        return cached
     age = f"CAST({s.rounded(f'(CAST({p} AS DATE) - install_date) / {_DAYS_PER_YEAR}', 1)} AS VARCHAR)"
     closes = f"part = {_IN_BUILDING} AND (next_install_date IS NULL OR next_install_date >= {p})"
     fragment = f"head || CASE WHEN part = {_UNKNOWN_AGE} THEN '' ELSE {age} || CASE WHEN {closes} "
@@ -151,7 +160,6 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
         sql += " ORDER BY part"
     # DuckDB returns the rows of one table in the order they were written (its documented order preservation):
     # the register's, the answer's. Sorting the 8 MB of fragments again cost a fifth of the time.
-    cutoff = years_before(as_of, years)
     rows = db.select(sql, [as_of, cutoff, cutoff])
     ends = np.searchsorted(rows.column("part").to_numpy(), [_IN_BUILDING, _WITHOUT_BUILDING, _UNKNOWN_AGE], "right")
     fragments = rows.column("fragment")
@@ -159,9 +167,47 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     buildings, without, unknown = (
         joined_text(fragments, start, end)[1:] for start, end in zip([0, *ends[:-1]], ends, strict=True)
     )
-    return b"".join(
+    answer = b"".join(
         (b'{"buildings":[', buildings, b'],"unknown_age":[', unknown, b'],"without_building":[', without, b"]}")
     )
+    _OLD_LIFTS.put(key, answer)
+    return answer
+
+
+class _AnswerCache:
+    """Recent answers by key, up to ``max_bytes`` in all, least recently used dropped first; safe across threads.
+
+    For :func:`old_lifts_json`: a command centre's panels and dashboards ask the same question again and again,
+    and the answer only changes when the lift register is rebuilt (its stamp is in the key). On the demo city an
+    answer is 1.1 MB and costs 14 ms (DuckDB) / 36 ms (PostGIS); from here, a dict look-up."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._answers: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            found = self._answers.get(key)
+            if found is not None:
+                self._answers.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, answer: bytes) -> None:
+        if len(answer) > self.max_bytes // 4:
+            return
+        with self._lock:
+            if key in self._answers:
+                return
+            self._answers[key] = answer
+            self._bytes += len(answer)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._answers.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+_OLD_LIFTS = _AnswerCache(max_bytes=64 * 1024 * 1024)
 
 
 def joined_text(texts: pa.ChunkedArray, start: int, end: int) -> bytes:

@@ -201,6 +201,12 @@ class SqlStore(ABC):
         ``cim_meta`` inside its transaction; the version is read *before* the rebuild, so a write committed
         during it leaves the table marked older than the data and the next call rebuilds again.
         """
+        self.refresh_derived(name, select_sql)
+        return name
+
+    def refresh_derived(self, name: str, select_sql: str) -> str:
+        """:meth:`derived_table`, returning the version stamp of the data the table now holds (it changes whenever
+        the table is rebuilt): a key for caching answers computed from it."""
         digest = hashlib.sha256(select_sql.encode()).hexdigest()[:16]
         stamp_key = f"derived:{name}"
         current, stamp = self._derived_stamps(stamp_key, digest)
@@ -214,7 +220,7 @@ class SqlStore(ABC):
                     self._execute(f"CREATE TABLE {name} AS {select_sql}")
                     self._derived(name)
                     self._set_meta(stamp_key, stamp)
-        return name
+        return stamp
 
     def _derived_stamps(self, stamp_key: str, digest: str) -> tuple[str | None, str]:
         """(the stamp the derived table was built with, the stamp it needs now)."""
