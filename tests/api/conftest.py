@@ -83,6 +83,7 @@ def cim_serve(store_url: str, tiles_dir: Path, log: Path) -> Iterator[str]:
                 str(tiles_dir),
                 "--port",
                 str(port),
+                "--access-log",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
