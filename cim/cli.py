@@ -11,33 +11,27 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from pyproj import CRS
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from cim import __version__
 from cim.api.serve import serve
 from cim.errors import CimError, InvalidInput
-from cim.gis.cityjson import CityJsonSummary, ingest_cityjson, is_cityjson
-from cim.gis.ingest import LayerSummary, ingest_layer
 from cim.gis.mapping import LayerMapping, load_mapping, preset
 from cim.gis.readers import parse_crs
 from cim.model import parse_kind
 from cim.pipeline.commands import merge as merge_command
 from cim.pipeline.commands import run as run_pipeline_command
 from cim.pipeline.demo import demo as demo_command
+from cim.pipeline.files import ingest_files
 from cim.progress import progress_bars
 from cim.queries.commands import query_app
 from cim.settings import StoreSettings
-from cim.store import Store, open_store
+from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
-
-if TYPE_CHECKING:
-    from cim.bim.georef import Placement
 
 app = typer.Typer(
     name="cim",
@@ -51,8 +45,6 @@ StoreOption = Annotated[
     str | None,
     typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL [env: CIM_STORE]", show_default=False),
 ]
-#: An ingest writing at least this many assets reorders the store for spatial locality afterwards.
-OPTIMIZE_AFTER = 50_000
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
 
 
@@ -119,29 +111,20 @@ def ingest(
         placement = Placement.parse(place)
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
-    results: list[dict[str, Any]] = []
     with (
         open_store(store_url(store)) as opened,
         MeshStore(mesh_path_for(opened.url)) as meshes,
         progress_bars(quiet=as_json) as progress,
     ):
-        for spec in files:
-            if Path(spec).suffix.lower() in IFC_SUFFIXES:
-                results.append(_ingest_ifc_one(opened, meshes, Path(spec), placement, progress))
-                continue
-            results.append(_ingest_one(opened, meshes, spec, layer_mapping, source_crs, progress))
-        if sum(sum(r["assets"].values()) for r in results) >= OPTIMIZE_AFTER:
-            opened.optimize()  # large loads arrive in batches; reorder once so window queries stay fast
-    totals: dict[str, int] = {}
-    for result in results:
-        for asset_kind, count in result.get("assets", {}).items():
-            totals[asset_kind] = totals.get(asset_kind, 0) + count
-    summary = {"files": results, "assets": totals, "seconds": round(time.perf_counter() - started, 3)}
+        ingested = ingest_files(
+            opened, meshes, files, mapping=layer_mapping, crs=source_crs, placement=placement, progress=progress
+        )
+    summary = {**ingested, "seconds": round(time.perf_counter() - started, 3)}
     if as_json:
         print_json(summary)
     else:
         _print_ingest(summary)
-    if any(not r["ok"] for r in results):
+    if any(not r["ok"] for r in summary["files"]):
         raise typer.Exit(2)
 
 
@@ -229,83 +212,6 @@ def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) ->
         return preset(preset_name)
     assert kind is not None
     return LayerMapping(kind=parse_kind(kind))
-
-
-def _ingest_one(
-    store: Store, meshes: MeshStore, spec: str, mapping: LayerMapping | None, crs: CRS | None, progress: Progress
-) -> dict[str, Any]:
-    path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
-    path = Path(path_text)
-    entry: dict[str, Any] = {
-        "path": str(path),
-        "layer": layer or None,
-        "ok": False,
-        "error": None,
-        "features_read": 0,
-        "assets": {},
-        "repaired": 0,
-        "rejected": 0,
-        "findings": [],
-    }
-    task = progress.add_task(path.name, total=None)
-    try:
-        result: LayerSummary | CityJsonSummary
-        if is_cityjson(path):
-            result = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=lambda n: progress.advance(task, n))
-        elif mapping is None:
-            raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
-        else:
-            result = ingest_layer(
-                store,
-                path,
-                mapping,
-                layer=layer or None,
-                crs=crs,
-                meshes=meshes,
-                progress=lambda n: progress.advance(task, n),
-            )
-    except CimError as exc:
-        entry["error"] = str(exc)
-        progress.console.print(f"[red]error:[/] {exc}", highlight=False)
-        return entry
-    finally:
-        progress.update(task, total=progress.tasks[task].completed)
-    entry.update(ok=True, **asdict(result))
-    return entry
-
-
-IFC_SUFFIXES = (".ifc", ".ifczip")
-
-
-def _ingest_ifc_one(
-    store: Store, meshes: MeshStore, path: Path, placement: Placement | None, progress: Progress
-) -> dict[str, Any]:
-    """One IFC file, as the entry of the ``--json`` summary that the BIM issue defines."""
-    entry: dict[str, Any] = {
-        "path": str(path), "layer": None, "ok": False, "error": None, "georeference": None, "assets": {},
-        "failed_elements": 0, "features_read": 0, "repaired": 0, "rejected": 0, "findings": [],
-    }  # fmt: skip
-    task = progress.add_task(path.name, total=None)
-    from cim.bim.ingest import ingest_ifc  # ifcopenshell loads only when an IFC file is given
-
-    try:
-        result = ingest_ifc(
-            store, path, meshes=meshes, placement=placement, progress=lambda n: progress.advance(task, n)
-        )
-    except CimError as exc:
-        entry["error"] = f"file {path}: {exc}" if str(path) not in str(exc) else str(exc)
-        progress.console.print(f"[red]error:[/] {entry['error']}", highlight=False)
-        return entry
-    finally:
-        progress.update(task, total=progress.tasks[task].completed)
-    entry.update(
-        ok=True, georeference=result.georeference, assets=result.assets, failed_elements=result.failed_elements,
-        failed=result.failed, meshes=result.meshes, schema=result.schema, features_read=sum(result.assets.values()),
-        rejected=result.failed_elements,
-    )  # fmt: skip
-    for failure in result.failed[:5]:
-        entry["findings"].append({"rule": "geometry_failed", "count": 1, "examples": [failure["id"]]})
-    return entry
 
 
 def _print_ingest(summary: dict[str, Any]) -> None:
