@@ -11,13 +11,14 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from cim import __version__
+from cim.api.client import Server, build_through, find_server, info_through, ingest_through
 from cim.api.serve import serve
 from cim.errors import CimError, InvalidInput
 from cim.gis.mapping import LayerMapping, load_mapping, preset
@@ -29,9 +30,12 @@ from cim.pipeline.demo import demo as demo_command
 from cim.pipeline.files import ingest_files
 from cim.progress import progress_bars
 from cim.queries.commands import query_app
-from cim.settings import StoreSettings
+from cim.settings import ServerSettings, StoreSettings
 from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
+
+if TYPE_CHECKING:
+    from cim.tiling.build import BuildSummary
 
 app = typer.Typer(
     name="cim",
@@ -46,6 +50,16 @@ StoreOption = Annotated[
     typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL [env: CIM_STORE]", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="CIM_SERVER",
+        show_default=False,
+        help="send the work to this running cim serve, e.g. http://127.0.0.1:8000 [env: CIM_SERVER; default: the "
+        "server holding the DuckDB store, if one runs]",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -70,10 +84,14 @@ def store_url(option: str | None) -> str:
 
 
 @app.command()
-def info(store: StoreOption = None, as_json: JsonOption = False) -> None:
-    """Show what a store holds: assets per kind and their extent."""
-    with open_store(store_url(store)) as opened:
-        summary: dict[str, Any] = {"store": opened.url, "assets": opened.count_by_kind(), "extent": opened.extent()}
+def info(store: StoreOption = None, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """Show what a store holds: assets per kind and their extent (asked of the server that holds it, if one runs)."""
+    summary: dict[str, Any]
+    if (remote := _serving(store, server)) is not None:
+        summary = info_through(remote, server or store_url(store))
+    else:
+        with open_store(store_url(store)) as opened:
+            summary = {"store": opened.url, "assets": opened.count_by_kind(), "extent": opened.extent()}
     if as_json:
         print_json(summary)
         return
@@ -97,6 +115,7 @@ def ingest(
     place: Annotated[
         str | None, typer.Option("--place", help="IFC files without georeference: LON,LAT,HEIGHT[,ROTATION]")
     ] = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest GIS layers, CityJSON and IFC files into the store. A file that fails is reported; the others still go in.
@@ -111,15 +130,20 @@ def ingest(
         placement = Placement.parse(place)
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
-    with (
-        open_store(store_url(store)) as opened,
-        MeshStore(mesh_path_for(opened.url)) as meshes,
-        progress_bars(quiet=as_json) as progress,
-    ):
-        ingested = ingest_files(
-            opened, meshes, files, mapping=layer_mapping, crs=source_crs, placement=placement, progress=progress
-        )
-    summary = {**ingested, "seconds": round(time.perf_counter() - started, 3)}
+    if (remote := _serving(store, server)) is not None:  # the server holds the store: it does the work
+        options = {"kind": kind, "preset": preset_name, "mapping": mapping, "crs": crs, "place": place}
+        with progress_bars(quiet=as_json) as progress:
+            summary = ingest_through(remote, files, options, progress)
+    else:
+        with (
+            open_store(store_url(store)) as opened,
+            MeshStore(mesh_path_for(opened.url)) as meshes,
+            progress_bars(quiet=as_json) as progress,
+        ):
+            ingested = ingest_files(
+                opened, meshes, files, mapping=layer_mapping, crs=source_crs, placement=placement, progress=progress
+            )
+        summary = {**ingested, "seconds": round(time.perf_counter() - started, 3)}
     if as_json:
         print_json(summary)
     else:
@@ -170,20 +194,22 @@ def build(
         Path, typer.Option("--out", "-o", help="tileset folder, e.g. tiles/city (a link swapped per build)")
     ],
     store: StoreOption = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept."""
-    from cim.tiling.build import build_tiles
+    """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
+    server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
+    from cim.tiling.build import BuildSummary, GroupSummary
 
-    with (
-        open_store(store_url(store)) as opened,
-        MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
-        progress_bars(quiet=as_json) as progress,
-    ):
-        task = progress.add_task("tiles", total=None)
-        summary = build_tiles(
-            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
-        )
+    summary: BuildSummary
+    if (remote := _serving(store, server)) is not None:
+        with progress_bars(quiet=as_json) as progress:
+            built = build_through(remote, out, progress)
+        groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
+        fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
+        summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
+    else:
+        summary = _build_here(store, out, as_json)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -197,6 +223,25 @@ def build(
         table.add_row(group, f"{figures.tiles:,}", f"{figures.features:,}", f"{figures.bytes:,}")
     console.print(table)
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
+
+
+def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
+    from cim.tiling.build import build_tiles
+
+    with (
+        open_store(store_url(store)) as opened,
+        MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
+        progress_bars(quiet=as_json) as progress,
+    ):
+        task = progress.add_task("tiles", total=None)
+        return build_tiles(
+            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
+        )
+
+
+def _serving(store: str | None, server: str | None) -> Server | None:
+    """The running server to send the work to (``--server``, or the one holding the DuckDB store), else None."""
+    return find_server(store_url(store), server=server, token=ServerSettings().write_token)
 
 
 def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:

@@ -233,7 +233,8 @@ class Job:
     def clean(self, text: str) -> str:
         """``text`` with every server path it holds replaced by what the client calls it."""
         for server, client in sorted(self.labels.items(), key=lambda item: -len(item[0])):
-            text = text.replace(server, client)
+            if "/" in server:  # paths only: a bare word (a relative "tiles") may be ordinary text
+                text = text.replace(server, client)
         return text
 
     def bars(self) -> Progress:
