@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cim import __version__
-from cim.api.client import Server, build_through, find_server, info_through, ingest_through
+from cim.api.client import AdminClient, Server, build_through, find_server, info_through, ingest_through
 from cim.api.serve import serve
 from cim.errors import CimError, InvalidInput
 from cim.gis.mapping import LayerMapping, load_mapping, preset
@@ -130,7 +130,7 @@ def ingest(
         placement = Placement.parse(place)
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
-    if (remote := _serving(store, server)) is not None:  # the server holds the store: it does the work
+    if (remote := _serving(store, server, write=True)) is not None:  # the server holds the store: it does the work
         options = {"kind": kind, "preset": preset_name, "mapping": mapping, "crs": crs, "place": place}
         with progress_bars(quiet=as_json) as progress:
             summary = ingest_through(remote, files, options, progress)
@@ -202,7 +202,7 @@ def build(
     from cim.tiling.build import BuildSummary, GroupSummary
 
     summary: BuildSummary
-    if (remote := _serving(store, server)) is not None:
+    if (remote := _serving(store, server, write=True)) is not None:
         with progress_bars(quiet=as_json) as progress:
             built = build_through(remote, out, progress)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
@@ -239,9 +239,13 @@ def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
         )
 
 
-def _serving(store: str | None, server: str | None) -> Server | None:
-    """The running server to send the work to (``--server``, or the one holding the DuckDB store), else None."""
-    return find_server(store_url(store), server=server, token=ServerSettings().write_token)
+def _serving(store: str | None, server: str | None, *, write: bool = False) -> Server | None:
+    """The running server to send the work to (``--server``, or the one holding the DuckDB store), else None. For a
+    write, its token is checked before anything is sent."""
+    remote = find_server(store_url(store), server=server, token=ServerSettings().write_token)
+    if remote is not None and write:
+        AdminClient(remote).check_token()
+    return remote
 
 
 def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:

@@ -185,6 +185,14 @@ class AdminClient:
     def info(self) -> dict[str, Any]:
         return self._call("GET", "/admin/info", write=False)
 
+    def check_token(self) -> None:
+        """Fail now, before any upload, when the token is missing or the server refuses it."""
+        try:
+            self._call("GET", "/admin/jobs/-")
+        except RemoteError as exc:
+            if not exc.what.startswith("job "):  # a 404 for the job "-": the token was taken
+                raise
+
     def upload(self, path: Path, *, beside: str | None = None, sent: Callable[[int], None] | None = None) -> str:
         query = f"?name={quote(path.name)}" + (f"&beside={quote(beside)}" if beside else "")
         size = path.stat().st_size
@@ -356,7 +364,7 @@ def build_through(server: Server, out: Path, progress: Progress) -> dict[str, An
     client = AdminClient(server)
     name = out.name
     if server.tiles_dir is not None:
-        absolute = Path(os.path.abspath(out))
+        absolute = Path(os.path.abspath(out)).parent.resolve() / out.name  # out itself links to a version
         try:
             name = absolute.relative_to(server.tiles_dir).as_posix()
         except ValueError:
