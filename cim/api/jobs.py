@@ -308,9 +308,15 @@ class JobRunner:
             for job in self._jobs.values():
                 job.stop.set()
         self._queue.put(None)
-        self._thread.join(wait_s)
-        if not self._thread.is_alive():
+        if self.join(wait_s):
             self.uploads.close()
+        else:  # inside a long step (a file being read): its transaction never commits, as if the server were killed
+            log.warning("a write job is still running at shutdown; nothing of it will be kept")
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the worker thread to end (after :meth:`stop`); whether it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # --- the worker thread ---
     def _work(self) -> None:
