@@ -111,3 +111,15 @@ def test_the_cli_finds_a_live_server_beside_the_store_and_ignores_a_dead_one(tmp
     assert explicit is not None and explicit.url == "http://cim.example:8000"
     with pytest.raises(Exception, match="must be a URL"):
         find_server(store, server="cim.example:8000", token=None)
+
+
+def test_a_preview_during_an_ingest_job_draws_without_the_mesh_file_the_job_is_writing(tmp_path: Path) -> None:
+    from cim.render import open_meshes_for
+    from cim.store.meshes import MeshStore, mesh_path_for
+
+    store = str(tmp_path / "city.duckdb")
+    with MeshStore(mesh_path_for(store)):  # as a job holds it: DuckDB opens a file one way at a time in a process
+        assert open_meshes_for(store) is None
+    reader = open_meshes_for(store)
+    assert reader is not None
+    reader.close()
