@@ -98,6 +98,31 @@ RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 WRITE = [Depends(require_write_token)]
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place, for a request body read by hand."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or wrong bearer token"},
+    403: {"description": "The server was started without CIM_WRITE_TOKEN: writes are disabled"},
+}
+
+
 def build_admin_router(settings: AppSettings) -> APIRouter:
     """The ``/admin`` routes, with a lifespan that starts the job runner on the server's store and stops it."""
 
@@ -111,19 +136,28 @@ def build_admin_router(settings: AppSettings) -> APIRouter:
             await anyio.to_thread.run_sync(runner.stop)
 
     router = APIRouter(prefix="/admin", tags=["admin"], lifespan=lifespan)
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     router.add_api_route(
         "/uploads", upload, methods=["POST"], status_code=201, response_model=UploadOut, dependencies=WRITE,
         summary="Upload a file for an ingest job (the raw file as the body)",
-        responses={401: {}, 403: {}, 404: {}, 413: {"description": "Over CIM_ADMIN_MAX_UPLOAD_BYTES"}},
+        openapi_extra={"requestBody": {"required": True, "content": binary}},
+        responses={**UNAUTHORIZED, 400: {"description": "Not a plain file name"},
+                   404: {"description": "No such upload to put it beside"},
+                   413: {"description": "Over CIM_ADMIN_MAX_UPLOAD_BYTES"}},
     )  # fmt: skip
     router.add_api_route(
         "/jobs", create_job, methods=["POST"], status_code=202, response_model=JobOut, dependencies=WRITE,
-        summary="Queue a write job: ingest uploaded files, or build tiles",
-        responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {"description": "The job queue is full; see Retry-After"}},
+        summary="Queue a write job: ingest uploaded files, or build tiles into the served tiles folder",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(JobIn)}}}
+        },
+        responses={**UNAUTHORIZED, 400: {"description": "An invalid job"}, 404: {"description": "No such upload"},
+                   503: {"description": "The job queue is full; see Retry-After"}},
     )  # fmt: skip
     router.add_api_route(
         "/jobs/{job_id}", get_job, methods=["GET"], response_model=JobOut, dependencies=WRITE,
-        summary="A write job's state, progress, result or error", responses={401: {}, 403: {}, 404: {}},
+        summary="A write job's state, progress, result or error",
+        responses={**UNAUTHORIZED, 404: {"description": "No such job"}},
     )  # fmt: skip
     router.add_api_route(
         "/info", get_info, methods=["GET"], response_model=InfoOut,

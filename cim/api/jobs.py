@@ -148,8 +148,9 @@ class Uploads:
             self._discard(folder, target, beside)
             raise
         upload = Upload(id=folder.name if beside is None else uuid.uuid4().hex, name=name, folder=folder, bytes=size)
-        with self._lock:
-            self._uploads[upload.id] = upload
+        if beside is None:  # a companion is not listed: it goes (and expires) with the file it was put beside
+            with self._lock:
+                self._uploads[upload.id] = upload
         return upload
 
     def take(self, ids: list[str]) -> list[Upload]:
