@@ -146,6 +146,7 @@ class Server:
     token: str | None = None
     pid: int | None = None
     tiles_dir: Path | None = None
+    announcement: Path | None = None  # the file that named it
 
     def describe(self) -> str:
         return f"cim serve at {self.url}" + (f" (pid {self.pid})" if self.pid else "")
@@ -165,7 +166,8 @@ def find_server(store_url: str, *, server: str | None, token: str | None) -> Ser
     if not _alive(announced.get("pid")) or not isinstance(announced.get("url"), str):
         return None  # a server that was killed: its store is free again
     tiles = announced.get("tiles_dir")
-    return Server(url=announced["url"], token=token, pid=announced["pid"], tiles_dir=Path(tiles) if tiles else None)
+    tiles_dir = Path(tiles) if tiles else None
+    return Server(url=announced["url"], token=token, pid=announced["pid"], tiles_dir=tiles_dir, announcement=sidecar)
 
 
 # --- talking to it ---
@@ -212,7 +214,13 @@ class AdminClient:
         while job["state"] in ("queued", "running"):
             on_progress(job)
             time.sleep(POLL_S)
-            job = self.job(job["id"])
+            try:
+                job = self.job(job["id"])
+            except StoreUnavailable as exc:
+                why = f"the server at {self.server.url} stopped answering before the job ended"
+                raise StoreUnavailable(
+                    f"{job['action']} job", f"{why} ({exc.why.split(';')[0]}); cim info shows what went in"
+                ) from None
         on_progress(job)
         return job
 
@@ -249,8 +257,8 @@ class AdminClient:
                 break
             except OSError as exc:
                 connection.close()
-                if time.monotonic() >= deadline:
-                    stale = f" (if pid {self.server.pid} is not it, delete {SIDECAR_SUFFIX} beside the store)"
+                if time.monotonic() >= deadline or not _alive(self.server.pid):
+                    stale = f" (if pid {self.server.pid} is not it, delete {self.server.announcement})"
                     why = f"does not answer ({exc.strerror or exc}); is cim serve running?"
                     raise StoreUnavailable(
                         f"server {self.server.url}", why + (stale if self.server.pid else "")

@@ -299,15 +299,19 @@ def test_a_server_killed_mid_ingest_leaves_the_store_intact(
     log = tmp_path / "server.log"
     with cim_serve(str(store), tiles_dir, log) as base:
         pid = json.loads(store.with_name("city.server.json").read_text())["pid"]
-        sent = upload(base, blocks).json()
-        spec = {"action": "ingest", "kind": "building", "files": [{"upload": sent["id"], "label": "blocks"}]}
-        job = httpx.post(f"{base}/admin/jobs", json=spec, headers=AUTH).json()
-        while job["state"] == "queued" or (job["state"] == "running" and not job["steps"]):
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "cim", "ingest", str(blocks), "--kind", "building", "--store", str(store)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "CIM_WRITE_TOKEN": TOKEN},
+        )  # fmt: skip
+        while httpx.get(f"{base}/admin/info").json()["jobs"]["running"] == 0:
+            assert ingest.poll() is None, ingest.communicate()
             time.sleep(0.05)
-            job = httpx.get(f"{base}/admin/jobs/{job['id']}", headers=AUTH).json()
-        assert job["state"] == "running", job
+        time.sleep(0.5)  # inside the ingest
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
+        _, err = ingest.communicate(timeout=60)
+    assert ingest.returncode == 2
+    assert err.splitlines()[-1].startswith("error: ingest job — the server at http://127.0.0.1:")
+    assert "stopped answering before the job ended" in err
     assert store.with_name("city.server.json").is_file()  # left behind by the kill, and ignored: its pid is dead
     with open_store(str(store)) as opened:
         assert opened.count_by_kind() == before
