@@ -16,11 +16,12 @@ Every write needs ``Authorization: Bearer <CIM_WRITE_TOKEN>``, checked before th
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -33,6 +34,12 @@ from cim.api.jobs import Job, JobRunner, QueueFull, Upload, tileset_folder
 from cim.errors import InvalidInput
 from cim.settings import AppSettings
 from cim.store import Store
+
+if TYPE_CHECKING:
+    from pyproj import CRS
+
+    from cim.bim.georef import Placement
+    from cim.gis.mapping import LayerMapping
 
 log = logging.getLogger("cim.api.admin")
 #: Seconds a client is asked to wait when the job queue is full.
@@ -222,9 +229,7 @@ def _store_labels(store: Store) -> dict[str, str]:
 def _ingest_job(runner: JobRunner, spec: JobIn) -> Job:
     if not spec.files:
         raise InvalidInput("ingest job", "names no files; upload them first (POST /admin/uploads)")
-    given = [name for name, value in (("kind", spec.kind), ("preset", spec.preset), ("mapping", spec.mapping)) if value]
-    if len(given) > 1:
-        raise InvalidInput("ingest options", f"give at most one of kind, preset or mapping (got {', '.join(given)})")
+    options = _ingest_options(runner, spec)  # checked now: a bad option is a 400, not a failed job
     uploads = runner.uploads.take([f.upload for f in spec.files])
     job = Job(id=uuid.uuid4().hex, action="ingest", work=lambda job: {}, uploads=uploads)
     job.labels = {**_store_labels(runner.store), str(runner.uploads.root): "(upload)"}
@@ -233,39 +238,55 @@ def _ingest_job(runner: JobRunner, spec: JobIn) -> Job:
         job.labels[str(upload.folder)] = "(upload)"
 
     def work(job: Job) -> dict[str, Any]:
-        return _ingest(runner, job, spec, uploads)
+        return _ingest(runner, job, spec, uploads, options)
 
     job.work = work
     return job
 
 
-def _ingest(runner: JobRunner, job: Job, spec: JobIn, uploads: list[Upload]) -> dict[str, Any]:
-    """The job's work, in the runner's thread: the same :func:`ingest_files` as ``cim ingest``."""
-    import time
+IngestOptions = tuple["LayerMapping | None", "CRS | None", "Placement | None"]
 
+
+def _ingest_options(runner: JobRunner, spec: JobIn) -> IngestOptions:
+    """The layer mapping, CRS and placement the job names, as ``cim ingest`` reads them from its options."""
+    from cim.errors import CimError
     from cim.gis.mapping import LayerMapping, load_mapping, preset
     from cim.gis.readers import parse_crs
     from cim.model import parse_kind
-    from cim.pipeline.files import ingest_files
 
-    started = time.perf_counter()
+    given = [name for name, value in (("kind", spec.kind), ("preset", spec.preset), ("mapping", spec.mapping)) if value]
+    if len(given) > 1:
+        raise InvalidInput("ingest options", f"give at most one of kind, preset or mapping (got {', '.join(given)})")
     mapping: LayerMapping | None = None
     if spec.mapping is not None:
-        label = Path(spec.mapping_label or "mapping.toml").name
-        path = uploads[0].folder / f".mapping-{label}"
+        label = spec.mapping_label or "mapping.toml"
+        path = runner.uploads.root / f"mapping-{uuid.uuid4().hex}.toml"
         path.write_text(spec.mapping, encoding="utf-8")
-        job.labels[str(path)] = spec.mapping_label or label
-        mapping = load_mapping(path)
+        try:
+            mapping = load_mapping(path)
+        except CimError as exc:
+            raise InvalidInput(exc.what.replace(str(path), label), exc.why.replace(str(path), label)) from None
+        finally:
+            path.unlink(missing_ok=True)
     elif spec.preset is not None:
         mapping = preset(spec.preset)
     elif spec.kind is not None:
         mapping = LayerMapping(kind=parse_kind(spec.kind))
+    crs = parse_crs(spec.crs) if spec.crs else None
     placement = None
-    if spec.place:
+    if spec.place:  # ifcopenshell loads only when an IFC placement is given
         from cim.bim.georef import Placement
 
         placement = Placement.parse(spec.place)
-    crs = parse_crs(spec.crs) if spec.crs else None
+    return mapping, crs, placement
+
+
+def _ingest(runner: JobRunner, job: Job, spec: JobIn, uploads: list[Upload], options: IngestOptions) -> dict[str, Any]:
+    """The job's work, in the runner's thread: the same :func:`ingest_files` as ``cim ingest``."""
+    from cim.pipeline.files import ingest_files
+
+    started = time.perf_counter()
+    mapping, crs, placement = options
     specs = [str(u.path) + (f":{f.layer}" if f.layer else "") for u, f in zip(uploads, spec.files, strict=True)]
     with runner.open_meshes(read_only=False) as meshes:
         summary = ingest_files(

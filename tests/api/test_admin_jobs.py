@@ -123,3 +123,21 @@ def test_a_preview_during_an_ingest_job_draws_without_the_mesh_file_the_job_is_w
     reader = open_meshes_for(store)
     assert reader is not None
     reader.close()
+
+
+def test_a_bad_ingest_option_is_a_400_naming_the_clients_mapping_file_and_keeps_the_upload(tmp_path: Path) -> None:
+    with TestClient(create_app(app_settings(tmp_path))) as client:
+        sent = client.post("/admin/uploads", params={"name": "a.geojson"}, content=b"{}", headers=AUTH).json()
+        files = [{"upload": sent["id"], "label": "a.geojson"}]
+        for options, message in (
+            ({"kind": "spaceship"}, "spaceship"),
+            ({"preset": "nope"}, "nope"),
+            ({"kind": "park", "crs": "EPSG:999999"}, "EPSG:999999"),
+            ({"mapping": "kind = [", "mapping_label": "maps/parks.toml"}, "maps/parks.toml"),
+            ({"kind": "park", "preset": "osm-parks"}, "at most one"),
+        ):
+            refused = client.post("/admin/jobs", json={"action": "ingest", "files": files, **options}, headers=AUTH)
+            assert refused.status_code == 400, (options, refused.text)
+            assert message in refused.json()["description"] and "/tmp" not in refused.text
+        accepted = client.post("/admin/jobs", json={"action": "ingest", "files": files, "kind": "park"}, headers=AUTH)
+        assert accepted.status_code == 202
