@@ -14,30 +14,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pyproj import CRS
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from cim import __version__
+from cim.api.client import AdminClient, Server, build_through, find_server, info_through, ingest_through
 from cim.api.serve import serve
 from cim.errors import CimError, InvalidInput
-from cim.gis.cityjson import CityJsonSummary, ingest_cityjson, is_cityjson
-from cim.gis.ingest import LayerSummary, ingest_layer
 from cim.gis.mapping import LayerMapping, load_mapping, preset
 from cim.gis.readers import parse_crs
 from cim.model import parse_kind
 from cim.pipeline.commands import merge as merge_command
 from cim.pipeline.commands import run as run_pipeline_command
 from cim.pipeline.demo import demo as demo_command
+from cim.pipeline.files import ingest_files
 from cim.progress import progress_bars
 from cim.queries.commands import query_app
-from cim.settings import StoreSettings
-from cim.store import Store, open_store
+from cim.settings import ServerSettings, StoreSettings
+from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 
 if TYPE_CHECKING:
-    from cim.bim.georef import Placement
+    from cim.tiling.build import BuildSummary
 
 app = typer.Typer(
     name="cim",
@@ -51,9 +49,17 @@ StoreOption = Annotated[
     str | None,
     typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL [env: CIM_STORE]", show_default=False),
 ]
-#: An ingest writing at least this many assets reorders the store for spatial locality afterwards.
-OPTIMIZE_AFTER = 50_000
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="CIM_SERVER",
+        show_default=False,
+        help="send the work to this running cim serve, e.g. http://127.0.0.1:8000 [env: CIM_SERVER; default: the "
+        "server holding the DuckDB store, if one runs]",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -78,10 +84,14 @@ def store_url(option: str | None) -> str:
 
 
 @app.command()
-def info(store: StoreOption = None, as_json: JsonOption = False) -> None:
-    """Show what a store holds: assets per kind and their extent."""
-    with open_store(store_url(store)) as opened:
-        summary: dict[str, Any] = {"store": opened.url, "assets": opened.count_by_kind(), "extent": opened.extent()}
+def info(store: StoreOption = None, server: ServerOption = None, as_json: JsonOption = False) -> None:
+    """Show what a store holds: assets per kind and their extent (asked of the server that holds it, if one runs)."""
+    summary: dict[str, Any]
+    if (remote := _serving(store, server)) is not None:
+        summary = info_through(remote, server or store_url(store))
+    else:
+        with open_store(store_url(store)) as opened:
+            summary = {"store": opened.url, "assets": opened.count_by_kind(), "extent": opened.extent()}
     if as_json:
         print_json(summary)
         return
@@ -105,6 +115,7 @@ def ingest(
     place: Annotated[
         str | None, typer.Option("--place", help="IFC files without georeference: LON,LAT,HEIGHT[,ROTATION]")
     ] = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest GIS layers, CityJSON and IFC files into the store. A file that fails is reported; the others still go in.
@@ -119,29 +130,25 @@ def ingest(
         placement = Placement.parse(place)
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    with (
-        open_store(store_url(store)) as opened,
-        MeshStore(mesh_path_for(opened.url)) as meshes,
-        progress_bars(quiet=as_json) as progress,
-    ):
-        for spec in files:
-            if Path(spec).suffix.lower() in IFC_SUFFIXES:
-                results.append(_ingest_ifc_one(opened, meshes, Path(spec), placement, progress))
-                continue
-            results.append(_ingest_one(opened, meshes, spec, layer_mapping, source_crs, progress))
-        if sum(sum(r["assets"].values()) for r in results) >= OPTIMIZE_AFTER:
-            opened.optimize()  # large loads arrive in batches; reorder once so window queries stay fast
-    totals: dict[str, int] = {}
-    for result in results:
-        for asset_kind, count in result.get("assets", {}).items():
-            totals[asset_kind] = totals.get(asset_kind, 0) + count
-    summary = {"files": results, "assets": totals, "seconds": round(time.perf_counter() - started, 3)}
+    if (remote := _serving(store, server, write=True)) is not None:  # the server holds the store: it does the work
+        options = {"kind": kind, "preset": preset_name, "mapping": mapping, "crs": crs, "place": place}
+        with progress_bars(quiet=as_json) as progress:
+            summary = ingest_through(remote, files, options, progress)
+    else:
+        with (
+            open_store(store_url(store)) as opened,
+            MeshStore(mesh_path_for(opened.url)) as meshes,
+            progress_bars(quiet=as_json) as progress,
+        ):
+            ingested = ingest_files(
+                opened, meshes, files, mapping=layer_mapping, crs=source_crs, placement=placement, progress=progress
+            )
+        summary = {**ingested, "seconds": round(time.perf_counter() - started, 3)}
     if as_json:
         print_json(summary)
     else:
         _print_ingest(summary)
-    if any(not r["ok"] for r in results):
+    if any(not r["ok"] for r in summary["files"]):
         raise typer.Exit(2)
 
 
@@ -187,20 +194,22 @@ def build(
         Path, typer.Option("--out", "-o", help="tileset folder, e.g. tiles/city (a link swapped per build)")
     ],
     store: StoreOption = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept."""
-    from cim.tiling.build import build_tiles
+    """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
+    server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
+    from cim.tiling.build import BuildSummary, GroupSummary
 
-    with (
-        open_store(store_url(store)) as opened,
-        MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
-        progress_bars(quiet=as_json) as progress,
-    ):
-        task = progress.add_task("tiles", total=None)
-        summary = build_tiles(
-            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
-        )
+    summary: BuildSummary
+    if (remote := _serving(store, server, write=True)) is not None:
+        with progress_bars(quiet=as_json) as progress:
+            built = build_through(remote, out, progress)
+        groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
+        fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
+        summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
+    else:
+        summary = _build_here(store, out, as_json)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -216,6 +225,29 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
+def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
+    from cim.tiling.build import build_tiles
+
+    with (
+        open_store(store_url(store)) as opened,
+        MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
+        progress_bars(quiet=as_json) as progress,
+    ):
+        task = progress.add_task("tiles", total=None)
+        return build_tiles(
+            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
+        )
+
+
+def _serving(store: str | None, server: str | None, *, write: bool = False) -> Server | None:
+    """The running server to send the work to (``--server``, or the one holding the DuckDB store), else None. For a
+    write, its token is checked before anything is sent."""
+    remote = find_server(store_url(store), server=server, token=ServerSettings().write_token)
+    if remote is not None and write:
+        AdminClient(remote).check_token()
+    return remote
+
+
 def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:
     given = [name for name, value in (("--kind", kind), ("--map", mapping), ("--preset", preset_name)) if value]
     if len(given) != 1:
@@ -229,83 +261,6 @@ def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) ->
         return preset(preset_name)
     assert kind is not None
     return LayerMapping(kind=parse_kind(kind))
-
-
-def _ingest_one(
-    store: Store, meshes: MeshStore, spec: str, mapping: LayerMapping | None, crs: CRS | None, progress: Progress
-) -> dict[str, Any]:
-    path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
-    path = Path(path_text)
-    entry: dict[str, Any] = {
-        "path": str(path),
-        "layer": layer or None,
-        "ok": False,
-        "error": None,
-        "features_read": 0,
-        "assets": {},
-        "repaired": 0,
-        "rejected": 0,
-        "findings": [],
-    }
-    task = progress.add_task(path.name, total=None)
-    try:
-        result: LayerSummary | CityJsonSummary
-        if is_cityjson(path):
-            result = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=lambda n: progress.advance(task, n))
-        elif mapping is None:
-            raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
-        else:
-            result = ingest_layer(
-                store,
-                path,
-                mapping,
-                layer=layer or None,
-                crs=crs,
-                meshes=meshes,
-                progress=lambda n: progress.advance(task, n),
-            )
-    except CimError as exc:
-        entry["error"] = str(exc)
-        progress.console.print(f"[red]error:[/] {exc}", highlight=False)
-        return entry
-    finally:
-        progress.update(task, total=progress.tasks[task].completed)
-    entry.update(ok=True, **asdict(result))
-    return entry
-
-
-IFC_SUFFIXES = (".ifc", ".ifczip")
-
-
-def _ingest_ifc_one(
-    store: Store, meshes: MeshStore, path: Path, placement: Placement | None, progress: Progress
-) -> dict[str, Any]:
-    """One IFC file, as the entry of the ``--json`` summary that the BIM issue defines."""
-    entry: dict[str, Any] = {
-        "path": str(path), "layer": None, "ok": False, "error": None, "georeference": None, "assets": {},
-        "failed_elements": 0, "features_read": 0, "repaired": 0, "rejected": 0, "findings": [],
-    }  # fmt: skip
-    task = progress.add_task(path.name, total=None)
-    from cim.bim.ingest import ingest_ifc  # ifcopenshell loads only when an IFC file is given
-
-    try:
-        result = ingest_ifc(
-            store, path, meshes=meshes, placement=placement, progress=lambda n: progress.advance(task, n)
-        )
-    except CimError as exc:
-        entry["error"] = f"file {path}: {exc}" if str(path) not in str(exc) else str(exc)
-        progress.console.print(f"[red]error:[/] {entry['error']}", highlight=False)
-        return entry
-    finally:
-        progress.update(task, total=progress.tasks[task].completed)
-    entry.update(
-        ok=True, georeference=result.georeference, assets=result.assets, failed_elements=result.failed_elements,
-        failed=result.failed, meshes=result.meshes, schema=result.schema, features_read=sum(result.assets.values()),
-        rejected=result.failed_elements,
-    )  # fmt: skip
-    for failure in result.failed[:5]:
-        entry["findings"].append({"rule": "geometry_failed", "count": 1, "examples": [failure["id"]]})
-    return entry
 
 
 def _print_ingest(summary: dict[str, Any]) -> None:

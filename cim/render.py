@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow.compute as pc
@@ -97,7 +98,10 @@ def check_size(*, width: int, height: int) -> None:
 def open_meshes_for(store_url: str) -> MeshStore | None:
     """The mesh file beside the store, read-only, or None when the store has none."""
     path = Path(mesh_path_for(store_url))
-    return MeshStore(path, read_only=True) if path.is_file() else None
+    try:
+        return MeshStore(path, read_only=True) if path.is_file() else None
+    except duckdb.ConnectionException:  # this process writes it now (a server's ingest job): draw the footprints
+        return None
 
 
 def render_asset(store: Store, meshes: MeshStore | None, asset_id: str, *, width: int, height: int) -> bytes:

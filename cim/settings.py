@@ -39,6 +39,17 @@ class ServerSettings(BaseSettings):
     )
 
 
+class AdminSettings(BaseSettings):
+    """Write jobs sent to a running server (``cim ingest``/``cim build`` while it serves, cim/api/admin.py):
+    ``CIM_ADMIN_MAX_UPLOAD_BYTES``, ``CIM_ADMIN_MAX_QUEUED_JOBS``, ``CIM_ADMIN_UPLOAD_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_ADMIN_", extra="ignore")
+
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest file one upload may send")
+    max_queued_jobs: int = Field(8, ge=1, description="jobs waiting behind the running one; more get 503")
+    upload_dir: Path | None = Field(None, description="where uploads wait for their job (default: a temp folder)")
+
+
 class MqttSettings(BaseSettings):
     """The sensors' broker: ``CIM_MQTT_URL`` (e.g. ``mqtt://127.0.0.1:1883``) and the topic filter."""
 
@@ -54,5 +65,6 @@ class AppSettings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     live: bool = Field(False, description="run the IoT service: ingest, rules, alerts, the live WebSocket")
     viewer: bool = Field(False, description="serve the viewer at / when its files are installed")

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
 from cim.api import assets, features, health, indicators, preview, queries, tiles
+from cim.api.admin import build_admin_router
 from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
 from cim.api.errors import install_error_handlers
@@ -105,7 +106,8 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         )
     first = [viewer] if (viewer := _viewer_router(settings)) is not None else []
     live = [_iot_router()] if settings.live else []
-    for router in (*first, *CORE_ROUTERS, *live, *routers):  # the viewer's / (for browsers) before the landing page
+    admin = [build_admin_router(settings)]  # ingest and build while serving
+    for router in (*first, *CORE_ROUTERS, *admin, *live, *routers):  # the viewer's / before the landing page
         app.include_router(router)
     return app
 

@@ -30,6 +30,7 @@ def serve(
     import uvicorn
 
     from cim.api import create_app
+    from cim.api.client import announce
     from cim.api.fastpath import tile_protocol
     from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
@@ -56,17 +57,18 @@ def serve(
     )
     check_port_free(server.host, server.port)
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=server.host,
-        port=server.port,
-        log_level="info",
-        access_log=access_log,
-        http=tile_protocol(app),
-        loop="uvloop",
-        ws_per_message_deflate=False,
-        timeout_graceful_shutdown=round(server.shutdown_timeout_s),
-    )
+    with announce(settings.store.store, host=server.host, port=server.port, tiles_dir=server.tiles_dir):
+        uvicorn.run(
+            app,
+            host=server.host,
+            port=server.port,
+            log_level="info",
+            access_log=access_log,
+            http=tile_protocol(app),
+            loop="uvloop",
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=round(server.shutdown_timeout_s),
+        )
 
 
 def check_port_free(host: str, port: int) -> None:
