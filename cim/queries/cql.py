@@ -131,7 +131,7 @@ class _Translator:
             if kind_of != "string" or not isinstance(node.pattern, str):
                 raise InvalidInput(f"filter LIKE on {_name(node.lhs)}", "needs a text property and a text pattern")
             like = ("NOT " if node.not_ else "") + ("ILIKE" if node.nocase else "LIKE")
-            return SqlFilter(f"({column.sql} {like} {p})", [*column.params, node.pattern])
+            return SqlFilter(f"({column.sql} {like} {p})", [*column.params, _text(node.pattern, _name(node.lhs))])
         if isinstance(node, ast.In):
             if len(node.sub_nodes) > MAX_IN_VALUES:
                 raise InvalidInput("filter IN list", f"has {len(node.sub_nodes):,} values; at most {MAX_IN_VALUES}")
@@ -172,6 +172,8 @@ class _Translator:
     def attribute(self, node: Any, value: Any) -> tuple[SqlFilter, str]:
         """The SQL of a property and its type class: ``number``, ``date``, ``string`` or ``boolean``."""
         name = _name(node)
+        if "\x00" in name:
+            raise InvalidInput(f"filter property {name!r}", "contains a NUL character, which no property name holds")
         if name in self.columns:
             kind_of = "number" if name in NUMERIC else ("date" if name in DATES else "string")
             return SqlFilter(name, []), kind_of
@@ -195,7 +197,9 @@ class _Translator:
                     [key, key],
                 )
             return SqlFilter("(props ->> %s)", [key])
-        path = '$."' + key.replace('"', '\\"') + '"'
+        # a JSON Pointer (RFC 6901), not a "$." path: its only escapes are ~0 and ~1, so every key, whatever quotes,
+        # backslashes, dots, brackets or wildcards it holds, names exactly itself
+        path = "/" + key.replace("~", "~0").replace("/", "~1")
         if numeric:
             return SqlFilter("TRY_CAST(json_extract_string(props, ?) AS DOUBLE)", [path])
         return SqlFilter("json_extract_string(props, ?)", [path])
@@ -222,13 +226,20 @@ class _Translator:
         if isinstance(node, bool):
             return "true" if node else "false"
         if isinstance(node, str):
-            return node
+            return _text(node, name)
         if isinstance(node, int | float) and name.startswith("props."):
             return node
         raise InvalidInput(f"filter on {name}", f"{name} is text; got {node!r} (quote text values)")
 
 
 _MIRRORED = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _text(value: str, name: str) -> str:
+    """A text literal, refused when it holds a NUL character (no stored text does; PostgreSQL cannot take one)."""
+    if "\x00" in value:
+        raise InvalidInput(f"filter on {name}", "a text value contains a NUL character")
+    return value
 
 
 def _name(node: Any) -> str:
