@@ -28,12 +28,14 @@ from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
-from cim.gis.ingest import LayerSummary
+from cim.gis.ingest import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
 from cim.model import Asset, Kind
-from cim.store import AssetBatch, Store
+from cim.store import AssetBatch, AssetQuery, Store
 from cim.store.meshes import MeshBatch, MeshStore
 
+#: A CityObject as read: its id, its JSON object, and why it cannot be converted (rule, detail) or None.
+_Object = tuple[str, Any, tuple[str, str] | None]
 #: CityObject type → asset kind. Types not listed become ``element``.
 KINDS: dict[str, Kind] = {
     "Building": Kind.BUILDING,
@@ -75,11 +77,26 @@ class _Frame:
     translate: npt.NDArray[np.float64]
     to_wgs84: Transformer
     crs: CRS
+    path: Path
 
     def lonlat(self, vertices: list[list[float]]) -> npt.NDArray[np.float64]:
-        xyz = np.asarray(vertices, dtype=np.float64).reshape(-1, 3) * self.scale + self.translate
-        lon, lat = self.to_wgs84.transform(xyz[:, 0], xyz[:, 1])
-        return np.column_stack([lon, lat, xyz[:, 2]])
+        """lon, lat, height of each vertex; a row of NaN where a vertex is not a finite place on Earth (see
+        :func:`_convert`, which rejects the objects that use one)."""
+        try:
+            xyz = np.asarray(vertices, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput(
+                f"file {self.path} vertices", "must be a list of [x, y, z] numbers (one is not, or is too large)"
+            ) from None
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise InvalidInput(f"file {self.path} vertices", "must be a list of [x, y, z] numbers")
+        with np.errstate(all="ignore"):
+            xyz = xyz * self.scale + self.translate
+            lon, lat = self.to_wgs84.transform(xyz[:, 0], xyz[:, 1], errcheck=False)
+        points = np.column_stack([lon, lat, xyz[:, 2]])
+        bad = ~np.isfinite(points).all(axis=1) | (np.abs(points[:, 0]) > 180) | (np.abs(points[:, 1]) > 90)
+        points[bad] = np.nan
+        return points
 
 
 def is_cityjson(path: Path) -> bool:
@@ -101,9 +118,12 @@ def ingest_cityjson(
     crs: CRS | None = None,
     meshes: MeshStore | None = None,
     progress: Callable[[int], None] | None = None,
+    allow_empty: bool = False,
 ) -> CityJsonSummary:
     """Read a CityJSON file or feature stream into ``store`` (and its shapes into ``meshes``), replacing what an
-    earlier ingest of the same file wrote, in one transaction."""
+    earlier ingest of the same file wrote, in one transaction. A CityObject that cannot be read is left out and
+    reported as a finding; a file that yields no asset is refused as :func:`~cim.gis.ingest.check_not_empty` says,
+    unless ``allow_empty``."""
     header, documents = _open(path)
     frame = _frame(header, path, crs)
     summary = CityJsonSummary(
@@ -117,9 +137,10 @@ def ingest_cityjson(
     prefix = path.name.split(".")[0]
     findings = Findings()
     counts: dict[str, int] = {}
+    stored = 0 if allow_empty else store.count_assets(AssetQuery(where={"source": source}))
 
     def batches(writer: Any) -> Iterator[AssetBatch]:
-        for objects, vertices in _chunks(documents):
+        for objects, vertices in _chunks(documents, path):
             assets, shapes = _convert(objects, frame.lonlat(vertices) if vertices else None, prefix, source, findings)
             summary.features_read += len(objects)
             for asset in assets:
@@ -131,6 +152,8 @@ def ingest_cityjson(
                 progress(len(objects))
             if assets:
                 yield AssetBatch.from_assets(assets)
+        if not allow_empty:  # raised inside the store's transaction, so its DELETE is rolled back too
+            check_not_empty(f"file {path}", sum(counts.values()), summary.features_read, stored, findings)
 
     if meshes is None:
         store.replace_source(source, batches(None))
@@ -163,17 +186,31 @@ def _open(path: Path) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
 def _parse(text: str, path: Path, line: int | None) -> dict[str, Any]:
     where = f"file {path}" + (f" line {line}" if line else "")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInput(where, f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidInput(where, "is not CityJSON: its JSON is nested too deeply") from None
+    except ValueError as exc:  # NaN / Infinity, which JSON does not have
+        raise InvalidInput(where, f"is not valid JSON: {exc}") from None
     if not isinstance(value, dict) or value.get("type") not in ("CityJSON", "CityJSONFeature"):
         raise InvalidInput(where, 'is not CityJSON: no "type": "CityJSON" / "CityJSONFeature" object')
     return value
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _frame(header: dict[str, Any], path: Path, given: CRS | None) -> _Frame:
     transform = header.get("transform") or {"scale": [1, 1, 1], "translate": [0, 0, 0]}
-    reference = (header.get("metadata") or {}).get("referenceSystem")
+    scale, translate = _triple(transform, "scale", path), _triple(transform, "translate", path)
+    if not np.all(scale):
+        raise InvalidInput(f"file {path} transform.scale", f"{scale.tolist()} has a zero; every vertex would collapse")
+    metadata = header.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"file {path} metadata", "must be a JSON object")
+    reference = metadata.get("referenceSystem")
     if given is not None:
         crs = given
     elif reference:
@@ -185,11 +222,24 @@ def _frame(header: dict[str, Any], path: Path, given: CRS | None) -> _Frame:
         raise InvalidInput(f"file {path}", "has no metadata.referenceSystem; give its CRS with --crs, e.g. EPSG:7415")
     horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
     return _Frame(
-        scale=np.asarray(transform["scale"], dtype=np.float64),
-        translate=np.asarray(transform["translate"], dtype=np.float64),
+        scale=scale,
+        translate=translate,
         to_wgs84=Transformer.from_crs(horizontal, "EPSG:4326", always_xy=True),
         crs=crs,
+        path=path,
     )
+
+
+def _triple(transform: Any, name: str, path: Path) -> npt.NDArray[np.float64]:
+    """``transform[name]`` as three finite numbers, or an error naming the file and the key."""
+    value = transform.get(name) if isinstance(transform, dict) else None
+    try:
+        numbers = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        numbers = np.zeros(0)
+    if numbers.shape != (3,) or not np.isfinite(numbers).all() or any(isinstance(v, bool) for v in value or []):
+        raise InvalidInput(f"file {path} transform.{name}", f"must be three finite numbers, got {str(value)[:80]}")
+    return numbers
 
 
 def _height_datum(crs: CRS) -> str:
@@ -198,22 +248,70 @@ def _height_datum(crs: CRS) -> str:
     return "as given in the file (no vertical CRS declared)"
 
 
-def _chunks(documents: Iterator[dict[str, Any]]) -> Iterator[tuple[list[tuple[str, dict[str, Any]]], list[Any]]]:
-    """(objects, vertices) in batches; a feature stream's vertex lists are concatenated with their indices shifted."""
-    objects: list[tuple[str, dict[str, Any]]] = []
+#: How deep a geometry's ``boundaries`` may nest lists: a MultiSolid's solids → shells → surfaces → rings → indices.
+_MAX_BOUNDARY_DEPTH = 5
+
+
+def _chunks(documents: Iterator[dict[str, Any]], path: Path) -> Iterator[tuple[list[_Object], list[Any]]]:
+    """(objects, vertices) in batches; a feature stream's vertex lists are concatenated with their indices shifted.
+    Each object's vertex indices are checked against its own document's vertices first (see :func:`_problem`)."""
+    objects: list[_Object] = []
     vertices: list[Any] = []
-    for document in documents:
+    for number, document in enumerate(documents, start=1):
+        where = f"file {path}" + (f" document {number}" if document.get("type") == "CityJSONFeature" else "")
+        own = document.get("vertices", [])
+        city_objects = document.get("CityObjects") or {}
+        if not isinstance(own, list):
+            raise InvalidInput(f"{where} vertices", "must be a list of [x, y, z] numbers")
+        if not isinstance(city_objects, dict):
+            raise InvalidInput(f"{where} CityObjects", "must be an object of CityObjects by id")
         shift = len(vertices)
-        vertices.extend(document.get("vertices", []))
-        for object_id, city_object in (document.get("CityObjects") or {}).items():
-            if shift:
+        vertices.extend(own)
+        for object_id, city_object in city_objects.items():
+            problem = _problem(city_object, len(own))
+            if problem is None and shift:
                 city_object = {**city_object, "geometry": [_shifted(g, shift) for g in city_object.get("geometry", [])]}
-            objects.append((object_id, city_object))
+            objects.append((object_id, city_object, problem))
         if len(objects) >= BATCH_OBJECTS and document.get("type") == "CityJSONFeature":
             yield objects, vertices
             objects, vertices = [], []
     if objects:
         yield objects, vertices
+
+
+def _problem(city_object: Any, vertex_count: int) -> tuple[str, str] | None:
+    """Why a CityObject cannot be read as it is, as (rule, detail), or None. Every vertex index of every geometry
+    must be an integer naming one of the document's vertices: a negative one would silently take a vertex counted
+    from the end, a too large one would fail the whole file."""
+    if not isinstance(city_object, dict):
+        return "malformed_object", "not a JSON object"
+    geometries = city_object.get("geometry") or []
+    if not isinstance(geometries, list) or not all(isinstance(g, dict) for g in geometries):
+        return "malformed_object", "geometry is not a list of geometry objects"
+    for geometry in geometries:
+        if geometry.get("type") == "GeometryInstance":
+            continue  # its boundaries are one reference point; its template is not read
+        found = _bad_index(geometry.get("boundaries", []), vertex_count, _MAX_BOUNDARY_DEPTH)
+        if found is not None:
+            return "bad_vertex_index", found
+    return None
+
+
+def _bad_index(node: Any, vertex_count: int, depth: int) -> str | None:
+    if not isinstance(node, list) or depth == 0:
+        return "boundaries nest deeper than a MultiSolid" if depth == 0 else "boundaries are not nested lists"
+    for item in node:
+        if isinstance(item, list):
+            found = _bad_index(item, vertex_count, depth - 1)
+            if found is not None:
+                return found
+        elif isinstance(item, bool) or not isinstance(item, int):
+            return "not an integer"
+        elif item < 0:
+            return "negative"
+        elif item >= vertex_count:
+            return "past the last vertex"
+    return None
 
 
 def _shifted(geometry: dict[str, Any], shift: int) -> dict[str, Any]:
@@ -225,7 +323,7 @@ def _shifted(geometry: dict[str, Any], shift: int) -> dict[str, Any]:
 
 # --- converting ---
 def _convert(
-    objects: list[tuple[str, dict[str, Any]]],
+    objects: list[_Object],
     points: npt.NDArray[np.float64] | None,
     prefix: str,
     source: str,
@@ -234,25 +332,49 @@ def _convert(
     assets: list[Asset] = []
     mesh_ids: list[str] = []
     triangles_of: list[npt.NDArray[np.int64]] = []
-    for object_id, city_object in objects:
+    for object_id, city_object, problem in objects:
         asset_id = f"{prefix}:{object_id}"
-        kind_name = str(city_object.get("type", ""))
-        if kind_name in SKIPPED_TYPES:
-            findings.add("skipped_terrain", np.array([asset_id], dtype=object))
-            continue
-        geometry = _best_geometry(city_object.get("geometry") or [])
-        surfaces = _surfaces(geometry) if geometry is not None else []
-        triangles = _triangulate(surfaces, points) if points is not None else np.zeros((0, 3), np.int64)
-        footprint = _footprint(triangles, points) if len(triangles) and points is not None else None
-        if geometry is None or footprint is None or points is None:
-            rule = "empty_geometry" if geometry is None or not surfaces else "unsupported_geometry"
-            findings.add(rule, np.array([asset_id], dtype=object))
-            continue
-        z = points[np.unique(triangles), 2]
-        assets.append(_asset(asset_id, city_object, kind_name, geometry, footprint, z, prefix, source, findings))
-        mesh_ids.append(asset_id)
-        triangles_of.append(triangles)
+        if problem is None:
+            try:
+                converted = _convert_one(asset_id, city_object, points, prefix, source, findings)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                # a shape the checks in _problem let through (e.g. rings nested one level too shallow for the type)
+                problem = ("malformed_object", "geometry nested unlike its type")
+            else:
+                if isinstance(converted, tuple):
+                    assets.append(converted[0])
+                    mesh_ids.append(asset_id)
+                    triangles_of.append(converted[1])
+                elif converted:
+                    findings.add(converted, np.array([asset_id], dtype=object))
+        if problem is not None:
+            findings.add(problem[0], np.array([asset_id], dtype=object), problem[1])
     return assets, _meshes(mesh_ids, triangles_of, points)
+
+
+def _convert_one(
+    asset_id: str,
+    city_object: dict[str, Any],
+    points: npt.NDArray[np.float64] | None,
+    prefix: str,
+    source: str,
+    findings: Findings,
+) -> tuple[Asset, npt.NDArray[np.int64]] | str:
+    """One CityObject as an asset and its triangles, or the rule that rejects it."""
+    kind_name = str(city_object.get("type", ""))
+    if kind_name in SKIPPED_TYPES:
+        return "skipped_terrain"
+    geometry = _best_geometry(city_object.get("geometry") or [])
+    surfaces = _surfaces(geometry) if geometry is not None else []
+    used = [i for surface in surfaces for ring in surface for i in ring]
+    if points is not None and used and np.isnan(points[used, 0]).any():
+        return "outside_lonlat"  # a vertex that is no finite place on Earth: huge, or not in the CRS's area
+    triangles = _triangulate(surfaces, points) if points is not None else np.zeros((0, 3), np.int64)
+    footprint = _footprint(triangles, points) if len(triangles) and points is not None else None
+    if geometry is None or footprint is None or points is None:
+        return "empty_geometry" if geometry is None or not surfaces else "unsupported_geometry"
+    z = points[np.unique(triangles), 2]
+    return _asset(asset_id, city_object, kind_name, geometry, footprint, z, prefix, source, findings), triangles
 
 
 def _best_geometry(geometries: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import shapely
 
 from cim.errors import InvalidInput
 from cim.gis.mapping import METRES_PER, MODEL_UNITS, LayerMapping
-from cim.gis.quality import Findings, clean_geometries
+from cim.gis.quality import Findings, areas_only, clean_geometries
 from cim.gis.readers import FeatureBatch
 from cim.model import KIND_FIELDS, Kind
 from cim.store.batch import AssetBatch
@@ -21,6 +21,10 @@ OSM_TAGS = "other_tags"  # GDAL's OSM driver packs the tags it has no column for
 _OSM_TAG = re.compile(r'"((?:[^"\\]|\\.)*)"=>"((?:[^"\\]|\\.)*)"')
 _NUMBER = r"^\s*([-+]?\d+(?:[.,]\d+)?)"
 _EARLIEST_YEAR = 1800
+#: Beyond these a value is no real asset's (the tallest building has 163 storeys, the deepest mine is 4 km deep, the
+#: widest pipe is a few metres across): dropped as implausible, so a stray 1e300 never reaches a z range.
+_MOST_STOREYS = 1_000
+_LONGEST_M = 100_000.0
 _TEXT_FIELDS = ("name", "parent_id", "status", "material", "network")
 
 
@@ -55,6 +59,7 @@ class FeatureMapper:
         ids = self._ids(attrs, start=self.features_read)
         self.features_read += n
         geoms, keep = clean_geometries(batch.geometries, ids, self.findings)
+        keep = areas_only(geoms, keep, self.mapping.kind, ids, self.findings)
         keep &= self._first_use(ids)
         columns: dict[str, object] = {
             "id": ids,
@@ -66,6 +71,10 @@ class FeatureMapper:
         for field in ("height_m", "depth_m", "diameter_mm"):
             columns[field] = self._length(attrs, field, ids)
         storeys = self._number(attrs, "storeys", ids)
+        if storeys is not None:
+            implausible = storeys > _MOST_STOREYS
+            self.findings.add("implausible_value", ids[implausible], "storeys")
+            storeys[implausible] = np.nan
         columns["storeys"] = None if storeys is None else np.round(storeys)
         columns["install_date"] = self._date(attrs, ids)
         self._derive_heights(columns)
@@ -129,7 +138,9 @@ class FeatureMapper:
             values = pd.to_numeric(numbers, errors="coerce").astype("float64").to_numpy(na_value=np.nan, copy=True)
             unreadable = (text.notna() & (text.str.strip() != "")).to_numpy(dtype=bool, na_value=False)
             unreadable &= np.isnan(values)
+        unreadable |= np.isinf(values)  # 1e400 in the file: a number, but no length or count
         self.findings.add("unreadable_value", ids[unreadable], field)
+        values[np.isinf(values)] = np.nan
         negative = values < 0
         self.findings.add("negative_value", ids[negative], field)
         values[negative] = np.nan
@@ -140,7 +151,12 @@ class FeatureMapper:
         if values is None:
             return None
         unit = self.mapping.units.get(field, MODEL_UNITS[field])  # type: ignore[call-overload]
-        return values * METRES_PER[unit] / METRES_PER[MODEL_UNITS[field]]
+        with np.errstate(over="ignore"):
+            converted = values * METRES_PER[unit] / METRES_PER[MODEL_UNITS[field]]
+        implausible = converted > _LONGEST_M / METRES_PER[MODEL_UNITS[field]]
+        self.findings.add("implausible_value", ids[implausible], field)
+        converted[implausible] = np.nan
+        return converted
 
     def _date(self, attrs: pd.DataFrame, ids: np.ndarray) -> pd.Series | None:
         column = self._source(attrs, "install_date")

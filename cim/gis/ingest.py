@@ -10,12 +10,13 @@ from pathlib import Path
 
 from pyproj import CRS
 
+from cim.errors import InvalidInput
 from cim.gis.features import FeatureMapper, check_fields
 from cim.gis.mapping import LayerMapping
-from cim.gis.quality import REJECTING
+from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import open_layer
 from cim.gis.shapes import shapes_of_batch
-from cim.store import AssetBatch, Store
+from cim.store import AssetBatch, AssetQuery, Store
 from cim.store.meshes import MeshStore, MeshWriter
 
 Progress = Callable[[int], None]
@@ -48,11 +49,15 @@ def ingest_layer(
     crs: CRS | None = None,
     meshes: MeshStore | None = None,
     progress: Progress | None = None,
+    allow_empty: bool = False,
 ) -> LayerSummary:
     """Read ``path`` (one layer) through ``mapping`` into ``store``, replacing what an earlier ingest of the same
     layer and kind wrote. Feature problems become findings; a file or mapping problem raises before anything is
     written. With ``meshes``, each asset's 3D shape (:mod:`cim.gis.shapes`) is written there too, in a transaction
     that commits only after the assets did.
+
+    A layer that yields no valid asset is refused (see :func:`check_not_empty`) unless ``allow_empty``: then it
+    empties the source.
     """
     with open_layer(path, layer=layer or mapping.layer, where=mapping.where, crs=crs) as (info, batches):
         check_fields(mapping, info.fields, f"layer {info.layer!r} of {path}")
@@ -62,6 +67,7 @@ def ingest_layer(
             else f"{path.name.split('.')[0]}:{info.layer}"
         )
         mapper = FeatureMapper(mapping, id_prefix=prefix, source=source_name(path, info.layer, mapping))
+        stored = 0 if allow_empty else store.count_assets(AssetQuery(where={"source": mapper.source}))
 
         with _mesh_writer(meshes, mapper.source) as mesh_writer, ThreadPoolExecutor(1) as shaper:
             # Shapes are made and staged on a second thread while the store writes the assets: numpy, GEOS and
@@ -70,8 +76,10 @@ def ingest_layer(
 
             def mapped() -> Iterator[AssetBatch]:
                 nonlocal pending
+                kept = 0
                 for batch in batches:
                     assets = mapper.map(batch)
+                    kept += len(assets)
                     if mesh_writer is not None:
                         if pending is not None:
                             pending.result()
@@ -79,6 +87,10 @@ def ingest_layer(
                     if progress is not None:
                         progress(len(batch.attributes))
                     yield assets
+                if not allow_empty:  # raised inside the store's transaction, so its DELETE is rolled back too
+                    check_not_empty(
+                        f"layer {info.layer!r} of {path}", kept, mapper.features_read, stored, mapper.findings
+                    )
 
             written = store.replace_source(mapper.source, mapped())
             if pending is not None:
@@ -95,6 +107,22 @@ def ingest_layer(
         rejected=findings.count(*REJECTING),
         findings=findings.as_list(),
     )
+
+
+def check_not_empty(what: str, kept: int, read: int, stored: int, findings: Findings) -> None:
+    """Refuse an ingest that would write no asset where that cannot be what the user meant: features were read and
+    every one was rejected, or the store holds assets of this source that it would silently delete. (An empty file
+    for a source the store does not hold is a harmless no-op.)"""
+    if kept or (not read and not stored):
+        return
+    if read:
+        rejected = "its only feature was" if read == 1 else f"all {read:,} features were"
+        why = f"yields no valid asset: {rejected} rejected ({findings.describe()})"
+    else:
+        why = "holds no feature"
+    if stored:
+        why += f"; the {stored:,} assets stored from it are kept (pass --allow-empty to remove them)"
+    raise InvalidInput(what, why)
 
 
 def _stage_shapes(writer: MeshWriter, assets: AssetBatch) -> None:

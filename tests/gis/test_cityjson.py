@@ -181,3 +181,60 @@ def test_a_gis_layer_with_text_that_is_not_utf8_names_the_field(store: Store, tm
     with pytest.raises(InvalidInput, match="field 'name' .* not UTF-8"):
         ingest_layer(store, path, LayerMapping(kind=Kind.HYDRANT))
     assert store.count_by_kind() == {}
+
+
+def cubes(*boundaries: list[list[list[int]]]) -> dict[str, Any]:
+    """A CityJSON 2.0 document in RD New + NAP of one LoD1 building per solid shell given, on 8 shared vertices."""
+    x, y = 155_000, 463_000
+    corners = [[x, y, 0], [x + 10, y, 0], [x + 10, y + 10, 0], [x, y + 10, 0]]
+    return {
+        "type": "CityJSON",
+        "version": "2.0",
+        "transform": {"scale": [1.0, 1.0, 1.0], "translate": [0.0, 0.0, 0.0]},
+        "metadata": {"referenceSystem": "https://www.opengis.net/def/crs/EPSG/0/7415"},
+        "CityObjects": {
+            f"b{n}": {"type": "Building", "geometry": [{"type": "Solid", "lod": "1", "boundaries": [shell]}]}
+            for n, shell in enumerate(boundaries, start=1)
+        },
+        "vertices": corners + [[a, b, 8] for a, b, _ in corners],
+    }
+
+
+CUBE = [[[0, 3, 2, 1]], [[4, 5, 6, 7]], [[0, 1, 5, 4]], [[1, 2, 6, 5]], [[2, 3, 7, 6]], [[3, 0, 4, 7]]]
+
+
+def with_index(index: Any) -> list[list[list[Any]]]:
+    return [[[index, 3, 2, 1]], *CUBE[1:]]
+
+
+def test_a_negative_or_missing_vertex_index_rejects_its_object_and_names_it(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "cubes.city.json"
+    path.write_text(json.dumps(cubes(CUBE, with_index(-5), with_index(8), with_index(1.5))), encoding="utf-8")
+    summary = ingest_cityjson(store, path)
+    assert summary.assets == {"building": 1} and summary.rejected == 3
+    assert {(f["rule"], tuple(f["examples"])) for f in summary.findings} == {  # type: ignore[arg-type]
+        ("bad_vertex_index:negative", ("cubes:b2",)),
+        ("bad_vertex_index:past the last vertex", ("cubes:b3",)),
+        ("bad_vertex_index:not an integer", ("cubes:b4",)),
+    }
+    assert [a.id for a in store.find_assets(AssetQuery())] == ["cubes:b1"]
+
+
+def test_a_negative_index_in_a_feature_stream_does_not_take_the_previous_features_vertex(
+    store: Store, tmp_path: Path
+) -> None:
+    document = cubes(CUBE)
+    header = {k: v for k, v in document.items() if k not in ("CityObjects", "vertices")}
+    lines = [json.dumps({**header, "CityObjects": {}, "vertices": []})]
+    for name, shell in (("first", CUBE), ("second", with_index(-5))):
+        objects = {name: {"type": "Building", "geometry": [{"type": "Solid", "lod": "1", "boundaries": [shell]}]}}
+        lines.append(
+            json.dumps(
+                {"type": "CityJSONFeature", "id": name, "CityObjects": objects, "vertices": document["vertices"]}
+            )
+        )
+    path = tmp_path / "stream.city.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    summary = ingest_cityjson(store, path)  # shifted by 8, -5 would have become 3: a vertex of "first"
+    assert summary.assets == {"building": 1}
+    assert summary.findings == [{"rule": "bad_vertex_index:negative", "count": 1, "examples": ["stream:second"]}]

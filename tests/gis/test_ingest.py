@@ -176,3 +176,32 @@ def test_missing_years_leave_the_date_empty_and_do_not_stop_the_layer() -> None:
     batch = mapper.map(FeatureBatch(attributes=years, geometries=np.array([shapely.Point(121.5, 31.2)] * 3)))
     assert [d and d.year for d in batch.table.column("install_date").to_pylist()] == [2001, None, None]
     assert mapper.findings.count("implausible_install_date") == 1
+
+
+def test_a_reingest_that_yields_nothing_keeps_the_layer_unless_asked(
+    store: Store, tmp_path: Path, data_dir: Path
+) -> None:
+    import json
+
+    from cim.store.meshes import MeshStore
+
+    document = json.loads((data_dir / "gis" / "TRANS_BusShelters.geojson").read_text(encoding="utf-8"))
+    path = tmp_path / "TRANS_BusShelters.geojson"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    mapping = LayerMapping(kind=Kind.TRANSIT_STOP)
+    with MeshStore(tmp_path / "m.duckdb") as meshes:
+        assert ingest_layer(store, path, mapping, meshes=meshes).assets == {"transit_stop": 68}
+        document["features"] = [{**document["features"][0], "geometry": None}]
+        path.write_text(json.dumps(document), encoding="utf-8")
+        kept = "its only feature was rejected .*unreadable_geometry.*the 68 assets stored from it are kept"
+        with pytest.raises(InvalidInput, match=kept):
+            ingest_layer(store, path, mapping, meshes=meshes)
+        assert store.count_by_kind() == {"transit_stop": 68} and meshes.count() == 68
+        document["features"] = []
+        path.write_text(json.dumps(document), encoding="utf-8")
+        with pytest.raises(InvalidInput, match="holds no feature; the 68 assets stored from it are kept"):
+            ingest_layer(store, path, mapping, meshes=meshes)
+        assert store.count_by_kind() == {"transit_stop": 68} and meshes.count() == 68
+        assert ingest_layer(store, path, mapping, meshes=meshes, allow_empty=True).assets == {}
+        assert store.count_by_kind() == {} and meshes.count() == 0
+        assert ingest_layer(store, path, mapping, meshes=meshes).assets == {}  # empty into nothing: nothing to lose
