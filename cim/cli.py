@@ -116,12 +116,20 @@ def ingest(
         str | None, typer.Option("--place", help="IFC files without georeference: LON,LAT,HEIGHT[,ROTATION]")
     ] = None,
     server: ServerOption = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="let a GIS layer or CityJSON file that yields no valid asset empty its source in the store",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest GIS layers, CityJSON and IFC files into the store. A file that fails is reported; the others still go in.
 
     GIS layers need one of --kind, --map or --preset; CityJSON and IFC take their kinds from the file. --place puts
-    an IFC file without a georeference of its own on the map."""
+    an IFC file without a georeference of its own on the map. A file that yields no valid asset (every feature
+    rejected, or none left) is an error and leaves what the store holds from it; --allow-empty removes that instead."""
     layer_mapping = _mapping(kind, mapping, preset_name) if (kind or mapping or preset_name) else None
     placement = None
     if place:  # IFC files without a georeference of their own
@@ -131,6 +139,10 @@ def ingest(
     source_crs = parse_crs(crs) if crs else None
     started = time.perf_counter()
     if (remote := _serving(store, server, write=True)) is not None:  # the server holds the store: it does the work
+        if allow_empty:
+            raise InvalidInput(
+                "--allow-empty", "is not sent to a running server; stop the server to empty a source with it"
+            )
         options = {"kind": kind, "preset": preset_name, "mapping": mapping, "crs": crs, "place": place}
         with progress_bars(quiet=as_json) as progress:
             summary = ingest_through(remote, files, options, progress)
@@ -141,7 +153,14 @@ def ingest(
             progress_bars(quiet=as_json) as progress,
         ):
             ingested = ingest_files(
-                opened, meshes, files, mapping=layer_mapping, crs=source_crs, placement=placement, progress=progress
+                opened,
+                meshes,
+                files,
+                mapping=layer_mapping,
+                crs=source_crs,
+                placement=placement,
+                progress=progress,
+                allow_empty=allow_empty,
             )
         summary = {**ingested, "seconds": round(time.perf_counter() - started, 3)}
     if as_json:

@@ -105,6 +105,28 @@ def test_ingest_json_stays_json_when_the_geometry_kernel_prints(tmp_path: Path) 
     assert summary["files"][0]["ok"] and summary["files"][0]["georeference"]["method"] == "placement"
 
 
+def test_a_reingest_of_nothing_is_refused_on_one_line_and_allow_empty_empties(tmp_path: Path) -> None:
+    shelters = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gis" / "TRANS_BusShelters.geojson"
+    path, store = tmp_path / "[x] TRANS_BusShelters.geojson", str(tmp_path / "city.duckdb")
+    document = json.loads(shelters.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(document), encoding="utf-8")
+    assert cim("ingest", str(path), "--kind", "transit_stop", "--store", store).returncode == 0
+    document["features"] = [{**document["features"][0], "geometry": None}]
+    path.write_text(json.dumps(document), encoding="utf-8")
+    result = cim("ingest", str(path), "--kind", "transit_stop", "--store", store, "--json")
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line == (
+        f"error: layer '[x] TRANS_BusShelters' of {path} — yields no valid asset: its only feature was rejected "
+        "(unreadable_geometry ×1 (e.g. [x] TRANS_BusShelters:0)); the 68 assets stored from it are kept "
+        "(pass --allow-empty to remove them)"
+    )
+    assert json.loads(cim("info", "--store", store, "--json").stdout)["assets"] == {"transit_stop": 68}
+    result = cim("ingest", str(path), "--kind", "transit_stop", "--store", store, "--allow-empty", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(cim("info", "--store", store, "--json").stdout)["assets"] == {}
+
+
 def test_ingest_needs_one_way_to_map() -> None:
     result = cim("ingest", "x.geojson", "--kind", "park", "--preset", "osm-parks")
     assert result.returncode == 2

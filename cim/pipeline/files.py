@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyproj import CRS
+from rich.console import Console
 from rich.progress import Progress
+from rich.text import Text
 
 from cim.errors import CimError, InvalidInput
 from cim.gis.cityjson import CityJsonSummary, ingest_cityjson, is_cityjson
@@ -39,15 +41,17 @@ def ingest_files(
     crs: CRS | None,
     placement: Placement | None,
     progress: Progress,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """Ingest each of ``specs`` (``FILE`` or ``FILE:LAYER``): ``{"files": [entry…], "assets": {kind: count}}``,
-    one bar per file on ``progress``."""
+    one bar per file on ``progress``. A GIS layer or CityJSON file that yields no valid asset is an error that
+    keeps what the store holds from it, unless ``allow_empty`` (:func:`cim.gis.ingest.check_not_empty`)."""
     results: list[dict[str, Any]] = []
     for spec in specs:
         if Path(spec).suffix.lower() in IFC_SUFFIXES:
             results.append(_ingest_ifc_one(store, meshes, Path(spec), placement, progress))
             continue
-        results.append(_ingest_one(store, meshes, spec, mapping, crs, progress))
+        results.append(_ingest_one(store, meshes, spec, mapping, crs, progress, allow_empty))
     if sum(sum(r["assets"].values()) for r in results) >= OPTIMIZE_AFTER:
         store.optimize()  # large loads arrive in batches; reorder once so window queries stay fast
     totals: dict[str, int] = {}
@@ -58,7 +62,13 @@ def ingest_files(
 
 
 def _ingest_one(
-    store: Store, meshes: MeshStore, spec: str, mapping: LayerMapping | None, crs: CRS | None, progress: Progress
+    store: Store,
+    meshes: MeshStore,
+    spec: str,
+    mapping: LayerMapping | None,
+    crs: CRS | None,
+    progress: Progress,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
     path = Path(path_text)
@@ -77,7 +87,14 @@ def _ingest_one(
     try:
         result: LayerSummary | CityJsonSummary
         if is_cityjson(path):
-            result = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=lambda n: progress.advance(task, n))
+            result = ingest_cityjson(
+                store,
+                path,
+                crs=crs,
+                meshes=meshes,
+                progress=lambda n: progress.advance(task, n),
+                allow_empty=allow_empty,
+            )
         elif mapping is None:
             raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
         else:
@@ -89,10 +106,11 @@ def _ingest_one(
                 crs=crs,
                 meshes=meshes,
                 progress=lambda n: progress.advance(task, n),
+                allow_empty=allow_empty,
             )
     except CimError as exc:
         entry["error"] = str(exc)
-        progress.console.print(f"[red]error:[/] {exc}", highlight=False)
+        print_error(progress.console, str(exc))
         return entry
     finally:
         progress.update(task, total=progress.tasks[task].completed)
@@ -117,7 +135,7 @@ def _ingest_ifc_one(
         )
     except CimError as exc:
         entry["error"] = f"file {path}: {exc}" if str(path) not in str(exc) else str(exc)
-        progress.console.print(f"[red]error:[/] {entry['error']}", highlight=False)
+        print_error(progress.console, entry["error"])
         return entry
     finally:
         progress.update(task, total=progress.tasks[task].completed)
@@ -129,3 +147,9 @@ def _ingest_ifc_one(
     for failure in result.failed[:5]:
         entry["findings"].append({"rule": "geometry_failed", "count": 1, "examples": [failure["id"]]})
     return entry
+
+
+def print_error(out: Console, message: str) -> None:
+    """``error: <message>`` as one line, whatever its length, and with no part of it read as rich markup (a file
+    named ``[old] roads.geojson``)."""
+    out.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
