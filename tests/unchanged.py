@@ -2,7 +2,9 @@
 input and assert it is the same after (or that exactly the good part was added).
 
 >>> import tempfile, os
->>> snapshot(os.path.join(tempfile.mkdtemp(), "empty.duckdb")).kinds
+>>> from cim.store import open_store
+>>> with open_store(os.path.join(tempfile.mkdtemp(), "empty.duckdb")) as store:
+...     snapshot(store).kinds
 {}
 """
 
@@ -11,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from cim.store import AssetQuery, open_store
+from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore
 
 
@@ -26,18 +27,13 @@ class Snapshot:
     meshes: str | None
 
 
-def snapshot(store_url: str, *, meshes: Path | None = None) -> Snapshot:
-    """The content of the store at ``store_url`` and, when given, of the mesh file ``meshes``."""
-    with open_store(store_url) as store:
-        kinds = store.count_by_kind()
-        table = store.find_batch(AssetQuery()).table.sort_by("id")
+def snapshot(store: Store, meshes: MeshStore | None = None, *, source: str | None = None) -> Snapshot:
+    """The content of ``store`` (only the assets of ``source``, when given) and of the mesh file ``meshes``."""
+    kinds = store.count_by_kind()
+    table = store.find_batch(AssetQuery(where=None if source is None else {"source": source})).table.sort_by("id")
     rows = json.dumps(table.to_pylist(), sort_keys=True, default=repr).encode()
-    return Snapshot(kinds=kinds, assets=hashlib.sha256(rows).hexdigest(), meshes=_meshes(meshes))
-
-
-def _meshes(path: Path | None) -> str | None:
-    if path is None or not path.exists():
-        return None
-    with MeshStore(path, read_only=True) as opened:
-        table = opened.digests().sort_by("asset_id")
-    return hashlib.sha256(json.dumps(table.to_pylist(), default=repr).encode()).hexdigest()
+    mesh_digest = None
+    if meshes is not None:
+        mesh_rows = meshes.digests().sort_by("asset_id").to_pylist()
+        mesh_digest = hashlib.sha256(json.dumps(mesh_rows, default=repr).encode()).hexdigest()
+    return Snapshot(kinds=kinds, assets=hashlib.sha256(rows).hexdigest(), meshes=mesh_digest)

@@ -30,6 +30,7 @@ from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
 from cim.gis.ingest import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
+from cim.gis.readers import parse_crs
 from cim.model import Asset, Kind
 from cim.store import AssetBatch, AssetQuery, Store
 from cim.store.meshes import MeshBatch, MeshStore
@@ -217,7 +218,7 @@ def _frame(header: dict[str, Any], path: Path, given: CRS | None) -> _Frame:
         match = _EPSG.search(str(reference))
         if not match:
             raise InvalidInput(f"file {path} metadata.referenceSystem", f"{reference!r} names no EPSG code")
-        crs = CRS.from_epsg(int(match.group(1)))
+        crs = parse_crs(f"EPSG:{match.group(1)}", what=f"file {path} metadata.referenceSystem")
     else:
         raise InvalidInput(f"file {path}", "has no metadata.referenceSystem; give its CRS with --crs, e.g. EPSG:7415")
     horizontal = crs.sub_crs_list[0] if crs.is_compound else crs

@@ -120,15 +120,20 @@ def _open_geoparquet(
     metadata = parquet.schema_arrow.metadata or {}
     if b"geo" not in metadata:
         raise InvalidInput(f"file {path}", "is Parquet without GeoParquet metadata (no 'geo' key)")
-    geo = json.loads(metadata[b"geo"])
-    column = geo["primary_column"]
-    described = geo["columns"][column]
+    try:
+        geo = json.loads(metadata[b"geo"])
+        column = str(geo["primary_column"])
+        described = dict(geo["columns"][column])
+    except (ValueError, TypeError, KeyError):  # not JSON, or not the shape GeoParquet's spec gives it
+        raise InvalidInput(
+            f"file {path}", "has GeoParquet metadata ('geo') without a primary_column described in its columns"
+        ) from None
     if described.get("encoding", "WKB").upper() != "WKB":
         raise InvalidInput(f"file {path}", f"geometry encoding {described['encoding']!r} is not supported; use WKB")
     # GeoParquet: a missing "crs" means OGC:CRS84 (lon/lat); an explicit null means unknown.
     if "crs" in described and described["crs"] is None and crs is None:
         raise InvalidInput(f"layer {name!r} of {path}", "has no CRS; give one with --crs EPSG:N")
-    source_crs = crs or (CRS.from_user_input(described["crs"]) if described.get("crs") else WGS84)
+    source_crs = crs or (parse_crs(described["crs"], what=f"CRS of {path}") if described.get("crs") else WGS84)
     fields = tuple(f for f in parquet.schema_arrow.names if f != column)
     info = LayerInfo(path=path, layer=name, crs=source_crs, fields=fields)
     reader = pa.RecordBatchReader.from_batches(parquet.schema_arrow, parquet.iter_batches(batch_size=batch_size))
