@@ -20,7 +20,7 @@ from cim.model import Kind, fields_of
 from cim.queries import ItemsQuery, find_features
 from cim.queries.cql import parse_filter, queryables
 from cim.queries.features import parse_datetime, parse_sortby
-from cim.queries.sqlbits import sql_store
+from cim.queries.sqlbits import checked_text, sql_store
 
 router = APIRouter(tags=["OGC API – Features"])
 
@@ -183,7 +183,7 @@ def items(
 
 @router.get("/collections/{collectionId}/items/{feature_id}", summary="One feature", response_class=JSONResponse)
 def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> JSONResponse:
-    asset = store.get_asset(feature_id)
+    asset = store.get_asset(checked_text(feature_id, what="feature id"))
     if asset.kind is not kind:
         raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
     root = _root(request)

@@ -24,7 +24,7 @@ from typing_extensions import TypedDict
 
 from cim.errors import InvalidInput
 from cim.model import Asset, Kind, Reading
-from cim.queries.sqlbits import checked_area, degrees_for, sql_store, utm_epsg
+from cim.queries.sqlbits import checked_area, checked_text, degrees_for, sql_store, utm_epsg
 from cim.store import AssetQuery, BBox, Store
 
 #: How far up from a lift the building is looked for (lift → space → storey → building).
@@ -319,7 +319,11 @@ def buried_pipes(
     db, s = sql_store(store)
     p = s.param
     where = db.dialect.where(
-        AssetQuery(kinds=(Kind.PIPE,), where=None if network is None else {"network": network}, polygon=area)
+        AssetQuery(
+            kinds=(Kind.PIPE,),
+            where=None if network is None else {"network": checked_text(network, what="network")},
+            polygon=area,
+        )
     )
     clauses = [where.sql, "(z_max < 0 OR (z_max IS NULL AND depth_m > 0))"]
     params: list[Any] = [shapely.to_wkb(area), *where.params]
@@ -428,7 +432,7 @@ class AssetDetail:
 
 def asset_detail(store: Store, asset_id: str) -> AssetDetail:
     """The asset ``asset_id`` with its surroundings in the model, or :class:`~cim.errors.NotFound`."""
-    asset = store.get_asset(asset_id)
+    asset = store.get_asset(checked_text(asset_id))
     parents: list[Asset] = []
     seen = {asset.id}
     parent_id = asset.parent_id

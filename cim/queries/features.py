@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from cim.errors import InvalidInput
 from cim.model import Asset, Kind, fields_of
 from cim.queries.cql import BASE_COLUMNS, SqlFilter
-from cim.queries.sqlbits import as_batch, sql_store
+from cim.queries.sqlbits import as_batch, checked_text, sql_store
 from cim.store import AssetQuery, BBox, Store
 
 #: Most ids one request may name.
@@ -53,6 +53,8 @@ def find_features(store: Store, query: ItemsQuery) -> FeaturePage:
     p = spelling.param
     if query.ids is not None and len(query.ids) > MAX_IDS:
         raise InvalidInput("ids", f"names {len(query.ids):,} assets; at most {MAX_IDS:,} per request")
+    for asset_id in query.ids or ():
+        checked_text(asset_id, what="ids: asset id")
     base = sql_db.dialect.where(AssetQuery(kinds=(query.kind,), bbox=query.bbox, ids=query.ids))
     clauses, params = [base.sql], list(base.params)
     if query.installed is not None:

@@ -128,6 +128,18 @@ def checked_area(geom: BaseGeometry, *, what: str = "area") -> BaseGeometry:
     return geom
 
 
+def checked_text(value: str, *, what: str = "asset id") -> str:
+    """``value`` if it can be compared with stored text, else :class:`InvalidInput`: none holds a NUL character, and
+    PostgreSQL cannot even compare text with one.
+
+    >>> checked_text("b1")
+    'b1'
+    """
+    if "\x00" in value:
+        raise InvalidInput(f"{what} {value[:100]!r}", "contains a NUL character, which no stored text holds")
+    return value
+
+
 def checked_geometry(geom: BaseGeometry, *, what: str = "geometry") -> BaseGeometry:
     """``geom`` if it is non-empty, small enough and inside lon/lat bounds, else :class:`InvalidInput`."""
     vertices = int(shapely.get_num_coordinates(geom))
