@@ -91,7 +91,7 @@ def open_layer(
             meta, reader = opened.__enter__()
     except pyogrio.errors.DataLayerError as exc:
         raise InvalidInput(f"layer {layer!r} of {path}", f"cannot be read: {exc}") from None
-    except pyogrio.errors.GDALError as exc:
+    except ValueError as exc:  # pyogrio's "Invalid SQL query for layer …" (it has no GDALError class)
         raise InvalidInput(f"filter {where!r} on {path}:{layer}", f"GDAL refused it: {exc}") from None
     try:
         source_crs = crs or _layer_crs(meta.get("crs"), path, layer)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cim.pipeline.model import Pipeline, load_pipeline
 from cim.pipeline.run import RunSummary, run_pipeline
@@ -61,9 +62,9 @@ def _print(summary: RunSummary) -> None:
     console.print(table)
     for s in summary.sources:
         if s.error:
-            console.print(f"[red]error:[/] {s.error}", highlight=False)
+            _error(s.error)
     for error in summary.sensors["errors"]:
-        console.print(f"[red]error:[/] pipeline {summary.pipeline} {error}", highlight=False)
+        _error(f"pipeline {summary.pipeline} {error}")
     if summary.sensors["changed"]:
         console.print(f"sensors declared: {summary.sensors['declared']}, given rules: {summary.sensors['ruled']}")
     if summary.tiles:
@@ -72,6 +73,12 @@ def _print(summary: RunSummary) -> None:
         )
         console.print(f"tiles in {summary.tiles['out']}: {groups}")
     console.print(f"done in {summary.seconds:.1f} s")
+
+
+def _error(message: str) -> None:
+    """``error: <message>`` on one line of stderr (as ``cim ingest`` reports a failed file), nothing in it read as
+    rich markup (a path such as ``[old] roads.gpkg``)."""
+    Console(stderr=True).print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
 
 
 def merge(
