@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 from cim.store import AssetQuery, Store
@@ -29,8 +30,8 @@ class Snapshot:
 
 def snapshot(store: Store, meshes: MeshStore | None = None, *, source: str | None = None) -> Snapshot:
     """The content of ``store`` (only the assets of ``source``, when given) and of the mesh file ``meshes``."""
-    kinds = store.count_by_kind()
     table = store.find_batch(AssetQuery(where=None if source is None else {"source": source})).table.sort_by("id")
+    kinds = dict(sorted(Counter(table.column("kind").to_pylist()).items()))
     rows = json.dumps(table.to_pylist(), sort_keys=True, default=repr).encode()
     mesh_digest = None
     if meshes is not None:

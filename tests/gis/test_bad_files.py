@@ -287,3 +287,67 @@ def test_a_hostile_file_is_one_clear_error_and_changes_nothing(
     assert " — " in message and path.name in message and words in message, message
     assert "Traceback" not in message and len(message.splitlines()) == 1
     assert snapshot(store, meshes) == before
+
+
+def point_as(lon: float, lat: float) -> dict[str, Any]:
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+#: id → (how to make the file, the assets its good part adds, the rule that must report the bad part)
+PARTLY_BAD: dict[str, tuple[Make, dict[str, int], str]] = {
+    "geojson-one-feature-off-the-earth": (
+        geojson(lambda d: d["features"][3]["geometry"].update(type="Point", coordinates=[500, 0])),
+        {"transit_stop": 67},
+        "outside_lonlat",
+    ),
+    "geojson-one-feature-1e300": (
+        geojson(lambda d: d["features"][3]["geometry"].update(type="Point", coordinates=[1e300, 0])),
+        {"transit_stop": 67},
+        "outside_lonlat",
+    ),
+    "geojson-one-without-geometry": (
+        geojson(lambda d: d["features"][5].update(geometry=None)),
+        {"transit_stop": 67},
+        "unreadable_geometry",
+    ),
+    "geojson-one-polygon-of-two-points": (
+        geojson(lambda d: d["features"][5]["geometry"].update(coordinates=[[[121.5, 31.2], [121.6, 31.2]]])),
+        {"transit_stop": 67},
+        "unreadable_geometry",
+    ),
+    "cityjson-one-good-one-negative-index": (
+        cityjson(
+            lambda d: d["CityObjects"].update(
+                b2={
+                    **d["CityObjects"]["b1"],
+                    "geometry": [{"type": "Solid", "lod": 1, "boundaries": [[[[-5, 3, 2, 1]], *CUBE[1:]]]}],
+                }
+            )
+        ),
+        {"building": 1},
+        "bad_vertex_index:negative",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PARTLY_BAD)
+def test_a_partly_bad_file_adds_exactly_its_good_part(
+    city: tuple[Store, MeshStore], tmp_path: Path, data_dir: Path, case: str
+) -> None:
+    store, meshes = city
+    base = "TRANS_BusShelters.geojson:TRANS_BusShelters:transit_stop"
+    before = snapshot(store, source=base)
+    make, added, rule = PARTLY_BAD[case]
+    path = make(tmp_path, data_dir)
+    everything = snapshot(store)
+    summary = ingest(store, meshes, path)
+    try:
+        assert summary.assets == added
+        assert [f["rule"] for f in summary.findings] == [rule] and summary.rejected == 1
+        assert snapshot(store, source=base) == before  # the layer already there is untouched
+        expected = {kind: everything.kinds.get(kind, 0) + added.get(kind, 0) for kind in {*everything.kinds, *added}}
+        assert store.count_by_kind() == expected
+    finally:
+        source = f"{path.name}:cityjson" if is_cityjson(path) else f"{path.name}:{path.stem}:transit_stop"
+        store.delete_assets(source=source)
+        meshes.delete(source=source)
