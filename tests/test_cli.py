@@ -119,7 +119,7 @@ def test_a_reingest_of_nothing_is_refused_on_one_line_and_allow_empty_empties(tm
     assert line == (
         f"error: layer '[x] TRANS_BusShelters' of {path} — yields no valid asset: its only feature was rejected "
         "(unreadable_geometry ×1 (e.g. [x] TRANS_BusShelters:0)); the 68 assets stored from it are kept "
-        "(pass --allow-empty to remove them)"
+        "(cim ingest --allow-empty removes them)"
     )
     assert json.loads(cim("info", "--store", store, "--json").stdout)["assets"] == {"transit_stop": 68}
     result = cim("ingest", str(path), "--kind", "transit_stop", "--store", store, "--allow-empty", "--json")

@@ -121,7 +121,7 @@ def check_not_empty(what: str, kept: int, read: int, stored: int, findings: Find
     else:
         why = "holds no feature"
     if stored:
-        why += f"; the {stored:,} assets stored from it are kept (pass --allow-empty to remove them)"
+        why += f"; the {stored:,} assets stored from it are kept (cim ingest --allow-empty removes them)"
     raise InvalidInput(what, why)
 
 
