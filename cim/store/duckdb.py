@@ -107,7 +107,8 @@ class DuckDBDialect(Dialect):
         return "json_extract_string(props, ?)"
 
     def props_key(self, key: str) -> str:
-        return '$."' + key.replace('"', '\\"') + '"'
+        # a JSON Pointer (RFC 6901), as cim/queries/cql.py spells it: a "$." path mis-reads keys with backslashes
+        return "/" + key.replace("~", "~0").replace("/", "~1")
 
     def key_in(self, column: str, keys: Sequence[str]) -> Where:
         """Short key lists are spelled as SQL literals: DuckDB plans a prepared statement before it sees the

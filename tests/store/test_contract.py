@@ -264,3 +264,10 @@ def test_ids_with_quotes_backslashes_and_nul_are_matched_exactly(store: Store, o
     assert [a.id for a in store.children(odd + "-parent")] == [odd]
     assert store.find_assets(AssetQuery(ids=[odd + "'", "b1"]))[0].id == "b1"
     assert store.count_assets(AssetQuery()) == 2
+
+
+def test_a_property_key_with_quotes_slashes_or_path_syntax_names_exactly_itself(store: Store) -> None:
+    keys = ["a\\", 'a"b', "x/y", "t~1", "Pset.Name", "$.x", "*", "[0]", "中文"]
+    stored(store, *[Asset(id=f"a{i}", kind=Kind.LIFT, props={key: f"v{i}"}) for i, key in enumerate(keys)])
+    for i, key in enumerate(keys):
+        assert [a.id for a in store.find_assets(AssetQuery(where={f"props.{key}": f"v{i}"}))] == [f"a{i}"], key
