@@ -20,6 +20,7 @@ from cim import __version__
 from cim.api import assets, features, indicators, preview, queries, tiles
 from cim.api.deps import AlertLookup, Resources, no_alerts
 from cim.api.errors import install_error_handlers
+from cim.api.openapi import install_openapi
 from cim.api.tilefiles import TileFiles
 from cim.settings import AppSettings
 from cim.store import open_store
@@ -84,6 +85,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -13,9 +13,19 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from cim.api.deps import json_body
+from cim.api.schemas import (
+    AlertOut,
+    IotStatsOut,
+    ReadingsAcceptedOut,
+    SensorOut,
+    SensorReadingsOut,
+    errors,
+)
 from cim.errors import InvalidInput
 from cim.iot.live import alert_dict
 from cim.iot.service import IotService
@@ -38,13 +48,20 @@ def get_iot(connection: HTTPConnection) -> IotService:
 Iot = Annotated[IotService, Depends(get_iot)]
 
 
-def require_write_token(iot: Iot, authorization: Annotated[str | None, Header()] = None) -> None:
-    """Writes need ``Authorization: Bearer <CIM_WRITE_TOKEN>``; with no token configured, writes are refused."""
+#: Declares the bearer token in the OpenAPI document; :func:`require_write_token` checks it.
+_bearer = HTTPBearer(auto_error=False, description="CIM_WRITE_TOKEN")
+
+
+async def require_write_token(
+    iot: Iot, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Writes need ``Authorization: Bearer <CIM_WRITE_TOKEN>``; with no token configured, writes are refused.
+    Async and without the body: the token is checked before a byte of the body is read."""
     expected = iot.write_token
     if not expected:
         raise HTTPException(403, "write — refused: the server has no write token (set CIM_WRITE_TOKEN)")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
+    given = credentials.credentials if credentials is not None else ""
+    if credentials is None or not secrets.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPException(
             401, "write — needs the header Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -54,8 +71,40 @@ def reading_out(reading: Reading) -> dict[str, Any]:
     return {"time": reading.time.isoformat(), "value": reading.value, "status": reading.status}
 
 
-@router.post("/iot/readings", status_code=202, dependencies=[Depends(require_write_token)], tags=["iot"])
-async def post_readings(iot: Iot, body: Annotated[Any, Body()]) -> dict[str, Any]:
+_READING = {
+    "type": "object",
+    "required": ["sensor_id"],
+    "properties": {
+        "sensor_id": {"type": "string", "minLength": 1, "description": "a sensor asset of the store"},
+        "value": {"type": ["number", "null"]},
+        "status": {"type": ["string", "null"]},
+        "time": {
+            "type": ["string", "number"],
+            "description": "ISO 8601 with a zone, or Unix seconds; the time of arrival when omitted",
+        },
+    },
+}
+_READINGS = {"type": "array", "items": _READING, "minItems": 1, "maxItems": MAX_POST_READINGS}
+#: The body of ``POST /iot/readings`` (read by :func:`json_body` after the token is checked).
+READINGS_BODY = {
+    "anyOf": [
+        _READING,
+        _READINGS,
+        {"type": "object", "required": ["readings"], "properties": {"readings": _READINGS}},
+    ]
+}
+
+
+@router.post(
+    "/iot/readings",
+    status_code=202,
+    dependencies=[Depends(require_write_token)],  # before the body: a request without the token is not read
+    tags=["iot"],
+    response_model=ReadingsAcceptedOut,
+    responses=errors(400, 401, 403, 413),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": READINGS_BODY}}}},
+)
+async def post_readings(iot: Iot, body: Annotated[Any, Depends(json_body)]) -> dict[str, Any]:
     """One reading ``{"sensor_id", "value", "time", "status"}``, a list of them, or ``{"readings": [...]}``.
     Bad readings are counted per reason and dropped; when none is accepted the answer is a 400."""
     if isinstance(body, dict) and "readings" in body:
@@ -69,7 +118,7 @@ async def post_readings(iot: Iot, body: Annotated[Any, Body()]) -> dict[str, Any
     return {"accepted": accepted, "dropped": dropped, "errors": messages}
 
 
-@router.get("/iot/sensors", tags=["iot"])
+@router.get("/iot/sensors", tags=["iot"], response_model=list[SensorOut], responses=errors())
 async def list_sensors(iot: Iot) -> list[dict[str, Any]]:
     """Every sensor with its latest state."""
     out = []
@@ -79,14 +128,19 @@ async def list_sensors(iot: Iot) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/iot/sensors/{sensor_id}", tags=["iot"])
+@router.get("/iot/sensors/{sensor_id}", tags=["iot"], response_model=SensorOut, responses=errors(404))
 async def get_sensor(iot: Iot, sensor_id: str) -> dict[str, Any]:
     sensor = iot.sensor(sensor_id)
     latest = iot.latest.get(sensor_id)
     return {**sensor.to_dict(), "latest": reading_out(latest) if latest else None}
 
 
-@router.get("/iot/sensors/{sensor_id}/readings", tags=["iot"])
+@router.get(
+    "/iot/sensors/{sensor_id}/readings",
+    tags=["iot"],
+    response_model=SensorReadingsOut,
+    responses=errors(400, 404, 503),
+)
 async def get_readings(
     iot: Iot,
     sensor_id: str,
@@ -108,13 +162,13 @@ async def get_readings(
     }
 
 
-@router.get("/iot/stats", tags=["iot"])
+@router.get("/iot/stats", tags=["iot"], response_model=IotStatsOut, responses=errors())
 async def get_stats(iot: Iot) -> dict[str, Any]:
     """Ingest counters: received, accepted, dropped per reason, stored, MQTT connection."""
     return iot.stats()
 
 
-@router.get("/alerts", tags=["iot"])
+@router.get("/alerts", tags=["iot"], response_model=list[AlertOut], responses=errors(400, 503))
 async def get_alerts(
     iot: Iot,
     open_only: Annotated[bool, Query(alias="open", description="only the alerts still open")] = False,
