@@ -29,6 +29,11 @@ class ServerSettings(BaseSettings):
     tiles_dir: Path = Path("tiles")
     write_token: str | None = Field(None, description="bearer token every write endpoint requires")
     cors_origins: list[str] = Field(default_factory=list)
+    ws_origins: list[str] | None = Field(
+        None,
+        description="origins whose pages may open /iot/live besides the server's own ('*': any); default: cors_origins",
+    )
+    ws_token: str | None = Field(None, description="token /iot/live requires (?token= or subprotocol token.<it>)")
     viewer_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "viewer",
         description="the CesiumJS viewer app (with its npm packages installed) served at /",

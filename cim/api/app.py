@@ -95,7 +95,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
             expose_headers=["ETag"],
         )
     first = [viewer] if (viewer := _viewer_router(settings)) is not None else []
-    live = [_iot_router()] if settings.live else []
+    live = [_iot_router(settings)] if settings.live else []
     for router in (*first, *CORE_ROUTERS, *live, *routers):  # the viewer's / (for browsers) before the landing page
         app.include_router(router)
     return app
@@ -129,10 +129,12 @@ def _alerts_of(service: IotService) -> AlertLookup:
     return lookup
 
 
-def _iot_router() -> APIRouter:
-    from cim.iot.router import router
+def _iot_router(settings: AppSettings) -> APIRouter:
+    from cim.iot.router import LiveGate, build_router
 
-    return router
+    server = settings.server
+    origins = server.ws_origins if server.ws_origins is not None else server.cors_origins
+    return build_router(LiveGate(origins=tuple(origins), token=server.ws_token))
 
 
 def _viewer_router(settings: AppSettings) -> APIRouter | None:
