@@ -1,5 +1,6 @@
 """The OpenAPI document as the server behaves: the validation errors FastAPI documents as 422 are answered 400
-(:func:`cim.api.errors.install_error_handlers`), so 422 and its schemas are taken out."""
+(:func:`cim.api.errors.install_error_handlers`), so 422 and its schemas are taken out; errors are always
+``application/json`` (FastAPI files an error's schema under the operation's own media type, e.g. GeoJSON)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            app.openapi_schema = without_422(document)
+            app.openapi_schema = errors_as_json(without_422(document))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -44,4 +45,24 @@ def without_422(document: dict[str, Any]) -> dict[str, Any]:
     schemas = document.get("components", {}).get("schemas", {})
     for name in _UNUSED:
         schemas.pop(name, None)
+    return document
+
+
+def errors_as_json(document: dict[str, Any]) -> dict[str, Any]:
+    """Every 4xx/5xx answer of ``document`` filed under ``application/json``, the one type errors are sent as.
+
+    >>> ref = {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+    >>> doc = {"paths": {"/a": {"get": {"responses": {"404": {"content": {"application/geo+json": ref}}}}}}}
+    >>> list(errors_as_json(doc)["paths"]["/a"]["get"]["responses"]["404"]["content"])
+    ['application/json']
+    """
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if status[:1] in ("4", "5") and content:
+                    schema = next((c["schema"] for c in content.values() if c.get("schema")), None)
+                    response["content"] = {"application/json": {"schema": schema} if schema else {}}
     return document

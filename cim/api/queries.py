@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -78,10 +77,12 @@ AREA_BODY = {
 def get_old_lifts(
     store: StoreDep,
     years: Annotated[float, Query(ge=0, le=500, description="age in years a lift must exceed")] = 15,
-    as_of: Annotated[date | None, Query(description="the date ages are counted to (default today)")] = None,
+    as_of: Annotated[
+        str | None, Query(description="the date ages are counted to (default today)", json_schema_extra=DATE)
+    ] = None,
 ) -> Response:
     # The store writes the JSON (tens of thousands of lifts in a city); it is sent as it is, not re-encoded.
-    body = old_lifts_json(store, years=years, as_of=as_of)
+    body = old_lifts_json(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of is not None else None)
     return Response(content=body, media_type="application/json")
 
 
@@ -146,7 +147,7 @@ def _buried_pipes(store: StoreDep, filters: PipeFilters, area: Any) -> BuriedPip
         network=filters.network,
         older_than=filters.older_than,
         deeper_than=filters.deeper_than,
-        as_of=parse_date(filters.as_of, what="as_of") if filters.as_of else None,
+        as_of=parse_date(filters.as_of, what="as_of") if filters.as_of is not None else None,
     )
 
 
