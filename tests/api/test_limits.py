@@ -165,11 +165,23 @@ def test_the_live_socket_refuses_foreign_origins_and_clients_without_the_token(g
     assert _ws_status(guarded, origin="https://wall.example", subprotocols=offered) == 101
 
 
-def test_the_live_socket_takes_the_cors_origins_by_default(tmp_path: Path) -> None:
-    from cim.iot.router import LiveGate
+def test_the_live_socket_takes_the_cors_origins_by_default(city_url: str, tiles_dir: Path) -> None:
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
 
-    gate = LiveGate(origins=("https://ops.example",))
-    assert gate.allows_origin("https://ops.example/", host="cim:8000")
-    assert not gate.allows_origin("https://ops.example.evil", host="cim:8000")
-    assert not gate.allows_origin("null", host="cim:8000")
-    assert LiveGate(origins=("*",)).allows_origin("http://anything", host=None)
+    from cim.api import create_app
+    from cim.settings import AppSettings, ServerSettings, StoreSettings
+
+    server = ServerSettings(tiles_dir=tiles_dir, cors_origins=["https://ops.example"])
+    settings = AppSettings(store=StoreSettings(store=city_url), server=server, live=True)
+    with TestClient(create_app(settings)) as client:  # its WebSocket requests name the host testserver
+        for origin in ("https://ops.example", "http://testserver"):
+            with client.websocket_connect("/iot/live", headers={"origin": origin}) as ws:
+                assert ws.receive_json()["type"] == "snapshot"
+        for origin in ("https://ops.example.evil", "null", "http://testserver.evil"):
+            with (
+                pytest.raises(WebSocketDisconnect) as refused,
+                client.websocket_connect("/iot/live", headers={"origin": origin}),
+            ):
+                pass
+            assert refused.value.code == 1008  # before the handshake: cim serve answers it 403
