@@ -18,7 +18,7 @@ router = APIRouter(prefix="/assets", tags=["assets"])
     "/{asset_id}",
     summary="An asset with its surroundings in the model",
     response_model=AssetDetailOut,
-    responses=errors(404, 503),
+    responses=errors(404),
 )
 def get_asset(asset_id: str, store: StoreDep, alerts: Annotated[AlertLookup, Depends(get_alerts)]) -> dict[str, Any]:
     detail = asset_detail(store, asset_id)

@@ -137,7 +137,7 @@ def conformance() -> dict[str, list[str]]:
     summary="One collection per asset kind in the store",
     response_model=CollectionsOut,
     response_model_exclude_unset=True,
-    responses=errors(503),
+    responses=errors(),
 )
 def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     root = _root(request)
@@ -153,7 +153,7 @@ def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     summary="One collection",
     response_model=CollectionOut,
     response_model_exclude_unset=True,
-    responses=errors(404, 503),
+    responses=errors(404),
 )
 def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, Any]:
     return _collection(_root(request), kind, store.extent(kind=kind))
@@ -193,7 +193,7 @@ def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     summary="Features of a collection",
     response_class=GeoJSONResponse,
     response_model=FeatureCollectionOut,
-    responses=errors(400, 404, 503),
+    responses=errors(400, 404),
 )
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
@@ -236,7 +236,7 @@ def items(
     summary="One feature",
     response_class=GeoJSONResponse,
     response_model=FeatureOut,
-    responses=errors(404, 503),
+    responses=errors(404),
 )
 def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> GeoJSONResponse:
     asset = store.get_asset(feature_id)

@@ -24,7 +24,7 @@ _cache_lock = threading.Lock()
     "/indicators",
     summary="City vital signs, each with its definition and time of computation",
     response_model=IndicatorsOut,
-    responses=errors(503),
+    responses=errors(),
 )
 def get_indicators(store: StoreDep) -> Any:
     key = store.url

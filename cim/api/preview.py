@@ -80,7 +80,7 @@ def build_preview_router(*, cache: PictureCache | None = None) -> APIRouter:
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             },
             304: {"description": "Not modified: the If-None-Match header names the picture's ETag"},
-            **errors(400, 404, 503),
+            **errors(400, 404),
         },
     )
     def get_preview(

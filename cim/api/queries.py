@@ -72,7 +72,7 @@ AREA_BODY = {
     description="Buildings in id order, each with its old lifts, oldest first; old lifts under no building under "
     "`without_building`, oldest first; lifts with no install date apart under `unknown_age`, by building.",
     response_model=OldLiftsOut,
-    responses=errors(400, 503),
+    responses=errors(400),
 )
 def get_old_lifts(
     store: StoreDep,
@@ -96,7 +96,7 @@ class PipeFilters:
     ] = None
 
 
-@router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox", responses=errors(400, 503))
+@router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox", responses=errors(400))
 def get_buried_pipes(
     store: StoreDep,
     filters: Annotated[PipeFilters, query_params(PipeFilters)],
@@ -108,7 +108,7 @@ def get_buried_pipes(
 @router.post(
     "/buried-pipes",
     summary="Below-ground pipes of a network inside a GeoJSON polygon",
-    responses=errors(400, 413, 503),
+    responses=errors(400, 413),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": AREA_BODY}}}},
 )
 def post_buried_pipes(
@@ -154,7 +154,7 @@ def _buried_pipes(store: StoreDep, filters: PipeFilters, area: Any) -> BuriedPip
 @router.get(
     "/within-distance",
     summary="Assets of one kind within (or beyond) D metres of another kind",
-    responses=errors(400, 503),
+    responses=errors(400),
 )
 def get_within_distance(
     store: StoreDep,

@@ -192,14 +192,16 @@ _MEANING = {
     404: "No such resource",
     413: "The request body is over the server's limit",
     500: "The server failed; the answer names nothing internal (see the server log)",
-    503: "The store or a renderer is unavailable or busy; try again",
+    503: "The server is busy or a dependency (the store, a renderer) is unavailable; try again (Retry-After)",
 }
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` entries of the error answers an operation may give, with the :class:`ErrorOut` body.
+    """The ``responses=`` entries of the error answers an operation may give, with the :class:`ErrorOut` body;
+    any operation may answer 500 (a failure) or 503 (busy, or the store is down).
 
     >>> sorted(errors(404))
-    [404, 500]
+    [404, 500, 503]
     """
-    return {status: {"model": ErrorOut, "description": _MEANING[status]} for status in sorted({*statuses, 500})}
+    every = {*statuses, 500, 503}
+    return {status: {"model": ErrorOut, "description": _MEANING[status]} for status in sorted(every)}

@@ -162,7 +162,7 @@ async def get_sensor(iot: Iot, sensor_id: str) -> dict[str, Any]:
     "/iot/sensors/{sensor_id}/readings",
     tags=["iot"],
     response_model=SensorReadingsOut,
-    responses=errors(400, 404, 503),
+    responses=errors(400, 404),
 )
 async def get_readings(
     iot: Iot,
@@ -194,7 +194,7 @@ async def get_stats(iot: Iot) -> dict[str, Any]:
     return iot.stats()
 
 
-@routes.get("/alerts", tags=["iot"], response_model=list[AlertOut], responses=errors(400, 503))
+@routes.get("/alerts", tags=["iot"], response_model=list[AlertOut], responses=errors(400))
 async def get_alerts(
     iot: Iot,
     open_only: Annotated[bool, Query(alias="open", description="only the alerts still open")] = False,
