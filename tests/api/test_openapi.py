@@ -146,3 +146,4 @@ def test_schemathesis_finds_no_failure_of_any_check_on_any_operation(tmp_path: P
     assert summary["operations"]["tested"] == summary["operations"]["total"] >= 21
     assert summary["test_cases"]["generated"] >= MIN_CASES, summary["test_cases"]
     assert summary["failures"] == [] and summary["errors"] == []
+    print(f"schemathesis: {summary['test_cases']['generated']} cases, {summary['running_time']:.0f} s")
