@@ -33,6 +33,11 @@ class ServerSettings(BaseSettings):
     max_waiting_requests: int = Field(1024, ge=0, description="requests queued beyond those; more get 503")
     queue_timeout_s: float = Field(10.0, gt=0, description="longest a request waits in the queue before a 503")
     shutdown_timeout_s: float = Field(5.0, gt=0, description="on SIGTERM, seconds open requests get to finish")
+    ws_origins: list[str] | None = Field(
+        None,
+        description="origins whose pages may open /iot/live besides the server's own ('*': any); default: cors_origins",
+    )
+    ws_token: str | None = Field(None, description="token /iot/live requires (?token= or subprotocol token.<it>)")
     viewer_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "viewer",
         description="the CesiumJS viewer app (with its npm packages installed) served at /",

@@ -22,6 +22,7 @@ from cim.api.admin import build_admin_router
 from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
 from cim.api.errors import install_error_handlers
+from cim.api.openapi import install_openapi
 from cim.api.tilefiles import TileFiles
 from cim.settings import AppSettings
 from cim.store import open_store
@@ -96,6 +97,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
             wait_timeout=settings.server.queue_timeout_s,
         ),
     )
+    install_openapi(app)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -105,7 +107,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
             expose_headers=["ETag"],
         )
     first = [viewer] if (viewer := _viewer_router(settings)) is not None else []
-    live = [_iot_router()] if settings.live else []
+    live = [_iot_router(settings)] if settings.live else []
     admin = [build_admin_router(settings)]  # ingest and build while serving
     for router in (*first, *CORE_ROUTERS, *admin, *live, *routers):  # the viewer's / before the landing page
         app.include_router(router)
@@ -153,10 +155,12 @@ def _iot_probes(service: IotService) -> dict[str, Probe]:
     return probes
 
 
-def _iot_router() -> APIRouter:
-    from cim.iot.router import router
+def _iot_router(settings: AppSettings) -> APIRouter:
+    from cim.iot.router import LiveGate, build_router
 
-    return router
+    server = settings.server
+    origins = server.ws_origins if server.ws_origins is not None else server.cors_origins
+    return build_router(LiveGate(origins=tuple(origins), token=server.ws_token))
 
 
 def _viewer_router(settings: AppSettings) -> APIRouter | None:

@@ -8,12 +8,18 @@ from fastapi import APIRouter, Depends
 
 from cim.api.deps import AlertLookup, StoreDep, get_alerts
 from cim.api.geojson import feature
+from cim.api.schemas import AssetDetailOut, errors
 from cim.queries import asset_detail
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 
 
-@router.get("/{asset_id}", summary="An asset with its surroundings in the model")
+@router.get(
+    "/{asset_id}",
+    summary="An asset with its surroundings in the model",
+    response_model=AssetDetailOut,
+    responses=errors(404),
+)
 def get_asset(asset_id: str, store: StoreDep, alerts: Annotated[AlertLookup, Depends(get_alerts)]) -> dict[str, Any]:
     detail = asset_detail(store, asset_id)
     return {

@@ -6,15 +6,22 @@ Bodies follow the OGC API exception shape (``code``, ``description``) and add th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
 
 log = logging.getLogger("cim.api")
+
+#: The methods a 405's ``Allow`` header may list.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class RequestTooLarge(InvalidInput):
@@ -45,8 +52,14 @@ def status_of(exc: CimError) -> int:
     return next((status for cls, status in STATUS if isinstance(exc, cls)), 500)
 
 
-def error_response(status: int, code: str, what: str, why: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": "1"} if status == 503 else None
+def error_response(
+    status: int, code: str, what: str, why: str, *, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    headers = {
+        **(headers or {}),
+        **({"WWW-Authenticate": "Bearer"} if status == 401 else {}),
+        **({"Retry-After": "1"} if status == 503 else {}),
+    }
     body = {"code": code, "description": f"{what} — {why}", "what": what, "why": why}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -55,9 +68,11 @@ async def _cim_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CimError)
     status = status_of(exc)
     if status >= 500:
+        # The message names where the store is (a file, a database user and host): the log has it, not the client.
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-        if not isinstance(exc, StoreUnavailable):
-            return error_response(status, "ServerError", "request", "the store failed to answer; see the server log")
+        if isinstance(exc, StoreUnavailable):
+            return error_response(status, "ServiceUnavailable", "store", "is unavailable; try again later")
+        return error_response(status, "ServerError", "request", "the store failed to answer; see the server log")
     return error_response(status, type(exc).__name__, exc.what, exc.why)
 
 
@@ -72,8 +87,22 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    what = f"{request.method} {request.url.path}"
-    return error_response(exc.status_code, "HTTPError", what, str(exc.detail))
+    what = f"{request.method} {request.url.path[:200]}"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+    return error_response(exc.status_code, "HTTPError", what, str(exc.detail), headers=headers)
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` answers at the scope's path (for a 405's ``Allow``): Starlette names only
+    those of the first route with that path, though GET and POST may be two routes."""
+    allowed = []
+    for method in METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

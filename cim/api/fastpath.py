@@ -12,6 +12,9 @@ not reading (write buffer full), and when it has an ``Origin`` header (CORS is t
 A tile answered here is not written to the access log: with uvicorn's access-log line per tile the server did a
 third of the requests (64 KB glb: 13k against 30–42k a second). Refused paths and first reads are still logged.
 
+The protocol also refuses a request head (request line and headers) over :data:`MAX_HEAD_BYTES` with 431 before
+the app sees it: httptools has no limit of its own (a 16 MB header was read, kept and handed to the app).
+
 This builds on uvicorn's ``HttpToolsProtocol`` internals (its parser callbacks, ``cycle``, ``pipeline``, ``flow``),
 so pyproject.toml bounds uvicorn's version, and tests/api/test_tiles.py runs the tile tests against ``cim serve``.
 """
@@ -19,6 +22,7 @@ so pyproject.toml bounds uvicorn's version, and tests/api/test_tiles.py runs the
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.parse
 from typing import Any
 
@@ -29,25 +33,87 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from cim.api.tiles import answer
 
 PREFIX = b"/tiles/"
+#: The largest request head (request line and headers) read; browsers send a few KB, nginx allows 32 KB.
+MAX_HEAD_BYTES = 64 * 1024
 
 
-def tile_protocol(app: FastAPI) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, answering GET and HEAD of cached, unchanged tiles of ``app`` itself."""
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limit (the 431 is already written)."""
+
+
+def _refusal(status: int, what: str, why: str) -> bytes:
+    body = json.dumps({"code": "RequestTooLarge", "description": f"{what} — {why}", "what": what, "why": why})
+    return b"".join(
+        (
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body.encode(),
+        )
+    )
+
+
+def tile_protocol(app: FastAPI, *, max_head_bytes: int = MAX_HEAD_BYTES) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, answering GET and HEAD of cached, unchanged tiles of ``app`` itself and
+    refusing a request head over ``max_head_bytes`` with 431."""
     default_headers: list[tuple[bytes, bytes]] = []
     default_lines = b""
 
     class TileProtocol(HttpToolsProtocol):
         _answered = False  # this request was answered here: the parser's later callbacks have nothing to do
+        _in_head = True  # reading a request line or headers (the parser holds what is not yet a whole header)
+        _head_bytes = 0  # bytes received since the head began (an upper bound of the head's size)
+        _header_bytes = 0  # bytes of the request line and whole headers parsed so far
+        _refused = False  # a 431 was sent: the connection is closing, nothing more is read
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._tiles = app.state.resources.tiles  # connections come after the app's startup
 
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            # still in the head after all of this: a header of its own over the limit is being sent
+            if self._in_head and self._head_bytes > max_head_bytes and not self._refused:
+                self._refuse()
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._refused:  # a parser error raised by _refuse: the 431 is the answer
+                super().send_400_response(msg)
+
+        def _refuse(self) -> None:
+            self._refused = True
+            self.transport.write(
+                _refusal(431, "request head", f"is over {max_head_bytes:,} bytes (request line and headers)")
+            )
+            self.transport.close()
+
+        def _count(self, size: int) -> None:
+            self._header_bytes += size
+            if self._header_bytes > max_head_bytes:
+                self._refuse()
+                raise _HeadTooLarge
+
         def on_message_begin(self) -> None:
             self._answered = False
+            self._in_head = True
+            self._header_bytes = 0
             super().on_message_begin()
 
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
+            self._in_head = False
             if (
                 self.url.startswith(PREFIX)
                 and (self.cycle is None or self.cycle.response_complete)
@@ -104,6 +170,7 @@ def tile_protocol(app: FastAPI) -> type[asyncio.Protocol]:
                 super().on_body(body)
 
         def on_message_complete(self) -> None:
+            self._in_head, self._head_bytes = True, 0  # a next request on this connection starts its head
             if not self._answered:
                 super().on_message_complete()
 

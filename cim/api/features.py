@@ -14,7 +14,17 @@ from fastapi.responses import JSONResponse
 
 from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.geojson import BASE_PROPERTIES, feature
-from cim.api.params import parse_bbox
+from cim.api.params import BBOX_PATTERN, parse_bbox
+from cim.api.schemas import (
+    CollectionOut,
+    CollectionsOut,
+    ConformanceOut,
+    FeatureCollectionOut,
+    FeatureOut,
+    LandingOut,
+    QueryablesOut,
+    errors,
+)
 from cim.errors import InvalidInput, NotFound
 from cim.model import Kind, fields_of
 from cim.queries import ItemsQuery, find_features
@@ -29,6 +39,16 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
 MAX_OFFSET = 10**12
 GEOJSON = "application/geo+json"
+
+
+class GeoJSONResponse(JSONResponse):
+    media_type = GEOJSON
+
+
+class SchemaResponse(JSONResponse):
+    media_type = "application/schema+json"
+
+
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -49,6 +69,11 @@ CONFORMANCE = [
 ]
 
 
+#: The names of CRS84 a client may give as bbox-crs or filter-crs (GDAL sends the EPSG ones).
+CrsName = Literal[
+    "http://www.opengis.net/def/crs/OGC/1.3/CRS84", "EPSG:4326", "http://www.opengis.net/def/crs/EPSG/0/4326"
+]
+
 #: filter-lang values → the parser; GDAL 3.6 sends the draft name ``cql-text`` for what is CQL2 text.
 _LANGS = {"cql2-text": "cql2-text", "cql2-json": "cql2-json", "cql-text": "cql2-text"}
 
@@ -59,15 +84,17 @@ class ItemsParams:
 
     limit: Annotated[int, Query(ge=1, description=f"features per page (capped at {MAX_LIMIT})")] = DEFAULT_LIMIT
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="features to skip")] = 0
-    bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat (CRS84)")] = None
-    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", description="only CRS84")] = None
+    bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat (CRS84)", pattern=BBOX_PATTERN)] = (
+        None
+    )
+    bbox_crs: Annotated[CrsName | None, Query(alias="bbox-crs", description="only CRS84 (lon/lat)")] = None
     datetime: Annotated[str | None, Query(description="install_date instant or start/end interval")] = None
     filter: Annotated[str | None, Query(description="CQL2 filter")] = None
     filter_lang: Annotated[
         Literal["cql2-text", "cql2-json", "cql-text"],
         Query(alias="filter-lang", description="cql2-text or cql2-json (cql-text: the draft name GDAL sends)"),
     ] = "cql2-text"
-    filter_crs: Annotated[str | None, Query(alias="filter-crs", description="only CRS84")] = None
+    filter_crs: Annotated[CrsName | None, Query(alias="filter-crs", description="only CRS84 (lon/lat)")] = None
     ids: Annotated[str | None, Query(description="comma-separated asset ids")] = None
     sortby: Annotated[str | None, Query(description="e.g. +name,-install_date")] = None
     properties: Annotated[str | None, Query(description="comma-separated properties to return")] = None
@@ -77,7 +104,9 @@ def _root(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.get("/", summary="Landing page")
+@router.get(
+    "/", summary="Landing page", response_model=LandingOut, response_model_exclude_unset=True, responses=errors()
+)
 def landing(request: Request) -> dict[str, Any]:
     root = _root(request)
     return {
@@ -98,12 +127,18 @@ def landing(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/conformance", summary="Conformance classes")
+@router.get("/conformance", summary="Conformance classes", response_model=ConformanceOut, responses=errors())
 def conformance() -> dict[str, list[str]]:
     return {"conformsTo": CONFORMANCE}
 
 
-@router.get("/collections", summary="One collection per asset kind in the store")
+@router.get(
+    "/collections",
+    summary="One collection per asset kind in the store",
+    response_model=CollectionsOut,
+    response_model_exclude_unset=True,
+    responses=errors(),
+)
 def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     root = _root(request)
     kinds = [Kind(k) for k in store.count_by_kind() if k in Kind._value2member_map_]
@@ -113,13 +148,25 @@ def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     }
 
 
-@router.get("/collections/{collectionId}", summary="One collection")
+@router.get(
+    "/collections/{collectionId}",
+    summary="One collection",
+    response_model=CollectionOut,
+    response_model_exclude_unset=True,
+    responses=errors(404),
+)
 def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, Any]:
     return _collection(_root(request), kind, store.extent(kind=kind))
 
 
-@router.get("/collections/{collectionId}/queryables", summary="The properties a filter may use")
-def get_queryables(request: Request, kind: KindDep) -> JSONResponse:
+@router.get(
+    "/collections/{collectionId}/queryables",
+    summary="The properties a filter may use",
+    response_class=SchemaResponse,
+    response_model=QueryablesOut,
+    responses=errors(404),
+)
+def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     root = _root(request)
     schema_types = {
         "number": {"type": "number"},
@@ -138,16 +185,19 @@ def get_queryables(request: Request, kind: KindDep) -> JSONResponse:
         # the draft form GDAL 3.6 reads to decide which properties it may filter on the server
         "queryables": [{"id": name, "type": t} for name, t in queryables(kind).items() if t != "geometry"],
     }
-    return JSONResponse(body, media_type="application/schema+json")
+    return SchemaResponse(body)
 
 
-@router.get("/collections/{collectionId}/items", summary="Features of a collection", response_class=JSONResponse)
+@router.get(
+    "/collections/{collectionId}/items",
+    summary="Features of a collection",
+    response_class=GeoJSONResponse,
+    response_model=FeatureCollectionOut,
+    responses=errors(400, 404),
+)
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
-) -> JSONResponse:
-    for name, crs in (("bbox-crs", params.bbox_crs), ("filter-crs", params.filter_crs)):
-        if crs is not None and crs not in (CRS84, "EPSG:4326", "http://www.opengis.net/def/crs/EPSG/0/4326"):
-            raise InvalidInput(f"{name} {crs[:100]!r}", f"only {CRS84} (lon/lat) is supported")
+) -> GeoJSONResponse:
     limit = min(params.limit, MAX_LIMIT)
     _, spelling = sql_store(store)
     selected = _properties(params.properties, kind)
@@ -178,11 +228,17 @@ def items(
         "numberReturned": len(page.assets),
         "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
-    return JSONResponse(body, media_type=GEOJSON)
+    return GeoJSONResponse(body)
 
 
-@router.get("/collections/{collectionId}/items/{feature_id}", summary="One feature", response_class=JSONResponse)
-def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> JSONResponse:
+@router.get(
+    "/collections/{collectionId}/items/{feature_id}",
+    summary="One feature",
+    response_class=GeoJSONResponse,
+    response_model=FeatureOut,
+    responses=errors(404),
+)
+def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> GeoJSONResponse:
     asset = store.get_asset(checked_text(feature_id, what="feature id"))
     if asset.kind is not kind:
         raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
@@ -192,7 +248,7 @@ def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> J
         {"href": str(request.url), "rel": "self", "type": GEOJSON},
         {"href": f"{root}/collections/{kind}", "rel": "collection", "type": "application/json"},
     ]
-    return JSONResponse(body, media_type=GEOJSON)
+    return GeoJSONResponse(body)
 
 
 def _collection(root: str, kind: Kind, extent: tuple[float, float, float, float] | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from cim.api.deps import StoreDep
+from cim.api.schemas import errors
 from cim.queries.indicators import IndicatorsOut, vital_signs
 
 REFRESH_SECONDS = 15.0
@@ -19,7 +20,12 @@ _cache: dict[str, tuple[float, IndicatorsOut]] = {}  # by store URL: an object i
 _cache_lock = threading.Lock()
 
 
-@router.get("/indicators", summary="City vital signs, each with its definition and time of computation")
+@router.get(
+    "/indicators",
+    summary="City vital signs, each with its definition and time of computation",
+    response_model=IndicatorsOut,
+    responses=errors(),
+)
 def get_indicators(store: StoreDep) -> Any:
     key = store.url
     with _cache_lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import date
 from typing import Any
 
@@ -13,6 +14,11 @@ from shapely.geometry.base import BaseGeometry
 from cim.errors import InvalidInput
 from cim.queries.sqlbits import MAX_VERTICES, checked_area
 from cim.store import BBox
+
+_NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+#: What a ``bbox`` parameter looks like (its OpenAPI ``pattern``): four numbers, or six for the 3D form.
+BBOX_PATTERN = rf"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}(,{_NUMBER},{_NUMBER})?$"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def parse_bbox(text: str) -> BBox:
@@ -39,7 +45,14 @@ def parse_bbox(text: str) -> BBox:
 
 
 def parse_date(text: str, *, what: str) -> date:
+    """A date written YYYY-MM-DD (what OpenAPI's ``format: date`` means), nothing looser.
+
+    >>> parse_date("2026-05-01", what="as_of")
+    datetime.date(2026, 5, 1)
+    """
     try:
+        if not _DATE.fullmatch(text):
+            raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{what} {text[:40]!r}", "is not a date (YYYY-MM-DD)") from None

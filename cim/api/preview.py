@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from cim.api.deps import ResourcesDep, query_params
 from cim.api.errors import error_response
+from cim.api.schemas import errors
 from cim.render import MAX_SIZE, MIN_SIZE, RenderUnavailable, load_scene, open_meshes_for, render_scene
 
 #: What the picture cache may hold.
@@ -74,7 +75,14 @@ def build_preview_router(*, cache: PictureCache | None = None) -> APIRouter:
         "/{asset_id}/preview.png",
         summary="A picture of an asset in its surroundings (PNG)",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}, 404: {"description": "No such asset"}},
+        responses={
+            200: {
+                "description": "A PNG picture",
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            304: {"description": "Not modified: the If-None-Match header names the picture's ETag"},
+            **errors(400, 404),
+        },
     )
     def get_preview(
         asset_id: str,

@@ -8,13 +8,62 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from cim.api.deps import StoreDep, json_body, query_params
-from cim.api.params import bbox_area, parse_area, parse_bbox, parse_date
+from cim.api.params import BBOX_PATTERN, bbox_area, parse_area, parse_bbox, parse_date
+from cim.api.schemas import errors
 from cim.errors import InvalidInput
-from cim.model import parse_kind
+from cim.model import Kind
 from cim.queries import buried_pipes, within_distance
 from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut, old_lifts_json
 
 router = APIRouter(prefix="/queries", tags=["queries"])
+
+DATE = {"format": "date"}
+_POLYGON = {
+    "type": "object",
+    "required": ["type", "coordinates"],
+    "properties": {
+        "type": {"enum": ["Polygon", "MultiPolygon"]},
+        "coordinates": {"type": "array", "items": {"type": "array"}},
+    },
+}
+_FEATURE = {
+    "type": "object",
+    "required": ["type", "geometry"],
+    "properties": {"type": {"const": "Feature"}, "geometry": _POLYGON},
+}
+_AREA = {
+    "anyOf": [
+        _POLYGON,
+        _FEATURE,
+        {
+            "type": "object",
+            "required": ["type", "features"],
+            "properties": {
+                "type": {"const": "FeatureCollection"},
+                "features": {"type": "array", "items": _FEATURE, "minItems": 1, "maxItems": 1},
+            },
+        },
+    ]
+}
+#: The body of ``POST /queries/buried-pipes`` (read by :func:`json_body`, so FastAPI does not describe it itself).
+AREA_BODY = {
+    "anyOf": [
+        _AREA,
+        {
+            "type": "object",
+            "required": ["area"],
+            "properties": {
+                "area": _AREA,
+                "network": {"type": ["string", "null"]},
+                "older_than": {"type": ["number", "null"], "minimum": 0, "maximum": 500},
+                "deeper_than": {"type": ["number", "null"], "minimum": 0, "maximum": 1000},
+                "as_of": {"type": ["string", "null"], "format": "date"},
+            },
+        },
+    ],
+    "description": "A GeoJSON Polygon/MultiPolygon, a Feature of one, a one-feature FeatureCollection, or "
+    "{area: <that>, network, older_than, deeper_than, as_of}",
+}
 
 
 @router.get(
@@ -23,14 +72,17 @@ router = APIRouter(prefix="/queries", tags=["queries"])
     description="Buildings in id order, each with its old lifts, oldest first; old lifts under no building under "
     "`without_building`, oldest first; lifts with no install date apart under `unknown_age`, by building.",
     response_model=OldLiftsOut,
+    responses=errors(400),
 )
 def get_old_lifts(
     store: StoreDep,
     years: Annotated[float, Query(ge=0, le=500, description="age in years a lift must exceed")] = 15,
-    as_of: Annotated[str | None, Query(description="the date ages are counted to (default today)")] = None,
+    as_of: Annotated[
+        str | None, Query(description="the date ages are counted to (default today)", json_schema_extra=DATE)
+    ] = None,
 ) -> Response:
     # The store writes the JSON (tens of thousands of lifts in a city); it is sent as it is, not re-encoded.
-    body = old_lifts_json(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of else None)
+    body = old_lifts_json(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of is not None else None)
     return Response(content=body, media_type="application/json")
 
 
@@ -39,19 +91,26 @@ class PipeFilters:
     network: Annotated[str | None, Query(description="gas, water, drainage, sewer … (all when omitted)")] = None
     older_than: Annotated[float | None, Query(ge=0, le=500, description="installed more than N years ago")] = None
     deeper_than: Annotated[float | None, Query(ge=0, le=1000, description="depth_m greater than D metres")] = None
-    as_of: Annotated[str | None, Query(description="the date ages are counted to (default today)")] = None
+    as_of: Annotated[
+        str | None, Query(description="the date ages are counted to (default today)", json_schema_extra=DATE)
+    ] = None
 
 
-@router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox")
+@router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox", responses=errors(400))
 def get_buried_pipes(
     store: StoreDep,
     filters: Annotated[PipeFilters, query_params(PipeFilters)],
-    bbox: Annotated[str, Query(description="west,south,east,north in lon/lat")],
+    bbox: Annotated[str, Query(description="west,south,east,north in lon/lat", pattern=BBOX_PATTERN)],
 ) -> BuriedPipesOut:
     return _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)))
 
 
-@router.post("/buried-pipes", summary="Below-ground pipes of a network inside a GeoJSON polygon")
+@router.post(
+    "/buried-pipes",
+    summary="Below-ground pipes of a network inside a GeoJSON polygon",
+    responses=errors(400, 413),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": AREA_BODY}}}},
+)
 def post_buried_pipes(
     store: StoreDep,
     filters: Annotated[PipeFilters, query_params(PipeFilters)],
@@ -75,6 +134,9 @@ def _typed(name: str, value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(name, f"must be a number, got {type(value).__name__}")
+    highest = 1000 if name == "deeper_than" else 500  # the bounds of the query parameters of the same name
+    if not 0 <= value <= highest:
+        raise InvalidInput(name, f"must be between 0 and {highest}, got {value}")
     return float(value)
 
 
@@ -85,23 +147,29 @@ def _buried_pipes(store: StoreDep, filters: PipeFilters, area: Any) -> BuriedPip
         network=filters.network,
         older_than=filters.older_than,
         deeper_than=filters.deeper_than,
-        as_of=parse_date(filters.as_of, what="as_of") if filters.as_of else None,
+        as_of=parse_date(filters.as_of, what="as_of") if filters.as_of is not None else None,
     )
 
 
-@router.get("/within-distance", summary="Assets of one kind within (or beyond) D metres of another kind")
+@router.get(
+    "/within-distance",
+    summary="Assets of one kind within (or beyond) D metres of another kind",
+    responses=errors(400),
+)
 def get_within_distance(
     store: StoreDep,
-    kind: Annotated[str, Query(description="the assets to list, e.g. building")],
-    near: Annotated[str, Query(description="the kind they must be near, e.g. park")],
+    kind: Annotated[Kind, Query(description="the assets to list, e.g. building")],
+    near: Annotated[Kind, Query(description="the kind they must be near, e.g. park")],
     distance: Annotated[float, Query(ge=0, le=50_000, description="metres")],
-    bbox: Annotated[str | None, Query(description="only assets of `kind` in this lon/lat bbox")] = None,
+    bbox: Annotated[
+        str | None, Query(description="only assets of `kind` in this lon/lat bbox", pattern=BBOX_PATTERN)
+    ] = None,
     beyond: Annotated[bool, Query(description="list those with none that near instead")] = False,
 ) -> WithinDistanceOut:
     return within_distance(
         store,
-        kind=parse_kind(kind),
-        near_kind=parse_kind(near),
+        kind=kind,
+        near_kind=near,
         distance_m=distance,
         bbox=parse_bbox(bbox) if bbox else None,
         beyond=beyond,

@@ -10,18 +10,46 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cim.api.deps import get_tiles
-from cim.api.tilefiles import Reply, TileFile, TileFiles
+from cim.api.schemas import errors
+from cim.api.tilefiles import CONTENT_TYPES, Reply, TileFile, TileFiles
 
 router = APIRouter(prefix="/tiles", tags=["tiles"])
 
+_C = r"[^/\\\x00]"  # a character a segment may hold
+_FIRST = rf"([^/\\\x00.]([^/\\\x00:]{_C}*)?|\.[^/\\\x00.:]{_C}*|\.\.{_C}+)"  # no drive letter (C:)
+_NEXT = rf"([^/\\\x00.]|\.[^/\\\x00.]|\.\.{_C}){_C}*"
+#: A path inside the tiles folder as :meth:`TileFiles.resolve` takes it: relative (no leading ``/``, no drive),
+#: no ``.`` or ``..`` segment, no backslash or NUL. In the OpenAPI document, so fuzzers know it too.
+TILE_PATH = rf"^{_FIRST}(/{_NEXT})*$"
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+#: The content types the tiles folder's files are served with (:data:`cim.api.tilefiles.CONTENT_TYPES`).
+TILE_CONTENT = {
+    media: {"schema": {"type": "object"}} if media.endswith("json") else _BINARY
+    for media in sorted({*CONTENT_TYPES.values(), "application/octet-stream"})
+}
+
 
 @router.head("/{path:path}", include_in_schema=False)
-@router.get("/{path:path}", summary="A file of a built tileset")
-async def get_tile(path: str, request: Request, tiles: Annotated[TileFiles, Depends(get_tiles)]) -> Response:
+@router.get(
+    "/{path:path}",
+    summary="A file of a built tileset",
+    response_class=Response,
+    responses={
+        200: {"description": "The file", "content": TILE_CONTENT},
+        304: {"description": "Not modified: the If-None-Match header names the file's ETag"},
+        **errors(400, 404),
+    },
+)
+async def get_tile(
+    path: Annotated[str, Path(description="a path inside the tiles folder", pattern=TILE_PATH)],
+    request: Request,
+    tiles: Annotated[TileFiles, Depends(get_tiles)],
+) -> Response:
     # A cached tile is answered on the event loop (a few stat calls); only a file to read goes to a thread. A sync
     # handler paid a thread hop on every request: measured, the route's throughput was 2% of nginx's.
     tile = tiles.cached(path)

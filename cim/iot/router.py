@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, WebSocketDisconnect, WebSocketException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from cim.api.deps import json_body
+from cim.api.schemas import (
+    AlertOut,
+    IotStatsOut,
+    ReadingsAcceptedOut,
+    SensorOut,
+    SensorReadingsOut,
+    errors,
+)
 from cim.errors import InvalidInput
 from cim.iot.live import alert_dict
 from cim.iot.service import IotService
@@ -24,7 +37,7 @@ from cim.model import Reading
 #: The most readings one POST may carry.
 MAX_POST_READINGS = 10_000
 
-router = APIRouter()
+routes = APIRouter()  # the HTTP routes; build_router adds the WebSocket with its gate
 
 
 def get_iot(connection: HTTPConnection) -> IotService:
@@ -38,24 +51,83 @@ def get_iot(connection: HTTPConnection) -> IotService:
 Iot = Annotated[IotService, Depends(get_iot)]
 
 
-def require_write_token(iot: Iot, authorization: Annotated[str | None, Header()] = None) -> None:
-    """Writes need ``Authorization: Bearer <CIM_WRITE_TOKEN>``; with no token configured, writes are refused."""
+#: Declares the bearer token in the OpenAPI document; :func:`require_write_token` checks it.
+_bearer = HTTPBearer(auto_error=False, description="CIM_WRITE_TOKEN")
+
+
+async def require_write_token(
+    iot: Iot, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Writes need ``Authorization: Bearer <CIM_WRITE_TOKEN>``; with no token configured, writes are refused.
+    Async and without the body: the token is checked before a byte of the body is read."""
     expected = iot.write_token
     if not expected:
         raise HTTPException(403, "write — refused: the server has no write token (set CIM_WRITE_TOKEN)")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
+    given = credentials.credentials if credentials is not None else ""
+    if credentials is None or not secrets.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPException(
             401, "write — needs the header Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+INSTANT = {"format": "date-time"}
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
+
+
+def parse_instant(text: str, *, what: str) -> datetime:
+    """An RFC 3339 time with its zone (OpenAPI's ``format: date-time``); a number or a time without zone is refused.
+
+    >>> parse_instant("2026-05-01T08:00:00+08:00", what="from").isoformat()
+    '2026-05-01T08:00:00+08:00'
+    """
+    try:
+        if not _RFC3339.fullmatch(text):
+            raise ValueError(text)
+        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"parameter {what}={text[:60]!r}", "is not an RFC 3339 time with a zone (e.g. 2026-05-01T08:00:00Z)"
+        ) from None
 
 
 def reading_out(reading: Reading) -> dict[str, Any]:
     return {"time": reading.time.isoformat(), "value": reading.value, "status": reading.status}
 
 
-@router.post("/iot/readings", status_code=202, dependencies=[Depends(require_write_token)], tags=["iot"])
-async def post_readings(iot: Iot, body: Annotated[Any, Body()]) -> dict[str, Any]:
+_READING = {
+    "type": "object",
+    "required": ["sensor_id"],
+    "properties": {
+        "sensor_id": {"type": "string", "minLength": 1, "description": "a sensor asset of the store"},
+        "value": {"type": ["number", "null"]},
+        "status": {"type": ["string", "null"]},
+        "time": {
+            "type": ["string", "number"],
+            "description": "ISO 8601 with a zone, or Unix seconds; the time of arrival when omitted",
+        },
+    },
+}
+_READINGS = {"type": "array", "items": _READING, "minItems": 1, "maxItems": MAX_POST_READINGS}
+#: The body of ``POST /iot/readings`` (read by :func:`json_body` after the token is checked).
+READINGS_BODY = {
+    "anyOf": [
+        _READING,
+        _READINGS,
+        {"type": "object", "required": ["readings"], "properties": {"readings": _READINGS}},
+    ]
+}
+
+
+@routes.post(
+    "/iot/readings",
+    status_code=202,
+    dependencies=[Depends(require_write_token)],  # before the body: a request without the token is not read
+    tags=["iot"],
+    response_model=ReadingsAcceptedOut,
+    responses=errors(400, 401, 403, 413),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": READINGS_BODY}}}},
+)
+async def post_readings(iot: Iot, body: Annotated[Any, Depends(json_body)]) -> dict[str, Any]:
     """One reading ``{"sensor_id", "value", "time", "status"}``, a list of them, or ``{"readings": [...]}``.
     Bad readings are counted per reason and dropped; when none is accepted the answer is a 400."""
     if isinstance(body, dict) and "readings" in body:
@@ -69,7 +141,7 @@ async def post_readings(iot: Iot, body: Annotated[Any, Body()]) -> dict[str, Any
     return {"accepted": accepted, "dropped": dropped, "errors": messages}
 
 
-@router.get("/iot/sensors", tags=["iot"])
+@routes.get("/iot/sensors", tags=["iot"], response_model=list[SensorOut], responses=errors())
 async def list_sensors(iot: Iot) -> list[dict[str, Any]]:
     """Every sensor with its latest state."""
     out = []
@@ -79,25 +151,33 @@ async def list_sensors(iot: Iot) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/iot/sensors/{sensor_id}", tags=["iot"])
+@routes.get("/iot/sensors/{sensor_id}", tags=["iot"], response_model=SensorOut, responses=errors(404))
 async def get_sensor(iot: Iot, sensor_id: str) -> dict[str, Any]:
     sensor = iot.sensor(sensor_id)
     latest = iot.latest.get(sensor_id)
     return {**sensor.to_dict(), "latest": reading_out(latest) if latest else None}
 
 
-@router.get("/iot/sensors/{sensor_id}/readings", tags=["iot"])
+@routes.get(
+    "/iot/sensors/{sensor_id}/readings",
+    tags=["iot"],
+    response_model=SensorReadingsOut,
+    responses=errors(400, 404),
+)
 async def get_readings(
     iot: Iot,
     sensor_id: str,
-    start: Annotated[datetime | None, Query(alias="from", description="ISO 8601, inclusive")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive")] = None,
+    since: Annotated[
+        str | None, Query(alias="from", description="RFC 3339, inclusive", json_schema_extra=INSTANT)
+    ] = None,
+    until: Annotated[
+        str | None, Query(alias="to", description="RFC 3339, exclusive", json_schema_extra=INSTANT)
+    ] = None,
     limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> dict[str, Any]:
     """A sensor's history in time order."""
-    for name, moment in (("from", start), ("to", end)):
-        if moment is not None and moment.tzinfo is None:
-            raise InvalidInput(f"parameter {name}={moment.isoformat()}", "needs a time zone (add Z or +08:00)")
+    start = parse_instant(since, what="from") if since is not None else None
+    end = parse_instant(until, what="to") if until is not None else None
     sensor = iot.sensor(sensor_id)
     readings = await iot.readings(sensor_id, start=start, end=end, limit=limit)
     return {
@@ -108,13 +188,13 @@ async def get_readings(
     }
 
 
-@router.get("/iot/stats", tags=["iot"])
+@routes.get("/iot/stats", tags=["iot"], response_model=IotStatsOut, responses=errors())
 async def get_stats(iot: Iot) -> dict[str, Any]:
     """Ingest counters: received, accepted, dropped per reason, stored, MQTT connection."""
     return iot.stats()
 
 
-@router.get("/alerts", tags=["iot"])
+@routes.get("/alerts", tags=["iot"], response_model=list[AlertOut], responses=errors(400))
 async def get_alerts(
     iot: Iot,
     open_only: Annotated[bool, Query(alias="open", description="only the alerts still open")] = False,
@@ -125,10 +205,55 @@ async def get_alerts(
     return [alert_dict(a) for a in await iot.alerts(open_only=open_only, sensor_id=sensor_id, limit=limit)]
 
 
-@router.websocket("/iot/live")
+@dataclass(frozen=True)
+class LiveGate:
+    """Who may open ``/iot/live``: a browser page from the same origin or one of ``origins`` (``"*"``: any), and,
+    when ``token`` is set, a client that sends it as ``?token=...`` or as the subprotocol ``token.<token>``
+    (browsers cannot set headers on a WebSocket). Clients that send no ``Origin`` (not browsers) are not asked for
+    one. A refused handshake is answered 403.
+
+    >>> gate = LiveGate(origins=("https://wall.example",))
+    >>> gate.allows_origin("https://wall.example", host="cim:8000"), gate.allows_origin("http://evil", host="cim:8000")
+    (True, False)
+    >>> gate.allows_origin("http://cim:8000", host="cim:8000")
+    True
+    """
+
+    origins: tuple[str, ...] = ()
+    token: str | None = None
+
+    def allows_origin(self, origin: str, *, host: str | None) -> bool:
+        if "*" in self.origins or origin.rstrip("/") in (o.rstrip("/") for o in self.origins):
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and host is not None and parts.netloc.lower() == host.lower()
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None and not self.allows_origin(origin, host=websocket.headers.get("host")):
+            raise WebSocketException(status.WS_1008_POLICY_VIOLATION, "origin not allowed")
+        if self.token:
+            offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+            given = [websocket.query_params.get("token", "")] + [
+                p.removeprefix("token.") for p in offered if p.startswith("token.")
+            ]
+            if not any(secrets.compare_digest(g.encode(), self.token.encode()) for g in given if g):
+                raise WebSocketException(status.WS_1008_POLICY_VIOLATION, "token needed")
+            if offered:  # a browser fails the connection unless the server picks one of the subprotocols it offered
+                websocket.state.subprotocol = "cim-live" if "cim-live" in offered else offered[0]
+
+
+def build_router(gate: LiveGate | None = None) -> APIRouter:
+    """The IoT routes, with ``/iot/live`` behind ``gate`` (by default: same origin only, no token)."""
+    router = APIRouter()
+    router.include_router(routes)
+    router.add_api_websocket_route("/iot/live", live, dependencies=[Depends(gate or LiveGate())])
+    return router
+
+
 async def live(websocket: WebSocket, iot: Iot) -> None:
     """A snapshot (``{"type": "snapshot", "states": [...], "alerts": [...]}``), then coalesced updates."""
-    await websocket.accept()
+    await websocket.accept(subprotocol=getattr(websocket.state, "subprotocol", None))
     client = iot.hub.connect()
     receiver = asyncio.create_task(_until_disconnect(websocket, client.close))
     try:
@@ -155,3 +280,7 @@ async def _until_disconnect(websocket: WebSocket, on_close: Any) -> None:
         pass
     finally:
         on_close()
+
+
+#: The IoT routes with the default gate on ``/iot/live`` (same origin only, no token).
+router = build_router()

@@ -93,15 +93,21 @@ class WithinDistanceOut(TypedDict):
 def years_before(day: date, years: float) -> date:
     """The date ``years`` (whole or fractional) before ``day``; 29 February falls back to the 28th.
 
+    Before the first day of the calendar it is that first day (nothing is older):
+
     >>> years_before(date(2024, 2, 29), 15), years_before(date(2026, 1, 1), 0.5)
     (datetime.date(2009, 2, 28), datetime.date(2025, 7, 2))
+    >>> years_before(date(379, 3, 7), 416.5)
+    datetime.date(1, 1, 1)
     """
     whole = int(years)
+    if day.year - whole < date.min.year:
+        return date.min
     try:
         shifted = day.replace(year=day.year - whole)
     except ValueError:
         shifted = day.replace(year=day.year - whole, day=28)
-    return date.fromordinal(shifted.toordinal() - round((years - whole) * _DAYS_PER_YEAR))
+    return date.fromordinal(max(shifted.toordinal() - round((years - whole) * _DAYS_PER_YEAR), 1))
 
 
 def age_in_years(installed: date, as_of: date) -> float:

@@ -164,7 +164,7 @@ class SqlStore(ABC):
     def get_asset(self, asset_id: str) -> Asset:
         found = self.find_assets(AssetQuery(ids=[asset_id]))
         if not found:
-            raise NotFound(f"asset {asset_id!r}", f"not in store {self.url}")
+            raise NotFound(f"asset {asset_id[:200]!r}", "is not in the store")
         return found[0]
 
     def children(self, parent_id: str, *, kind: Kind | None = None) -> list[Asset]:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,8 +67,9 @@ def live_server(city_url: str, tiles_dir: Path, tmp_path: Path) -> Iterator[tupl
 
 
 @contextmanager
-def cim_serve(store_url: str, tiles_dir: Path, log: Path) -> Iterator[str]:
-    """``cim serve`` over the store and tiles folder, in a subprocess on a free port: its base URL."""
+def cim_serve(store_url: str, tiles_dir: Path, log: Path, *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """``cim serve`` over the store and tiles folder, in a subprocess on a free port: its base URL. ``env`` adds
+    settings (``CIM_WRITE_TOKEN`` …)."""
     port = free_port()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -87,7 +88,7 @@ def cim_serve(store_url: str, tiles_dir: Path, log: Path) -> Iterator[str]:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "CIM_HOST": "127.0.0.1"},
+            env={**os.environ, "CIM_HOST": "127.0.0.1", **(env or {})},
         )
     try:
         deadline = time.monotonic() + 30
