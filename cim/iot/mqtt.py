@@ -1,10 +1,25 @@
 """The MQTT side of the ingest: one subscriber with a persistent session that reconnects with back-off.
 
-The session is persistent (MQTT 3.1.1 ``clean_session=False`` and a fixed client id), and the subscription is QoS 1,
-so while the server is away the broker queues what the sensors publish and hands it over on reconnection. paho
-acknowledges a message (PUBACK) once it has handed it to this process; from there the service holds it in memory
-until its next flush to the store (``flush_interval``), so a *crash* of the server can lose at most that window —
-a broker restart or a network drop loses nothing.
+The session is persistent (MQTT 3.1.1 ``clean_session=False`` and a client id stable across restarts, see
+:func:`client_id_for`), and the subscription is QoS 1, so while the server is away the broker queues what the
+sensors publish and hands it over on reconnection. A message is acknowledged (PUBACK) only after ``on_turn`` — the
+service's commit to its write-ahead spool — has returned: the messages of one event-loop turn are delivered, the
+spool commits them in one transaction, then their PUBACKs leave together. When the service cannot take more
+(``can_take`` false, or :class:`Backpressure` raised from ``on_message``) or the spool cannot be written, nothing more
+is acknowledged and the connection is dropped; the broker keeps the unacknowledged messages for the session and
+hands them over again when the subscriber is back (it waits until there is room).
+
+Reconnection retries every :data:`RECONNECT_MIN` … :data:`RECONNECT_MAX` seconds (well under a second after the
+broker is back), because a broker queues only so much for an absent session.
+
+Broker settings a deployment needs (Mosquitto, ``mosquitto.conf``): ``persistence true`` with a
+``persistence_location`` (the session and its queue survive a broker restart; set ``autosave_interval`` low, e.g.
+``autosave_interval 10``, or the queue since the last save is lost if the broker itself crashes); a
+``max_queued_messages`` that holds what the sensors send during the longest outage of this server to cover (stock:
+1000, i.e. one second at 1,000 readings/s — the demo sets 0, unlimited, with ``max_queued_bytes`` as the bound);
+``max_inflight_messages 100`` or more. Credentials: ``mqtt://user:password@host`` or ``CIM_MQTT_USERNAME`` /
+``CIM_MQTT_PASSWORD``; TLS: ``mqtts://host[:8883]`` with ``CIM_MQTT_CA_FILE`` for a private CA. The password never
+appears in the stats or the logs.
 
 aiomqtt (over paho) is extended here, not replaced, because a plain ``async for message in client.messages`` loop
 drains a Mosquitto queue far slower than ``mosquitto_sub`` does. A profile of that loop (``cProfile``, 100,000
@@ -35,18 +50,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import random
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.exception import MalformedPacket
 
-from cim.errors import InvalidInput
+from cim.errors import InvalidInput, StoreUnavailable
+from cim.iot.spool import redact
+from cim.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +75,25 @@ log = logging.getLogger(__name__)
 READ_BUFFER_BYTES = 64 * 1024
 #: Seconds to wait for the broker's SUBACK (it may queue behind the session's backlog).
 SUBSCRIBE_TIMEOUT = 60.0
+#: Seconds between reconnection attempts: from the first to the longest (a refused connection costs little).
+RECONNECT_MIN = 0.05
+RECONNECT_MAX = 0.3
+
+
+class Backpressure(StoreUnavailable):
+    """The ingest cannot take more now (its backlog is full or its spool cannot be written): do not acknowledge."""
+
+
+def client_id_for(store_url: str, *, port: int | None = None, host: str | None = None) -> str:
+    """A client id unique to one serving process yet the same at each restart of it, so its persistent session
+    resumes: the host name, the HTTP port and a digest of the store (``CIM_MQTT_CLIENT_ID`` overrides it).
+
+    >>> client_id_for("data/city.duckdb", port=8000, host="ops-1")
+    'cim-ops-1-8000-6d0bcb06'
+    """
+    digest = hashlib.sha256(redact(store_url).encode()).hexdigest()[:8]
+    name = (host or socket.gethostname()).split(".")[0][:40]
+    return f"cim-{name}-{port}-{digest}" if port is not None else f"cim-{name}-{digest}"
 
 
 @dataclass(slots=True)
@@ -66,6 +106,46 @@ class MqttStatus:
     disconnects: int = 0
     last_error: str | None = None
     callback_errors: int = 0
+    refusals: int = 0  # connections dropped because the ingest could not take (or make durable) more
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where and how to connect: from the URL, with credentials and TLS from the settings when the URL has none."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+
+    @classmethod
+    def of(cls, url: str, settings: MqttSettings | None = None) -> Broker:
+        """>>> Broker.of("mqtts://cim:p%40ss@broker").port, Broker.of("mqtts://cim:p%40ss@broker").password
+        (8883, 'p@ss')
+        """
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+            raise InvalidInput(
+                f"MQTT URL {redact(url)!r}", "must read mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://… (TLS)"
+            )
+        tls = parts.scheme in ("mqtts", "ssl")
+        password = settings.password.get_secret_value() if settings and settings.password else None
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else (settings.username if settings else None),
+            password=unquote(parts.password) if parts.password is not None else password,
+            ca_file=str(settings.ca_file) if settings and settings.ca_file else None,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"username": self.username, "password": self.password}
+        if self.tls:
+            options["tls_context"] = ssl.create_default_context(cafile=self.ca_file)
+        return options
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int]:
@@ -74,10 +154,8 @@ def parse_mqtt_url(url: str) -> tuple[str, int]:
     >>> parse_mqtt_url("mqtt://127.0.0.1:1884")
     ('127.0.0.1', 1884)
     """
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise InvalidInput(f"MQTT URL {url!r}", "must read mqtt://HOST[:PORT] (TLS and websockets are not supported)")
-    return parts.hostname, parts.port or 1883
+    broker = Broker.of(url)
+    return broker.host, broker.port
 
 
 class BufferedSocket:
@@ -153,6 +231,11 @@ class BufferedSocket:
     def pending(self) -> int:
         return len(self._rbuf) - self._rpos
 
+    def fail(self, error: OSError) -> None:
+        """From now on every ``recv`` and ``send`` raises ``error``; what is buffered for sending is dropped."""
+        self._error = error
+        self._wbuf.clear()
+
     def send(self, data: bytes | bytearray | memoryview) -> int:
         if self._error is not None:
             raise self._error
@@ -210,22 +293,39 @@ class IngestClient(aiomqtt.Client):
     """An :class:`aiomqtt.Client` that hands each received message to ``on_message(topic, payload)`` at once, on
     the event loop, instead of queueing it for ``client.messages``, over a :class:`BufferedSocket`.
 
-    ``on_message`` must not block and should not raise (an exception is logged and counted in ``status``; the
-    message is still acknowledged). Iterating ``client.messages`` still ends with :class:`aiomqtt.MqttError` when
-    the connection is lost, which is how :func:`run_subscriber` waits.
+    ``on_message`` must not block. It may raise :class:`Backpressure`: that message is not acknowledged and the
+    connection is dropped (the broker hands it over again later); any other exception is logged and counted in
+    ``status``, and the message is acknowledged (it is a bad message, not a full server). ``on_turn`` runs before any
+    PUBACK leaves — once per event-loop turn for the messages of that turn — and makes them durable; when it raises,
+    none of them is acknowledged and the connection is dropped. Iterating ``client.messages`` still ends with
+    :class:`aiomqtt.MqttError` when the connection is lost, which is how :func:`run_subscriber` waits.
     """
 
     def __init__(
-        self, *args: Any, on_message: Callable[[str, bytes], object], status: MqttStatus, **kwargs: Any
+        self,
+        *args: Any,
+        on_message: Callable[[str, bytes], object],
+        status: MqttStatus,
+        on_turn: Callable[[], object] = lambda: None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._deliver = on_message
+        self._on_turn = on_turn
         self._status = status
-        loop, thread = asyncio.get_running_loop(), threading.get_ident()
+        self._acks: list[int] = []
+        self._refusing = False
+        self._loop = loop = asyncio.get_running_loop()
+        thread = threading.get_ident()
         protocol = self._client
         create_socket = protocol._create_socket
+
+        def buffered() -> Any:  # TLS keeps paho's own socket: an SSL socket holds decrypted bytes of its own
+            sock = create_socket()
+            return sock if isinstance(sock, ssl.SSLSocket) else BufferedSocket(sock, loop, thread)
+
         # paho builds its socket in _create_socket() on each (re)connect; wrap what it builds
-        protocol._create_socket = lambda: BufferedSocket(create_socket(), loop, thread)  # type: ignore[method-assign]
+        protocol._create_socket = buffered  # type: ignore[method-assign]
         self._paho_handle_publish = protocol._handle_publish
         protocol._handle_publish = self._handle_publish  # type: ignore[method-assign]
         self._paho_packet_read = protocol._packet_read
@@ -283,46 +383,104 @@ class IngestClient(aiomqtt.Client):
             topic = packet[2:end].decode()
         except UnicodeDecodeError:
             return self._paho_handle_publish()
+        if self._refusing:
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # neither handled nor acknowledged: the broker keeps it
         try:
             self._deliver(topic, bytes(packet[body:]))
+        except Backpressure as exc:
+            self._refuse(exc)
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
         except Exception:
             self._status.callback_errors += 1
             log.exception("MQTT message on %r could not be handled", topic)
         if qos == 0:
             return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-        return protocol._send_command_with_mid(paho.PUBACK, (packet[end] << 8) | packet[end + 1], False)
+        if not self._acks:
+            self._loop.call_soon(self._commit_and_ack)
+        self._acks.append((packet[end] << 8) | packet[end + 1])
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _commit_and_ack(self) -> None:
+        """At the end of a loop turn: the turn's messages made durable (``on_turn``), then their PUBACKs queued —
+        they leave in one ``send`` (:class:`BufferedSocket`)."""
+        acks, self._acks = self._acks, []
+        protocol = self._client
+        if self._refusing or protocol._sock is None:
+            return  # the connection is gone: the broker hands these over again
+        try:
+            self._on_turn()
+        except Exception as exc:
+            self._refuse(exc)
+            return
+        for mid in acks:
+            protocol._send_command_with_mid(paho.PUBACK, mid, False)
+
+    def _refuse(self, exc: Exception) -> None:
+        """Acknowledge nothing more and drop the connection; the broker keeps the rest for the session."""
+        if self._refusing:
+            return
+        self._refusing = True
+        self._acks.clear()
+        self._status.refusals += 1
+        log.warning("MQTT ingest — pausing, unacknowledged messages stay with the broker: %s", redact(str(exc)))
+        sock = self._client._sock
+        if isinstance(sock, BufferedSocket):
+            sock.fail(ConnectionAbortedError("ingest refused"))
+        with contextlib.suppress(OSError, AttributeError):
+            sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        """paho's own path (a packet split across reads, QoS 2 …): paho acknowledges when this returns, so the
+        message is made durable here, at once."""
+        if self._refusing:
+            raise Backpressure("MQTT ingest", "refusing: the connection is being dropped")
         try:
             payload = message.payload
             self._deliver(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
+        except Backpressure as exc:
+            self._refuse(exc)
+            raise
         except Exception:
             self._status.callback_errors += 1
             log.exception("MQTT message on %r could not be handled", message.topic)
+        try:
+            self._on_turn()
+        except Exception as exc:
+            self._refuse(exc)
+            raise
 
 
 async def run_subscriber(
     status: MqttStatus,
     on_message: Callable[[str, bytes], object],
     *,
-    min_backoff: float = 0.2,
-    max_backoff: float = 10.0,
+    on_turn: Callable[[], object] = lambda: None,
+    can_take: Callable[[], bool] = lambda: True,
+    settings: MqttSettings | None = None,
+    min_backoff: float = RECONNECT_MIN,
+    max_backoff: float = RECONNECT_MAX,
 ) -> None:
-    """Subscribe to ``status.topic`` and hand every message to ``on_message`` until cancelled; reconnect on failure
-    with exponential back-off."""
-    host, port = parse_mqtt_url(status.url)
+    """Subscribe to ``status.topic`` and hand every message to ``on_message`` until cancelled (``on_turn`` makes a
+    turn's messages durable before they are acknowledged); reconnect on failure with exponential back-off, with
+    jitter, and only while ``can_take()``."""
+    broker = Broker.of(status.url, settings)
+    shown = redact(status.url)
     backoff = min_backoff
     while True:
+        while not can_take():  # the backlog is full: let the broker keep the messages until there is room
+            await asyncio.sleep(min_backoff)
         try:
             async with IngestClient(
-                host,
-                port,
+                broker.host,
+                broker.port,
+                **broker.client_options(),
                 identifier=status.client_id,
                 clean_session=False,
                 protocol=aiomqtt.ProtocolVersion.V311,
                 keepalive=15,
                 timeout=5,
                 on_message=on_message,
+                on_turn=on_turn,
                 status=status,
             ) as client:
                 # a persistent session's backlog starts flowing before the SUBACK and is ingested as it comes, so the
@@ -332,16 +490,16 @@ async def run_subscriber(
                 status.connects += 1
                 status.last_error = None
                 backoff = min_backoff
-                log.info("MQTT connected to %s, subscribed to %s", status.url, status.topic)
+                log.info("MQTT connected to %s as %s, subscribed to %s", shown, status.client_id, status.topic)
                 async for _ in client.messages:  # never yields: IngestClient delivers; this ends on disconnection
                     pass
         except aiomqtt.MqttError as exc:
             if status.connected:
                 status.disconnects += 1
             status.connected = False
-            status.last_error = str(exc)
-            log.warning("MQTT %s: %s; retrying in %.1f s", status.url, exc, backoff)
-            await asyncio.sleep(backoff)
+            status.last_error = redact(str(exc))
+            log.warning("MQTT %s — %s; retrying in %.2f s", shown, status.last_error, backoff)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
             backoff = min(backoff * 2, max_backoff)
         finally:
             status.connected = False
