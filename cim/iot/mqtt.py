@@ -56,7 +56,7 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -89,7 +89,7 @@ def client_id_for(store_url: str, *, port: int | None = None, host: str | None =
     resumes: the host name, the HTTP port and a digest of the store (``CIM_MQTT_CLIENT_ID`` overrides it).
 
     >>> client_id_for("data/city.duckdb", port=8000, host="ops-1")
-    'cim-ops-1-8000-6d0bcb06'
+    'cim-ops-1-8000-77e9975a'
     """
     digest = hashlib.sha256(redact(store_url).encode()).hexdigest()[:8]
     name = (host or socket.gethostname()).split(".")[0][:40]
@@ -122,8 +122,11 @@ class Broker:
 
     @classmethod
     def of(cls, url: str, settings: MqttSettings | None = None) -> Broker:
-        """>>> Broker.of("mqtts://cim:p%40ss@broker").port, Broker.of("mqtts://cim:p%40ss@broker").password
-        (8883, 'p@ss')
+        """The broker of ``url``; a password in the URL is percent-decoded.
+
+        >>> broker = Broker.of("mqtts://cim:p%40ss@broker")
+        >>> broker.port, broker.tls, broker.password
+        (8883, True, 'p@ss')
         """
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
         if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
@@ -231,11 +234,6 @@ class BufferedSocket:
     def pending(self) -> int:
         return len(self._rbuf) - self._rpos
 
-    def fail(self, error: OSError) -> None:
-        """From now on every ``recv`` and ``send`` raises ``error``; what is buffered for sending is dropped."""
-        self._error = error
-        self._wbuf.clear()
-
     def send(self, data: bytes | bytearray | memoryview) -> int:
         if self._error is not None:
             raise self._error
@@ -315,6 +313,7 @@ class IngestClient(aiomqtt.Client):
         self._status = status
         self._acks: list[int] = []
         self._refusing = False
+        self._refused = asyncio.Event()
         self._loop = loop = asyncio.get_running_loop()
         thread = threading.get_ident()
         protocol = self._client
@@ -388,6 +387,7 @@ class IngestClient(aiomqtt.Client):
         try:
             self._deliver(topic, bytes(packet[body:]))
         except Backpressure as exc:
+            self._commit_and_ack()  # those before it in this turn: durable and acknowledged, not handed over again
             self._refuse(exc)
             return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
         except Exception:
@@ -412,34 +412,54 @@ class IngestClient(aiomqtt.Client):
         except Exception as exc:
             self._refuse(exc)
             return
+        sock = protocol._sock
+        if isinstance(sock, BufferedSocket):  # the 4-byte PUBACKs straight into the turn's one send
+            with contextlib.suppress(OSError):
+                sock.send(b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in acks))
+            return
         for mid in acks:
             protocol._send_command_with_mid(paho.PUBACK, mid, False)
+
+    async def until_refused(self, waiting: Coroutine[Any, Any, object]) -> None:
+        """Await ``waiting``, or raise :class:`aiomqtt.MqttError` as soon as this client refuses to take more (a
+        SUBACK or the end of the message stream may not come after the connection was dropped)."""
+        work = asyncio.ensure_future(waiting)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({work, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, refused):
+                if not task.done():
+                    task.cancel()
+        if not work.done() or work.cancelled():
+            raise aiomqtt.MqttError("the ingest refused more messages; they stay with the broker")
+        work.result()
 
     def _refuse(self, exc: Exception) -> None:
         """Acknowledge nothing more and drop the connection; the broker keeps the rest for the session."""
         if self._refusing:
             return
         self._refusing = True
+        self._refused.set()
         self._acks.clear()
         self._status.refusals += 1
+        # from now on paho acknowledges nothing (its own path checks this flag; ours checks _refusing); the
+        # subscriber disconnects cleanly (until_refused) and the broker keeps the unacknowledged for the session
+        self._client._manual_ack = True
         log.warning("MQTT ingest — pausing, unacknowledged messages stay with the broker: %s", redact(str(exc)))
-        sock = self._client._sock
-        if isinstance(sock, BufferedSocket):
-            sock.fail(ConnectionAbortedError("ingest refused"))
-        with contextlib.suppress(OSError, AttributeError):
-            sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         """paho's own path (a packet split across reads, QoS 2 …): paho acknowledges when this returns, so the
         message is made durable here, at once."""
         if self._refusing:
-            raise Backpressure("MQTT ingest", "refusing: the connection is being dropped")
+            return  # not handled, and (manual acknowledgement on) not acknowledged
         try:
             payload = message.payload
             self._deliver(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
         except Backpressure as exc:
+            self._commit_and_ack()
             self._refuse(exc)
-            raise
+            return
         except Exception:
             self._status.callback_errors += 1
             log.exception("MQTT message on %r could not be handled", message.topic)
@@ -447,7 +467,11 @@ class IngestClient(aiomqtt.Client):
             self._on_turn()
         except Exception as exc:
             self._refuse(exc)
-            raise
+
+
+async def _until_disconnected(client: IngestClient) -> None:
+    async for _ in client.messages:  # never yields: IngestClient delivers; this ends on disconnection
+        pass
 
 
 async def run_subscriber(
@@ -485,14 +509,13 @@ async def run_subscriber(
             ) as client:
                 # a persistent session's backlog starts flowing before the SUBACK and is ingested as it comes, so the
                 # SUBACK may wait behind many messages: give it longer than a plain request
-                await client.subscribe(status.topic, qos=1, timeout=SUBSCRIBE_TIMEOUT)
+                await client.until_refused(client.subscribe(status.topic, qos=1, timeout=SUBSCRIBE_TIMEOUT))
                 status.connected = True
                 status.connects += 1
                 status.last_error = None
                 backoff = min_backoff
                 log.info("MQTT connected to %s as %s, subscribed to %s", shown, status.client_id, status.topic)
-                async for _ in client.messages:  # never yields: IngestClient delivers; this ends on disconnection
-                    pass
+                await client.until_refused(_until_disconnected(client))
         except aiomqtt.MqttError as exc:
             if status.connected:
                 status.disconnects += 1

@@ -19,6 +19,7 @@ from cim.model import Reading
 from cim.store import open_store
 from tests.faults import PrivateMosquitto
 from tests.iot.conftest import TOKEN, declare_sensors, eventually, running
+from tests.iot.test_ingest import publish
 
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -111,3 +112,28 @@ async def test_the_server_logs_in_with_the_urls_credentials_and_never_shows_the_
     finally:
         broker.stop()
     assert "s3cret-pw" not in caplog.text and "wrong-pw" not in caplog.text
+
+
+@pytest.mark.mqtt
+async def test_mqtt_messages_past_the_backlog_bound_are_left_unacknowledged_with_the_broker(tmp_path: Path) -> None:
+    """The service takes 40, refuses the next (no PUBACK, the connection dropped), reconnects once a flush made
+    room, and the broker hands the rest over: all 100 arrive, none dropped."""
+    (tmp_path / "mqtt").mkdir()
+    broker = PrivateMosquitto(tmp_path / "mqtt", extra="max_queued_messages 0\n")
+    broker.start()
+    try:
+        with open_store(str(tmp_path / "city.duckdb")) as store:
+            declare_sensors(store)
+            async with running(store, broker.url, max_backlog=40, flush_interval=60.0) as iot:
+                await publish(broker.url, [("cim/wl-1/state", f'{{"value": {i}}}') for i in range(100)])
+                await eventually(lambda: iot.mqtt_status is not None and iot.mqtt_status.refusals >= 1)
+                assert iot.accepted <= 40 and iot.dropped.total() == 0
+                for _ in range(100):
+                    await iot.flush()
+                    if {r.value for r in store.readings("wl-1")} >= {float(i) for i in range(100)}:
+                        break
+                    await asyncio.sleep(0.1)
+                assert iot.dropped.total() == 0
+            assert {r.value for r in store.readings("wl-1")} >= {float(i) for i in range(100)}
+    finally:
+        broker.stop()
