@@ -286,8 +286,8 @@ async def throughput(args: argparse.Namespace) -> None:
         print(f"medians of {args.runs} runs of {args.readings:,} readings:", flush=True)
         for label, median in medians.items():
             share = "" if label.startswith("IotService") else f"   service = {service / median:.0%} of this"
-        if label.endswith("baseline"):
-            share = f"   service now = {service / median:.0%} of this"
+            if label.endswith("baseline"):
+                share = f"   service now = {service / median:.0%} of this"
             print(f"  {label:28s} {median:>10,.0f} readings/s{share}", flush=True)
     finally:
         broker.stop()
