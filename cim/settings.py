@@ -65,6 +65,6 @@ class AppSettings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    iot: IotSettings = Field(default_factory=IotSettings)
     live: bool = Field(False, description="run the IoT service: ingest, rules, alerts, the live WebSocket")
     viewer: bool = Field(False, description="serve the viewer at / when its files are installed")
+    iot: IotSettings = Field(default_factory=IotSettings)
