@@ -12,13 +12,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from cim.iot import IotService
 from cim.iot.mqtt import client_id_for
 from cim.iot.router import router
 from cim.iot.spool import Spool
 from cim.model import Reading
+from cim.settings import MqttSettings
 from cim.store import open_store
 from tests.faults import PrivateMosquitto
-from tests.iot.conftest import TOKEN, declare_sensors, eventually, running
+from tests.iot.conftest import TOKEN, declare_sensors, eventually, fast_options, running
 from tests.iot.test_ingest import publish
 
 pytestmark = pytest.mark.anyio
@@ -106,9 +108,16 @@ async def test_the_server_logs_in_with_the_urls_credentials_and_never_shows_the_
                 stats = iot.stats()
                 assert stats["mqtt"]["connected"] and "s3cret-pw" not in str(stats)
             bad = f"mqtt://cim:wrong-pw@127.0.0.1:{broker.port}"
-            with pytest.raises(AssertionError):  # never connects
-                async with running(store, bad):
-                    pass
+            refused = IotService(
+                store, MqttSettings(url=bad), options=fast_options(), spool_path=tmp_path / "bad.spool.sqlite"
+            )
+            await refused.start()
+            try:
+                await eventually(lambda: refused.mqtt_status is not None and refused.mqtt_status.last_error is not None)
+                stats = refused.stats()
+                assert not stats["mqtt"]["connected"] and "wrong-pw" not in str(stats)
+            finally:
+                await refused.stop()
     finally:
         broker.stop()
     assert "s3cret-pw" not in caplog.text and "wrong-pw" not in caplog.text
