@@ -421,6 +421,7 @@ async def run_subscriber(
     broker = Broker.of(status.url, settings)
     shown = redact(status.url)
     backoff = min_backoff
+    failures = 0
     while True:
         while not can_take():  # the backlog is full: let the broker keep the messages until there is room
             await asyncio.sleep(min_backoff)
@@ -452,7 +453,10 @@ async def run_subscriber(
                 status.disconnects += 1
             status.connected = False
             status.last_error = redact(str(exc))
-            log.warning("MQTT %s — %s; retrying in %.2f s", shown, status.last_error, backoff)
+            failures = failures + 1 if backoff >= max_backoff else 0
+            # every attempt is logged while the back-off grows, then one in 100 (an outage of hours stays readable)
+            level = logging.WARNING if failures % 100 == 0 else logging.DEBUG
+            log.log(level, "MQTT %s — %s; retrying in %.2f s", shown, status.last_error, backoff)
             await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
             backoff = min(backoff * 2, max_backoff)
         finally:
