@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import paho.mqtt.client as paho
 import pytest
 from fastapi import FastAPI
 
@@ -144,5 +145,51 @@ async def test_mqtt_messages_past_the_backlog_bound_are_left_unacknowledged_with
                     await asyncio.sleep(0.1)
                 assert iot.dropped.total() == 0
             assert {r.value for r in store.readings("wl-1")} >= {float(i) for i in range(100)}
+    finally:
+        broker.stop()
+
+
+@pytest.mark.mqtt
+async def test_the_server_reads_from_a_tls_broker_with_a_private_ca(tmp_path: Path) -> None:
+    """``mqtts://`` with ``CIM_MQTT_CA_FILE``: the broker's certificate is checked against that CA, and readings flow
+    (over paho's own socket: TLS keeps its decrypted bytes, so no BufferedSocket there)."""
+    folder = tmp_path / "mqtt"
+    folder.mkdir()
+    ca_key, ca, key, csr, cert = (folder / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=cim-test-ca"]
+    subprocess.run([*openssl, "-keyout", str(ca_key), "-out", str(ca)], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out",
+         str(csr)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+         "-days", "1", "-extfile", str(folder / "san.ext"), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    broker = PrivateMosquitto(folder, extra=f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        with open_store(str(tmp_path / "city.duckdb")) as store:
+            declare_sensors(store)
+            settings = MqttSettings(url=f"mqtts://127.0.0.1:{broker.port}", ca_file=ca)
+            service = IotService(store, settings, options=fast_options(), spool_path=tmp_path / "spool.sqlite")
+            await service.start()
+            try:
+                await eventually(lambda: service.mqtt_status is not None and service.mqtt_status.connected)
+                publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="tls-pub")
+                publisher.tls_set(ca_certs=str(ca))
+                publisher.connect("127.0.0.1", broker.port)
+                publisher.loop_start()
+                for i in range(20):
+                    publisher.publish("cim/wl-1/state", f'{{"value": {i}}}', qos=1).wait_for_publish(5)
+                publisher.loop_stop()
+                publisher.disconnect()
+                await eventually(lambda: service.accepted == 20)
+            finally:
+                await service.stop()
+            assert len(store.readings("wl-1")) == 20
     finally:
         broker.stop()
