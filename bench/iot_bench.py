@@ -14,7 +14,11 @@ one is committed to the store. Four subscribers face the same broker, each its o
 * a bare aiomqtt loop (``async for message in client.messages``), as the field would write it;
 * aiomqtt extended as cim.iot.mqtt.IngestClient (buffered socket, PUBACKs gathered, direct delivery) with a
   callback that only counts;
-* IotService → latest state + rules + history in the store (DuckDB by default).
+* IotService → latest state + rules + history in the store (DuckDB by default), every reading committed to the
+  write-ahead spool (SQLite, WAL) before its PUBACK;
+* with ``--baseline DIR`` (e.g. a checkout of main), the IotService of that tree too, drained the same way in the
+  same rounds, so before/after figures come from one run on the same load. Both services run in a child process
+  each (``--role drain-service``), with the code of their tree.
 
 The load average (``uptime``) is printed before and after: other people's benchmarks share these cores.
 
@@ -39,6 +43,7 @@ import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -184,6 +189,36 @@ def declare(store: object, sensors: int) -> None:
     store.upsert_assets(AssetBatch.from_assets(assets))  # type: ignore[attr-defined]
 
 
+async def drain_service_in_child(code: Path, args: argparse.Namespace, port: int, client_id: str) -> dict[str, Any]:
+    """``drain_service`` in a child process that imports ``cim`` from ``code``; its JSON result."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--role", "drain-service", "--code", str(code), "--mqtt-port", str(port),
+        "--client-id", client_id, "--readings", str(args.readings), "--sensors", str(args.sensors),
+        "--store", args.store, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"drain-service in {code} exited with {proc.returncode}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def drain_service_role(args: argparse.Namespace) -> None:
+    """In a child process: open a store, declare the sensors, drain the session into the service; print JSON."""
+    tmp = Path(tempfile.mkdtemp(prefix="cim-bench-"))
+    try:
+        store = open_bench_store(args.store, tmp)
+        declare(store, args.sensors)
+        rate, stats = asyncio.run(
+            drain_service(store, f"mqtt://127.0.0.1:{args.mqtt_port}", args.client_id, args.readings)
+        )
+        rows = sum(len(store.readings(f"s{i}")) for i in range(0, args.sensors, max(args.sensors // 10, 1)))  # type: ignore[attr-defined]
+        store.close()  # type: ignore[attr-defined]
+        print(json.dumps({"rate": rate, "stats": stats, "rows": rows}), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 async def drain_service(store: object, url: str, client_id: str, n: int) -> tuple[float, dict[str, object]]:
     from cim.iot import IotOptions, IotService
     from cim.settings import MqttSettings
@@ -206,7 +241,14 @@ def load() -> str:
 async def throughput(args: argparse.Namespace) -> None:
     broker = Broker()
     tmp = Path(tempfile.mkdtemp(prefix="cim-bench-"))
-    labels = ("mosquitto_sub (C)", "bare aiomqtt loop", "aiomqtt + cim IngestClient", "IotService → state + store")
+    labels: tuple[str, ...] = (
+        "mosquitto_sub (C)",
+        "bare aiomqtt loop",
+        "aiomqtt + cim IngestClient",
+        "IotService → state + store",
+    )
+    if args.baseline:
+        labels += ("IotService @ baseline",)
     rates: dict[str, list[float]] = {label: [] for label in labels}
     print(f"load before: {load()}", flush=True)
     try:
@@ -217,16 +259,14 @@ async def throughput(args: argparse.Namespace) -> None:
                 pub_rate = await asyncio.to_thread(publish_bulk, broker.port, args.readings, args.sensors)
                 extra = ""
                 if label.startswith("IotService"):
-                    store = open_bench_store(args.store, tmp)
-                    declare(store, args.sensors)
-                    rate, stats = await asyncio.wait_for(
-                        drain_service(store, broker.url, client_id, args.readings), DRAIN_TIMEOUT
+                    code = Path(args.baseline) if label.endswith("baseline") else ROOT
+                    result = await asyncio.wait_for(
+                        drain_service_in_child(code, args, broker.port, client_id), DRAIN_TIMEOUT
                     )
-                    rows = sum(len(store.readings(f"s{i}")) for i in range(0, args.sensors, max(args.sensors // 10, 1)))  # type: ignore[attr-defined]
-                    store.close()  # type: ignore[attr-defined]
+                    rate, stats = result["rate"], result["stats"]
                     extra = (
                         f"  (store {args.store}, flushes {stats['flushes']}, received {stats['received']:,}, "
-                        f"dropped {stats['dropped_total']}, sampled rows {rows:,})"
+                        f"dropped {stats['dropped_total']}, sampled rows {result['rows']:,})"
                     )
                 else:
                     drain = {
@@ -246,6 +286,8 @@ async def throughput(args: argparse.Namespace) -> None:
         print(f"medians of {args.runs} runs of {args.readings:,} readings:", flush=True)
         for label, median in medians.items():
             share = "" if label.startswith("IotService") else f"   service = {service / median:.0%} of this"
+            if label.endswith("baseline"):
+                share = f"   service now = {service / median:.0%} of this"
             print(f"  {label:28s} {median:>10,.0f} readings/s{share}", flush=True)
     finally:
         broker.stop()
@@ -387,7 +429,14 @@ def main() -> None:
     parser.add_argument("--role", default="main")
     parser.add_argument("--ws")
     parser.add_argument("--mqtt-port", type=int)
+    parser.add_argument("--baseline", help="a tree whose IotService is drained too (before/after in one run)")
+    parser.add_argument("--code", help="(drain-service) the tree to import cim from")
+    parser.add_argument("--client-id")
     args = parser.parse_args()
+    if args.role == "drain-service":
+        sys.path.insert(0, str(Path(args.code).resolve()))
+        drain_service_role(args)
+        return
     if args.role == "clients":
         asyncio.run(clients_role(args.ws, args.seconds, args.clients, args.measure_clients))
         return

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,12 +56,27 @@ class AdminSettings(BaseSettings):
 
 
 class MqttSettings(BaseSettings):
-    """The sensors' broker: ``CIM_MQTT_URL`` (e.g. ``mqtt://127.0.0.1:1883``) and the topic filter."""
+    """The sensors' broker: ``CIM_MQTT_URL`` (``mqtt://[user:password@]host[:port]``, ``mqtts://`` for TLS), the
+    topic filter, the client id, credentials and the CA of a private TLS broker."""
 
     model_config = SettingsConfigDict(env_prefix="CIM_MQTT_", extra="ignore")
 
     url: str | None = None
     topic: str = "cim/+/state"
+    client_id: str | None = Field(
+        None, description="the persistent session's client id; default cim-<host>-<port>-<store digest>"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = Field(None, description="CA certificates (PEM) for mqtts://, else the system's")
+
+
+class IotSettings(BaseSettings):
+    """The IoT ingest: ``CIM_IOT_SPOOL`` — its write-ahead spool (SQLite), default beside the store."""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_IOT_", extra="ignore")
+
+    spool: Path | None = None
 
 
 class AppSettings(BaseModel):
@@ -73,3 +88,4 @@ class AppSettings(BaseModel):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     live: bool = Field(False, description="run the IoT service: ingest, rules, alerts, the live WebSocket")
     viewer: bool = Field(False, description="serve the viewer at / when its files are installed")
+    iot: IotSettings = Field(default_factory=IotSettings)

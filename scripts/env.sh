@@ -52,7 +52,8 @@ ensure_mosquitto() {
   if ! command -v mosquitto >/dev/null; then apt_install mosquitto mosquitto-clients; fi
   if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
     say "starting Mosquitto"
-    as_root mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    as_root mkdir -p /var/lib/mosquitto
+    as_root mosquitto -d -c "$ROOT/scripts/mosquitto.conf"  # persistence and a queue the IoT ingest needs
     for _ in $(seq 1 10); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 1; done
   fi
 }

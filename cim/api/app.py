@@ -117,9 +117,21 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
 async def _start_iot(settings: AppSettings) -> IotService:
     """The IoT service on a store connection of its own (its worker thread must not share the API's)."""
     from cim.iot import IotService
+    from cim.iot.mqtt import client_id_for
+    from cim.iot.spool import spool_path_for
 
-    store = await run_in_threadpool(open_store, settings.store.store)
-    service = IotService(store, settings.mqtt, write_token=settings.server.write_token)
+    url = settings.store.store
+    store = await run_in_threadpool(open_store, url)
+    mqtt = settings.mqtt
+    if mqtt.client_id is None:  # one per serving process, the same at its restarts: its session resumes
+        mqtt = mqtt.model_copy(update={"client_id": client_id_for(url, port=settings.server.port)})
+    service = IotService(
+        store,
+        mqtt,
+        write_token=settings.server.write_token,
+        spool_path=settings.iot.spool or spool_path_for(url),
+        reopen_store=lambda: open_store(url),
+    )
     try:
         await service.start()
     except BaseException:

@@ -1,10 +1,25 @@
 """The MQTT side of the ingest: one subscriber with a persistent session that reconnects with back-off.
 
-The session is persistent (MQTT 3.1.1 ``clean_session=False`` and a fixed client id), and the subscription is QoS 1,
-so while the server is away the broker queues what the sensors publish and hands it over on reconnection. paho
-acknowledges a message (PUBACK) once it has handed it to this process; from there the service holds it in memory
-until its next flush to the store (``flush_interval``), so a *crash* of the server can lose at most that window —
-a broker restart or a network drop loses nothing.
+The session is persistent (MQTT 3.1.1 ``clean_session=False`` and a client id stable across restarts, see
+:func:`client_id_for`), and the subscription is QoS 1, so while the server is away the broker queues what the
+sensors publish and hands it over on reconnection. A message is acknowledged (PUBACK) only after ``on_turn`` — the
+service's commit to its write-ahead spool — has returned: the messages of one event-loop turn are delivered, the
+spool commits them in one transaction, then their PUBACKs leave together. When the service cannot take more
+(``can_take`` false, or :class:`Backpressure` raised from ``on_message``) or the spool cannot be written, nothing more
+is acknowledged and the connection is dropped; the broker keeps the unacknowledged messages for the session and
+hands them over again when the subscriber is back (it waits until there is room).
+
+Reconnection retries every :data:`RECONNECT_MIN` … :data:`RECONNECT_MAX` seconds (well under a second after the
+broker is back), because a broker queues only so much for an absent session.
+
+Broker settings a deployment needs (Mosquitto, ``mosquitto.conf``): ``persistence true`` with a
+``persistence_location`` (the session and its queue survive a broker restart; set ``autosave_interval`` low, e.g.
+``autosave_interval 10``, or the queue since the last save is lost if the broker itself crashes); a
+``max_queued_messages`` that holds what the sensors send during the longest outage of this server to cover (stock:
+1000, i.e. one second at 1,000 readings/s — the demo sets 0, unlimited, with ``max_queued_bytes`` as the bound);
+``max_inflight_messages 100`` or more. Credentials: ``mqtt://user:password@host`` or ``CIM_MQTT_USERNAME`` /
+``CIM_MQTT_PASSWORD``; TLS: ``mqtts://host[:8883]`` with ``CIM_MQTT_CA_FILE`` for a private CA. The password never
+appears in the stats or the logs.
 
 aiomqtt (over paho) is extended here, not replaced, because a plain ``async for message in client.messages`` loop
 drains a Mosquitto queue far slower than ``mosquitto_sub`` does. A profile of that loop (``cProfile``, 100,000
@@ -36,17 +51,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.exception import MalformedPacket
 
-from cim.errors import InvalidInput
+from cim.iot.broker import Backpressure, Broker, client_id_for, parse_mqtt_url
+from cim.iot.spool import redact
+from cim.settings import MqttSettings
+
+__all__ = ["Backpressure", "Broker", "IngestClient", "MqttStatus", "client_id_for", "parse_mqtt_url", "run_subscriber"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +74,9 @@ log = logging.getLogger(__name__)
 READ_BUFFER_BYTES = 64 * 1024
 #: Seconds to wait for the broker's SUBACK (it may queue behind the session's backlog).
 SUBSCRIBE_TIMEOUT = 60.0
+#: Seconds between reconnection attempts: from the first to the longest (a refused connection costs little).
+RECONNECT_MIN = 0.05
+RECONNECT_MAX = 0.3
 
 
 @dataclass(slots=True)
@@ -66,18 +89,7 @@ class MqttStatus:
     disconnects: int = 0
     last_error: str | None = None
     callback_errors: int = 0
-
-
-def parse_mqtt_url(url: str) -> tuple[str, int]:
-    """(host, port) of ``mqtt://host[:port]``.
-
-    >>> parse_mqtt_url("mqtt://127.0.0.1:1884")
-    ('127.0.0.1', 1884)
-    """
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise InvalidInput(f"MQTT URL {url!r}", "must read mqtt://HOST[:PORT] (TLS and websockets are not supported)")
-    return parts.hostname, parts.port or 1883
+    refusals: int = 0  # connections dropped because the ingest could not take (or make durable) more
 
 
 class BufferedSocket:
@@ -210,22 +222,40 @@ class IngestClient(aiomqtt.Client):
     """An :class:`aiomqtt.Client` that hands each received message to ``on_message(topic, payload)`` at once, on
     the event loop, instead of queueing it for ``client.messages``, over a :class:`BufferedSocket`.
 
-    ``on_message`` must not block and should not raise (an exception is logged and counted in ``status``; the
-    message is still acknowledged). Iterating ``client.messages`` still ends with :class:`aiomqtt.MqttError` when
-    the connection is lost, which is how :func:`run_subscriber` waits.
+    ``on_message`` must not block. It may raise :class:`Backpressure`: that message is not acknowledged and the
+    connection is dropped (the broker hands it over again later); any other exception is logged and counted in
+    ``status``, and the message is acknowledged (it is a bad message, not a full server). ``on_turn`` runs before any
+    PUBACK leaves — once per event-loop turn for the messages of that turn — and makes them durable; when it raises,
+    none of them is acknowledged and the connection is dropped. Iterating ``client.messages`` still ends with
+    :class:`aiomqtt.MqttError` when the connection is lost, which is how :func:`run_subscriber` waits.
     """
 
     def __init__(
-        self, *args: Any, on_message: Callable[[str, bytes], object], status: MqttStatus, **kwargs: Any
+        self,
+        *args: Any,
+        on_message: Callable[[str, bytes], object],
+        status: MqttStatus,
+        on_turn: Callable[[], object] = lambda: None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._deliver = on_message
+        self._on_turn = on_turn
         self._status = status
-        loop, thread = asyncio.get_running_loop(), threading.get_ident()
+        self._acks: list[int] = []
+        self._refusing = False
+        self._refused = asyncio.Event()
+        self._loop = loop = asyncio.get_running_loop()
+        thread = threading.get_ident()
         protocol = self._client
         create_socket = protocol._create_socket
+
+        def buffered() -> Any:  # TLS keeps paho's own socket: an SSL socket holds decrypted bytes of its own
+            sock = create_socket()
+            return sock if isinstance(sock, ssl.SSLSocket) else BufferedSocket(sock, loop, thread)
+
         # paho builds its socket in _create_socket() on each (re)connect; wrap what it builds
-        protocol._create_socket = lambda: BufferedSocket(create_socket(), loop, thread)  # type: ignore[method-assign]
+        protocol._create_socket = buffered  # type: ignore[method-assign]
         self._paho_handle_publish = protocol._handle_publish
         protocol._handle_publish = self._handle_publish  # type: ignore[method-assign]
         self._paho_packet_read = protocol._packet_read
@@ -283,65 +313,151 @@ class IngestClient(aiomqtt.Client):
             topic = packet[2:end].decode()
         except UnicodeDecodeError:
             return self._paho_handle_publish()
+        if self._refusing:
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # neither handled nor acknowledged: the broker keeps it
         try:
             self._deliver(topic, bytes(packet[body:]))
+        except Backpressure as exc:
+            self._commit_and_ack()  # those before it in this turn: durable and acknowledged, not handed over again
+            self._refuse(exc)
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
         except Exception:
             self._status.callback_errors += 1
             log.exception("MQTT message on %r could not be handled", topic)
         if qos == 0:
             return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
-        return protocol._send_command_with_mid(paho.PUBACK, (packet[end] << 8) | packet[end + 1], False)
+        if not self._acks:
+            self._loop.call_soon(self._commit_and_ack)
+        self._acks.append((packet[end] << 8) | packet[end + 1])
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _commit_and_ack(self) -> None:
+        """At the end of a loop turn: the turn's messages made durable (``on_turn``), then their PUBACKs queued —
+        they leave in one ``send`` (:class:`BufferedSocket`)."""
+        acks, self._acks = self._acks, []
+        protocol = self._client
+        if self._refusing or protocol._sock is None:
+            return  # the connection is gone: the broker hands these over again
+        try:
+            self._on_turn()
+        except Exception as exc:
+            self._refuse(exc)
+            return
+        sock = protocol._sock
+        if isinstance(sock, BufferedSocket):  # the 4-byte PUBACKs straight into the turn's one send
+            with contextlib.suppress(OSError):
+                sock.send(b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in acks))
+            return
+        for mid in acks:
+            protocol._send_command_with_mid(paho.PUBACK, mid, False)
+
+    async def until_refused(self, waiting: Coroutine[Any, Any, object]) -> None:
+        """Await ``waiting``, or raise :class:`aiomqtt.MqttError` as soon as this client refuses to take more (a
+        SUBACK or the end of the message stream may not come after the connection was dropped)."""
+        work = asyncio.ensure_future(waiting)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({work, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, refused):
+                if not task.done():
+                    task.cancel()
+        if not work.done() or work.cancelled():
+            raise aiomqtt.MqttError("the ingest refused more messages; they stay with the broker")
+        work.result()
+
+    def _refuse(self, exc: Exception) -> None:
+        """Acknowledge nothing more and drop the connection; the broker keeps the rest for the session."""
+        if self._refusing:
+            return
+        self._refusing = True
+        self._refused.set()
+        self._acks.clear()
+        self._status.refusals += 1
+        # from now on paho acknowledges nothing (its own path checks this flag; ours checks _refusing); the
+        # subscriber disconnects cleanly (until_refused) and the broker keeps the unacknowledged for the session
+        self._client._manual_ack = True
+        log.warning("MQTT ingest — pausing, unacknowledged messages stay with the broker: %s", redact(str(exc)))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        """paho's own path (a packet split across reads, QoS 2 …): paho acknowledges when this returns, so the
+        message is made durable here, at once."""
+        if self._refusing:
+            return  # not handled, and (manual acknowledgement on) not acknowledged
         try:
             payload = message.payload
             self._deliver(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
+        except Backpressure as exc:
+            self._commit_and_ack()
+            self._refuse(exc)
+            return
         except Exception:
             self._status.callback_errors += 1
             log.exception("MQTT message on %r could not be handled", message.topic)
+        try:
+            self._on_turn()
+        except Exception as exc:
+            self._refuse(exc)
+
+
+async def _until_disconnected(client: IngestClient) -> None:
+    async for _ in client.messages:  # never yields: IngestClient delivers; this ends on disconnection
+        pass
 
 
 async def run_subscriber(
     status: MqttStatus,
     on_message: Callable[[str, bytes], object],
     *,
-    min_backoff: float = 0.2,
-    max_backoff: float = 10.0,
+    on_turn: Callable[[], object] = lambda: None,
+    can_take: Callable[[], bool] = lambda: True,
+    settings: MqttSettings | None = None,
+    min_backoff: float = RECONNECT_MIN,
+    max_backoff: float = RECONNECT_MAX,
 ) -> None:
-    """Subscribe to ``status.topic`` and hand every message to ``on_message`` until cancelled; reconnect on failure
-    with exponential back-off."""
-    host, port = parse_mqtt_url(status.url)
+    """Subscribe to ``status.topic`` and hand every message to ``on_message`` until cancelled (``on_turn`` makes a
+    turn's messages durable before they are acknowledged); reconnect on failure with exponential back-off, with
+    jitter, and only while ``can_take()``."""
+    broker = Broker.of(status.url, settings)
+    shown = redact(status.url)
     backoff = min_backoff
+    failures = 0
     while True:
+        while not can_take():  # the backlog is full: let the broker keep the messages until there is room
+            await asyncio.sleep(min_backoff)
         try:
             async with IngestClient(
-                host,
-                port,
+                broker.host,
+                broker.port,
+                **broker.client_options(),
                 identifier=status.client_id,
                 clean_session=False,
                 protocol=aiomqtt.ProtocolVersion.V311,
                 keepalive=15,
                 timeout=5,
                 on_message=on_message,
+                on_turn=on_turn,
                 status=status,
             ) as client:
                 # a persistent session's backlog starts flowing before the SUBACK and is ingested as it comes, so the
                 # SUBACK may wait behind many messages: give it longer than a plain request
-                await client.subscribe(status.topic, qos=1, timeout=SUBSCRIBE_TIMEOUT)
+                await client.until_refused(client.subscribe(status.topic, qos=1, timeout=SUBSCRIBE_TIMEOUT))
                 status.connected = True
                 status.connects += 1
                 status.last_error = None
                 backoff = min_backoff
-                log.info("MQTT connected to %s, subscribed to %s", status.url, status.topic)
-                async for _ in client.messages:  # never yields: IngestClient delivers; this ends on disconnection
-                    pass
+                log.info("MQTT connected to %s as %s, subscribed to %s", shown, status.client_id, status.topic)
+                await client.until_refused(_until_disconnected(client))
         except aiomqtt.MqttError as exc:
             if status.connected:
                 status.disconnects += 1
             status.connected = False
-            status.last_error = str(exc)
-            log.warning("MQTT %s: %s; retrying in %.1f s", status.url, exc, backoff)
-            await asyncio.sleep(backoff)
+            status.last_error = redact(str(exc))
+            failures = failures + 1 if backoff >= max_backoff else 0
+            # every attempt is logged while the back-off grows, then one in 100 (an outage of hours stays readable)
+            level = logging.WARNING if failures % 100 == 0 else logging.DEBUG
+            log.log(level, "MQTT %s — %s; retrying in %.2f s", shown, status.last_error, backoff)
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
             backoff = min(backoff * 2, max_backoff)
         finally:
             status.connected = False

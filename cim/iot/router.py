@@ -31,6 +31,7 @@ from cim.api.schemas import (
 )
 from cim.errors import InvalidInput
 from cim.iot.live import alert_dict
+from cim.iot.mqtt import Backpressure
 from cim.iot.service import IotService
 from cim.model import Reading
 
@@ -129,13 +130,18 @@ READINGS_BODY = {
 )
 async def post_readings(iot: Iot, body: Annotated[Any, Depends(json_body)]) -> dict[str, Any]:
     """One reading ``{"sensor_id", "value", "time", "status"}``, a list of them, or ``{"readings": [...]}``.
-    Bad readings are counted per reason and dropped; when none is accepted the answer is a 400."""
+    Bad readings are counted per reason and dropped; when none is accepted the answer is a 400. A 202 means the
+    accepted readings are durable (in the write-ahead spool); when the server cannot take them now it answers 503
+    with ``Retry-After`` and keeps none of them."""
     if isinstance(body, dict) and "readings" in body:
         body = body["readings"]
     items = body if isinstance(body, list) else [body]
     if not items or len(items) > MAX_POST_READINGS:
         raise InvalidInput("readings", f"send between 1 and {MAX_POST_READINGS:,} readings, got {len(items):,}")
-    accepted, dropped, messages = iot.ingest_items(items)
+    try:
+        accepted, dropped, messages = iot.ingest_items(items)
+    except Backpressure as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
     if not accepted:
         raise InvalidInput("readings", "none accepted: " + "; ".join(messages))
     return {"accepted": accepted, "dropped": dropped, "errors": messages}

@@ -4,8 +4,17 @@ lifespan starts and stops.
 Everything that changes state runs on the event loop, synchronously and without awaiting, so a reading moves the
 latest state, the rules and the live push in one step. The store is reached only from a single worker thread (it is
 blocking, and one DuckDB connection serves one statement at a time): readings and alert changes are buffered and
-written every ``flush_interval`` seconds or ``flush_size`` readings, one transaction per batch. A flush that fails
-keeps its batch and retries; past ``max_backlog`` buffered readings the oldest are dropped and counted.
+written every ``flush_interval`` seconds or ``flush_size`` readings, one transaction per batch.
+
+No acknowledged reading is lost. Accepted readings are committed to the write-ahead :class:`~cim.iot.spool.Spool`
+(SQLite, WAL) before they are acknowledged: :meth:`IotService.commit` runs once per event-loop turn of MQTT input,
+before that turn's PUBACKs leave, and at the end of each ``POST /iot/readings``, before its 202. The flusher writes
+the spooled readings to the store and only then deletes them from the spool; at start the service replays what the
+spool still holds (at least once: a crash between the store's commit and the spool's delete writes that batch
+twice). A flush that fails, for whatever reason, is counted in ``flush_failures``, logged (without secrets) and
+retried with back-off, reopening the store when the service was given a way to (``reopen_store``). Past
+``max_backlog`` readings not yet in the store new readings are refused — HTTP 503, and over MQTT they are not
+acknowledged (the broker keeps them for the session) — never dropped once acknowledged.
 """
 
 from __future__ import annotations
@@ -19,11 +28,12 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from cim.errors import CimError, NotFound
+from cim.errors import CimError, NotFound, StoreUnavailable
 from cim.iot.live import LiveHub
-from cim.iot.mqtt import MqttStatus, run_subscriber
+from cim.iot.mqtt import RECONNECT_MAX, RECONNECT_MIN, Backpressure, MqttStatus, client_id_for, run_subscriber
 from cim.iot.payload import (
     FUTURE_TOLERANCE,
     MAX_PAYLOAD_BYTES,
@@ -35,6 +45,7 @@ from cim.iot.payload import (
 )
 from cim.iot.rules import Rule, RuleEngine
 from cim.iot.sensors import Sensor, load_sensors
+from cim.iot.spool import DEFAULT_SYNCHRONOUS, Spool, redact, spool_path_for
 from cim.model import Reading
 from cim.settings import MqttSettings
 from cim.store import Store
@@ -51,17 +62,20 @@ T = TypeVar("T")
 class IotOptions:
     """Tuning of the service; the defaults suit a city demo on 2 cores."""
 
-    client_id: str = "cim-iot"
+    client_id: str | None = None  # None: CIM_MQTT_CLIENT_ID, else derived from host name and store (client_id_for)
     flush_interval: float = 0.25
     flush_size: int = 20_000
-    max_backlog: int = 2_000_000
+    max_backlog: int = 1_000_000  # readings accepted but not yet in the store; past it new ones are refused
+    flush_min_backoff: float = 0.05
+    flush_max_backoff: float = 1.0
+    spool_synchronous: str = DEFAULT_SYNCHRONOUS
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     future_tolerance: timedelta = FUTURE_TOLERANCE
     stale_check_interval: float = 1.0
     sensor_refresh_interval: float = 30.0
     live_min_interval: float = 0.05
-    min_backoff: float = 0.2
-    max_backoff: float = 10.0
+    min_backoff: float = RECONNECT_MIN  # MQTT reconnection
+    max_backoff: float = RECONNECT_MAX
 
 
 class IotService:
@@ -75,8 +89,15 @@ class IotService:
         write_token: str | None = None,
         rules: Iterable[Rule] = (),
         options: IotOptions | None = None,
+        spool_path: str | Path | None = None,
+        reopen_store: Callable[[], Store] | None = None,
     ) -> None:
+        """``spool_path``: the write-ahead spool (default beside the store, :func:`~cim.iot.spool.spool_path_for`);
+        ``reopen_store``: opens the store again after a failed flush (a lost PostgreSQL connection)."""
         self.store = store
+        self.spool_path = Path(spool_path) if spool_path is not None else spool_path_for(store.url)
+        self.reopen_store = reopen_store
+        self.spool: Spool | None = None
         self.mqtt = mqtt or MqttSettings()
         self.write_token = write_token
         self.options = options or IotOptions()
@@ -91,7 +112,10 @@ class IotService:
         self.flush_failures = 0
         self.dropped: Counter[str] = Counter()
         self.mqtt_status: MqttStatus | None = None
-        self._pending: list[Reading] = []
+        self._unspooled: list[Reading] = []  # accepted, not yet in the spool (nor acknowledged)
+        self._pending: list[Reading] = []  # in the spool, not yet in the store
+        self._pending_upto = 0  # spool id of the last reading in _pending
+        self._flush_backoff = 0.0
         self._topic_sensor: dict[str, str | None] = {}  # topic → sensor id: splitting it cost 6% of the ingest
         self._pending_alerts: dict[str, Alert] = {}
         self._flushing: list[Reading] = []
@@ -108,6 +132,11 @@ class IotService:
         is set), the flusher and the stale-data checker."""
         self._started_at = datetime.now(UTC)
         self._started_clock = clock.monotonic()
+        self.spool = Spool(self.spool_path, synchronous=self.options.spool_synchronous)
+        self._pending, self._pending_upto = self.spool.load()
+        if self._pending:
+            log.warning("IoT spool — replaying %d readings not yet in the store", len(self._pending))
+            await self.flush()
         await self.reload_sensors()
         self.latest = await self._in_store(self.store.latest_states)
         open_alerts = await self._in_store(self.store.alerts, open_only=True)
@@ -115,12 +144,16 @@ class IotService:
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="cim-iot-flush"))
         self._tasks.append(asyncio.create_task(self._housekeeping_loop(), name="cim-iot-housekeeping"))
         if self.mqtt.url:
-            self.mqtt_status = MqttStatus(url=self.mqtt.url, topic=self.mqtt.topic, client_id=self.options.client_id)
+            client_id = self.options.client_id or self.mqtt.client_id or client_id_for(self.store.url)
+            self.mqtt_status = MqttStatus(url=self.mqtt.url, topic=self.mqtt.topic, client_id=client_id)
             self._tasks.append(
                 asyncio.create_task(
                     run_subscriber(
                         self.mqtt_status,
                         self.ingest_message,
+                        on_turn=self.commit,
+                        can_take=self.has_room,
+                        settings=self.mqtt,
                         min_backoff=self.options.min_backoff,
                         max_backoff=self.options.max_backoff,
                     ),
@@ -136,9 +169,13 @@ class IotService:
         self._tasks.clear()
         self.hub.close()
         try:
+            with contextlib.suppress(CimError):
+                self.commit()
             await self.flush()
         finally:
             self._executor.shutdown(wait=True)
+            if self.spool is not None:
+                self.spool.close()
 
     async def reload_sensors(self) -> None:
         """Read the sensors again from the store (sensors declared after the start become known)."""
@@ -155,6 +192,8 @@ class IotService:
             sensor_id = sensor_of_topic(topic, self.mqtt.topic)
             if len(self._topic_sensor) < TOPIC_CACHE_SIZE:
                 self._topic_sensor[topic] = sensor_id
+        if not self.has_room():
+            raise Backpressure("IoT ingest", f"{self.options.max_backlog:,} readings wait for the store")
         try:
             if sensor_id is None:
                 raise Dropped(DropReason.BAD_TOPIC, f"topic {topic!r}", f"does not match {self.mqtt.topic!r}")
@@ -168,8 +207,12 @@ class IotService:
 
     def ingest_items(self, items: Sequence[Any]) -> tuple[int, dict[str, int], list[str]]:
         """Readings posted over HTTP, each ``{"sensor_id", "value", "time", "status"}``: (accepted, dropped per
-        reason, the first few messages of the drops)."""
+        reason, the first few messages of the drops). The accepted ones are in the spool when it returns; when the
+        backlog is full or the spool cannot be written, :class:`Backpressure` is raised and nothing is accepted."""
+        if not self.has_room(len(items)):
+            raise Backpressure("IoT ingest", f"{self.options.max_backlog:,} readings wait for the store")
         now = datetime.now(UTC)
+        mine = len(self._unspooled)  # this request's readings start here
         accepted = 0
         dropped: Counter[str] = Counter()
         messages: list[str] = []
@@ -186,6 +229,11 @@ class IotService:
                 if len(messages) < 5:
                     messages.append(str(exc))
         self.dropped.update(dropped)
+        try:
+            self.commit()
+        except StoreUnavailable as exc:
+            del self._unspooled[mine:]  # answered 503: the sender keeps them
+            raise Backpressure("IoT ingest", f"the readings could not be made durable: {exc.why}") from None
         return accepted, dict(dropped), messages
 
     def _parse(self, sensor_id: str, obj: Any, now: datetime) -> Reading:
@@ -193,14 +241,27 @@ class IotService:
             raise Dropped(DropReason.UNKNOWN_SENSOR, f"sensor {sensor_id!r}", "is not a sensor asset in the store")
         return parse_reading(sensor_id, obj, now=now, future_tolerance=self.options.future_tolerance)
 
-    def _accept(self, reading: Reading, now: datetime) -> None:
-        if len(self._pending) >= self.options.max_backlog:
-            del self._pending[: len(self._pending) // 10]
-            self.dropped[DropReason.STORE_BACKLOG] += self.options.max_backlog // 10
-        self.accepted += 1
-        self._pending.append(reading)
+    def has_room(self, readings: int = 1) -> bool:
+        """Whether ``readings`` more fit under ``max_backlog`` (readings accepted but not yet in the store)."""
+        return len(self._unspooled) + len(self._pending) + len(self._flushing) + readings <= self.options.max_backlog
+
+    def commit(self) -> None:
+        """Make the accepted readings durable in the spool, in one transaction; then they may be acknowledged.
+        Raises :class:`~cim.errors.StoreUnavailable` when the spool cannot be written (nothing is acknowledged)."""
+        batch = self._unspooled
+        if not batch:
+            return
+        if self.spool is None:
+            raise StoreUnavailable("IoT spool", "is not open: start the service first")
+        self._pending_upto = self.spool.append(batch)
+        self._unspooled = []
+        self._pending += batch
         if len(self._pending) >= self.options.flush_size:
             self._wake_flush.set()
+
+    def _accept(self, reading: Reading, now: datetime) -> None:
+        self.accepted += 1
+        self._unspooled.append(reading)
         current = self.latest.get(reading.sensor_id)
         if current is not None and reading.time < current.time:
             return  # a late arrival goes to the history but moves neither the state nor the rules
@@ -219,6 +280,7 @@ class IotService:
         """Write the buffered readings and alert changes, one transaction each. Returns the readings written."""
         async with self._flush_lock:
             batch, self._pending = self._pending, []
+            upto = self._pending_upto
             alerts, self._pending_alerts = self._pending_alerts, {}
             if not batch and not alerts:
                 return 0
@@ -226,18 +288,33 @@ class IotService:
             try:
                 if batch:
                     await self._in_store(self.store.append_readings, batch)
+                    if self.spool is not None:
+                        self.spool.delete_upto(upto)
+                    self._flushing = []
+                    self.stored += len(batch)
                 if alerts:
                     await self._in_store(self.store.save_alerts, list(alerts.values()))
-            except CimError as exc:
+            except Exception as exc:  # whatever the driver raises: nothing acknowledged may be dropped silently
                 self.flush_failures += 1
-                log.error("cannot write %d readings: %s; kept for the next try", len(batch), exc)
-                self._pending[:0] = batch
+                self._pending[:0] = self._flushing
                 for alert_id, alert in alerts.items():
                     self._pending_alerts.setdefault(alert_id, alert)
+                self._flush_backoff = min(
+                    max(self._flush_backoff * 2, self.options.flush_min_backoff), self.options.flush_max_backoff
+                )
+                log.error(
+                    "IoT flush of %d readings — failed (%s: %s); kept in the spool, retrying in %.2f s",
+                    len(self._flushing),
+                    type(exc).__name__,
+                    redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else ""),
+                    self._flush_backoff,
+                )
                 return 0
             finally:
                 self._flushing = []
-            self.stored += len(batch)
+            if self._flush_backoff:
+                log.info("IoT flush — the store takes readings again")
+            self._flush_backoff = 0.0
             self.flushes += 1
             return len(batch)
 
@@ -248,6 +325,23 @@ class IotService:
             self._wake_flush.clear()
             # shielded: stop() cancels this loop, and a write cut off half-way would lose its batch
             await asyncio.shield(self.flush())
+            if self._flush_backoff:
+                await asyncio.sleep(self._flush_backoff)
+                if self.reopen_store is not None:
+                    await asyncio.shield(self._reopen())
+
+    async def _reopen(self) -> None:
+        """Open the store again (after a failure a PostgreSQL connection may be gone for good); on failure the old
+        store is kept and the next flush tries again."""
+        assert self.reopen_store is not None
+        try:
+            fresh = await self._in_store(self.reopen_store)
+        except Exception as exc:
+            log.warning("IoT store — cannot reopen yet (%s)", type(exc).__name__)
+            return
+        old, self.store = self.store, fresh
+        with contextlib.suppress(Exception):
+            await self._in_store(old.close)
 
     async def _housekeeping_loop(self) -> None:
         last_refresh = clock.monotonic()
@@ -280,7 +374,7 @@ class IotService:
         self.sensor(sensor_id)
         buffered = [
             r
-            for r in (*self._flushing, *self._pending)
+            for r in (*self._flushing, *self._pending, *self._unspooled)
             if r.sensor_id == sensor_id and (start is None or r.time >= start) and (end is None or r.time < end)
         ]
         stored = await self._in_store(self.store.readings, sensor_id, start=start, end=end, limit=limit)
@@ -305,7 +399,7 @@ class IotService:
         if self.mqtt_status is not None:
             s = self.mqtt_status
             mqtt = {
-                "url": s.url,
+                "url": redact(s.url),
                 "topic": s.topic,
                 "client_id": s.client_id,
                 "connected": s.connected,
@@ -321,7 +415,8 @@ class IotService:
             "dropped": dict(sorted(self.dropped.items())),
             "dropped_total": sum(self.dropped.values()),
             "stored": self.stored,
-            "buffered": len(self._pending) + len(self._flushing),
+            "buffered": len(self._pending) + len(self._flushing) + len(self._unspooled),
+            "spool_depth": self.spool.depth() if self.spool is not None else 0,
             "flushes": self.flushes,
             "flush_failures": self.flush_failures,
             "open_alerts": len(self.engine.open),

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -138,8 +139,34 @@ def fast_options(**overrides: object) -> IotOptions:
 
 
 @asynccontextmanager
-async def running(store: Store, url: str | None = None, **options: object) -> AsyncIterator[IotService]:
-    service = IotService(store, MqttSettings(url=url), write_token=TOKEN, options=fast_options(**options))
+async def running(
+    store: Store,
+    url: str | None = None,
+    *,
+    spool: Path | None = None,
+    reopen_store: Callable[[], Store] | None = None,
+    **options: object,
+) -> AsyncIterator[IotService]:
+    """The service on ``store`` (its spool in ``spool``, else in a temporary folder of its own)."""
+    with tempfile.TemporaryDirectory(prefix="cim-spool-") as folder:
+        async with _running(
+            store, url, spool or Path(folder) / "spool.sqlite", reopen_store=reopen_store, **options
+        ) as service:
+            yield service
+
+
+@asynccontextmanager
+async def _running(
+    store: Store, url: str | None, spool: Path, *, reopen_store: Callable[[], Store] | None, **options: object
+) -> AsyncIterator[IotService]:
+    service = IotService(
+        store,
+        MqttSettings(url=url),
+        write_token=TOKEN,
+        options=fast_options(**options),
+        spool_path=spool,
+        reopen_store=reopen_store,
+    )
     await service.start()
     try:
         if url is not None:
@@ -177,13 +204,17 @@ def build_app(store: Store, *, mqtt_url: str | None = None, **options: object) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = IotService(store, MqttSettings(url=mqtt_url), write_token=TOKEN, options=fast_options(**options))
+        spool = Path(tempfile.mkdtemp(prefix="cim-spool-")) / "spool.sqlite"
+        service = IotService(
+            store, MqttSettings(url=mqtt_url), write_token=TOKEN, options=fast_options(**options), spool_path=spool
+        )
         await service.start()
         app.state.iot = service
         try:
             yield
         finally:
             await service.stop()
+            shutil.rmtree(spool.parent, ignore_errors=True)
 
     app = FastAPI(lifespan=lifespan)
     app.include_router(router)
