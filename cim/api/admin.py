@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from cim.api.deps import StoreDep, json_body, require_write_token
 from cim.api.errors import error_response
 from cim.api.jobs import Job, JobRunner, QueueFull, Upload, tileset_folder
+from cim.api.schemas import errors
 from cim.errors import InvalidInput
 from cim.settings import AppSettings
 from cim.store import Store
@@ -57,7 +58,7 @@ class JobIn(BaseModel):
     files: list[IngestFileIn] = Field(default_factory=list, max_length=200)
     kind: str | None = Field(None, max_length=40)
     preset: str | None = Field(None, max_length=40)
-    mapping: str | None = Field(None, max_length=1_000_000, description="layer mapping TOML text")
+    mapping: str | None = Field(None, max_length=200_000, description="layer mapping TOML text")
     mapping_label: str | None = Field(None, max_length=500, description="the mapping file as the client names it")
     crs: str | None = Field(None, max_length=2000)
     place: str | None = Field(None, max_length=200)
@@ -124,12 +125,6 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return result
 
 
-UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No or wrong bearer token"},
-    403: {"description": "The server was started without CIM_WRITE_TOKEN: writes are disabled"},
-}
-
-
 def build_admin_router(settings: AppSettings) -> APIRouter:
     """The ``/admin`` routes, with a lifespan that starts the job runner on the server's store and stops it."""
 
@@ -148,9 +143,7 @@ def build_admin_router(settings: AppSettings) -> APIRouter:
         "/uploads", upload, methods=["POST"], status_code=201, response_model=UploadOut, dependencies=WRITE,
         summary="Upload a file for an ingest job (the raw file as the body)",
         openapi_extra={"requestBody": {"required": True, "content": binary}},
-        responses={**UNAUTHORIZED, 400: {"description": "Not a plain file name"},
-                   404: {"description": "No such upload to put it beside"},
-                   413: {"description": "Over CIM_ADMIN_MAX_UPLOAD_BYTES"}},
+        responses=errors(401, 403, 400, 404, 413),
     )  # fmt: skip
     router.add_api_route(
         "/jobs", create_job, methods=["POST"], status_code=202, response_model=JobOut, dependencies=WRITE,
@@ -158,16 +151,15 @@ def build_admin_router(settings: AppSettings) -> APIRouter:
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(JobIn)}}}
         },
-        responses={**UNAUTHORIZED, 400: {"description": "An invalid job"}, 404: {"description": "No such upload"},
-                   503: {"description": "The job queue is full; see Retry-After"}},
+        responses=errors(401, 403, 400, 404, 413),
     )  # fmt: skip
     router.add_api_route(
         "/jobs/{job_id}", get_job, methods=["GET"], response_model=JobOut, dependencies=WRITE,
         summary="A write job's state, progress, result or error",
-        responses={**UNAUTHORIZED, 404: {"description": "No such job"}},
+        responses=errors(401, 403, 404),
     )  # fmt: skip
     router.add_api_route(
-        "/info", get_info, methods=["GET"], response_model=InfoOut,
+        "/info", get_info, methods=["GET"], response_model=InfoOut, responses=errors(),
         summary="What the store holds (as `cim info`), the write jobs and the tilesets",
     )  # fmt: skip
     return router
@@ -176,7 +168,15 @@ def build_admin_router(settings: AppSettings) -> APIRouter:
 async def upload(
     request: Request,
     runner: RunnerDep,
-    name: Annotated[str, Query(max_length=255, description="the file's name, e.g. roads.geojson")],
+    name: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]*$",  # jobs.check_file_name: no folder, not hidden
+            description="the file's name, e.g. roads.geojson",
+        ),
+    ],
     beside: Annotated[str | None, Query(max_length=64, description="put it beside this upload")] = None,
 ) -> UploadOut:
     declared = request.headers.get("content-length")

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cim.api.deps import ResourcesDep
+from cim.api.schemas import errors
 from cim.errors import CimError
 from cim.store import Store
 
@@ -42,7 +43,7 @@ class ReadyOut(BaseModel):
     checks: dict[str, CheckOut]
 
 
-@router.get("/health", summary="Liveness: the server process answers", response_model=HealthOut)
+@router.get("/health", summary="Liveness: the server process answers", response_model=HealthOut, responses=errors())
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -51,7 +52,10 @@ async def health() -> dict[str, str]:
     "/ready",
     summary="Readiness: every dependency answers (store, MQTT broker, readings spool)",
     response_model=ReadyOut,
-    responses={503: {"model": ReadyOut, "description": "A dependency is down; `down` names it"}},
+    responses={
+        **errors(),
+        503: {"model": ReadyOut, "description": "A dependency is down: `down` names it"},
+    },
 )
 async def ready(resources: ResourcesDep) -> JSONResponse:
     checks: dict[str, dict[str, Any]] = {}
