@@ -155,8 +155,14 @@ def _alerts_of(service: IotService) -> AlertLookup:
 
 
 def _iot_probes(service: IotService) -> dict[str, Probe]:
-    """Readiness of the live side: the broker's connection, when a broker is configured."""
-    probes: dict[str, Probe] = {}
+    """Readiness of the live side: readings reach the store, and the broker is connected when one is configured."""
+
+    async def readings() -> str | None:
+        if not service.flushes_failing:
+            return None
+        return f"readings cannot be written to the store; {service.stats()['buffered']} wait in the spool"
+
+    probes: dict[str, Probe] = {"readings": readings}
     if service.mqtt_status is not None:
         status = service.mqtt_status
 

@@ -393,6 +393,11 @@ class IotService:
         await self.flush()
         return await self._in_store(self.store.alerts, open_only=open_only, sensor_id=sensor_id, limit=limit)
 
+    @property
+    def flushes_failing(self) -> bool:
+        """Whether the last write of readings to the store failed (they wait in the spool; it is retried)."""
+        return self._flush_backoff > 0
+
     def stats(self) -> dict[str, Any]:
         elapsed = max(clock.monotonic() - self._started_clock, 1e-9)
         mqtt = None
