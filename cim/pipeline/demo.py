@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -54,7 +55,14 @@ def demo(
         return
     import uvloop
 
-    uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate))
+    # uvicorn stops gracefully on Ctrl-C, then raises the signal again for whoever had it before; with Python's
+    # default handler that is a KeyboardInterrupt through the event loop, and uvicorn logs the lifespan task it
+    # cancels as an error with a traceback. The demo has nothing left to do by then: take the signal quietly.
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate))
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rate: float) -> None:
