@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,48 +26,17 @@ from cim.model import Asset, Kind
 from cim.settings import MqttSettings
 from cim.store import AssetBatch, Store
 from tests.conftest import missing_service
-from tests.faults import free_port, port_answers
+from tests.faults import PrivateMosquitto, port_answers
 
 TOKEN = "test-token"
 
 
-class Broker:
-    """A Mosquitto process of the test's own, with persistence, that the test may stop and start again."""
+class Broker(PrivateMosquitto):
+    """A Mosquitto process of the test's own, with persistence and no cap on the messages queued for a session,
+    that the test may stop and start again."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.config = workdir / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nmax_queued_messages 0\nmax_inflight_messages 100\n"
-            f"log_dest file {workdir}/mosquitto.log\n" + ("user root\n" if os.geteuid() == 0 else "")
-            # as root, Mosquitto would switch to the user mosquitto, who cannot write into pytest's tmp folder
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not port_answers(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto on port {self.port} did not start: {self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto writes its persistence file (the queued QoS-1 messages) and exits."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def log(self) -> str:
-        path = self.workdir / "mosquitto.log"
-        return path.read_text()[-2000:] if path.exists() else ""
+        super().__init__(workdir, extra="max_queued_messages 0\nmax_inflight_messages 100\n")
 
 
 @pytest.fixture

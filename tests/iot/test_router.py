@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from websockets.sync.client import connect
 
 from cim.store import Store
-from tests.iot.conftest import TOKEN, Broker, build_app, declare_sensors, free_port
+from tests.faults import free_port
+from tests.iot.conftest import TOKEN, Broker, build_app, declare_sensors
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
