@@ -130,7 +130,6 @@ async def _start_iot(settings: AppSettings) -> IotService:
         mqtt,
         write_token=settings.server.write_token,
         spool_path=settings.iot.spool or spool_path_for(url),
-        reopen_store=lambda: open_store(url),
     )
     try:
         await service.start()

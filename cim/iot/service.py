@@ -12,7 +12,7 @@ before that turn's PUBACKs leave, and at the end of each ``POST /iot/readings``,
 the spooled readings to the store and only then deletes them from the spool; at start the service replays what the
 spool still holds (at least once: a crash between the store's commit and the spool's delete writes that batch
 twice). A flush that fails, for whatever reason, is counted in ``flush_failures``, logged (without secrets) and
-retried with back-off, reopening the store when the service was given a way to (``reopen_store``). Past
+retried with back-off (the store reconnects by itself: PostGIS through its connection pool). Past
 ``max_backlog`` readings not yet in the store new readings are refused — HTTP 503, and over MQTT they are not
 acknowledged (the broker keeps them for the session) — never dropped once acknowledged.
 """
@@ -90,13 +90,10 @@ class IotService:
         rules: Iterable[Rule] = (),
         options: IotOptions | None = None,
         spool_path: str | Path | None = None,
-        reopen_store: Callable[[], Store] | None = None,
     ) -> None:
-        """``spool_path``: the write-ahead spool (default beside the store, :func:`~cim.iot.spool.spool_path_for`);
-        ``reopen_store``: opens the store again after a failed flush (a lost PostgreSQL connection)."""
+        """``spool_path``: the write-ahead spool (default beside the store, :func:`~cim.iot.spool.spool_path_for`)."""
         self.store = store
         self.spool_path = Path(spool_path) if spool_path is not None else spool_path_for(store.url)
-        self.reopen_store = reopen_store
         self.spool: Spool | None = None
         self.mqtt = mqtt or MqttSettings()
         self.write_token = write_token
@@ -327,21 +324,6 @@ class IotService:
             await asyncio.shield(self.flush())
             if self._flush_backoff:
                 await asyncio.sleep(self._flush_backoff)
-                if self.reopen_store is not None:
-                    await asyncio.shield(self._reopen())
-
-    async def _reopen(self) -> None:
-        """Open the store again (after a failure a PostgreSQL connection may be gone for good); on failure the old
-        store is kept and the next flush tries again."""
-        assert self.reopen_store is not None
-        try:
-            fresh = await self._in_store(self.reopen_store)
-        except Exception as exc:
-            log.warning("IoT store — cannot reopen yet (%s)", type(exc).__name__)
-            return
-        old, self.store = self.store, fresh
-        with contextlib.suppress(Exception):
-            await self._in_store(old.close)
 
     async def _housekeeping_loop(self) -> None:
         last_refresh = clock.monotonic()

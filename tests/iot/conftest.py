@@ -97,28 +97,22 @@ async def running(
     url: str | None = None,
     *,
     spool: Path | None = None,
-    reopen_store: Callable[[], Store] | None = None,
     **options: object,
 ) -> AsyncIterator[IotService]:
     """The service on ``store`` (its spool in ``spool``, else in a temporary folder of its own)."""
     with tempfile.TemporaryDirectory(prefix="cim-spool-") as folder:
-        async with _running(
-            store, url, spool or Path(folder) / "spool.sqlite", reopen_store=reopen_store, **options
-        ) as service:
+        async with _running(store, url, spool or Path(folder) / "spool.sqlite", **options) as service:
             yield service
 
 
 @asynccontextmanager
-async def _running(
-    store: Store, url: str | None, spool: Path, *, reopen_store: Callable[[], Store] | None, **options: object
-) -> AsyncIterator[IotService]:
+async def _running(store: Store, url: str | None, spool: Path, **options: object) -> AsyncIterator[IotService]:
     service = IotService(
         store,
         MqttSettings(url=url),
         write_token=TOKEN,
         options=fast_options(**options),
         spool_path=spool,
-        reopen_store=reopen_store,
     )
     await service.start()
     try:

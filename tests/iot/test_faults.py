@@ -117,9 +117,7 @@ async def test_a_database_restart_loses_no_reading_acknowledged_over_http_or_mqt
     http_acked: set[float] = set()
     sensors = Sensors(private_mosquitto.url, "fault-db-sensors")
     stop = asyncio.Event()
-    async with running(
-        store, private_mosquitto.url, spool=tmp_path / "spool.sqlite", reopen_store=lambda: open_store(url)
-    ) as iot:
+    async with running(store, private_mosquitto.url, spool=tmp_path / "spool.sqlite") as iot:
         app = FastAPI()
         app.include_router(router)
         app.state.iot = iot
