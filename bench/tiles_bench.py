@@ -3,7 +3,9 @@
 Generates N convex footprints (4–8 corners, 8–40 m across, 6–96 m high; mean ≈ 5.3 corners) over a 50 km square of
 Shanghai, writes them with their LOD1 meshes (roof, floor, a quad per wall, as :mod:`cim.gis.shapes` makes them) into a
 DuckDB store and its mesh file, builds the tileset with :func:`cim.tiling.build.build_tiles`, then changes 100
-buildings (height and name) and builds again.
+buildings (height and name) and builds again. The tiles that rebuild encodes are then encoded again with
+:mod:`cim.tiling.glb`'s writer and with pygltflib writing the same content, alternating: time per tile and peak
+memory side by side (the figure in :mod:`cim.tiling.glb`'s docstring).
 
     .venv/bin/python bench/tiles_bench.py                # 1,000,000 buildings
     .venv/bin/python bench/tiles_bench.py -n 100000 --keep /tmp/city   # keep the store and tiles
@@ -18,17 +20,24 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
+import pygltflib
 import shapely
 
 from cim.store import AssetBatch, open_store
 from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.tiling import build as build_module
+from cim.tiling import glb, properties
 from cim.tiling.build import build_tiles
 
 WEST, SOUTH, SIDE = 121.2, 30.9, 0.5
@@ -205,12 +214,155 @@ def load() -> str:
     return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
+# --- glb writer side by side: cim.tiling.glb's own writer against pygltflib writing the same content -------------
+
+
+class _PygltfWriter(glb._Writer):
+    """The glb writer with pygltflib packing the document: the same buffer views, accessors, meshes, materials and
+    property tables, as pygltflib objects, written by ``GLTF2.save_to_bytes``."""
+
+    def glb(self) -> bytes:
+        binary = b"".join(self.chunks)
+        doc = pygltflib.GLTF2(
+            asset=pygltflib.Asset(version="2.0", generator="cim tiling"),
+            scene=0,
+            scenes=[pygltflib.Scene(nodes=list(range(len(self.nodes))))],
+            nodes=[pygltflib.Node(**node) for node in self.nodes],
+            meshes=[
+                pygltflib.Mesh(
+                    name=mesh["name"],
+                    primitives=[
+                        pygltflib.Primitive(
+                            attributes=pygltflib.Attributes(**p["attributes"]),
+                            indices=p["indices"],
+                            material=p["material"],
+                            mode=p["mode"],
+                            extensions=p["extensions"],
+                        )
+                        for p in mesh["primitives"]
+                    ],
+                )
+                for mesh in self.meshes
+            ],
+            materials=[
+                pygltflib.Material(
+                    name=m["name"],
+                    pbrMetallicRoughness=pygltflib.PbrMetallicRoughness(**m["pbrMetallicRoughness"]),
+                    alphaMode=m.get("alphaMode", pygltflib.OPAQUE),
+                )
+                for m in self.materials
+            ],
+            accessors=[pygltflib.Accessor(**a) for a in self.accessors],
+            bufferViews=[pygltflib.BufferView(**v) for v in self.views],
+            buffers=[pygltflib.Buffer(byteLength=len(binary))] if self.views else [],
+            extensions={
+                "EXT_structural_metadata": {
+                    "schema": properties.schema_for(self.kinds),
+                    "propertyTables": self.tables,
+                }
+            },
+            extensionsUsed=["EXT_mesh_features", "EXT_structural_metadata"]
+            + (["KHR_mesh_quantization"] if self.quantized else []),
+            extensionsRequired=["KHR_mesh_quantization"] if self.quantized else [],
+        )
+        doc.set_binary_blob(binary)
+        return b"".join(doc.save_to_bytes())
+
+
+Inputs = tuple[tuple[float, float, float], MeshBatch, dict[str, pa.Table]]
+
+
+def incremental_with_inputs(store_path: Path, out: Path, workers: int | None) -> tuple[Any, list[Inputs]]:
+    """The incremental build, keeping the inputs of every tile it encodes in this process (a rebuild of a few
+    changes encodes here): a sample of the bench's tiles for :func:`glb_side_by_side`."""
+    inputs: list[Inputs] = []
+    encode = build_module.encode_tile
+
+    def recording(origin: tuple[float, float, float], meshes: MeshBatch, tables: dict[str, pa.Table]) -> Any:
+        inputs.append((origin, meshes, tables))
+        return encode(origin, meshes, tables)
+
+    build_module.encode_tile = recording  # type: ignore[assignment]
+    try:
+        with open_store(str(store_path)) as store, MeshStore(mesh_path_for(store.url), read_only=True) as meshes:
+            summary = build_tiles(store, meshes, out, workers=workers)
+    finally:
+        build_module.encode_tile = encode  # type: ignore[assignment]
+    return summary, inputs
+
+
+def glb_side_by_side(inputs: list[Inputs], rounds: int) -> None:
+    """Encode the same tiles with our writer and with pygltflib, alternating, ``rounds`` times; print the median
+    time per tile and the median peak of Python-tracked memory (numpy included) per tile."""
+    if not inputs:
+        print("glb writers: no tile was encoded in this process (run without --workers for the side by side)")
+        return
+    writers: dict[str, Any] = {"cim": _timed(glb._Writer), "pygltflib": _timed(_PygltfWriter)}
+    times: dict[str, list[float]] = {name: [] for name in writers}
+    packing: dict[str, list[float]] = {name: [] for name in writers}
+    peaks: dict[str, list[float]] = {name: [] for name in writers}
+    out: dict[str, list[bytes]] = {}
+    for round_ in range(rounds):
+        for name, writer in writers.items() if round_ % 2 == 0 else reversed(writers.items()):
+            with mock.patch.object(glb, "_Writer", writer):
+                writer.seconds = 0.0
+                start = time.perf_counter()
+                out[name] = [glb.encode_tile(*tile).glb for tile in inputs]
+                times[name].append((time.perf_counter() - start) / len(inputs))
+                packing[name].append(writer.seconds / len(inputs))
+                for tile in inputs:  # memory apart: tracemalloc slows allocation, the pure-Python writer most
+                    tracemalloc.start()
+                    glb.encode_tile(*tile)
+                    peaks[name].append(tracemalloc.get_traced_memory()[1] / 2**20)
+                    tracemalloc.stop()
+    _same_content(out["cim"], out["pygltflib"])
+    size = statistics.mean(len(b) for b in out["cim"]) / 1024
+    print(f"glb writers on {len(inputs)} tiles (mean {size:,.0f} KB), median of {rounds} rounds, alternating:")
+    for name in writers:
+        print(
+            f"  {name:>9}: {statistics.median(times[name]) * 1e3:7.2f} ms per tile "
+            f"(packing the glb {statistics.median(packing[name]) * 1e3:5.2f} ms), "
+            f"peak {statistics.median(peaks[name]):6.1f} MB per tile (tracemalloc)"
+        )
+    ratio = statistics.median(times["pygltflib"]) / statistics.median(times["cim"])
+    memory = statistics.median(peaks["pygltflib"]) / statistics.median(peaks["cim"])
+    print(f"  pygltflib / cim: time {ratio:.2f}×, peak memory {memory:.2f}×")
+
+
+def _timed(writer: type[glb._Writer]) -> Any:
+    """``writer`` adding the time its :meth:`glb` takes (the packing, where the two writers differ) to ``seconds``."""
+
+    class Timed(writer):  # type: ignore[valid-type,misc]
+        seconds = 0.0
+
+        def glb(self) -> bytes:
+            start = time.perf_counter()
+            data = super().glb()
+            Timed.seconds += time.perf_counter() - start
+            return data
+
+    return Timed
+
+
+def _same_content(ours: list[bytes], theirs: list[bytes]) -> None:
+    """Both writers wrote the same nodes, metadata and buffer view bytes (pygltflib adds the defaults of materials
+    and accessors, and aligns views to 4 bytes, not 8)."""
+    for a, b in zip(ours, theirs, strict=True):
+        doc_a, bin_a = glb.read_glb(a)
+        doc_b, bin_b = glb.read_glb(b)
+        assert doc_a["extensions"] == doc_b["extensions"] and doc_a.get("nodes") == doc_b.get("nodes")
+        for view_a, view_b in zip(doc_a.get("bufferViews", []), doc_b["bufferViews"], strict=True):
+            start_a, start_b, length = view_a["byteOffset"], view_b["byteOffset"], view_a["byteLength"]
+            assert bin_a[start_a : start_a + length] == bin_b[start_b : start_b + length]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=1_000_000, help="number of buildings")
     parser.add_argument("--keep", type=Path, help="folder to keep the store and tiles in (default: a temp folder)")
     parser.add_argument("--seed", type=int, default=7, help="seed choosing the buildings the incremental changes")
     parser.add_argument("--workers", type=int, help="encoding processes (default: one per CPU)")
+    parser.add_argument("--glb-rounds", type=int, default=5, help="rounds of the glb writers side by side")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tiles-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -238,8 +390,7 @@ def main() -> None:
         print(f"  peak RSS: main+children max {peak_rss_mb():,.0f} MB (before build {rss_before:,.0f} MB)")
         changed = change_some(store_path, 100, args.seed)
         cpu = cpu_seconds()
-        with open_store(str(store_path)) as store, MeshStore(mesh_path_for(store.url), read_only=True) as meshes:
-            again = build_tiles(store, meshes, out, workers=args.workers)
+        again, inputs = incremental_with_inputs(store_path, out, args.workers)
         cpu = cpu_seconds() - cpu
         print(
             f"incremental after changing {len(changed)} buildings: {again.seconds:.1f} s, "
@@ -247,6 +398,7 @@ def main() -> None:
             f" ({'planned from the changes' if again.planned_from_changes else 'planned in full'})"
         )
         print(f"  CPU (main + workers) {cpu:.1f} s; after: {load()}")
+        glb_side_by_side(inputs, args.glb_rounds)
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
