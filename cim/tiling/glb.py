@@ -4,8 +4,8 @@ Written straight with numpy (JSON chunk + one binary buffer): a tile is a handfu
 needs ``KHR_mesh_quantization`` strides and metadata buffer views laid out by hand anyway. Measured against pygltflib
 1.16 writing the same content (``bench/tiles_bench.py``, its side by side on the 80 tiles of 100,000 buildings an
 incremental build rewrites, mean 757 KB, median of 5 rounds): packing a glb takes 0.75 ms here and 3.35 ms through
-pygltflib's objects and ``save_to_bytes`` (4.5×), a whole tile 20.7 against 27.3 ms; the peak memory of a tile is the
-same (8.3 MB, the geometry's).
+pygltflib's objects and ``save_to_bytes`` (4.5×; 3.5× in a second run under heavier load), a whole tile 20.7 against
+27.3 ms (1.32×; 1.16×); the peak memory of a tile is the same (8.3 MB, the geometry's).
 
 Layout: one node + mesh + primitive per asset kind in the tile (so each primitive's ``EXT_mesh_features`` feature ids
 point into that kind's ``EXT_structural_metadata`` property table, one class per kind). glTF is y-up, so ENU
