@@ -60,6 +60,7 @@ _SESSION_SETTINGS = (
 
 class PostGISDialect(Dialect):
     param = "%s"
+    joins_text_rows = True  # psycopg makes a Python string of each row (65k: 90 ms)
 
     def column_type(self, name: str) -> str:
         return next(c.postgres for c in ASSET_COLUMNS if c.name == name)
@@ -76,6 +77,30 @@ class PostGISDialect(Dialect):
     def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
         exact = shapely.to_wkb(polygon if polygon is not None else shapely.box(*bbox))
         return Where("ST_Intersects(geom, ST_GeomFromWKB(%s, 4326))", [exact])
+
+    def props_value(self, key: str, *, numeric: bool) -> Where:
+        if numeric:
+            return Where(
+                "(CASE WHEN jsonb_typeof(props -> %s) = 'number' THEN (props ->> %s)::double precision END)",
+                [key, key],
+            )
+        return Where(self.props_text(), [key])
+
+    def geom_param(self) -> str:
+        return "ST_GeomFromWKB(%s, 4326)"
+
+    def length_m(self, expr: str) -> str:
+        return f"ST_Length(({expr})::geography)"
+
+    def distance_m(self, a: str, b: str, *, utm_epsg: int) -> str:
+        return f"ST_Distance(({a})::geography, ({b})::geography)"
+
+    def near(self, a: str, b: str, dlon: float, dlat: float) -> Where:
+        return Where(f"{b}.geom && ST_Expand({a}.geom, %s, %s)", [dlon, dlat])
+
+    def bytewise(self, expr: str) -> str:
+        # PostgreSQL then also skips the locale's collation rules (several times slower to compare)
+        return f'{expr} COLLATE "C"'
 
 
 class PostGISStore(SqlStore):

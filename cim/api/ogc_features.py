@@ -28,9 +28,10 @@ from cim.api.schemas import (
 from cim.errors import InvalidInput, NotFound
 from cim.model import Kind, fields_of
 from cim.queries import ItemsQuery, find_features
+from cim.queries.checks import checked_text
 from cim.queries.cql import parse_filter, queryables
-from cim.queries.features import parse_datetime, parse_sortby
-from cim.queries.sqlbits import checked_text, sql_store
+from cim.queries.items import parse_datetime, parse_sortby
+from cim.store.sqlstore import sql_store
 
 router = APIRouter(tags=["OGC API – Features"])
 
@@ -199,14 +200,14 @@ def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
 ) -> GeoJSONResponse:
     limit = min(params.limit, MAX_LIMIT)
-    _, spelling = sql_store(store)
+    dialect = sql_store(store).dialect
     selected = _properties(params.properties, kind)
     query = ItemsQuery(
         kind=kind,
         bbox=parse_bbox(params.bbox) if params.bbox is not None else None,
         ids=[i.strip() for i in params.ids.split(",") if i.strip()] if params.ids is not None else None,
         installed=parse_datetime(params.datetime) if params.datetime is not None else None,
-        filter=parse_filter(params.filter, lang=_LANGS[params.filter_lang], kind=kind, spelling=spelling)
+        filter=parse_filter(params.filter, lang=_LANGS[params.filter_lang], kind=kind, dialect=dialect)
         if params.filter is not None and params.filter.strip()
         else None,
         sortby=parse_sortby(params.sortby, kind=kind) if params.sortby else (),
