@@ -5,9 +5,10 @@ One collection per asset kind: ``/collections/{kind}/items`` pages the assets of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -34,6 +35,7 @@ from cim.queries.items import parse_datetime, parse_sortby
 from cim.store.sqlstore import sql_store
 
 router = APIRouter(tags=["OGC API – Features"])
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 DEFAULT_LIMIT = 10
 #: Larger limits are capped to this (OGC API – Features: a server may return fewer than asked).
@@ -99,6 +101,14 @@ class ItemsParams:
     ids: Annotated[str | None, Query(description="comma-separated asset ids")] = None
     sortby: Annotated[str | None, Query(description="e.g. +name,-install_date")] = None
     properties: Annotated[str | None, Query(description="comma-separated properties to return")] = None
+
+
+def _geojson_route(path: str, summary: str, model: type[Any], *statuses: int) -> Callable[[_Handler], _Handler]:
+    """``router.get`` for an operation answering GeoJSON in the shape of ``model``, or one of the errors
+    ``statuses``."""
+    return router.get(
+        path, summary=summary, response_class=GeoJSONResponse, response_model=model, responses=errors(*statuses)
+    )
 
 
 def _root(request: Request) -> str:
@@ -189,13 +199,7 @@ def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     return SchemaResponse(body)
 
 
-@router.get(
-    "/collections/{collectionId}/items",
-    summary="Features of a collection",
-    response_class=GeoJSONResponse,
-    response_model=FeatureCollectionOut,
-    responses=errors(400, 404),
-)
+@_geojson_route("/collections/{collectionId}/items", "Features of a collection", FeatureCollectionOut, 400, 404)
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
 ) -> GeoJSONResponse:
@@ -232,13 +236,7 @@ def items(
     return GeoJSONResponse(body)
 
 
-@router.get(
-    "/collections/{collectionId}/items/{feature_id}",
-    summary="One feature",
-    response_class=GeoJSONResponse,
-    response_model=FeatureOut,
-    responses=errors(404),
-)
+@_geojson_route("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 404)
 def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> GeoJSONResponse:
     asset = store.get_asset(checked_text(feature_id, what="feature id"))
     if asset.kind is not kind:
