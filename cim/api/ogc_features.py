@@ -103,12 +103,20 @@ class ItemsParams:
     properties: Annotated[str | None, Query(description="comma-separated properties to return")] = None
 
 
-def _geojson_route(path: str, summary: str, model: type[Any], *statuses: int) -> Callable[[_Handler], _Handler]:
-    """``router.get`` for an operation answering GeoJSON in the shape of ``model``, or one of the errors
-    ``statuses``."""
-    return router.get(
-        path, summary=summary, response_class=GeoJSONResponse, response_model=model, responses=errors(*statuses)
-    )
+def _get(
+    path: str,
+    summary: str,
+    model: type[Any],
+    *statuses: int,
+    answer: type[JSONResponse] | None = None,
+    exclude_unset: bool = False,
+) -> Callable[[_Handler], _Handler]:
+    """``router.get`` for an operation of a collection: its body in the shape of ``model`` (sent as ``answer``,
+    JSON by default), or one of the errors ``statuses``."""
+    options: dict[str, Any] = {"response_class": answer} if answer is not None else {}
+    if exclude_unset:
+        options["response_model_exclude_unset"] = True
+    return router.get(path, summary=summary, response_model=model, responses=errors(*statuses), **options)
 
 
 def _root(request: Request) -> str:
@@ -143,13 +151,7 @@ def conformance() -> dict[str, list[str]]:
     return {"conformsTo": CONFORMANCE}
 
 
-@router.get(
-    "/collections",
-    summary="One collection per asset kind in the store",
-    response_model=CollectionsOut,
-    response_model_exclude_unset=True,
-    responses=errors(),
-)
+@_get("/collections", "One collection per asset kind in the store", CollectionsOut, exclude_unset=True)
 def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     root = _root(request)
     kinds = [Kind(k) for k in store.count_by_kind() if k in Kind._value2member_map_]
@@ -159,23 +161,17 @@ def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/collections/{collectionId}",
-    summary="One collection",
-    response_model=CollectionOut,
-    response_model_exclude_unset=True,
-    responses=errors(404),
-)
+@_get("/collections/{collectionId}", "One collection", CollectionOut, 404, exclude_unset=True)
 def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, Any]:
     return _collection(_root(request), kind, store.extent(kind=kind))
 
 
-@router.get(
+@_get(
     "/collections/{collectionId}/queryables",
-    summary="The properties a filter may use",
-    response_class=SchemaResponse,
-    response_model=QueryablesOut,
-    responses=errors(404),
+    "The properties a filter may use",
+    QueryablesOut,
+    404,
+    answer=SchemaResponse,
 )
 def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     root = _root(request)
@@ -199,7 +195,14 @@ def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     return SchemaResponse(body)
 
 
-@_geojson_route("/collections/{collectionId}/items", "Features of a collection", FeatureCollectionOut, 400, 404)
+@_get(
+    "/collections/{collectionId}/items",
+    "Features of a collection",
+    FeatureCollectionOut,
+    400,
+    404,
+    answer=GeoJSONResponse,
+)
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
 ) -> GeoJSONResponse:
@@ -236,7 +239,7 @@ def items(
     return GeoJSONResponse(body)
 
 
-@_geojson_route("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 404)
+@_get("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 404, answer=GeoJSONResponse)
 def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> GeoJSONResponse:
     asset = store.get_asset(checked_text(feature_id, what="feature id"))
     if asset.kind is not kind:

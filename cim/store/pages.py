@@ -32,14 +32,11 @@ def feature_page(
     p = db.dialect.param
     base = db.dialect.where(query)
     clauses, params = [base.sql], list(base.params)
-    if installed is not None:
-        start, end = installed
-        if start is not None:
-            clauses.append(f"install_date >= {p}")
-            params.append(start)
-        if end is not None:
-            clauses.append(f"install_date <= {p}")
-            params.append(end)
+    start, end = installed or (None, None)
+    for bound, value in (("install_date >=", start), ("install_date <=", end)):
+        if value is not None:
+            clauses.append(f"{bound} {p}")
+            params.append(value)
     if condition is not None:
         clauses.append(condition.sql)
         params += condition.params

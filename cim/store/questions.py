@@ -148,12 +148,10 @@ def buried_pipe_rows(
     )
     clauses = [where.sql, BELOW_GROUND]
     params: list[Any] = [shapely.to_wkb(area), *where.params]
-    if installed_before is not None:
-        clauses.append(f"install_date < {p}")
-        params.append(installed_before)
-    if deeper_than is not None:
-        clauses.append(f"depth_m > {p}")
-        params.append(deeper_than)
+    for bound, value in (("install_date <", installed_before), ("depth_m >", deeper_than)):
+        if value is not None:
+            clauses.append(f"{bound} {p}")
+            params.append(value)
     length = s.length_m(f"ST_Intersection(geom, {s.geom_param()})")
     sql = (
         f"SELECT id, network, install_date, depth_m, {length} AS length_in_area_m "
