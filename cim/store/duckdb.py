@@ -33,7 +33,7 @@ from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where, bbox_clause
+from cim.store.sql import CREATE_ALERTS_TABLE, CREATE_READINGS_TABLES, Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
 #: Read cursors kept open between reads; more are opened while more threads read at once, and closed after.
@@ -218,14 +218,8 @@ class DuckDBStore(SqlStore):
             )
         con.execute(self.dialect.create_assets_table())
         self._create_asset_indexes()
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS readings (sensor_id VARCHAR NOT NULL, time TIMESTAMPTZ NOT NULL, "
-            "value DOUBLE, status VARCHAR)"
-        )
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id VARCHAR PRIMARY KEY, "
-            "time TIMESTAMPTZ NOT NULL, value DOUBLE, status VARCHAR)"
-        )
+        for statement in CREATE_READINGS_TABLES:
+            con.execute(statement)
         con.execute(CREATE_ALERTS_TABLE)
         con.execute("INSERT OR IGNORE INTO cim_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 

@@ -33,7 +33,7 @@ from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where
+from cim.store.sql import CREATE_ALERTS_TABLE, CREATE_READINGS_TABLES, Dialect, Where
 from cim.store.sqlstore import SqlStore
 
 CONNECT_TIMEOUT_S = 5
@@ -185,15 +185,9 @@ class PostGISStore(SqlStore):
             con.execute("CREATE INDEX IF NOT EXISTS assets_geom ON assets USING GIST (geom)")
             con.execute("CREATE INDEX IF NOT EXISTS assets_parent ON assets (parent_id)")
             con.execute("CREATE INDEX IF NOT EXISTS assets_kind ON assets (kind)")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS readings (sensor_id TEXT NOT NULL, time TIMESTAMPTZ NOT NULL, "
-                "value DOUBLE PRECISION, status TEXT)"
-            )
+            for statement in CREATE_READINGS_TABLES:
+                con.execute(statement)
             con.execute("CREATE INDEX IF NOT EXISTS readings_sensor_time ON readings (sensor_id, time)")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id TEXT PRIMARY KEY, "
-                "time TIMESTAMPTZ NOT NULL, value DOUBLE PRECISION, status TEXT)"
-            )
             con.execute(CREATE_ALERTS_TABLE)
             con.execute("CREATE INDEX IF NOT EXISTS alerts_open ON alerts (closed_at, opened_at)")
             con.execute(
