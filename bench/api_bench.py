@@ -42,9 +42,9 @@ from fastapi.testclient import TestClient
 from cim.api import create_app
 from cim.model import Asset, Kind
 from cim.queries import buried_pipes, old_lifts
-from cim.queries.sqlbits import sql_store
 from cim.settings import AppSettings, ServerSettings, StoreSettings
 from cim.store import AssetBatch, open_store
+from cim.store.sqlstore import sql_store
 
 W, S, SIDE = 121.3, 31.0, 0.4  # a 0.4° square over Shanghai
 AS_OF = date(2026, 5, 1)
@@ -400,8 +400,8 @@ def measure_queries(args: argparse.Namespace, tmp: Path, url: str) -> None:
         pass
     # library and raw SQL (the app holds the store while it runs, so they run in turn)
     with open_store(url) as store:
-        db, s = sql_store(store)
-        p = s.param
+        db = sql_store(store)
+        s, p = db.dialect, db.dialect.param
         cutoff = date(2011, 5, 1)
         raw_lifts = (
             f"SELECT l.id, l.install_date, b.id AS building, b.name, ST_X(ST_Centroid(b.geom)) AS lon, "

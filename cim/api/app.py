@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, features, health, indicators, preview, queries, tiles
+from cim.api import assets, health, indicators, ogc_features, preview, queries, tiles
 from cim.api.admin import build_admin_router
 from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
@@ -34,7 +34,7 @@ log = logging.getLogger("cim.api")
 
 #: The routers every server has; the order is the order of the OpenAPI document.
 CORE_ROUTERS: tuple[APIRouter, ...] = (
-    features.router,
+    ogc_features.router,
     queries.router,
     indicators.router,
     assets.router,

@@ -12,7 +12,7 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput
-from cim.queries.sqlbits import MAX_VERTICES, checked_area
+from cim.queries.checks import MAX_VERTICES, checked_area
 from cim.store import BBox
 
 _NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"

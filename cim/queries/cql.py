@@ -2,10 +2,12 @@
 
 pygeofilter parses; this module walks its tree and writes SQL in which every value the client gave is a bound
 parameter and every name is one of the collection's queryables (a typed column of the asset kind, ``geometry``, or
-``props.<key>`` for a property-set value). Anything else is an :class:`~cim.errors.InvalidInput` naming the problem.
+``props.<key>`` for a property-set value), spelled in the store's :class:`~cim.store.sql.Dialect`. Anything else is
+an :class:`~cim.errors.InvalidInput` naming the problem.
 
 >>> from cim.model import Kind
->>> f = parse_filter("network = 'gas' AND depth_m > 1.5", lang="cql2-text", kind=Kind.PIPE, spelling=Spelling(False))
+>>> from cim.store.sql import Dialect
+>>> f = parse_filter("network = 'gas' AND depth_m > 1.5", lang="cql2-text", kind=Kind.PIPE, dialect=Dialect())
 >>> f.sql, f.params
 ('((network = ?) AND (depth_m > ?))', ['gas', 1.5])
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -31,7 +32,8 @@ from shapely.geometry.base import BaseGeometry  # noqa: E402
 
 from cim.errors import InvalidInput  # noqa: E402
 from cim.model import Kind, fields_of  # noqa: E402
-from cim.queries.sqlbits import Spelling, checked_geometry  # noqa: E402
+from cim.queries.checks import checked_geometry  # noqa: E402
+from cim.store.sql import Dialect, Where  # noqa: E402
 
 FilterLang = Literal["cql2-text", "cql2-json"]
 #: A filter longer than this is refused before parsing (a district polygon fits many times over).
@@ -64,14 +66,6 @@ _SPATIAL = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SqlFilter:
-    """A WHERE clause fragment and its parameters, in the order the placeholders appear."""
-
-    sql: str
-    params: list[Any]
-
-
 def queryables(kind: Kind) -> dict[str, str]:
     """The names a filter on ``kind`` may use, with their JSON-schema type."""
     names = {"geometry": "geometry"}
@@ -80,7 +74,7 @@ def queryables(kind: Kind) -> dict[str, str]:
     return names
 
 
-def parse_filter(text: str, *, lang: str, kind: Kind, spelling: Spelling) -> SqlFilter:
+def parse_filter(text: str, *, lang: str, kind: Kind, dialect: Dialect) -> Where:
     """The CQL2 ``text`` (in ``lang``: ``cql2-text`` or ``cql2-json``) as SQL over the assets of ``kind``."""
     if len(text) > MAX_FILTER_CHARS:
         raise InvalidInput("filter", f"is {len(text):,} characters long; at most {MAX_FILTER_CHARS:,} are accepted")
@@ -93,57 +87,57 @@ def parse_filter(text: str, *, lang: str, kind: Kind, spelling: Spelling) -> Sql
     except Exception as exc:  # lark, json and pygeofilter raise many kinds; each is a malformed filter
         raise InvalidInput("filter", f"is not valid {lang}: {_first_line(exc)}") from None
     try:
-        return _Translator(kind, spelling).condition(node)
+        return _Translator(kind, dialect).condition(node)
     except RecursionError:
         raise InvalidInput("filter", "is nested too deeply") from None
 
 
 class _Translator:
-    def __init__(self, kind: Kind, spelling: Spelling) -> None:
+    def __init__(self, kind: Kind, dialect: Dialect) -> None:
         self.kind = kind
-        self.s = spelling
+        self.s = dialect
         self.columns = set(BASE_COLUMNS) | set(fields_of(kind))
 
-    def condition(self, node: Any) -> SqlFilter:
+    def condition(self, node: Any) -> Where:
         p = self.s.param
         if isinstance(node, ast.And | ast.Or):
             left, right = self.condition(node.lhs), self.condition(node.rhs)
             op = "AND" if isinstance(node, ast.And) else "OR"
-            return SqlFilter(f"({left.sql} {op} {right.sql})", left.params + right.params)
+            return Where(f"({left.sql} {op} {right.sql})", left.params + right.params)
         if isinstance(node, ast.Not):
             inner = self.condition(node.sub_node)
-            return SqlFilter(f"(NOT {inner.sql})", inner.params)
+            return Where(f"(NOT {inner.sql})", inner.params)
         if isinstance(node, ast.Include):
-            return SqlFilter("FALSE" if node.not_ else "TRUE", [])
+            return Where("FALSE" if node.not_ else "TRUE", [])
         if isinstance(node, ast.Comparison) and type(node) in _COMPARISONS:
             attribute, value, op = node.lhs, node.rhs, _COMPARISONS[type(node)]
             if not isinstance(attribute, ast.Attribute) and isinstance(value, ast.Attribute):
                 attribute, value, op = value, attribute, _MIRRORED[op]
             column, kind_of = self.attribute(attribute, value)
-            return SqlFilter(f"({column.sql} {op} {p})", [*column.params, self.value(value, kind_of, attribute)])
+            return Where(f"({column.sql} {op} {p})", [*column.params, self.value(value, kind_of, attribute)])
         if isinstance(node, ast.Between):
             column, kind_of = self.attribute(node.lhs, node.low)
             low, high = self.value(node.low, kind_of, node.lhs), self.value(node.high, kind_of, node.lhs)
             negate = "NOT " if node.not_ else ""
-            return SqlFilter(f"({column.sql} {negate}BETWEEN {p} AND {p})", [*column.params, low, high])
+            return Where(f"({column.sql} {negate}BETWEEN {p} AND {p})", [*column.params, low, high])
         if isinstance(node, ast.Like):
             column, kind_of = self.attribute(node.lhs, "")
             if kind_of != "string" or not isinstance(node.pattern, str):
                 raise InvalidInput(f"filter LIKE on {_name(node.lhs)}", "needs a text property and a text pattern")
             like = ("NOT " if node.not_ else "") + ("ILIKE" if node.nocase else "LIKE")
-            return SqlFilter(f"({column.sql} {like} {p})", [*column.params, _text(node.pattern, _name(node.lhs))])
+            return Where(f"({column.sql} {like} {p})", [*column.params, _text(node.pattern, _name(node.lhs))])
         if isinstance(node, ast.In):
             if len(node.sub_nodes) > MAX_IN_VALUES:
                 raise InvalidInput("filter IN list", f"has {len(node.sub_nodes):,} values; at most {MAX_IN_VALUES}")
             if not node.sub_nodes:
-                return SqlFilter("TRUE" if node.not_ else "FALSE", [])
+                return Where("TRUE" if node.not_ else "FALSE", [])
             column, kind_of = self.attribute(node.lhs, node.sub_nodes[0])
             items = [self.value(v, kind_of, node.lhs) for v in node.sub_nodes]
             negate = "NOT " if node.not_ else ""
-            return SqlFilter(f"({column.sql} {negate}IN ({', '.join([p] * len(items))}))", [*column.params, *items])
+            return Where(f"({column.sql} {negate}IN ({', '.join([p] * len(items))}))", [*column.params, *items])
         if isinstance(node, ast.IsNull):
             column, _ = self.attribute(node.lhs, None)
-            return SqlFilter(f"({column.sql} IS {'NOT ' if node.not_ else ''}NULL)", column.params)
+            return Where(f"({column.sql} IS {'NOT ' if node.not_ else ''}NULL)", column.params)
         if isinstance(node, ast.SpatialComparisonPredicate) and type(node) in _SPATIAL:
             return self.spatial(node)
         name = type(node).__name__
@@ -153,7 +147,7 @@ class _Translator:
             "IS NULL, AND/OR/NOT and the S_* spatial functions",
         )
 
-    def spatial(self, node: ast.SpatialComparisonPredicate) -> SqlFilter:
+    def spatial(self, node: ast.SpatialComparisonPredicate) -> Where:
         attribute, other = node.lhs, node.rhs
         if not isinstance(attribute, ast.Attribute):
             attribute, other = other, attribute
@@ -163,24 +157,24 @@ class _Translator:
         function = _SPATIAL[type(node)]
         exact = f"{function}(geom, {self.s.geom_param()})"
         if isinstance(node, ast.GeometryDisjoint):
-            return SqlFilter(f"({exact})", [shapely.to_wkb(geom)])
+            return Where(f"({exact})", [shapely.to_wkb(geom)])
         p = self.s.param
         west, south, east, north = geom.bounds  # every other predicate implies the bounding boxes meet
         prune = f"max_x >= {p} AND min_x <= {p} AND max_y >= {p} AND min_y <= {p}"
-        return SqlFilter(f"({prune} AND {exact})", [west, east, south, north, shapely.to_wkb(geom)])
+        return Where(f"({prune} AND {exact})", [west, east, south, north, shapely.to_wkb(geom)])
 
-    def attribute(self, node: Any, value: Any) -> tuple[SqlFilter, str]:
+    def attribute(self, node: Any, value: Any) -> tuple[Where, str]:
         """The SQL of a property and its type class: ``number``, ``date``, ``string`` or ``boolean``."""
         name = _name(node)
         if "\x00" in name:
             raise InvalidInput(f"filter property {name!r}", "contains a NUL character, which no property name holds")
         if name in self.columns:
             kind_of = "number" if name in NUMERIC else ("date" if name in DATES else "string")
-            return SqlFilter(name, []), kind_of
+            return Where(name, []), kind_of
         if name.startswith("props.") and len(name) > len("props."):
             key = name.removeprefix("props.")
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            return self.props(key, numeric=numeric), ("number" if numeric else "string")
+            return self.s.props_value(key, numeric=numeric), ("number" if numeric else "string")
         if name in GEOMETRY_NAMES:
             raise InvalidInput(f"filter property {name!r}", "is the geometry; compare it with S_INTERSECTS and kin")
         known = ", ".join(sorted(self.columns))
@@ -188,21 +182,6 @@ class _Translator:
             f"filter property {name!r}",
             f"does not exist on {self.kind} assets; use one of {known}, geometry, or props.<key>",
         )
-
-    def props(self, key: str, *, numeric: bool) -> SqlFilter:
-        if self.s.postgis:
-            if numeric:
-                return SqlFilter(
-                    "(CASE WHEN jsonb_typeof(props -> %s) = 'number' THEN (props ->> %s)::double precision END)",
-                    [key, key],
-                )
-            return SqlFilter("(props ->> %s)", [key])
-        # a JSON Pointer (RFC 6901), not a "$." path: its only escapes are ~0 and ~1, so every key, whatever quotes,
-        # backslashes, dots, brackets or wildcards it holds, names exactly itself
-        path = "/" + key.replace("~", "~0").replace("/", "~1")
-        if numeric:
-            return SqlFilter("TRY_CAST(json_extract_string(props, ?) AS DOUBLE)", [path])
-        return SqlFilter("json_extract_string(props, ?)", [path])
 
     def value(self, node: Any, kind_of: str, attribute: Any) -> Any:
         name = _name(attribute)

@@ -14,8 +14,8 @@ from typing_extensions import TypedDict
 
 from cim.model import Kind
 from cim.queries.domain import years_before
-from cim.queries.sqlbits import degrees_for, sql_store, utm_epsg
 from cim.store import AssetQuery, Store
+from cim.store.vitals import buried_lengths, dated_counts, near_counts
 
 OLD_LIFT_YEARS = 15
 OLD_MAIN_YEARS = 30
@@ -70,17 +70,10 @@ def vital_signs(store: Store, *, as_of: date | None = None, now: datetime | None
 
 
 def _old_lifts(store: Store, as_of: date) -> list[IndicatorOut]:
-    db, s = sql_store(store)
-    p = s.param
-    row = db.select(
-        f"SELECT count(*) AS total, count(install_date) AS dated, "
-        f"sum(CASE WHEN install_date < {p} THEN 1 ELSE 0 END) AS old FROM assets WHERE kind = {p}",
-        [years_before(as_of, OLD_LIFT_YEARS), str(Kind.LIFT)],
-    ).to_pylist()[0]
-    total, old = int(row["total"] or 0), int(row["old"] or 0)
+    total, dated, old = dated_counts(store, kind=Kind.LIFT, installed_before=years_before(as_of, OLD_LIFT_YEARS))
     definition = (
         f"lifts (kind lift) installed more than {OLD_LIFT_YEARS} years before {as_of.isoformat()}; "
-        f"{total - int(row['dated'] or 0):,} lifts have no install date and are not counted as old"
+        f"{total - dated:,} lifts have no install date and are not counted as old"
     )
     return [
         _out("old_lifts", f"Lifts older than {OLD_LIFT_YEARS} years", old, "lifts", total, definition),
@@ -89,15 +82,7 @@ def _old_lifts(store: Store, as_of: date) -> list[IndicatorOut]:
 
 
 def _old_mains(store: Store, as_of: date) -> list[IndicatorOut]:
-    db, s = sql_store(store)
-    p = s.param
-    rows = db.select(
-        f"SELECT network, sum({s.length_m('geom')}) AS metres FROM assets WHERE kind = {p} "
-        f"AND network IN ({p}, {p}) AND (z_max < 0 OR (z_max IS NULL AND depth_m > 0)) AND install_date < {p} "
-        "GROUP BY network",
-        [str(Kind.PIPE), "gas", "water", years_before(as_of, OLD_MAIN_YEARS)],
-    ).to_pylist()
-    metres = {r["network"]: float(r["metres"] or 0.0) for r in rows}
+    metres = buried_lengths(store, networks=("gas", "water"), installed_before=years_before(as_of, OLD_MAIN_YEARS))
     out = []
     for network in ("gas", "water"):
         definition = (
@@ -120,8 +105,6 @@ def _near_share(
     *,
     home_filter: bool = False,
 ) -> IndicatorOut:
-    db, s = sql_store(store)
-    p = s.param
     extent = store.extent(kind=kind)
     query = AssetQuery(kinds=(kind,))
     what = f"assets of kind {kind}"
@@ -130,18 +113,7 @@ def _near_share(
         what = "buildings whose use is residential"
     if extent is None:
         return _out(key, label, None, "%", 0, f"share of {what} with a {near_kind} within {distance_m:g} m: none")
-    where = db.dialect.where(query)
-    dlon, dlat = degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
-    near_sql, near_params = s.near("a", "b", dlon, dlat)
-    lon0, lat0 = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
-    distance = s.distance_m("a.geom", "b.geom", utm_epsg=utm_epsg(lon0, lat0))
-    sql = (
-        f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM assets WHERE {where.sql}) "
-        f"SELECT count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM assets b WHERE b.kind = {p} AND {near_sql} "
-        f"AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near FROM a"
-    )
-    row = db.select(sql, [*where.params, str(near_kind), *near_params, distance_m]).to_pylist()[0]
-    total, near = int(row["total"] or 0), int(row["near"] or 0)
+    total, near = near_counts(store, query=query, near_kind=near_kind, distance_m=distance_m, extent=extent)
     definition = f"share of {what} with an asset of kind {near_kind} within {distance_m:g} m (metres on the ground)"
     return _out(key, label, _share(near, total), "%", total, definition)
 

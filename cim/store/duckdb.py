@@ -33,7 +33,7 @@ from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where, bbox_clause
+from cim.store.sql import CREATE_ALERTS_TABLE, CREATE_READINGS_TABLES, Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
 #: Read cursors kept open between reads; more are opened while more threads read at once, and closed after.
@@ -107,7 +107,7 @@ class DuckDBDialect(Dialect):
         return "json_extract_string(props, ?)"
 
     def props_key(self, key: str) -> str:
-        # a JSON Pointer (RFC 6901), as cim/queries/cql.py spells it: a "$." path mis-reads keys with backslashes
+        # a JSON Pointer (RFC 6901): a "$." path mis-reads keys with backslashes
         return "/" + key.replace("~", "~0").replace("/", "~1")
 
     def key_in(self, column: str, keys: Sequence[str]) -> Where:
@@ -117,6 +117,25 @@ class DuckDBDialect(Dialect):
         if len(keys) > MAX_LITERAL_KEYS or any("\x00" in key for key in keys):
             return super().key_in(column, keys)
         return Where(f"{column} IN ({', '.join(_literal(key) for key in keys)})", [])
+
+    def props_value(self, key: str, *, numeric: bool) -> Where:
+        # a JSON Pointer, not a "$." path: its only escapes are ~0 and ~1, so every key, whatever quotes,
+        # backslashes, dots, brackets or wildcards it holds, names exactly itself
+        text = self.props_text()
+        return Where(f"TRY_CAST({text} AS DOUBLE)" if numeric else text, [self.props_key(key)])
+
+    def geom_param(self) -> str:
+        return "ST_GeomFromWKB(?)"
+
+    def length_m(self, expr: str) -> str:
+        return f"ST_Length_Spheroid(ST_FlipCoordinates({expr}))"
+
+    def distance_m(self, a: str, b: str, *, utm_epsg: int) -> str:
+        to_utm = f"'EPSG:4326', 'EPSG:{utm_epsg}', true"
+        return f"ST_Distance(ST_Transform({a}, {to_utm}), ST_Transform({b}, {to_utm}))"
+
+    def row_hash(self, columns: Sequence[str]) -> str:
+        return f"hash({', '.join(columns)})"
 
     def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
         west, south, east, north = bbox
@@ -199,14 +218,8 @@ class DuckDBStore(SqlStore):
             )
         con.execute(self.dialect.create_assets_table())
         self._create_asset_indexes()
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS readings (sensor_id VARCHAR NOT NULL, time TIMESTAMPTZ NOT NULL, "
-            "value DOUBLE, status VARCHAR)"
-        )
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id VARCHAR PRIMARY KEY, "
-            "time TIMESTAMPTZ NOT NULL, value DOUBLE, status VARCHAR)"
-        )
+        for statement in CREATE_READINGS_TABLES:
+            con.execute(statement)
         con.execute(CREATE_ALERTS_TABLE)
         con.execute("INSERT OR IGNORE INTO cim_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 

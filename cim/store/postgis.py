@@ -33,7 +33,7 @@ from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
 from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where
+from cim.store.sql import CREATE_ALERTS_TABLE, CREATE_READINGS_TABLES, Dialect, Where
 from cim.store.sqlstore import SqlStore
 
 CONNECT_TIMEOUT_S = 5
@@ -60,6 +60,7 @@ _SESSION_SETTINGS = (
 
 class PostGISDialect(Dialect):
     param = "%s"
+    joins_text_rows = True  # psycopg makes a Python string of each row (65k: 90 ms)
 
     def column_type(self, name: str) -> str:
         return next(c.postgres for c in ASSET_COLUMNS if c.name == name)
@@ -76,6 +77,30 @@ class PostGISDialect(Dialect):
     def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
         exact = shapely.to_wkb(polygon if polygon is not None else shapely.box(*bbox))
         return Where("ST_Intersects(geom, ST_GeomFromWKB(%s, 4326))", [exact])
+
+    def props_value(self, key: str, *, numeric: bool) -> Where:
+        if numeric:
+            return Where(
+                "(CASE WHEN jsonb_typeof(props -> %s) = 'number' THEN (props ->> %s)::double precision END)",
+                [key, key],
+            )
+        return Where(self.props_text(), [key])
+
+    def geom_param(self) -> str:
+        return "ST_GeomFromWKB(%s, 4326)"
+
+    def length_m(self, expr: str) -> str:
+        return f"ST_Length(({expr})::geography)"
+
+    def distance_m(self, a: str, b: str, *, utm_epsg: int) -> str:
+        return f"ST_Distance(({a})::geography, ({b})::geography)"
+
+    def near(self, a: str, b: str, dlon: float, dlat: float) -> Where:
+        return Where(f"{b}.geom && ST_Expand({a}.geom, %s, %s)", [dlon, dlat])
+
+    def bytewise(self, expr: str) -> str:
+        # PostgreSQL then also skips the locale's collation rules (several times slower to compare)
+        return f'{expr} COLLATE "C"'
 
 
 class PostGISStore(SqlStore):
@@ -160,15 +185,9 @@ class PostGISStore(SqlStore):
             con.execute("CREATE INDEX IF NOT EXISTS assets_geom ON assets USING GIST (geom)")
             con.execute("CREATE INDEX IF NOT EXISTS assets_parent ON assets (parent_id)")
             con.execute("CREATE INDEX IF NOT EXISTS assets_kind ON assets (kind)")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS readings (sensor_id TEXT NOT NULL, time TIMESTAMPTZ NOT NULL, "
-                "value DOUBLE PRECISION, status TEXT)"
-            )
+            for statement in CREATE_READINGS_TABLES:
+                con.execute(statement)
             con.execute("CREATE INDEX IF NOT EXISTS readings_sensor_time ON readings (sensor_id, time)")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id TEXT PRIMARY KEY, "
-                "time TIMESTAMPTZ NOT NULL, value DOUBLE PRECISION, status TEXT)"
-            )
             con.execute(CREATE_ALERTS_TABLE)
             con.execute("CREATE INDEX IF NOT EXISTS alerts_open ON alerts (closed_at, opened_at)")
             con.execute(

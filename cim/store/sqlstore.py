@@ -16,9 +16,9 @@ from typing import Any, Self
 
 import pyarrow as pa
 
-from cim.errors import CimError, NotFound, StoreError, StoreUnavailable
+from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
 from cim.model import Asset, Kind, Reading
-from cim.store.base import Alert, AssetQuery, BBox
+from cim.store.base import Alert, AssetQuery, BBox, Store
 from cim.store.batch import AssetBatch
 from cim.store.schema import ASSET_SCHEMA
 from cim.store.sql import Dialect
@@ -184,7 +184,7 @@ class SqlStore(ABC):
         if query.offset:
             sql += f" OFFSET {p}"
             params.append(query.offset)
-        return AssetBatch(_as_schema(self._fetch(sql, params), ASSET_SCHEMA))
+        return AssetBatch(as_schema(self._fetch(sql, params), ASSET_SCHEMA))
 
     def select(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         """Run one read-only query written in this backend's dialect (``self.dialect``); every value a caller gave
@@ -308,7 +308,7 @@ class SqlStore(ABC):
         if limit is not None:
             sql += f" LIMIT {p}"
             params.append(limit)
-        rows = _as_schema(self._fetch(sql, params), ALERTS_SCHEMA).to_pylist()
+        rows = as_schema(self._fetch(sql, params), ALERTS_SCHEMA).to_pylist()
         return [Alert(**row) for row in rows]
 
     def ping(self) -> None:
@@ -366,15 +366,23 @@ class _ChangeGuard(AbstractContextManager[None]):
             ) from exc
 
 
-def _as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns of ``schema``, cast to its types (the backends return slightly different ones)."""
     return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
 def _readings(table: pa.Table) -> Iterator[Reading]:
-    for row in _as_schema(table, READINGS_SCHEMA).to_pylist():
+    for row in as_schema(table, READINGS_SCHEMA).to_pylist():
         yield Reading(**row)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def sql_store(store: Store) -> SqlStore:
+    """``store`` as a :class:`SqlStore`, the stores whose questions are answered in SQL; others cannot answer them."""
+    if not isinstance(store, SqlStore):
+        raise InvalidInput(f"store {store.url}", "answers no SQL queries; use a DuckDB or PostGIS store")
+    return store

@@ -1,9 +1,9 @@
 """The assets a build tiles, as one Arrow table with the columns the property tables and the quadtree need.
 
-Read with one projection query where the store offers ``select`` (both SQL backends: no geometry decoding, the
-store's bounding-box columns instead), else through :meth:`~cim.store.base.Store.find_batch`. Adds ``group``
-(:mod:`cim.tiling.groups`), ``install_date`` as ISO text, ``install_year``/``year_built``, ``lift_count`` (buildings)
-and ``size_m``, the asset's largest extent in metres (inner quadtree tiles keep the largest assets).
+Read by the store (:func:`cim.store.projection.read_projection`: the plain columns and bounding boxes, with no
+geometry decoding in a SQL store). Adds ``group`` (:mod:`cim.tiling.groups`), ``install_date`` as ISO text,
+``install_year``/``year_built``, ``lift_count`` (buildings) and ``size_m``, the asset's largest extent in metres
+(inner quadtree tiles keep the largest assets).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import shapely
 
-from cim.store.base import AssetQuery, Store
-from cim.store.duckdb import DuckDBDialect
+from cim.store.base import Store
+from cim.store.projection import read_projection, row_hashes
 from cim.tiling.groups import TILED_KINDS, group_of
 from cim.tiling.quadtree import M_PER_DEG
 
@@ -41,15 +40,6 @@ COLUMNS = (
 MAX_CHAIN = 8
 
 
-#: What a row's hash covers: every column a tile reads of it (``row_hash``, DuckDB stores only).
-_HASHED = f"hash({', '.join(COLUMNS)}, min_x, min_y, max_x, max_y)"
-
-
-def hashes_known(store: Store) -> bool:
-    """Whether ``store`` gives a hash of each asset row (a DuckDB store), so a rebuild can find changed rows."""
-    return isinstance(getattr(store, "dialect", None), DuckDBDialect)
-
-
 def read_assets(store: Store, *, ids: pa.Array | pa.ChunkedArray | None = None) -> pa.Table:
     """Every tiled asset of ``store`` (or those of ``ids``) with the derived columns, ordered by id. Given ``ids``,
     ``lift_count`` is not derived (the lifts are not read)."""
@@ -59,29 +49,10 @@ def read_assets(store: Store, *, ids: pa.Array | pa.ChunkedArray | None = None) 
 def read_assets_and_hashes(
     store: Store, *, ids: pa.Array | pa.ChunkedArray | None = None
 ) -> tuple[pa.Table, pa.Table | None]:
-    """:func:`read_assets` and, from the same read where :func:`hashes_known`, ``id`` and ``row_hash`` of every row
+    """:func:`read_assets` and, from the same read where
+    :func:`~cim.store.projection.hashes_rows`, ``id`` and ``row_hash`` of every row
     read (tiled or not), ordered by id."""
-    kinds = sorted(k.value for k in TILED_KINDS)
-    select = getattr(store, "select", None)
-    if select is not None and (ids is None or hashes_known(store)):
-        listed = ", ".join(f"'{k}'" for k in kinds)  # enum values, not user input
-        hashed = f", {_HASHED} AS row_hash" if hashes_known(store) else ""
-        wanted, params = "", []
-        if ids is not None:
-            wanted, params = " AND id IN (SELECT unnest(?))", [ids.to_pylist()]  # the DuckDB dialect
-        table: pa.Table = select(
-            f"SELECT {', '.join(COLUMNS)}, min_x, min_y, max_x, max_y{hashed} FROM assets"
-            f" WHERE kind IN ({listed}){wanted} ORDER BY id",
-            params,
-        )
-    else:
-        query = AssetQuery(kinds=[k for k in TILED_KINDS], ids=None if ids is None else ids.to_pylist())
-        batch = store.find_batch(query)
-        bounds = shapely.bounds(batch.geometries())
-        table = batch.table.select(list(COLUMNS))
-        for i, name in enumerate(("min_x", "min_y", "max_x", "max_y")):
-            table = table.append_column(name, pa.array(bounds[:, i]))
-        table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+    table = read_projection(store, columns=COLUMNS, kinds=TILED_KINDS, ids=ids)
     hashes = table.select(["id", "row_hash"]) if "row_hash" in table.column_names else None
     table = table.append_column("group", _groups(table))
     table = table.filter(pc.not_equal(table.column("group"), ""))
@@ -90,12 +61,8 @@ def read_assets_and_hashes(
 
 def read_row_hashes(store: Store) -> pa.Table:
     """``id`` and ``row_hash`` of every asset :func:`read_assets` reads (and of those it leaves out: not tiled),
-    ordered by id; only where :func:`hashes_known`."""
-    listed = ", ".join(f"'{k.value}'" for k in sorted(TILED_KINDS))
-    table: pa.Table = store.select(  # type: ignore[attr-defined]
-        f"SELECT id, {_HASHED} AS row_hash FROM assets WHERE kind IN ({listed}) ORDER BY id"
-    )
-    return table
+    ordered by id; only where :func:`~cim.store.projection.hashes_rows`."""
+    return row_hashes(store, columns=COLUMNS, kinds=TILED_KINDS)
 
 
 def _groups(table: pa.Table) -> pa.Array:

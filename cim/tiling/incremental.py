@@ -22,7 +22,8 @@ import pyarrow.feather as feather
 
 from cim.store.base import Store
 from cim.store.meshes import MeshStore
-from cim.tiling.assets import hashes_known, read_assets, read_row_hashes
+from cim.store.projection import hashes_rows
+from cim.tiling.assets import read_assets, read_row_hashes
 from cim.tiling.groups import GROUPS
 from cim.tiling.plan import FORMAT, Plan, PlannedTile, assign_keys, planned_tiles, planning_inputs
 from cim.tiling.quadtree import TreeLimits
@@ -94,7 +95,7 @@ def plan_changes(
     """The plan of a rebuild from what the build in ``previous`` left — with the new state, row hashes, mesh
     digests and extras to save — or None when it has to be planned in full."""
     previous = previous / FOLDER
-    if not hashes_known(store) or not all((previous / name).is_file() for name in (PLAN, ROWS, MESHES, STATE)):
+    if not hashes_rows(store) or not all((previous / name).is_file() for name in (PLAN, ROWS, MESHES, STATE)):
         return None
     try:
         saved = json.loads((previous / STATE).read_text())

@@ -102,7 +102,7 @@ def schema_for(kinds: list[str]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Column:
+class PropertyBytes:
     """One property's bytes: ``values`` and, for text, ``offsets`` (UINT32, count + 1)."""
 
     prop: Prop
@@ -110,24 +110,24 @@ class Column:
     offsets: bytes | None = None
 
 
-def encode(kind: str, table: pa.Table) -> list[Column]:
+def encode(kind: str, table: pa.Table) -> list[PropertyBytes]:
     """The property table of ``kind`` for the rows of ``table`` (one row per feature, in feature-id order)."""
     return [_encode(p, table) for p in props_of(kind)]
 
 
-def _encode(prop: Prop, table: pa.Table) -> Column:
+def _encode(prop: Prop, table: pa.Table) -> PropertyBytes:
     column = table.column(prop.id) if prop.id in table.column_names else pa.nulls(table.num_rows)
     if prop.type == "STRING":
-        return Column(prop, *_strings(column))
+        return PropertyBytes(prop, *_strings(column))
     if prop.type == "ENUM":
         index = pc.index_in(column, value_set=pa.array(KIND_VALUES))
-        return Column(prop, np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes())
+        return PropertyBytes(prop, np.asarray(index.to_numpy(zero_copy_only=False), dtype=np.uint8).tobytes())
     values: npt.NDArray[Any] = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
     fill = 0 if prop.no_data is None else prop.no_data
     values = np.where(np.isfinite(values), values, fill)
     if prop.component != "FLOAT32":
         values = np.clip(np.round(values), 0, _MAX[prop.component or "UINT16"])
-    return Column(prop, values.astype(_NUMPY[prop.component or "FLOAT32"]).tobytes())
+    return PropertyBytes(prop, values.astype(_NUMPY[prop.component or "FLOAT32"]).tobytes())
 
 
 def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[bytes, bytes]:

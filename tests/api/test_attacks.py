@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from cim.errors import InvalidInput
 from cim.model import Kind
 from cim.queries.cql import parse_filter
-from cim.queries.sqlbits import Spelling
+from cim.store.sql import Dialect
 
 INJECTIONS = ["'; DROP TABLE assets; --", "1) OR (1=1", "id; DELETE FROM assets", '" OR ""="']
 
@@ -92,7 +92,7 @@ def test_a_polygon_of_a_million_vertices_is_refused(client: TestClient) -> None:
     # in a GET filter (too long for a URL in most clients, so through the parser the route calls)
     wkt = "POLYGON((" + ",".join(f"{x} {y}" for x, y in _ring(150_000)) + "))"
     with pytest.raises(InvalidInput, match="characters long|vertices"):
-        parse_filter(f"S_INTERSECTS(geometry, {wkt})", lang="cql2-text", kind=Kind.PIPE, spelling=Spelling(False))
+        parse_filter(f"S_INTERSECTS(geometry, {wkt})", lang="cql2-text", kind=Kind.PIPE, dialect=Dialect())
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from cim.errors import InvalidInput
 from cim.model import Asset, Kind
 from cim.queries import ItemsQuery, asset_detail, buried_pipes, find_features, old_lifts, within_distance
 from cim.queries.cql import parse_filter
-from cim.queries.sqlbits import sql_store
 from cim.store import AssetBatch, Store
+from cim.store.sqlstore import sql_store
 from tests.api.city import AREA, AS_OF, build_city, city_assets
 
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -28,9 +28,9 @@ def city(store: Store) -> Store:
 
 
 def test_select_binds_values_as_parameters(store: Store) -> None:
-    db, spelling = sql_store(store)
+    db = sql_store(store)
     evil = "x'; DROP TABLE assets; --"
-    table = db.select(f"SELECT {spelling.param} AS v", [evil])
+    table = db.select(f"SELECT {db.dialect.param} AS v", [evil])
     assert table.to_pylist() == [{"v": evil}]
     assert store.count_by_kind() == {}
 
@@ -145,16 +145,16 @@ def test_asset_detail_has_parents_children_and_sensor_state(city: Store) -> None
 def test_cql2_filters_select_the_same_assets_on_both_stores(
     city: Store, text: str, lang: str, expected: list[str]
 ) -> None:
-    _, spelling = sql_store(city)
-    sql_filter = parse_filter(text, lang=lang, kind=Kind.PIPE, spelling=spelling)
+    dialect = sql_store(city).dialect
+    sql_filter = parse_filter(text, lang=lang, kind=Kind.PIPE, dialect=dialect)
     page = find_features(city, ItemsQuery(kind=Kind.PIPE, filter=sql_filter, limit=100))
     assert [a.id for a in page.assets] == expected
 
 
 def test_cql2_on_property_set_values(city: Store) -> None:
-    _, spelling = sql_store(city)
+    dialect = sql_store(city).dialect
     for text, expected in (('"props.floors" >= 20', ["b2", "b3"]), ("props.Pset_Owner.Name = 'owner 1'", ["b1"])):
-        sql_filter = parse_filter(text, lang="cql2-text", kind=Kind.BUILDING, spelling=spelling)
+        sql_filter = parse_filter(text, lang="cql2-text", kind=Kind.BUILDING, dialect=dialect)
         assert [a.id for a in find_features(city, ItemsQuery(kind=Kind.BUILDING, filter=sql_filter)).assets] == expected
 
 
@@ -172,16 +172,16 @@ def test_cql2_on_property_set_values(city: Store) -> None:
     ],
 )
 def test_bad_filters_are_invalid_input(city: Store, text: str, message: str) -> None:
-    _, spelling = sql_store(city)
+    dialect = sql_store(city).dialect
     with pytest.raises(InvalidInput, match=message):
-        parse_filter(text, lang="cql2-text", kind=Kind.PIPE, spelling=spelling)
+        parse_filter(text, lang="cql2-text", kind=Kind.PIPE, dialect=dialect)
 
 
 def test_injection_through_filter_values_stays_a_value(city: Store) -> None:
-    _, spelling = sql_store(city)
+    dialect = sql_store(city).dialect
     evil = "gas' OR '1'='1"
     text = json.dumps({"op": "=", "args": [{"property": "network"}, evil]})
-    sql_filter = parse_filter(text, lang="cql2-json", kind=Kind.PIPE, spelling=spelling)
+    sql_filter = parse_filter(text, lang="cql2-json", kind=Kind.PIPE, dialect=dialect)
     assert sql_filter.params == [evil]
     assert find_features(city, ItemsQuery(kind=Kind.PIPE, filter=sql_filter)).assets == []
     assert city.count_by_kind()["pipe"] == 6

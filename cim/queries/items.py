@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-import pyarrow.compute as pc
-
 from cim.errors import InvalidInput
 from cim.model import Asset, Kind, fields_of
-from cim.queries.cql import BASE_COLUMNS, SqlFilter
-from cim.queries.sqlbits import as_batch, checked_text, sql_store
+from cim.queries.checks import checked_text
+from cim.queries.cql import BASE_COLUMNS
 from cim.store import AssetQuery, BBox, Store
+from cim.store.pages import feature_page
+from cim.store.sql import Where
 
 #: Most ids one request may name.
 MAX_IDS = 1_000
@@ -33,7 +33,7 @@ class ItemsQuery:
     bbox: BBox | None = None
     ids: Sequence[str] | None = None
     installed: tuple[date | None, date | None] | None = None
-    filter: SqlFilter | None = None
+    filter: Where | None = None
     sortby: Sequence[tuple[str, bool]] = field(default_factory=tuple)
     limit: int = 10
     offset: int = 0
@@ -49,41 +49,20 @@ class FeaturePage:
 
 def find_features(store: Store, query: ItemsQuery) -> FeaturePage:
     """The page ``query`` selects, in SQL: one statement, ``limit + 1`` rows to know whether more follow."""
-    sql_db, spelling = sql_store(store)
-    p = spelling.param
     if query.ids is not None and len(query.ids) > MAX_IDS:
         raise InvalidInput("ids", f"names {len(query.ids):,} assets; at most {MAX_IDS:,} per request")
     for asset_id in query.ids or ():
         checked_text(asset_id, what="ids: asset id")
-    base = sql_db.dialect.where(AssetQuery(kinds=(query.kind,), bbox=query.bbox, ids=query.ids))
-    clauses, params = [base.sql], list(base.params)
-    if query.installed is not None:
-        start, end = query.installed
-        if start is not None:
-            clauses.append(f"install_date >= {p}")
-            params.append(start)
-        if end is not None:
-            clauses.append(f"install_date <= {p}")
-            params.append(end)
-    if query.filter is not None:
-        clauses.append(query.filter.sql)
-        params += query.filter.params
-    order = [f"{column} {'DESC' if descending else 'ASC'} NULLS LAST" for column, descending in query.sortby]
-    # Two steps: the page's ids first, then their rows. Asking for every column at once makes DuckDB decode the
-    # geometry of every row of the collection before the top-N cut (bench/api_bench.py: 120–290 ms for 100 pipes
-    # of 1M assets); sorting ids alone and fetching 101 rows by id costs a fraction of that, in PostGIS as well.
-    where, order_by = " AND ".join(clauses), ", ".join([*order, "id"])
-    page = f"SELECT id FROM assets WHERE {where} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
-    ids = sql_db.select(page, [*params, query.limit + 1, query.offset]).column("id")
-    if len(ids) == 0:
-        return FeaturePage(assets=[], more=False)
-    rows = sql_db.select(
-        f"SELECT {sql_db.dialect.select_list()} FROM assets WHERE id IN ({', '.join([p] * len(ids))})", ids.to_pylist()
+    batch, more = feature_page(
+        store,
+        query=AssetQuery(kinds=(query.kind,), bbox=query.bbox, ids=query.ids),
+        installed=query.installed,
+        condition=query.filter,
+        sortby=query.sortby,
+        limit=query.limit,
+        offset=query.offset,
     )
-    # the rows in the page's order (an id the second step no longer finds was deleted in between: left out)
-    position = pc.index_in(ids, value_set=rows.column("id"))
-    assets = as_batch(rows.take(position.drop_null())).to_assets()
-    return FeaturePage(assets=assets[: query.limit], more=len(ids) > query.limit)
+    return FeaturePage(assets=batch.to_assets(), more=more)
 
 
 def parse_datetime(text: str) -> tuple[date | None, date | None]:

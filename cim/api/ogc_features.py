@@ -5,9 +5,10 @@ One collection per asset kind: ``/collections/{kind}/items`` pages the assets of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -28,11 +29,13 @@ from cim.api.schemas import (
 from cim.errors import InvalidInput, NotFound
 from cim.model import Kind, fields_of
 from cim.queries import ItemsQuery, find_features
+from cim.queries.checks import checked_text
 from cim.queries.cql import parse_filter, queryables
-from cim.queries.features import parse_datetime, parse_sortby
-from cim.queries.sqlbits import checked_text, sql_store
+from cim.queries.items import parse_datetime, parse_sortby
+from cim.store.sqlstore import sql_store
 
 router = APIRouter(tags=["OGC API – Features"])
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 DEFAULT_LIMIT = 10
 #: Larger limits are capped to this (OGC API – Features: a server may return fewer than asked).
@@ -100,6 +103,22 @@ class ItemsParams:
     properties: Annotated[str | None, Query(description="comma-separated properties to return")] = None
 
 
+def _get(
+    path: str,
+    summary: str,
+    model: type[Any],
+    *statuses: int,
+    answer: type[JSONResponse] | None = None,
+    exclude_unset: bool = False,
+) -> Callable[[_Handler], _Handler]:
+    """``router.get`` for an operation of a collection: its body in the shape of ``model`` (sent as ``answer``,
+    JSON by default), or one of the errors ``statuses``."""
+    options: dict[str, Any] = {"response_class": answer} if answer is not None else {}
+    if exclude_unset:
+        options["response_model_exclude_unset"] = True
+    return router.get(path, summary=summary, response_model=model, responses=errors(*statuses), **options)
+
+
 def _root(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -132,13 +151,7 @@ def conformance() -> dict[str, list[str]]:
     return {"conformsTo": CONFORMANCE}
 
 
-@router.get(
-    "/collections",
-    summary="One collection per asset kind in the store",
-    response_model=CollectionsOut,
-    response_model_exclude_unset=True,
-    responses=errors(),
-)
+@_get("/collections", "One collection per asset kind in the store", CollectionsOut, exclude_unset=True)
 def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     root = _root(request)
     kinds = [Kind(k) for k in store.count_by_kind() if k in Kind._value2member_map_]
@@ -148,23 +161,17 @@ def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     }
 
 
-@router.get(
-    "/collections/{collectionId}",
-    summary="One collection",
-    response_model=CollectionOut,
-    response_model_exclude_unset=True,
-    responses=errors(404),
-)
+@_get("/collections/{collectionId}", "One collection", CollectionOut, 404, exclude_unset=True)
 def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, Any]:
     return _collection(_root(request), kind, store.extent(kind=kind))
 
 
-@router.get(
+@_get(
     "/collections/{collectionId}/queryables",
-    summary="The properties a filter may use",
-    response_class=SchemaResponse,
-    response_model=QueryablesOut,
-    responses=errors(404),
+    "The properties a filter may use",
+    QueryablesOut,
+    404,
+    answer=SchemaResponse,
 )
 def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     root = _root(request)
@@ -188,25 +195,26 @@ def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
     return SchemaResponse(body)
 
 
-@router.get(
+@_get(
     "/collections/{collectionId}/items",
-    summary="Features of a collection",
-    response_class=GeoJSONResponse,
-    response_model=FeatureCollectionOut,
-    responses=errors(400, 404),
+    "Features of a collection",
+    FeatureCollectionOut,
+    400,
+    404,
+    answer=GeoJSONResponse,
 )
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
 ) -> GeoJSONResponse:
     limit = min(params.limit, MAX_LIMIT)
-    _, spelling = sql_store(store)
+    dialect = sql_store(store).dialect
     selected = _properties(params.properties, kind)
     query = ItemsQuery(
         kind=kind,
         bbox=parse_bbox(params.bbox) if params.bbox is not None else None,
         ids=[i.strip() for i in params.ids.split(",") if i.strip()] if params.ids is not None else None,
         installed=parse_datetime(params.datetime) if params.datetime is not None else None,
-        filter=parse_filter(params.filter, lang=_LANGS[params.filter_lang], kind=kind, spelling=spelling)
+        filter=parse_filter(params.filter, lang=_LANGS[params.filter_lang], kind=kind, dialect=dialect)
         if params.filter is not None and params.filter.strip()
         else None,
         sortby=parse_sortby(params.sortby, kind=kind) if params.sortby else (),
@@ -231,13 +239,7 @@ def items(
     return GeoJSONResponse(body)
 
 
-@router.get(
-    "/collections/{collectionId}/items/{feature_id}",
-    summary="One feature",
-    response_class=GeoJSONResponse,
-    response_model=FeatureOut,
-    responses=errors(404),
-)
+@_get("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 404, answer=GeoJSONResponse)
 def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> GeoJSONResponse:
     asset = store.get_asset(checked_text(feature_id, what="feature id"))
     if asset.kind is not kind:

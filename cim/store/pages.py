@@ -1,0 +1,57 @@
+"""The SQL of a page of one feature collection (:mod:`cim.queries.items`), built and run in the store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import pyarrow.compute as pc
+
+from cim.store.base import AssetQuery, Store
+from cim.store.batch import AssetBatch
+from cim.store.schema import ASSET_SCHEMA
+from cim.store.sql import Where
+from cim.store.sqlstore import as_schema, sql_store
+
+
+def feature_page(
+    store: Store,
+    *,
+    query: AssetQuery,
+    installed: tuple[date | None, date | None] | None = None,
+    condition: Where | None = None,
+    sortby: Sequence[tuple[str, bool]] = (),
+    limit: int,
+    offset: int = 0,
+) -> tuple[AssetBatch, bool]:
+    """The assets ``query`` selects, installed in the (start, end) interval (both inclusive, either open) and
+    meeting ``condition``, ordered by the (column, descending) pairs of ``sortby`` then id: at most ``limit`` of
+    them from ``offset``, and whether more follow (``limit + 1`` rows are asked for)."""
+    db = sql_store(store)
+    p = db.dialect.param
+    base = db.dialect.where(query)
+    clauses, params = [base.sql], list(base.params)
+    start, end = installed or (None, None)
+    for bound, value in (("install_date >=", start), ("install_date <=", end)):
+        if value is not None:
+            clauses.append(f"{bound} {p}")
+            params.append(value)
+    if condition is not None:
+        clauses.append(condition.sql)
+        params += condition.params
+    order = [f"{column} {'DESC' if descending else 'ASC'} NULLS LAST" for column, descending in sortby]
+    # Two steps: the page's ids first, then their rows. Asking for every column at once makes DuckDB decode the
+    # geometry of every row of the collection before the top-N cut (bench/api_bench.py: 120–290 ms for 100 pipes
+    # of 1M assets); sorting ids alone and fetching 101 rows by id costs a fraction of that, in PostGIS as well.
+    where, order_by = " AND ".join(clauses), ", ".join([*order, "id"])
+    page = f"SELECT id FROM assets WHERE {where} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
+    ids = db.select(page, [*params, limit + 1, offset]).column("id")
+    if len(ids) == 0:
+        return AssetBatch(ASSET_SCHEMA.empty_table()), False
+    keys: list[Any] = ids.to_pylist()
+    rows = db.select(f"SELECT {db.dialect.select_list()} FROM assets WHERE id IN ({', '.join([p] * len(ids))})", keys)
+    # the rows in the page's order (an id the second step no longer finds was deleted in between: left out)
+    position = pc.index_in(ids, value_set=rows.column("id"))
+    ordered = as_schema(rows.take(position.drop_null()), ASSET_SCHEMA)
+    return AssetBatch(ordered.slice(0, limit)), len(ids) > limit

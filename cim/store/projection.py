@@ -1,0 +1,57 @@
+"""The tiling reads (:mod:`cim.tiling.assets`): the plain columns and bounding boxes of the assets of some kinds,
+and a hash of each row where the backend offers one (:meth:`~cim.store.sql.Dialect.row_hash`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
+
+from cim.model import Kind
+from cim.store.base import AssetQuery, Store
+from cim.store.schema import BBOX_COLUMNS
+from cim.store.sqlstore import SqlStore
+
+
+def hashes_rows(store: Store) -> bool:
+    """Whether ``store`` gives a hash of each asset row (a DuckDB store), so a rebuild can find changed rows."""
+    return isinstance(store, SqlStore) and store.dialect.row_hash(()) is not None
+
+
+def read_projection(
+    store: Store, *, columns: Sequence[str], kinds: Collection[Kind], ids: pa.Array | pa.ChunkedArray | None = None
+) -> pa.Table:
+    """``columns`` and the bounding-box columns of the assets of ``kinds`` (or those of ``ids`` among them),
+    ordered by id, with ``row_hash`` (of those columns) where :func:`hashes_rows`.
+
+    One projection query in a SQL store (no geometry decoding: the store's bounding-box columns), but for a list of
+    ids in a store whose dialect cannot take the list as one parameter; there, and in other stores, the bounding
+    boxes are computed from the geometries of :meth:`~cim.store.base.Store.find_batch`."""
+    if isinstance(store, SqlStore) and (ids is None or hashes_rows(store)):
+        listed = ", ".join(f"'{k}'" for k in sorted(k.value for k in kinds))  # enum values, not user input
+        hashed = store.dialect.row_hash([*columns, *BBOX_COLUMNS])
+        wanted, params = "", []
+        if ids is not None:
+            wanted, params = " AND id IN (SELECT unnest(?))", [ids.to_pylist()]  # the DuckDB dialect
+        return store.select(
+            f"SELECT {', '.join([*columns, *BBOX_COLUMNS])}{'' if hashed is None else f', {hashed} AS row_hash'} "
+            f"FROM assets WHERE kind IN ({listed}){wanted} ORDER BY id",
+            params,
+        )
+    batch = store.find_batch(AssetQuery(kinds=list(kinds), ids=None if ids is None else ids.to_pylist()))
+    bounds = shapely.bounds(batch.geometries())
+    table = batch.table.select(list(columns))
+    for i, name in enumerate(BBOX_COLUMNS):
+        table = table.append_column(name, pa.array(bounds[:, i]))
+    return table.take(pc.sort_indices(table, [("id", "ascending")]))
+
+
+def row_hashes(store: Store, *, columns: Sequence[str], kinds: Collection[Kind]) -> pa.Table:
+    """``id`` and ``row_hash`` (as :func:`read_projection` gives it) of the assets of ``kinds``, ordered by id;
+    only where :func:`hashes_rows`."""
+    assert isinstance(store, SqlStore), "only where hashes_rows(store)"
+    listed = ", ".join(f"'{k}'" for k in sorted(k.value for k in kinds))
+    hashed = store.dialect.row_hash([*columns, *BBOX_COLUMNS])
+    return store.select(f"SELECT id, {hashed} AS row_hash FROM assets WHERE kind IN ({listed}) ORDER BY id")

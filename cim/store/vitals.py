@@ -1,0 +1,56 @@
+"""The SQL of the city's vital signs (:mod:`cim.queries.indicators`): counts and lengths over the assets, built
+and run in the store (metres, never degrees)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from cim.model import Kind
+from cim.store.base import AssetQuery, BBox, Store
+from cim.store.questions import BELOW_GROUND, near_terms
+from cim.store.sqlstore import sql_store
+
+
+def dated_counts(store: Store, *, kind: Kind, installed_before: date) -> tuple[int, int, int]:
+    """(all assets of ``kind``, those with an install date, those installed before ``installed_before``)."""
+    db = sql_store(store)
+    p = db.dialect.param
+    row = db.select(
+        f"SELECT count(*) AS total, count(install_date) AS dated, "
+        f"sum(CASE WHEN install_date < {p} THEN 1 ELSE 0 END) AS old FROM assets WHERE kind = {p}",
+        [installed_before, str(kind)],
+    ).to_pylist()[0]
+    return int(row["total"] or 0), int(row["dated"] or 0), int(row["old"] or 0)
+
+
+def buried_lengths(store: Store, *, networks: Sequence[str], installed_before: date) -> dict[str, float]:
+    """Metres (on the spheroid) of the below-ground pipes of each of ``networks`` installed before
+    ``installed_before``; a network with none is missing."""
+    db = sql_store(store)
+    s, p = db.dialect, db.dialect.param
+    rows = db.select(
+        f"SELECT network, sum({s.length_m('geom')}) AS metres FROM assets WHERE kind = {p} "
+        f"AND network IN ({', '.join([p] * len(networks))}) AND {BELOW_GROUND} AND install_date < {p} "
+        "GROUP BY network",
+        [str(Kind.PIPE), *networks, installed_before],
+    ).to_pylist()
+    return {r["network"]: float(r["metres"] or 0.0) for r in rows}
+
+
+def near_counts(
+    store: Store, *, query: AssetQuery, near_kind: Kind, distance_m: float, extent: BBox
+) -> tuple[int, int]:
+    """(the assets ``query`` selects, those with an asset of ``near_kind`` within ``distance_m`` metres);
+    ``extent`` covers them."""
+    db = sql_store(store)
+    p = db.dialect.param
+    where = db.dialect.where(query)
+    near, distance = near_terms(db.dialect, distance_m, extent)
+    sql = (
+        f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM assets WHERE {where.sql}) "
+        f"SELECT count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM assets b WHERE b.kind = {p} AND {near.sql} "
+        f"AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near FROM a"
+    )
+    row = db.select(sql, [*where.params, str(near_kind), *near.params, distance_m]).to_pylist()[0]
+    return int(row["total"] or 0), int(row["near"] or 0)
