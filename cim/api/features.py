@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 
 from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.geojson import BASE_PROPERTIES, feature
-from cim.api.params import BBOX_PATTERN, parse_bbox
 from cim.api.schemas import (
     CollectionOut,
     CollectionsOut,
@@ -30,6 +29,7 @@ from cim.model import Kind, fields_of
 from cim.queries import ItemsQuery, find_features
 from cim.queries.cql import parse_filter, queryables
 from cim.queries.features import parse_datetime, parse_sortby
+from cim.queries.params import BBOX_PATTERN, parse_bbox
 from cim.queries.sqlbits import checked_text, sql_store
 
 router = APIRouter(tags=["OGC API – Features"])

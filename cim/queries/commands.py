@@ -41,8 +41,8 @@ def old_lifts_command(
     as_json: JsonOption = False,
 ) -> None:
     """Buildings with lifts older than N years; lifts with no install date listed apart."""
-    from cim.api.params import parse_date
     from cim.queries import old_lifts
+    from cim.queries.params import parse_date
 
     with open_store(_store(store)) as opened:
         result = old_lifts(opened, years=years, as_of=parse_date(as_of, what="--as-of") if as_of else None)
@@ -73,8 +73,8 @@ def buried_pipes_command(
     as_json: JsonOption = False,
 ) -> None:
     """Below-ground pipes inside an area, with their length inside it."""
-    from cim.api.params import bbox_area, parse_area, parse_bbox, parse_date
     from cim.queries import buried_pipes
+    from cim.queries.params import bbox_area, parse_area, parse_bbox, parse_date
 
     if (area is None) == (bbox is None):
         raise InvalidInput("buried-pipes options", "give exactly one of --area FILE.geojson or --bbox W,S,E,N")
@@ -120,8 +120,8 @@ def within_distance_command(
     as_json: JsonOption = False,
 ) -> None:
     """Assets of one kind within (or, with --beyond, farther than) D metres of assets of another kind."""
-    from cim.api.params import parse_bbox
     from cim.queries import within_distance
+    from cim.queries.params import parse_bbox
 
     with open_store(_store(store)) as opened:
         result = within_distance(
