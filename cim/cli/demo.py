@@ -109,7 +109,7 @@ async def _simulate(app: object, store: str, broker: str | None, rate: float) ->
 
     try:
         if broker is None:
-            await simulate_in_process(app.state.iot, rate=rate)  # type: ignore[attr-defined]
+            await simulate_in_process(app.state.resources.iot, rate=rate)  # type: ignore[attr-defined]
             return
         with open_store(store) as own:
             await simulate(broker=broker, store=own, rate=rate)
