@@ -348,9 +348,11 @@ async def latency(args: argparse.Namespace) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from cim.api.deps import Resources
+    from cim.api.iot import router
+    from cim.api.tilefiles import TileFiles
     from cim.iot import IotOptions, IotService
-    from cim.iot.router import router
-    from cim.settings import MqttSettings
+    from cim.settings import MqttSettings, ServerSettings
 
     broker = Broker()
     tmp = Path(tempfile.mkdtemp(prefix="cim-bench-"))
@@ -363,7 +365,7 @@ async def latency(args: argparse.Namespace) -> None:
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         service = IotService(store, MqttSettings(url=broker.url), options=IotOptions(client_id="bench-lat"))  # type: ignore[arg-type]
         await service.start()
-        app.state.iot = service
+        app.state.resources = Resources(settings=ServerSettings(), store=store, tiles=TileFiles(tmp), iot=service)
         service_box.append(service)
         yield
         await service.stop()

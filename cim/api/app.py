@@ -63,13 +63,13 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         try:
             if settings.live:
                 service = await _start_iot(settings)
-                app.state.iot = service
             app.state.resources = Resources(
                 settings=settings.server,
                 store=store,
                 tiles=TileFiles(settings.server.tiles_dir),
                 alerts=alerts if service is None else _alerts_of(service),
                 probes={} if service is None else _iot_probes(service),
+                iot=service,
             )
             log.info("serving store %s and tiles from %s", store.url, settings.server.tiles_dir)
             yield
@@ -128,7 +128,6 @@ async def _start_iot(settings: AppSettings) -> IotService:
     service = IotService(
         store,
         mqtt,
-        write_token=settings.server.write_token,
         spool_path=settings.iot.spool or spool_path_for(url),
     )
     try:
@@ -173,7 +172,7 @@ def _iot_probes(service: IotService) -> dict[str, Probe]:
 
 
 def _iot_router(settings: AppSettings) -> APIRouter:
-    from cim.iot.router import LiveGate, build_router
+    from cim.api.iot import LiveGate, build_router
 
     server = settings.server
     origins = server.ws_origins if server.ws_origins is not None else server.cors_origins

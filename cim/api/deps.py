@@ -1,4 +1,4 @@
-"""What handlers get through ``Depends``: the store, the tiles, the alert hook.
+"""What handlers get through ``Depends``: the store, the tiles, the alert hook, the IoT service, the write check.
 
 The lifespan (:mod:`cim.api.app`) opens these and keeps them in a :class:`Resources`; handlers never read
 ``app.state`` themselves.
@@ -11,9 +11,11 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar, get_type_hints
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from cim.api.errors import Forbidden, RequestTooLarge, Unauthorized
 from cim.api.tilefiles import TileFiles
@@ -21,6 +23,9 @@ from cim.errors import InvalidInput
 from cim.model import Kind, parse_kind
 from cim.settings import ServerSettings
 from cim.store import Store
+
+if TYPE_CHECKING:
+    from cim.iot import IotService
 
 #: Largest request body the API reads (a GeoJSON area of 100,000 vertices fits in about 4 MB).
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -49,10 +54,11 @@ class Resources:
     tiles: TileFiles
     alerts: AlertLookup = no_alerts
     probes: dict[str, Probe] = field(default_factory=dict)
+    iot: IotService | None = None  # live sensors (cim.api.iot), when the app serves them
 
 
-async def get_resources(request: Request) -> Resources:  # async: a sync dependency costs a thread hop
-    resources: Resources = request.app.state.resources
+async def get_resources(connection: HTTPConnection) -> Resources:  # async: a sync dependency costs a thread hop
+    resources: Resources = connection.app.state.resources
     return resources
 
 
@@ -107,13 +113,20 @@ async def collection_kind(collectionId: str) -> Kind:
 KindDep = Annotated[Kind, Depends(collection_kind)]
 
 
-async def require_write_token(request: Request, resources: ResourcesDep) -> None:
-    """Every write endpoint depends on this: ``Authorization: Bearer <CIM_WRITE_TOKEN>``."""
+#: Declares the bearer token in the OpenAPI document; :func:`require_write_token` checks it.
+_bearer = HTTPBearer(auto_error=False, description="CIM_WRITE_TOKEN")
+
+
+async def require_write_token(
+    resources: ResourcesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Every write endpoint depends on this: ``Authorization: Bearer <CIM_WRITE_TOKEN>``; with no token configured,
+    writes are refused. Async and without the body: the token is checked before a byte of the body is read."""
     token = resources.settings.write_token
     if not token:
         raise Forbidden("writes", "are disabled: the server has no write token (set CIM_WRITE_TOKEN)")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    given = credentials.credentials if credentials is not None else ""
+    if credentials is None or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized("writes", "need the header Authorization: Bearer <CIM_WRITE_TOKEN>")
 
 

@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 
 from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.geojson import BASE_PROPERTIES, feature
-from cim.api.params import BBOX_PATTERN, parse_bbox
 from cim.api.schemas import (
     CollectionOut,
     CollectionsOut,
@@ -32,6 +31,7 @@ from cim.queries import ItemsQuery, find_features
 from cim.queries.checks import checked_text
 from cim.queries.cql import parse_filter, queryables
 from cim.queries.items import parse_datetime, parse_sortby
+from cim.queries.params import BBOX_PATTERN, parse_bbox
 from cim.store.sqlstore import sql_store
 
 router = APIRouter(tags=["OGC API – Features"])

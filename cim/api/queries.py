@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from cim.api.deps import StoreDep, json_body, query_params
-from cim.api.params import BBOX_PATTERN, bbox_area, parse_area, parse_bbox, parse_date
 from cim.api.schemas import errors
 from cim.errors import InvalidInput
 from cim.model import Kind
 from cim.queries import buried_pipes, within_distance
 from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut, old_lifts_json
+from cim.queries.params import BBOX_PATTERN, bbox_area, parse_area, parse_bbox, parse_date
 
 router = APIRouter(prefix="/queries", tags=["queries"])
 

@@ -86,7 +86,6 @@ class IotService:
         store: Store,
         mqtt: MqttSettings | None = None,
         *,
-        write_token: str | None = None,
         rules: Iterable[Rule] = (),
         options: IotOptions | None = None,
         spool_path: str | Path | None = None,
@@ -96,7 +95,6 @@ class IotService:
         self.spool_path = Path(spool_path) if spool_path is not None else spool_path_for(store.url)
         self.spool: Spool | None = None
         self.mqtt = mqtt or MqttSettings()
-        self.write_token = write_token
         self.options = options or IotOptions()
         self.engine = RuleEngine(rules)
         self.hub = LiveHub(min_interval=self.options.live_min_interval)

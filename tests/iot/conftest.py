@@ -1,5 +1,5 @@
 """Fixtures for the IoT tests: a real Mosquitto of the test's own (so it can be killed and restarted), the system
-broker on 127.0.0.1:1883, a store with sensors, and a small FastAPI app that mounts the IoT router."""
+broker on 127.0.0.1:1883, a store with sensors, and a small FastAPI app that mounts the IoT routes."""
 
 from __future__ import annotations
 
@@ -9,21 +9,22 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from shapely.geometry import LineString, Point
 
-from cim.errors import InvalidInput, NotFound
+from cim.api.deps import Resources
+from cim.api.errors import install_error_handlers
+from cim.api.iot import router
+from cim.api.tilefiles import TileFiles
 from cim.iot import IotOptions, IotService, sensor_asset
 from cim.iot.mqtt import parse_mqtt_url
-from cim.iot.router import router
 from cim.model import Asset, Kind
-from cim.settings import MqttSettings
+from cim.settings import MqttSettings, ServerSettings
 from cim.store import AssetBatch, Store
 from tests.conftest import missing_service
 from tests.faults import PrivateMosquitto, port_answers
@@ -110,7 +111,6 @@ async def _running(store: Store, url: str | None, spool: Path, **options: object
     service = IotService(
         store,
         MqttSettings(url=url),
-        write_token=TOKEN,
         options=fast_options(**options),
         spool_path=spool,
     )
@@ -147,31 +147,36 @@ async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout: f
 
 
 def build_app(store: Store, *, mqtt_url: str | None = None, **options: object) -> FastAPI:
-    """The app the lead's factory will build, reduced to the IoT part."""
+    """The app the factory builds, reduced to the IoT part."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         spool = Path(tempfile.mkdtemp(prefix="cim-spool-")) / "spool.sqlite"
-        service = IotService(
-            store, MqttSettings(url=mqtt_url), write_token=TOKEN, options=fast_options(**options), spool_path=spool
-        )
+        service = IotService(store, MqttSettings(url=mqtt_url), options=fast_options(**options), spool_path=spool)
         await service.start()
-        app.state.iot = service
+        serve_iot(app, service)
         try:
             yield
         finally:
             await service.stop()
             shutil.rmtree(spool.parent, ignore_errors=True)
 
+    return iot_app(lifespan)
+
+
+def iot_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None) -> FastAPI:
+    """A small app with the IoT routes and the API's error map; :func:`serve_iot` hands them a running service."""
     app = FastAPI(lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(router)
-
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(InvalidInput)
-    async def invalid(request: Request, exc: InvalidInput) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
     return app
+
+
+def serve_iot(app: FastAPI, service: IotService) -> None:
+    """What the app factory's lifespan gives the IoT routes: the service, and a server whose write token is TOKEN."""
+    app.state.resources = Resources(
+        settings=ServerSettings(write_token=TOKEN),
+        store=service.store,
+        tiles=TileFiles(service.spool_path.parent),
+        iot=service,
+    )

@@ -18,11 +18,9 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
-from fastapi import FastAPI
 
 from cim.iot import IotService
 from cim.iot.mqtt import parse_mqtt_url
-from cim.iot.router import router
 from cim.store import Store, open_store
 from tests.faults import (
     PrivateMosquitto,
@@ -31,7 +29,7 @@ from tests.faults import (
     private_mosquitto,
     private_postgres,
 )
-from tests.iot.conftest import TOKEN, declare_sensors, eventually, running
+from tests.iot.conftest import TOKEN, declare_sensors, eventually, iot_app, running, serve_iot
 
 __all__ = ["private_mosquitto", "private_postgres"]  # fixtures, imported for pytest
 
@@ -118,9 +116,8 @@ async def test_a_database_restart_loses_no_reading_acknowledged_over_http_or_mqt
     sensors = Sensors(private_mosquitto.url, "fault-db-sensors")
     stop = asyncio.Event()
     async with running(store, private_mosquitto.url, spool=tmp_path / "spool.sqlite") as iot:
-        app = FastAPI()
-        app.include_router(router)
-        app.state.iot = iot
+        app = iot_app()
+        serve_iot(app, iot)
 
         async def poster() -> None:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cim") as client:

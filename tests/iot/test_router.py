@@ -55,7 +55,7 @@ def test_unknown_sensors_and_all_bad_bodies_are_client_errors(client: TestClient
     assert client.get("/iot/sensors/nobody/readings").status_code == 404
     nan = '{"sensor_id": "wl-1", "value": NaN}'
     answer = client.post("/iot/readings", content=nan, headers={**AUTH, "Content-Type": "application/json"})
-    assert answer.status_code == 400 and "wl-1" in answer.json()["detail"]
+    assert answer.status_code == 400 and "wl-1" in answer.json()["description"]
     assert client.get("/iot/sensors/wl-1/readings", params={"from": "2026-05-01T00:00:00"}).status_code == 400
 
 

@@ -11,17 +11,15 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 import pytest
-from fastapi import FastAPI
 
 from cim.iot import IotService
 from cim.iot.mqtt import client_id_for
-from cim.iot.router import router
 from cim.iot.spool import Spool
 from cim.model import Reading
 from cim.settings import MqttSettings
 from cim.store import open_store
 from tests.faults import PrivateMosquitto
-from tests.iot.conftest import TOKEN, declare_sensors, eventually, fast_options, running
+from tests.iot.conftest import TOKEN, declare_sensors, eventually, fast_options, iot_app, running, serve_iot
 from tests.iot.test_ingest import publish
 
 pytestmark = pytest.mark.anyio
@@ -47,9 +45,8 @@ async def test_a_post_past_the_backlog_bound_is_refused_with_503_and_nothing_is_
     with open_store(str(tmp_path / "city.duckdb")) as store:
         declare_sensors(store)
         async with running(store, max_backlog=15, flush_interval=60.0) as iot:
-            app = FastAPI()
-            app.include_router(router)
-            app.state.iot = iot
+            app = iot_app()
+            serve_iot(app, iot)
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cim") as client:
                 items = [{"sensor_id": "wl-1", "value": float(i)} for i in range(10)]
                 assert (await client.post("/iot/readings", json=items, headers=AUTH)).status_code == 202

@@ -1,8 +1,9 @@
 """The IoT routes: HTTP ingest, sensor history, ingest statistics, alerts, and the live WebSocket.
 
-Handlers get the running :class:`~cim.iot.service.IotService` through :func:`get_iot`, which reads
-``app.state.iot`` (set by the app's lifespan). Domain errors are raised as they are (``NotFound`` for an unknown
-sensor, ``InvalidInput`` for a body that is not readings): the app's status map turns them into 404 / 400.
+Handlers get the running :class:`~cim.iot.service.IotService` through :func:`get_iot`, from the
+:class:`~cim.api.deps.Resources` the app's lifespan opens; writes depend on :func:`~cim.api.deps.require_write_token`.
+Domain errors are raised as they are (``NotFound`` for an unknown sensor, ``InvalidInput`` for a body that is not
+readings): the app's status map turns them into 404 / 400.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, WebSocketDisconnect, WebSocketException, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import HTTPConnection
 
-from cim.api.deps import json_body
+from cim.api.deps import ResourcesDep, json_body, require_write_token
 from cim.api.schemas import (
     AlertOut,
     IotStatsOut,
@@ -41,34 +40,14 @@ MAX_POST_READINGS = 10_000
 routes = APIRouter()  # the HTTP routes; build_router adds the WebSocket with its gate
 
 
-def get_iot(connection: HTTPConnection) -> IotService:
-    """The IoT service the lifespan put on ``app.state.iot``."""
-    service = getattr(connection.app.state, "iot", None)
-    if not isinstance(service, IotService):
-        raise RuntimeError("app.state.iot is not set: start an IotService in the app's lifespan")
-    return service
+async def get_iot(resources: ResourcesDep) -> IotService:
+    """The IoT service the lifespan started (``Resources.iot``)."""
+    if resources.iot is None:
+        raise RuntimeError("Resources.iot is not set: start an IotService in the app's lifespan")
+    return resources.iot
 
 
 Iot = Annotated[IotService, Depends(get_iot)]
-
-
-#: Declares the bearer token in the OpenAPI document; :func:`require_write_token` checks it.
-_bearer = HTTPBearer(auto_error=False, description="CIM_WRITE_TOKEN")
-
-
-async def require_write_token(
-    iot: Iot, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """Writes need ``Authorization: Bearer <CIM_WRITE_TOKEN>``; with no token configured, writes are refused.
-    Async and without the body: the token is checked before a byte of the body is read."""
-    expected = iot.write_token
-    if not expected:
-        raise HTTPException(403, "write — refused: the server has no write token (set CIM_WRITE_TOKEN)")
-    given = credentials.credentials if credentials is not None else ""
-    if credentials is None or not secrets.compare_digest(given.strip().encode(), expected.encode()):
-        raise HTTPException(
-            401, "write — needs the header Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
-        )
 
 
 INSTANT = {"format": "date-time"}

@@ -1,23 +1,19 @@
-"""``cim run PIPELINE``: one command from sources to a published city, with a progress bar per stage."""
+"""``cim run PIPELINE``: one command from sources to a published city, with a progress bar per stage; ``cim merge``:
+BIM buildings into the GIS buildings they stand on."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
+from cim.cli.options import console, json_flag, print_error, print_json, store_url
 from cim.pipeline.model import Pipeline, load_pipeline
 from cim.pipeline.run import RunSummary, run_pipeline
 from cim.progress import progress_bars
-
-console = Console()
 
 
 def run(
@@ -25,13 +21,13 @@ def run(
     store: Annotated[str | None, typer.Option("--store", "-s", help="override the pipeline's store")] = None,
     out: Annotated[str | None, typer.Option("--out", help="override the pipeline's tiles folder")] = None,
     force: Annotated[bool, typer.Option("--force", help="ingest every source even when unchanged")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on stdout.")] = False,
+    as_json: Annotated[bool, json_flag("summary")] = False,
 ) -> None:
     """Run a pipeline: generate, ingest every source (unchanged ones are skipped), build the tiles."""
     loaded = load_pipeline(pipeline)
     summary = run_with_progress(loaded, quiet=as_json, store_url=store, tiles_dir=out, force=force)
     if as_json:
-        sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False, default=str) + "\n")
+        print_json(summary.to_dict())
     else:
         _print(summary)
     if not summary.ok:
@@ -62,9 +58,9 @@ def _print(summary: RunSummary) -> None:
     console.print(table)
     for s in summary.sources:
         if s.error:
-            _error(s.error)
+            print_error(s.error)
     for error in summary.sensors["errors"]:
-        _error(f"pipeline {summary.pipeline} {error}")
+        print_error(f"pipeline {summary.pipeline} {error}")
     if summary.sensors["changed"]:
         console.print(f"sensors declared: {summary.sensors['declared']}, given rules: {summary.sensors['ruled']}")
     if summary.tiles:
@@ -75,31 +71,24 @@ def _print(summary: RunSummary) -> None:
     console.print(f"done in {summary.seconds:.1f} s")
 
 
-def _error(message: str) -> None:
-    """``error: <message>`` on one line of stderr (as ``cim ingest`` reports a failed file), nothing in it read as
-    rich markup (a path such as ``[old] roads.gpkg``)."""
-    Console(stderr=True).print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
-
-
 def merge(
     store: Annotated[str | None, typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL")] = None,
     prefer: Annotated[str, typer.Option(help="whose attribute wins on a conflict: gis or bim")] = "gis",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+    as_json: Annotated[bool, json_flag("report")] = False,
 ) -> None:
     """Match BIM buildings to the GIS buildings they stand on and merge each pair into one building."""
     from cim.errors import InvalidInput
     from cim.pipeline.merge import merge_buildings
     from cim.pipeline.run import beside_meshes
-    from cim.settings import StoreSettings
     from cim.store import open_store
     from cim.store.meshes import MeshStore, mesh_path_for
 
     if prefer not in ("gis", "bim"):
         raise InvalidInput(f"--prefer {prefer!r}", "must be gis or bim")
-    with open_store(store or StoreSettings().store) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
+    with open_store(store_url(store)) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
         report = merge_buildings(opened, meshes, prefer=prefer, state=beside_meshes(meshes, ".merges.json"))
     if as_json:
-        sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, default=str) + "\n")
+        print_json(report.to_dict())
         return
     for m in report.matched:
         console.print(f"merged {m['bim_id']} into {m['gis_id']} ({m['method']}, {len(m['conflicts'])} conflicts)")

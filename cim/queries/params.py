@@ -1,4 +1,4 @@
-"""Parsing of the query parameters several routers share (bbox, dates, GeoJSON areas)."""
+"""Parsing of the query parameters that the HTTP routers and the command line share (bbox, dates, GeoJSON areas)."""
 
 from __future__ import annotations
 

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from cim.cli.options import err_console
+from cim.cli.pipeline import run_with_progress
 from cim.errors import InvalidInput
-from cim.pipeline.commands import run_with_progress
 from cim.pipeline.model import load_pipeline
 
-console = Console(stderr=True)
 DEMO_PIPELINE = Path("pipelines/shanghai-demo.toml")
 
 
@@ -45,8 +44,8 @@ def demo(
         raise InvalidInput(f"pipeline {pipeline}", "names no tiles folder (tiles = ...) to serve")
     summary = run_with_progress(loaded)
     for failed in (s for s in summary.sources if not s.ok):
-        console.print(f"[yellow]warning:[/] {failed.error}", highlight=False)
-    console.print(
+        err_console.print(f"[yellow]warning:[/] {failed.error}", highlight=False)
+    err_console.print(
         f"city ready in {summary.seconds:.1f} s: "
         + ", ".join(f"{s.type} {Path(s.path).name}" for s in summary.sources if not s.skipped and s.ok)
         or "nothing changed"
@@ -69,7 +68,7 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
     import uvicorn
 
     from cim.api import create_app
-    from cim.api.fastpath import tile_protocol
+    from cim.api.serve import uvicorn_options
     from cim.iot.mqtt import parse_mqtt_url
     from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
@@ -82,17 +81,7 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
         viewer=True,
     )
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            http=tile_protocol(app),
-            ws_per_message_deflate=False,
-            timeout_graceful_shutdown=round(settings.server.shutdown_timeout_s),
-        )
-    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(app, settings.server)))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.1)
@@ -105,7 +94,9 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
         if broker_up
         else "the HTTP ingest path (no MQTT broker answers at " + broker + ")"
     )
-    console.print(f"[bold green]serving at http://{host}:{port}/[/]  (sensors simulated through {via}; Ctrl-C stops)")
+    err_console.print(
+        f"[bold green]serving at http://{host}:{port}/[/]  (sensors simulated through {via}; Ctrl-C stops)"
+    )
     try:
         await serving
     finally:
@@ -118,14 +109,14 @@ async def _simulate(app: object, store: str, broker: str | None, rate: float) ->
 
     try:
         if broker is None:
-            await simulate_in_process(app.state.iot, rate=rate)  # type: ignore[attr-defined]
+            await simulate_in_process(app.state.resources.iot, rate=rate)  # type: ignore[attr-defined]
             return
         with open_store(store) as own:
             await simulate(broker=broker, store=own, rate=rate)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the city keeps being served; say why it stopped moving
-        console.print(f"[yellow]warning:[/] the sensor simulator stopped: {exc}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] the sensor simulator stopped: {exc}", highlight=False)
 
 
 def _answers(host: str, port: int) -> bool:

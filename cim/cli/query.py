@@ -1,36 +1,58 @@
-"""``cim query ...``: the domain queries for scripts, printing the same JSON as the HTTP API with ``--json``."""
+"""``cim indicators``, ``cim render`` and ``cim query ...``: asking the city model, with the same JSON as the HTTP API
+under ``--json``."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cim.cli.options import JsonOption, StoreOption, console, print_json, store_url
 from cim.errors import InvalidInput
 from cim.model import parse_kind
-from cim.settings import StoreSettings
 from cim.store import open_store
 
 query_app = typer.Typer(help="Ask the city model: old lifts, buried pipes, assets within a distance.")
-StoreOption = Annotated[
-    str | None,
-    typer.Option("--store", "-s", help="DuckDB file or postgresql:// URL [env: CIM_STORE]", show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
-console = Console()
 
 
-def _store(option: str | None) -> str:
-    return option or StoreSettings().store
+def indicators(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """The city vital signs: old lifts, old buried mains, homes near parks, stops near metro exits, live state."""
+    from cim.queries.indicators import vital_signs
+
+    with open_store(store_url(store)) as opened:
+        result = vital_signs(opened)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("indicator", "value", "of", title=f"city vital signs at {result['computed_at']}")
+    for item in result["indicators"]:
+        value = "-" if item["value"] is None else f"{item['value']:,} {item['unit']}"
+        table.add_row(item["label"], value, "" if item["total"] is None else f"{item['total']:,}")
+    console.print(table)
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, default=str) + "\n")
+def render(
+    asset_id: Annotated[str, typer.Argument(help="The asset to draw.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    store: StoreOption = None,
+    width: Annotated[int, typer.Option(help="Width in pixels (64…2048).")] = 800,
+    height: Annotated[int, typer.Option(help="Height in pixels (64…2048).")] = 600,
+) -> None:
+    """Draw an asset and its surroundings to a PNG, off-screen (no display needed)."""
+    from cim.render import open_meshes_for, render_asset
+
+    with open_store(store_url(store)) as opened:
+        meshes = open_meshes_for(opened.url)
+        try:
+            png = render_asset(opened, meshes, asset_id, width=width, height=height)
+        finally:
+            if meshes is not None:
+                meshes.close()
+    out.write_bytes(png)
+    console.print(f"wrote {out} ({width}×{height}, {len(png):,} bytes)")
 
 
 @query_app.command("old-lifts")
@@ -41,13 +63,13 @@ def old_lifts_command(
     as_json: JsonOption = False,
 ) -> None:
     """Buildings with lifts older than N years; lifts with no install date listed apart."""
-    from cim.api.params import parse_date
     from cim.queries import old_lifts
+    from cim.queries.params import parse_date
 
-    with open_store(_store(store)) as opened:
+    with open_store(store_url(store)) as opened:
         result = old_lifts(opened, years=years, as_of=parse_date(as_of, what="--as-of") if as_of else None)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     table = Table("building", "name", "lifts older than " + f"{years:g} years")
     for b in result["buildings"]:
@@ -73,8 +95,8 @@ def buried_pipes_command(
     as_json: JsonOption = False,
 ) -> None:
     """Below-ground pipes inside an area, with their length inside it."""
-    from cim.api.params import bbox_area, parse_area, parse_bbox, parse_date
     from cim.queries import buried_pipes
+    from cim.queries.params import bbox_area, parse_area, parse_bbox, parse_date
 
     if (area is None) == (bbox is None):
         raise InvalidInput("buried-pipes options", "give exactly one of --area FILE.geojson or --bbox W,S,E,N")
@@ -88,7 +110,7 @@ def buried_pipes_command(
     else:
         assert bbox is not None
         polygon = bbox_area(parse_bbox(bbox))
-    with open_store(_store(store)) as opened:
+    with open_store(store_url(store)) as opened:
         result = buried_pipes(
             opened,
             area=polygon,
@@ -98,7 +120,7 @@ def buried_pipes_command(
             as_of=parse_date(as_of, what="--as-of") if as_of else None,
         )
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     table = Table("pipe", "network", "installed", "depth m", "length in area m")
     for p in result["pipes"]:
@@ -120,10 +142,10 @@ def within_distance_command(
     as_json: JsonOption = False,
 ) -> None:
     """Assets of one kind within (or, with --beyond, farther than) D metres of assets of another kind."""
-    from cim.api.params import parse_bbox
     from cim.queries import within_distance
+    from cim.queries.params import parse_bbox
 
-    with open_store(_store(store)) as opened:
+    with open_store(store_url(store)) as opened:
         result = within_distance(
             opened,
             kind=parse_kind(kind),
@@ -133,7 +155,7 @@ def within_distance_command(
             beyond=beyond,
         )
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     table = Table(kind, "name", f"nearest {near}", "distance m")
     for a in result["assets"]:

@@ -1,0 +1,53 @@
+"""``cim serve``: the server's settings from the options and the environment, then :func:`cim.api.serve.run_server`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cim.cli.options import StoreOption
+from cim.errors import InvalidInput
+
+
+def serve(
+    store: StoreOption = None,
+    tiles: Annotated[
+        Path | None, typer.Option(help="folder of built tilesets, served at /tiles [env: CIM_TILES_DIR]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on [env: CIM_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on [env: CIM_PORT]")] = None,
+    mqtt: Annotated[
+        str | None, typer.Option("--mqtt", help="sensors' MQTT broker, e.g. mqtt://127.0.0.1:1883 [env: CIM_MQTT_URL]")
+    ] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="log a line per request (costs ~7% of a loaded server's time)")
+    ] = False,
+) -> None:
+    """Serve the viewer, the tiles, OGC API – Features, the queries and live sensor state over HTTP."""
+    from cim.api.serve import run_server
+    from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
+
+    server = ServerSettings()
+    changes: dict[str, object] = {}
+    if tiles is not None:
+        changes["tiles_dir"] = tiles
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        if not 1 <= port <= 65535:
+            raise InvalidInput(f"--port {port}", "must be between 1 and 65535")
+        changes["port"] = port
+    server = server.model_copy(update=changes)
+    if not server.tiles_dir.is_dir():
+        raise InvalidInput(f"tiles folder {server.tiles_dir}", "does not exist; build tiles first or give --tiles DIR")
+    broker = MqttSettings() if mqtt is None else MqttSettings(url=mqtt)
+    settings = AppSettings(
+        store=StoreSettings(store=store) if store else StoreSettings(),
+        server=server,
+        mqtt=broker,
+        live=True,
+        viewer=True,
+    )
+    run_server(settings, access_log=access_log)
