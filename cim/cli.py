@@ -20,6 +20,7 @@ from rich.table import Table
 from cim import __version__
 from cim.api.client import AdminClient, Server, build_through, find_server, info_through, ingest_through
 from cim.api.serve import serve
+from cim.cli_store import store_app
 from cim.errors import CimError, InvalidInput
 from cim.gis.mapping import LayerMapping, load_mapping, preset
 from cim.gis.readers import parse_crs
@@ -376,6 +377,7 @@ def render(
 
 # --- the server and the queries (cim/api, cim/queries) ---
 app.add_typer(query_app, name="query")
+app.add_typer(store_app, name="store")
 app.command()(serve)
 app.command("run")(run_pipeline_command)
 app.command("merge")(merge_command)

@@ -121,11 +121,3 @@ def _json_text(value: object) -> str:
 def bbox_clause(param: str) -> str:
     """Bounding-box overlap by the derived columns: (west, east, south, north) as four parameters."""
     return f"max_x >= {param} AND min_x <= {param} AND max_y >= {param} AND min_y <= {param}"
-
-
-#: The alerts table, spelled so DuckDB and PostgreSQL both read it.
-CREATE_ALERTS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, rule TEXT NOT NULL, sensor_id TEXT NOT NULL, "
-    "severity TEXT NOT NULL, message TEXT NOT NULL, value DOUBLE PRECISION, "
-    "opened_at TIMESTAMPTZ NOT NULL, closed_at TIMESTAMPTZ)"
-)
