@@ -154,6 +154,7 @@ class PostGISStore(SqlStore):
         lock keeps other processes opening the same schema out until it commits: they find it done."""
         db = Database(lambda sql, params: _rows(con, sql, params), "postgres", self.schema)
         with con.transaction():
+            con.execute("SET LOCAL statement_timeout = 0")  # a step may rewrite a large table; openers wait for it
             con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"cim-schema:{self.schema}"])
             current = db.version()
             if not upgrade or not pending(self._display, current, migrations):
