@@ -22,6 +22,7 @@ from cim.cli.options import print_error
 from cim.cli.pipeline import merge, run
 from cim.cli.query import indicators, query_app, render
 from cim.cli.serve import serve
+from cim.cli.store import store_app
 from cim.cli.synth import simulate, synth
 from cim.errors import CimError
 
@@ -54,6 +55,7 @@ def _root(
 for command in (info, ingest, synth, build, simulate, indicators, render, serve, run, merge, demo):
     app.command()(command)
 app.add_typer(query_app, name="query")
+app.add_typer(store_app, name="store")
 
 
 def main(argv: list[str] | None = None) -> None:

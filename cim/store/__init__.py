@@ -15,28 +15,29 @@ from cim.store.batch import AssetBatch
 __all__ = ["Alert", "AssetBatch", "AssetQuery", "BBox", "Store", "open_store"]
 
 
-def _open_duckdb(url: str) -> Store:
+def _open_duckdb(url: str, *, upgrade: bool = True) -> Store:
     from cim.store.duckdb import DuckDBStore
 
-    return DuckDBStore(url.removeprefix("duckdb://"))
+    return DuckDBStore(url.removeprefix("duckdb://"), upgrade=upgrade)
 
 
-def _open_postgis(url: str) -> Store:
+def _open_postgis(url: str, *, upgrade: bool = True) -> Store:
     from cim.store.postgis import PostGISStore
 
-    return PostGISStore(url)
+    return PostGISStore(url, upgrade=upgrade)
 
 
-#: URL scheme → backend. A plain path (no scheme) is a DuckDB file.
-BACKENDS: dict[str, Callable[[str], Store]] = {
+#: URL scheme → backend (called with the URL and ``upgrade``). A plain path (no scheme) is a DuckDB file.
+BACKENDS: dict[str, Callable[..., Store]] = {
     "duckdb": _open_duckdb,
     "postgresql": _open_postgis,
     "postgres": _open_postgis,
 }
 
 
-def open_store(url: str) -> Store:
-    """Open (creating when missing) the store at ``url``.
+def open_store(url: str, *, upgrade: bool = True) -> Store:
+    """Open (creating when missing) the store at ``url``, bringing its schema to this release's version
+    (:mod:`cim.store.migrations`). ``upgrade=False`` leaves an older store as it is, for inspection only.
 
     >>> import tempfile, os
     >>> with open_store(os.path.join(tempfile.mkdtemp(), "city.duckdb")) as store:
@@ -45,11 +46,11 @@ def open_store(url: str) -> Store:
     """
     scheme, sep, _ = url.partition("://")
     if not sep:
-        return _open_duckdb(url)
+        return _open_duckdb(url, upgrade=upgrade)
     try:
         backend = BACKENDS[scheme]
     except KeyError:
         raise InvalidInput(
             f"store URL {url!r}", f"unknown scheme {scheme!r}; use a file path, duckdb:///path or postgresql://…"
         ) from None
-    return backend(url)
+    return backend(url, upgrade=upgrade)

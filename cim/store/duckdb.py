@@ -32,8 +32,9 @@ from shapely.geometry.base import BaseGeometry
 from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
-from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import CREATE_ALERTS_TABLE, CREATE_READINGS_TABLES, Dialect, Where, bbox_clause
+from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
+from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES
+from cim.store.sql import Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
 #: Read cursors kept open between reads; more are opened while more threads read at once, and closed after.
@@ -159,7 +160,14 @@ class DuckDBStore(SqlStore):
     {}
     """
 
-    def __init__(self, path: str | Path, *, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        upgrade: bool = True,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
         self.path = Path(path)
         self.dialect = DuckDBDialect(self)
         self._lock = threading.RLock()  # changes: one transaction at a time, on self._con
@@ -171,7 +179,7 @@ class DuckDBStore(SqlStore):
         self._extent_area: float | None = None
         self._con = self._connect()
         try:
-            self._create_schema()
+            self.schema_upgrade = self._migrate(migrations) if upgrade else None
         except Exception:
             self._con.close()
             raise
@@ -208,20 +216,33 @@ class DuckDBStore(SqlStore):
             raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
         return con
 
-    def _create_schema(self) -> None:
-        con = self._con
-        con.execute("CREATE TABLE IF NOT EXISTS cim_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        row = con.execute("SELECT value FROM cim_meta WHERE key = 'schema_version'").fetchone()
-        if row is not None and int(row[0]) != SCHEMA_VERSION:
-            raise StoreUnavailable(
-                f"store {self.path}", f"has schema version {row[0]}, this cim reads version {SCHEMA_VERSION}"
-            )
-        con.execute(self.dialect.create_assets_table())
-        self._create_asset_indexes()
-        for statement in CREATE_READINGS_TABLES:
-            con.execute(statement)
-        con.execute(CREATE_ALERTS_TABLE)
-        con.execute("INSERT OR IGNORE INTO cim_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    def _migrate(self, migrations: Sequence[Migration]) -> Upgrade | None:
+        """Bring the file to this release's schema (:mod:`cim.store.migrations`) in one transaction; a store
+        written by an older release is first copied aside, closed so the copy holds all it has written."""
+        current = self.schema_database().version()
+        if not pending(f"{self.path}", current, migrations):
+            return None
+        backup = None
+        if current:
+            self._con.close()
+            backup = copy_aside(self.path, current)
+            self._con = self._connect()
+        self._con.begin()
+        try:
+            done = apply(self.schema_database(), str(self.path), current, migrations, backup=backup)
+        except BaseException:
+            self._con.rollback()
+            raise
+        self._con.commit()
+        announce(done)
+        return done
+
+    def schema_database(self) -> Database:
+        return Database(self._rows, "duckdb", "main")
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._con.execute(sql, list(params)).fetchall()
 
     def _create_asset_indexes(self) -> None:
         self._con.execute("CREATE INDEX IF NOT EXISTS assets_geom ON assets USING RTREE (geom)")

@@ -32,8 +32,9 @@ from shapely.geometry.base import BaseGeometry
 from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
 from cim.store.base import BBox
 from cim.store.batch import AssetBatch
-from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
-from cim.store.sql import CREATE_ALERTS_TABLE, CREATE_READINGS_TABLES, Dialect, Where
+from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, pending
+from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES
+from cim.store.sql import Dialect, Where
 from cim.store.sqlstore import SqlStore
 
 CONNECT_TIMEOUT_S = 5
@@ -106,14 +107,22 @@ class PostGISDialect(Dialect):
 class PostGISStore(SqlStore):
     """A store in PostgreSQL + PostGIS at ``url`` (``postgresql://user@host:port/db[?schema=name]``)."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, read_timeout_s: float = READ_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        upgrade: bool = True,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
         self._conninfo, self.schema, self._display = _parse_url(url)
         self.read_timeout_s = read_timeout_s
         self.dialect = PostGISDialect()
         self._local = threading.local()  # the connection of the change this thread is in, if any
         con = self._connect()  # once directly: a database that is down or lacks PostGIS gets a clear message now
         try:
-            self._create_schema(con)
+            self.schema_upgrade = self._migrate(con, migrations, upgrade=upgrade)
         finally:
             con.close()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -163,8 +172,18 @@ class PostGISStore(SqlStore):
         except PoolTimeout:
             raise _unavailable("no connection could be made") from None
 
-    def _create_schema(self, con: psycopg.Connection[Any]) -> None:
+    def _migrate(
+        self, con: psycopg.Connection[Any], migrations: Sequence[Migration], *, upgrade: bool
+    ) -> Upgrade | None:
+        """Bring the schema to this release's version (:mod:`cim.store.migrations`) in one transaction. An advisory
+        lock keeps other processes opening the same schema out until it commits: they find it done."""
+        db = Database(lambda sql, params: _rows(con, sql, params), "postgres", self.schema)
         with con.transaction():
+            con.execute("SET LOCAL statement_timeout = 0")  # a step may rewrite a large table; openers wait for it
+            con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"cim-schema:{self.schema}"])
+            current = db.version()
+            if not upgrade or not pending(self._display, current, migrations):
+                return None
             try:
                 con.execute("CREATE EXTENSION IF NOT EXISTS postgis")
             except psycopg.Error as exc:
@@ -173,26 +192,17 @@ class PostGISStore(SqlStore):
                     "the extension is not available on the server "
                     f"(on Debian: apt-get install postgresql-15-postgis-3): {exc}",
                 ) from None
-            schema = pgsql.Identifier(self.schema)
-            con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-            con.execute("CREATE TABLE IF NOT EXISTS cim_meta (key TEXT PRIMARY KEY, value TEXT)")
-            row = con.execute("SELECT value FROM cim_meta WHERE key = 'schema_version'").fetchone()
-            if row is not None and int(row[0]) != SCHEMA_VERSION:
-                raise StoreUnavailable(
-                    f"store {self._display}", f"has schema version {row[0]}, this cim reads version {SCHEMA_VERSION}"
-                )
-            con.execute(self.dialect.create_assets_table())
-            con.execute("CREATE INDEX IF NOT EXISTS assets_geom ON assets USING GIST (geom)")
-            con.execute("CREATE INDEX IF NOT EXISTS assets_parent ON assets (parent_id)")
-            con.execute("CREATE INDEX IF NOT EXISTS assets_kind ON assets (kind)")
-            for statement in CREATE_READINGS_TABLES:
-                con.execute(statement)
-            con.execute("CREATE INDEX IF NOT EXISTS readings_sensor_time ON readings (sensor_id, time)")
-            con.execute(CREATE_ALERTS_TABLE)
-            con.execute("CREATE INDEX IF NOT EXISTS alerts_open ON alerts (closed_at, opened_at)")
-            con.execute(
-                "INSERT INTO cim_meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING", [str(SCHEMA_VERSION)]
-            )
+            con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(self.schema)))
+            done = apply(db, self._display, current, migrations)
+        announce(done)
+        return done
+
+    def schema_database(self) -> Database:
+        return Database(self._rows, "postgres", self.schema)
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._connection() as con:
+            return _rows(con, sql, params)
 
     # --- the backend's part ---
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
@@ -286,6 +296,11 @@ class PostGISStore(SqlStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _rows(con: psycopg.Connection[Any], sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    cursor = con.execute(sql, list(params))
+    return cursor.fetchall() if cursor.description else []
 
 
 def _unavailable(reason: str) -> StoreUnavailable:

@@ -49,6 +49,4 @@ COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in ASSET_COLUMNS)
 
 #: Typed columns a filter may compare by name (``geom`` and ``props`` have their own filters).
 FILTERABLE_COLUMNS: frozenset[str] = frozenset(COLUMN_NAMES) - {"geom", "props"}
-
-#: Bumped when the table layout changes; a store written by another version is refused with a clear message.
-SCHEMA_VERSION = 1
+# The tables themselves, and the schema version, are the numbered steps of cim/store/migrations.

@@ -177,20 +177,3 @@ def _json_text(value: object) -> str:
 def bbox_clause(param: str) -> str:
     """Bounding-box overlap by the derived columns: (west, east, south, north) as four parameters."""
     return f"max_x >= {param} AND min_x <= {param} AND max_y >= {param} AND min_y <= {param}"
-
-
-#: The readings and each sensor's latest, spelled so DuckDB and PostgreSQL both read them (DuckDB's TEXT is its
-#: VARCHAR, its DOUBLE PRECISION its DOUBLE).
-CREATE_READINGS_TABLES = (
-    "CREATE TABLE IF NOT EXISTS readings (sensor_id TEXT NOT NULL, time TIMESTAMPTZ NOT NULL, "
-    "value DOUBLE PRECISION, status TEXT)",
-    "CREATE TABLE IF NOT EXISTS sensor_state (sensor_id TEXT PRIMARY KEY, "
-    "time TIMESTAMPTZ NOT NULL, value DOUBLE PRECISION, status TEXT)",
-)
-
-#: The alerts table, spelled so DuckDB and PostgreSQL both read it.
-CREATE_ALERTS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS alerts (id TEXT PRIMARY KEY, rule TEXT NOT NULL, sensor_id TEXT NOT NULL, "
-    "severity TEXT NOT NULL, message TEXT NOT NULL, value DOUBLE PRECISION, "
-    "opened_at TIMESTAMPTZ NOT NULL, closed_at TIMESTAMPTZ)"
-)

@@ -20,6 +20,7 @@ from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavai
 from cim.model import Asset, Kind, Reading
 from cim.store.base import Alert, AssetQuery, BBox, Store
 from cim.store.batch import AssetBatch
+from cim.store.migrations import Database, Upgrade
 from cim.store.schema import ASSET_SCHEMA
 from cim.store.sql import Dialect
 
@@ -53,8 +54,14 @@ class SqlStore(ABC):
     """Shared implementation of :class:`cim.store.base.Store` over a SQL connection."""
 
     dialect: Dialect
+    #: What opening the store did to its schema (:mod:`cim.store.migrations`); None when it had nothing to do.
+    schema_upgrade: Upgrade | None = None
 
     # --- what a backend supplies ---
+    @abstractmethod
+    def schema_database(self) -> Database:
+        """The store as the schema migrations read it."""
+
     @property
     @abstractmethod
     def url(self) -> str: ...
