@@ -27,8 +27,9 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from cim.store import AssetBatch, open_store
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.model import AssetBatch, MeshBatch
+from cim.store import open_store
+from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling.build import build_tiles
 
 WEST, SOUTH, SIDE = 121.2, 30.9, 0.5

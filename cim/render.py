@@ -30,8 +30,9 @@ import pyarrow.compute as pc
 
 from cim.errors import CimError, InvalidInput, NotFound
 from cim.geodesy import enu_rotation, lonlat_to_ecef
-from cim.store import AssetBatch, AssetQuery, Store
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.model import AssetBatch, MeshBatch
+from cim.store import AssetQuery, Store
+from cim.store.meshes import MeshStore, mesh_path_for
 
 if TYPE_CHECKING:
     import pyvista as pv

@@ -41,9 +41,10 @@ import pyarrow as pa
 from cim.bim.georef import Placement
 from cim.bim.rows import IfcSummary, Message, merged_footprint, read_rows, source_name
 from cim.errors import CimError, InvalidInput
-from cim.store import AssetBatch, Store
+from cim.model import AssetBatch
+from cim.model.schema import ASSET_SCHEMA
+from cim.store import Store
 from cim.store.meshes import MeshStore, MeshWriter
-from cim.store.schema import ASSET_SCHEMA
 
 __all__ = ["IfcSummary", "ingest_ifc", "source_name"]
 

@@ -38,8 +38,7 @@ from cim.bim.georef import Georeference, Placement, georeference, length_unit, w
 from cim.bim.properties import DIAMETER_PROPERTIES, PropertyIndex, first_values, install_date
 from cim.bim.reader import open_ifc
 from cim.errors import InvalidInput
-from cim.model import KIND_FIELDS, Kind
-from cim.store.meshes import MeshBatch
+from cim.model import KIND_FIELDS, Kind, MeshBatch
 
 #: What :func:`read_rows` sends, in this order:
 #:

@@ -31,9 +31,9 @@ from cim.geodesy import lonlat_to_enu
 from cim.gis.ingest import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import parse_crs
-from cim.model import Asset, Kind
-from cim.store import AssetBatch, AssetQuery, Store
-from cim.store.meshes import MeshBatch, MeshStore
+from cim.model import Asset, AssetBatch, Kind, MeshBatch
+from cim.store import AssetQuery, Store
+from cim.store.meshes import MeshStore
 
 #: A CityObject as read: its id, its JSON object, and why it cannot be converted (rule, detail) or None.
 _Object = tuple[str, Any, tuple[str, str] | None]

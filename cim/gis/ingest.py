@@ -16,7 +16,8 @@ from cim.gis.mapping import LayerMapping
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import open_layer
 from cim.gis.shapes import shapes_of_batch
-from cim.store import AssetBatch, AssetQuery, Store
+from cim.model import AssetBatch
+from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore, MeshWriter
 
 Progress = Callable[[int], None]

@@ -19,9 +19,9 @@ from typing import Any
 import shapely
 
 from cim.errors import CimError, InvalidInput
-from cim.model import Kind
+from cim.model import AssetBatch, Kind
 from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline
-from cim.store import AssetBatch, AssetQuery, Store, open_store
+from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 
 #: ``stage(name, total)`` → a function advancing that stage's progress by n.

@@ -15,8 +15,9 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput
-from cim.store import AssetBatch, Store
-from cim.store.schema import ASSET_SCHEMA
+from cim.model import AssetBatch
+from cim.model.schema import ASSET_SCHEMA
+from cim.store import Store
 from cim.store.sqlstore import SqlStore
 
 #: A geometry a client sends may have at most this many vertices (a city district needs a few thousand).

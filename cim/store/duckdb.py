@@ -30,9 +30,10 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import StoreError, StoreTimeout, StoreUnavailable
+from cim.model import AssetBatch
+from cim.model.schema import COLUMN_NAMES
 from cim.store.base import BBox
-from cim.store.batch import AssetBatch
-from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
+from cim.store.schema import BBOX_COLUMNS, SCHEMA_VERSION
 from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 

@@ -30,9 +30,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
+from cim.model import AssetBatch
+from cim.model.schema import ASSET_COLUMNS, COLUMN_NAMES
 from cim.store.base import BBox
-from cim.store.batch import AssetBatch
-from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES, SCHEMA_VERSION
+from cim.store.schema import BBOX_COLUMNS, SCHEMA_VERSION
 from cim.store.sql import CREATE_ALERTS_TABLE, Dialect, Where
 from cim.store.sqlstore import SqlStore
 

@@ -17,10 +17,9 @@ from typing import Any, Self
 import pyarrow as pa
 
 from cim.errors import CimError, NotFound, StoreError, StoreUnavailable
-from cim.model import Asset, Kind, Reading
-from cim.store.base import Alert, AssetQuery, BBox
-from cim.store.batch import AssetBatch
-from cim.store.schema import ASSET_SCHEMA
+from cim.model import Alert, Asset, AssetBatch, Kind, Reading
+from cim.model.schema import ASSET_SCHEMA
+from cim.store.base import AssetQuery, BBox
 from cim.store.sql import Dialect
 
 READINGS_SCHEMA = pa.schema(

@@ -22,9 +22,9 @@ from cim.errors import InvalidInput, NotFound
 from cim.iot import IotOptions, IotService, sensor_asset
 from cim.iot.mqtt import parse_mqtt_url
 from cim.iot.router import router
-from cim.model import Asset, Kind
+from cim.model import Asset, AssetBatch, Kind
 from cim.settings import MqttSettings
-from cim.store import AssetBatch, Store
+from cim.store import Store
 from tests.conftest import missing_service
 from tests.faults import PrivateMosquitto, port_answers
 
