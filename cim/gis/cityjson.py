@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,12 +29,11 @@ from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
-from cim.gis.ingest import LayerSummary, check_not_empty
+from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import parse_crs
 from cim.model import Asset, AssetBatch, Kind, MeshBatch
-from cim.store import AssetQuery, Store
-from cim.store.meshes import MeshStore
+from cim.model.source import Progress
 
 #: A CityObject as read: its id, its JSON object, and why it cannot be converted (rule, detail) or None.
 _Object = tuple[str, Any, tuple[str, str] | None]
@@ -64,7 +64,7 @@ _EPSG = re.compile(r"EPSG(?:/\d+/|::|:)(\d+)", re.IGNORECASE)
 
 @dataclass
 class CityJsonSummary(LayerSummary):
-    """A :class:`~cim.gis.ingest.LayerSummary` that also says the file's version and its heights' datum."""
+    """A :class:`~cim.gis.layer.LayerSummary` that also says the file's version and its heights' datum."""
 
     height_datum: str = ""
     version: str = ""
@@ -112,59 +112,59 @@ def is_cityjson(path: Path) -> bool:
     return b'"CityJSON' in head
 
 
-def ingest_cityjson(
-    store: Store,
-    path: Path,
-    *,
-    crs: CRS | None = None,
-    meshes: MeshStore | None = None,
-    progress: Callable[[int], None] | None = None,
-    allow_empty: bool = False,
-) -> CityJsonSummary:
-    """Read a CityJSON file or feature stream into ``store`` (and its shapes into ``meshes``), replacing what an
-    earlier ingest of the same file wrote, in one transaction. A CityObject that cannot be read is left out and
-    reported as a finding; a file that yields no asset is refused as :func:`~cim.gis.ingest.check_not_empty` says,
-    unless ``allow_empty``."""
+@contextmanager
+def read_cityjson(path: Path, *, crs: CRS | None = None) -> Iterator[CityJsonRead]:
+    """A CityJSON file or feature stream opened for reading: a file problem raises here, before anything is
+    written. A CityObject that cannot be read is left out and reported as a finding."""
     header, documents = _open(path)
-    frame = _frame(header, path, crs)
-    summary = CityJsonSummary(
-        path=str(path),
-        layer="CityObjects",
-        crs=frame.crs.to_string(),
-        height_datum=_height_datum(frame.crs),
-        version=str(header.get("version", "")),
-    )
-    source = f"{path.name}:cityjson"
-    prefix = path.name.split(".")[0]
-    findings = Findings()
-    counts: dict[str, int] = {}
-    stored = 0 if allow_empty else store.count_assets(AssetQuery(where={"source": source}))
+    yield CityJsonRead(path, header, documents, _frame(header, path, crs))
 
-    def batches(writer: Any) -> Iterator[AssetBatch]:
-        for objects, vertices in _chunks(documents, path):
-            assets, shapes = _convert(objects, frame.lonlat(vertices) if vertices else None, prefix, source, findings)
-            summary.features_read += len(objects)
+
+class CityJsonRead:
+    """One CityJSON file as asset and mesh batches (a :class:`~cim.model.source.SourceRead`)."""
+
+    derive_meshes = None  # its meshes come with its assets
+
+    def __init__(self, path: Path, header: dict[str, Any], documents: Iterator[dict[str, Any]], frame: _Frame) -> None:
+        self.path = path
+        self.source = f"{path.name}:cityjson"
+        self._documents = documents
+        self._frame = frame
+        self._findings = Findings()
+        self._counts: dict[str, int] = {}
+        self._summary = CityJsonSummary(
+            path=str(path),
+            layer="CityObjects",
+            crs=frame.crs.to_string(),
+            height_datum=_height_datum(frame.crs),
+            version=str(header.get("version", "")),
+        )
+
+    def items(self, progress: Progress | None) -> Generator[AssetBatch | MeshBatch, None, None]:
+        prefix = self.path.name.split(".")[0]
+        for objects, vertices in _chunks(self._documents, self.path):
+            points = self._frame.lonlat(vertices) if vertices else None
+            assets, shapes = _convert(objects, points, prefix, self.source, self._findings)
+            self._summary.features_read += len(objects)
             for asset in assets:
-                counts[asset.kind] = counts.get(asset.kind, 0) + 1
-            if writer is not None:
-                writer.add(shapes)
-                summary.meshes += len(shapes)
+                self._counts[asset.kind] = self._counts.get(asset.kind, 0) + 1
+            yield shapes
             if progress is not None:
                 progress(len(objects))
             if assets:
                 yield AssetBatch.from_assets(assets)
-        if not allow_empty:  # raised inside the store's transaction, so its DELETE is rolled back too
-            check_not_empty(f"file {path}", sum(counts.values()), summary.features_read, stored, findings)
 
-    if meshes is None:
-        store.replace_source(source, batches(None))
-    else:
-        with meshes.replacing(source) as writer:
-            store.replace_source(source, batches(writer))
-    summary.assets = {str(k): n for k, n in sorted(counts.items())}
-    summary.rejected = findings.count(*REJECTING)
-    summary.findings = findings.as_list()
-    return summary
+    def refuse_empty(self, stored: int) -> None:
+        kept = sum(self._counts.values())
+        check_not_empty(f"file {self.path}", kept, self._summary.features_read, stored, self._findings)
+
+    def summary(self, written: int, meshes: int) -> CityJsonSummary:
+        summary = self._summary
+        summary.meshes = meshes
+        summary.assets = {str(k): n for k, n in sorted(self._counts.items())}
+        summary.rejected = self._findings.count(*REJECTING)
+        summary.findings = self._findings.as_list()
+        return summary
 
 
 # --- reading ---

@@ -1,4 +1,4 @@
-"""Reading one IFC file into asset rows and meshes: the work of the reader process (see :mod:`cim.bim.ingest`).
+"""Reading one IFC file into asset rows and meshes: the work of the reader process (see :mod:`cim.bim.source`).
 
 :func:`read_rows` parses the file once and sends what it makes as :data:`Message` tuples. The geometry children
 (:class:`cim.bim.geometry.Geometry`, two kernels sharing the elements) start right after the parse and work while
