@@ -1,8 +1,8 @@
 """3D Tiles benchmark: N LOD1 buildings from the store to a complete tileset, then an incremental rebuild.
 
 Generates N convex footprints (4–8 corners, 8–40 m across, 6–96 m high; mean ≈ 5.3 corners) over a 50 km square of
-Shanghai, writes them with their LOD1 meshes (roof, floor, a quad per wall, as :mod:`cim.gis.shapes` makes them) into a
-DuckDB store and its mesh file, builds the tileset with :func:`cim.tiling.build.build_tiles`, then changes 100
+Shanghai, writes them with their LOD1 meshes (roof, floor, a quad per wall, as :mod:`cim.model.shapes` makes them)
+into a DuckDB store and its mesh file, builds the tileset with :func:`cim.tiling.build.build_tiles`, then changes 100
 buildings (height and name) and builds again.
 
     .venv/bin/python bench/tiles_bench.py                # 1,000,000 buildings

@@ -14,6 +14,9 @@ F64 = npt.NDArray[np.float64]
 #: WGS84 semi-major axis (m) and first eccentricity squared.
 A = 6_378_137.0
 E2 = 6.694379990141316e-3
+#: Metres in a degree of longitude at the equator (2πA / 360), and near enough (±0.5%) in a degree of latitude
+#: anywhere: for sizes and search windows, not for measuring.
+METRES_PER_DEGREE = 111_320.0
 
 
 def lonlat_to_ecef(lon: npt.ArrayLike, lat: npt.ArrayLike, height: npt.ArrayLike) -> F64:

@@ -1,4 +1,4 @@
-"""One GIS layer read as asset batches: read in batches, mapped to assets (:mod:`cim.gis.features`), checked.
+"""One GIS layer read as asset batches: read in batches, mapped to assets (:mod:`cim.gis.feature_mapper`), checked.
 
 Writing them is :func:`cim.pipeline.ingest.write_source`'s: one transaction per layer.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 from pyproj import CRS
 
 from cim.errors import InvalidInput
-from cim.gis.features import FeatureMapper, check_fields
+from cim.gis.feature_mapper import FeatureMapper, check_fields
 from cim.gis.mapping import LayerMapping
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import FeatureBatch, LayerInfo, open_layer
-from cim.gis.shapes import shapes_of_batch
 from cim.model import AssetBatch
+from cim.model.shapes import shapes_of_batch
 from cim.model.source import Progress
 
 
@@ -45,7 +45,7 @@ def read_layer(
     path: Path, mapping: LayerMapping, *, layer: str | None = None, crs: CRS | None = None
 ) -> Iterator[LayerRead]:
     """``path`` (one layer) opened for reading through ``mapping``: a file or mapping problem raises here, before
-    anything is written. Feature problems become findings. Its assets' 3D shapes are :mod:`cim.gis.shapes`."""
+    anything is written. Feature problems become findings. Its assets' 3D shapes are :mod:`cim.model.shapes`."""
     with open_layer(path, layer=layer or mapping.layer, where=mapping.where, crs=crs) as (info, batches):
         check_fields(mapping, info.fields, f"layer {info.layer!r} of {path}")
         prefix = (

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from cim.geodesy import METRES_PER_DEGREE as M_PER_DEG
 from cim.store.base import AssetQuery, Store
 from cim.store.duckdb import DuckDBDialect
 from cim.tiling.groups import TILED_KINDS, group_of
-from cim.tiling.quadtree import M_PER_DEG
 
 COLUMNS = (
     "id",

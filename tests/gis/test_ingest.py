@@ -166,7 +166,7 @@ def test_missing_years_leave_the_date_empty_and_do_not_stop_the_layer() -> None:
     import pyarrow as pa
     import shapely
 
-    from cim.gis.features import FeatureMapper
+    from cim.gis.feature_mapper import FeatureMapper
     from cim.gis.mapping import LayerMapping
     from cim.gis.readers import FeatureBatch
 

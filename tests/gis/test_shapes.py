@@ -13,8 +13,8 @@ from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 
 from cim.errors import InvalidInput
 from cim.gis.mapping import load_mapping, preset
-from cim.gis.shapes import TUBE_SIDES, shapes_for
 from cim.model import Mesh
+from cim.model.shapes import TUBE_SIDES, shapes_for
 from cim.pipeline.ingest import write_source
 from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore

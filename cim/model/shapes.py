@@ -21,7 +21,9 @@ import numpy.typing as npt
 import shapely
 
 from cim.geodesy import lonlat_to_enu
-from cim.model import AssetBatch, Kind, MeshBatch
+from cim.model.batch import AssetBatch
+from cim.model.meshes import MeshBatch
+from cim.model.values import Kind
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
