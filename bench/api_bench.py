@@ -40,10 +40,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cim.api import create_app
-from cim.model import Asset, Kind
+from cim.model import Asset, AssetBatch, Kind
 from cim.queries import buried_pipes, old_lifts
 from cim.settings import AppSettings, ServerSettings, StoreSettings
-from cim.store import AssetBatch, open_store
+from cim.store import open_store
 from cim.store.sqlstore import sql_store
 
 W, S, SIDE = 121.3, 31.0, 0.4  # a 0.4° square over Shanghai

@@ -6,8 +6,8 @@ Like with like: both sides parse the same file with ``ifcopenshell.open`` and me
 settings (:func:`cim.bim.geometry.settings`: same element classes, openings subtracted, manifold kernel). The bare
 side is ifcopenshell's geometry iterator, :func:`cim.bim.geometry.iterator` with one thread, in a function that
 calls ``get()`` on each shape and nothing else, timed until it returns, so it releases its iterator and model as
-``ingest_ifc`` releases what it made (ifcopenshell frees a 5,000-shape iterator's caches in ~50 ms; its timing
-without the release is printed too). The ingest (``ingest_ifc``) meshes element by element with the same kernel
+``write_source`` releases what it made (ifcopenshell frees a 5,000-shape iterator's caches in ~50 ms; its timing
+without the release is printed too). The ingest (``write_source``) meshes element by element with the same kernel
 (see :mod:`cim.bim.geometry` for why, and ``tests/bim/test_geometry.py`` for the identical meshes), and also reads
 georeference, structure and properties, georeferences the meshes and writes assets and meshes to DuckDB files and
 commits. Its kernel runs in two geometry processes (each meshing half of the elements), children of the reader
@@ -19,7 +19,7 @@ Each run is a fresh subprocess; the bare runs and the ingest run of one round go
 taken per round, so a busy moment of the shared machine hits both sides. Reported: the median over ``--repeat``
 rounds (and the fastest run of each side). Figures:
 
-- wall time of ``ingest_ifc`` (the issue's target, ≤ 1.3×, is read against it: wall time is what a user waits
+- wall time of ``write_source`` (the issue's target, ≤ 1.3×, is read against it: wall time is what a user waits
   for), and of the whole run with opening and closing the stores (DuckDB loads its spatial extension on open: a
   fixed cost of the store, not of IFC);
 - CPU seconds (user + system of the process, its threads and its geometry children, over the same span as the
@@ -74,7 +74,7 @@ def bare(path, library, threads, marks):
             it.get(); n += 1
             if not it.next(): break
     marks.append(time.perf_counter())
-    return n  # the iterator and the model are released here, as when ingest_ifc returns
+    return n  # the iterator and the model are released here, as when write_source returns
 base, before = rss_kb(), resource.getrusage(resource.RUSAGE_SELF)
 t, marks = time.perf_counter(), []
 n = bare(sys.argv[1], sys.argv[2], int(sys.argv[3]), marks)
@@ -89,7 +89,7 @@ _INGEST = (
     + """
 import json, resource, sys, time
 from pathlib import Path
-from cim.bim.ingest import ingest_ifc
+from cim.pipeline.ingest import write_source
 from cim.bim.georef import Placement
 from cim.store import open_store
 from cim.store.meshes import MeshStore
@@ -102,7 +102,7 @@ if __name__ == "__main__":
     d = Path(sys.argv[2])
     with open_store(str(d / "b.duckdb")) as store, MeshStore(d / "b.meshes.duckdb") as meshes:
         opened, open_rss, cpu1 = time.perf_counter(), rss_kb(), cpu()
-        s = ingest_ifc(store, sys.argv[1], meshes=meshes, placement=Placement(121.5, 31.2, 4.0))
+        s = write_source(store, sys.argv[1], meshes=meshes, placement=Placement(121.5, 31.2, 4.0))
         ingested, cpu2 = time.perf_counter() - opened, cpu()
     print(json.dumps({"seconds": time.perf_counter() - t, "ingest_seconds": ingested,
         "assets": sum(s.assets.values()), "meshes": s.meshes, "failed": s.failed_elements,
@@ -234,7 +234,7 @@ def _report(
     lines = [
         f"{path.name}: {mb:.2f} MB, {first['assets']} assets, {first['meshes']} meshes, {first['failed']} failed; "
         f"bare iteration {bares[0]['shapes']} shapes; medians of {args.repeat} rounds",
-        f"  wall    bare {median(bares, 'seconds'):.3f} s, ingest_ifc {median(ingests, 'ingest_seconds'):.3f} s → "
+        f"  wall    bare {median(bares, 'seconds'):.3f} s, write_source {median(ingests, 'ingest_seconds'):.3f} s → "
         f"ratio {ratio('ingest_seconds', 'seconds', bares):.2f} [≤ 1.3]; fastest {fastest_bare:.3f} / {fastest:.3f} "
         f"s → {fastest / fastest_bare:.2f}; with store open + close {median(ingests, 'seconds'):.3f} s → "
         f"{ratio('seconds', 'seconds', bares):.2f}",
@@ -247,7 +247,7 @@ def _report(
             f"{median(multis, 'seconds'):.3f} s → ratio {ratio('ingest_seconds', 'seconds', multis):.2f}"
         )
     lines.append(
-        f"  CPU     bare {median(bares, 'cpu'):.3f} s, ingest_ifc {median(ingests, 'cpu'):.3f} s (with its geometry "
+        f"  CPU     bare {median(bares, 'cpu'):.3f} s, write_source {median(ingests, 'cpu'):.3f} s (with its geometry "
         f"children) → ratio {ratio('cpu', 'cpu', bares):.2f}"
     )
     peak, base, opened = (median(ingests, k) / 1e3 for k in ("rss_kb", "base_rss_kb", "open_rss_kb"))

@@ -23,9 +23,10 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from cim.gis.ingest import LayerSummary, ingest_layer
+from cim.gis.layer import LayerSummary
 from cim.gis.mapping import LayerMapping, preset
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.store.duckdb import DuckDBStore
 from cim.store.meshes import MeshStore
 
@@ -87,7 +88,7 @@ def _ingest(store_dir: str, source: str, mapping: LayerMapping) -> tuple[LayerSu
     store = DuckDBStore(Path(store_dir) / "bench.duckdb")
     meshes = MeshStore(Path(store_dir) / "bench.meshes.duckdb")
     start = time.perf_counter()
-    summary = ingest_layer(store, Path(source), mapping, meshes=meshes)
+    summary = write_source(store, Path(source), mapping=mapping, meshes=meshes)
     seconds = time.perf_counter() - start
     store.close()
     meshes.close()

@@ -180,7 +180,7 @@ def open_bench_store(kind: str, tmp: Path) -> object:
 
 def declare(store: object, sensors: int) -> None:
     from cim.iot.sensors import sensor_asset
-    from cim.store import AssetBatch
+    from cim.model import AssetBatch
 
     assets = [
         sensor_asset(id=f"s{i}", parent_id=None, quantity="water_level", unit="m", thresholds={"above": 90.0})

@@ -26,7 +26,8 @@ import psycopg
 import pyarrow as pa
 import shapely
 
-from cim.store import AssetBatch, AssetQuery, Store, open_store
+from cim.model import AssetBatch
+from cim.store import AssetQuery, Store, open_store
 from cim.store.duckdb import DuckDBStore
 
 WEST, SOUTH, SIDE = 121.2, 30.9, 0.5  # a 50 km square over central Shanghai

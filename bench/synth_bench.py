@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import load_mapping
+from cim.pipeline.ingest import write_source
 from cim.store.duckdb import DuckDBStore
 from cim.synth.generate import generate_city, mapping_file
 
@@ -50,7 +50,7 @@ def main() -> None:
             return
         store = DuckDBStore(Path(folder) / "bench.duckdb")
         start = time.perf_counter()
-        result = ingest_layer(store, out / "buildings.parquet", load_mapping(ROOT / mapping_file("buildings")))
+        result = write_source(store, out / "buildings.parquet", mapping=load_mapping(ROOT / mapping_file("buildings")))
         seconds = time.perf_counter() - start
         store.close()
     print(

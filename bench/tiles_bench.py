@@ -1,8 +1,8 @@
 """3D Tiles benchmark: N LOD1 buildings from the store to a complete tileset, then an incremental rebuild.
 
 Generates N convex footprints (4–8 corners, 8–40 m across, 6–96 m high; mean ≈ 5.3 corners) over a 50 km square of
-Shanghai, writes them with their LOD1 meshes (roof, floor, a quad per wall, as :mod:`cim.gis.shapes` makes them) into a
-DuckDB store and its mesh file, builds the tileset with :func:`cim.tiling.build.build_tiles`, then changes 100
+Shanghai, writes them with their LOD1 meshes (roof, floor, a quad per wall, as :mod:`cim.model.shapes` makes them)
+into a DuckDB store and its mesh file, builds the tileset with :func:`cim.tiling.build.build_tiles`, then changes 100
 buildings (height and name) and builds again. The tiles that rebuild encodes are then encoded again with
 :mod:`cim.tiling.glb`'s writer and with pygltflib writing the same content, alternating: time per tile and peak
 memory side by side (the figure in :mod:`cim.tiling.glb`'s docstring).
@@ -34,8 +34,9 @@ import pyarrow as pa
 import pygltflib
 import shapely
 
-from cim.store import AssetBatch, open_store
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.model import AssetBatch, MeshBatch
+from cim.store import open_store
+from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling import build as build_module
 from cim.tiling import glb, properties
 from cim.tiling.build import build_tiles

@@ -6,6 +6,8 @@ Meshes live in an ENU frame around a float64 origin (see :class:`cim.model.Mesh`
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -14,6 +16,12 @@ F64 = npt.NDArray[np.float64]
 #: WGS84 semi-major axis (m) and first eccentricity squared.
 A = 6_378_137.0
 E2 = 6.694379990141316e-3
+#: Metres in a degree of longitude at the equator (2πA / 360), and near enough (±0.5%) in a degree of latitude
+#: anywhere: for sizes and search windows, not for measuring.
+METRES_PER_DEGREE = 111_320.0
+#: Fewer metres than any degree of latitude holds (110,574 m at the equator): margins in degrees derived from it err
+#: on the wide side, so a window built with them surely covers the distance asked for.
+METRES_PER_DEGREE_AT_LEAST = 110_500.0
 
 
 def lonlat_to_ecef(lon: npt.ArrayLike, lat: npt.ArrayLike, height: npt.ArrayLike) -> F64:
@@ -90,3 +98,20 @@ def enu_to_ecef_matrix(origin: tuple[float, float, float]) -> F64:
     m[:3, :3] = r.T
     m[:3, 3] = lonlat_to_ecef(*origin)
     return m
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """The EPSG code of the WGS84 UTM zone holding (lon, lat).
+
+    >>> utm_epsg(121.47, 31.23)
+    32651
+    """
+    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def degrees_for(metres: float, lat: float) -> tuple[float, float]:
+    """(Δlon, Δlat) in degrees that surely cover ``metres`` around latitude ``lat``: a bbox margin for pruning."""
+    dlat = metres / METRES_PER_DEGREE_AT_LEAST
+    dlon = metres / (METRES_PER_DEGREE_AT_LEAST * max(math.cos(math.radians(min(abs(lat) + dlat, 89.0))), 0.01))
+    return dlon, dlat

@@ -2,7 +2,7 @@
 
 The asset (and its descendants, e.g. a building's BIM elements) is drawn in :data:`HIGHLIGHT`, the assets around it
 within a radius in grey, on a ground plate, seen from the south-west and above. Meshes come from the mesh file
-beside the store; assets that have none get the LOD1 block / tube / marker :mod:`cim.gis.shapes` makes from their
+beside the store; assets that have none get the LOD1 block / tube / marker :mod:`cim.model.shapes` makes from their
 geometry, so a store without meshes still draws.
 
 Work is in two steps so a caller can cache: :func:`load_scene` (store queries, cheap, gives a ``digest`` of everything
@@ -29,9 +29,10 @@ import numpy.typing as npt
 import pyarrow.compute as pc
 
 from cim.errors import CimError, InvalidInput, NotFound
-from cim.geodesy import enu_rotation, lonlat_to_ecef
-from cim.store import AssetBatch, AssetQuery, Store
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.geodesy import METRES_PER_DEGREE, enu_rotation, lonlat_to_ecef
+from cim.model import AssetBatch, MeshBatch
+from cim.store import AssetQuery, Store
+from cim.store.meshes import MeshStore, mesh_path_for
 
 if TYPE_CHECKING:
     import pyvista as pv
@@ -132,8 +133,8 @@ def load_scene(store: Store, meshes: MeshStore | None, asset_id: str) -> Scene:
     size = _size_of(_to_frame(own_shape, origin)) if len(own_shape) else 10.0
     radius = min(max(RADIUS_FACTOR * size, MIN_RADIUS_M), MAX_RADIUS_M)
     lon, lat = origin[0], origin[1]
-    dlat = radius / 111_320.0
-    dlon = radius / (111_320.0 * max(math.cos(math.radians(lat)), 0.01))
+    dlat = radius / METRES_PER_DEGREE
+    dlon = radius / (METRES_PER_DEGREE * max(math.cos(math.radians(lat)), 0.01))
     around = store.find_batch(
         AssetQuery(bbox=(lon - dlon, lat - dlat, lon + dlon, lat + dlat), limit=MAX_NEIGHBOURS + 1)
     )
@@ -248,7 +249,7 @@ def _png(image: npt.NDArray[np.uint8]) -> bytes:
 
 def _shapes(batch: AssetBatch, meshes: MeshStore | None) -> MeshBatch:
     """The stored meshes of these assets, and for those without one the shape their geometry makes."""
-    from cim.gis.shapes import shapes_of_batch
+    from cim.model.shapes import shapes_of_batch
 
     if not len(batch):
         return MeshBatch.empty()
@@ -261,7 +262,7 @@ def _shapes(batch: AssetBatch, meshes: MeshStore | None) -> MeshBatch:
 
 def _outline(batch: AssetBatch) -> MeshBatch:
     """A shape for an asset its kind gives none (a park, a road): its polygon as a 1 m slab, its line as a tube."""
-    from cim.gis.shapes import shapes_for
+    from cim.model.shapes import shapes_for
 
     geoms = batch.geometries()
     kind = {"Polygon": "building", "MultiPolygon": "building"}.get(geoms[0].geom_type, "pipe")

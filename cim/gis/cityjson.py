@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import mapbox_earcut
 import numpy as np
 import numpy.typing as npt
 import shapely
@@ -28,12 +28,12 @@ from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
-from cim.gis.ingest import LayerSummary, check_not_empty
+from cim.gis import surfaces as surface_geometry
+from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import parse_crs
-from cim.model import Asset, Kind
-from cim.store import AssetBatch, AssetQuery, Store
-from cim.store.meshes import MeshBatch, MeshStore
+from cim.model import Asset, AssetBatch, Kind, MeshBatch
+from cim.model.source import Progress
 
 #: A CityObject as read: its id, its JSON object, and why it cannot be converted (rule, detail) or None.
 _Object = tuple[str, Any, tuple[str, str] | None]
@@ -57,14 +57,12 @@ KINDS: dict[str, Kind] = {
 #: Terrain is a surface for the viewer's ground, not a governed asset.
 SKIPPED_TYPES = frozenset({"TINRelief"})
 BATCH_OBJECTS = 5_000
-#: Rough metres per degree (lon scaled for ~mid latitudes): only to make surface planes comparable, not to measure.
-_DEGREE_SCALE = np.array([70_000.0, 111_000.0, 1.0])
 _EPSG = re.compile(r"EPSG(?:/\d+/|::|:)(\d+)", re.IGNORECASE)
 
 
 @dataclass
 class CityJsonSummary(LayerSummary):
-    """A :class:`~cim.gis.ingest.LayerSummary` that also says the file's version and its heights' datum."""
+    """A :class:`~cim.gis.layer.LayerSummary` that also says the file's version and its heights' datum."""
 
     height_datum: str = ""
     version: str = ""
@@ -112,59 +110,59 @@ def is_cityjson(path: Path) -> bool:
     return b'"CityJSON' in head
 
 
-def ingest_cityjson(
-    store: Store,
-    path: Path,
-    *,
-    crs: CRS | None = None,
-    meshes: MeshStore | None = None,
-    progress: Callable[[int], None] | None = None,
-    allow_empty: bool = False,
-) -> CityJsonSummary:
-    """Read a CityJSON file or feature stream into ``store`` (and its shapes into ``meshes``), replacing what an
-    earlier ingest of the same file wrote, in one transaction. A CityObject that cannot be read is left out and
-    reported as a finding; a file that yields no asset is refused as :func:`~cim.gis.ingest.check_not_empty` says,
-    unless ``allow_empty``."""
+@contextmanager
+def read_cityjson(path: Path, *, crs: CRS | None = None) -> Iterator[CityJsonRead]:
+    """A CityJSON file or feature stream opened for reading: a file problem raises here, before anything is
+    written. A CityObject that cannot be read is left out and reported as a finding."""
     header, documents = _open(path)
-    frame = _frame(header, path, crs)
-    summary = CityJsonSummary(
-        path=str(path),
-        layer="CityObjects",
-        crs=frame.crs.to_string(),
-        height_datum=_height_datum(frame.crs),
-        version=str(header.get("version", "")),
-    )
-    source = f"{path.name}:cityjson"
-    prefix = path.name.split(".")[0]
-    findings = Findings()
-    counts: dict[str, int] = {}
-    stored = 0 if allow_empty else store.count_assets(AssetQuery(where={"source": source}))
+    yield CityJsonRead(path, header, documents, _frame(header, path, crs))
 
-    def batches(writer: Any) -> Iterator[AssetBatch]:
-        for objects, vertices in _chunks(documents, path):
-            assets, shapes = _convert(objects, frame.lonlat(vertices) if vertices else None, prefix, source, findings)
-            summary.features_read += len(objects)
+
+class CityJsonRead:
+    """One CityJSON file as asset and mesh batches (a :class:`~cim.model.source.SourceRead`)."""
+
+    derive_meshes = None  # its meshes come with its assets
+
+    def __init__(self, path: Path, header: dict[str, Any], documents: Iterator[dict[str, Any]], frame: _Frame) -> None:
+        self.path = path
+        self.source = f"{path.name}:cityjson"
+        self._documents = documents
+        self._frame = frame
+        self._findings = Findings()
+        self._counts: dict[str, int] = {}
+        self._summary = CityJsonSummary(
+            path=str(path),
+            layer="CityObjects",
+            crs=frame.crs.to_string(),
+            height_datum=_height_datum(frame.crs),
+            version=str(header.get("version", "")),
+        )
+
+    def items(self, progress: Progress | None) -> Generator[AssetBatch | MeshBatch, None, None]:
+        prefix = self.path.name.split(".")[0]
+        for objects, vertices in _chunks(self._documents, self.path):
+            points = self._frame.lonlat(vertices) if vertices else None
+            assets, shapes = _convert(objects, points, prefix, self.source, self._findings)
+            self._summary.features_read += len(objects)
             for asset in assets:
-                counts[asset.kind] = counts.get(asset.kind, 0) + 1
-            if writer is not None:
-                writer.add(shapes)
-                summary.meshes += len(shapes)
+                self._counts[asset.kind] = self._counts.get(asset.kind, 0) + 1
+            yield shapes
             if progress is not None:
                 progress(len(objects))
             if assets:
                 yield AssetBatch.from_assets(assets)
-        if not allow_empty:  # raised inside the store's transaction, so its DELETE is rolled back too
-            check_not_empty(f"file {path}", sum(counts.values()), summary.features_read, stored, findings)
 
-    if meshes is None:
-        store.replace_source(source, batches(None))
-    else:
-        with meshes.replacing(source) as writer:
-            store.replace_source(source, batches(writer))
-    summary.assets = {str(k): n for k, n in sorted(counts.items())}
-    summary.rejected = findings.count(*REJECTING)
-    summary.findings = findings.as_list()
-    return summary
+    def refuse_empty(self, stored: int) -> None:
+        kept = sum(self._counts.values())
+        check_not_empty(f"file {self.path}", kept, self._summary.features_read, stored, self._findings)
+
+    def summary(self, written: int, meshes: int) -> CityJsonSummary:
+        summary = self._summary
+        summary.meshes = meshes
+        summary.assets = {str(k): n for k, n in sorted(self._counts.items())}
+        summary.rejected = self._findings.count(*REJECTING)
+        summary.findings = self._findings.as_list()
+        return summary
 
 
 # --- reading ---
@@ -370,8 +368,8 @@ def _convert_one(
     used = [i for surface in surfaces for ring in surface for i in ring]
     if points is not None and used and np.isnan(points[used, 0]).any():
         return "outside_lonlat"  # a vertex that is no finite place on Earth: huge, or not in the CRS's area
-    triangles = _triangulate(surfaces, points) if points is not None else np.zeros((0, 3), np.int64)
-    footprint = _footprint(triangles, points) if len(triangles) and points is not None else None
+    triangles = surface_geometry.triangulate(surfaces, points) if points is not None else np.zeros((0, 3), np.int64)
+    footprint = surface_geometry.footprint(triangles, points) if len(triangles) and points is not None else None
     if geometry is None or footprint is None or points is None:
         return "empty_geometry" if geometry is None or not surfaces else "unsupported_geometry"
     z = points[np.unique(triangles), 2]
@@ -394,30 +392,6 @@ def _surfaces(geometry: dict[str, Any]) -> list[list[list[int]]]:
     for _ in range(depth):
         nodes = [surface for group in nodes for surface in group]
     return [s for s in nodes if s and len(s[0]) >= 3]
-
-
-def _footprint(triangles: npt.NDArray[np.int64], points: npt.NDArray[np.float64]) -> shapely.Geometry | None:
-    """The area an object covers seen from above: the union of its downward triangles (its floor), or of its
-    upward ones when it has no floor (a road, a roof-only surface)."""
-    corners = points[triangles]
-    xy = corners[:, :, :2]
-    area2 = (xy[:, 1, 0] - xy[:, 0, 0]) * (xy[:, 2, 1] - xy[:, 0, 1]) - (xy[:, 1, 1] - xy[:, 0, 1]) * (
-        xy[:, 2, 0] - xy[:, 0, 0]
-    )
-    down, up = area2 < -1e-16, area2 > 1e-16
-    chosen = down if down.any() else up
-    if not chosen.any():
-        return None
-    polygons = shapely.polygons(xy[chosen])
-    try:
-        union = shapely.coverage_union_all(polygons)
-    except shapely.errors.GEOSException:
-        union = shapely.union_all(polygons)
-    if not union.is_valid:
-        union = shapely.make_valid(union)
-    parts = shapely.get_parts(union)
-    parts = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
-    return shapely.multipolygons(shapely.get_parts(parts)) if len(parts) else None
 
 
 def _asset(
@@ -485,41 +459,3 @@ def _meshes(
         vertices.append(lonlat_to_enu(own[:, 0], own[:, 1], own[:, 2], origin).astype(np.float32))
         triangles.append(local.reshape(-1, 3).astype(np.uint32))
     return MeshBatch.build(ids, origins, vertices, triangles)
-
-
-def _triangulate(surfaces: list[list[list[int]]], points: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """Triangles (indices into ``points``) of every surface. Triangle surfaces are taken as they are; others are
-    earcut in the axis plane they face most (holes included), then turned to face the way the surface does
-    (CityJSON rings run counter-clockwise seen from outside)."""
-    simple = [surface[0] for surface in surfaces if len(surface) == 1 and len(surface[0]) == 3]
-    out = [np.asarray(simple, dtype=np.int64).reshape(-1, 3)]
-    for surface in surfaces:
-        if len(surface) == 1 and len(surface[0]) == 3:
-            continue
-        rings = [np.asarray(r, dtype=np.int64) for r in surface if len(r) >= 3]
-        flat = np.concatenate(rings)
-        # lon/lat degrees are fine for choosing a plane and for earcut's 2D work at one object's size
-        xyz = points[flat] * _DEGREE_SCALE
-        normal = _newell_normal(xyz[: len(rings[0])])
-        if not np.any(normal):
-            continue
-        keep = [a for a in range(3) if a != int(np.argmax(np.abs(normal)))]
-        ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
-        found = mapbox_earcut.triangulate_float64(np.ascontiguousarray(xyz[:, keep]), ends).reshape(-1, 3)
-        if len(found):
-            a, b, c = xyz[found[:, 0]], xyz[found[:, 1]], xyz[found[:, 2]]
-            facing = np.einsum("ij,j->i", np.cross(b - a, c - a), normal) < 0
-            found[facing] = found[facing][:, ::-1]
-            out.append(flat[found])
-    return np.concatenate(out)
-
-
-def _newell_normal(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    following = np.roll(ring, -1, axis=0)
-    return np.array(
-        [
-            np.sum((ring[:, 1] - following[:, 1]) * (ring[:, 2] + following[:, 2])),
-            np.sum((ring[:, 2] - following[:, 2]) * (ring[:, 0] + following[:, 0])),
-            np.sum((ring[:, 0] - following[:, 0]) * (ring[:, 1] + following[:, 1])),
-        ]
-    )

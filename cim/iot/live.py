@@ -14,8 +14,7 @@ import asyncio
 import json
 from typing import Any
 
-from cim.model import Reading
-from cim.store.base import Alert
+from cim.model import Alert, Reading
 
 
 def reading_json(reading: Reading) -> str:

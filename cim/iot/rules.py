@@ -27,8 +27,7 @@ from enum import StrEnum
 
 from cim.errors import InvalidInput
 from cim.iot.sensors import Sensor
-from cim.model import Reading
-from cim.store.base import Alert
+from cim.model import Alert, Reading
 
 
 class Condition(StrEnum):

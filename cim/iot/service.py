@@ -46,10 +46,9 @@ from cim.iot.payload import (
 from cim.iot.rules import Rule, RuleEngine
 from cim.iot.sensors import Sensor, load_sensors
 from cim.iot.spool import DEFAULT_SYNCHRONOUS, Spool, redact, spool_path_for
-from cim.model import Reading
+from cim.model import Alert, Reading
 from cim.settings import MqttSettings
 from cim.store import Store
-from cim.store.base import Alert
 
 log = logging.getLogger(__name__)
 #: Topics whose sensor id is remembered (one per sensor is the norm; the bound keeps junk topics from growing it).

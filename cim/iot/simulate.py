@@ -32,8 +32,8 @@ from shapely.geometry import Point
 from cim.errors import CimError, InvalidInput
 from cim.iot.mqtt import parse_mqtt_url
 from cim.iot.sensors import Sensor, load_sensors, sensor_asset
-from cim.model import Asset, Kind
-from cim.store import AssetBatch, AssetQuery, Store
+from cim.model import Asset, AssetBatch, Kind
+from cim.store import AssetQuery, Store
 
 if TYPE_CHECKING:
     from cim.iot.service import IotService

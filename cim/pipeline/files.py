@@ -10,26 +10,25 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pyproj import CRS
 from rich.console import Console
 from rich.progress import Progress
 from rich.text import Text
 
-from cim.errors import CimError, InvalidInput
-from cim.gis.cityjson import CityJsonSummary, ingest_cityjson, is_cityjson
-from cim.gis.ingest import LayerSummary, ingest_layer
+from cim.errors import CimError
 from cim.gis.mapping import LayerMapping
+from cim.pipeline.ingest import file_type, write_source
 from cim.store import Store
 from cim.store.meshes import MeshStore
 
 if TYPE_CHECKING:
+    from cim.bim.asset_rows import IfcSummary
     from cim.bim.georef import Placement
 
 #: An ingest writing at least this many assets reorders the store for spatial locality afterwards.
 OPTIMIZE_AFTER = 50_000
-IFC_SUFFIXES = (".ifc", ".ifczip")
 
 
 def ingest_files(
@@ -45,10 +44,10 @@ def ingest_files(
 ) -> dict[str, Any]:
     """Ingest each of ``specs`` (``FILE`` or ``FILE:LAYER``): ``{"files": [entry…], "assets": {kind: count}}``,
     one bar per file on ``progress``. A GIS layer or CityJSON file that yields no valid asset is an error that
-    keeps what the store holds from it, unless ``allow_empty`` (:func:`cim.gis.ingest.check_not_empty`)."""
+    keeps what the store holds from it, unless ``allow_empty`` (:func:`cim.gis.layer.check_not_empty`)."""
     results: list[dict[str, Any]] = []
     for spec in specs:
-        if Path(spec).suffix.lower() in IFC_SUFFIXES:
+        if file_type(Path(spec)) == "ifc":
             results.append(_ingest_ifc_one(store, meshes, Path(spec), placement, progress))
             continue
         results.append(_ingest_one(store, meshes, spec, mapping, crs, progress, allow_empty))
@@ -85,29 +84,17 @@ def _ingest_one(
     }
     task = progress.add_task(path.name, total=None)
     try:
-        result: LayerSummary | CityJsonSummary
-        if is_cityjson(path):
-            result = ingest_cityjson(
-                store,
-                path,
-                crs=crs,
-                meshes=meshes,
-                progress=lambda n: progress.advance(task, n),
-                allow_empty=allow_empty,
-            )
-        elif mapping is None:
-            raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
-        else:
-            result = ingest_layer(
-                store,
-                path,
-                mapping,
-                layer=layer or None,
-                crs=crs,
-                meshes=meshes,
-                progress=lambda n: progress.advance(task, n),
-                allow_empty=allow_empty,
-            )
+        result = write_source(
+            store,
+            path,
+            type="cityjson" if file_type(path) == "cityjson" else "gis",
+            mapping=mapping,
+            layer=layer or None,
+            crs=crs,
+            meshes=meshes,
+            progress=lambda n: progress.advance(task, n),
+            allow_empty=allow_empty,
+        )
     except CimError as exc:
         entry["error"] = str(exc)
         print_error(progress.console, str(exc))
@@ -127,11 +114,17 @@ def _ingest_ifc_one(
         "failed_elements": 0, "features_read": 0, "repaired": 0, "rejected": 0, "findings": [],
     }  # fmt: skip
     task = progress.add_task(path.name, total=None)
-    from cim.bim.ingest import ingest_ifc  # ifcopenshell loads only when an IFC file is given
-
     try:
-        result = ingest_ifc(
-            store, path, meshes=meshes, placement=placement, progress=lambda n: progress.advance(task, n)
+        result = cast(
+            "IfcSummary",
+            write_source(
+                store,
+                path,
+                type="ifc",
+                meshes=meshes,
+                placement=placement,
+                progress=lambda n: progress.advance(task, n),
+            ),
         )
     except CimError as exc:
         entry["error"] = f"file {path}: {exc}" if str(path) not in str(exc) else str(exc)

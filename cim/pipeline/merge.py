@@ -24,9 +24,9 @@ from typing import Any
 
 import shapely
 
-from cim.gis.shapes import shapes_of_batch
-from cim.model import Asset, Kind
-from cim.store import AssetBatch, AssetQuery, Store
+from cim.model import Asset, AssetBatch, Kind
+from cim.model.shapes import shapes_of_batch
+from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore
 
 MIN_OVERLAP = 0.5

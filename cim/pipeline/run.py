@@ -14,15 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import shapely
 
 from cim.errors import CimError, InvalidInput
-from cim.model import Kind
+from cim.model import AssetBatch, Kind
 from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline
-from cim.store import AssetBatch, AssetQuery, Store, open_store
+from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, mesh_path_for
+
+if TYPE_CHECKING:
+    from cim.gis.mapping import LayerMapping
 
 #: ``stage(name, total)`` → a function advancing that stage's progress by n.
 StageProgress = Callable[[str, int | None], Callable[[int], None]]
@@ -208,12 +211,7 @@ def _ingest(
             result.skipped, result.source, result.assets = True, previous["source"], previous.get("assets", {})
             return result
         advance = stage(f"{kind} {path.name}", None)
-        if isinstance(source, GisSource):
-            result.source, result.assets, result.details = _ingest_gis(pipeline, source, path, store, meshes, advance)
-        elif isinstance(source, CityJsonSource):
-            result.source, result.assets, result.details = _ingest_cityjson(source, path, store, meshes, advance)
-        else:
-            result.source, result.assets, result.details = _ingest_ifc(source, path, store, meshes, advance)
+        result.source, result.assets, result.details = _write(pipeline, source, path, store, meshes, advance)
         state.remember(key, digest, result.source, sum(result.assets.values()), result.assets, pipeline=pipeline.name)
     except CimError as exc:
         result.ok, result.error = False, str(exc)
@@ -306,25 +304,44 @@ def _merge(pipeline: Pipeline, store: Store, meshes: MeshStore) -> dict[str, Any
     return merge_buildings(store, meshes, links=links, prefer=pipeline.merge.prefer, state=merges).to_dict()
 
 
-def _ingest_gis(
-    pipeline: Pipeline, source: GisSource, path: Path, store: Store, meshes: MeshStore, advance: Callable[[int], None]
+def _write(
+    pipeline: Pipeline,
+    source: GisSource | CityJsonSource | IfcSource,
+    path: Path,
+    store: Store,
+    meshes: MeshStore,
+    advance: Callable[[int], None],
 ) -> tuple[str, dict[str, int], dict[str, Any]]:
-    from cim.gis.ingest import ingest_layer, source_name
-    from cim.gis.mapping import LayerMapping, load_mapping, mapping_from_dict, preset
+    """One source through the one write path: its source name, its assets by kind, and its details."""
+    from cim.gis.cityjson import CityJsonSummary
+    from cim.gis.layer import LayerSummary, source_name
     from cim.gis.readers import parse_crs
-    from cim.model import parse_kind
+    from cim.pipeline.ingest import write_source
 
-    if source.map is not None:
-        mapping = load_mapping(pipeline.resolve(source.map))
-    elif source.preset is not None:
-        mapping = preset(source.preset)
-    elif source.kind is not None:
-        mapping = LayerMapping(kind=parse_kind(source.kind))
-    else:
-        mapping = mapping_from_dict(dict(source.mapping or {}), origin=f"mapping of {path}")
+    if isinstance(source, IfcSource):
+        from cim.bim.asset_rows import IfcSummary
+        from cim.bim.asset_rows import source_name as ifc_source_name
+        from cim.bim.georef import Placement
+
+        placement = Placement(*source.place) if source.place is not None else None
+        ifc = write_source(store, path, type="ifc", meshes=meshes, placement=placement, progress=advance)
+        assert isinstance(ifc, IfcSummary)
+        return (
+            ifc_source_name(path),
+            ifc.assets,
+            {"georeference": ifc.georeference, "failed_elements": ifc.failed_elements},
+        )
     crs = parse_crs(source.crs) if source.crs else None
-    summary = ingest_layer(store, path, mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance)
-    details: dict[str, Any] = {
+    if isinstance(source, CityJsonSource):
+        city = write_source(store, path, type="cityjson", crs=crs, meshes=meshes, progress=advance)
+        assert isinstance(city, CityJsonSummary)
+        return f"{path.name}:cityjson", city.assets, {"height_datum": city.height_datum}
+    mapping = _mapping(pipeline, source, path)
+    summary = write_source(
+        store, path, type="gis", mapping=mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance
+    )
+    assert isinstance(summary, LayerSummary)
+    details = {
         "features_read": summary.features_read,
         "repaired": summary.repaired,
         "rejected": summary.rejected,
@@ -333,27 +350,17 @@ def _ingest_gis(
     return source_name(path, summary.layer, mapping), summary.assets, details
 
 
-def _ingest_cityjson(
-    source: CityJsonSource, path: Path, store: Store, meshes: MeshStore, advance: Callable[[int], None]
-) -> tuple[str, dict[str, int], dict[str, Any]]:
-    from cim.gis.cityjson import ingest_cityjson
-    from cim.gis.readers import parse_crs
+def _mapping(pipeline: Pipeline, source: GisSource, path: Path) -> LayerMapping:
+    from cim.gis.mapping import LayerMapping, load_mapping, mapping_from_dict, preset
+    from cim.model import parse_kind
 
-    crs = parse_crs(source.crs) if source.crs else None
-    summary = ingest_cityjson(store, path, crs=crs, meshes=meshes, progress=advance)
-    return f"{path.name}:cityjson", summary.assets, {"height_datum": summary.height_datum}
-
-
-def _ingest_ifc(
-    source: IfcSource, path: Path, store: Store, meshes: MeshStore, advance: Callable[[int], None]
-) -> tuple[str, dict[str, int], dict[str, Any]]:
-    from cim.bim.georef import Placement
-    from cim.bim.ingest import ingest_ifc, source_name
-
-    placement = Placement(*source.place) if source.place is not None else None
-    summary = ingest_ifc(store, path, meshes=meshes, placement=placement, progress=advance)
-    details = {"georeference": summary.georeference, "failed_elements": summary.failed_elements}
-    return source_name(path), summary.assets, details
+    if source.map is not None:
+        return load_mapping(pipeline.resolve(source.map))
+    if source.preset is not None:
+        return preset(source.preset)
+    if source.kind is not None:
+        return LayerMapping(kind=parse_kind(source.kind))
+    return mapping_from_dict(dict(source.mapping or {}), origin=f"mapping of {path}")
 
 
 def _build(store: Store, meshes: MeshStore, out: Path, stage: StageProgress) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cim.errors import InvalidInput
-from cim.store.base import Alert, AssetQuery, BBox, Store
-from cim.store.batch import AssetBatch
+from cim.store.base import AssetQuery, BBox, Store
 
-__all__ = ["Alert", "AssetBatch", "AssetQuery", "BBox", "Store", "open_store"]
+__all__ = ["AssetQuery", "BBox", "Store", "open_store"]
 
 
 def _open_duckdb(url: str, *, upgrade: bool = True) -> Store:

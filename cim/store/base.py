@@ -15,8 +15,7 @@ from typing import Protocol, Self
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput
-from cim.model import Asset, Kind, Reading
-from cim.store.batch import AssetBatch
+from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.store.schema import FILTERABLE_COLUMNS
 
 Scalar = str | int | float | bool
@@ -63,41 +62,6 @@ class AssetQuery:
             raise InvalidInput("polygon", "is empty or not valid")
         if (self.limit is not None and self.limit < 0) or self.offset < 0:
             raise InvalidInput("limit/offset", "must not be negative")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Alert:
-    """A rule that fired on a sensor: open while ``closed_at`` is None. ``id`` is stable across open and close, so
-    saving the closed alert replaces the open one.
-
-    >>> from datetime import UTC
-    >>> a = Alert(id="a1", rule="s1:above", sensor_id="s1", opened_at=datetime(2026, 1, 1, tzinfo=UTC), value=3.2)
-    >>> a.is_open
-    True
-    """
-
-    id: str
-    rule: str
-    sensor_id: str
-    opened_at: datetime
-    closed_at: datetime | None = None
-    severity: str = "warning"
-    message: str = ""
-    value: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.id or not self.rule or not self.sensor_id:
-            raise InvalidInput(f"alert {self.id!r}", "needs an id, a rule and a sensor id")
-        for name in ("opened_at", "closed_at"):
-            moment = getattr(self, name)
-            if moment is not None and moment.tzinfo is None:
-                raise InvalidInput(f"alert {self.id!r}", f"{name} {moment.isoformat()} has no time zone")
-        if self.closed_at is not None and self.closed_at < self.opened_at:
-            raise InvalidInput(f"alert {self.id!r}", "closed_at is before opened_at")
-
-    @property
-    def is_open(self) -> bool:
-        return self.closed_at is None
 
 
 class Store(Protocol):

@@ -30,10 +30,11 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import StoreError, StoreTimeout, StoreUnavailable
+from cim.model import AssetBatch
+from cim.model.schema import COLUMN_NAMES
 from cim.store.base import BBox
-from cim.store.batch import AssetBatch
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
-from cim.store.schema import BBOX_COLUMNS, COLUMN_NAMES
+from cim.store.schema import BBOX_COLUMNS
 from cim.store.sql import Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
+from cim.model import AssetBatch
+from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, Store
-from cim.store.batch import AssetBatch
-from cim.store.schema import ASSET_SCHEMA
 from cim.store.sql import Where
 from cim.store.sqlstore import as_schema, sql_store
 

@@ -30,10 +30,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
+from cim.model import AssetBatch
+from cim.model.schema import ASSET_COLUMNS, COLUMN_NAMES
 from cim.store.base import BBox
-from cim.store.batch import AssetBatch
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, pending
-from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES
+from cim.store.schema import BBOX_COLUMNS
 from cim.store.sql import Dialect, Where
 from cim.store.sqlstore import SqlStore
 

@@ -6,7 +6,6 @@ The callers check the parameters and shape the answers; this module only writes 
 
 from __future__ import annotations
 
-import math
 from datetime import date
 from typing import Any
 
@@ -14,6 +13,7 @@ import pyarrow as pa
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from cim.geodesy import degrees_for, utm_epsg
 from cim.model import Kind
 from cim.store.base import AssetQuery, BBox, Store
 from cim.store.sql import Dialect, Where
@@ -21,8 +21,6 @@ from cim.store.sqlstore import sql_store
 
 #: How far up from a lift the building is looked for (lift → space → storey → building).
 MAX_PARENT_HOPS = 4
-#: Metres per degree of latitude (a safe, slightly small value, so derived degree margins err on the wide side).
-METRES_PER_DEGREE = 110_500.0
 #: The lift register's ``part``, in the order the old-lifts answer's lists are read from it.
 IN_BUILDING, WITHOUT_BUILDING, UNKNOWN_AGE = 0, 1, 2
 #: Whole assets below ground: heights under zero, or no heights but a depth.
@@ -201,20 +199,3 @@ def near_terms(s: Dialect, distance_m: float, extent: BBox) -> tuple[Where, str]
     lon0, lat0 = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
     dlon, dlat = degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
     return s.near("a", "b", dlon, dlat), s.distance_m("a.geom", "b.geom", utm_epsg=utm_epsg(lon0, lat0))
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """The EPSG code of the WGS84 UTM zone holding (lon, lat).
-
-    >>> utm_epsg(121.47, 31.23)
-    32651
-    """
-    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
-    return (32600 if lat >= 0 else 32700) + zone
-
-
-def degrees_for(metres: float, lat: float) -> tuple[float, float]:
-    """(Δlon, Δlat) in degrees that surely cover ``metres`` around latitude ``lat``: a bbox margin for pruning."""
-    dlat = metres / METRES_PER_DEGREE
-    dlon = metres / (METRES_PER_DEGREE * max(math.cos(math.radians(min(abs(lat) + dlat, 89.0))), 0.01))
-    return dlon, dlat

@@ -19,8 +19,9 @@ from typing import Any
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from cim.model.schema import ASSET_COLUMNS, COLUMN_NAMES
 from cim.store.base import AssetQuery, BBox
-from cim.store.schema import ASSET_COLUMNS, BBOX_COLUMNS, COLUMN_NAMES
+from cim.store.schema import BBOX_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,10 @@ from typing import Any, Self
 import pyarrow as pa
 
 from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
-from cim.model import Asset, Kind, Reading
-from cim.store.base import Alert, AssetQuery, BBox, Store
-from cim.store.batch import AssetBatch
+from cim.model import Alert, Asset, AssetBatch, Kind, Reading
+from cim.model.schema import ASSET_SCHEMA
+from cim.store.base import AssetQuery, BBox, Store
 from cim.store.migrations import Database, Upgrade
-from cim.store.schema import ASSET_SCHEMA
 from cim.store.sql import Dialect
 
 READINGS_SCHEMA = pa.schema(

@@ -32,7 +32,9 @@ class Typology(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class PlotLayout:
+    """How a block of one typology is divided into building plots, and the size range of each footprint (metres)."""
+
     cols: int
     rows: int
     shape: str  # rect, l, courtyard
@@ -41,15 +43,15 @@ class Plan:
     arm: tuple[float, float] = (0.0, 0.0)
 
 
-PLANS: dict[Typology, Plan] = {
-    Typology.PARK: Plan(0, 0, "rect", (0, 0), (0, 0)),
-    Typology.TOWER: Plan(2, 2, "rect", (34, 56), (34, 56)),
-    Typology.SLAB: Plan(2, 6, "rect", (55, 80), (10.5, 13)),
-    Typology.MIDRISE: Plan(3, 3, "rect", (24, 40), (15, 22)),
-    Typology.COURTYARD: Plan(2, 1, "courtyard", (62, 85), (100, 140), (13, 18)),
-    Typology.L_SHAPE: Plan(2, 2, "l", (50, 80), (45, 68), (13, 18)),
-    Typology.INDUSTRIAL: Plan(2, 2, "rect", (50, 82), (35, 65)),
-    Typology.LANE: Plan(4, 8, "rect", (34, 41), (11, 14)),
+LAYOUTS: dict[Typology, PlotLayout] = {
+    Typology.PARK: PlotLayout(0, 0, "rect", (0, 0), (0, 0)),
+    Typology.TOWER: PlotLayout(2, 2, "rect", (34, 56), (34, 56)),
+    Typology.SLAB: PlotLayout(2, 6, "rect", (55, 80), (10.5, 13)),
+    Typology.MIDRISE: PlotLayout(3, 3, "rect", (24, 40), (15, 22)),
+    Typology.COURTYARD: PlotLayout(2, 1, "courtyard", (62, 85), (100, 140), (13, 18)),
+    Typology.L_SHAPE: PlotLayout(2, 2, "l", (50, 80), (45, 68), (13, 18)),
+    Typology.INDUSTRIAL: PlotLayout(2, 2, "rect", (50, 82), (35, 65)),
+    Typology.LANE: PlotLayout(4, 8, "rect", (34, 41), (11, 14)),
 }
 
 #: Typology shares per profile, in Typology order (PARK first).
@@ -60,7 +62,7 @@ MIX: dict[Profile, tuple[float, ...]] = {
     Profile.NEW_CITY: (0.10, 0.05, 0.10, 0.35, 0.05, 0.10, 0.25, 0.0),
     Profile.NEW_TOWN: (0.10, 0.0, 0.50, 0.20, 0.07, 0.08, 0.05, 0.0),
 }
-PLOTS = np.array([PLANS[t].cols * PLANS[t].rows for t in Typology])
+PLOTS = np.array([LAYOUTS[t].cols * LAYOUTS[t].rows for t in Typology])
 USES = ("residential", "office", "mixed", "industrial")
 STOREY_M = np.array([2.9, 4.2, 3.3, 6.0])
 
@@ -88,7 +90,7 @@ def footprints(
     """Footprints on the blocks' plots, at most ``limit[b]`` in block ``b``."""
     parts: list[Footprints] = []
     for t in Typology:
-        plan = PLANS[t]
+        plan = LAYOUTS[t]
         blocks = np.flatnonzero(typology == t)
         if plan.cols == 0 or len(blocks) == 0:
             continue
@@ -107,7 +109,7 @@ def footprints(
 
 
 def _plots(
-    plan: Plan, t: Typology, bi: IntArray, bj: IntArray, b: IntArray, rank: IntArray, rng: np.random.Generator
+    plan: PlotLayout, t: Typology, bi: IntArray, bj: IntArray, b: IntArray, rank: IntArray, rng: np.random.Generator
 ) -> Footprints:
     n = len(b)
     cw, ch = BLOCK_W / plan.cols, BLOCK_H / plan.rows

@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cim.geodesy import METRES_PER_DEGREE
 from cim.store.base import Store
 from cim.store.projection import read_projection, row_hashes
 from cim.tiling.groups import TILED_KINDS, group_of
-from cim.tiling.quadtree import M_PER_DEG
 
 COLUMNS = (
     "id",
@@ -95,8 +95,8 @@ def _floats(table: pa.Table, name: str) -> np.ndarray[Any, np.dtype[np.float64]]
 
 def _sizes(table: pa.Table) -> np.ndarray[Any, np.dtype[np.float64]]:
     lat = np.nan_to_num((_floats(table, "min_y") + _floats(table, "max_y")) / 2)
-    dx = (_floats(table, "max_x") - _floats(table, "min_x")) * M_PER_DEG * np.cos(np.radians(lat))
-    dy = (_floats(table, "max_y") - _floats(table, "min_y")) * M_PER_DEG
+    dx = (_floats(table, "max_x") - _floats(table, "min_x")) * METRES_PER_DEGREE * np.cos(np.radians(lat))
+    dy = (_floats(table, "max_y") - _floats(table, "min_y")) * METRES_PER_DEGREE
     dz = _floats(table, "z_max") - _floats(table, "z_min")
     return np.nan_to_num(np.fmax(np.hypot(dx, dy), dz))
 

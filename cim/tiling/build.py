@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cim.errors import CimError, InvalidInput
+from cim.model import MeshBatch
 from cim.store.base import Store
-from cim.store.meshes import MeshBatch, MeshStore
+from cim.store.meshes import MeshStore
 from cim.tiling.assets import read_assets_and_hashes
 from cim.tiling.glb import encode_tile
 from cim.tiling.incremental import plan_changes, save_state, sorted_digests, state_of

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cim.geodesy import enu_rotation, lonlat_to_ecef
-from cim.store.meshes import MeshBatch
+from cim.model import MeshBatch
 from cim.tiling import properties
 
 F64 = npt.NDArray[np.float64]

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cim.geodesy import METRES_PER_DEGREE
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 MAX_LEVEL = 26
 _BITS = 28
-M_PER_DEG = 111_320.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +78,7 @@ def cell_bounds(key: int) -> tuple[float, float, float, float]:
 
 def cell_size_m(level: int, lat: float | F64) -> F64:
     """The smaller side of a level's cell in metres at latitude ``lat``."""
-    side = 360.0 / (1 << level) * M_PER_DEG
+    side = 360.0 / (1 << level) * METRES_PER_DEGREE
     return np.asarray(side * np.maximum(np.cos(np.radians(lat)), 0.01), dtype=np.float64)
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from shapely.geometry import LineString, Point, box
 
-from cim.model import Asset, Kind, Reading
-from cim.store import AssetBatch, Store
+from cim.model import Asset, AssetBatch, Kind, Reading
+from cim.store import Store
 
 AS_OF = date(2026, 5, 1)
 X, Y = 121.50, 31.23

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from shapely.geometry import box
 
 from cim.api import create_app
-from cim.model import Asset, Kind
+from cim.model import Asset, AssetBatch, Kind
 from cim.settings import AppSettings, ServerSettings, StoreSettings
-from cim.store import AssetBatch, open_store
+from cim.store import open_store
 from tests.api.city import build_city
 from tests.unchanged import snapshot
 

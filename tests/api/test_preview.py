@@ -22,9 +22,9 @@ from shapely.geometry import box, mapping
 from cim.api import create_app
 from cim.api.preview import PictureCache
 from cim.errors import InvalidInput, NotFound
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import LayerMapping
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.render import RenderUnavailable, open_meshes_for, render_asset
 from cim.settings import AppSettings, ServerSettings, StoreSettings
 from cim.store import AssetQuery, open_store
@@ -52,7 +52,7 @@ def blocks_store(tmp_path: Path) -> str:
     layer.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     url = str(tmp_path / "city.duckdb")
     with open_store(url) as store, MeshStore(mesh_path_for(store.url)) as meshes:
-        assert ingest_layer(store, layer, BLOCKS, meshes=meshes).meshes == 9
+        assert write_source(store, layer, mapping=BLOCKS, meshes=meshes).meshes == 9
     return url
 
 

@@ -16,10 +16,10 @@ import pytest
 from shapely.geometry import Point
 
 from cim.errors import CimError
-from cim.gis.cityjson import ingest_cityjson, is_cityjson
-from cim.gis.ingest import ingest_layer
+from cim.gis.cityjson import is_cityjson
 from cim.gis.mapping import LayerMapping
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.store import Store, open_store
 from cim.store.meshes import MeshStore
 from tests.unchanged import snapshot
@@ -240,8 +240,8 @@ REFUSED: dict[str, tuple[Make, str]] = {
 
 def ingest(store: Store, meshes: MeshStore, path: Path) -> Any:
     if is_cityjson(path):
-        return ingest_cityjson(store, path, meshes=meshes)
-    return ingest_layer(store, path, STOPS, meshes=meshes)
+        return write_source(store, path, type="cityjson", meshes=meshes)
+    return write_source(store, path, mapping=STOPS, meshes=meshes)
 
 
 @pytest.fixture(scope="module", params=["duckdb", pytest.param("postgis", marks=pytest.mark.postgis)])

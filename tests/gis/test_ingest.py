@@ -11,10 +11,10 @@ import pytest
 from shapely.geometry import Point
 
 from cim.errors import InvalidInput
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import LayerMapping, load_mapping, mapping_from_dict, preset
 from cim.gis.readers import parse_crs
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.store import AssetQuery, Store
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "pipelines" / "mappings"
@@ -27,8 +27,8 @@ def metres_between(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def test_hydrants_with_epoch_dates_and_the_year_911(store: Store, data_dir: Path) -> None:
-    summary = ingest_layer(
-        store, data_dir / "gis" / "INFRA_Hydrants.geojson", load_mapping(MAPPINGS / "cambridge-hydrants.toml")
+    summary = write_source(
+        store, data_dir / "gis" / "INFRA_Hydrants.geojson", mapping=load_mapping(MAPPINGS / "cambridge-hydrants.toml")
     )
     assert summary.features_read == 1960 and summary.assets == {"hydrant": 1960}
     implausible = [f for f in summary.findings if f["rule"] == "implausible_install_date"]
@@ -44,7 +44,7 @@ def test_hydrants_with_epoch_dates_and_the_year_911(store: Store, data_dir: Path
 
 def test_web_mercator_footprints_land_in_prague(store: Store, data_dir: Path) -> None:
     path = data_dir / "gis" / "bubenec.gpkg"
-    summary = ingest_layer(store, path, LayerMapping(kind=Kind.BUILDING), layer="buildings")
+    summary = write_source(store, path, mapping=LayerMapping(kind=Kind.BUILDING), layer="buildings")
     assert summary.features_read == 144 and summary.crs == "EPSG:3857"
     source = gpd.read_file(path, layer="buildings").iloc[0]
     x, y = source.geometry.exterior.coords[0]
@@ -55,8 +55,8 @@ def test_web_mercator_footprints_land_in_prague(store: Store, data_dir: Path) ->
 
 
 def test_water_mains_in_us_feet_get_diameters_in_millimetres(store: Store, data_dir: Path) -> None:
-    summary = ingest_layer(
-        store, data_dir / "gis" / "ky4_pipes.geojson", load_mapping(MAPPINGS / "ky4-water-mains.toml")
+    summary = write_source(
+        store, data_dir / "gis" / "ky4_pipes.geojson", mapping=load_mapping(MAPPINGS / "ky4-water-mains.toml")
     )
     assert summary.assets == {"pipe": 1156}
     pipe = store.get_asset("ky4_pipes:P-1")
@@ -68,7 +68,7 @@ def test_water_mains_in_us_feet_get_diameters_in_millimetres(store: Store, data_
 
 
 def test_osm_buildings_get_heights_from_levels(store: Store, data_dir: Path) -> None:
-    summary = ingest_layer(store, data_dir / "gis" / "Helsinki.osm.pbf", preset("osm-buildings"))
+    summary = write_source(store, data_dir / "gis" / "Helsinki.osm.pbf", mapping=preset("osm-buildings"))
     assert summary.features_read == 494
     rules = {f["rule"] for f in summary.findings}
     assert "unreadable_geometry" in rules  # the clipped extract's unclosed rings
@@ -82,28 +82,28 @@ def test_osm_buildings_get_heights_from_levels(store: Store, data_dir: Path) -> 
 
 def test_osm_parks_and_bus_stops(store: Store, data_dir: Path) -> None:
     osm = data_dir / "gis" / "Helsinki.osm.pbf"
-    assert ingest_layer(store, osm, preset("osm-bus-stops")).assets == {"transit_stop": 92}
-    parks = ingest_layer(store, osm, preset("osm-parks"))
+    assert write_source(store, osm, mapping=preset("osm-bus-stops")).assets == {"transit_stop": 92}
+    parks = write_source(store, osm, mapping=preset("osm-parks"))
     assert parks.features_read == 17 and parks.rejected + parks.assets["park"] == 17
 
 
 def test_reingesting_a_layer_replaces_it(store: Store, data_dir: Path) -> None:
     path = data_dir / "gis" / "RECREATION_OpenSpace.geojson"
     mapping = mapping_from_dict({"kind": "park", "id": "OBJECTID", "fields": {"name": "NAME"}}, origin="test")
-    ingest_layer(store, path, mapping)
-    ingest_layer(store, path, mapping)
+    write_source(store, path, mapping=mapping)
+    write_source(store, path, mapping=mapping)
     assert store.count_by_kind() == {"park": 276}
 
 
 def test_a_missing_layer_lists_the_layers(store: Store, data_dir: Path) -> None:
     with pytest.raises(InvalidInput, match="'roads'.*layers are: tessellation, buildings, streets, plots"):
-        ingest_layer(store, data_dir / "gis" / "bubenec.gpkg", LayerMapping(kind=Kind.ROAD), layer="roads")
+        write_source(store, data_dir / "gis" / "bubenec.gpkg", mapping=LayerMapping(kind=Kind.ROAD), layer="roads")
 
 
 def test_a_mapping_naming_a_missing_field_lists_the_fields(store: Store, data_dir: Path) -> None:
     mapping = mapping_from_dict({"kind": "hydrant", "fields": {"install_date": "INSTALL_YEAR"}}, origin="test")
     with pytest.raises(InvalidInput, match="INSTALL_YEAR.*fields are: OBJECTID, ANCILLARYROLE"):
-        ingest_layer(store, data_dir / "gis" / "INFRA_Hydrants.geojson", mapping)
+        write_source(store, data_dir / "gis" / "INFRA_Hydrants.geojson", mapping=mapping)
     assert store.count_by_kind() == {}
 
 
@@ -111,8 +111,8 @@ def test_a_layer_without_crs_needs_one(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "poles.shp"
     gpd.GeoDataFrame({"pid": [1, 2]}, geometry=[Point(355000, 3454000), Point(355100, 3454100)]).to_file(path)
     with pytest.raises(InvalidInput, match="has no CRS; give one with --crs"):
-        ingest_layer(store, path, LayerMapping(kind=Kind.POLE))
-    summary = ingest_layer(store, path, LayerMapping(kind=Kind.POLE), crs=parse_crs("EPSG:32651"))
+        write_source(store, path, mapping=LayerMapping(kind=Kind.POLE))
+    summary = write_source(store, path, mapping=LayerMapping(kind=Kind.POLE), crs=parse_crs("EPSG:32651"))
     assert summary.assets == {"pole": 2}
     pole = store.get_asset("poles:0")
     assert pole.geom is not None and 121.4 < pole.geom.x < 121.5 and 31.2 < pole.geom.y < 31.3  # Shanghai
@@ -122,7 +122,7 @@ def test_not_a_gis_file(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "notes.geojson"
     path.write_text("this is not geojson")
     with pytest.raises(InvalidInput, match="not a GIS file"):
-        ingest_layer(store, path, LayerMapping(kind=Kind.PARK))
+        write_source(store, path, mapping=LayerMapping(kind=Kind.PARK))
 
 
 def test_bad_mappings_name_the_key() -> None:
@@ -143,7 +143,7 @@ def test_geoparquet_is_read_with_its_crs(store: Store, tmp_path: Path) -> None:
     )
     frame.to_parquet(path)
     mapping = mapping_from_dict({"kind": "pole", "id": "stop", "fields": {"height_m": "height"}}, origin="test")
-    summary = ingest_layer(store, path, mapping)
+    summary = write_source(store, path, mapping=mapping)
     assert summary.crs == "EPSG:32651" and summary.assets == {"pole": 3}
     assert {"rule": "negative_value:height_m", "count": 1, "examples": ["stops:b"]} in summary.findings
     pole = store.get_asset("stops:a")
@@ -158,7 +158,7 @@ def test_parquet_without_geo_metadata_is_refused(store: Store, tmp_path: Path) -
     path = tmp_path / "plain.parquet"
     pq.write_table(pa.table({"a": [1]}), path)
     with pytest.raises(InvalidInput, match="without GeoParquet metadata"):
-        ingest_layer(store, path, LayerMapping(kind=Kind.POLE))
+        write_source(store, path, mapping=LayerMapping(kind=Kind.POLE))
 
 
 def test_missing_years_leave_the_date_empty_and_do_not_stop_the_layer() -> None:
@@ -166,7 +166,7 @@ def test_missing_years_leave_the_date_empty_and_do_not_stop_the_layer() -> None:
     import pyarrow as pa
     import shapely
 
-    from cim.gis.features import FeatureMapper
+    from cim.gis.feature_mapper import FeatureMapper
     from cim.gis.mapping import LayerMapping
     from cim.gis.readers import FeatureBatch
 
@@ -190,18 +190,20 @@ def test_a_reingest_that_yields_nothing_keeps_the_layer_unless_asked(
     path.write_text(json.dumps(document), encoding="utf-8")
     mapping = LayerMapping(kind=Kind.TRANSIT_STOP)
     with MeshStore(tmp_path / "m.duckdb") as meshes:
-        assert ingest_layer(store, path, mapping, meshes=meshes).assets == {"transit_stop": 68}
+        assert write_source(store, path, mapping=mapping, meshes=meshes).assets == {"transit_stop": 68}
         document["features"] = [{**document["features"][0], "geometry": None}]
         path.write_text(json.dumps(document), encoding="utf-8")
         kept = "its only feature was rejected .*unreadable_geometry.*the 68 assets stored from it are kept"
         with pytest.raises(InvalidInput, match=kept):
-            ingest_layer(store, path, mapping, meshes=meshes)
+            write_source(store, path, mapping=mapping, meshes=meshes)
         assert store.count_by_kind() == {"transit_stop": 68} and meshes.count() == 68
         document["features"] = []
         path.write_text(json.dumps(document), encoding="utf-8")
         with pytest.raises(InvalidInput, match="holds no feature; the 68 assets stored from it are kept"):
-            ingest_layer(store, path, mapping, meshes=meshes)
+            write_source(store, path, mapping=mapping, meshes=meshes)
         assert store.count_by_kind() == {"transit_stop": 68} and meshes.count() == 68
-        assert ingest_layer(store, path, mapping, meshes=meshes, allow_empty=True).assets == {}
+        assert write_source(store, path, mapping=mapping, meshes=meshes, allow_empty=True).assets == {}
         assert store.count_by_kind() == {} and meshes.count() == 0
-        assert ingest_layer(store, path, mapping, meshes=meshes).assets == {}  # empty into nothing: nothing to lose
+        assert (
+            write_source(store, path, mapping=mapping, meshes=meshes).assets == {}
+        )  # empty into nothing: nothing to lose

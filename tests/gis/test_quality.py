@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from cim.errors import InvalidInput
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import LayerMapping, mapping_from_dict
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.store import Store
 
 SHELTERS = LayerMapping(kind=Kind.TRANSIT_STOP)
@@ -34,7 +34,7 @@ def test_a_feature_outside_lon_lat_is_dropped_and_the_layer_goes_in(
 ) -> None:
     document = shelters(data_dir)
     document["features"][0]["geometry"]["coordinates"][0][1][0] = lon
-    summary = ingest_layer(store, write(tmp_path / "TRANS_BusShelters.geojson", document), SHELTERS)
+    summary = write_source(store, write(tmp_path / "TRANS_BusShelters.geojson", document), mapping=SHELTERS)
     assert summary.assets == {"transit_stop": 67} and summary.rejected == 1
     assert summary.findings == [{"rule": "outside_lonlat", "count": 1, "examples": [FIRST]}]
 
@@ -46,7 +46,7 @@ def test_a_layer_in_metres_that_says_wgs84_is_refused_whole_with_the_rule(store:
         r"poles.geojson — yields no valid asset: its only feature was rejected \(outside_lonlat ×1 \(e.g. poles:0\)\)"
     )
     with pytest.raises(InvalidInput, match=only):
-        ingest_layer(store, path, LayerMapping(kind=Kind.POLE))
+        write_source(store, path, mapping=LayerMapping(kind=Kind.POLE))
     assert store.count_by_kind() == {}
 
 
@@ -60,7 +60,7 @@ def test_points_and_lines_are_not_buildings_or_parks(store: Store, tmp_path: Pat
     ]
     features = [{"type": "Feature", "properties": {"n": n}, "geometry": g} for n, g in enumerate(geometries)]
     path = write(tmp_path / "mixed.geojson", {"type": "FeatureCollection", "features": features})
-    summary = ingest_layer(store, path, mapping_from_dict({"kind": str(kind), "id": "n"}, origin="test"))
+    summary = write_source(store, path, mapping=mapping_from_dict({"kind": str(kind), "id": "n"}, origin="test"))
     assert summary.assets == {str(kind): 1} and summary.rejected == 3
     assert summary.findings == [
         {"rule": f"not_an_area:{kind}", "count": 3, "examples": ["mixed:1", "mixed:2", "mixed:3"]}
@@ -71,7 +71,7 @@ def test_points_and_lines_are_not_buildings_or_parks(store: Store, tmp_path: Pat
 def test_points_stay_fine_for_point_kinds(store: Store, tmp_path: Path) -> None:
     point = {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [121.5, 31.2]}}
     path = write(tmp_path / "stops.geojson", {"type": "FeatureCollection", "features": [point]})
-    assert ingest_layer(store, path, LayerMapping(kind=Kind.TRANSIT_STOP)).assets == {"transit_stop": 1}
+    assert write_source(store, path, mapping=LayerMapping(kind=Kind.TRANSIT_STOP)).assets == {"transit_stop": 1}
 
 
 def test_huge_and_infinite_numbers_are_dropped_not_the_layer(store: Store, tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_huge_and_infinite_numbers_are_dropped_not_the_layer(store: Store, tmp_p
         crs="EPSG:4326",
     ).to_parquet(path)
     mapping = {"kind": "building", "id": "bid", "fields": {"height_m": "height", "storeys": "levels"}}
-    summary = ingest_layer(store, path, mapping_from_dict(mapping, origin="test"))
+    summary = write_source(store, path, mapping=mapping_from_dict(mapping, origin="test"))
     assert summary.assets == {"building": 4}
     assert summary.findings == [
         {"rule": "implausible_value:height_m", "count": 1, "examples": ["blocks:huge"]},

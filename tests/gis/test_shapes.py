@@ -12,10 +12,10 @@ import trimesh
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 
 from cim.errors import InvalidInput
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import load_mapping, preset
-from cim.gis.shapes import TUBE_SIDES, shapes_for
 from cim.model import Mesh
+from cim.model.shapes import TUBE_SIDES, shapes_for
+from cim.pipeline.ingest import write_source
 from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore
 
@@ -84,11 +84,13 @@ def test_points_get_markers_and_flat_ground_layers_get_no_shape() -> None:
 
 def test_ingest_writes_one_mesh_per_building_and_tube_per_pipe(store: Store, tmp_path: Path, data_dir: Path) -> None:
     with MeshStore(tmp_path / "meshes.duckdb") as meshes:
-        buildings = ingest_layer(store, data_dir / "gis/Helsinki.osm.pbf", preset("osm-buildings"), meshes=meshes)
-        pipes = ingest_layer(
+        buildings = write_source(
+            store, data_dir / "gis/Helsinki.osm.pbf", mapping=preset("osm-buildings"), meshes=meshes
+        )
+        pipes = write_source(
             store,
             data_dir / "gis/ky4_pipes.geojson",
-            load_mapping(Path("pipelines/mappings/ky4-water-mains.toml")),
+            mapping=load_mapping(Path("pipelines/mappings/ky4-water-mains.toml")),
             meshes=meshes,
         )
         assert buildings.meshes == buildings.assets["building"] == 482
@@ -104,7 +106,9 @@ def test_ingest_writes_one_mesh_per_building_and_tube_per_pipe(store: Store, tmp
 def test_a_failed_layer_leaves_earlier_meshes_in_place(store: Store, tmp_path: Path, data_dir: Path) -> None:
     mapping = preset("osm-buildings")
     with MeshStore(tmp_path / "meshes.duckdb") as meshes:
-        ingest_layer(store, data_dir / "gis/Helsinki.osm.pbf", mapping, meshes=meshes)
+        write_source(store, data_dir / "gis/Helsinki.osm.pbf", mapping=mapping, meshes=meshes)
         with pytest.raises(InvalidInput):
-            ingest_layer(store, data_dir / "gis/Helsinki.osm.pbf", mapping, layer="no_such_layer", meshes=meshes)
+            write_source(
+                store, data_dir / "gis/Helsinki.osm.pbf", mapping=mapping, layer="no_such_layer", meshes=meshes
+            )
         assert meshes.count() == 482

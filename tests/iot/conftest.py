@@ -23,9 +23,9 @@ from cim.api.iot import router
 from cim.api.tilefiles import TileFiles
 from cim.iot import IotOptions, IotService, sensor_asset
 from cim.iot.mqtt import parse_mqtt_url
-from cim.model import Asset, Kind
+from cim.model import Asset, AssetBatch, Kind
 from cim.settings import MqttSettings, ServerSettings
-from cim.store import AssetBatch, Store
+from cim.store import Store
 from tests.conftest import missing_service
 from tests.faults import PrivateMosquitto, port_answers
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import shapely
 
-from cim.bim.ingest import ingest_ifc
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import LayerMapping
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.pipeline.merge import Link, merge_buildings
 from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore
@@ -47,7 +46,7 @@ MAPPING = LayerMapping(
 def haus(store: Store, tmp_path: Path, data_dir: Path) -> tuple[MeshStore, shapely.Geometry]:
     """The FZK-Haus ingested with its meshes, and the footprint of its elements."""
     meshes = MeshStore(tmp_path / "meshes.duckdb")
-    ingest_ifc(store, data_dir / FZK, meshes=meshes)
+    write_source(store, data_dir / FZK, type="ifc", meshes=meshes)
     elements = store.find_assets(AssetQuery(where={"source": "AC20-FZK-Haus.ifc:ifc"}))
     hull = shapely.union_all(
         [a.geom for a in elements if a.geom is not None and a.geom.area > 0 and a.kind is Kind.ELEMENT]
@@ -63,7 +62,7 @@ def test_a_bim_building_on_its_gis_footprint_becomes_one_building(
     layer = footprint_layer(
         tmp_path / "blocks.geojson", [("B1", hull.convex_hull.buffer(0.00002), 9.0), ("B2", far, 6)]
     )
-    ingest_layer(store, layer, MAPPING, meshes=meshes)
+    write_source(store, layer, mapping=MAPPING, meshes=meshes)
     buildings_before = store.count_assets(AssetQuery(kinds=[Kind.BUILDING]))
     state = tmp_path / "merges.json"
 
@@ -98,7 +97,7 @@ def test_two_footprints_under_one_bim_building_are_ambiguous_not_guessed(
     west, south, east, north = hull.bounds
     middle = (west + east) / 2
     halves = [("W", shapely.box(west, south, middle, north), 6.0), ("E", shapely.box(middle, south, east, north), 6.0)]
-    ingest_layer(store, footprint_layer(tmp_path / "halves.geojson", halves), MAPPING, meshes=meshes)
+    write_source(store, footprint_layer(tmp_path / "halves.geojson", halves), mapping=MAPPING, meshes=meshes)
     report = merge_buildings(store, meshes)
     assert not report.matched and len(report.ambiguous) == 1
     assert {c["id"] for c in report.ambiguous[0]["candidates"]} == {"halves:W", "halves:E"}
@@ -110,7 +109,9 @@ def test_an_explicit_link_wins_over_geometry_and_unplaced_bim_is_reported(
 ) -> None:
     meshes, hull = haus
     elsewhere = shapely.affinity.translate(hull, 0.05, 0.05)
-    ingest_layer(store, footprint_layer(tmp_path / "far.geojson", [("F", elsewhere, 6.0)]), MAPPING, meshes=meshes)
+    write_source(
+        store, footprint_layer(tmp_path / "far.geojson", [("F", elsewhere, 6.0)]), mapping=MAPPING, meshes=meshes
+    )
     unmatched = merge_buildings(store, meshes)
     assert not unmatched.matched and "no GIS footprint overlaps it" in unmatched.unmatched[0]["why"]
     state = tmp_path / "merges.json"

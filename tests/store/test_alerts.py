@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cim.errors import InvalidInput
+from cim.model import Alert
 from cim.store import Store, open_store
-from cim.store.base import Alert
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from cim.model import Kind
-from cim.store import AssetBatch, AssetQuery, Store
+from cim.model import AssetBatch, Kind
+from cim.store import AssetQuery, Store
 from tests.store.test_contract import building
 
 BATCH = 50

@@ -11,8 +11,8 @@ import shapely
 from shapely.geometry import LineString, Point, Polygon, box
 
 from cim.errors import InvalidInput, NotFound, StoreError
-from cim.model import Asset, Kind, Reading
-from cim.store import AssetBatch, AssetQuery, Store, open_store
+from cim.model import Asset, AssetBatch, Kind, Reading
+from cim.store import AssetQuery, Store, open_store
 
 LUJIAZUI = (121.50, 31.23)
 

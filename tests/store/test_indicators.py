@@ -6,10 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from shapely.geometry import LineString, Point, box
 
-from cim.model import Asset, Kind, Reading
+from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.queries.indicators import vital_signs
-from cim.store import AssetBatch, Store
-from cim.store.base import Alert
+from cim.store import Store
 
 AS_OF = date(2026, 6, 1)
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from cim.errors import InvalidInput
-from cim.model import Mesh
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.model import Mesh, MeshBatch
+from cim.store.meshes import MeshStore, mesh_path_for
 
 
 def mesh(asset_id: str, n_triangles: int, *, color: tuple[float, float, float, float] | None = None) -> Mesh:

@@ -11,10 +11,10 @@ import shapely
 from shapely.geometry import Point, box
 
 from cim.errors import InvalidInput
-from cim.model import Asset, Kind
+from cim.model import Asset, AssetBatch, Kind
 from cim.queries import ItemsQuery, asset_detail, buried_pipes, find_features, old_lifts, within_distance
 from cim.queries.cql import parse_filter
-from cim.store import AssetBatch, Store
+from cim.store import Store
 from cim.store.sqlstore import sql_store
 from tests.api.city import AREA, AS_OF, build_city, city_assets
 

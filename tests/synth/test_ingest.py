@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import load_mapping
 from cim.model import Kind
+from cim.pipeline.ingest import write_source
 from cim.store import AssetQuery, Store
 from cim.synth.generate import SynthSummary, mapping_file
 
@@ -30,7 +30,7 @@ KINDS = {
 def test_every_layer_ingests_and_every_parent_exists(store: Store, city: tuple[Path, SynthSummary]) -> None:
     out, summary = city
     for layer in summary.layers:
-        result = ingest_layer(store, out / f"{layer}.parquet", load_mapping(ROOT / mapping_file(layer)))
+        result = write_source(store, out / f"{layer}.parquet", mapping=load_mapping(ROOT / mapping_file(layer)))
         assert result.rejected == 0 and not result.findings, (layer, result.findings)
     expected: dict[str, int] = {}
     for layer, rows in summary.layers.items():

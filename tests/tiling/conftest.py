@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from shapely.geometry import LineString, Point, box
 
-from cim.model import Asset, Kind, Mesh
-from cim.store import AssetBatch, open_store
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.model import Asset, AssetBatch, Kind, Mesh, MeshBatch
+from cim.store import open_store
+from cim.store.meshes import MeshStore, mesh_path_for
 
 LON, LAT = 121.47, 31.23
 M_LON, M_LAT = 111_320.0 * np.cos(np.radians(LAT)), 111_320.0

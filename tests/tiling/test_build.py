@@ -14,9 +14,9 @@ import pytest
 from cim.cli import main
 from cim.errors import InvalidInput
 from cim.geodesy import ecef_to_lonlat
-from cim.model import Asset, Kind, Mesh
-from cim.store import AssetBatch, open_store
-from cim.store.meshes import MeshBatch, MeshStore, mesh_path_for
+from cim.model import Asset, AssetBatch, Kind, Mesh, MeshBatch
+from cim.store import open_store
+from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling.build import BuildSummary, build_tiles
 from cim.tiling.glb import read_glb
 from cim.tiling.quadtree import TreeLimits

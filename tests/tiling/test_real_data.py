@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cim.gis.ingest import ingest_layer
 from cim.gis.mapping import load_mapping, preset
+from cim.pipeline.ingest import write_source
 from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling.build import build_tiles
@@ -17,13 +17,13 @@ MAPPINGS = Path(__file__).resolve().parents[2] / "pipelines" / "mappings"
 def test_sample_layers_become_valid_tilesets(data_dir: Path, tmp_path: Path) -> None:
     store_path = str(tmp_path / "real.duckdb")
     with open_store(store_path) as store, MeshStore(mesh_path_for(store.url)) as meshes:
-        ingest_layer(store, data_dir / "gis" / "Helsinki.osm.pbf", preset("osm-buildings"), meshes=meshes)
-        ingest_layer(store, data_dir / "gis" / "ky4_pipes.geojson", load_mapping(MAPPINGS / "ky4-water-mains.toml"),
-                     meshes=meshes)  # fmt: skip
-        ingest_layer(
+        write_source(store, data_dir / "gis" / "Helsinki.osm.pbf", mapping=preset("osm-buildings"), meshes=meshes)
+        pipes = load_mapping(MAPPINGS / "ky4-water-mains.toml")
+        write_source(store, data_dir / "gis" / "ky4_pipes.geojson", mapping=pipes, meshes=meshes)
+        write_source(
             store,
             data_dir / "gis" / "INFRA_Hydrants.geojson",
-            load_mapping(MAPPINGS / "cambridge-hydrants.toml"),
+            mapping=load_mapping(MAPPINGS / "cambridge-hydrants.toml"),
             meshes=meshes,
         )
         counts = store.count_by_kind()

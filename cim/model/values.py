@@ -1,4 +1,4 @@
-"""The city model: assets, their meshes, and sensor readings. Plain typed values, no I/O.
+"""The city model: assets, their meshes, sensor readings and alerts. Plain typed values, no I/O.
 
 An :class:`Asset` is one governed object of the city (a building, a lift, a pipe, a hydrant …). Its geometry is 2D
 WGS84 lon/lat (for spatial queries); its vertical extent is ``z_min``/``z_max`` in metres above the ellipsoid. Common
@@ -187,3 +187,38 @@ class Reading:
             raise InvalidInput(what, f"value must be a finite number, got {self.value!r}")
         if self.value is None and self.status is None:
             raise InvalidInput(what, "needs a value, a status, or both")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """A rule that fired on a sensor: open while ``closed_at`` is None. ``id`` is stable across open and close, so
+    saving the closed alert replaces the open one.
+
+    >>> from datetime import UTC
+    >>> a = Alert(id="a1", rule="s1:above", sensor_id="s1", opened_at=datetime(2026, 1, 1, tzinfo=UTC), value=3.2)
+    >>> a.is_open
+    True
+    """
+
+    id: str
+    rule: str
+    sensor_id: str
+    opened_at: datetime
+    closed_at: datetime | None = None
+    severity: str = "warning"
+    message: str = ""
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.rule or not self.sensor_id:
+            raise InvalidInput(f"alert {self.id!r}", "needs an id, a rule and a sensor id")
+        for name in ("opened_at", "closed_at"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidInput(f"alert {self.id!r}", f"{name} {moment.isoformat()} has no time zone")
+        if self.closed_at is not None and self.closed_at < self.opened_at:
+            raise InvalidInput(f"alert {self.id!r}", "closed_at is before opened_at")
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None

@@ -1,6 +1,6 @@
 """Columnar batches of assets: the one shape in which assets enter and leave a store.
 
-A batch is an Arrow table with :data:`~cim.store.schema.ASSET_SCHEMA` (geometry as WKB, ``props`` as JSON text).
+A batch is an Arrow table with :data:`~cim.model.schema.ASSET_SCHEMA` (geometry as WKB, ``props`` as JSON text).
 Ingest paths that already hold columns (GIS layers, the generator) build one with :meth:`AssetBatch.from_table`
 without creating a Python object per feature; the rest use :meth:`AssetBatch.from_assets`. Either way the batch is
 checked here, vectorised, before any store sees it: one place says what a storable asset is.
@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import shapely
 
 from cim.errors import InvalidInput
-from cim.model import KIND_FIELDS, Asset, Kind
-from cim.store.schema import ASSET_SCHEMA, COLUMN_NAMES
+from cim.model.schema import ASSET_SCHEMA, COLUMN_NAMES
+from cim.model.values import KIND_FIELDS, Asset, Kind
 
 _KIND_VALUES = pa.array([k.value for k in Kind])
 _NON_NEGATIVE = ("height_m", "diameter_mm", "depth_m", "storeys")

@@ -1,4 +1,4 @@
-"""Reading one IFC file into asset rows and meshes: the work of the reader process (see :mod:`cim.bim.ingest`).
+"""Reading one IFC file into asset rows and meshes: the work of the reader process (see :mod:`cim.bim.source`).
 
 :func:`read_rows` parses the file once and sends what it makes as :data:`Message` tuples. The geometry children
 (:class:`cim.bim.geometry.Geometry`, two kernels sharing the elements) start right after the parse and work while
@@ -38,8 +38,7 @@ from cim.bim.georef import Georeference, Placement, georeference, length_unit, w
 from cim.bim.properties import DIAMETER_PROPERTIES, PropertyIndex, first_values, install_date
 from cim.bim.reader import open_ifc
 from cim.errors import InvalidInput
-from cim.model import KIND_FIELDS, Kind
-from cim.store.meshes import MeshBatch
+from cim.model import KIND_FIELDS, Kind, MeshBatch
 
 #: What :func:`read_rows` sends, in this order:
 #:

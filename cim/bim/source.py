@@ -1,13 +1,13 @@
-"""Ingest one IFC file: its spatial structure, elements, properties and meshes, as one source of the store.
+"""One IFC file as a source: its spatial structure, elements, properties and meshes, as asset and mesh batches.
 
-Assets go in with :meth:`Store.replace_source` and meshes with :meth:`MeshStore.replacing` under the same source
-name (``"<file name>:ifc"``); the mesh transaction commits only after the assets did, so a failed asset write
-leaves both as they were.
+:func:`read_ifc` opens it; :func:`cim.pipeline.ingest.write_source` writes what it yields under one source name
+(``"<file name>:ifc"``), assets and meshes each in one transaction, the meshes' committed only after the assets'
+was, so a failed asset write leaves both as they were.
 
-The file is read in a child process, the reader (:func:`cim.bim.rows.read_rows`: parse, geometry, properties, asset
-rows), which sends rows and meshes to this process as they are done. The two are never at their biggest at the same
-time: the reader holds the parsed model (about 5× the file) until it ends, and the store's transaction holds its
-rows at about 4× their Arrow size (DuckDB: 40,000 walls, 92 MB against 21). So this process writes the meshes as
+The file is read in a child process, the reader (:func:`cim.bim.asset_rows.read_rows`: parse, geometry, properties,
+asset rows), which sends rows and meshes to this process as they are done. The two are never at their biggest at the
+same time: the reader holds the parsed model (about 5× the file) until it ends, and the store's transaction holds
+its rows at about 4× their Arrow size (DuckDB: 40,000 walls, 92 MB against 21). So this process writes the meshes as
 they come and the first rows at once (paying the one-time costs of a write while the reader works), checks the rest
 as they come and holds them, compact, until the reader has ended; then it writes them, merges the footprints of the
 buildings and storeys from the reader's partial footprints (a footprint of 40,000 parts is ~34 MB in GEOS), and
@@ -30,45 +30,41 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager, nullcontext, suppress
+from collections.abc import Generator, Iterator
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from cim.bim.asset_rows import IfcSummary, Message, merged_footprint, read_rows, source_name
 from cim.bim.georef import Placement
-from cim.bim.rows import IfcSummary, Message, merged_footprint, read_rows, source_name
 from cim.errors import CimError, InvalidInput
-from cim.store import AssetBatch, Store
-from cim.store.meshes import MeshStore, MeshWriter
-from cim.store.schema import ASSET_SCHEMA
-
-__all__ = ["IfcSummary", "ingest_ifc", "source_name"]
-
-Progress = Callable[[int], None]
+from cim.model import AssetBatch
+from cim.model.schema import ASSET_SCHEMA
+from cim.model.source import Item, Marker, Progress
 
 
-def ingest_ifc(
-    store: Store,
-    path: str | Path,
-    *,
-    meshes: MeshStore | None = None,
-    placement: Placement | None = None,
-    progress: Progress | None = None,
-) -> IfcSummary:
-    """Read the IFC file at ``path`` into ``store`` (and its meshes into ``meshes``), replacing an earlier ingest
-    of the same file. A file problem (missing, not IFC, truncated, no georeference) raises before anything is
-    written; an element whose geometry fails is counted in ``failed_elements`` and kept without a mesh.
+@contextmanager
+def read_ifc(path: str | Path, *, placement: Placement | None = None, with_meshes: bool = True) -> Iterator[IfcRead]:
+    """The IFC file at ``path`` opened for reading, in the reader process: a file problem (missing, not IFC,
+    truncated, no georeference) raises here, before anything is written; an element whose geometry fails is counted
+    in ``failed_elements`` and kept without a mesh.
 
-    Python's cyclic garbage collector is paused meanwhile (for the whole process): the ingest makes many objects
-    and no cycles, and each full collection walks every object of a process that imported the store (~80,000
-    after pyarrow, pandas and DuckDB), 40-100 ms for nothing collected, at the end of the ingest where it waits.
-    Arrow allocates in the system allocator meanwhile (see :func:`_arrow_in_system_allocator`).
+    Python's cyclic garbage collector is paused while it is open (for the whole process): the ingest makes many
+    objects and no cycles, and each full collection walks every object of a process that imported the store
+    (~80,000 after pyarrow, pandas and DuckDB), 40-100 ms for nothing collected, at the end of the ingest where it
+    waits. Arrow allocates in the system allocator meanwhile (see :func:`_arrow_in_system_allocator`).
     """
+    started = time.perf_counter()
+    path = Path(path)
     with _collector_paused(), _arrow_in_system_allocator(), _native_stdout_to_stderr():
-        return _ingest(store, Path(path), meshes, placement, progress)
+        forked = "fork" in mp.get_all_start_methods()
+        with _reader(path, placement, with_meshes, forked) as messages:
+            first = next(messages)
+            if first != ("ready",):
+                raise RuntimeError(f"the IFC reader began with {first[0]!r}, not 'ready'")
+            yield IfcRead(path, messages, hold=forked, started=started)
 
 
 @contextmanager
@@ -111,53 +107,35 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _ingest(
-    store: Store, path: Path, meshes: MeshStore | None, placement: Placement | None, progress: Progress | None
-) -> IfcSummary:
-    started = time.perf_counter()
-    forked = "fork" in mp.get_all_start_methods()
-    with _reader(path, placement, meshes is not None, forked) as messages:
-        first = next(messages)
-        if first != ("ready",):
-            raise RuntimeError(f"the IFC reader began with {first[0]!r}, not 'ready'")
-        source = source_name(path)
-        mesh_context = meshes.replacing(source) if meshes is not None else nullcontext(None)
-        done: list[IfcSummary] = []
-        with mesh_context as writer:
-            batches = _asset_batches(messages, writer, progress, done, hold=forked)
-            try:
-                store.replace_source(source, batches)
-            finally:
-                batches.close()  # waits for the meshes being put in place, before the mesh transaction ends
-    summary = done[0]
-    summary.seconds = round(time.perf_counter() - started, 3)
-    return summary
+class IfcRead:
+    """One IFC file as asset and mesh batches (a :class:`~cim.model.source.SourceRead`), from the reader's messages.
 
+    With ``hold`` (the reader is a child process), the first rows are sent at once and the rest when the reader has
+    ended (see the module docstring): they are checked as they come (:class:`AssetBatch`), the last ones (with the
+    footprints) when they are sent. The meshes are sent as they come (held, they would save ~6 MB at 40,000 walls,
+    and cost small files their write at the end), and put in place while the held rows are written (DuckDB lets go
+    of the GIL while it writes); the store commits first, the meshes after it."""
 
-def _asset_batches(
-    messages: Iterator[Message],
-    writer: MeshWriter | None,
-    progress: Progress | None,
-    done: list[IfcSummary],
-    hold: bool,
-) -> Generator[AssetBatch, None, None]:
-    """The reader's asset rows as store batches, its meshes to ``writer``, its progress to ``progress`` and its
-    summary into ``done``. With ``hold`` (the reader is a child process), the first rows are written at once and
-    the rest when the reader has ended (see the module docstring): they are checked as they come
-    (:class:`AssetBatch`), the last ones (with the footprints) when they are written. The meshes are written as
-    they come (held, they would save ~6 MB at 40,000 walls, and cost small files their write at the end), and put
-    in place while the held rows are written (DuckDB lets go of the GIL while it writes); the store commits first,
-    the meshes after it."""
-    held: list[AssetBatch] = []
-    last: list[dict[str, Any]] = []
-    footprints: list[list[bytes]] = []
-    wrote = False
-    with ThreadPoolExecutor(1) as staging:
-        for message in messages:
+    derive_meshes = None  # its meshes come from the reader
+
+    def __init__(self, path: Path, messages: Iterator[Message], *, hold: bool, started: float) -> None:
+        self.path = path
+        self.source = source_name(path)
+        self._messages = messages
+        self._hold = hold
+        self._started = started
+        self._done: list[IfcSummary] = []
+
+    def items(self, progress: Progress | None) -> Generator[Item, None, None]:
+        held: list[AssetBatch] = []
+        last: list[dict[str, Any]] = []
+        footprints: list[list[bytes]] = []
+        wrote = False
+        for message in self._messages:
             tag = message[0]
             if tag == "assets":
                 batch = _asset_batch(message[1])
-                if hold and wrote:
+                if self._hold and wrote:
                     held.append(batch)
                 else:
                     yield batch
@@ -167,26 +145,31 @@ def _asset_batches(
             elif tag == "footprints":
                 footprints = message[1]
             elif tag == "meshes":
-                if writer is not None:
-                    writer.add(message[1])
+                yield message[1]
             elif tag == "progress":
                 if progress is not None:
                     progress(message[1])
             elif tag == "done":
-                done.append(message[1])
+                self._done.append(message[1])
             else:
                 raise RuntimeError(f"unknown message from the IFC reader: {tag!r}")
-        staged = staging.submit(writer.prepare) if writer is not None else None
+        yield Marker.MESHES_DONE
         while held:
             yield held.pop(0)
         merged = [merged_footprint(partials) for partials in footprints]
         while last:
             columns = last.pop(0)
-            # a building's or storey's geom is the index of its footprint (see cim.bim.rows.Message)
+            # a building's or storey's geom is the index of its footprint (see cim.bim.asset_rows.Message)
             columns["geom"] = [merged[g] if isinstance(g, int) else g for g in columns["geom"]]
             yield _asset_batch(columns)
-        if staged is not None:
-            staged.result()
+
+    def refuse_empty(self, stored: int) -> None:
+        """An IFC file always yields its site: nothing to refuse."""
+
+    def summary(self, written: int, meshes: int) -> IfcSummary:
+        summary = self._done[0]
+        summary.seconds = round(time.perf_counter() - self._started, 3)
+        return summary
 
 
 def _asset_batch(columns: dict[str, Any]) -> AssetBatch:

@@ -14,8 +14,7 @@ from cim.errors import InvalidInput
 from cim.gis.mapping import METRES_PER, MODEL_UNITS, LayerMapping
 from cim.gis.quality import Findings, areas_only, clean_geometries
 from cim.gis.readers import FeatureBatch
-from cim.model import KIND_FIELDS, Kind
-from cim.store.batch import AssetBatch
+from cim.model import KIND_FIELDS, AssetBatch, Kind
 
 OSM_TAGS = "other_tags"  # GDAL's OSM driver packs the tags it has no column for here: "k"=>"v","k2"=>"v2"
 _OSM_TAG = re.compile(r'"((?:[^"\\]|\\.)*)"=>"((?:[^"\\]|\\.)*)"')

@@ -21,9 +21,9 @@ import numpy.typing as npt
 import shapely
 
 from cim.geodesy import lonlat_to_enu
-from cim.model import Kind
-from cim.store.batch import AssetBatch
-from cim.store.meshes import MeshBatch
+from cim.model.batch import AssetBatch
+from cim.model.meshes import MeshBatch
+from cim.model.values import Kind
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

@@ -1,0 +1,114 @@
+"""One GIS layer read as asset batches: read in batches, mapped to assets (:mod:`cim.gis.feature_mapper`), checked.
+
+Writing them is :func:`cim.pipeline.ingest.write_source`'s: one transaction per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyproj import CRS
+
+from cim.errors import InvalidInput
+from cim.gis.feature_mapper import FeatureMapper, check_fields
+from cim.gis.mapping import LayerMapping
+from cim.gis.quality import REJECTING, Findings
+from cim.gis.readers import FeatureBatch, LayerInfo, open_layer
+from cim.model import AssetBatch
+from cim.model.shapes import shapes_of_batch
+from cim.model.source import Progress
+
+
+@dataclass
+class LayerSummary:
+    path: str
+    layer: str
+    crs: str
+    features_read: int = 0
+    assets: dict[str, int] = field(default_factory=dict)
+    meshes: int = 0
+    repaired: int = 0
+    rejected: int = 0
+    findings: list[dict[str, object]] = field(default_factory=list)
+
+
+def source_name(path: Path, layer: str, mapping: LayerMapping) -> str:
+    """The ``source`` of the assets from one layer read by one mapping; re-ingesting it replaces them."""
+    return f"{path.name}:{layer}:{mapping.kind}"
+
+
+@contextmanager
+def read_layer(
+    path: Path, mapping: LayerMapping, *, layer: str | None = None, crs: CRS | None = None
+) -> Iterator[LayerRead]:
+    """``path`` (one layer) opened for reading through ``mapping``: a file or mapping problem raises here, before
+    anything is written. Feature problems become findings. Its assets' 3D shapes are :mod:`cim.model.shapes`."""
+    with open_layer(path, layer=layer or mapping.layer, where=mapping.where, crs=crs) as (info, batches):
+        check_fields(mapping, info.fields, f"layer {info.layer!r} of {path}")
+        prefix = (
+            path.name.split(".")[0]
+            if layer is None and mapping.layer is None
+            else f"{path.name.split('.')[0]}:{info.layer}"
+        )
+        mapper = FeatureMapper(mapping, id_prefix=prefix, source=source_name(path, info.layer, mapping))
+        yield LayerRead(path, info, batches, mapper)
+
+
+class LayerRead:
+    """One GIS layer as asset batches (a :class:`~cim.model.source.SourceRead`)."""
+
+    derive_meshes = staticmethod(shapes_of_batch)
+
+    def __init__(self, path: Path, info: LayerInfo, batches: Iterator[FeatureBatch], mapper: FeatureMapper) -> None:
+        self.path = path
+        self.info = info
+        self.source = mapper.source
+        self._batches = batches
+        self._mapper = mapper
+        self._kept = 0
+
+    def items(self, progress: Progress | None) -> Generator[AssetBatch, None, None]:
+        for batch in self._batches:
+            assets = self._mapper.map(batch)
+            self._kept += len(assets)
+            if progress is not None:
+                progress(len(batch.attributes))
+            yield assets
+
+    def refuse_empty(self, stored: int) -> None:
+        mapper = self._mapper
+        what = f"layer {self.info.layer!r} of {self.path}"
+        check_not_empty(what, self._kept, mapper.features_read, stored, mapper.findings)
+
+    def summary(self, written: int, meshes: int) -> LayerSummary:
+        findings = self._mapper.findings
+        return LayerSummary(
+            path=str(self.path),
+            layer=self.info.layer,
+            crs=self.info.crs.to_string(),
+            features_read=self._mapper.features_read,
+            assets={str(self._mapper.mapping.kind): written} if written else {},
+            meshes=meshes,
+            repaired=findings.count("invalid_geometry_repaired"),
+            rejected=findings.count(*REJECTING),
+            findings=findings.as_list(),
+        )
+
+
+def check_not_empty(what: str, kept: int, read: int, stored: int, findings: Findings) -> None:
+    """Refuse an ingest that would write no asset where that cannot be what the user meant: features were read and
+    every one was rejected, or the store holds assets of this source that it would silently delete. (An empty file
+    for a source the store does not hold is a harmless no-op.)"""
+    if kept or (not read and not stored):
+        return
+    if read:
+        rejected = "its only feature was" if read == 1 else f"all {read:,} features were"
+        why = f"yields no valid asset: {rejected} rejected ({findings.describe()})"
+    else:
+        why = "holds no feature"
+    if stored:
+        why += f"; the {stored:,} assets stored from it are kept (cim ingest --allow-empty removes them)"
+    raise InvalidInput(what, why)

@@ -1,0 +1,138 @@
+"""The one write path: a source file into the store and its mesh file.
+
+:func:`write_source` chooses the reader for a file (:func:`file_type`: IFC, CityJSON or a GIS layer), opens it
+(a file problem raises before anything is written), and replaces what an earlier ingest of the same source wrote:
+the assets in one store transaction (:meth:`Store.replace_source`), the meshes in one mesh-file transaction
+(:meth:`MeshStore.replacing`) that commits only after the assets did. Whatever fails half-way, the store keeps what
+it held. Used by ``cim ingest`` and the server's ingest jobs (:mod:`cim.pipeline.files`) and by ``cim run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, closing, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+from pyproj import CRS
+
+from cim.errors import InvalidInput
+from cim.gis.cityjson import CityJsonSummary, is_cityjson, read_cityjson
+from cim.gis.layer import LayerSummary, read_layer
+from cim.gis.mapping import LayerMapping
+from cim.model import AssetBatch, MeshBatch
+from cim.model.source import Marker, Progress, SourceRead
+from cim.store import AssetQuery, Store
+from cim.store.meshes import MeshStore, MeshWriter
+
+if TYPE_CHECKING:
+    from cim.bim.asset_rows import IfcSummary
+    from cim.bim.georef import Placement
+
+FileType = Literal["gis", "cityjson", "ifc"]
+Summary: TypeAlias = "LayerSummary | CityJsonSummary | IfcSummary"
+IFC_SUFFIXES = (".ifc", ".ifczip")
+
+
+def file_type(path: Path) -> FileType:
+    """How a file is read: IFC by its suffix, CityJSON by its name or first bytes, else a GIS layer."""
+    if path.suffix.lower() in IFC_SUFFIXES:
+        return "ifc"
+    return "cityjson" if is_cityjson(path) else "gis"
+
+
+def write_source(
+    store: Store,
+    path: str | Path,
+    *,
+    type: FileType | None = None,
+    mapping: LayerMapping | None = None,
+    layer: str | None = None,
+    crs: CRS | None = None,
+    placement: Placement | None = None,
+    meshes: MeshStore | None = None,
+    progress: Progress | None = None,
+    allow_empty: bool = False,
+) -> Summary:
+    """Read ``path`` (as ``type``, or as :func:`file_type` says) into ``store`` and its shapes into ``meshes``,
+    replacing what an earlier ingest of the same source wrote. A GIS layer is read through ``mapping`` (its
+    ``layer``, in ``crs`` when the file does not say); an IFC file placed at ``placement`` when it has no
+    georeference of its own. A GIS layer or CityJSON file that yields no valid asset is refused (see
+    :func:`cim.gis.layer.check_not_empty`) unless ``allow_empty``: then it empties the source."""
+    opened: AbstractContextManager[SourceRead[Summary]]
+    path = Path(path)
+    kind = type or file_type(path)
+    if kind == "ifc":
+        from cim.bim.source import read_ifc  # ifcopenshell loads only when an IFC file is given
+
+        opened = read_ifc(path, placement=placement, with_meshes=meshes is not None)
+    elif kind == "cityjson":
+        opened = read_cityjson(path, crs=crs)
+    elif mapping is None:
+        raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
+    else:
+        opened = read_layer(path, mapping, layer=layer, crs=crs)
+    with opened as read:
+        return _write(store, read, meshes=meshes, progress=progress, allow_empty=allow_empty)
+
+
+def _write(
+    store: Store,
+    read: SourceRead[Summary],
+    *,
+    meshes: MeshStore | None = None,
+    progress: Progress | None = None,
+    allow_empty: bool = False,
+) -> Summary:
+    """Write an opened source: its assets in one store transaction, its meshes in one mesh-file transaction that
+    commits after it, and its summary. Meshes made from the assets (:attr:`SourceRead.derive_meshes`) are made and
+    staged on a second thread while the store writes the assets: numpy, GEOS and DuckDB release the GIL, so the two
+    overlap on two cores; one batch in flight keeps memory bounded."""
+    stored = 0 if allow_empty else store.count_assets(AssetQuery(where={"source": read.source}))
+    with _mesh_writer(meshes, read.source) as writer, ThreadPoolExecutor(1) as staging:
+        pending: list[Future[None]] = []
+
+        def assets() -> Generator[AssetBatch, None, None]:
+            with closing(read.items(progress)) as items:
+                for item in items:
+                    if isinstance(item, AssetBatch):
+                        if writer is not None and read.derive_meshes is not None:
+                            _wait(pending)
+                            pending.append(staging.submit(_stage, writer, read.derive_meshes, item))
+                        yield item
+                    elif isinstance(item, MeshBatch):
+                        if writer is not None:
+                            writer.add(item)
+                    elif item is Marker.MESHES_DONE and writer is not None:
+                        pending.append(staging.submit(writer.prepare))
+            if not allow_empty:  # raised inside the store's transaction, so its DELETE is rolled back too
+                read.refuse_empty(stored)
+            if read.derive_meshes is None:
+                _wait(pending)  # the meshes were put in place while the last assets were written
+
+        batches = assets()
+        try:
+            written = store.replace_source(read.source, batches)
+        finally:
+            batches.close()  # the reader stops, and a staged put-in-place is waited for, before the meshes' block ends
+        _wait(pending)
+    return read.summary(written, writer.written if writer is not None else 0)
+
+
+def _stage(writer: MeshWriter, derive: Callable[[AssetBatch], MeshBatch], assets: AssetBatch) -> None:
+    writer.add(derive(assets))
+
+
+def _wait(pending: list[Future[None]]) -> None:
+    while pending:
+        pending.pop(0).result()
+
+
+@contextmanager
+def _mesh_writer(meshes: MeshStore | None, source: str) -> Iterator[MeshWriter | None]:
+    if meshes is None:
+        yield None
+        return
+    with meshes.replacing(source) as writer:
+        yield writer
