@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 import duckdb
@@ -54,6 +54,18 @@ WRITE_CHUNK = 1 << 20
 TILESET_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}){0,2}")
 #: Seconds a job waits for the mesh file while a request has it open read-only (a preview picture).
 MESH_OPEN_WAIT_S = 10.0
+
+
+_Held = TypeVar("_Held")
+
+
+def _held(lock: threading.Lock, table: dict[str, _Held], key: str, what: str, why: str) -> _Held:
+    """``table[key]``, read under ``lock``; a key it does not hold is :class:`NotFound` saying ``why`` it may not."""
+    with lock:
+        found = table.get(key)
+    if found is None:
+        raise NotFound(f"{what} {key[:40]!r}", f"is not on this server ({why})")
+    return found
 
 
 class QueueFull(StoreUnavailable):
@@ -169,11 +181,7 @@ class Uploads:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _get(self, upload_id: str) -> Upload:
-        with self._lock:
-            upload = self._uploads.get(upload_id)
-        if upload is None:
-            raise NotFound(f"upload {upload_id[:40]!r}", "is not on this server (expired, or taken by a job)")
-        return upload
+        return _held(self._lock, self._uploads, upload_id, "upload", "expired, or taken by a job")
 
     def _discard(self, folder: Path, target: Path, beside: str | None) -> None:
         if beside is None:
@@ -291,11 +299,7 @@ class JobRunner:
         return job
 
     def get(self, job_id: str) -> Job:
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            raise NotFound(f"job {job_id[:40]!r}", "is not on this server (unknown, or forgotten after a restart)")
-        return job
+        return _held(self._lock, self._jobs, job_id, "job", "unknown, or forgotten after a restart")
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
+from cim.progress import write_error_line
 from cim.settings import StoreSettings
 
 #: Tables and messages (stdout).
@@ -53,6 +53,5 @@ def print_json(value: Any) -> None:
 
 
 def print_error(message: str) -> None:
-    """``error: <message>`` on one line of stderr, whatever its length, nothing in it read as rich markup (a path
-    such as ``[old] roads.gpkg``)."""
-    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    """``error: <message>`` on one line of stderr."""
+    write_error_line(err_console, message)

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pyproj import CRS
-from rich.console import Console
 from rich.progress import Progress
-from rich.text import Text
 
 from cim.errors import CimError
 from cim.gis.mapping import LayerMapping
 from cim.pipeline.ingest import file_type, write_source
+from cim.progress import write_error_line
 from cim.store import Store
 from cim.store.meshes import MeshStore
 
@@ -87,7 +86,7 @@ def _ingest_one(
         result = write_source(
             store,
             path,
-            type="cityjson" if file_type(path) == "cityjson" else "gis",
+            read_as="cityjson" if file_type(path) == "cityjson" else "gis",
             mapping=mapping,
             layer=layer or None,
             crs=crs,
@@ -97,7 +96,7 @@ def _ingest_one(
         )
     except CimError as exc:
         entry["error"] = str(exc)
-        print_error(progress.console, str(exc))
+        write_error_line(progress.console, str(exc))
         return entry
     finally:
         progress.update(task, total=progress.tasks[task].completed)
@@ -120,7 +119,7 @@ def _ingest_ifc_one(
             write_source(
                 store,
                 path,
-                type="ifc",
+                read_as="ifc",
                 meshes=meshes,
                 placement=placement,
                 progress=lambda n: progress.advance(task, n),
@@ -128,7 +127,7 @@ def _ingest_ifc_one(
         )
     except CimError as exc:
         entry["error"] = f"file {path}: {exc}" if str(path) not in str(exc) else str(exc)
-        print_error(progress.console, entry["error"])
+        write_error_line(progress.console, entry["error"])
         return entry
     finally:
         progress.update(task, total=progress.tasks[task].completed)
@@ -140,9 +139,3 @@ def _ingest_ifc_one(
     for failure in result.failed[:5]:
         entry["findings"].append({"rule": "geometry_failed", "count": 1, "examples": [failure["id"]]})
     return entry
-
-
-def print_error(out: Console, message: str) -> None:
-    """``error: <message>`` as one line, whatever its length, and with no part of it read as rich markup (a file
-    named ``[old] roads.geojson``)."""
-    out.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)

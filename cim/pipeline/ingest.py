@@ -46,7 +46,7 @@ def write_source(
     store: Store,
     path: str | Path,
     *,
-    type: FileType | None = None,
+    read_as: FileType | None = None,
     mapping: LayerMapping | None = None,
     layer: str | None = None,
     crs: CRS | None = None,
@@ -55,14 +55,14 @@ def write_source(
     progress: Progress | None = None,
     allow_empty: bool = False,
 ) -> Summary:
-    """Read ``path`` (as ``type``, or as :func:`file_type` says) into ``store`` and its shapes into ``meshes``,
+    """Read ``path`` (as ``read_as``, or as :func:`file_type` says) into ``store`` and its shapes into ``meshes``,
     replacing what an earlier ingest of the same source wrote. A GIS layer is read through ``mapping`` (its
     ``layer``, in ``crs`` when the file does not say); an IFC file placed at ``placement`` when it has no
     georeference of its own. A GIS layer or CityJSON file that yields no valid asset is refused (see
     :func:`cim.gis.layer.check_not_empty`) unless ``allow_empty``: then it empties the source."""
     opened: AbstractContextManager[SourceRead[Summary]]
     path = Path(path)
-    kind = type or file_type(path)
+    kind = read_as or file_type(path)
     if kind == "ifc":
         from cim.bim.source import read_ifc  # ifcopenshell loads only when an IFC file is given
 

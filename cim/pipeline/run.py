@@ -324,7 +324,7 @@ def _write(
         from cim.bim.georef import Placement
 
         placement = Placement(*source.place) if source.place is not None else None
-        ifc = write_source(store, path, type="ifc", meshes=meshes, placement=placement, progress=advance)
+        ifc = write_source(store, path, read_as="ifc", meshes=meshes, placement=placement, progress=advance)
         assert isinstance(ifc, IfcSummary)
         return (
             ifc_source_name(path),
@@ -333,12 +333,12 @@ def _write(
         )
     crs = parse_crs(source.crs) if source.crs else None
     if isinstance(source, CityJsonSource):
-        city = write_source(store, path, type="cityjson", crs=crs, meshes=meshes, progress=advance)
+        city = write_source(store, path, read_as="cityjson", crs=crs, meshes=meshes, progress=advance)
         assert isinstance(city, CityJsonSummary)
         return f"{path.name}:cityjson", city.assets, {"height_datum": city.height_datum}
     mapping = _mapping(pipeline, source, path)
     summary = write_source(
-        store, path, type="gis", mapping=mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance
+        store, path, read_as="gis", mapping=mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance
     )
     assert isinstance(summary, LayerSummary)
     details = {

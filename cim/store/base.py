@@ -64,6 +64,21 @@ class AssetQuery:
             raise InvalidInput("limit/offset", "must not be negative")
 
 
+class ClosedOnExit:
+    """A store that is closed when the ``with`` block holding it ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 class Store(Protocol):
     """A place the city model lives. Backends: :mod:`cim.store.duckdb` and :mod:`cim.store.postgis`."""
 

@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import duckdb
 import numpy as np
@@ -25,6 +23,7 @@ import pyarrow as pa
 
 from cim.errors import InvalidInput, StoreError, StoreUnavailable
 from cim.model import MeshBatch
+from cim.store.base import ClosedOnExit
 
 # One row per asset: replacing() deletes an id before writing it again, so no index is needed to keep ids unique
 # (an ART primary key made a million-mesh load 40% slower and much larger in memory). A row whose ``token`` is set
@@ -114,7 +113,7 @@ class MeshWriter:
         self.written += len(batch)
 
 
-class MeshStore:
+class MeshStore(ClosedOnExit):
     """The mesh file of one store. Open read-only to share it between tiling processes.
 
     >>> import tempfile, os
@@ -163,14 +162,6 @@ class MeshStore:
 
     def close(self) -> None:
         self._con.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def replacing(self, source: str) -> Iterator[MeshWriter]:

@@ -12,14 +12,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pyarrow as pa
 
 from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.model.schema import ASSET_SCHEMA
-from cim.store.base import AssetQuery, BBox, Store
+from cim.store.base import AssetQuery, BBox, ClosedOnExit, Store
 from cim.store.migrations import Database, Upgrade
 from cim.store.sql import Dialect
 
@@ -49,7 +49,7 @@ _ALERT_COLUMNS = ", ".join(ALERTS_SCHEMA.names)
 _VERSION_KEY = "assets_version"
 
 
-class SqlStore(ABC):
+class SqlStore(ClosedOnExit, ABC):
     """Shared implementation of :class:`cim.store.base.Store` over a SQL connection."""
 
     dialect: Dialect
@@ -235,11 +235,11 @@ class SqlStore(ABC):
         meta = dict(zip(rows.column("key").to_pylist(), rows.column("value").to_pylist(), strict=True))
         return meta.get(stamp_key), f"{meta.get(_VERSION_KEY, '0')}:{digest}"
 
-    def _lock_derived(self, stamp_key: str) -> None:  # noqa: B027  (an optional hook, not abstract)
+    def _lock_derived(self, stamp_key: str) -> None:
         """Inside the rebuild's transaction: keep other processes' rebuilds of the same table out until it ends
         (a backend whose writes are serialised already needs nothing)."""
 
-    def _derived(self, name: str) -> None:  # noqa: B027  (an optional hook, not abstract)
+    def _derived(self, name: str) -> None:
         """Called inside the transaction that rebuilt the derived table ``name``."""
 
     def _assets_changed(self) -> None:
@@ -324,21 +324,13 @@ class SqlStore(ABC):
     def _changing(self, what: str) -> AbstractContextManager[None]:
         return _ChangeGuard(self, what)
 
-    def _changed(self) -> None:  # noqa: B027  (an optional hook, not abstract)
+    def _changed(self) -> None:
         """Called after a committed change to assets; backends drop caches here."""
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         """Whether ``exc``, raised inside a change, means the database went away (a server restart, a lost
         connection): the change is then reported as :class:`StoreUnavailable`, which callers may retry."""
         return False
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class _ChangeGuard(AbstractContextManager[None]):

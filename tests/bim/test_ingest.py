@@ -63,7 +63,7 @@ def test_georeferenced_file_ingests_all_products_near_its_reference(
 ) -> None:
     path = data_dir / "ifc" / name
     model = ifcopenshell.open(str(path))
-    summary = write_source(store, path, type="ifc", meshes=meshes)
+    summary = write_source(store, path, read_as="ifc", meshes=meshes)
     assert sum(summary.assets.values()) == expected_count(model)
     assert store.count_assets(AssetQuery()) == expected_count(model)
     lon, lat = expected_lonlat(model)
@@ -80,9 +80,9 @@ def test_file_without_usable_georeference_fails_clearly_then_ingests_with_placem
 ) -> None:
     path = data_dir / "ifc" / name
     with pytest.raises(InvalidInput, match="georeference — none usable"):
-        write_source(store, path, type="ifc", meshes=meshes)
+        write_source(store, path, read_as="ifc", meshes=meshes)
     assert store.count_assets(AssetQuery()) == 0
-    summary = write_source(store, path, type="ifc", meshes=meshes, placement=Placement(121.5, 31.2, 4.0))
+    summary = write_source(store, path, read_as="ifc", meshes=meshes, placement=Placement(121.5, 31.2, 4.0))
     assert summary.georeference["method"] == "placement"
     assert sum(summary.assets.values()) == expected_count(ifcopenshell.open(str(path)))
     # elements only: PR-Twin places its IfcSite/IfcBuilding ~3,000 km from its elements (a quirk of that export)
@@ -92,7 +92,7 @@ def test_file_without_usable_georeference_fails_clearly_then_ingests_with_placem
 
 def test_drainage_rc3_pipes_and_chambers(data_dir: Path, store: Store, meshes: MeshStore) -> None:
     path = data_dir / "ifc" / "DrainageSystem-1-2.ifc"
-    summary = write_source(store, path, type="ifc", meshes=meshes, placement=Placement(24.94, 60.17, 20.0))
+    summary = write_source(store, path, read_as="ifc", meshes=meshes, placement=Placement(24.94, 60.17, 20.0))
     assert summary.declared_schema == "IFC4X3_RC3" and summary.schema == "IFC4X3_ADD2"
     pipes = store.find_assets(AssetQuery(kinds=(Kind.PIPE,)))
     nodes = store.find_assets(AssetQuery(kinds=(Kind.NODE,)))
@@ -119,7 +119,7 @@ def test_lift_in_generated_model_has_install_date_and_parent_chain(
     schema: str, tmp_path: Path, store: Store, meshes: MeshStore
 ) -> None:
     path = write_model(tmp_path, schema)
-    write_source(store, path, type="ifc", meshes=meshes)
+    write_source(store, path, read_as="ifc", meshes=meshes)
     (lift,) = store.find_assets(AssetQuery(kinds=(Kind.LIFT,)))
     assert lift.install_date is not None and lift.install_date.year == (2003 if schema == "IFC2X3" else 2009)
     chain = []
@@ -134,7 +134,7 @@ def test_lift_in_generated_model_has_install_date_and_parent_chain(
 
 
 def test_element_whose_geometry_fails_is_counted_and_kept(data_dir: Path, store: Store, meshes: MeshStore) -> None:
-    summary = write_source(store, data_dir / "ifc" / "geographic-referencing.ifc", type="ifc", meshes=meshes)
+    summary = write_source(store, data_dir / "ifc" / "geographic-referencing.ifc", read_as="ifc", meshes=meshes)
     assert summary.failed_elements == 1 and summary.failed[0]["id"] == "0rBru4syGxGOZb$M8kVJuS"
     assert store.get_asset("0rBru4syGxGOZb$M8kVJuS").geom is not None
 
@@ -152,7 +152,7 @@ def test_bad_input_fails_clearly_and_keeps_earlier_ingest(
     meshes: MeshStore,
 ) -> None:  # fmt: skip
     good = write_model(tmp_path, "IFC4")
-    write_source(store, good, type="ifc", meshes=meshes)
+    write_source(store, good, read_as="ifc", meshes=meshes)
     before, meshes_before = store.count_assets(AssetQuery()), meshes.count()
     bad = tmp_path / "bad.ifc"
     if content == "truncate":
@@ -160,15 +160,15 @@ def test_bad_input_fails_clearly_and_keeps_earlier_ingest(
     elif isinstance(content, bytes):
         bad.write_bytes(content)
     with pytest.raises(error, match=match):
-        write_source(store, bad, type="ifc", meshes=meshes)
+        write_source(store, bad, read_as="ifc", meshes=meshes)
     assert store.count_assets(AssetQuery()) == before and meshes.count() == meshes_before
 
 
 def test_reingest_replaces_the_source(tmp_path: Path, store: Store, meshes: MeshStore) -> None:
     path = write_model(tmp_path, "IFC4", walls=3)
-    write_source(store, path, type="ifc", meshes=meshes)
+    write_source(store, path, read_as="ifc", meshes=meshes)
     write_model(tmp_path, "IFC4", walls=1)
-    summary = write_source(store, path, type="ifc", meshes=meshes)
+    summary = write_source(store, path, read_as="ifc", meshes=meshes)
     assert store.count_assets(AssetQuery()) == sum(summary.assets.values()) == 5
     assert summary.meshes == meshes.count() == 2
     assert source_name(path) == "generated-IFC4.ifc:ifc"
@@ -178,7 +178,7 @@ def test_reingest_replaces_the_source(tmp_path: Path, store: Store, meshes: Mesh
 def test_building_and_storey_get_the_footprint_of_their_elements(
     kind: Kind, tmp_path: Path, store: Store, meshes: MeshStore
 ) -> None:
-    write_source(store, write_model(tmp_path, "IFC4", walls=3, lifts=1), type="ifc", meshes=meshes)
+    write_source(store, write_model(tmp_path, "IFC4", walls=3, lifts=1), read_as="ifc", meshes=meshes)
     parts = store.find_assets(AssetQuery(kinds=(Kind.ELEMENT, Kind.LIFT)))
     (asset,) = store.find_assets(AssetQuery(kinds=(kind,)))
     assert asset.geom is not None and asset.geom.geom_type == "MultiPolygon"  # three walls and a lift apart
@@ -218,7 +218,7 @@ def test_footprint_folded_during_a_long_ingest_covers_every_part(
 
     from cim.bim.asset_rows import footprint
 
-    write_source(store, write_model(tmp_path, "IFC4", walls=1200, lifts=0), type="ifc", meshes=meshes)
+    write_source(store, write_model(tmp_path, "IFC4", walls=1200, lifts=0), read_as="ifc", meshes=meshes)
     parts = np.array([a.geom for a in store.find_assets(AssetQuery(kinds=(Kind.ELEMENT,)))], dtype=object)
     (building,) = store.find_assets(AssetQuery(kinds=(Kind.BUILDING,)))
     assert len(parts) == 1200 and building.geom is not None
@@ -226,7 +226,7 @@ def test_footprint_folded_during_a_long_ingest_covers_every_part(
 
 
 def test_building_footprint_of_a_real_model_is_one_polygon(data_dir: Path, store: Store, meshes: MeshStore) -> None:
-    write_source(store, data_dir / "ifc" / "AC20-FZK-Haus.ifc", type="ifc", meshes=meshes)
+    write_source(store, data_dir / "ifc" / "AC20-FZK-Haus.ifc", read_as="ifc", meshes=meshes)
     (building,) = store.find_assets(AssetQuery(kinds=(Kind.BUILDING,)))
     assert building.geom is not None and building.geom.geom_type == "Polygon"
     walls = [
@@ -248,7 +248,7 @@ def test_ifc2x3_epset_map_conversion_places_the_model(tmp_path: Path, store: Sto
     ifcopenshell.api.pset.edit_pset(model, pset=crs, properties={"Name": "EPSG:32651"})
     path = tmp_path / "epset.ifc"
     model.write(str(path))
-    summary = write_source(store, path, type="ifc", meshes=meshes)
+    summary = write_source(store, path, read_as="ifc", meshes=meshes)
     lon, lat = Transformer.from_crs("EPSG:32651", "EPSG:4326", always_xy=True).transform(355_000.0, 3_452_000.0)
     assert summary.georeference["method"] == "epset_map_conversion"
     assert summary.georeference["lon"] == pytest.approx(lon, abs=1e-5)
@@ -260,9 +260,9 @@ def test_ifczip_ingests_like_the_file_it_holds(tmp_path: Path, data_dir: Path, s
     zipped = tmp_path / "AC20-FZK-Haus.ifczip"
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(plain, "AC20-FZK-Haus.ifc")
-    from_zip = write_source(store, zipped, type="ifc", meshes=meshes)
+    from_zip = write_source(store, zipped, read_as="ifc", meshes=meshes)
     assert store.count_assets(AssetQuery(where={"source": source_name(zipped)})) == sum(from_zip.assets.values())
-    from_file = write_source(store, plain, type="ifc", meshes=meshes)  # the same GlobalIds: it takes the assets over
+    from_file = write_source(store, plain, read_as="ifc", meshes=meshes)  # the same GlobalIds: it takes the assets over
     assert from_zip.assets == from_file.assets and from_zip.meshes == from_file.meshes > 0
     assert from_zip.georeference == from_file.georeference
 
@@ -305,7 +305,7 @@ def test_reader_process_that_dies_is_one_files_error_and_keeps_earlier_ingest(
     import cim.bim.source as ingest
 
     path = write_model(tmp_path, "IFC4", walls=walls)
-    write_source(store, path, type="ifc", meshes=meshes)
+    write_source(store, path, read_as="ifc", meshes=meshes)
     before, meshes_before = store.count_assets(AssetQuery()), meshes.count()
     read_rows = ingest.read_rows
 
@@ -317,7 +317,7 @@ def test_reader_process_that_dies_is_one_files_error_and_keeps_earlier_ingest(
 
     monkeypatch.setattr(ingest, "read_rows", dies_midway)
     with pytest.raises(InvalidInput, match=r"generated-IFC4\.ifc — the IFC reader process ended unexpectedly"):
-        write_source(store, path, type="ifc", meshes=meshes)
+        write_source(store, path, read_as="ifc", meshes=meshes)
     assert store.count_assets(AssetQuery()) == before and meshes.count() == meshes_before
 
 
@@ -336,7 +336,7 @@ def test_an_unexpected_error_in_the_reader_is_one_files_error(
 
     monkeypatch.setattr(ingest, "read_rows", fails)
     with pytest.raises(InvalidInput, match=r"generated-IFC4\.ifc — could not be read: ValueError: an attribute") as exc:
-        write_source(store, path, type="ifc", meshes=meshes)
+        write_source(store, path, read_as="ifc", meshes=meshes)
     assert "Traceback" in "".join(exc.value.__notes__)
     assert store.count_assets(AssetQuery()) == 0
 
@@ -362,7 +362,7 @@ def test_a_failed_write_stops_the_reader_and_its_geometry_children(
 
     monkeypatch.setattr(store, "replace_source", fails_after_one_batch)
     with pytest.raises(RuntimeError, match="the disk is full"):
-        write_source(store, path, type="ifc", meshes=meshes)
+        write_source(store, path, read_as="ifc", meshes=meshes)
     assert len(groups) == 1
     deadline = time.monotonic() + 10  # a killed process takes a moment to go
     while _processes_in_group(groups[0]) and time.monotonic() < deadline:
@@ -379,12 +379,12 @@ def test_without_fork_the_reader_runs_in_this_process_with_the_same_result(
     import cim.bim.source as ingest
 
     path = write_model(tmp_path, "IFC4", walls=40, lifts=2)
-    forked = write_source(store, path, type="ifc", meshes=meshes)
+    forked = write_source(store, path, read_as="ifc", meshes=meshes)
     assets = {a.id: a for a in store.find_assets(AssetQuery())}
     no_fork = SimpleNamespace(get_all_start_methods=lambda: ["spawn"], get_context=multiprocessing.get_context)
     monkeypatch.setattr(ingest, "mp", no_fork)
     monkeypatch.setattr(ingest, "_read_and_send", None)  # a child process would fail
-    in_process = write_source(store, path, type="ifc", meshes=meshes)
+    in_process = write_source(store, path, read_as="ifc", meshes=meshes)
     assert (in_process.assets, in_process.meshes, in_process.failed) == (forked.assets, forked.meshes, forked.failed)
     again = {a.id: a for a in store.find_assets(AssetQuery())}
     assert again.keys() == assets.keys()

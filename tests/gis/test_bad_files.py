@@ -240,7 +240,7 @@ REFUSED: dict[str, tuple[Make, str]] = {
 
 def ingest(store: Store, meshes: MeshStore, path: Path) -> Any:
     if is_cityjson(path):
-        return write_source(store, path, type="cityjson", meshes=meshes)
+        return write_source(store, path, read_as="cityjson", meshes=meshes)
     return write_source(store, path, mapping=STOPS, meshes=meshes)
 
 

@@ -27,7 +27,7 @@ def delft(data_dir: Path) -> dict[str, Any]:
 
 def test_delft_city_objects_become_assets_with_kinds_and_meshes(store: Store, tmp_path: Path, data_dir: Path) -> None:
     with MeshStore(tmp_path / "m.duckdb") as meshes:
-        summary = write_source(store, data_dir / "cityjson/delft.city.json", type="cityjson", meshes=meshes)
+        summary = write_source(store, data_dir / "cityjson/delft.city.json", read_as="cityjson", meshes=meshes)
         assert summary.features_read == 570 and summary.meshes == 570
         assert summary.assets == {
             "bridge": 3, "building": 160, "element": 54, "land_use": 81, "road": 143, "vegetation": 126, "water": 3
@@ -45,7 +45,7 @@ def test_delft_city_objects_become_assets_with_kinds_and_meshes(store: Store, tm
 
 
 def test_a_known_building_lies_where_rd_new_says_within_a_metre(store: Store, data_dir: Path) -> None:
-    write_source(store, data_dir / "cityjson/delft.city.json", type="cityjson")
+    write_source(store, data_dir / "cityjson/delft.city.json", read_as="cityjson")
     document = delft(data_dir)
     scale, translate = np.array(document["transform"]["scale"]), np.array(document["transform"]["translate"])
     object_id, city_object = next((k, v) for k, v in document["CityObjects"].items() if v["type"] == "Building")
@@ -62,9 +62,9 @@ def test_a_known_building_lies_where_rd_new_says_within_a_metre(store: Store, da
 def test_rotterdam_lod2_without_crs_needs_one_and_then_ingests(store: Store, data_dir: Path) -> None:
     path = data_dir / "cityjson/rotterdam_subset.city.json"
     with pytest.raises(InvalidInput, match="no metadata.referenceSystem; give its CRS with --crs"):
-        write_source(store, path, type="cityjson")
+        write_source(store, path, read_as="cityjson")
     assert store.count_by_kind() == {}
-    summary = write_source(store, path, type="cityjson", crs=parse_crs("EPSG:7415"))
+    summary = write_source(store, path, read_as="cityjson", crs=parse_crs("EPSG:7415"))
     assert summary.assets == {"building": 16}
     buildings = store.find_assets(AssetQuery(ids=["rotterdam_subset:{CD98680D-A8DD-4106-A18E-15EE2A908D75}"]))
     assert buildings and buildings[0].props["cityjson.lod"] == "2"
@@ -95,11 +95,11 @@ def test_a_feature_stream_gives_the_same_assets_as_the_file(store: Store, tmp_pa
         )
     stream = tmp_path / "delft.city.jsonl"
     stream.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = write_source(store, stream, type="cityjson")
+    summary = write_source(store, stream, read_as="cityjson")
     assert summary.features_read == 40
     whole = tmp_path / "whole.city.json"
     whole.write_text(json.dumps(document), encoding="utf-8")
-    write_source(store, whole, type="cityjson")
+    write_source(store, whole, read_as="cityjson")
     for object_id in list(document["CityObjects"])[:40]:
         a, b = store.get_asset(f"delft:{object_id}"), store.get_asset(f"whole:{object_id}")
         assert a.geom is not None and b.geom is not None
@@ -140,7 +140,7 @@ def test_cityjson_1_0_with_real_coordinates_and_urn_crs(store: Store, tmp_path: 
     }
     path = tmp_path / "old.json"
     path.write_text(json.dumps(document), encoding="utf-8")
-    summary = write_source(store, path, type="cityjson")
+    summary = write_source(store, path, read_as="cityjson")
     asset = store.get_asset("old:b1")
     assert summary.version == "1.0"
     assert asset.height_m == 8.0 and asset.storeys == 3 and asset.install_date is not None
@@ -164,7 +164,7 @@ def test_bad_cityjson_is_one_clear_error_and_writes_nothing(
     path = tmp_path / "bad.city.json"
     path.write_bytes(content)
     with pytest.raises(InvalidInput, match=message):
-        write_source(store, path, type="cityjson", crs=parse_crs("EPSG:7415"))
+        write_source(store, path, read_as="cityjson", crs=parse_crs("EPSG:7415"))
     assert store.count_by_kind() == {}
 
 
@@ -210,7 +210,7 @@ def with_index(index: Any) -> list[list[list[Any]]]:
 def test_a_negative_or_missing_vertex_index_rejects_its_object_and_names_it(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "cubes.city.json"
     path.write_text(json.dumps(cubes(CUBE, with_index(-5), with_index(8), with_index(1.5))), encoding="utf-8")
-    summary = write_source(store, path, type="cityjson")
+    summary = write_source(store, path, read_as="cityjson")
     assert summary.assets == {"building": 1} and summary.rejected == 3
     assert {(f["rule"], tuple(f["examples"])) for f in summary.findings} == {  # type: ignore[arg-type]
         ("bad_vertex_index:negative", ("cubes:b2",)),
@@ -235,6 +235,6 @@ def test_a_negative_index_in_a_feature_stream_does_not_take_the_previous_feature
         )
     path = tmp_path / "stream.city.jsonl"
     path.write_text("\n".join(lines), encoding="utf-8")
-    summary = write_source(store, path, type="cityjson")  # shifted by 8, -5 would have become 3: a vertex of "first"
+    summary = write_source(store, path, read_as="cityjson")  # shifted by 8, -5 would have become 3: a vertex of "first"
     assert summary.assets == {"building": 1}
     assert summary.findings == [{"rule": "bad_vertex_index:negative", "count": 1, "examples": ["stream:second"]}]

@@ -46,7 +46,7 @@ MAPPING = LayerMapping(
 def haus(store: Store, tmp_path: Path, data_dir: Path) -> tuple[MeshStore, shapely.Geometry]:
     """The FZK-Haus ingested with its meshes, and the footprint of its elements."""
     meshes = MeshStore(tmp_path / "meshes.duckdb")
-    write_source(store, data_dir / FZK, type="ifc", meshes=meshes)
+    write_source(store, data_dir / FZK, read_as="ifc", meshes=meshes)
     elements = store.find_assets(AssetQuery(where={"source": "AC20-FZK-Haus.ifc:ifc"}))
     hull = shapely.union_all(
         [a.geom for a in elements if a.geom is not None and a.geom.area > 0 and a.kind is Kind.ELEMENT]
