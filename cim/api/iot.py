@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, WebSocketDisconnect, WebSocketException, status
+from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect, WebSocketException, status
 
 from cim.api.deps import ResourcesDep, json_body, require_write_token
 from cim.api.schemas import (
@@ -30,7 +30,6 @@ from cim.api.schemas import (
 )
 from cim.errors import InvalidInput
 from cim.iot.live import alert_dict
-from cim.iot.mqtt import Backpressure
 from cim.iot.service import IotService
 from cim.model import Reading
 
@@ -117,10 +116,7 @@ async def post_readings(iot: Iot, body: Annotated[Any, Depends(json_body)]) -> d
     items = body if isinstance(body, list) else [body]
     if not items or len(items) > MAX_POST_READINGS:
         raise InvalidInput("readings", f"send between 1 and {MAX_POST_READINGS:,} readings, got {len(items):,}")
-    try:
-        accepted, dropped, messages = iot.ingest_items(items)
-    except Backpressure as exc:
-        raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
+    accepted, dropped, messages = iot.ingest_items(items)  # Backpressure is a StoreUnavailable: 503, Retry-After
     if not accepted:
         raise InvalidInput("readings", "none accepted: " + "; ".join(messages))
     return {"accepted": accepted, "dropped": dropped, "errors": messages}
