@@ -90,6 +90,7 @@ _INGEST = (
 import json, resource, sys, time
 from pathlib import Path
 from cim.pipeline.ingest import write_source
+import cim.bim.source  # write_source loads the IFC reader on first use: imports are excluded from the timing
 from cim.bim.georef import Placement
 from cim.store import open_store
 from cim.store.meshes import MeshStore

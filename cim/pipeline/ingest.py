@@ -15,20 +15,20 @@ from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from pyproj import CRS
-
 from cim.errors import InvalidInput
-from cim.gis.cityjson import CityJsonSummary, is_cityjson, read_cityjson
-from cim.gis.layer import LayerSummary, read_layer
-from cim.gis.mapping import LayerMapping
 from cim.model import AssetBatch, MeshBatch
 from cim.model.source import Marker, Progress, SourceRead
 from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore, MeshWriter
 
 if TYPE_CHECKING:
+    from pyproj import CRS
+
     from cim.bim.asset_rows import IfcSummary
     from cim.bim.georef import Placement
+    from cim.gis.cityjson import CityJsonSummary
+    from cim.gis.layer import LayerSummary
+    from cim.gis.mapping import LayerMapping
 
 FileType = Literal["gis", "cityjson", "ifc"]
 Summary: TypeAlias = "LayerSummary | CityJsonSummary | IfcSummary"
@@ -39,6 +39,8 @@ def file_type(path: Path) -> FileType:
     """How a file is read: IFC by its suffix, CityJSON by its name or first bytes, else a GIS layer."""
     if path.suffix.lower() in IFC_SUFFIXES:
         return "ifc"
+    from cim.gis.cityjson import is_cityjson  # GDAL and geopandas load only for a GIS or CityJSON file
+
     return "cityjson" if is_cityjson(path) else "gis"
 
 
@@ -68,10 +70,14 @@ def write_source(
 
         opened = read_ifc(path, placement=placement, with_meshes=meshes is not None)
     elif kind == "cityjson":
+        from cim.gis.cityjson import read_cityjson
+
         opened = read_cityjson(path, crs=crs)
     elif mapping is None:
         raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
     else:
+        from cim.gis.layer import read_layer
+
         opened = read_layer(path, mapping, layer=layer, crs=crs)
     with opened as read:
         return _write(store, read, meshes=meshes, progress=progress, allow_empty=allow_empty)
