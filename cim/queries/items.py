@@ -62,7 +62,7 @@ def find_features(store: Store, query: ItemsQuery) -> FeaturePage:
         limit=query.limit,
         offset=query.offset,
     )
-    return FeaturePage(assets=batch.to_assets(), more=more)
+    return FeaturePage(assets=[] if batch is None else batch.to_assets(), more=more)
 
 
 def parse_datetime(text: str) -> tuple[date | None, date | None]:

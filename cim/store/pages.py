@@ -24,10 +24,10 @@ def feature_page(
     sortby: Sequence[tuple[str, bool]] = (),
     limit: int,
     offset: int = 0,
-) -> tuple[AssetBatch, bool]:
+) -> tuple[AssetBatch | None, bool]:
     """The assets ``query`` selects, installed in the (start, end) interval (both inclusive, either open) and
     meeting ``condition``, ordered by the (column, descending) pairs of ``sortby`` then id: at most ``limit`` of
-    them from ``offset``, and whether more follow (``limit + 1`` rows are asked for)."""
+    them from ``offset`` (None when there are none), and whether more follow (``limit + 1`` rows are asked for)."""
     db = sql_store(store)
     p = db.dialect.param
     base = db.dialect.where(query)
@@ -48,7 +48,7 @@ def feature_page(
     page = f"SELECT id FROM assets WHERE {where} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
     ids = db.select(page, [*params, limit + 1, offset]).column("id")
     if len(ids) == 0:
-        return AssetBatch(ASSET_SCHEMA.empty_table()), False
+        return None, False  # most map windows hold nothing: no empty table is built for them
     keys: list[Any] = ids.to_pylist()
     rows = db.select(f"SELECT {db.dialect.select_list()} FROM assets WHERE id IN ({', '.join([p] * len(ids))})", keys)
     # the rows in the page's order (an id the second step no longer finds was deleted in between: left out)
