@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from cim.errors import CimError
 from cim.gis.mapping import LayerMapping
-from cim.pipeline.ingest import file_type, write_source
+from cim.pipeline.ingest import file_type, is_ifc, write_source
 from cim.progress import write_error_line
 from cim.store import Store
 from cim.store.meshes import MeshStore
@@ -46,7 +46,7 @@ def ingest_files(
     keeps what the store holds from it, unless ``allow_empty`` (:func:`cim.gis.layer.check_not_empty`)."""
     results: list[dict[str, Any]] = []
     for spec in specs:
-        if file_type(Path(spec)) == "ifc":
+        if is_ifc(Path(spec)):  # the suffix only: a GIS or CityJSON file is sniffed once, by _ingest_one
             results.append(_ingest_ifc_one(store, meshes, Path(spec), placement, progress))
             continue
         results.append(_ingest_one(store, meshes, spec, mapping, crs, progress, allow_empty))

@@ -35,9 +35,14 @@ Summary: TypeAlias = "LayerSummary | CityJsonSummary | IfcSummary"
 IFC_SUFFIXES = (".ifc", ".ifczip")
 
 
+def is_ifc(path: Path) -> bool:
+    """Whether ``path`` is read as IFC: by its suffix alone, without opening it."""
+    return path.suffix.lower() in IFC_SUFFIXES
+
+
 def file_type(path: Path) -> FileType:
     """How a file is read: IFC by its suffix, CityJSON by its name or first bytes, else a GIS layer."""
-    if path.suffix.lower() in IFC_SUFFIXES:
+    if is_ifc(path):
         return "ifc"
     from cim.gis.cityjson import is_cityjson  # GDAL and geopandas load only for a GIS or CityJSON file
 
