@@ -118,6 +118,11 @@ def read_cityjson(path: Path, *, crs: CRS | None = None) -> Iterator[CityJsonRea
     yield CityJsonRead(path, header, documents, _frame(header, path, crs))
 
 
+def source_name(path: Path) -> str:
+    """The ``source`` of a CityJSON file's assets; re-ingesting the file replaces them."""
+    return f"{path.name}:cityjson"
+
+
 class CityJsonRead:
     """One CityJSON file as asset and mesh batches (a :class:`~cim.model.source.SourceRead`)."""
 
@@ -125,7 +130,7 @@ class CityJsonRead:
 
     def __init__(self, path: Path, header: dict[str, Any], documents: Iterator[dict[str, Any]], frame: _Frame) -> None:
         self.path = path
-        self.source = f"{path.name}:cityjson"
+        self.source = source_name(path)
         self._documents = documents
         self._frame = frame
         self._findings = Findings()

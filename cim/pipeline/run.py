@@ -314,6 +314,7 @@ def _write(
 ) -> tuple[str, dict[str, int], dict[str, Any]]:
     """One source through the one write path: its source name, its assets by kind, and its details."""
     from cim.gis.cityjson import CityJsonSummary
+    from cim.gis.cityjson import source_name as cityjson_source_name
     from cim.gis.layer import LayerSummary, source_name
     from cim.gis.readers import parse_crs
     from cim.pipeline.ingest import write_source
@@ -335,7 +336,7 @@ def _write(
     if isinstance(source, CityJsonSource):
         city = write_source(store, path, read_as="cityjson", crs=crs, meshes=meshes, progress=advance)
         assert isinstance(city, CityJsonSummary)
-        return f"{path.name}:cityjson", city.assets, {"height_datum": city.height_datum}
+        return cityjson_source_name(path), city.assets, {"height_datum": city.height_datum}
     mapping = _mapping(pipeline, source, path)
     summary = write_source(
         store, path, read_as="gis", mapping=mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance
