@@ -34,7 +34,7 @@ from cim.api.jobs import Job, JobRunner, QueueFull, Upload, tileset_folder
 from cim.api.schemas import errors
 from cim.errors import InvalidInput
 from cim.settings import AppSettings
-from cim.store import Store
+from cim.store import Store, duckdb_path
 
 if TYPE_CHECKING:
     from pyproj import CRS
@@ -221,9 +221,9 @@ def get_info(store: StoreDep, runner: RunnerDep) -> InfoOut:
 def _store_labels(store: Store) -> dict[str, str]:
     """How errors name the store: a DuckDB file by its name, a database by neither host nor user."""
     url = store.url
-    scheme, sep, _ = url.partition("://")
-    name = Path(url.removeprefix("duckdb://")).name if not sep or scheme == "duckdb" else "(database)"
-    return {url: name, str(Path(url.removeprefix("duckdb://")).resolve()): name}
+    path = duckdb_path(url)
+    name = "(database)" if path is None else path.name
+    return {url: name, str((Path(url) if path is None else path).resolve()): name}
 
 
 def _ingest_job(runner: JobRunner, spec: JobIn) -> Job:

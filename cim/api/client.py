@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 from rich.progress import Progress, TaskID
 
 from cim.errors import CimError, InvalidInput, StoreUnavailable
+from cim.store import duckdb_path
 
 log = logging.getLogger("cim.api.client")
 
@@ -57,11 +58,8 @@ class RemoteError(CimError):
 
 def sidecar_for(store_url: str) -> Path | None:
     """Where a server on the store at ``store_url`` announces itself: beside a DuckDB file; None for PostGIS."""
-    scheme, sep, rest = store_url.partition("://")
-    if sep and scheme != "duckdb":
-        return None
-    path = Path(rest if sep else store_url)
-    return path.with_name(path.name.removesuffix(".duckdb") + SIDECAR_SUFFIX)
+    path = duckdb_path(store_url)
+    return None if path is None else path.with_name(path.name.removesuffix(".duckdb") + SIDECAR_SUFFIX)
 
 
 @contextmanager

@@ -7,11 +7,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from cim.errors import InvalidInput
 from cim.store.base import AssetQuery, BBox, Store
 
-__all__ = ["AssetQuery", "BBox", "Store", "open_store"]
+__all__ = ["AssetQuery", "BBox", "Store", "duckdb_path", "open_store"]
+
+
+def duckdb_path(url: str) -> Path | None:
+    """The file of a DuckDB store URL (a plain path or ``duckdb:///path``); None for a database server's URL.
+
+    >>> duckdb_path("duckdb:///data/city.duckdb"), duckdb_path("postgresql://db/cim")
+    (PosixPath('/data/city.duckdb'), None)
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme != "duckdb":
+        return None
+    return Path(rest if sep else url)
 
 
 def _open_duckdb(url: str, *, upgrade: bool = True) -> Store:

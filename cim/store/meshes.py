@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from cim.errors import InvalidInput, StoreError, StoreUnavailable
 from cim.model import MeshBatch
+from cim.store import duckdb_path
 from cim.store.base import ClosedOnExit
 
 # One row per asset: replacing() deletes an id before writing it again, so no index is needed to keep ids unique
@@ -53,11 +54,9 @@ _COLUMNS = "asset_id, source, lon, lat, h, vertex_count, triangle_count, vertice
 def mesh_path_for(store_url: str) -> Path:
     """Where the meshes of the store at ``store_url`` live: beside a DuckDB file, or under ``data/meshes/`` for a
     PostgreSQL store (one file per database and schema)."""
-    scheme, sep, rest = store_url.partition("://")
-    if not sep or scheme == "duckdb":
-        path = Path(rest if sep else store_url)
+    if (path := duckdb_path(store_url)) is not None:
         return path.with_name(path.name.removesuffix(".duckdb") + ".meshes.duckdb")
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", rest.split("@")[-1])[:80]
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", store_url.partition("://")[2].split("@")[-1])[:80]
     digest = hashlib.sha1(store_url.encode()).hexdigest()[:8]
     return Path("data") / "meshes" / f"{readable}-{digest}.duckdb"
 

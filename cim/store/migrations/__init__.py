@@ -233,9 +233,10 @@ def upgrade_store(url: str) -> Upgrade:
 
 
 def _require_existing(url: str) -> None:
-    scheme, sep, rest = url.partition("://")
-    path = Path(rest if sep else url)
-    if (not sep or scheme == "duckdb") and not path.exists():
+    from cim.store import duckdb_path
+
+    path = duckdb_path(url)
+    if path is not None and not path.exists():
         raise NotFound(f"store {path}", "does not exist")
 
 
