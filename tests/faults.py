@@ -24,8 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -164,6 +166,9 @@ class PrivateMosquitto:
         self.start()
 
 
+_Broker = TypeVar("_Broker", bound=PrivateMosquitto)
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
@@ -179,18 +184,26 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server.destroy()
 
 
-@pytest.fixture
-def private_mosquitto(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+@contextmanager
+def running_mosquitto(tmp_path: Path, make: Callable[[Path], _Broker]) -> Iterator[_Broker]:
+    """``make(folder)``'s broker started in a folder of ``tmp_path``, stopped after the block (skipped, or failed in
+    CI, where Mosquitto is not installed)."""
     if shutil.which("mosquitto") is None:
         missing_service("the mosquitto broker is not installed (apt-get install mosquitto)")
     folder = tmp_path / "mosquitto"
     folder.mkdir()
-    broker = PrivateMosquitto(folder)
+    broker = make(folder)
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def private_mosquitto(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    with running_mosquitto(tmp_path, PrivateMosquitto) as broker:
+        yield broker
 
 
 class ServerProcess:

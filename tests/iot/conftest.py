@@ -27,7 +27,7 @@ from cim.model import Asset, AssetBatch, Kind
 from cim.settings import MqttSettings, ServerSettings
 from cim.store import Store
 from tests.conftest import missing_service
-from tests.faults import PrivateMosquitto, port_answers
+from tests.faults import PrivateMosquitto, port_answers, running_mosquitto
 
 TOKEN = "test-token"
 
@@ -42,16 +42,8 @@ class Broker(PrivateMosquitto):
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    if shutil.which("mosquitto") is None:
-        missing_service("the mosquitto broker is not installed (apt-get install mosquitto)")
-    workdir = tmp_path / "mosquitto"
-    workdir.mkdir()
-    started = Broker(workdir)
-    started.start()
-    try:
+    with running_mosquitto(tmp_path, Broker) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture
