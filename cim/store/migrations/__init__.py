@@ -1,8 +1,10 @@
 """Numbered, forward-only schema migrations for both SQL stores.
 
 Each step is a module here named ``vNNN_what.py`` holding ``NAME`` (what it does, in a few words) and its statements:
-``SQL`` when both backends read the same text, else ``DUCKDB`` and ``POSTGRES``. The schema is the sum of the steps,
-spelled nowhere else: a new store runs them all from step 1, a store written by an older release runs those it lacks.
+``SQL`` when both backends read the same text, else ``DUCKDB`` and ``POSTGRES``. The schema is the sum of the steps:
+a new store runs them all from step 1, a store written by an older release runs those it lacks. One place spells the
+asset table again: the DuckDB store's ``optimize`` rebuilds it from :data:`cim.model.schema.ASSET_COLUMNS` with its
+two indexes, so a step that changes that table or its indexes must change ``optimize`` too.
 Adding step N+1 is adding the module ``v00N+1_….py``; a released step is never edited (stores in the field ran it).
 
 A store's version is ``schema_version`` in ``cim_meta``, the key releases before migrations read, so they refuse a
