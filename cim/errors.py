@@ -38,6 +38,20 @@ class NotFound(CimError):
     """A named thing (asset, collection, file) does not exist."""
 
 
+class Conflict(CimError):
+    """The thing changed or is in a state that does not allow the request (HTTP 409): a transition not allowed from
+    a case's current state (``allowed`` names the ones that are), or a change made meanwhile by someone else."""
+
+    def __init__(self, what: str, why: str, *, allowed: tuple[str, ...] = (), current: dict[str, Any] | None = None):
+        super().__init__(what, why)
+        self.allowed = allowed
+        self.current = current or {}
+
+
+class NotPermitted(CimError):
+    """The caller is known but may not do this (HTTP 403): a unit acting on another unit's case."""
+
+
 class StoreError(CimError):
     """The store refused an operation; nothing of the failed operation was written."""
 

@@ -52,6 +52,9 @@ class Kind(StrEnum):
     POLE = "pole"
     CHARGER = "charger"
     SENSOR = "sensor"
+    CITY = "city"
+    DISTRICT = "district"
+    STREET = "street"
     GRID_CELL = "grid_cell"
 
 
