@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
+from cim.errors import CimError, Conflict, InvalidInput, NotFound, NotPermitted, StoreError, StoreUnavailable
 
 log = logging.getLogger("cim.api")
 
@@ -43,6 +43,8 @@ STATUS: tuple[tuple[type[CimError], int], ...] = (
     (NotFound, 404),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (NotPermitted, 403),
+    (Conflict, 409),
     (StoreUnavailable, 503),
     (StoreError, 500),
 )
@@ -53,14 +55,22 @@ def status_of(exc: CimError) -> int:
 
 
 def error_response(
-    status: int, code: str, what: str, why: str, *, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    what: str,
+    why: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    """The error body; ``extra`` adds fields a client acts on (a 409's ``allowed`` actions and ``current`` state)."""
     headers = {
         **(headers or {}),
         **({"WWW-Authenticate": "Bearer"} if status == 401 else {}),
         **({"Retry-After": "1"} if status == 503 else {}),
     }
-    body = {"code": code, "description": f"{what} — {why}", "what": what, "why": why}
+    body: dict[str, Any] = {"code": code, "description": f"{what} — {why}", "what": what, "why": why}
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -73,7 +83,8 @@ async def _cim_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, StoreUnavailable):
             return error_response(status, "ServiceUnavailable", "store", "is unavailable; try again later")
         return error_response(status, "ServerError", "request", "the store failed to answer; see the server log")
-    return error_response(status, type(exc).__name__, exc.what, exc.why)
+    extra = {"allowed": list(exc.allowed), "current": exc.current} if isinstance(exc, Conflict) else None
+    return error_response(status, type(exc).__name__, exc.what, exc.why, extra=extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

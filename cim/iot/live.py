@@ -5,7 +5,8 @@ encoded once for all clients. A client still busy sending the previous one (a sl
 a backlog of its own that keeps only the newest state of each sensor and the newest version of each alert, so it
 costs memory bounded by the number of sensors and never blocks the ingest or the other clients. Messages read:
 
-``{"type": "update", "states": [{"sensor_id", "time", "value", "status"} …], "alerts": [{alert} …]}``
+``{"type": "update", "states": [{"sensor_id", "time", "value", "status"} …], "alerts": [{alert} …],
+"cases": [{case change} …]}`` — ``cases`` only when some case changed (:meth:`LiveHub.publish_case`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class LiveClient:
         self.shared: str | None = None
         self.states: dict[str, str] = {}
         self.alerts: dict[str, str] = {}
+        self.cases: dict[str, str] = {}
         self.closed = False
         self.sending = False
         self.sent = 0
@@ -58,19 +60,22 @@ class LiveClient:
         self.closed = True
         self._wake.set()
 
-    def offer(self, text: str, states: dict[str, str], alerts: dict[str, str]) -> None:
+    def offer(
+        self, text: str, states: dict[str, str], alerts: dict[str, str], cases: dict[str, str] | None = None
+    ) -> None:
         """A tick's changes: as the shared message when the client is idle, else merged into its backlog."""
-        if self.shared is None and not self.sending and not self.states and not self.alerts:
+        if self.shared is None and not self.sending and not self._backlog():
             self.shared = text
         else:
             self.states.update(states)
             self.alerts.update(alerts)
+            self.cases.update(cases or {})
         self._wake.set()
 
     async def next_message(self) -> str | None:
         """The next message to send, or None once the client is closed. Calling it again means the last one went."""
         self.sending = False
-        while not self.closed and self.shared is None and not self.states and not self.alerts:
+        while not self.closed and self.shared is None and not self._backlog():
             self._wake.clear()
             await self._wake.wait()
         if self.closed:
@@ -82,16 +87,22 @@ class LiveClient:
             return text
         states, self.states = self.states, {}
         alerts, self.alerts = self.alerts, {}
-        return update_message(states, alerts)
+        cases, self.cases = self.cases, {}
+        return update_message(states, alerts, cases)
+
+    def _backlog(self) -> bool:
+        return bool(self.states or self.alerts or self.cases)
 
 
-def update_message(states: dict[str, str], alerts: dict[str, str]) -> str:
+def update_message(states: dict[str, str], alerts: dict[str, str], cases: dict[str, str] | None = None) -> str:
     return (
         '{"type": "update", "states": ['
         + ", ".join(states.values())
         + '], "alerts": ['
         + ", ".join(alerts.values())
-        + "]}"
+        + "]"
+        + (', "cases": [' + ", ".join(cases.values()) + "]" if cases else "")
+        + "}"
     )
 
 
@@ -106,6 +117,7 @@ class LiveHub:
         self.ticks = 0
         self._states: dict[str, str] = {}
         self._alerts: dict[str, str] = {}
+        self._cases: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -130,6 +142,12 @@ class LiveHub:
             self._alerts[alert.id] = json.dumps(alert_dict(alert))
             self._wake.set()
 
+    def publish_case(self, change: dict[str, Any]) -> None:
+        """A case changed (``change`` holds at least its ``id``): the newest change of each case goes out."""
+        if self.clients:
+            self._cases[str(change["id"])] = json.dumps(change, default=str)
+            self._wake.set()
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
@@ -138,12 +156,13 @@ class LiveHub:
             self._wake.clear()
             states, self._states = self._states, {}
             alerts, self._alerts = self._alerts, {}
-            if not states and not alerts:
+            cases, self._cases = self._cases, {}
+            if not states and not alerts and not cases:
                 continue
             self.ticks += 1
-            text = update_message(states, alerts)
+            text = update_message(states, alerts, cases)
             for client in self.clients:
-                client.offer(text, states, alerts)
+                client.offer(text, states, alerts, cases)
 
     def close(self) -> None:
         for client in list(self.clients):

@@ -112,6 +112,8 @@ class IotService:
         self._flush_backoff = 0.0
         self._topic_sensor: dict[str, str | None] = {}  # topic → sensor id: splitting it cost 6% of the ingest
         self._pending_alerts: dict[str, Alert] = {}
+        #: Called on the event loop with every alert opened or closed (the case service listens: cim.api.app).
+        self.alert_listeners: list[Callable[[Alert], None]] = []
         self._flushing: list[Reading] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-iot-store")
         self._tasks: list[asyncio.Task[None]] = []
@@ -267,6 +269,11 @@ class IotService:
     def _alert_changed(self, alert: Alert) -> None:
         self._pending_alerts[alert.id] = alert
         self.hub.publish_alert(alert)
+        for listener in self.alert_listeners:
+            try:
+                listener(alert)
+            except Exception:  # a listener's bug must not stop the readings
+                log.exception("alert listener failed on %s", alert.id)
         log.info("alert %s %s", "opened" if alert.is_open else "closed", alert.message)
 
     # --- store ---
