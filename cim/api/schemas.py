@@ -188,8 +188,10 @@ class IotStatsOut(BaseModel):
 _MEANING = {
     400: "The request is malformed: a parameter or body the server cannot use (the answer says which)",
     401: "No valid bearer token (Authorization: Bearer <CIM_WRITE_TOKEN>)",
-    403: "Refused whoever asks: writes are disabled while the server has no write token",
+    403: "Refused: writes are disabled while the server has no write token, or a unit acts on another unit's case",
     404: "No such resource",
+    409: "The case is not in a state that allows the action, or it changed meanwhile (the answer names the allowed "
+    "actions and the current state and version)",
     413: "The request body is over the server's limit",
     500: "The server failed; the answer names nothing internal (see the server log)",
     503: "The server is busy or a dependency (the store, a renderer) is unavailable; try again (Retry-After)",
