@@ -111,7 +111,7 @@ class FeatureMapper:
         named = np.array([v is not None for v in given], dtype=bool)
         kinds[named] = given[named]
         known = np.isin(kinds, list(fitting))
-        self.findings.add("unknown_kind", ids[~known], str(self.mapping.kind))
+        self.findings.add("unknown_kind", ids[~known], self.mapping.fields["kind"])
         return kinds, known
 
     def _first_use(self, ids: np.ndarray) -> np.ndarray:
