@@ -29,12 +29,15 @@ import shapely
 from cim.model import Kind
 from cim.store.base import Store
 from cim.store.sql import Dialect
-from cim.store.sqlstore import sql_store
+from cim.store.sqlstore import SqlStore, sql_store
 
 #: The kinds of area assets, largest first.
 AREA_LEVELS: tuple[Kind, ...] = (Kind.CITY, Kind.DISTRICT, Kind.STREET, Kind.GRID_CELL)
 _LOCATED = (Kind.GRID_CELL, Kind.STREET, Kind.DISTRICT)  # what a point is located in
 _ASSET_AREAS = "asset_areas"
+#: Points (or ids) per query of :func:`locate` (:func:`areas_of_assets`): each is a parameter, and PostgreSQL
+#: takes 65,535 at most.
+LOCATE_BATCH = 2_000
 _KINDS_SQL = ", ".join(f"'{k}'" for k in AREA_LEVELS)
 
 
@@ -79,10 +82,14 @@ def area_tree(store: Store) -> dict[str, AreaNode]:
 
 
 def locate(store: Store, points: Sequence[tuple[float, float]]) -> list[AreaCodes]:
-    """The grid cell, street and district of each (lon, lat) point, in one query."""
-    if not points:
-        return []
-    db = sql_store(store)
+    """The grid cell, street and district of each (lon, lat) point: one query per :data:`LOCATE_BATCH` points."""
+    found: list[AreaCodes] = []
+    for start in range(0, len(points), LOCATE_BATCH):
+        found += _locate(sql_store(store), points[start : start + LOCATE_BATCH])
+    return found
+
+
+def _locate(db: SqlStore, points: Sequence[tuple[float, float]]) -> list[AreaCodes]:
     s, p = db.dialect, db.dialect.param
     values = ", ".join(f"({i}, {s.geom_param()})" for i in range(len(points)))
     params: list[Any] = [shapely.to_wkb(shapely.Point(float(x), float(y))) for x, y in points]
@@ -94,10 +101,10 @@ def locate(store: Store, points: Sequence[tuple[float, float]]) -> list[AreaCode
         f"ORDER BY hit.i, {s.bytewise('t.id')}",
         [*params, *(str(k) for k in _LOCATED)],
     ).to_pylist()
-    found: list[dict[str, dict[str, Any]]] = [{} for _ in points]
+    hits: list[dict[str, dict[str, Any]]] = [{} for _ in points]
     for row in rows:
-        found[row["i"]].setdefault(row["kind"], row)  # lowest code first
-    return [_codes(hits) for hits in found]
+        hits[row["i"]].setdefault(row["kind"], row)  # the id that sorts first
+    return [_codes(h) for h in hits]
 
 
 def asset_areas(store: Store) -> str:
@@ -114,9 +121,12 @@ def areas_of_assets(store: Store, ids: Iterable[str]) -> dict[str, AreaCodes]:
         return {}
     db = sql_store(store)
     table = asset_areas(store)
-    where = db.dialect.key_in("id", keys)
-    rows = db.select(f"SELECT id, grid_cell, street, district FROM {table} WHERE {where.sql}", where.params)
-    return {row["id"]: AreaCodes(row["grid_cell"], row["street"], row["district"]) for row in rows.to_pylist()}
+    found: dict[str, AreaCodes] = {}
+    for start in range(0, len(keys), LOCATE_BATCH):
+        where = db.dialect.key_in("id", keys[start : start + LOCATE_BATCH])
+        rows = db.select(f"SELECT id, grid_cell, street, district FROM {table} WHERE {where.sql}", where.params)
+        found.update((r["id"], AreaCodes(r["grid_cell"], r["street"], r["district"])) for r in rows.to_pylist())
+    return found
 
 
 def asset_areas_sql(s: Dialect) -> str:

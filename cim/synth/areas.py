@@ -8,10 +8,10 @@ number), the coding of Tianditu, the state's map service. Its datum is **CGCS200
 ``coord.py`` says its data are WGS-84 and converts GCJ-02/BD-09 *queries* to it). CGCS2000 and WGS84 agree to well
 under a metre, far below what matters here, so the coordinates are used as WGS84 unchanged. A check against a
 landmark agrees: the vertex Huangpu and Hongkou share where Suzhou Creek meets the Huangpu River, (121.49044,
-31.24434), lies about 140 m from the Waibaidu Bridge's published position (121.4900, 31.2431); read as GCJ-02 and
-shifted back, it would lie 480 m away (:func:`gcj02_to_wgs84`, kept to show the offset: 430 m west and 220 m north
-here). The polygons are simplified (Huangpu has 13 vertices), so a boundary may stray from the real one by
-100–300 m: fine for a demo's management areas, not for a cadastre.
+31.24434), lies 144 m from the Waibaidu Bridge's published position (121.4900, 31.2431); read as GCJ-02 and
+shifted back by :func:`gcj02_to_wgs84` (480 m here: 425 m west, 220 m north), it would lie 525 m away. The
+polygons are simplified (Huangpu has 13 vertices), so a boundary may stray from the real one by 100–300 m: fine for
+a demo's management areas, not for a cadastre.
 
 **Streets and grid cells** are generated, deterministic by seed: each district is split into streets roughly in
 proportion to its area (:data:`STREETS` in all), by a Voronoi diagram of seeded points (relaxed twice, so streets

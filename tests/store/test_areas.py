@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import shapely
 from shapely.geometry import LineString, Point, box
 
 from cim.model import Asset, AssetBatch, Kind
-from cim.store import Store
+from cim.store import Store, areas
 from cim.store.areas import NOWHERE, AreaCodes, area_tree, areas_of_assets, asset_areas, locate
 from cim.store.sqlstore import sql_store
 
@@ -90,7 +91,7 @@ def test_outside_every_area_and_no_points_at_all(store: Store) -> None:
     assert locate(store, [(200.0, 95.0)]) == [NOWHERE]  # no real place: nowhere, not an error
 
 
-def test_a_batch_of_points_agrees_with_shapely(store: Store) -> None:
+def test_a_batch_of_points_agrees_with_shapely(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     with_areas(store)
     rng = np.random.default_rng(3)
     points = list(zip(rng.uniform(120.95, 121.45, 100).tolist(), rng.uniform(30.95, 31.25, 100).tolist(), strict=True))
@@ -102,6 +103,9 @@ def test_a_batch_of_points_agrees_with_shapely(store: Store) -> None:
         district = next((c for c in held if len(c) == 6), None)
         expected.append(AreaCodes(cell, street, district))
     assert locate(store, points) == expected
+    monkeypatch.setattr(areas, "LOCATE_BATCH", 7)  # many queries, one answer
+    assert locate(store, points) == expected
+    assert areas_of_assets(store, [f"area:{code}" for code, *_ in AREAS]) == {}  # areas have no areas
 
 
 def test_every_other_asset_knows_its_areas_and_follows_a_move(store: Store) -> None:
