@@ -8,8 +8,9 @@
 - ``points``: point assets drawn as markers — ``hydrant``, ``pole``, ``transit_stop``, ``metro_exit``, ``charger``,
   ``sensor``.
 
-Not tiled: ground layers (``park``, ``water``, ``road``, ``railway``, ``land_use``, ``vegetation``, ``grid_cell``)
-and non-IFC ``site`` — they are flat areas the viewer draws from the features API, not 3D shapes.
+Not tiled: ground layers (``park``, ``water``, ``road``, ``railway``, ``land_use``, ``vegetation``), the areas
+(``city``, ``district``, ``street``, ``grid_cell``) and non-IFC ``site`` — they are flat areas the viewer draws from
+the features API, not 3D shapes.
 
 A source is an IFC source when its name mentions an ``.ifc``/``.ifczip`` file or starts with ``ifc:``.
 
