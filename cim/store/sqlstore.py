@@ -198,6 +198,18 @@ class SqlStore(ClosedOnExit, ABC):
         :class:`~cim.store.base.Store` protocol has no verb for."""
         return self._fetch(sql, params)
 
+    def change(self, what: str) -> AbstractContextManager[None]:
+        """One transaction for the SQL modules beside the store (:mod:`cim.store.cases`): committed when the block
+        ends, rolled back when it raises; a database error inside becomes :class:`StoreError` (or
+        :class:`StoreUnavailable`) naming ``what``, a :class:`CimError` passes as it is. Statements inside go
+        through :meth:`execute` and :meth:`select`, which then run in this transaction."""
+        return self._changing(what)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in this backend's dialect inside :meth:`change`; the number of rows it changed (-1
+        when unknown). Every value a caller gave travels in ``params``."""
+        return self._execute(sql, params)
+
     def derived_table(self, name: str, select_sql: str) -> str:
         """The table ``name`` holding the rows of ``select_sql`` (a query of ``assets`` with no parameters), rebuilt
         first when assets changed since it was built or ``select_sql`` is not the one it was built from.
