@@ -4,9 +4,9 @@
   report to, their level, and the sha256 (hex) of their API token.
 - ``cases``: one row per case, its columns the fields of :class:`cim.model.cases.Case`, the milestone times
   included, so a list or an assessment reads one row per case and never the log. ``geom`` is the case's point.
-- ``case_events``: the append-only log, one row per step, chained by ``prev_hash``/``hash``. ``acted_at`` is the step's ``at`` (``at`` is a keyword of DuckDB); ``at_offset_s`` keeps
-  the UTC offset the step's time was written with (a time zone column stores the instant only), so the time reads
-  back spelled as it was hashed.
+- ``case_events``: the append-only log, one row per step, chained by ``prev_hash``/``hash``. ``acted_at`` is the
+  step's ``at`` (a keyword of DuckDB); ``at_offset_s`` keeps the UTC offset its time was written with (a time zone
+  column stores the instant only), so the time reads back spelled as it was hashed.
 - ``case_photos``: photos by the sha256 of their bytes (written once, never changed).
 - ``case_alerts``: which case each alert opened or joined; its key keeps an alert out of two cases, and it finds
   the alerts no case holds after a crash.
