@@ -54,7 +54,7 @@ def read_case_rules(store_url: str) -> list[CaseRule] | None:
 
 
 def area_tree(store: Store) -> dict[str, AreaLike]:
-    from cim.store.areas import area_tree as stored_tree
+    from cim.cases.areas import area_tree as stored_tree
 
     return dict(stored_tree(store))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cim.cases.dispatch import Unit
 from cim.errors import Conflict
@@ -23,7 +23,9 @@ from cim.store import Store
 from cim.store import cases as case_store
 
 log = logging.getLogger(__name__)
-OVERDUE_BATCH = 500
+OVERDUE_BATCH = 5000
+#: ``overdue_cases`` takes deadlines strictly before its time; a case escalates *at* its deadline.
+EPSILON = timedelta(microseconds=1)
 
 
 @dataclass(slots=True)
@@ -36,7 +38,7 @@ class Escalator:
     def run(self, now: datetime) -> list[tuple[Case, CaseEvent]]:
         """Escalate every case due at ``now``; returns what changed."""
         changed: list[tuple[Case, CaseEvent]] = []
-        for case in case_store.overdue_cases(self.store, now, OVERDUE_BATCH):
+        for case in case_store.overdue_cases(self.store, now + EPSILON, OVERDUE_BATCH):
             if not case.is_open or case.level is AreaLevel.CITY or now < case.deadline:
                 continue
             known = self.next_due.get(case.id)

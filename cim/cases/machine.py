@@ -116,7 +116,8 @@ class Machine:
     # --- sensors ---
     def sensor_infos(self, sensor_ids: Iterable[str]) -> dict[str, SensorInfo]:
         """Sensors by id (read from the store on first sight; one that is not a sensor asset maps to nothing)."""
-        missing = sorted({s for s in sensor_ids if s not in self.sensors})
+        wanted = list(sensor_ids)
+        missing = sorted({s for s in wanted if s not in self.sensors})
         for start in range(0, len(missing), 1000):
             chunk = missing[start : start + 1000]
             found = {a.id: a for a in self.store.find_assets(AssetQuery(ids=chunk, kinds=(Kind.SENSOR,)))}
@@ -138,7 +139,7 @@ class Machine:
                     lon=point.x if point is not None else None,
                     lat=point.y if point is not None else None,
                 )
-        return {s: info for s in sensor_ids if (info := self.sensors.get(s)) is not None}
+        return {s: info for s in wanted if (info := self.sensors.get(s)) is not None}
 
     # --- one batch ---
     def run(self, alerts: Sequence[Alert]) -> BatchResult:
@@ -366,6 +367,6 @@ def dispatch_step(
 
 def case_store_areas(store: Store, asset_ids: Sequence[str]) -> dict[str, Any]:
     """The area codes of each asset (``cim.store.areas.areas_of_assets``); none when the store has no areas."""
-    from cim.store.areas import areas_of_assets
+    from cim.cases.areas import areas_of_assets
 
     return dict(areas_of_assets(store, list(asset_ids)))

@@ -103,7 +103,7 @@ def report(
 
 
 def _place(store: Store, draft: CaseDraft, has_areas: bool) -> tuple[float | None, float | None, Any, tuple[str, ...]]:
-    from cim.store.areas import areas_of_assets, locate
+    from cim.cases.areas import areas_of_assets, locate
 
     if draft.asset_id is not None:
         asset = store.get_asset(draft.asset_id)  # NotFound names the asset
