@@ -270,9 +270,7 @@ class Machine:
             if case is not None:
                 touched[case.id] = case
 
-    def _create(
-        self, alert: Alert, info: SensorInfo, rule: CaseRule, areas: Any, result: BatchResult
-    ) -> Case | None:
+    def _create(self, alert: Alert, info: SensorInfo, rule: CaseRule, areas: Any, result: BatchResult) -> Case | None:
         label = CATEGORY_BY_ID[rule.category]
         case = new_case(
             id=case_id_for(alert.id, alert.opened_at),

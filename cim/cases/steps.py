@@ -189,9 +189,7 @@ def _may(case: Case, step: Action, unit_id: str | None) -> None:
         raise NotPermitted(f"unit {unit_id!r} on case {case.id}", f"the case is dispatched to {owner}")
 
 
-def _step_data(
-    table: DispatchTable | None, case: Case, step: Action, data: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def _step_data(table: DispatchTable | None, case: Case, step: Action, data: Mapping[str, Any] | None) -> dict[str, Any]:
     """The action's data; a dispatch names a known unit (by default the table's for the case)."""
     out = dict(data or {})
     if step is not Action.DISPATCH:
@@ -201,7 +199,9 @@ def _step_data(
     if wanted:
         unit = units.get(str(wanted))
         if unit is None:
-            raise InvalidInput(f"dispatch unit {wanted!r}", f"is not a unit; known: {', '.join(sorted(units)) or 'none'}")
+            raise InvalidInput(
+                f"dispatch unit {wanted!r}", f"is not a unit; known: {', '.join(sorted(units)) or 'none'}"
+            )
     else:
         found = table.unit_for(case.category, (case.grid_cell, case.street, case.district)) if table else None
         if found is None:

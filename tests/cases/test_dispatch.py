@@ -81,7 +81,9 @@ def test_require_all_categories() -> None:
 
 def test_ambiguity() -> None:
     units = [*UNITS, {"id": "team-2", "categories": ["lift_fault"], "areas": ["310101001"]}]
-    with pytest.raises(InvalidInput, match="units 'team-south' and 'team-2' both answer for lift_fault in area 310101001"):
+    with pytest.raises(
+        InvalidInput, match="units 'team-south' and 'team-2' both answer for lift_fault in area 310101001"
+    ):
         table(units)
     two_cities = [*UNITS, {"id": "gas-2", "categories": ["gas_leak"]}]
     with pytest.raises(InvalidInput, match="both answer for gas_leak in the whole city"):
