@@ -12,7 +12,7 @@ import shapely
 
 from cim.errors import InvalidInput
 from cim.gis.mapping import METRES_PER, MODEL_UNITS, LayerMapping
-from cim.gis.quality import Findings, areas_only, clean_geometries
+from cim.gis.quality import AREA_KINDS, Findings, areas_only, clean_geometries
 from cim.gis.readers import FeatureBatch
 from cim.model import KIND_FIELDS, AssetBatch, Kind
 
@@ -58,11 +58,15 @@ class FeatureMapper:
         ids = self._ids(attrs, start=self.features_read)
         self.features_read += n
         geoms, keep = clean_geometries(batch.geometries, ids, self.findings)
-        keep = areas_only(geoms, keep, self.mapping.kind, ids, self.findings)
+        kinds, known = self._kinds(attrs, ids)
+        keep &= known
+        for kind in np.unique(kinds[keep]):
+            rows = kinds == kind
+            keep = np.where(rows, areas_only(geoms, keep & rows, Kind(kind), ids, self.findings), keep)
         keep &= self._first_use(ids)
         columns: dict[str, object] = {
             "id": ids,
-            "kind": np.full(n, str(self.mapping.kind), dtype=object),
+            "kind": kinds,
             "source": np.full(n, self.source, dtype=object),
         }
         for field in _TEXT_FIELDS:
@@ -94,6 +98,21 @@ class FeatureMapper:
         position = pd.Series(np.arange(start, start + len(attrs)).astype(str))
         values = values.where(values.notna() & (values != ""), position)
         return (self.id_prefix + ":" + values.astype(str)).to_numpy(dtype=object)
+
+    def _kinds(self, attrs: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each feature's kind (the mapping's, or its ``fields.kind`` attribute's) and a mask of those that are
+        usable: a kind handled as the mapping's kind is (:func:`_treatment`)."""
+        n = len(attrs)
+        kinds = np.full(n, str(self.mapping.kind), dtype=object)
+        given = self._text(attrs, "kind")
+        if given is None:
+            return kinds, np.ones(n, dtype=bool)
+        fitting = {str(k) for k in Kind if _treatment(k) == _treatment(self.mapping.kind)}
+        named = np.array([v is not None for v in given], dtype=bool)
+        kinds[named] = given[named]
+        known = np.isin(kinds, list(fitting))
+        self.findings.add("unknown_kind", ids[~known], str(self.mapping.kind))
+        return kinds, known
 
     def _first_use(self, ids: np.ndarray) -> np.ndarray:
         keep = np.ones(len(ids), dtype=bool)
@@ -205,6 +224,14 @@ class FeatureMapper:
         for name, kinds in KIND_FIELDS.items():  # a column of another kind was only needed to derive z above
             if self.mapping.kind not in kinds:
                 columns[name] = None
+
+
+def _treatment(kind: Kind) -> tuple[object, ...]:
+    """What the mapper does differently by kind: areas only, typed columns, heights from storeys or depths. Kinds
+    with the same treatment may share one layer (``fields.kind``)."""
+    typed = frozenset(name for name, kinds in KIND_FIELDS.items() if kind in kinds)
+    special = kind if kind in (Kind.BUILDING, Kind.PIPE, Kind.NODE) else None
+    return kind in AREA_KINDS, typed, special
 
 
 def _id_text(column: pd.Series) -> pd.Series:

@@ -5,6 +5,7 @@ Writing them is :func:`cim.pipeline.ingest.write_source`'s: one transaction per 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ def read_layer(
     anything is written. Feature problems become findings. Its assets' 3D shapes are :mod:`cim.model.shapes`."""
     with open_layer(path, layer=layer or mapping.layer, where=mapping.where, crs=crs) as (info, batches):
         check_fields(mapping, info.fields, f"layer {info.layer!r} of {path}")
-        prefix = (
+        prefix = mapping.id_prefix or (
             path.name.split(".")[0]
             if layer is None and mapping.layer is None
             else f"{path.name.split('.')[0]}:{info.layer}"
@@ -69,11 +70,13 @@ class LayerRead:
         self._batches = batches
         self._mapper = mapper
         self._kept = 0
+        self._kinds: Counter[str] = Counter()
 
     def items(self, progress: Progress | None) -> Generator[AssetBatch, None, None]:
         for batch in self._batches:
             assets = self._mapper.map(batch)
             self._kept += len(assets)
+            self._kinds.update(assets.table.column("kind").to_pylist())
             if progress is not None:
                 progress(len(batch.attributes))
             yield assets
@@ -90,12 +93,20 @@ class LayerRead:
             layer=self.info.layer,
             crs=self.info.crs.to_string(),
             features_read=self._mapper.features_read,
-            assets={str(self._mapper.mapping.kind): written} if written else {},
+            assets=self._assets(written),
             meshes=meshes,
             repaired=findings.count("invalid_geometry_repaired"),
             rejected=findings.count(*REJECTING),
             findings=findings.as_list(),
         )
+
+    def _assets(self, written: int) -> dict[str, int]:
+        """Assets written per kind (one kind unless the mapping takes kinds from an attribute)."""
+        if not written:
+            return {}
+        if "kind" not in self._mapper.mapping.fields or written != self._kept:
+            return {str(self._mapper.mapping.kind): written}
+        return dict(sorted(self._kinds.items()))
 
 
 def check_not_empty(what: str, kept: int, read: int, stored: int, findings: Findings) -> None:

@@ -15,6 +15,13 @@ It is written in TOML (``--map mapping.toml`` or a pipeline's source table) or t
 
 Every source attribute not mapped to a field is kept in the asset's ``props``. ``parent_id`` takes the parent's
 full asset id as written (e.g. a lift layer's ``building_id`` = ``"blocks:B17"``).
+
+Ids are ``<prefix>:<id attribute>``, the prefix being the file's name up to its first dot (and ``:<layer>`` when a
+layer is named) unless ``id_prefix`` sets it: a city's grid layer, whatever its file is called, gives ``area:<code>``
+with ``id_prefix = "area"``. ``fields.kind`` names an attribute giving each feature's kind (an administrative layer
+holding districts, streets and grid cells); ``kind`` is then the kind of a feature whose attribute is empty, and a
+feature whose attribute names no kind, or one handled otherwise than ``kind`` (another shape of geometry, other
+typed columns), is rejected as ``unknown_kind``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from cim.model import Kind
 
 #: Model fields a layer attribute may feed.
 ModelField = Literal[
+    "kind",
     "name",
     "parent_id",
     "install_date",
@@ -62,6 +70,9 @@ class LayerMapping(BaseModel):
         default_factory=list,
         description="attribute(s) giving the id, first non-empty wins; default: the feature's position in the layer",
     )
+    id_prefix: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="asset ids' prefix; default: the file's name"
+    )
     fields: dict[ModelField, str] = Field(default_factory=dict)
     units: dict[ModelField, LengthUnit | DateUnit] = Field(default_factory=dict)
     defaults: dict[ModelField, Any] = Field(default_factory=dict)
@@ -77,6 +88,8 @@ class LayerMapping(BaseModel):
 
     @model_validator(mode="after")
     def _units_fit_fields(self) -> LayerMapping:
+        if "kind" in self.defaults:
+            raise ValueError("defaults.kind: the kind of a feature with no kind attribute is the mapping's kind")
         for name, unit in self.units.items():
             is_date = unit in ("iso", "epoch_ms", "epoch_s", "year")
             if name == "install_date" and not is_date:

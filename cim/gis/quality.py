@@ -19,7 +19,10 @@ RULES: dict[str, str] = {
     "empty_geometry": "rejected: the geometry is empty",
     "invalid_geometry_repaired": "repaired with make_valid",
     "duplicate_id": "rejected: the id was already used by an earlier feature of the layer",
-    "not_an_area": "rejected: a point or line given for a kind that is an area (building, park, land use, grid cell)",
+    "not_an_area": "rejected: a point or line given for a kind that is an area (building, park, land use, city, "
+    "district, street, grid cell)",
+    "unknown_kind": "rejected: the mapping's kind attribute names no kind, or one handled otherwise than the "
+    "mapping's kind",
     "negative_value": "value dropped: a length or count below zero",
     "unreadable_value": "value dropped: not a number or date in the declared unit",
     "implausible_install_date": "value dropped: install date before 1800 or in the future",
@@ -35,7 +38,7 @@ RULES: dict[str, str] = {
 REJECTING: tuple[str, ...] = tuple(rule for rule, effect in RULES.items() if effect.startswith("rejected"))
 EXAMPLES = 5
 #: Kinds whose assets are areas: footprints extruded to blocks, parks and land parcels measured by area and distance.
-AREA_KINDS = frozenset({Kind.BUILDING, Kind.PARK, Kind.LAND_USE, Kind.GRID_CELL})
+AREA_KINDS = frozenset({Kind.BUILDING, Kind.PARK, Kind.LAND_USE, Kind.CITY, Kind.DISTRICT, Kind.STREET, Kind.GRID_CELL})
 _POLYGONAL = (3, 6)  # shapely type ids of Polygon and MultiPolygon
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from cim.errors import InvalidInput
-from cim.synth import amenities, networks
+from cim.synth import amenities, areas, networks
 from cim.synth.buildings import PLOTS, REFERENCE_YEAR, USES, Typology, attributes, footprints, to_world, typologies
 from cim.synth.grid import PITCH_X, PITCH_Y, candidate_blocks, frame_of, nodes_of, streets_of
 from cim.synth.layers import LAYERS, ids, join, pick
@@ -83,6 +83,7 @@ def generate_city(
             name: stack.enter_context(LayerWriter(out / f"{name}.parquet", schema=schema, geometry_types=types))
             for name, (schema, types) in LAYERS.items()
         }
+        writers["areas"].write(*areas.area_layer(seed))
         layouts = _layouts(centres, buildings, math.ceil(towers / 4), seed)
         for index, (district, (bi, bj, typ, limit)) in enumerate(zip(DISTRICTS, layouts, strict=True)):
             reserve = math.ceil(towers / 4) if index == 0 else 0

@@ -7,11 +7,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cim.synth.areas import AREA_SCHEMA
+
 _S, _I, _F, _B = pa.string(), pa.int32(), pa.float64(), pa.bool_()
 
 THRESHOLDS = pa.struct([("above", _F), ("below", _F), ("status", pa.list_(_S)), ("stale_s", _F), ("severity", _S)])
 
 LAYERS: dict[str, tuple[pa.Schema, list[str]]] = {
+    "areas": (AREA_SCHEMA, ["Polygon", "MultiPolygon"]),  # city, districts, streets, grid cells (cim.synth.areas)
     "buildings": (
         pa.schema(
             [
