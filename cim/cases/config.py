@@ -19,6 +19,7 @@ from cim.errors import InvalidInput
 from cim.model.cases import AreaLevel
 from cim.store import Store
 from cim.store import cases as case_store
+from cim.store.areas import area_tree as stored_tree
 from cim.store.meshes import mesh_path_for
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ def read_case_rules(store_url: str) -> list[CaseRule] | None:
 
 
 def area_tree(store: Store) -> dict[str, AreaLike]:
-    from cim.cases.areas import area_tree as stored_tree
-
     return dict(stored_tree(store))
 
 

@@ -12,7 +12,8 @@ Units are declared in the pipeline file (``[[units]]``, :mod:`cim.pipeline.model
 ``reports_to`` — and raises one :class:`~cim.errors.InvalidInput` naming every problem, so nothing is stored from an
 invalid table.
 
->>> tree = {"D1": Area("D1", "黄浦区", "Huangpu", "district", None), "S1": Area("S1", "外滩街道", "Bund", "street", "D1")}
+>>> tree = {"D1": Area("D1", "黄浦区", "Huangpu", "district", None),
+...         "S1": Area("S1", "外滩街道", "Bund", "street", "D1")}
 >>> units = [Unit(id="gas", name="燃气集团", categories=("gas_leak",)),
 ...          Unit(id="bund", name="外滩网格", categories=("gas_leak",), areas=("S1",), reports_to="gas")]
 >>> table = DispatchTable.build(units, tree)
@@ -42,7 +43,7 @@ class AreaLike(Protocol):
     @property
     def code(self) -> str: ...
     @property
-    def name(self) -> str: ...
+    def name(self) -> str | None: ...
     @property
     def name_en(self) -> str | None: ...
     @property
@@ -56,7 +57,7 @@ class Area:
     """A plain area node, for tests and doctests."""
 
     code: str
-    name: str
+    name: str | None
     name_en: str | None
     level: str
     parent: str | None
@@ -103,7 +104,9 @@ def expand_units(declared: Iterable[Mapping[str, Any]], tree: Mapping[str, AreaL
             level = AreaLevel(per)
         except ValueError:
             known = ", ".join(str(x) for x in LEVEL_ORDER[1:])
-            raise InvalidInput(f"units[{index}] ({entry.get('id')!r}) per", f"{per!r} is not a level; use {known}")
+            raise InvalidInput(
+                f"units[{index}] ({entry.get('id')!r}) per", f"{per!r} is not a level; use {known}"
+            ) from None
         if entry.get("areas"):
             raise InvalidInput(f"unit template {entry.get('id')!r}", "per and areas exclude each other")
         nodes = sorted((n for n in tree.values() if level_of(n.level) is level), key=lambda n: n.code)
@@ -113,10 +116,10 @@ def expand_units(declared: Iterable[Mapping[str, Any]], tree: Mapping[str, AreaL
             parent = tree.get(node.parent) if node.parent else None
             values = {
                 "code": node.code,
-                "name": node.name,
-                "name_en": node.name_en or node.name,
+                "name": node.name or node.code,
+                "name_en": node.name_en or node.name or node.code,
                 "parent": node.parent or "",
-                "parent_name": parent.name if parent else "",
+                "parent_name": (parent.name or parent.code) if parent else "",
             }
             filled = {k: _fill(v, values) if isinstance(v, str) else v for k, v in entry.items()}
             units.append(_unit(filled, (node.code,)))
@@ -219,7 +222,9 @@ class DispatchTable:
             missing = [leaf for leaf in leaves if self.unit_for(cat, _chain(leaf, tree)) is None]
             if not missing:
                 continue
-            examples = ", ".join(f"{code} ({tree[code].name_en or tree[code].name})" for code in missing[:GAP_EXAMPLES])
+            examples = ", ".join(
+                f"{code} ({tree[code].name_en or tree[code].name or '?'})" for code in missing[:GAP_EXAMPLES]
+            )
             problems.append(f"category {cat} has no unit for {len(missing)} area(s), e.g. {examples}")
         return problems
 

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from cim.model.cases import (
 )
 from cim.store import AssetQuery, Store
 from cim.store import cases as case_store
+from cim.store.areas import areas_of_assets
 
 log = logging.getLogger(__name__)
 MACHINE = "machine"
@@ -179,7 +180,7 @@ class Machine:
         if not todo:
             return
         assets = sorted({info.asset_id for _, info, _ in todo})
-        areas = case_store_areas(self.store, assets)
+        areas = areas_of_assets(self.store, assets)
         by_asset = case_store.open_cases_of_assets(self.store, assets)
         touched: dict[str, Case] = {}  # cases opened or joined in this batch, newest state
         for alert, info, rule in todo:
@@ -265,7 +266,7 @@ class Machine:
     ) -> None:
         rule = rule_for(self.rules, quantity=info.quantity, rule_id=alert.rule, severity=alert.severity)
         if rule is not None:
-            areas = case_store_areas(self.store, [info.asset_id])
+            areas = areas_of_assets(self.store, [info.asset_id])
             case = self._create(alert, info, rule, areas.get(info.asset_id), result)
             if case is not None:
                 touched[case.id] = case
@@ -361,10 +362,3 @@ def dispatch_step(
         data={"unit": unit.id, "level": str(unit.level)},
         by_machine=by_machine,
     )
-
-
-def case_store_areas(store: Store, asset_ids: Sequence[str]) -> dict[str, Any]:
-    """The area codes of each asset (``cim.store.areas.areas_of_assets``); none when the store has no areas."""
-    from cim.cases.areas import areas_of_assets
-
-    return dict(areas_of_assets(store, list(asset_ids)))

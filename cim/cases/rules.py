@@ -81,7 +81,9 @@ def case_rules(declared: Iterable[Mapping[str, Any]]) -> list[CaseRule]:
                 mapping[str(key)] = Severity(value)
             except ValueError:
                 known = ", ".join(s.value for s in Severity)
-                raise InvalidInput(f"case rule {rule_id!r} severity.{key}", f"{value!r} is not one of {known}")
+                raise InvalidInput(
+                    f"case rule {rule_id!r} severity.{key}", f"{value!r} is not one of {known}"
+                ) from None
         conditions = entry.get("conditions")
         rules.append(
             CaseRule(

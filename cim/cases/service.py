@@ -287,8 +287,8 @@ class CaseService:
 
         return await self._in_store(both)
 
-    async def list(self, filter: Any) -> tuple[list[Case], int]:
-        """Cases a ``cim.store.cases.CaseFilter`` selects, and how many match in all."""
+    async def list(self, filter: case_store.CaseFilter) -> tuple[list[Case], int | None]:
+        """Cases a ``cim.store.cases.CaseFilter`` selects, and how many match in all (None: not counted)."""
         cases, matched = await self._in_store(case_store.list_cases, self.store, filter)
         return list(cases), matched
 

@@ -41,6 +41,7 @@ from cim.model.cases import (
 )
 from cim.store import Store
 from cim.store import cases as case_store
+from cim.store.areas import areas_of_assets, locate
 
 #: Attempts at a step whose case another process changed meanwhile (only when the caller named no version).
 RETRIES = 3
@@ -103,8 +104,6 @@ def report(
 
 
 def _place(store: Store, draft: CaseDraft, has_areas: bool) -> tuple[float | None, float | None, Any, tuple[str, ...]]:
-    from cim.cases.areas import areas_of_assets, locate
-
     if draft.asset_id is not None:
         asset = store.get_asset(draft.asset_id)  # NotFound names the asset
         lon, lat = draft.lon, draft.lat

@@ -23,7 +23,7 @@ import pytest
 import shapely
 
 from cim.cases import CaseService, CaseServiceOptions, case_rules
-from cim.cases.config import build_units, save_table
+from cim.cases.config import area_tree, build_units, save_table
 from cim.cases.dispatch import Area
 from cim.model import Alert, Asset, AssetBatch, Kind
 from cim.store import Store, open_store
@@ -155,8 +155,6 @@ def city(store_url: str) -> Iterator[Store]:
     """A store with the areas, the assets and sensors, and the units saved."""
     with open_store(store_url) as store:
         store.upsert_assets(AssetBatch.from_assets(area_assets() + city_assets()))
-        from cim.cases.areas import area_tree
-
         save_table(store, build_units(UNITS, area_tree(store)))
         yield store
 

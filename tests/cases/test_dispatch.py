@@ -22,14 +22,19 @@ def table(units: list[dict[str, Any]], **options: Any) -> DispatchTable:
     return build_units(units, TREE, **options)
 
 
+def unit_id(t: DispatchTable, category: str, areas: tuple[str, ...]) -> str | None:
+    unit = t.unit_for(category, areas)
+    return unit.id if unit is not None else None
+
+
 def test_most_specific_area_wins() -> None:
     t = table(UNITS)
-    assert t.unit_for("lift_fault", CELL1).id == "team-south"  # the street's team
-    assert t.unit_for("lift_fault", CELL3).id == "lift-310101"  # the district's company
-    assert t.unit_for("lift_fault", CELL4).id == "lift-310104"
-    assert t.unit_for("lift_fault", ()).id == "city-lift"  # outside every area: the city-wide one
-    assert t.unit_for("gas_leak", CELL4).id == "sh-gas"
-    assert t.unit_for("waterlogging", CELL1) is None  # no unit: the command centre's
+    assert unit_id(t, "lift_fault", CELL1) == "team-south"  # the street's team
+    assert unit_id(t, "lift_fault", CELL3) == "lift-310101"  # the district's company
+    assert unit_id(t, "lift_fault", CELL4) == "lift-310104"
+    assert unit_id(t, "lift_fault", ()) == "city-lift"  # outside every area: the city-wide one
+    assert unit_id(t, "gas_leak", CELL4) == "sh-gas"
+    assert unit_id(t, "waterlogging", CELL1) is None  # no unit: the command centre's
 
 
 def test_levels_come_from_areas() -> None:

@@ -105,5 +105,9 @@ def test_demo_pipeline_units_and_rules_are_valid() -> None:
     }
     units = expand_units([u.model_dump(exclude_none=True) for u in demo.units], TREE)
     table = DispatchTable.build(units, TREE)
-    assert table.unit_for("gas_leak", ("310101001001", "310101001", "310101")).id == "gas-310101"
-    assert table.unit_for("manhole_cover", ("310101001001", "310101001", "310101")).id == "grid-310101001"
+    cell = ("310101001001", "310101001", "310101")
+    assert [getattr(table.unit_for(c, cell), "id", None) for c in ("gas_leak", "manhole_cover", "lift_fault")] == [
+        "gas-310101",
+        "grid-310101001",
+        "lift-310101",
+    ]

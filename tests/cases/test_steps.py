@@ -173,7 +173,7 @@ async def test_report_by_point_and_outside(city: Store, clock: Clock) -> None:
 
 
 async def test_photos(city: Store, clock: Clock) -> None:
-    good = [Photo(png(), "a.png"), png(kind="JPEG"), png(kind="WEBP")]
+    good: list[Photo | bytes] = [Photo(png(), "a.png"), png(kind="JPEG"), png(kind="WEBP")]
     async with running(city, clock) as service:
         case, events = await service.report(
             CaseDraft(category="lift_fault", asset_id="lift:1", photos=good), actor="inspector"
@@ -181,7 +181,7 @@ async def test_photos(city: Store, clock: Clock) -> None:
         assert len(events[0].photos) == 3
         content_type, data = case_store.get_photo(city, events[0].photos[1])
         assert content_type == "image/jpeg" and data == good[1]
-        bad = [
+        bad: list[tuple[list[Photo | bytes], str]] = [
             ([Photo(b"not an image at all", "x.jpg")], r"photo 0 \(x.jpg\) — is not a JPEG, PNG or WebP"),
             ([png(), Photo(png(kind="GIF"), "anim.gif")], r"photo 1 \(anim.gif\) — is a GIF image"),
             ([png()[:40]], "photo 0 — is not a JPEG"),  # a truncated header
