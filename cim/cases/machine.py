@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,6 +51,8 @@ MACHINE = "machine"
 #: States in which a machine case may still be cleared by its alert (no person took it up).
 CLEARABLE: frozenset[CaseState] = frozenset({CaseState.REPORTED, CaseState.FILED, CaseState.DISPATCHED})
 EARTH_RADIUS_M = 6_371_008.8
+#: A sensor id the store did not know is looked up again after this many seconds (sensors declared meanwhile).
+SENSOR_MISS_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +115,17 @@ class Machine:
         self.rules = list(rules)
         self.clock = clock
         self.sensors: dict[str, SensorInfo | None] = {}
+        self._missed_at: dict[str, float] = {}  # sensor id → when the store did not know it (monotonic)
         self.open_alerts: set[str] = set()  # ids of alerts seen open and not yet closed
 
     # --- sensors ---
     def sensor_infos(self, sensor_ids: Iterable[str]) -> dict[str, SensorInfo]:
         """Sensors by id (read from the store on first sight; one that is not a sensor asset maps to nothing)."""
         wanted = list(sensor_ids)
-        missing = sorted({s for s in wanted if s not in self.sensors})
+        now = time.monotonic()
+        missing = sorted(
+            {s for s in wanted if s not in self.sensors or now - self._missed_at.get(s, now) > SENSOR_MISS_TTL_S}
+        )
         for start in range(0, len(missing), 1000):
             chunk = missing[start : start + 1000]
             found = {a.id: a for a in self.store.find_assets(AssetQuery(ids=chunk, kinds=(Kind.SENSOR,)))}
@@ -128,7 +135,9 @@ class Machine:
                 asset = found.get(sid)
                 if asset is None:
                     self.sensors[sid] = None
+                    self._missed_at[sid] = now
                     continue
+                self._missed_at.pop(sid, None)
                 watched = parents.get(asset.parent_id or "", asset)
                 geom = watched.geom if watched.geom is not None else asset.geom
                 point = geom.representative_point() if geom is not None and not geom.is_empty else None

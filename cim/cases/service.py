@@ -99,6 +99,7 @@ class CaseService:
         self.machine: Machine | None = None
         self.escalator = Escalator(store, units=lambda: self.units)
         self._buffer: list[tuple[Alert, float]] = []
+        self._inflight = 0  # alerts of the batch being processed
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -190,18 +191,21 @@ class CaseService:
             batch, self._buffer = self._buffer, []
             if not batch:
                 return None
+            self._inflight = len(batch)
             machine = self.machine
             assert machine is not None, "start the case service first"
             started = time.perf_counter()
             try:
                 result = await self._in_store(machine.run, [a for a, _ in batch])
             except Exception as exc:  # kept and retried: an alert is never dropped
+                self._inflight = 0
                 self._buffer[:0] = batch
                 self.batch_failures += 1
                 self._backoff = min(max(self._backoff * 2, self.options.min_backoff), self.options.max_backoff)
                 log.error("cases — a batch of %d alerts failed (%s: %s); retrying", len(batch), type(exc).__name__, exc)
                 return None
             self._backoff = 0.0
+            self._inflight = 0
             done = time.monotonic()
             self._latencies.extend(done - seen for _, seen in batch)
             self.last_batch_s = time.perf_counter() - started
@@ -217,8 +221,9 @@ class CaseService:
 
     async def _batch_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.batch_interval)
+            if not self._buffer:  # alerts that came in during the last batch go at once
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.options.batch_interval)
             self._wake.clear()
             await asyncio.shield(self.process_pending())
             if self._backoff:
@@ -334,7 +339,7 @@ class CaseService:
             "skipped": self.counts["skipped"],
             "conflicts": self.counts["conflicts"],
             "recovered": self.recovered,
-            "queue": len(self._buffer),
+            "queue": len(self._buffer) + self._inflight,
             "batches": self.batches,
             "batch_failures": self.batch_failures,
             "last_batch_ms": round(self.last_batch_s * 1000, 3),
