@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"cim.model"},  # value types: assets, meshes, batches, alerts, shapes
     {"cim.bim", "cim.gis", "cim.synth"},  # sources: files in, batches out
     {"cim.store"},  # DuckDB and PostGIS stores, their SQL and migrations
-    {"cim.queries", "cim.tiling", "cim.iot", "cim.render"},  # what reads the store: questions, tiles, live state
+    {"cim.queries", "cim.tiling", "cim.iot", "cim.render", "cim.cases"},  # readers: questions, tiles, live state, cases
     {"cim.pipeline"},  # orchestration: sources → store → tiling
     {"cim.api"},  # the web layer
     {"cim.cli"},  # the command line

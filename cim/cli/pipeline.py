@@ -61,6 +61,10 @@ def _print(summary: RunSummary) -> None:
             print_error(s.error)
     for error in summary.sensors["errors"]:
         print_error(f"pipeline {summary.pipeline} {error}")
+    for error in (summary.cases or {}).get("errors", []):
+        print_error(f"pipeline {summary.pipeline} {error}")
+    if summary.cases and not summary.cases["errors"]:
+        console.print(f"units: {summary.cases['units']}, case rules: {summary.cases['case_rules']}")
     if summary.sensors["changed"]:
         console.print(f"sensors declared: {summary.sensors['declared']}, given rules: {summary.sensors['ruled']}")
     if summary.tiles:

@@ -45,6 +45,29 @@
     lon = 121.5055
     lat = 31.2397
 
+    [[units]]                               # a responsible unit: categories × areas (none: the whole city)
+    id = "sh-gas"
+    name = "上海燃气集团"
+    name_en = "Shanghai Gas Group"
+    categories = ["gas_leak"]
+
+    [[units]]                               # a template: one unit per district ({code} {name} {name_en} {parent})
+    per = "district"
+    id = "gas-{code}"
+    name = "{name}燃气公司"
+    categories = ["gas_leak"]
+    reports_to = "sh-gas"
+
+    [[case_rules]]                          # alerts that open (or join) cases: see cim.cases.rules
+    quantity = "gas_pressure"
+    category = "gas_leak"
+    severity = { warning = "urgent", critical = "critical" }
+    join_distance_m = 200
+    join_window_s = 3600
+
+    [cases]
+    require_all_categories = false          # true: every category needs a unit everywhere, not only declared ones
+
 A key the model does not know is an error that names the key and its line (a typo must not be ignored).
 """
 
@@ -156,6 +179,36 @@ class MergeOptions(_Strict):
     prefer: Literal["gis", "bim"] = Field("gis", description="whose value wins when GIS and BIM attributes differ")
 
 
+class UnitSource(_Strict):
+    """A responsible unit, or with ``per`` a template of one unit per area of that level (:mod:`cim.cases.dispatch`)."""
+
+    id: str
+    name: str | None = None
+    name_en: str | None = None
+    categories: list[str] = Field(min_length=1)
+    areas: list[str] | None = Field(None, description="area codes at any level; none: the whole city")
+    reports_to: str | None = None
+    per: Literal["district", "street", "grid_cell"] | None = None
+
+
+class CaseRuleSource(_Strict):
+    """Alerts that open or join cases (:mod:`cim.cases.rules`)."""
+
+    id: str | None = None
+    category: str
+    quantity: str | None = None
+    rule_prefix: str | None = None
+    alert_severity: list[str] | None = None
+    conditions: list[str] | None = Field(None, description="default: above, below, status (not stale); [] any")
+    severity: dict[str, str] | None = Field(None, description="alert severity → case severity")
+    join_distance_m: float = Field(200.0, ge=0)
+    join_window_s: float = Field(3600.0, ge=0)
+
+
+class CaseOptions(_Strict):
+    require_all_categories: bool = False
+
+
 class Pipeline(_Strict):
     name: str
     store: str = "data/city.duckdb"
@@ -169,6 +222,9 @@ class Pipeline(_Strict):
     places: list[Place] = Field(default_factory=list)
     links: list[LinkSource] = Field(default_factory=list)
     merge: MergeOptions = Field(default_factory=MergeOptions)
+    units: list[UnitSource] = Field(default_factory=list)
+    case_rules: list[CaseRuleSource] = Field(default_factory=list)
+    cases: CaseOptions = Field(default_factory=CaseOptions)
     #: Directory of the pipeline file; paths of sources and mappings are relative to it.
     base: Path = Field(Path("."), exclude=True)
 

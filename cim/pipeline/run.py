@@ -58,11 +58,12 @@ class RunSummary:
     sensors: dict[str, Any] = field(default_factory=lambda: {"declared": 0, "ruled": 0, "changed": False, "errors": []})
     merge: dict[str, Any] | None = None
     tiles: dict[str, Any] | None = None
+    cases: dict[str, Any] | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.sources) and not self.sensors["errors"]
+        return all(s.ok for s in self.sources) and not self.sensors["errors"] and not (self.cases or {}).get("errors")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -130,6 +131,7 @@ def run_pipeline(
         summary.removed = _prune(pipeline, sources, store, meshes, state)
         ingested = any(s.ok and not s.skipped for s in summary.sources)
         summary.sensors = _declare_sensors(pipeline, store, state, force=force or ingested)
+        summary.cases = _declare_units(pipeline, store)
         if written >= OPTIMIZE_AFTER:
             store.optimize()
         changed = ingested or bool(summary.removed) or summary.sensors["changed"]
@@ -288,6 +290,34 @@ def _declare_sensors(pipeline: Pipeline, store: Store, state: SourceState, *, fo
     if not errors:  # with errors, try again next run
         state.remember(key, digest, source, len(declared), {"sensor": len(declared)}, pipeline=pipeline.name)
     return {"declared": len(declared), "ruled": ruled, "changed": True, "errors": errors}
+
+
+def _declare_units(pipeline: Pipeline, store: Store) -> dict[str, Any] | None:
+    """Check the pipeline's ``[[units]]`` against the store's areas (after the sources, which bring the areas) and
+    its ``[[case_rules]]``, then write both: the units to the store, the rules beside it. Nothing is written when
+    either is invalid (the error names the unit, key or rule)."""
+    if not pipeline.units and not pipeline.case_rules:
+        return None
+    from cim.cases.config import area_tree, build_units, save_table, write_case_rules
+    from cim.cases.rules import case_rules
+
+    declared_rules = [r.model_dump(exclude_none=True) for r in pipeline.case_rules]
+    try:
+        rules = case_rules(declared_rules)
+        table = None
+        if pipeline.units:
+            units = [u.model_dump(exclude_none=True) for u in pipeline.units]
+            table = build_units(units, area_tree(store), require_all_categories=pipeline.cases.require_all_categories)
+            uncovered = sorted({r.category for r in rules} - table.categories())
+            if uncovered:
+                raise InvalidInput(
+                    "case_rules", f"no unit answers for {', '.join(uncovered)}: declare one in [[units]]"
+                )
+    except CimError as exc:
+        return {"units": 0, "case_rules": 0, "errors": [str(exc)]}
+    saved = save_table(store, table) if table is not None else 0
+    write_case_rules(store.url, declared_rules)
+    return {"units": saved, "case_rules": len(rules), "errors": []}
 
 
 def beside_meshes(meshes: MeshStore, suffix: str) -> Path:

@@ -139,6 +139,9 @@ class DuckDBDialect(Dialect):
     def row_hash(self, columns: Sequence[str]) -> str:
         return f"hash({', '.join(columns)})"
 
+    def quantile(self, expr: str, fraction: float) -> str:
+        return f"quantile_cont({expr}, {float(fraction)!r})"
+
     def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
         west, south, east, north = bbox
         exact = shapely.to_wkb(polygon if polygon is not None else shapely.box(*bbox))
@@ -333,6 +336,9 @@ class DuckDBStore(SqlStore):
             )
         finally:
             self._con.unregister("cim_readings")
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
 
     def _changed(self) -> None:
         self._extent_area = None

@@ -100,6 +100,13 @@ class PostGISDialect(Dialect):
     def near(self, a: str, b: str, dlon: float, dlat: float) -> Where:
         return Where(f"{b}.geom && ST_Expand({a}.geom, %s, %s)", [dlon, dlat])
 
+    def quantile(self, expr: str, fraction: float) -> str:
+        return f"percentile_cont({float(fraction)!r}) WITHIN GROUP (ORDER BY {expr})"
+
+    def point_in_bbox(self, bbox: BBox) -> Where:
+        # the GiST index on geom; && compares bounding boxes, exact for points (edges included)
+        return Where("geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)", list(bbox))
+
     def bytewise(self, expr: str) -> str:
         # PostgreSQL then also skips the locale's collation rules (several times slower to compare)
         return f'{expr} COLLATE "C"'
@@ -251,6 +258,9 @@ class PostGISStore(SqlStore):
 
     def _lock_derived(self, stamp_key: str) -> None:
         self._execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self.schema}.{stamp_key}"])
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
 
     def _is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.OperationalError | PoolTimeout)

@@ -95,6 +95,19 @@ class Dialect:
         """``column`` is one of ``keys`` (a non-empty list of ids)."""
         return Where(f"{column} IN ({', '.join([self.param] * len(keys))})", list(keys))
 
+    def quantile(self, expr: str, fraction: float) -> str:
+        """The aggregate of a group's continuous ``fraction`` quantile of a number expression (0.9: the p90),
+        interpolated between the two nearest values; NULLs are left out."""
+        raise NotImplementedError
+
+    def point_in_bbox(self, bbox: BBox) -> Where:
+        """Rows whose point, held as ``lon``/``lat`` columns and a ``geom`` point (the cases), lies in ``bbox``
+        (west, south, east, north), edges included. By the number columns, which a scan prunes by their zone
+        maps; a backend with a spatial index on ``geom`` spells it through the index."""
+        west, south, east, north = bbox
+        p = self.param
+        return Where(f"lon BETWEEN {p} AND {p} AND lat BETWEEN {p} AND {p}", [west, east, south, north])
+
     # --- shared ---
     def rounded(self, expr: str, digits: int) -> str:
         """A number expression rounded to ``digits`` decimals as a double, as Python's ``round`` does (barring a

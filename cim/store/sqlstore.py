@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from cim.errors import CimError, InvalidInput, NotFound, StoreError, StoreUnavailable
+from cim.errors import CimError, Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, BBox, ClosedOnExit, Store
@@ -198,6 +198,18 @@ class SqlStore(ClosedOnExit, ABC):
         :class:`~cim.store.base.Store` protocol has no verb for."""
         return self._fetch(sql, params)
 
+    def change(self, what: str) -> AbstractContextManager[None]:
+        """One transaction for the SQL modules beside the store (:mod:`cim.store.cases`): committed when the block
+        ends, rolled back when it raises; a database error inside becomes :class:`StoreError` (or
+        :class:`StoreUnavailable`) naming ``what``, a :class:`CimError` passes as it is. Statements inside go
+        through :meth:`execute` and :meth:`select`, which then run in this transaction."""
+        return self._changing(what)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement in this backend's dialect inside :meth:`change`; the number of rows it changed (-1
+        when unknown). Every value a caller gave travels in ``params``."""
+        return self._execute(sql, params)
+
     def derived_table(self, name: str, select_sql: str) -> str:
         """The table ``name`` holding the rows of ``select_sql`` (a query of ``assets`` with no parameters), rebuilt
         first when assets changed since it was built or ``select_sql`` is not the one it was built from.
@@ -327,6 +339,11 @@ class SqlStore(ClosedOnExit, ABC):
     def _changed(self) -> None:
         """Called after a committed change to assets; backends drop caches here."""
 
+    def _is_conflict(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised inside a change, is the database refusing it because a concurrent transaction
+        changed the same rows (a serialization failure, a deadlock): reported as :class:`Conflict`."""
+        return False
+
     def _is_unavailable(self, exc: BaseException) -> bool:
         """Whether ``exc``, raised inside a change, means the database went away (a server restart, a lost
         connection): the change is then reported as :class:`StoreUnavailable`, which callers may retry."""
@@ -355,6 +372,12 @@ class _ChangeGuard(AbstractContextManager[None]):
             if exc is None:
                 exc = ending
         if exc is not None and not isinstance(exc, CimError) and isinstance(exc, Exception):
+            if self._store._is_conflict(exc):
+                raise Conflict(
+                    self._what,
+                    f"another writer changed the same rows meanwhile ({_first_line(exc)}); nothing was "
+                    "written: read again and retry",
+                ) from exc
             if self._store._is_unavailable(exc):
                 raise StoreUnavailable(
                     f"{self._what} in the store", f"the database went away ({_first_line(exc)}); nothing was written"

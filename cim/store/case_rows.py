@@ -1,0 +1,202 @@
+"""Rows of the case tables as values: cases and events read and written (for :mod:`cim.store.cases` and
+:mod:`cim.store.assessment`), the responsible units of cases and the photos of their logs (named again by
+:mod:`cim.store.cases`, where the service finds every function over the case tables)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import shapely
+
+from cim.errors import InvalidInput, NotFound
+from cim.model.cases import Action, AreaLevel, Case, CaseEvent, CaseSource, CaseState, Resolution, Severity
+from cim.store.base import Store
+from cim.store.sql import Where
+from cim.store.sqlstore import SqlStore, sql_store
+
+#: Largest photo kept in the log.
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+_LISTS = ("asset_ids", "alert_ids")
+_ENUMS: Mapping[str, Any] = {
+    "source": CaseSource,
+    "severity": Severity,
+    "state": CaseState,
+    "resolution": Resolution,
+    "level": AreaLevel,
+}
+#: The columns of ``cases`` read back into a :class:`Case` (``geom`` is derived from lon/lat when written).
+CASE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Case))
+EVENT_SELECT = (
+    "case_id, seq, action, from_state, to_state, actor, unit_id, acted_at, at_offset_s, note, photos, "
+    "CAST(data AS VARCHAR) AS data, prev_hash, hash"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitRow:
+    """A responsible unit as stored: the case categories and area codes it answers for, the unit it reports to,
+    its level, and the sha256 (hex) of its API token (None: it has none)."""
+
+    id: str
+    name: str
+    name_en: str | None = None
+    categories: tuple[str, ...] = ()
+    areas: tuple[str, ...] = ()
+    reports_to: str | None = None
+    level: str = AreaLevel.STREET
+    token_hash: str | None = None
+    props: Mapping[str, Any] = field(default_factory=dict)
+
+
+_UNIT_COLUMNS = ("id", "name", "name_en", "categories", "areas", "reports_to", "level", "token_hash", "props")
+
+
+def save_units(store: Store, units: Sequence[UnitRow]) -> int:
+    """Replace every unit with ``units`` in one transaction. A unit kept (by id) keeps its token when its row
+    names none. Ids must be unique and non-empty, levels known, token hashes sha256 hex."""
+    seen: set[str] = set()
+    for unit in units:
+        if not unit.id or not unit.id.strip() or unit.id in seen:
+            raise InvalidInput(f"unit id {unit.id!r}", "is empty or named twice")
+        seen.add(unit.id)
+        if unit.level not in AreaLevel.__members__.values():
+            raise InvalidInput(f"unit {unit.id} level {unit.level!r}", f"is not one of {', '.join(AreaLevel)}")
+        _check_token_hash(unit.token_hash)
+    db = sql_store(store)
+    p = db.dialect.param
+    with db.change(f"saving {len(units)} units"):
+        kept = db.select("SELECT id, token_hash FROM units WHERE token_hash IS NOT NULL").to_pylist()
+        tokens = {row["id"]: row["token_hash"] for row in kept}
+        db.execute("DELETE FROM units")
+        values = [p] * (len(_UNIT_COLUMNS) - 1) + [f"CAST({p} AS JSON)"]
+        for unit in units:
+            db.execute(
+                f"INSERT INTO units ({', '.join(_UNIT_COLUMNS)}) VALUES ({', '.join(values)})",
+                [unit.id, unit.name, unit.name_en, list(unit.categories), list(unit.areas), unit.reports_to,
+                 str(unit.level), unit.token_hash or tokens.get(unit.id), json_text(unit.props)],
+            )  # fmt: skip
+    return len(units)
+
+
+def load_units(store: Store) -> list[UnitRow]:
+    """Every unit, by id."""
+    return _select_units(sql_store(store), "TRUE", [])
+
+
+def set_unit_token(store: Store, unit_id: str, token_hash: str | None) -> None:
+    """Give the unit the token whose sha256 (hex) is ``token_hash`` (None: take its token away); NotFound when
+    there is no such unit."""
+    _check_token_hash(token_hash)
+    db = sql_store(store)
+    p = db.dialect.param
+    with db.change(f"setting the token of unit {unit_id}"):
+        if not db.select(f"SELECT id FROM units WHERE id = {p}", [unit_id]).num_rows:
+            raise NotFound(f"unit {unit_id[:200]!r}", "is not a unit")
+        db.execute(f"UPDATE units SET token_hash = {p} WHERE id = {p}", [token_hash, unit_id])
+
+
+def unit_by_token_hash(store: Store, token_hash: str) -> UnitRow | None:
+    """The unit whose token hashes to ``token_hash``, or None."""
+    db = sql_store(store)
+    found = _select_units(db, f"token_hash = {db.dialect.param}", [token_hash])
+    return found[0] if found else None
+
+
+# --- photos ---
+def save_photo(store: Store, data: bytes, content_type: str, *, max_bytes: int = MAX_PHOTO_BYTES) -> str:
+    """Keep a photo; its id is the sha256 (hex) of its bytes, so saving it again changes nothing. Refused when it is
+    empty, larger than ``max_bytes`` or its content type is not an image's."""
+    if not data:
+        raise InvalidInput("photo", "is empty")
+    if len(data) > max_bytes:
+        raise InvalidInput("photo", f"is {len(data):,} bytes, more than the {max_bytes:,} a photo may have")
+    if not content_type.startswith("image/") or len(content_type) > 100:
+        raise InvalidInput(f"photo content type {content_type[:100]!r}", "is not an image's (image/…)")
+    photo_id = hashlib.sha256(data).hexdigest()
+    db = sql_store(store)
+    p = db.dialect.param
+    with db.change("saving a photo"):
+        db.execute(
+            f"INSERT INTO case_photos VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (id) DO NOTHING",
+            [photo_id, content_type, bytes(data), len(data), datetime.now(UTC)],
+        )
+    return photo_id
+
+
+def get_photo(store: Store, photo_id: str) -> tuple[str, bytes]:
+    """(content type, bytes) of a photo, or NotFound naming the id."""
+    db = sql_store(store)
+    p = db.dialect.param
+    rows = db.select(f"SELECT content_type, bytes FROM case_photos WHERE id = {p}", [photo_id]).to_pylist()
+    if not rows:
+        raise NotFound(f"photo {photo_id[:200]!r}", "is not in the store")
+    return rows[0]["content_type"], bytes(rows[0]["bytes"])
+
+
+def _select_units(db: SqlStore, where: str, params: Sequence[Any]) -> list[UnitRow]:
+    columns = ", ".join(c if c != "props" else "CAST(props AS VARCHAR) AS props" for c in _UNIT_COLUMNS)
+    rows = db.select(f"SELECT {columns} FROM units WHERE {where} ORDER BY id", params).to_pylist()
+    return [
+        UnitRow(**{**row, "categories": tuple(row["categories"]), "areas": tuple(row["areas"]),
+                   "props": json.loads(row["props"]) if row["props"] else {}})
+        for row in rows
+    ]  # fmt: skip
+
+
+def _check_token_hash(token_hash: str | None) -> None:
+    if token_hash is not None and (len(token_hash) != 64 or any(c not in "0123456789abcdef" for c in token_hash)):
+        raise InvalidInput("unit token hash", "must be a sha256 digest in lower-case hex (64 characters)")
+
+
+# --- cases and events ---
+def case_values(case: Case) -> list[Any]:
+    values: list[Any] = []
+    for name in CASE_COLUMNS:
+        value = getattr(case, name)
+        if name in _LISTS:
+            value = list(value)
+        elif name in _ENUMS and value is not None:
+            value = str(value)
+        values.append(value)
+    point = None if case.lon is None or case.lat is None else shapely.to_wkb(shapely.Point(case.lon, case.lat))
+    return [*values, point]
+
+
+def select_cases(
+    db: SqlStore, where: Where, *, order: str = "id", tail: str = "", tail_params: Sequence[Any] = ()
+) -> list[Case]:
+    sql = f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE {where.sql} ORDER BY {order}{tail}"
+    return [case_from_row(row) for row in db.select(sql, [*where.params, *tail_params]).to_pylist()]
+
+
+def case_from_row(row: dict[str, Any]) -> Case:
+    for name, kind in _ENUMS.items():
+        if row[name] is not None:
+            row[name] = kind(row[name])
+    for name in _LISTS:
+        row[name] = tuple(row[name] or ())
+    row["dispatched_by_machine"] = bool(row["dispatched_by_machine"])
+    return Case(**row)
+
+
+def event_from_row(row: dict[str, Any]) -> CaseEvent:
+    at = row.pop("acted_at").astimezone(timezone(timedelta(seconds=row.pop("at_offset_s"))))
+    return CaseEvent(
+        **{k: v for k, v in row.items() if k not in ("action", "from_state", "to_state", "photos", "data")},
+        at=at,
+        action=Action(row["action"]),
+        from_state=None if row["from_state"] is None else CaseState(row["from_state"]),
+        to_state=CaseState(row["to_state"]),
+        photos=tuple(row["photos"] or ()),
+        data=json.loads(row["data"]) if row["data"] else {},
+    )
+
+
+def json_text(value: Mapping[str, Any]) -> str:
+    """The JSON text a mapping is stored as: the spelling :func:`cim.model.cases.event_hash` reads it in."""
+    return json.dumps(dict(value), sort_keys=True, ensure_ascii=False, default=str)
