@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["duckdb", "postgis", "both"], default="both")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/cim_test")
     parser.add_argument("--schema", default="bench_cases", help="the PostGIS schema, dropped at the end")
+    parser.add_argument("--keep", action="store_true", help="keep the PostGIS schema (to EXPLAIN its queries)")
     args = parser.parse_args()
     total, per_case = args.cases, args.events_per_case
     print(f"{total:,} cases, {total * per_case:,} events")
@@ -234,8 +235,9 @@ def main() -> None:
             print(f"postgis  load: {seconds:.1f} s")
             measure("postgis", url, total, args.runs)
         finally:
-            with psycopg.connect(args.postgres, autocommit=True) as con:
-                con.execute(f"DROP SCHEMA IF EXISTS {args.schema} CASCADE")
+            if not args.keep:
+                with psycopg.connect(args.postgres, autocommit=True) as con:
+                    con.execute(f"DROP SCHEMA IF EXISTS {args.schema} CASCADE")
 
 
 if __name__ == "__main__":
