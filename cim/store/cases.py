@@ -354,13 +354,12 @@ def _apply_one(db: SqlStore, case: Case, event: CaseEvent, expected: int, alert_
     if refused is not None:
         _unclaim(db, claimed)
         return refused
-    columns = [c for c in CASE_COLUMNS if c != "id"]
-    sets = ", ".join(f"{c} = {p}" for c in columns)
-    values = dict(zip(CASE_COLUMNS, case_values(case), strict=False))
+    *values, point = case_values(case)  # in CASE_COLUMNS order, id first, then the point's WKB
+    sets = ", ".join(f"{c} = {p}" for c in CASE_COLUMNS[1:])
     changed = db.execute(
         f"UPDATE cases SET {sets}, geom = {db.dialect.geom_param()} WHERE id = {p} AND version = {p} "
         f"AND last_hash = {p}",
-        [*(values[c] for c in columns), case_values(case)[-1], case.id, expected, event.prev_hash],
+        [*values[1:], point, case.id, expected, event.prev_hash],
     )
     if changed == 0:
         _unclaim(db, claimed)

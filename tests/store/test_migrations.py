@@ -278,11 +278,9 @@ def test_cim_store_info_and_upgrade(tmp_path: Path) -> None:
         return dict(json.loads(done.stdout))
 
     before = cim("info")
-    assert (before["version"], before["history"], before["pending"]) == (
-        1,
-        [],
-        [{"version": 2, "name": "migration history"}],
-    )
+    steps = [{"version": m.version, "name": m.name} for m in MIGRATIONS[1:]]
+    assert steps[0] == {"version": 2, "name": "migration history"}
+    assert (before["version"], before["history"], before["pending"]) == (1, [], steps)
     assert before["tables"] == {
         "alerts": 1,
         "assets": 4,
@@ -293,12 +291,12 @@ def test_cim_store_info_and_upgrade(tmp_path: Path) -> None:
     }
     upgraded = cim("upgrade")
     assert upgraded == {"store": path, "from_version": 1, "to_version": SCHEMA_VERSION,
-                        "steps": [{"version": 2, "name": "migration history"}],
+                        "steps": steps,
                         "backup": str(tmp_path / "v1.v1-backup.duckdb")}  # fmt: skip
     assert cim("upgrade")["steps"] == []
     after = cim("info")
     assert after["version"] == SCHEMA_VERSION and after["pending"] == []
-    assert [row["version"] for row in after["history"]] == [1, 2]  # type: ignore[union-attr, index]
+    assert [row["version"] for row in after["history"]] == [m.version for m in MIGRATIONS]  # type: ignore[union-attr, index]
 
 
 def test_cim_store_info_of_a_missing_store_is_one_error_line(tmp_path: Path) -> None:
