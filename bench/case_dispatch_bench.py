@@ -1,7 +1,7 @@
 """Machine dispatch benchmark: alerts at a steady rate through ``CaseService.on_alert`` → a dispatched (or joined)
 case committed in the store; the latency of each alert from ``on_alert`` to its batch's commit.
 
-    .venv/bin/python bench/cases_bench.py [--store duckdb|postgis|URL] [--rate 100] [--seconds 20]
+    .venv/bin/python bench/case_dispatch_bench.py [--store duckdb|postgis|URL] [--rate 100] [--seconds 20]
                                           [--sensors 3000] [--repeat 0.2]
 
 The city is a 10 × 10 km square split into 4 districts, 16 streets and 256 grid cells (area assets as the areas

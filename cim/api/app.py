@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, health, indicators, ogc_features, preview, queries, tiles
+from cim.api import assets, case_features, cases, health, indicators, ogc_features, preview, queries, tiles
 from cim.api.admin import build_admin_router
 from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
@@ -28,18 +28,21 @@ from cim.settings import AppSettings
 from cim.store import open_store
 
 if TYPE_CHECKING:
+    from cim.cases import CaseService
     from cim.iot import IotService
 
 log = logging.getLogger("cim.api")
 
 #: The routers every server has; the order is the order of the OpenAPI document.
 CORE_ROUTERS: tuple[APIRouter, ...] = (
+    case_features.router,  # /collections/cases before the asset kinds' /collections/{collectionId}
     ogc_features.router,
     queries.router,
     indicators.router,
     assets.router,
     tiles.router,
     preview.router,
+    cases.router,
     health.router,
 )
 
@@ -60,9 +63,11 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(open_store, settings.store.store)
         service = None
+        case_service = None
         try:
             if settings.live:
                 service = await _start_iot(settings)
+            case_service = await _start_cases(settings, service)
             app.state.resources = Resources(
                 settings=settings.server,
                 store=store,
@@ -70,6 +75,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
                 alerts=alerts if service is None else _alerts_of(service),
                 probes={} if service is None else _iot_probes(service),
                 iot=service,
+                cases=case_service,
             )
             log.info("serving store %s and tiles from %s", store.url, settings.server.tiles_dir)
             yield
@@ -77,6 +83,9 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
             if service is not None:
                 await service.stop()
                 service.store.close()
+            if case_service is not None:  # after the IoT service: its last alerts still become cases
+                await case_service.stop()
+                case_service.store.close()
             store.close()
 
     app = FastAPI(
@@ -135,6 +144,23 @@ async def _start_iot(settings: AppSettings) -> IotService:
     except BaseException:
         store.close()
         raise
+    return service
+
+
+async def _start_cases(settings: AppSettings, iot: IotService | None) -> CaseService:
+    """The case service on a store connection of its own; with live sensors, every alert reaches it (machine
+    dispatch) and every case change goes out on the live WebSocket."""
+    from cim.cases import CaseService
+
+    store = await run_in_threadpool(open_store, settings.store.store)
+    service = CaseService(store, publish=iot.hub.publish_case if iot is not None else None)
+    try:
+        await service.start()
+    except BaseException:
+        store.close()
+        raise
+    if iot is not None:
+        iot.alert_listeners.append(service.on_alert)
     return service
 
 

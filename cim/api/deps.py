@@ -25,6 +25,7 @@ from cim.settings import ServerSettings
 from cim.store import Store
 
 if TYPE_CHECKING:
+    from cim.cases import CaseService
     from cim.iot import IotService
 
 #: Largest request body the API reads (a GeoJSON area of 100,000 vertices fits in about 4 MB).
@@ -55,6 +56,7 @@ class Resources:
     alerts: AlertLookup = no_alerts
     probes: dict[str, Probe] = field(default_factory=dict)
     iot: IotService | None = None  # live sensors (cim.api.iot), when the app serves them
+    cases: CaseService | None = None  # cases and machine dispatch (cim.api.cases)
 
 
 async def get_resources(connection: HTTPConnection) -> Resources:  # async: a sync dependency costs a thread hop

@@ -155,8 +155,13 @@ def conformance() -> dict[str, list[str]]:
 def collections(request: Request, store: StoreDep) -> dict[str, Any]:
     root = _root(request)
     kinds = [Kind(k) for k in store.count_by_kind() if k in Kind._value2member_map_]
+    found = [_collection(root, kind, store.extent(kind=kind)) for kind in kinds]
+    if getattr(request.app.state.resources, "cases", None) is not None:
+        from cim.api.case_features import cases_collection  # it builds on this module
+
+        found.append(cases_collection(root))
     return {
-        "collections": [_collection(root, kind, store.extent(kind=kind)) for kind in kinds],
+        "collections": found,
         "links": [{"href": f"{root}/collections", "rel": "self", "type": "application/json"}],
     }
 

@@ -45,6 +45,7 @@ OPTIONAL = (
     ("sensors", "/iot/sensors"),
     ("indicators", "/indicators"),
     ("places", "/places"),
+    ("cases", "/cases"),
 )
 
 

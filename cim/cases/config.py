@@ -1,16 +1,15 @@
-"""What the case service is configured with, and where it lives: the units in the store (``units`` table, written by
-``cim run`` from the pipeline's ``[[units]]``), the case rules in a small JSON file beside the store's mesh file
-(``city.duckdb`` → ``city.cases.json``, written by ``cim run`` from ``[[case_rules]]``), the area tree in the store.
+"""What the case service is configured with, all kept in the store so every server on it reads the same: the units
+(``units`` table, written by ``cim run`` from the pipeline's ``[[units]]``), the case rules and the deadline scale
+(``cim_meta``, written in the same transaction from ``[[case_rules]]`` and ``[cases]``), the area tree (assets).
 
 Synchronous: called on the service's store thread, or by the pipeline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from cim.cases.dispatch import AreaLike, DispatchTable, Unit, expand_units
@@ -20,38 +19,33 @@ from cim.model.cases import AreaLevel
 from cim.store import Store
 from cim.store import cases as case_store
 from cim.store.areas import area_tree as stored_tree
-from cim.store.meshes import mesh_path_for
 
 log = logging.getLogger(__name__)
 
 
-def case_config_path(store_url: str) -> Path:
-    """``city.duckdb`` → ``city.cases.json`` (beside the mesh file, as the pipeline's other state files are)."""
-    meshes = mesh_path_for(store_url)
-    stem = meshes.name.removesuffix(".duckdb").removesuffix(".meshes")
-    return meshes.with_name(stem + ".cases.json")
+@dataclass(frozen=True, slots=True)
+class CaseConfig:
+    """What ``cim run`` declared for the case service besides the units: the alert → case rules, and the factor
+    every deadline is scaled by (1: real deadlines; the demo runs a day of deadlines in minutes)."""
+
+    rules: tuple[CaseRule, ...] = ()
+    deadline_scale: float = 1.0
 
 
-def write_case_rules(store_url: str, declared: Sequence[Mapping[str, Any]]) -> Path:
-    """Keep the declared case rules (already checked with :func:`~cim.cases.rules.case_rules`) for the server."""
-    path = case_config_path(store_url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"case_rules": [dict(d) for d in declared]}, indent=1), encoding="utf-8")
-    temporary.replace(path)
-    return path
-
-
-def read_case_rules(store_url: str) -> list[CaseRule] | None:
-    """The case rules kept for this store, or None when there is no file."""
-    path = case_config_path(store_url)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+def read_case_config(store: Store) -> CaseConfig | None:
+    """The case configuration kept in the store (with the units), or None when the pipeline declared none."""
+    data = case_store.load_case_config(store)
+    if data is None:
         return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"case rules {path}", f"is not JSON: {exc}") from None
-    return case_rules(data.get("case_rules") or [])
+    scale = data.get("deadline_scale", 1.0)
+    if not isinstance(scale, int | float) or not 0 < scale <= 1000:
+        raise InvalidInput("case configuration deadline_scale", f"must be a positive number, got {scale!r}")
+    return CaseConfig(rules=tuple(case_rules(data.get("case_rules") or [])), deadline_scale=float(scale))
+
+
+def config_json(declared_rules: Sequence[Mapping[str, Any]], *, deadline_scale: float = 1.0) -> dict[str, Any]:
+    """The JSON the store keeps of the declared case rules (checked before with :func:`case_rules`)."""
+    return {"case_rules": [dict(d) for d in declared_rules], "deadline_scale": deadline_scale}
 
 
 def area_tree(store: Store) -> dict[str, AreaLike]:
@@ -71,10 +65,10 @@ def build_units(
     return DispatchTable.build(units, tree, require_all_categories=require_all_categories)
 
 
-def save_table(store: Store, table: DispatchTable) -> int:
-    rows = [unit_row(u) for u in table.units.values()]
-    case_store.save_units(store, rows)
-    return len(rows)
+def save_table(store: Store, table: DispatchTable | None, *, config: Mapping[str, Any] | None = None) -> int:
+    """The units of ``table`` (None: none) and the case configuration, in one transaction."""
+    rows = [unit_row(u) for u in table.units.values()] if table is not None else None
+    return case_store.save_units(store, rows, config=config)
 
 
 def unit_row(unit: Unit) -> Any:

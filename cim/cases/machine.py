@@ -109,11 +109,13 @@ class Machine:
         table: Callable[[], DispatchTable | None],
         rules: Sequence[CaseRule],
         clock: Callable[[], datetime],
+        deadline_scale: float = 1.0,
     ) -> None:
         self.store = store
         self.table = table
         self.rules = list(rules)
         self.clock = clock
+        self.deadline_scale = deadline_scale
         self.sensors: dict[str, SensorInfo | None] = {}
         self._missed_at: dict[str, float] = {}  # sensor id → when the store did not know it (monotonic)
         self.open_alerts: set[str] = set()  # ids of alerts seen open and not yet closed
@@ -289,6 +291,7 @@ class Machine:
             severity=rule.case_severity(alert.severity),
             at=alert.opened_at,
             actor=MACHINE,
+            deadline_scale=self.deadline_scale,
             title=f"{label.zh} {label.en}: {alert.sensor_id}",
             description=alert.message,
             lon=info.lon,

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from cim.cases.config import area_tree, load_table, read_case_rules, unit_of_row
+from cim.cases import reading
+from cim.cases.config import area_tree, load_table, read_case_config, unit_of_row
 from cim.cases.dispatch import AreaLike, DispatchTable, Unit
 from cim.cases.escalation import Escalator
 from cim.cases.machine import BatchResult, Machine
@@ -58,6 +59,7 @@ class CaseServiceOptions:
     min_backoff: float = 0.05
     max_backoff: float = 2.0
     recovery_chunk: int = 1000
+    deadline_scale: float | None = None  # None: the one ``cim run`` kept in the store (1 when none)
 
 
 def change_dict(case: Case, action: str) -> dict[str, Any]:
@@ -78,7 +80,7 @@ def change_dict(case: Case, action: str) -> dict[str, Any]:
 
 class CaseService:
     """Cases for one store; see the module docstring. ``rules`` None: the rules ``cim run`` kept beside the store
-    (:func:`~cim.cases.config.read_case_rules`), else none (no alert opens a case)."""
+    (:func:`~cim.cases.config.read_case_config`), else none (no alert opens a case)."""
 
     def __init__(
         self,
@@ -93,7 +95,9 @@ class CaseService:
         self.publish = publish
         self.clock = clock or (lambda: datetime.now(UTC))
         self.options = options or CaseServiceOptions()
-        self._rules = None if rules is None else list(rules)
+        self._given_rules = None if rules is None else list(rules)
+        self._rules: list[CaseRule] = []
+        self.deadline_scale = 1.0
         self.table: DispatchTable | None = None
         self.tree: dict[str, AreaLike] = {}
         self.machine: Machine | None = None
@@ -139,11 +143,20 @@ class CaseService:
     def _load(self) -> None:
         self.tree = area_tree(self.store)
         self.table = load_table(self.store, self.tree)
-        if self._rules is None:
-            self._rules = read_case_rules(self.store.url) or []
+        config = read_case_config(self.store)
+        stored = list(config.rules) if config is not None else []
+        self._rules = self._given_rules if self._given_rules is not None else stored
+        scale = self.options.deadline_scale
+        self.deadline_scale = scale if scale is not None else (config.deadline_scale if config is not None else 1.0)
         if not self._rules:
             log.warning("cases — no case rules: alerts open no case (declare [[case_rules]] and run the pipeline)")
-        self.machine = Machine(self.store, table=lambda: self.table, rules=self._rules, clock=self.clock)
+        self.machine = Machine(
+            self.store,
+            table=lambda: self.table,
+            rules=self._rules,
+            clock=self.clock,
+            deadline_scale=self.deadline_scale,
+        )
 
     async def _recover(self, open_alerts: Sequence[Alert]) -> None:
         alerts = sorted(open_alerts, key=lambda a: (a.opened_at, a.id))
@@ -251,7 +264,14 @@ class CaseService:
     async def report(self, draft: CaseDraft, *, actor: str) -> tuple[Case, list[CaseEvent]]:
         """A case reported by a person or an app (``POST /cases``): located, filed and dispatched by the table."""
         case, events = await self._in_store(
-            report, self.store, self.table, draft, actor=actor, now=self.clock(), has_areas=bool(self.tree)
+            report,
+            self.store,
+            self.table,
+            draft,
+            actor=actor,
+            now=self.clock(),
+            has_areas=bool(self.tree),
+            deadline_scale=self.deadline_scale,
         )
         self._publish(case, str(events[-1].action))
         return case, events
@@ -285,6 +305,30 @@ class CaseService:
         )
         self._publish(case, str(event.action))
         return case, event
+
+    # --- what the API reads besides cases (cim.cases.reading) ---
+    async def heat(self, level: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Open cases per area of ``level``, and the overdue ones among them (the heat layer)."""
+        return await self._in_store(reading.heat, self.store, level, self.clock())
+
+    async def assets_of(self, case: Case) -> list[dict[str, Any]]:
+        return await self._in_store(reading.assets_of, self.store, case)
+
+    async def photo(self, case_id: str, photo_id: str) -> tuple[str, bytes]:
+        return await self._in_store(reading.photo, self.store, case_id, photo_id)
+
+    async def assess(
+        self, *, level: str, start: datetime, end: datetime, parent: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The assessment per area or unit over [start, end), each row named (areas and units)."""
+        names = {code: (a.name, a.name_en) for code, a in self.tree.items()}
+        names |= {u.id: (u.name, u.name_en) for u in self.units.values()}
+        return await self._in_store(
+            reading.assessment, self.store, names, level=level, start=start, end=end, parent=parent
+        )
+
+    async def verify_logs(self) -> tuple[int, dict[str, str]]:
+        return await self._in_store(reading.verify_logs, self.store)
 
     async def get(self, case_id: str) -> tuple[Case, list[CaseEvent]]:
         def both() -> tuple[Case, list[CaseEvent]]:

@@ -64,7 +64,14 @@ class CaseDraft:
 
 
 def report(
-    store: Store, table: DispatchTable | None, draft: CaseDraft, *, actor: str, now: datetime, has_areas: bool
+    store: Store,
+    table: DispatchTable | None,
+    draft: CaseDraft,
+    *,
+    actor: str,
+    now: datetime,
+    has_areas: bool,
+    deadline_scale: float = 1.0,
 ) -> tuple[Case, list[CaseEvent]]:
     """File a reported case and dispatch it by the table (by machine); stored in one transaction."""
     cat = category(draft.category).id
@@ -87,6 +94,7 @@ def report(
         severity=severity,
         at=now,
         actor=actor,
+        deadline_scale=deadline_scale,
         title=draft.title or category(cat).zh,
         description=draft.description,
         reporter=draft.reporter or actor,

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from cim import __version__
+from cim.cli.cases import cases_app, report_app
 from cim.cli.demo import demo
 from cim.cli.ingest import build, info, ingest
 from cim.cli.options import print_error
@@ -56,6 +57,8 @@ for command in (info, ingest, synth, build, simulate, indicators, render, serve,
     app.command()(command)
 app.add_typer(query_app, name="query")
 app.add_typer(store_app, name="store")
+app.add_typer(cases_app, name="cases")
+app.add_typer(report_app, name="report")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,9 @@
 
 It runs the demo pipeline (generating the city the first time, skipping what has not changed after), then serves
 the viewer, the API and live sensor state on one port, while a simulator feeds the sensors: through the MQTT broker
-when one answers, else straight into the server's HTTP ingest path.
+when one answers, else straight into the server's HTTP ingest path. Their faults become cases (machine dispatch),
+which simulated units and a simulated command centre take round the loop over the HTTP API
+(:mod:`cim.cases.simulate_units`): accepted, handled (some late, some returned), verified and closed.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
         await serving
         return
     feeding = asyncio.create_task(_simulate(app, store, broker if broker_up else None, rate))
+    working = asyncio.create_task(_work_cases(app, f"http://{host}:{port}", settings.server.write_token or ""))
     via = (
         f"the MQTT broker at {broker}"
         if broker_up
@@ -101,6 +104,7 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
         await serving
     finally:
         feeding.cancel()
+        working.cancel()
 
 
 async def _simulate(app: object, store: str, broker: str | None, rate: float) -> None:
@@ -117,6 +121,24 @@ async def _simulate(app: object, store: str, broker: str | None, rate: float) ->
         raise
     except Exception as exc:  # the city keeps being served; say why it stopped moving
         err_console.print(f"[yellow]warning:[/] the sensor simulator stopped: {exc}", highlight=False)
+
+
+async def _work_cases(app: object, base_url: str, centre_token: str) -> None:
+    """Simulated units and command centre take the cases round the loop over the HTTP API, each unit with a token
+    of its own (issued now; only their hashes are stored)."""
+    from cim.cases.simulate_units import UnitSimulator
+
+    cases = app.state.resources.cases  # type: ignore[attr-defined]
+    try:
+        tokens = {unit_id: await cases.issue_unit_token(unit_id) for unit_id in cases.units}
+        if not tokens:
+            err_console.print("[yellow]warning:[/] no units declared: cases wait for the command centre")
+            return
+        await UnitSimulator(base_url, centre_token=centre_token, unit_tokens=tokens).run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the city keeps being served; say why its cases stopped moving
+        err_console.print(f"[yellow]warning:[/] the unit simulator stopped: {exc}", highlight=False)
 
 
 def _answers(host: str, port: int) -> bool:

@@ -67,6 +67,7 @@
 
     [cases]
     require_all_categories = false          # true: every category needs a unit everywhere, not only declared ones
+    deadline_scale = 1.0                    # every deadline × this (the demo runs a day of deadlines in minutes)
 
 A key the model does not know is an error that names the key and its line (a typo must not be ignored).
 """
@@ -207,6 +208,7 @@ class CaseRuleSource(_Strict):
 
 class CaseOptions(_Strict):
     require_all_categories: bool = False
+    deadline_scale: float = Field(1.0, gt=0, le=1000, description="every deadline × this (the demo: a day in minutes)")
 
 
 class Pipeline(_Strict):

@@ -294,11 +294,11 @@ def _declare_sensors(pipeline: Pipeline, store: Store, state: SourceState, *, fo
 
 def _declare_units(pipeline: Pipeline, store: Store) -> dict[str, Any] | None:
     """Check the pipeline's ``[[units]]`` against the store's areas (after the sources, which bring the areas) and
-    its ``[[case_rules]]``, then write both: the units to the store, the rules beside it. Nothing is written when
-    either is invalid (the error names the unit, key or rule)."""
+    its ``[[case_rules]]``, then write both to the store in one transaction. Nothing is written when either is
+    invalid (the error names the unit, key or rule)."""
     if not pipeline.units and not pipeline.case_rules:
         return None
-    from cim.cases.config import area_tree, build_units, save_table, write_case_rules
+    from cim.cases.config import area_tree, build_units, config_json, save_table
     from cim.cases.rules import case_rules
 
     declared_rules = [r.model_dump(exclude_none=True) for r in pipeline.case_rules]
@@ -315,8 +315,8 @@ def _declare_units(pipeline: Pipeline, store: Store) -> dict[str, Any] | None:
                 )
     except CimError as exc:
         return {"units": 0, "case_rules": 0, "errors": [str(exc)]}
-    saved = save_table(store, table) if table is not None else 0
-    write_case_rules(store.url, declared_rules)
+    config = config_json(declared_rules, deadline_scale=pipeline.cases.deadline_scale)
+    saved = save_table(store, table, config=config)  # units and rules in one transaction
     return {"units": saved, "case_rules": len(rules), "errors": []}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import shapely
 
-from cim.errors import InvalidInput, NotFound
+from cim.errors import InvalidInput, NotFound, StoreError
 from cim.model.cases import Action, AreaLevel, Case, CaseEvent, CaseSource, CaseState, Resolution, Severity
 from cim.store.base import Store
 from cim.store.sql import Where
@@ -56,11 +56,16 @@ class UnitRow:
 _UNIT_COLUMNS = ("id", "name", "name_en", "categories", "areas", "reports_to", "level", "token_hash", "props")
 
 
-def save_units(store: Store, units: Sequence[UnitRow]) -> int:
-    """Replace every unit with ``units`` in one transaction. A unit kept (by id) keeps its token when its row
+#: The ``cim_meta`` key of the case configuration (the case rules and deadline scale ``cim run`` declared).
+CASE_CONFIG_KEY = "case_config"
+
+
+def save_units(store: Store, units: Sequence[UnitRow] | None, *, config: Mapping[str, Any] | None = None) -> int:
+    """Replace every unit with ``units`` (None: leave the units as they are) — and, when given, the case
+    configuration with ``config`` (JSON) — in one transaction. A unit kept (by id) keeps its token when its row
     names none. Ids must be unique and non-empty, levels known, token hashes sha256 hex."""
     seen: set[str] = set()
-    for unit in units:
+    for unit in units or ():
         if not unit.id or not unit.id.strip() or unit.id in seen:
             raise InvalidInput(f"unit id {unit.id!r}", "is empty or named twice")
         seen.add(unit.id)
@@ -69,18 +74,43 @@ def save_units(store: Store, units: Sequence[UnitRow]) -> int:
         _check_token_hash(unit.token_hash)
     db = sql_store(store)
     p = db.dialect.param
-    with db.change(f"saving {len(units)} units"):
-        kept = db.select("SELECT id, token_hash FROM units WHERE token_hash IS NOT NULL").to_pylist()
-        tokens = {row["id"]: row["token_hash"] for row in kept}
-        db.execute("DELETE FROM units")
-        values = [p] * (len(_UNIT_COLUMNS) - 1) + [f"CAST({p} AS JSON)"]
-        for unit in units:
+    with db.change(f"saving {len(units or ())} units"):
+        if units is not None:
+            _replace_units(db, units)
+        if config is not None:
             db.execute(
-                f"INSERT INTO units ({', '.join(_UNIT_COLUMNS)}) VALUES ({', '.join(values)})",
-                [unit.id, unit.name, unit.name_en, list(unit.categories), list(unit.areas), unit.reports_to,
-                 str(unit.level), unit.token_hash or tokens.get(unit.id), json_text(unit.props)],
-            )  # fmt: skip
-    return len(units)
+                f"INSERT INTO cim_meta VALUES ({p}, {p}) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [CASE_CONFIG_KEY, json_text(config)],
+            )
+    return len(units or ())
+
+
+def _replace_units(db: SqlStore, units: Sequence[UnitRow]) -> None:
+    """Inside :func:`save_units`' transaction: every unit replaced, their tokens kept by id."""
+    p = db.dialect.param
+    kept = db.select("SELECT id, token_hash FROM units WHERE token_hash IS NOT NULL").to_pylist()
+    tokens = {row["id"]: row["token_hash"] for row in kept}
+    db.execute("DELETE FROM units")
+    values = [p] * (len(_UNIT_COLUMNS) - 1) + [f"CAST({p} AS JSON)"]
+    for unit in units:
+        db.execute(
+            f"INSERT INTO units ({', '.join(_UNIT_COLUMNS)}) VALUES ({', '.join(values)})",
+            [unit.id, unit.name, unit.name_en, list(unit.categories), list(unit.areas), unit.reports_to,
+             str(unit.level), unit.token_hash or tokens.get(unit.id), json_text(unit.props)],
+        )  # fmt: skip
+
+
+def load_case_config(store: Store) -> dict[str, Any] | None:
+    """The case configuration :func:`save_units` kept, or None when none was declared."""
+    db = sql_store(store)
+    rows = db.select(f"SELECT value FROM cim_meta WHERE key = {db.dialect.param}", [CASE_CONFIG_KEY]).to_pylist()
+    if not rows:
+        return None
+    try:
+        value = json.loads(rows[0]["value"])
+    except (TypeError, ValueError):
+        raise StoreError("case configuration", "in cim_meta is not JSON; run the pipeline again") from None
+    return value if isinstance(value, dict) else None
 
 
 def load_units(store: Store) -> list[UnitRow]:

@@ -42,6 +42,7 @@ from cim.store.case_rows import (
     event_from_row,
     get_photo,
     json_text,
+    load_case_config,
     load_units,
     save_photo,
     save_units,
@@ -60,10 +61,10 @@ MAX_LIMIT = 10_000
 AREA_COLUMNS: Mapping[str, str] = {"grid_cell": "grid_cell", "street": "street", "district": "district"}
 
 __all__ = [
-    "CITY_CODE", "MAX_LIMIT", "MAX_PHOTO_BYTES", "CaseFilter", "UnitRow", "alerts_without_case", "apply_event",
-    "apply_events", "case_counts_by_area", "case_events", "case_where", "cases_of_alerts", "get_case", "get_photo",
-    "insert_case", "list_cases", "load_units", "metres", "open_cases_near", "open_cases_of_assets",
-    "overdue_cases", "save_photo", "save_units", "set_unit_token", "unit_by_token_hash",
+    "CITY_CODE", "MAX_LIMIT", "MAX_PHOTO_BYTES", "CaseFilter", "UnitRow", "alert_case_times", "alerts_without_case",
+    "apply_event", "apply_events", "case_counts_by_area", "case_events", "case_where", "cases_of_alerts", "get_case",
+    "get_photo", "insert_case", "list_cases", "load_case_config", "load_units", "metres", "open_cases_near",
+    "open_cases_of_assets", "overdue_cases", "save_photo", "save_units", "set_unit_token", "unit_by_token_hash",
 ]  # fmt: skip
 _OPEN = "state <> 'closed'"
 
@@ -160,6 +161,19 @@ def cases_of_alerts(store: Store, alert_ids: Sequence[str]) -> dict[str, str]:
     keys = db.dialect.key_in("alert_id", list(dict.fromkeys(alert_ids)))
     rows = db.select(f"SELECT alert_id, case_id FROM case_alerts WHERE {keys.sql}", keys.params).to_pylist()
     return {row["alert_id"]: row["case_id"] for row in rows}
+
+
+def alert_case_times(store: Store, alert_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+    """Alert id → (the case holding it, when it was put in that case) for those of ``alert_ids`` a case holds."""
+    db = sql_store(store)
+    found: dict[str, tuple[str, datetime]] = {}
+    for start in range(0, len(alert_ids), 1000):
+        chunk = list(alert_ids[start : start + 1000])
+        marks = ", ".join([db.dialect.param] * len(chunk))
+        rows = db.select(f"SELECT alert_id, case_id, added_at FROM case_alerts WHERE alert_id IN ({marks})", chunk)
+        for row in rows.to_pylist():
+            found[row["alert_id"]] = (row["case_id"], row["added_at"])
+    return found
 
 
 def alerts_without_case(store: Store, *, limit: int = 1000) -> list[str]:

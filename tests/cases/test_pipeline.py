@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cim.cases.config import read_case_rules
+from cim.cases.config import read_case_config
 from cim.cases.dispatch import DispatchTable, expand_units
 from cim.cases.rules import case_rules
 from cim.errors import InvalidInput
@@ -56,7 +56,9 @@ def test_run_writes_units_and_rules(store_url: str, tmp_path: Path) -> None:
         units = {u.id: u for u in case_store.load_units(store)}
         assert units["gas-310104"].name == "徐汇区燃气公司" and units["gas-310104"].reports_to == "sh-gas"
         assert units["gas-310104"].level == "district" and units["sh-gas"].level == "city"
-        (rule,) = read_case_rules(store.url) or []
+        config = read_case_config(store)
+        assert config is not None
+        (rule,) = config.rules
     assert rule.category == "gas_leak" and rule.join_distance_m == 150 and rule.case_severity("warning") == "urgent"
 
 
@@ -81,7 +83,7 @@ def test_invalid_units_store_nothing(store_url: str, tmp_path: Path, body: str, 
     summary = run_pipeline(load_pipeline(pipeline(tmp_path, store_url, body)))
     assert not summary.ok and summary.cases is not None and message in summary.cases["errors"][0]
     with open_store(store_url) as store:
-        assert case_store.load_units(store) == [] and read_case_rules(store.url) is None
+        assert case_store.load_units(store) == [] and read_case_config(store) is None
 
 
 def test_units_without_areas(store_url: str, tmp_path: Path) -> None:

@@ -1,0 +1,167 @@
+"""Cases as an OGC API – Features collection (``/collections/cases``), so QGIS and GDAL map them like any layer.
+
+The items take the core parameters (``limit``, ``offset``, ``bbox``, ``datetime`` on the time a case was reported)
+and, as queryables-as-query-parameters, the case fields a map is filtered by: ``state``, ``category``,
+``source``, ``unit_id``, ``district``, ``street``, ``grid_cell`` (comma-separated values). Every
+page says ``numberMatched``. These routes come before the asset collections' ``/collections/{collectionId}``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from cim.api.case_json import case_feature, feature_collection
+from cim.api.cases import Cases, csv_values
+from cim.api.iot import parse_instant
+from cim.api.ogc_features import CRS84, GEOJSON, MAX_LIMIT, GeoJSONResponse, SchemaResponse
+from cim.api.schemas import errors
+from cim.errors import InvalidInput
+from cim.queries.params import BBOX_PATTERN, parse_bbox
+
+router = APIRouter(tags=["OGC API – Features"])
+
+#: The case fields a client may filter on, with their JSON types (the collection's queryables).
+QUERYABLES: dict[str, str] = {
+    "state": "string",
+    "category": "string",
+    "source": "string",
+    "unit_id": "string",
+    "district": "string",
+    "street": "string",
+    "grid_cell": "string",
+}
+
+
+def reported_interval(text: str) -> tuple[datetime | None, datetime | None]:
+    """An OGC ``datetime`` (an instant or ``start/end``, ``..`` open; dates or RFC 3339 times) as [since, until).
+
+    >>> [t.isoformat() for t in reported_interval("2026-11-01/2026-11-30")]
+    ['2026-11-01T00:00:00+00:00', '2026-12-01T00:00:00+00:00']
+    """
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise InvalidInput(f"datetime {text[:80]!r}", "must be an instant or start/end (use .. for an open end)")
+
+    def bound(part: str, *, end: bool) -> datetime | None:
+        if part in ("", ".."):
+            return None
+        if "T" in part or "t" in part:
+            moment = parse_instant(part, what="datetime")
+            return moment + timedelta(microseconds=1) if end else moment
+        try:
+            day = date.fromisoformat(part)
+        except ValueError:
+            raise InvalidInput(f"datetime {text[:80]!r}", f"{part[:40]!r} is not a date or RFC 3339 time") from None
+        return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=UTC)
+
+    if len(parts) == 1:
+        return bound(parts[0], end=False), bound(parts[0], end=True)
+    since, until = bound(parts[0], end=False), bound(parts[1], end=True)
+    if since is not None and until is not None and since >= until:
+        raise InvalidInput(f"datetime {text[:80]!r}", "starts after it ends")
+    return since, until
+
+
+def cases_collection(root: str) -> dict[str, Any]:
+    base = f"{root}/collections/cases"
+    return {
+        "id": "cases",
+        "title": "cases 案件",
+        "description": "problems found in the city and where their loop stands (reported … closed)",
+        "itemType": "feature",
+        "crs": [CRS84],
+        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]], "crs": CRS84}, "temporal": {"interval": [[None, None]]}},
+        "links": [
+            {"href": base, "rel": "self", "type": "application/json"},
+            {"href": f"{base}/items", "rel": "items", "type": GEOJSON},
+            {
+                "href": f"{base}/queryables",
+                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                "type": "application/schema+json",
+            },
+        ],
+    }
+
+
+@router.get("/collections/cases", summary="The cases collection", responses=errors())
+def collection(request: Request) -> dict[str, Any]:
+    return cases_collection(str(request.base_url).rstrip("/"))
+
+
+@router.get("/collections/cases/queryables", summary="The properties the cases may be filtered on", responses=errors())
+def queryables(request: Request) -> SchemaResponse:
+    root = str(request.base_url).rstrip("/")
+    return SchemaResponse(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{root}/collections/cases/queryables",
+            "type": "object",
+            "title": "cases",
+            "properties": {
+                **{name: {"title": name, "type": t} for name, t in QUERYABLES.items()},
+                "geometry": {"$ref": "https://geojson.org/schema/Point.json"},
+            },
+            "additionalProperties": False,
+        }
+    )
+
+
+@router.get(
+    "/collections/cases/items", summary="Cases as features", responses=errors(400), response_class=GeoJSONResponse
+)
+async def items(
+    request: Request,
+    cases: Cases,
+    limit: Annotated[int, Query(ge=1, description=f"features per page (capped at {MAX_LIMIT})")] = 10,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    bbox: Annotated[str | None, Query(description="west,south,east,north (CRS84)", pattern=BBOX_PATTERN)] = None,
+    datetime_: Annotated[str | None, Query(alias="datetime", description="reported at: instant or interval")] = None,
+    state: str | None = None,
+    category: str | None = None,
+    source: str | None = None,
+    unit_id: str | None = None,
+    district: str | None = None,
+    street: str | None = None,
+    grid_cell: str | None = None,
+) -> GeoJSONResponse:
+    from cim.store.cases import CaseFilter
+
+    limit = min(limit, MAX_LIMIT)
+    areas = [a for a in (grid_cell, street, district) if a]
+    if len(areas) > 1:
+        raise InvalidInput("parameters district, street, grid_cell", "give one area (the most specific you mean)")
+    since = until = None
+    if datetime_:
+        since, until = reported_interval(datetime_)
+    now = datetime.now(UTC)
+    found, matched = await cases.list(
+        CaseFilter(
+            states=csv_values(state) or (),
+            categories=csv_values(category) or (),
+            source=source or None,
+            unit_id=unit_id or None,
+            area=areas[0] if areas else None,
+            since=since,
+            until=until,
+            bbox=parse_bbox(bbox) if bbox else None,
+            limit=limit,
+            offset=offset,
+            now=now,
+        )
+    )
+    body = feature_collection(found, matched=matched, units=cases.units, now=now)
+    links = [{"href": str(request.url), "rel": "self", "type": GEOJSON}]
+    if matched is not None and offset + len(found) < matched:
+        following = request.url.include_query_params(offset=offset + limit, limit=limit)
+        links.append({"href": str(following), "rel": "next", "type": GEOJSON})
+    body["links"] = links
+    return GeoJSONResponse(body)
+
+
+@router.get("/collections/cases/items/{feature_id}", summary="One case", responses=errors(404))
+async def item(cases: Cases, feature_id: str) -> GeoJSONResponse:
+    case, _ = await cases.get(feature_id)
+    return GeoJSONResponse(case_feature(case, units=cases.units, now=datetime.now(UTC)))
