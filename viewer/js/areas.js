@@ -193,7 +193,6 @@ export class Areas {
         instances.push(new Cesium.GeometryInstance({
           geometry: new Cesium.PolygonGeometry({
             polygonHierarchy: new Cesium.PolygonHierarchy(outer, holes.map((h) => new Cesium.PolygonHierarchy(h))),
-            height: 1,
             vertexFormat: Cesium.PerInstanceColorAppearance.FLAT_VERTEX_FORMAT,
           }),
           attributes: { color },
@@ -203,9 +202,12 @@ export class Areas {
     }
     renderLegend({ level, max, total: Object.values(counts).reduce((a, b) => a + b, 0), areas: instances.length });
     if (!instances.length) return;
-    this.heat.primitive = this.viewer.scene.primitives.add(new Cesium.Primitive({
+    // Draped on the ground (a classification of the globe, under the buildings): a flat polygon a metre up fought
+    // the globe's depth at city scale and showed as saw-teeth. The heat layer is one primitive, drawn only when on.
+    this.heat.primitive = this.viewer.scene.primitives.add(new Cesium.GroundPrimitive({
       geometryInstances: instances,
       appearance: new Cesium.PerInstanceColorAppearance({ flat: true, translucent: true }),
+      classificationType: Cesium.ClassificationType.TERRAIN,
       asynchronous: true,
     }));
     this.viewer.scene.requestRender();
@@ -266,15 +268,17 @@ function outlines(features, spec) {
             arcType: Cesium.ArcType.NONE,
             vertexFormat: Cesium.PolylineColorAppearance.VERTEX_FORMAT,
           }),
-          attributes: { color },
+          attributes: { color, depthFailColor: color },
         }));
       }
     }
   }
   if (!instances.length) return undefined;
+  // Where the globe's depth hides a stretch of line (long segments at city scale), it is drawn all the same.
   return new Cesium.Primitive({
     geometryInstances: instances,
     appearance: new Cesium.PolylineColorAppearance({ translucent: false }),
+    depthFailAppearance: new Cesium.PolylineColorAppearance({ translucent: false }),
     asynchronous: true,
   });
 }
