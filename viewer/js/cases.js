@@ -135,7 +135,8 @@ export class Cases {
       return;
     }
     try {
-      const body = await getJSON(`/cases${query(this.params())}`, { signal: controller.signal });
+      this.lastQuery = `/cases${query(this.params())}`;
+      const body = await getJSON(this.lastQuery, { signal: controller.signal });
       if (this.request !== controller) return;
       this.replace(body.features ?? [], body.numberMatched ?? body.features?.length ?? 0);
       $("cases-status").textContent = "";
