@@ -2,7 +2,7 @@
 // drawn as points coloured by state, sized by severity and ringed when overdue; kept current by the live socket's
 // `cases` changes and a periodic refresh. A click on a point or a row opens the case panel (casepanel.js).
 import * as Cesium from "./cesium.js";
-import { ApiError, getJSON, query } from "./api.js";
+import { getJSON, query } from "./api.js";
 import { bi, biText, OPEN_STATES, pair, STATES } from "./i18n.js";
 import { $, el } from "./ui.js";
 import { flyToPoint } from "./viewer.js";
@@ -42,9 +42,13 @@ export class Cases {
     this.areaName = (code) => code; // an area's name from its code; main.js hands the areas layer's
   }
 
-  /** Whether the server has cases: the config's endpoints say so, or (an older server) /cases/categories answers. */
-  async start(endpoints) {
-    if (endpoints.cases === false) return false;
+  /**
+   * Whether the server has cases: the config's endpoints say so or, where they do not tell, /collections lists the
+   * cases collection (a server runs the case service). Never probed: a 404 would be a console error in the page.
+   */
+  async start(endpoints, collections) {
+    const listed = collections.some((c) => c.id === "cases");
+    if (!(endpoints.cases ?? listed)) return false;
     try {
       const [categories, units] = await Promise.all([
         getJSON("/cases/categories"),
@@ -53,7 +57,9 @@ export class Cases {
       for (const c of categories) this.categories.set(c.id, c);
       for (const u of units) this.units.set(u.id, u);
     } catch (err) {
-      if (!(err instanceof ApiError) || (err.status !== 404 && err.status !== 405)) console.warn(`cases: ${err.message}`);
+      console.warn(`cases: ${err.message}`);
+      $("cases-panel").hidden = false;
+      $("cases-status").textContent = `${biText("案件不可用", "cases unavailable")}: ${err.message}`;
       return false;
     }
     this.available = true;

@@ -173,7 +173,7 @@ async function start() {
 /** The area layers the store holds, then the cases when the server has them; the heat layer and the area filter. */
 async function startCases(collections, endpoints) {
   await areas.load(collections);
-  if (!(await cases.start(endpoints))) return;
+  if (!(await cases.start(endpoints, collections))) return;
   cases.setAreas(districtsOf(areas));
   const heat = $("case-heat");
   const level = $("heat-level");
