@@ -103,7 +103,7 @@ export class CaseBoard {
   }
 
   receive(changes) {
-    const fresh = changes.filter((c) => c.action === "report");
+    const fresh = changes.filter(isNew);
     if (fresh.length) {
       const known = new Set(this.recent.map((r) => r.id));
       const items = fresh.filter((c) => !known.has(c.id)).map((c) => this.item(c, new Date().toISOString()));
@@ -142,6 +142,15 @@ export class CaseBoard {
     if (node.textContent !== text) node.textContent = text;
     $("ticker").classList.add("cases");
   }
+}
+
+/**
+ * Whether a live change is of a case just reported. The hub sends only the newest change of each case per tick, so
+ * a case reported, filed and dispatched by machine within one tick arrives as its dispatch (version 3).
+ */
+function isNew(change) {
+  if (change.action === "report") return true;
+  return (change.action === "file" || change.action === "dispatch") && (change.version ?? Infinity) <= 3;
 }
 
 function figure(id, value, label, bad = false) {
