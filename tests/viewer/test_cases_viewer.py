@@ -215,7 +215,7 @@ def test_the_heat_layer_fills_the_grid_cells_with_open_cases(
     open_viewer(tab, server, CENTRE_VIEW + "&heat=grid_cell")
     tab.wait_for_selector("#heat-summary", timeout=60_000)
     tab.wait_for_function("window.cim.areas.heat.primitive?.ready", timeout=60_000)
-    filled = set(tab.evaluate("window.cim.areas.heat.primitive.geometryInstances.map((g) => g.id.cimArea)"))
+    filled = set(tab.evaluate("window.cim.areas.heat.filled"))
     assert filled == busy
     total = sum(heat["counts"].values())
     assert f"{total} open cases" in tab.locator("#heat-summary").inner_text()

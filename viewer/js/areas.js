@@ -200,6 +200,7 @@ export class Areas {
         }));
       }
     }
+    this.heat.filled = [...new Set(instances.map((i) => i.id.cimArea))]; // the areas drawn (the primitive lets go)
     renderLegend({ level, max, total: Object.values(counts).reduce((a, b) => a + b, 0), areas: instances.length });
     if (!instances.length) return;
     // Draped on the ground (a classification of the globe, under the buildings): a flat polygon a metre up fought
