@@ -224,7 +224,9 @@ def test_the_heat_layer_fills_the_grid_cells_with_open_cases(
     settle(tab, 2)
     tab.screenshot(path=str(shots / "cases-heat.png"))
     tab.select_option("#heat-level", "district")
-    tab.wait_for_function("window.cim.areas.heat.level === 'district' && window.cim.areas.heat.primitive", timeout=30_000)
+    tab.wait_for_function(
+        "window.cim.areas.heat.level === 'district' && window.cim.areas.heat.primitive", timeout=30_000
+    )
     assert "heat=district" in tab.url
 
 
