@@ -83,6 +83,8 @@ ensure_viewer() {
 
 ensure_chromium() {  # Debian's Chromium drives the viewer's browser tests (never Playwright's own download)
   if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+  # A CJK font: the viewer's labels are Chinese first (区名, 案件); without one they render as empty boxes.
+  if ! fc-list :lang=zh 2>/dev/null | grep -q .; then apt_install fonts-wqy-microhei; fi
 }
 
 ensure_render() {  # Mesa's EGL: pyvista/VTK render the asset pictures off-screen with it, no X server (cim/render.py)

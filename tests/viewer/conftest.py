@@ -1,7 +1,9 @@
 """A real CIM server with the viewer over a small demo city, and Debian's Chromium driven by Playwright.
 
-The city is the seeded demo generator's (:mod:`cim.synth`, 2,000 buildings at Shanghai's named places) ingested with
-meshes and built into 3D Tiles by :func:`cim.tiling.build.build_tiles`, once per session. The server is uvicorn
+The city is the seeded demo generator's (:mod:`cim.synth`, 2,000 buildings at Shanghai's named places, and its
+districts, streets and grid cells) ingested with meshes and built into 3D Tiles by
+:func:`cim.tiling.build.build_tiles`, once per session, with the demo pipeline's responsible units and case rules
+(``pipelines/shanghai-demo.toml``), so the server dispatches the cases the tests report. The server is uvicorn
 running the real :func:`cim.api.create_app` with the viewer router, on a free port, in a thread of this process.
 Every browser request is checked: one that leaves 127.0.0.1 is aborted and fails the test.
 """
@@ -50,8 +52,8 @@ class City:
 
 @pytest.fixture(scope="session")
 def city(tmp_path_factory: pytest.TempPathFactory) -> City:
-    """The demo city in a DuckDB store with its tiles in ``tiles/city``."""
-    from cim.pipeline.model import Pipeline, SynthSource
+    """The demo city in a DuckDB store with its tiles in ``tiles/city``, its areas and the demo's units."""
+    from cim.pipeline.model import Pipeline, SynthSource, load_pipeline
     from cim.pipeline.run import run_pipeline
     from cim.store import open_store
     from cim.store.meshes import MeshStore, mesh_path_for
@@ -59,10 +61,13 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> City:
 
     folder = tmp_path_factory.mktemp("viewer-city")
     store = str(folder / "city.duckdb")
+    demo = load_pipeline(ROOT / "pipelines" / "shanghai-demo.toml")
     pipeline = Pipeline(
         name="viewer-test",
         store=store,
         synth=SynthSource(out=str(folder / "synth"), buildings=2000, seed=7, towers=0),
+        units=demo.units,
+        case_rules=demo.case_rules,
     )
     here = Path.cwd()
     os.chdir(ROOT)  # the generator names its layer mappings relative to the repository

@@ -14,6 +14,7 @@ export class Inspector {
     this.styler = styler;
     this.enabled = true; // off while a polygon is being drawn
     this.current = undefined;
+    this.pickers = []; // fn(picked) → true when it handled the pick (a case marker, an area)
     $("inspect-close").addEventListener("click", () => this.close());
     const handler = new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas);
     handler.setInputAction((click) => this.enabled && this.pick(click.position), Cesium.ScreenSpaceEventType.LEFT_CLICK);
@@ -21,6 +22,7 @@ export class Inspector {
 
   pick(position) {
     const picked = this.viewer.scene.pick(position);
+    if (this.pickers.some((fn) => fn(picked))) return;
     if (picked instanceof Cesium.Cesium3DTileFeature) {
       const metadata = {};
       for (const name of picked.getPropertyIds()) {

@@ -1,5 +1,6 @@
 // Live sensor state over the server's WebSocket (/iot/live): a snapshot, then coalesced updates. Sensor markers and
-// the assets they watch change colour with state; open alerts fill the alert list, new ones also pop up as a toast.
+// the assets they watch change colour with state; open alerts fill the alert list, new ones also pop up as a toast;
+// the changes of cases the messages carry go to onCases.
 // The socket reconnects with back-off when the server goes away.
 import * as Cesium from "./cesium.js";
 import { getJSON, query } from "./api.js";
@@ -17,8 +18,8 @@ const BAD = new Set(["fault", "alarm", "error", "critical", "failed", "leak", "f
 const WARN = new Set(["maintenance", "warning", "degraded", "stale"]);
 
 export class Live {
-  constructor({ viewer, styler, inspector, endpoints, onAlerts }) {
-    Object.assign(this, { viewer, styler, inspector, endpoints, onAlerts });
+  constructor({ viewer, styler, inspector, endpoints, onAlerts, onCases }) {
+    Object.assign(this, { viewer, styler, inspector, endpoints, onAlerts, onCases });
     this.sensors = new Map(); // id → {id, parent, lon, lat, marker}
     this.states = new Map(); // sensor id → reading
     this.alerts = new Map(); // alert id → alert (open ones)
@@ -124,6 +125,7 @@ export class Live {
     if (message.type === "snapshot") for (const id of this.sensors.keys()) touched.add(id);
     for (const id of touched) this.paint(id);
     this.renderAlerts();
+    if (message.cases?.length) this.onCases?.(message.cases); // case changes: cases.js keeps the map and list
     for (const alert of fresh) {
       toast(`${alert.severity}: ${alert.message || alert.rule}`, { onclick: () => this.flyToAlert(alert) });
     }

@@ -2,8 +2,13 @@
 // panels, and keep the URL in step with the view.
 import * as Cesium from "./cesium.js";
 import { getJSON, onServerChange } from "./api.js";
+import { Areas } from "./areas.js";
 import { usePrecomputedBrdfLut } from "./brdf.js";
+import { CaseBoard } from "./caseboard.js";
+import { CasePanel } from "./casepanel.js";
+import { Cases } from "./cases.js";
 import { Ground } from "./ground.js";
+import { initLang } from "./i18n.js";
 import { Inspector } from "./inspect.js";
 import { Layers } from "./layers.js";
 import { Live } from "./live.js";
@@ -21,6 +26,7 @@ const viewer = createViewer($("map"));
 const styler = new Styler();
 let tilesName;
 let ready = false;
+let casesReady = Promise.resolve(false);
 
 // Exposed for tests and for people debugging in the console; the app itself does not read it.
 window.cim = { Cesium, viewer, styler, state, timings: {} };
@@ -34,6 +40,7 @@ function saveState() {
     underground: underground.on,
     query: queries.current,
     mode: wall?.on ? "wall" : "normal",
+    heat: areas.heat.on && !wall?.on ? areas.heat.level : undefined,
   });
 }
 
@@ -41,6 +48,34 @@ const layers = new Layers(viewer, styler, saveState);
 const underground = new Underground(viewer, saveState);
 const inspector = new Inspector(viewer, styler);
 const queries = new Queries({ viewer, styler, inspector, layers, underground, onChange: saveState });
+const areas = new Areas(viewer);
+const areaName = (code) => areas.area(code)?.properties?.name ?? code;
+const casePanel = new CasePanel({ viewer, inspector, areaName });
+const cases = new Cases({ viewer, panel: casePanel, onChange: saveState });
+cases.areaName = areaName;
+// A case marker opens its case; a heat area narrows the case list to it.
+inspector.pickers.push((picked) => {
+  if (picked?.id?.cimCaseId) {
+    cases.open(picked.id.cimCaseId);
+    return true;
+  }
+  if (picked?.id?.cimArea && cases.available) {
+    cases.setFilter({ area: picked.id.cimArea, areaName: picked.id.name });
+    return true;
+  }
+  return false;
+});
+window.cim.areas = areas;
+window.cim.cases = cases;
+window.cim.casePanel = casePanel;
+initLang(() => {
+  areas.relabel();
+  if (cases.available) {
+    cases.buildFilters();
+    cases.setAreas(districtsOf(areas));
+    cases.renderList();
+  }
+});
 let wall;
 
 onServerChange((up) => banner(up ? undefined : "The CIM server does not answer — retrying…"));
@@ -72,6 +107,11 @@ async function start() {
     .then(() => Promise.race([layers.firstTile, new Promise((resolve) => setTimeout(resolve, 15000))]))
     .catch(() => undefined);
   const ground = new Ground(viewer).load(collections, extent, firstTile);
+  // The areas (district, street, grid cell) and the cases after the first frame with tiles too, for the same reason.
+  const caseLayers = firstTile.then(() => startCases(collections, endpoints)).catch((err) => {
+    console.warn(`cases: ${err.message}`);
+  });
+  casesReady = caseLayers.then(() => cases.available);
   const places = await loadPlaces(endpoints, extent);
   window.cim.timings.configMs = performance.now() - started;
 
@@ -102,8 +142,10 @@ async function start() {
     inspector,
     endpoints,
     onAlerts: (alerts) => wall?.on && wall.updateTicker(alerts),
+    onCases: (changes) => cases.receive(changes),
   });
-  wall = new Wall({ viewer, live, endpoints, places, extent, onChange: saveState });
+  const board = new CaseBoard({ cases, areas });
+  wall = new Wall({ viewer, live, endpoints, places, extent, onChange: saveState, board, areas });
   window.cim.wall = wall;
   window.cim.live = live;
   window.cim.queries = queries;
@@ -114,16 +156,52 @@ async function start() {
   }
   if (state.mode === "wall") {
     await liveReady;
+    await casesReady; // the wall shows cases where the server has them
     await wall.set(true);
     wall.startTour();
   }
   window.cim.timings.placedMs = performance.now() - started;
   await ground;
   window.cim.timings.groundMs = performance.now() - started;
+  await caseLayers;
   ready = true;
   saveState();
   viewer.camera.moveEnd.addEventListener(saveState);
   window.cim.ready = true;
+}
+
+/** The area layers the store holds, then the cases when the server has them; the heat layer and the area filter. */
+async function startCases(collections, endpoints) {
+  await areas.load(collections);
+  if (!(await cases.start(endpoints, collections))) return;
+  cases.setAreas(districtsOf(areas));
+  const heat = $("case-heat");
+  const level = $("heat-level");
+  const apply = async () => {
+    await areas.setHeat(heat.checked, level.value);
+    saveState();
+  };
+  heat.addEventListener("change", apply);
+  level.addEventListener("change", apply);
+  let timer;
+  cases.onLive(() => {
+    clearTimeout(timer);
+    timer = setTimeout(() => areas.refreshHeat(), 5000);
+  });
+  setInterval(() => areas.refreshHeat(), 30000);
+  if (state.heat) {
+    heat.checked = true;
+    level.value = state.heat;
+    await apply();
+  }
+}
+
+/** The districts the areas layer loaded, by Chinese name, for the area filter. */
+function districtsOf(layer) {
+  const districts = layer.layers.get("district")?.features ?? new Map();
+  return [...districts.values()]
+    .map((f) => ({ code: f.properties?.props?.code ?? f.id, name: f.properties?.name, name_en: f.properties?.props?.name_en }))
+    .sort((a, b) => String(a.code).localeCompare(String(b.code)));
 }
 
 /** The lon/lat box around every collection's extent, or undefined for an empty store. */

@@ -2,9 +2,11 @@
 // so a copied link reproduces the view. Anything malformed is dropped (the default view is used) and reported once.
 //
 //   ?tiles=city&cam=121.5,31.23,1500,0,-35&layers=buildings,underground&under=1&q=old-lifts:15&mode=wall
+//   &heat=grid_cell (the case heat layer on, at grid_cell, street or district level)
 //   q forms: old-lifts:<years> · pipes:<network>:<older|>:<lon lat;lon lat;…> · near:<kind>:<near>:<m>:<beyond 0|1>
 
 const NUMBER = /^-?\d+(\.\d+)?$/;
+const HEAT_LEVELS = ["grid_cell", "street", "district"];
 
 /** Parse the page's query string into {tiles, camera, layers, underground, query, mode, problems}. */
 export function readState(search = window.location.search) {
@@ -13,6 +15,10 @@ export function readState(search = window.location.search) {
   state.tiles = params.get("tiles") ?? undefined;
   state.mode = params.get("mode") === "wall" ? "wall" : "normal";
   state.underground = params.get("under") === "1";
+  if (params.has("heat")) {
+    if (HEAT_LEVELS.includes(params.get("heat"))) state.heat = params.get("heat");
+    else state.problems.push("heat");
+  }
   if (params.has("cam")) {
     const parts = params.get("cam").split(",");
     const numbers = parts.map(Number);
@@ -72,7 +78,7 @@ function formatQuery(q) {
 }
 
 /** Write the current view into the URL without adding a history entry. */
-export function writeState({ tiles, camera, layers, underground, query, mode }) {
+export function writeState({ tiles, camera, layers, underground, query, mode, heat }) {
   const params = new URLSearchParams();
   if (tiles) params.set("tiles", tiles);
   if (mode === "wall") params.set("mode", "wall");
@@ -83,6 +89,7 @@ export function writeState({ tiles, camera, layers, underground, query, mode }) 
   }
   if (layers) params.set("layers", layers.join(","));
   if (underground) params.set("under", "1");
+  if (heat) params.set("heat", heat);
   const q = formatQuery(query);
   if (q) params.set("q", q);
   const url = `${window.location.pathname}?${params.toString().replaceAll("%2C", ",").replaceAll("%3A", ":")}`;

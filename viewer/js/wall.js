@@ -1,5 +1,7 @@
-// Command-centre mode (?mode=wall or the W key): full screen, large type, the city's vital signs, an alert ticker and
-// a guided tour that flies between the named places and pauses on each.
+// Command-centre mode (?mode=wall or the W key): full screen, large type, the city's vital signs, a ticker and a
+// guided tour that flies between the named places and pauses on each. Where the server has cases, the case board
+// (caseboard.js) shows the on-time rate and open/overdue cases by district, the districts are filled by their open
+// cases, and the ticker shows new cases; else it shows the open alerts.
 import { getJSON, postJSON, query } from "./api.js";
 import { $, el, formatNumber } from "./ui.js";
 import { isSoftware, setCamera } from "./viewer.js";
@@ -11,8 +13,9 @@ const FLIGHT_S = 5;
 const SOFTWARE_WIDTH = 576;
 
 export class Wall {
-  constructor({ viewer, live, endpoints, places, extent, onChange }) {
-    Object.assign(this, { viewer, live, endpoints, places, extent, onChange });
+  constructor({ viewer, live, endpoints, places, extent, onChange, board, areas }) {
+    Object.assign(this, { viewer, live, endpoints, places, extent, onChange, board, areas });
+    this.heatBefore = undefined; // the side panel's heat layer, restored when the wall is left
     this.on = false;
     this.touring = false;
     this.timer = undefined;
@@ -35,10 +38,12 @@ export class Wall {
       document.documentElement.requestFullscreen?.().catch(() => {
         /* needs a user gesture: fine when entered by key, ignored when opened from the URL */
       });
+      if (this.hasCases()) await this.showCases(true);
       await this.refresh();
       this.timer = setInterval(() => this.refresh(), REFRESH_S * 1000);
     } else {
       clearInterval(this.timer);
+      if (this.board?.on) await this.showCases(false);
       this.stopTour();
       if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
     }
@@ -47,6 +52,22 @@ export class Wall {
 
   toggle() {
     return this.set(!this.on);
+  }
+
+  hasCases() {
+    return Boolean(this.board?.cases.available);
+  }
+
+  /** The case board and the districts' heat on the wall; the side panel's own heat setting again when off. */
+  async showCases(on) {
+    if (on && this.areas?.layers.has("district")) {
+      this.heatBefore = { ...this.areas.heat };
+      this.areas.setHeat(true, "district");
+    } else if (!on && this.heatBefore) {
+      this.areas.setHeat(this.heatBefore.on, this.heatBefore.level);
+      this.heatBefore = undefined;
+    }
+    await this.board.set(on);
   }
 
   /** The vital signs: the server's /indicators when it has them, else the ones the viewer can ask for itself. */
@@ -63,7 +84,8 @@ export class Wall {
     $("vital-list").replaceChildren(...vitals.map((v) =>
       el("div", { class: `vital${v.bad ? " bad" : ""}`, "data-vital": v.id },
         el("div", { class: "value" }, v.value), el("div", { class: "label" }, v.label))));
-    this.updateTicker(this.live.openAlerts());
+    if (this.board?.on) await Promise.all([this.board.refresh(), this.areas?.refreshHeat()]);
+    else this.updateTicker(this.live.openAlerts());
   }
 
   async ownVitals() {
@@ -93,6 +115,7 @@ export class Wall {
   }
 
   updateTicker(alerts) {
+    if (this.board?.on) return; // the ticker shows new cases
     const text = alerts.length
       ? alerts.map((a) => `⚠ ${a.severity.toUpperCase()} ${a.message || a.rule} (${a.sensor_id})`).join("     ")
       : "no open alerts";

@@ -1,0 +1,104 @@
+// Two languages, Shanghai's users first: every label of the case and area panels is Chinese with English beside it.
+// bi("案件", "Cases") makes <span class=zh>案件</span> <span class=en>Cases</span>; the 中/EN/中EN switch in the side
+// panel hides one of them (body.lang-zh, body.lang-en), remembered in localStorage.
+import { el } from "./ui.js";
+
+/** A bilingual label element. */
+export function bi(zh, en) {
+  if (!en || zh === en) return el("span", { class: "zh" }, zh ?? en ?? "");
+  if (!zh) return el("span", { class: "en" }, en);
+  return el("span", { class: "bi" }, el("span", { class: "zh" }, zh), " ", el("span", { class: "en" }, en));
+}
+
+/** A bilingual label as plain text, for places that take text only (tooltips, canvas labels, the ticker). */
+export function biText(zh, en) {
+  const lang = currentLang();
+  if (lang === "zh") return zh || en || "";
+  if (lang === "en") return en || zh || "";
+  return zh && en && zh !== en ? `${zh} ${en}` : zh || en || "";
+}
+
+export const STATES = {
+  reported: ["上报", "reported"],
+  filed: ["立案", "filed"],
+  dispatched: ["派遣", "dispatched"],
+  in_progress: ["处置中", "in progress"],
+  handled: ["已处置", "handled"],
+  verified: ["已核查", "verified"],
+  closed: ["结案", "closed"],
+};
+export const OPEN_STATES = ["reported", "filed", "dispatched", "in_progress", "handled", "verified"];
+
+export const SEVERITIES = { normal: ["一般", "normal"], urgent: ["紧急", "urgent"], critical: ["特急", "critical"] };
+
+export const ACTIONS = {
+  report: ["上报", "reported"],
+  file: ["立案", "filed"],
+  dismiss: ["不予立案", "dismissed"],
+  dispatch: ["派遣", "dispatched"],
+  accept: ["受理", "accepted"],
+  return: ["退回", "returned"],
+  handle: ["处置", "handled"],
+  verify: ["核查", "verified"],
+  reject: ["核查不通过", "rejected"],
+  close: ["结案", "closed"],
+  reopen: ["重新立案", "reopened"],
+  clear: ["告警消除", "cleared"],
+  escalate: ["升级", "escalated"],
+  join: ["合并", "joined"],
+  note: ["备注", "note"],
+};
+
+export const SOURCES = {
+  sensor: ["传感器告警", "sensor alert"],
+  rule: ["规则", "rule"],
+  hotline: ["12345热线", "hotline"],
+  inspector: ["网格监督员", "inspector"],
+  manual: ["人工", "manual"],
+};
+
+export const LEVELS = {
+  city: ["市级", "city"],
+  district: ["区级", "district"],
+  street: ["街镇", "street"],
+  grid_cell: ["网格", "grid cell"],
+};
+
+/** The pair for `key` in one of the tables above, or the key itself twice. */
+export function pair(table, key) {
+  return table[key] ?? [key, key];
+}
+
+const LANGS = ["both", "zh", "en"];
+const BUTTON = { both: "中/EN", zh: "中", en: "EN" };
+
+export function currentLang() {
+  const stored = safeStorage()?.getItem("cim.lang");
+  return LANGS.includes(stored) ? stored : "both";
+}
+
+/** Apply the stored language and wire the switch button (#lang-switch), which cycles both → 中 → EN. */
+export function initLang(onChange) {
+  const apply = (lang) => {
+    document.body.classList.toggle("lang-zh", lang === "zh");
+    document.body.classList.toggle("lang-en", lang === "en");
+    document.documentElement.lang = lang === "en" ? "en" : "zh-CN";
+    const button = document.getElementById("lang-switch");
+    if (button) button.textContent = BUTTON[lang];
+  };
+  apply(currentLang());
+  document.getElementById("lang-switch")?.addEventListener("click", () => {
+    const next = LANGS[(LANGS.indexOf(currentLang()) + 1) % LANGS.length];
+    safeStorage()?.setItem("cim.lang", next);
+    apply(next);
+    onChange?.(next);
+  });
+}
+
+function safeStorage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return undefined; // storage blocked: the default (both languages) stays
+  }
+}
