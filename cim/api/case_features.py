@@ -2,22 +2,22 @@
 
 The items take the core parameters (``limit``, ``offset``, ``bbox``, ``datetime`` on the time a case was reported)
 and, as queryables-as-query-parameters, the case fields a map is filtered by: ``state``, ``category``,
-``source``, ``unit_id``, ``district``, ``street``, ``grid_cell`` (comma-separated values). Every
+``severity``, ``source``, ``unit_id``, ``district``, ``street``, ``grid_cell`` (comma-separated values). Every
 page says ``numberMatched``. These routes come before the asset collections' ``/collections/{collectionId}``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from cim.api.case_json import case_feature, feature_collection
 from cim.api.cases import Cases, csv_values
 from cim.api.iot import parse_instant
-from cim.api.ogc_features import CRS84, GEOJSON, MAX_LIMIT, GeoJSONResponse, SchemaResponse
-from cim.api.schemas import errors
+from cim.api.ogc_features import CRS84, GEOJSON, MAX_LIMIT, CrsName, GeoJSONResponse, SchemaResponse
+from cim.api.schemas import CollectionOut, FeatureCollectionOut, FeatureOut, QueryablesOut, errors
 from cim.errors import InvalidInput
 from cim.queries.params import BBOX_PATTERN, parse_bbox
 
@@ -27,6 +27,7 @@ router = APIRouter(tags=["OGC API – Features"])
 QUERYABLES: dict[str, str] = {
     "state": "string",
     "category": "string",
+    "severity": "string",
     "source": "string",
     "unit_id": "string",
     "district": "string",
@@ -86,12 +87,18 @@ def cases_collection(root: str) -> dict[str, Any]:
     }
 
 
-@router.get("/collections/cases", summary="The cases collection", responses=errors())
+@router.get("/collections/cases", summary="The cases collection", response_model=CollectionOut, responses=errors())
 def collection(request: Request) -> dict[str, Any]:
     return cases_collection(str(request.base_url).rstrip("/"))
 
 
-@router.get("/collections/cases/queryables", summary="The properties the cases may be filtered on", responses=errors())
+@router.get(
+    "/collections/cases/queryables",
+    summary="The properties the cases may be filtered on",
+    response_model=QueryablesOut,
+    response_class=SchemaResponse,
+    responses=errors(),
+)
 def queryables(request: Request) -> SchemaResponse:
     root = str(request.base_url).rstrip("/")
     return SchemaResponse(
@@ -100,17 +107,23 @@ def queryables(request: Request) -> SchemaResponse:
             "$id": f"{root}/collections/cases/queryables",
             "type": "object",
             "title": "cases",
+            "description": "Case fields, each a query parameter of the items (comma-separated values)",
             "properties": {
                 **{name: {"title": name, "type": t} for name, t in QUERYABLES.items()},
                 "geometry": {"$ref": "https://geojson.org/schema/Point.json"},
             },
             "additionalProperties": False,
+            "queryables": [{"id": name, "type": t} for name, t in QUERYABLES.items()],
         }
     )
 
 
 @router.get(
-    "/collections/cases/items", summary="Cases as features", responses=errors(400), response_class=GeoJSONResponse
+    "/collections/cases/items",
+    summary="Cases as features",
+    response_model=FeatureCollectionOut,
+    response_class=GeoJSONResponse,
+    responses=errors(400),
 )
 async def items(
     request: Request,
@@ -118,9 +131,16 @@ async def items(
     limit: Annotated[int, Query(ge=1, description=f"features per page (capped at {MAX_LIMIT})")] = 10,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     bbox: Annotated[str | None, Query(description="west,south,east,north (CRS84)", pattern=BBOX_PATTERN)] = None,
+    bbox_crs: Annotated[CrsName | None, Query(alias="bbox-crs", description="only CRS84 (lon/lat)")] = None,
+    filter_: Annotated[str | None, Query(alias="filter", description="not supported here: use the queryables")] = None,
+    filter_lang: Annotated[
+        Literal["cql2-text", "cql2-json", "cql-text"], Query(alias="filter-lang", description="(no filter here)")
+    ] = "cql2-text",
+    filter_crs: Annotated[CrsName | None, Query(alias="filter-crs", description="only CRS84 (lon/lat)")] = None,
     datetime_: Annotated[str | None, Query(alias="datetime", description="reported at: instant or interval")] = None,
     state: str | None = None,
     category: str | None = None,
+    severity: str | None = None,
     source: str | None = None,
     unit_id: str | None = None,
     district: str | None = None,
@@ -130,9 +150,8 @@ async def items(
     from cim.store.cases import CaseFilter
 
     limit = min(limit, MAX_LIMIT)
-    areas = [a for a in (grid_cell, street, district) if a]
-    if len(areas) > 1:
-        raise InvalidInput("parameters district, street, grid_cell", "give one area (the most specific you mean)")
+    if filter_ is not None:
+        raise InvalidInput("parameter filter", "the cases collection takes its queryables as parameters, not CQL2")
     since = until = None
     if datetime_:
         since, until = reported_interval(datetime_)
@@ -141,9 +160,12 @@ async def items(
         CaseFilter(
             states=csv_values(state) or (),
             categories=csv_values(category) or (),
+            severities=csv_values(severity) or (),
             source=source or None,
             unit_id=unit_id or None,
-            area=areas[0] if areas else None,
+            districts=csv_values(district) or (),
+            streets=csv_values(street) or (),
+            grid_cells=csv_values(grid_cell) or (),
             since=since,
             until=until,
             bbox=parse_bbox(bbox) if bbox else None,
@@ -161,7 +183,13 @@ async def items(
     return GeoJSONResponse(body)
 
 
-@router.get("/collections/cases/items/{feature_id}", summary="One case", responses=errors(404))
+@router.get(
+    "/collections/cases/items/{feature_id}",
+    summary="One case",
+    response_model=FeatureOut,
+    response_class=GeoJSONResponse,
+    responses=errors(404),
+)
 async def item(cases: Cases, feature_id: str) -> GeoJSONResponse:
     case, _ = await cases.get(feature_id)
     return GeoJSONResponse(case_feature(case, units=cases.units, now=datetime.now(UTC)))

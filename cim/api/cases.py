@@ -16,26 +16,31 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cim.api.case_json import case_detail, feature_collection, unit_json
+from cim.api.case_schemas import AssessmentOut, CaseCollectionOut, CaseDetailOut, CategoryOut, HeatOut, UnitOut
 from cim.api.deps import ResourcesDep, json_body, require_write_token
 from cim.api.errors import Forbidden, Unauthorized
 from cim.api.iot import INSTANT, parse_instant
 from cim.api.schemas import errors
-from cim.cases.photos import Photo
+from cim.cases.photos import FORMATS, Photo
 from cim.cases.steps import CaseDraft
 from cim.errors import InvalidInput
-from cim.model.cases import CATEGORIES, AreaLevel
+from cim.model.cases import CATEGORIES, Action, CaseSource, Severity
+from cim.queries.params import BBOX_PATTERN
 
 if TYPE_CHECKING:
     from cim.cases import CaseService, Unit
     from cim.store.cases import CaseFilter
 
 router = APIRouter(tags=["cases"])
+PHOTO_TYPES = sorted(FORMATS.values())
+HeatLevel = Literal["grid_cell", "street", "district"]
+AssessLevel = Literal["grid_cell", "street", "district", "city", "unit"]
 _bearer = HTTPBearer(auto_error=False, description="CIM_WRITE_TOKEN, or a unit's token")
 
 
@@ -97,31 +102,29 @@ def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
     return west, south, east, north
 
 
-@router.get("/cases/categories", responses=errors())
+@router.get("/cases/categories", response_model=list[CategoryOut], responses=errors())
 async def list_categories() -> list[dict[str, Any]]:
     """The case categories: id, code (GB/T 30428.2 layout), Chinese and English names, hours to handle."""
     return [{"id": c.id, "code": c.code, "zh": c.zh, "en": c.en, "hours": c.hours} for c in CATEGORIES]
 
 
-@router.get("/cases/units", responses=errors())
+@router.get("/cases/units", response_model=list[UnitOut], responses=errors())
 async def list_units(cases: Cases) -> list[dict[str, Any]]:
     """The responsible units: the areas and categories each answers for, and the unit it escalates to."""
     return [unit_json(u) for u in sorted(cases.units.values(), key=lambda u: u.id)]
 
 
-@router.get("/cases/heat", responses=errors(400))
+@router.get("/cases/heat", response_model=HeatOut, responses=errors(400))
 async def case_heat(
     cases: Cases,
-    level: Annotated[str, Query(description="grid_cell, street or district")] = "grid_cell",
+    level: Annotated[HeatLevel, Query(description="the level of the areas counted")] = "grid_cell",
 ) -> dict[str, Any]:
     """Open (and overdue open) cases per area of one level: the heat layer."""
-    if level not in (AreaLevel.GRID_CELL, AreaLevel.STREET, AreaLevel.DISTRICT):
-        raise InvalidInput(f"parameter level={level[:40]!r}", "must be grid_cell, street or district")
     counts, overdue = await cases.heat(level)
     return {"level": level, "counts": counts, "overdue": overdue}
 
 
-@router.get("/cases", responses=errors(400))
+@router.get("/cases", response_model=CaseCollectionOut, response_model_exclude_unset=True, responses=errors(400))
 async def list_cases(
     cases: Cases,
     state: Annotated[str | None, Query(description="states, comma-separated")] = None,
@@ -136,7 +139,7 @@ async def list_cases(
         str | None, Query(description="reported at or after (RFC 3339)", json_schema_extra=INSTANT)
     ] = None,
     until: Annotated[str | None, Query(description="reported before (RFC 3339)", json_schema_extra=INSTANT)] = None,
-    bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat")] = None,
+    bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat", pattern=BBOX_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
@@ -157,7 +160,7 @@ def case_filter(params: Mapping[str, Any], *, now: datetime) -> CaseFilter:
         if overdue.lower() not in ("true", "false"):
             raise InvalidInput(f"parameter overdue={overdue[:20]!r}", "must be true or false")
         overdue = overdue.lower() == "true"
-    since, until = params.get("since"), params.get("until")
+    since, until = params.get("since"), params.get("until")  # given empty: refused, as any bad time
     return CaseFilter(
         states=csv_values(params.get("state")) or (),
         categories=csv_values(params.get("category")) or (),
@@ -165,8 +168,8 @@ def case_filter(params: Mapping[str, Any], *, now: datetime) -> CaseFilter:
         unit_id=params.get("unit") or None,
         overdue=overdue,
         source=params.get("source") or None,
-        since=parse_instant(since, what="since") if since else None,
-        until=parse_instant(until, what="until") if until else None,
+        since=parse_instant(since, what="since") if since is not None else None,
+        until=parse_instant(until, what="until") if until is not None else None,
         bbox=_bbox(params.get("bbox")),
         limit=int(params.get("limit") or 100),
         offset=int(params.get("offset") or 0),
@@ -174,7 +177,7 @@ def case_filter(params: Mapping[str, Any], *, now: datetime) -> CaseFilter:
     )
 
 
-@router.get("/cases/{case_id}", responses=errors(404))
+@router.get("/cases/{case_id}", response_model=CaseDetailOut, responses=errors(404))
 async def get_case(cases: Cases, case_id: str) -> dict[str, Any]:
     """One case with its timeline (every step: who, when, what, why, photos) and the assets it involves."""
     case, events = await cases.get(case_id)
@@ -182,44 +185,72 @@ async def get_case(cases: Cases, case_id: str) -> dict[str, Any]:
     return case_detail(case, events, assets=assets, units=cases.units, now=datetime.now(UTC))
 
 
-@router.get("/cases/{case_id}/photos/{photo_id}", responses=errors(404))
+@router.get(
+    "/cases/{case_id}/photos/{photo_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the photo",
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in PHOTO_TYPES},
+        },
+        **errors(404),
+    },
+)
 async def get_photo(cases: Cases, case_id: str, photo_id: str) -> Response:
     """A photo attached to one of the case's steps."""
     content_type, data = await cases.photo(case_id, photo_id)
     return Response(data, media_type=content_type, headers={"Cache-Control": "max-age=31536000, immutable"})
 
 
+_MACHINE_ONLY = {Action.REPORT, Action.CLEAR, Action.ESCALATE, Action.JOIN}
+_PHOTO = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "name": {"type": ["string", "null"], "maxLength": 100},
+        "data": {"type": "string", "minLength": 4, "description": "base64 JPEG/PNG/WebP, at most 5 MB"},
+    },
+}
 _REPORT_BODY = {
     "type": "object",
     "required": ["category"],
     "properties": {
-        "category": {"type": "string", "description": "a category id or code (GET /cases/categories)"},
-        "severity": {"type": "string", "enum": ["normal", "urgent", "critical"]},
-        "source": {"type": "string", "enum": ["hotline", "inspector", "manual", "rule"]},
-        "lon": {"type": "number"},
-        "lat": {"type": "number"},
-        "asset_id": {"type": "string", "description": "the asset the problem is at (its place is the case's)"},
-        "title": {"type": "string", "maxLength": 200},
-        "description": {"type": "string", "maxLength": 4000},
-        "reporter": {"type": "string", "maxLength": 200},
-        "photos": {"type": "array", "items": {"$ref": "#/components/schemas/PhotoIn"}},
+        "category": {
+            "type": "string",
+            "enum": [c.id for c in CATEGORIES] + [c.code for c in CATEGORIES],
+            "description": "a category id or code (GET /cases/categories)",
+        },
+        "severity": {"type": ["string", "null"], "enum": [*(s.value for s in Severity), None]},
+        "source": {
+            "type": ["string", "null"],
+            "enum": [*(s.value for s in CaseSource if s is not CaseSource.SENSOR), None],
+        },
+        "lon": {"type": ["number", "null"], "minimum": -180, "maximum": 180},
+        "lat": {"type": ["number", "null"], "minimum": -90, "maximum": 90},
+        "asset_id": {
+            "type": ["string", "null"],
+            "description": "the asset the problem is at (its place is the case's)",
+        },
+        "title": {"type": ["string", "null"], "maxLength": 200},
+        "description": {"type": ["string", "null"], "maxLength": 4000},
+        "reporter": {"type": ["string", "null"], "maxLength": 200},
+        "photos": {"type": ["array", "null"], "items": _PHOTO, "maxItems": 5},
     },
-}
-_PHOTO = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {"name": {"type": "string"}, "data": {"type": "string", "description": "base64 JPEG/PNG/WebP"}},
 }
 _ACTION_BODY = {
     "type": "object",
     "required": ["action"],
     "properties": {
-        "action": {"type": "string", "description": "file, dismiss, dispatch, accept, return, handle, verify, …"},
-        "actor": {"type": "string", "maxLength": 200, "description": "the person acting"},
-        "note": {"type": "string", "maxLength": 4000},
-        "version": {"type": "integer", "description": "the case version read; 409 when it changed meanwhile"},
-        "unit": {"type": "string", "description": "dispatch: the unit to send the case to"},
-        "photos": {"type": "array", "items": _PHOTO},
+        "action": {"type": "string", "enum": [a.value for a in Action if a not in _MACHINE_ONLY]},
+        "actor": {"type": ["string", "null"], "maxLength": 200, "description": "the person acting"},
+        "note": {"type": ["string", "null"], "maxLength": 4000},
+        "version": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "the case version read; 409 when it changed meanwhile",
+        },
+        "unit": {"type": ["string", "null"], "description": "dispatch: the unit to send the case to"},
+        "photos": {"type": ["array", "null"], "items": _PHOTO, "maxItems": 5},
     },
 }
 
@@ -234,7 +265,9 @@ def _text(body: dict[str, Any], key: str, *, limit: int, default: str = "") -> s
 
 
 def _photos(body: dict[str, Any]) -> list[Photo]:
-    photos = body.get("photos") or []
+    photos = body.get("photos")
+    if photos is None:
+        return []
     if not isinstance(photos, list):
         raise InvalidInput("field photos", "must be a list of {name, data (base64)}")
     out = []
@@ -303,12 +336,10 @@ def act_arguments(body: Any, *, actor: str, unit_id: str | None) -> dict[str, An
 @router.post(
     "/cases",
     status_code=201,
+    response_model=CaseDetailOut,
     dependencies=[Depends(require_write_token)],
     responses=errors(400, 401, 403, 404, 413),
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _REPORT_BODY}}},
-        "components": {"schemas": {"PhotoIn": _PHOTO}},
-    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _REPORT_BODY}}}},
 )
 async def report_case(cases: Cases, body: Annotated[Any, Depends(json_body)]) -> dict[str, Any]:
     """Report a problem (the hotline's and inspectors' apps): it is located in its grid cell, street and district,
@@ -319,6 +350,7 @@ async def report_case(cases: Cases, body: Annotated[Any, Depends(json_body)]) ->
 
 @router.post(
     "/cases/{case_id}/transitions",
+    response_model=CaseDetailOut,
     responses=errors(400, 401, 403, 404, 409, 413),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _ACTION_BODY}}}},
 )
@@ -333,11 +365,13 @@ async def act_on_case(
     return case_detail(case, events, assets=await cases.assets_of(case), units=cases.units, now=datetime.now(UTC))
 
 
-@router.get("/indicators/cases", tags=["indicators"], responses=errors(400))
+@router.get("/indicators/cases", tags=["indicators"], response_model=AssessmentOut, responses=errors(400))
 async def case_indicators(
     cases: Cases,
-    level: Annotated[str, Query(description="grid_cell, street, district, city or unit")] = "district",
-    period: Annotated[str | None, Query(description="a month (2026-11) or a day (2026-11-03)")] = None,
+    level: Annotated[AssessLevel, Query(description="areas of this level, or the units")] = "district",
+    period: Annotated[
+        str | None, Query(description="a month (2026-11) or a day (2026-11-03)", pattern=r"^\d{4}-\d{2}(-\d{2})?$")
+    ] = None,
     start: Annotated[str | None, Query(description="RFC 3339, inclusive", json_schema_extra=INSTANT)] = None,
     end: Annotated[str | None, Query(description="RFC 3339, exclusive", json_schema_extra=INSTANT)] = None,
     parent: Annotated[str | None, Query(description="drill down: only the children of this area")] = None,

@@ -132,6 +132,12 @@ class AlertOut(BaseModel):
     open: bool
 
 
+class AreasOut(BaseModel):
+    grid_cell: str | None
+    street: str | None
+    district: str | None
+
+
 class AssetDetailOut(BaseModel):
     asset: FeatureOut
     parents: list[AssetRefOut]
@@ -139,6 +145,7 @@ class AssetDetailOut(BaseModel):
     children_truncated: bool
     latest_state: dict[str, StateOut]
     alerts: list[dict[str, Any]] = Field(description="open alerts, as the alert hook gives them (AlertOut with IoT)")
+    areas: AreasOut | None = Field(None, description="the grid cell, street and district the asset stands in")
 
 
 class ReadingOut(BaseModel):

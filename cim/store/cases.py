@@ -28,6 +28,7 @@ from cim.model.cases import (
     CaseEvent,
     CaseSource,
     CaseState,
+    Severity,
     event_hash,
     verify_chain,
 )
@@ -204,6 +205,10 @@ class CaseFilter:
     until: datetime | None = None
     bbox: BBox | None = None
     source: str | None = None
+    severities: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()  # each area column by itself (the OGC collection's queryables)
+    streets: tuple[str, ...] = ()
+    grid_cells: tuple[str, ...] = ()
     limit: int = 100
     offset: int = 0
     now: datetime | None = None
@@ -215,6 +220,9 @@ class CaseFilter:
                 raise InvalidInput(f"state {state!r}", f"is not a case state; known: {', '.join(CaseState)}")
         for value in self.categories:
             find_category(value)
+        for value in self.severities:
+            if value not in Severity.__members__.values():
+                raise InvalidInput(f"severity {value!r}", f"is not a case severity; known: {', '.join(Severity)}")
         if self.source is not None and self.source not in CaseSource.__members__.values():
             raise InvalidInput(f"source {self.source!r}", f"is not a case source; known: {', '.join(CaseSource)}")
         for name in ("area", "unit_id"):
@@ -254,7 +262,14 @@ def case_where(db: SqlStore, f: CaseFilter) -> Where:
     p = db.dialect.param
     clauses: list[str] = []
     params: list[Any] = []
-    for column, values in (("state", f.states), ("category", [find_category(c).id for c in f.categories])):
+    for column, values in (
+        ("state", f.states),
+        ("category", [find_category(c).id for c in f.categories]),
+        ("severity", f.severities),
+        ("district", f.districts),
+        ("street", f.streets),
+        ("grid_cell", f.grid_cells),
+    ):
         if values:
             clauses.append(f"{column} IN ({', '.join([p] * len(values))})")
             params += [str(v) for v in values]

@@ -19,7 +19,8 @@ def test_landing_page_links_the_api_conformance_and_collections(client: TestClie
 
 def test_collections_are_the_kinds_in_the_store_with_their_extent(client: TestClient) -> None:
     collections = {c["id"]: c for c in client.get("/collections").json()["collections"]}
-    assert set(collections) == {"building", "storey", "lift", "pipe", "park", "transit_stop", "sensor"}
+    kinds = {"building", "storey", "lift", "pipe", "park", "transit_stop", "sensor"}
+    assert set(collections) == kinds | {"cases"}  # the asset kinds in the store, and the cases
     assert collections["park"]["extent"]["spatial"]["bbox"] == [[121.52, 31.25, 121.525, 31.255]]
     assert client.get("/collections/pipe").json()["id"] == "pipe"
     queryables = client.get("/collections/pipe/queryables")
