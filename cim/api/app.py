@@ -25,7 +25,7 @@ from cim.api.errors import install_error_handlers
 from cim.api.openapi import install_openapi
 from cim.api.tilefiles import TileFiles
 from cim.settings import AppSettings
-from cim.store import open_store
+from cim.store import Store, open_store
 
 if TYPE_CHECKING:
     from cim.cases import CaseService
@@ -67,7 +67,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         try:
             if settings.live:
                 service = await _start_iot(settings)
-            case_service = await _start_cases(settings, service)
+            case_service = await _start_cases(settings, service, reader=store)
             app.state.resources = Resources(
                 settings=settings.server,
                 store=store,
@@ -147,13 +147,13 @@ async def _start_iot(settings: AppSettings) -> IotService:
     return service
 
 
-async def _start_cases(settings: AppSettings, iot: IotService | None) -> CaseService:
+async def _start_cases(settings: AppSettings, iot: IotService | None, *, reader: Store) -> CaseService:
     """The case service on a store connection of its own; with live sensors, every alert reaches it (machine
     dispatch) and every case change goes out on the live WebSocket."""
     from cim.cases import CaseService
 
     store = await run_in_threadpool(open_store, settings.store.store)
-    service = CaseService(store, publish=iot.hub.publish_case if iot is not None else None)
+    service = CaseService(store, publish=iot.hub.publish_case if iot is not None else None, reader=reader)
     try:
         await service.start()
     except BaseException:

@@ -90,8 +90,12 @@ class CaseService:
         publish: Publish | None = None,
         clock: Callable[[], datetime] | None = None,
         options: CaseServiceOptions | None = None,
+        reader: Store | None = None,
     ) -> None:
+        """``reader``: a store connection that serves many threads at once (the API's) for the reads, so a list or
+        a case's page never waits behind the machine's writes on the service's one store thread."""
         self.store = store
+        self._reader = reader
         self.publish = publish
         self.clock = clock or (lambda: datetime.now(UTC))
         self.options = options or CaseServiceOptions()
@@ -309,13 +313,13 @@ class CaseService:
     # --- what the API reads besides cases (cim.cases.reading) ---
     async def heat(self, level: str) -> tuple[dict[str, int], dict[str, int]]:
         """Open cases per area of ``level``, and the overdue ones among them (the heat layer)."""
-        return await self._in_store(reading.heat, self.store, level, self.clock())
+        return await self._read(reading.heat, self.reader, level, self.clock())
 
     async def assets_of(self, case: Case) -> list[dict[str, Any]]:
-        return await self._in_store(reading.assets_of, self.store, case)
+        return await self._read(reading.assets_of, self.reader, case)
 
     async def photo(self, case_id: str, photo_id: str) -> tuple[str, bytes]:
-        return await self._in_store(reading.photo, self.store, case_id, photo_id)
+        return await self._read(reading.photo, self.reader, case_id, photo_id)
 
     async def assess(
         self, *, level: str, start: datetime, end: datetime, parent: str | None = None
@@ -323,22 +327,22 @@ class CaseService:
         """The assessment per area or unit over [start, end), each row named (areas and units)."""
         names = {code: (a.name, a.name_en) for code, a in self.tree.items()}
         names |= {u.id: (u.name, u.name_en) for u in self.units.values()}
-        return await self._in_store(
-            reading.assessment, self.store, names, level=level, start=start, end=end, parent=parent
+        return await self._read(
+            reading.assessment, self.reader, names, level=level, start=start, end=end, parent=parent
         )
 
     async def verify_logs(self) -> tuple[int, dict[str, str]]:
-        return await self._in_store(reading.verify_logs, self.store)
+        return await self._read(reading.verify_logs, self.reader)
 
     async def get(self, case_id: str) -> tuple[Case, list[CaseEvent]]:
         def both() -> tuple[Case, list[CaseEvent]]:
-            return case_store.get_case(self.store, case_id), list(case_store.case_events(self.store, case_id))
+            return case_store.get_case(self.reader, case_id), list(case_store.case_events(self.reader, case_id))
 
-        return await self._in_store(both)
+        return await self._read(both)
 
     async def list(self, filter: case_store.CaseFilter) -> tuple[list[Case], int | None]:
         """Cases a ``cim.store.cases.CaseFilter`` selects, and how many match in all (None: not counted)."""
-        cases, matched = await self._in_store(case_store.list_cases, self.store, filter)
+        cases, matched = await self._read(case_store.list_cases, self.reader, filter)
         return list(cases), matched
 
     # --- unit tokens ---
@@ -354,7 +358,7 @@ class CaseService:
     async def unit_for_token(self, token: str) -> Unit | None:
         if not token:
             return None
-        row = await self._in_store(case_store.unit_by_token_hash, self.store, _digest(token))
+        row = await self._read(case_store.unit_by_token_hash, self.reader, _digest(token))
         return None if row is None else unit_of_row(row)
 
     # --- plumbing ---
@@ -365,6 +369,18 @@ class CaseService:
             self.publish(change_dict(case, action))
         except Exception as exc:  # a push that fails must not fail the step
             log.error("cases — publishing case %s failed (%s: %s)", case.id, type(exc).__name__, exc)
+
+    async def _read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A read: on the reader's threads when the service has one (many at once, never queued behind the
+        machine's writes), else on the store thread."""
+        if self._reader is None:
+            return await self._in_store(fn, *args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    @property
+    def reader(self) -> Store:
+        """Where reads go: the reader given (the API's store), else the service's own store."""
+        return self._reader if self._reader is not None else self.store
 
     async def _in_store(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._executor is None:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 #: Seconds (at speed 1) before each state's next step is taken: (low, high) of a uniform draw.
 DELAYS: Mapping[str, tuple[float, float]] = {
     "filed": (5.0, 20.0),  # the centre re-dispatches a returned case
-    "dispatched": (5.0, 40.0),  # the unit accepts
-    "in_progress": (20.0, 240.0),  # the unit handles: the long tail runs past short deadlines
+    "dispatched": (5.0, 30.0),  # the unit accepts
+    "in_progress": (15.0, 150.0),  # the unit handles: the long tail runs past the shortest deadlines
     "handled": (10.0, 40.0),  # the centre verifies (or rejects)
     "verified": (3.0, 15.0),  # the centre closes
 }

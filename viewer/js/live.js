@@ -126,6 +126,8 @@ export class Live {
     for (const id of touched) this.paint(id);
     this.renderAlerts();
     if (message.cases?.length) this.onCases?.(message.cases); // case changes: cases.js keeps the map and list
+    // Raw alerts pop up for someone at a desk; the wall shows cases (its ticker), not every alert a sensor raises.
+    if (document.body.classList.contains("wall")) return;
     for (const alert of fresh) {
       toast(`${alert.severity}: ${alert.message || alert.rule}`, { onclick: () => this.flyToAlert(alert) });
     }
