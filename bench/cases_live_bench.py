@@ -58,14 +58,19 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cim-cases-"))
     work.mkdir(parents=True, exist_ok=True)
+    run = time.strftime("%H%M%S")  # a new store each run: sensors still in alarm from a run before open no alert
     for kind in args.stores.split(","):
-        store = str(work / "city.duckdb") if kind == "duckdb" else f"{POSTGRES}?schema=cases_bench"
+        store = str(work / f"city-{run}.duckdb") if kind == "duckdb" else f"{POSTGRES}?schema=cases_bench_{run}"
         tiles = work / f"tiles-{kind}"
         started = time.perf_counter()
         cmd = [sys.executable, "-m", "cim", "run", str(PIPELINE), "--store", store, "--out", str(tiles / "shanghai")]
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         print(f"\n== {kind}: city ready in {time.perf_counter() - started:.0f} s")
-        run_store(kind, store, tiles, args)
+        try:
+            run_store(kind, store, tiles, args)
+        finally:
+            if kind == "postgis":
+                _drop_schema(f"cases_bench_{run}")
 
 
 def run_store(kind: str, store: str, tiles: Path, args: argparse.Namespace) -> None:
@@ -217,6 +222,13 @@ async def race_transitions(base: str, clients: int, seconds: float, count: int) 
                 lost += 1
         fivexx = sum(n for s, n in statuses.items() if s >= 500)
         print(f"  lost updates {lost}; 5xx {fivexx}; logs inconsistent with their case {inconsistent}")
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _percentiles(values: list[float]) -> dict[int, float]:

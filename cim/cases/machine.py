@@ -119,6 +119,8 @@ class Machine:
         self.sensors: dict[str, SensorInfo | None] = {}
         self._missed_at: dict[str, float] = {}  # sensor id → when the store did not know it (monotonic)
         self.open_alerts: set[str] = set()  # ids of alerts seen open and not yet closed
+        #: new cases of the batch being run, stored together at its end (:meth:`_store_pending`)
+        self._pending: dict[str, tuple[Case, list[CaseEvent]]] = {}
 
     # --- sensors ---
     def sensor_infos(self, sensor_ids: Iterable[str]) -> dict[str, SensorInfo]:
@@ -190,6 +192,7 @@ class Machine:
             todo.append((alert, info, rule))
         if not todo:
             return
+        self._pending = {}
         assets = sorted({info.asset_id for _, info, _ in todo})
         areas = areas_of_assets(self.store, assets)
         by_asset = case_store.open_cases_of_assets(self.store, assets)
@@ -203,6 +206,29 @@ class Machine:
                 if case is not None:
                     touched[case.id] = case
                     by_asset.setdefault(info.asset_id, case)
+        self._store_pending(result)
+
+    def _store_pending(self, result: BatchResult) -> None:
+        """The batch's new cases (with the alerts that joined them meanwhile) in one transaction; when another
+        process holds one of their alerts or ids, one by one, skipping the one refused."""
+        pending, self._pending = list(self._pending.values()), {}
+        if not pending:
+            return
+        try:
+            case_store.insert_cases(self.store, pending)
+            stored = pending
+        except Conflict:
+            stored = []
+            for case, events in pending:
+                try:
+                    case_store.insert_case(self.store, case, events)
+                    stored.append((case, events))
+                except Conflict as exc:  # another process took an alert of it meanwhile
+                    log.info("case %s — not stored: %s", case.id, exc.why)
+                    result.opened -= 1
+                    result.skipped += 1
+        for case, events in stored:
+            result.changes.append(Change(case, str(events[-1].action)))
 
     def _joinable(
         self,
@@ -251,6 +277,13 @@ class Machine:
         by_asset: dict[str, Case],
     ) -> None:
         data = {"alert_id": alert.id, "asset_id": info.asset_id, "sensor_id": alert.sensor_id}
+        if case.id in self._pending:  # opened earlier in this batch, not stored yet: joined in memory
+            updated, event = apply_action(case, Action.JOIN, actor=MACHINE, at=self._now(alert), data=data)
+            self._pending[case.id] = (updated, [*self._pending[case.id][1], event])
+            touched[updated.id] = updated
+            by_asset[info.asset_id] = updated
+            result.joined += 1
+            return
         for attempt in range(3):
             updated, event = apply_action(case, Action.JOIN, actor=MACHINE, at=self._now(alert), data=data)
             try:
@@ -303,14 +336,8 @@ class Machine:
             alert_ids=(alert.id,),
         )
         case, events = machine_steps(case, self.table(), at=self._now(alert), note=f"alert {alert.id}")
-        try:
-            case_store.insert_case(self.store, case, events, alert_ids=(alert.id,))
-        except Conflict as exc:  # another process took this alert meanwhile
-            log.info("alert %s — already held by a case (%s)", alert.id, exc.why)
-            result.skipped += 1
-            return None
+        self._pending[case.id] = (case, events)  # stored with the rest of the batch's new cases
         result.opened += 1
-        result.changes.append(Change(case, str(events[-1].action)))
         return case
 
     def _close(self, alerts: list[Alert], result: BatchResult) -> None:

@@ -13,8 +13,19 @@ from typing import Any
 
 import shapely
 
-from cim.errors import InvalidInput, NotFound, StoreError
-from cim.model.cases import Action, AreaLevel, Case, CaseEvent, CaseSource, CaseState, Resolution, Severity
+from cim.errors import Conflict, InvalidInput, NotFound, StoreError
+from cim.model.cases import (
+    Action,
+    AreaLevel,
+    Case,
+    CaseEvent,
+    CaseSource,
+    CaseState,
+    Resolution,
+    Severity,
+    event_hash,
+    verify_chain,
+)
 from cim.store.base import Store
 from cim.store.sql import Where
 from cim.store.sqlstore import SqlStore, sql_store
@@ -230,3 +241,93 @@ def event_from_row(row: dict[str, Any]) -> CaseEvent:
 def json_text(value: Mapping[str, Any]) -> str:
     """The JSON text a mapping is stored as: the spelling :func:`cim.model.cases.event_hash` reads it in."""
     return json.dumps(dict(value), sort_keys=True, ensure_ascii=False, default=str)
+
+
+def insert_events(db: SqlStore, events: Sequence[CaseEvent]) -> None:
+    """The events, a multi-row statement per 1,000 (one statement per event cost a case most of its insert)."""
+    p = db.dialect.param
+    row = f"({', '.join([p] * 11)}, CAST({p} AS JSON), {p}, {p})"
+    values: list[Any] = []
+    for event in events:
+        if event.at.tzinfo is None or event.at.utcoffset() is None:
+            raise InvalidInput(f"event {event.seq} of case {event.case_id}", "its time has no time zone")
+        offset = event.at.utcoffset()
+        assert offset is not None
+        values.append(
+            [event.case_id, event.seq, str(event.action), None if event.from_state is None else str(event.from_state),
+             str(event.to_state), event.actor, event.unit_id, event.at, int(offset.total_seconds()), event.note,
+             list(event.photos), json_text(event.data), event.prev_hash, event.hash]
+        )  # fmt: skip
+    for start in range(0, len(values), 1000):
+        chunk = values[start : start + 1000]
+        db.execute(
+            "INSERT INTO case_events (case_id, seq, action, from_state, to_state, actor, unit_id, acted_at, "
+            f"at_offset_s, note, photos, data, prev_hash, hash) VALUES {', '.join([row] * len(chunk))}",
+            [value for event_values in chunk for value in event_values],
+        )
+
+
+def check_chain(case: Case, events: Sequence[CaseEvent], *, start: int) -> None:
+    """The events follow version ``start`` of the case, each hashed right, and end at the case's version/hash."""
+    for offset, event in enumerate(events, start=start + 1):
+        if event.case_id != case.id or event.seq != offset or event_hash(event) != event.hash:
+            raise InvalidInput(f"event {event.seq} of case {event.case_id}", f"is not step {offset} of case {case.id}")
+    if start == 0 and (why := verify_chain(list(events))) is not None:
+        raise InvalidInput(f"log of case {case.id}", why)
+    last = events[-1]
+    if case.version != last.seq or case.last_hash != last.hash or case.state is not CaseState(last.to_state):
+        raise InvalidInput(f"case {case.id}", f"is not the case its event {last.seq} left (version, hash or state)")
+
+
+#: New cases per statement of :func:`insert_cases` (PostgreSQL takes at most 65,535 parameters a statement).
+INSERT_CHUNK = 200
+
+
+def insert_cases(store: Store, new: Sequence[tuple[Case, Sequence[CaseEvent]]]) -> None:
+    """Many new cases with their first events and the alerts in their ``alert_ids``, in one transaction and a few
+    multi-row statements: the machine's batch of alerts costs one commit, not one per case (on DuckDB a case
+    alone cost 10–30 ms, most of it statements and commit; see ``bench/cases_live_bench.py``). Any case id already
+    stored or alert already held is :class:`Conflict` and nothing is stored: the caller stores them one by one."""
+    if not new:
+        return
+    for case, events in new:
+        if not events:
+            raise InvalidInput(f"case {case.id}", "needs its first event (its report)")
+        check_chain(case, events, start=0)
+    db = sql_store(store)
+    p = db.dialect.param
+    columns = [*CASE_COLUMNS, "geom"]
+    row = f"({', '.join([p] * len(CASE_COLUMNS))}, {db.dialect.geom_param()})"
+    with db.change(f"storing {len(new)} cases"):
+        for start in range(0, len(new), INSERT_CHUNK):
+            chunk = new[start : start + INSERT_CHUNK]
+            inserted = db.execute(
+                f"INSERT INTO cases ({', '.join(columns)}) VALUES {', '.join([row] * len(chunk))} "
+                "ON CONFLICT (id) DO NOTHING",
+                [value for case, _ in chunk for value in case_values(case)],
+            )
+            if inserted not in (-1, len(chunk)):
+                raise Conflict("new cases", "one of them exists already: store them one by one")
+            insert_events(db, [e for _, events in chunk for e in events])
+            claims = [(a, case.id, events[-1].at) for case, events in chunk for a in dict.fromkeys(case.alert_ids)]
+            if claims:
+                claimed = db.execute(
+                    f"INSERT INTO case_alerts VALUES {', '.join([f'({p}, {p}, {p})'] * len(claims))} "
+                    "ON CONFLICT (alert_id) DO NOTHING",
+                    [value for claim in claims for value in claim],
+                )
+                if claimed not in (-1, len(claims)):
+                    raise Conflict("new cases", "another case holds one of their alerts: store them one by one")
+
+
+def alert_case_times(store: Store, alert_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+    """Alert id → (the case holding it, when it was put in that case) for those of ``alert_ids`` a case holds."""
+    db = sql_store(store)
+    found: dict[str, tuple[str, datetime]] = {}
+    for start in range(0, len(alert_ids), 1000):
+        chunk = list(alert_ids[start : start + 1000])
+        marks = ", ".join([db.dialect.param] * len(chunk))
+        rows = db.select(f"SELECT alert_id, case_id, added_at FROM case_alerts WHERE alert_id IN ({marks})", chunk)
+        for row in rows.to_pylist():
+            found[row["alert_id"]] = (row["case_id"], row["added_at"])
+    return found

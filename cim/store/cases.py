@@ -29,8 +29,6 @@ from cim.model.cases import (
     CaseSource,
     CaseState,
     Severity,
-    event_hash,
-    verify_chain,
 )
 from cim.model.cases import category as find_category
 from cim.store.base import BBox, Store
@@ -39,10 +37,13 @@ from cim.store.case_rows import (
     EVENT_SELECT,
     MAX_PHOTO_BYTES,
     UnitRow,
+    alert_case_times,
     case_values,
+    check_chain,
     event_from_row,
     get_photo,
-    json_text,
+    insert_cases,
+    insert_events,
     load_case_config,
     load_units,
     save_photo,
@@ -64,8 +65,9 @@ AREA_COLUMNS: Mapping[str, str] = {"grid_cell": "grid_cell", "street": "street",
 __all__ = [
     "CITY_CODE", "MAX_LIMIT", "MAX_PHOTO_BYTES", "CaseFilter", "UnitRow", "alert_case_times", "alerts_without_case",
     "apply_event", "apply_events", "case_counts_by_area", "case_events", "case_where", "cases_of_alerts", "get_case",
-    "get_photo", "insert_case", "list_cases", "load_case_config", "load_units", "metres", "open_cases_near",
-    "open_cases_of_assets", "overdue_cases", "save_photo", "save_units", "set_unit_token", "unit_by_token_hash",
+    "get_photo", "insert_case", "insert_cases", "list_cases", "load_case_config", "load_units", "metres",
+    "open_cases_near", "open_cases_of_assets", "overdue_cases", "save_photo", "save_units", "set_unit_token",
+    "unit_by_token_hash",
 ]  # fmt: skip
 _OPEN = "state <> 'closed'"
 
@@ -78,7 +80,7 @@ def insert_case(store: Store, case: Case, events: Sequence[CaseEvent], *, alert_
     already held by another case, is :class:`Conflict` (nothing stored)."""
     if not events:
         raise InvalidInput(f"case {case.id}", "needs its first event (its report)")
-    _check_chain(case, events, start=0)
+    check_chain(case, events, start=0)
     db = sql_store(store)
     p = db.dialect.param
     columns = [*CASE_COLUMNS, "geom"]
@@ -90,7 +92,7 @@ def insert_case(store: Store, case: Case, events: Sequence[CaseEvent], *, alert_
         )
         if inserted == 0:
             raise Conflict(f"case {case.id}", "already exists: a new case needs a new id")
-        _insert_events(db, events)
+        insert_events(db, events)
         _claim_alerts(db, case.id, [*case.alert_ids, *alert_ids], events[-1].at)
 
 
@@ -104,7 +106,7 @@ def apply_event(
     alert is held by another case; :class:`NotFound` when there is no such case."""
     if event.seq != expected_version + 1:
         raise InvalidInput(f"event {event.seq} of case {case.id}", f"does not follow version {expected_version}")
-    _check_chain(case, [event], start=expected_version)
+    check_chain(case, [event], start=expected_version)
     db = sql_store(store)
     with db.change(f"changing case {case.id}"):
         why = _apply_one(db, case, event, expected_version, [*alert_ids, *_joined(event)])
@@ -121,7 +123,7 @@ def apply_events(store: Store, changes: Sequence[tuple[Case, CaseEvent, int]]) -
     for case, event, expected in changes:
         if event.seq != expected + 1:
             raise InvalidInput(f"event {event.seq} of case {case.id}", f"does not follow version {expected}")
-        _check_chain(case, [event], start=expected)
+        check_chain(case, [event], start=expected)
     if len({case.id for case, _, _ in changes}) != len(changes):
         raise InvalidInput("apply_events changes", "name a case twice: one step per case a batch")
     if not changes:
@@ -162,19 +164,6 @@ def cases_of_alerts(store: Store, alert_ids: Sequence[str]) -> dict[str, str]:
     keys = db.dialect.key_in("alert_id", list(dict.fromkeys(alert_ids)))
     rows = db.select(f"SELECT alert_id, case_id FROM case_alerts WHERE {keys.sql}", keys.params).to_pylist()
     return {row["alert_id"]: row["case_id"] for row in rows}
-
-
-def alert_case_times(store: Store, alert_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-    """Alert id → (the case holding it, when it was put in that case) for those of ``alert_ids`` a case holds."""
-    db = sql_store(store)
-    found: dict[str, tuple[str, datetime]] = {}
-    for start in range(0, len(alert_ids), 1000):
-        chunk = list(alert_ids[start : start + 1000])
-        marks = ", ".join([db.dialect.param] * len(chunk))
-        rows = db.select(f"SELECT alert_id, case_id, added_at FROM case_alerts WHERE alert_id IN ({marks})", chunk)
-        for row in rows.to_pylist():
-            found[row["alert_id"]] = (row["case_id"], row["added_at"])
-    return found
 
 
 def alerts_without_case(store: Store, *, limit: int = 1000) -> list[str]:
@@ -402,7 +391,7 @@ def _apply_one(db: SqlStore, case: Case, event: CaseEvent, expected: int, alert_
             "read it again and retry",
             current=current,
         )
-    _insert_events(db, [event])
+    insert_events(db, [event])
     return None
 
 
@@ -438,35 +427,6 @@ def _unclaim(db: SqlStore, claimed: list[str]) -> None:
     if claimed:
         keys = db.dialect.key_in("alert_id", claimed)
         db.execute(f"DELETE FROM case_alerts WHERE {keys.sql}", keys.params)
-
-
-def _insert_events(db: SqlStore, events: Sequence[CaseEvent]) -> None:
-    p = db.dialect.param
-    row = f"({', '.join([p] * 11)}, CAST({p} AS JSON), {p}, {p})"
-    for event in events:
-        if event.at.tzinfo is None or event.at.utcoffset() is None:
-            raise InvalidInput(f"event {event.seq} of case {event.case_id}", "its time has no time zone")
-        offset = event.at.utcoffset()
-        assert offset is not None
-        db.execute(
-            "INSERT INTO case_events (case_id, seq, action, from_state, to_state, actor, unit_id, acted_at, "
-            f"at_offset_s, note, photos, data, prev_hash, hash) VALUES {row}",
-            [event.case_id, event.seq, str(event.action), None if event.from_state is None else str(event.from_state),
-             str(event.to_state), event.actor, event.unit_id, event.at, int(offset.total_seconds()), event.note,
-             list(event.photos), json_text(event.data), event.prev_hash, event.hash],
-        )  # fmt: skip
-
-
-def _check_chain(case: Case, events: Sequence[CaseEvent], *, start: int) -> None:
-    """The events follow version ``start`` of the case, each hashed right, and end at the case's version/hash."""
-    for offset, event in enumerate(events, start=start + 1):
-        if event.case_id != case.id or event.seq != offset or event_hash(event) != event.hash:
-            raise InvalidInput(f"event {event.seq} of case {event.case_id}", f"is not step {offset} of case {case.id}")
-    if start == 0 and (why := verify_chain(list(events))) is not None:
-        raise InvalidInput(f"log of case {case.id}", why)
-    last = events[-1]
-    if case.version != last.seq or case.last_hash != last.hash or case.state is not CaseState(last.to_state):
-        raise InvalidInput(f"case {case.id}", f"is not the case its event {last.seq} left (version, hash or state)")
 
 
 def _check_bbox(bbox: BBox) -> None:
