@@ -42,6 +42,7 @@ from cim.model import Alert
 from cim.model.cases import Case, CaseEvent
 from cim.store import Store
 from cim.store import cases as case_store
+from cim.store.areas import asset_areas
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -146,6 +147,8 @@ class CaseService:
 
     def _load(self) -> None:
         self.tree = area_tree(self.store)
+        if self.tree:  # every asset's areas, built now (1–2 s after an ingest) rather than under the first alerts
+            asset_areas(self.store)
         self.table = load_table(self.store, self.tree)
         config = read_case_config(self.store)
         stored = list(config.rules) if config is not None else []
