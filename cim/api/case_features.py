@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from cim.api.case_json import case_feature, feature_collection
 from cim.api.cases import Cases, csv_values
 from cim.api.iot import parse_instant
-from cim.api.ogc_features import CRS84, GEOJSON, MAX_LIMIT, CrsName, GeoJSONResponse, SchemaResponse
+from cim.api.ogc_features import GEOJSON, MAX_LIMIT, CrsName, GeoJSONResponse, SchemaResponse, collection_json
 from cim.api.schemas import CollectionOut, FeatureCollectionOut, FeatureOut, QueryablesOut, errors
 from cim.errors import InvalidInput
 from cim.queries.params import BBOX_PATTERN, parse_bbox
@@ -67,24 +67,13 @@ def reported_interval(text: str) -> tuple[datetime | None, datetime | None]:
 
 
 def cases_collection(root: str) -> dict[str, Any]:
-    base = f"{root}/collections/cases"
-    return {
-        "id": "cases",
-        "title": "cases 案件",
-        "description": "problems found in the city and where their loop stands (reported … closed)",
-        "itemType": "feature",
-        "crs": [CRS84],
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]], "crs": CRS84}, "temporal": {"interval": [[None, None]]}},
-        "links": [
-            {"href": base, "rel": "self", "type": "application/json"},
-            {"href": f"{base}/items", "rel": "items", "type": GEOJSON},
-            {
-                "href": f"{base}/queryables",
-                "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
-                "type": "application/schema+json",
-            },
-        ],
-    }
+    return collection_json(
+        root,
+        "cases",
+        title="cases 案件",
+        description="problems found in the city and where their loop stands (reported … closed)",
+        extent=None,
+    )
 
 
 @router.get("/collections/cases", summary="The cases collection", response_model=CollectionOut, responses=errors())

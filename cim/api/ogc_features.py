@@ -259,12 +259,21 @@ def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> G
 
 
 def _collection(root: str, kind: Kind, extent: tuple[float, float, float, float] | None) -> dict[str, Any]:
-    base = f"{root}/collections/{kind}"
+    return collection_json(
+        root, str(kind), title=str(kind).replace("_", " "), description=f"assets of kind {kind}", extent=extent
+    )
+
+
+def collection_json(
+    root: str, collection_id: str, *, title: str, description: str, extent: tuple[float, float, float, float] | None
+) -> dict[str, Any]:
+    """One collection's description: its extent (the world when unknown) and its links."""
+    base = f"{root}/collections/{collection_id}"
     spatial = {"bbox": [list(extent)], "crs": CRS84} if extent is not None else {"bbox": [[-180, -90, 180, 90]]}
     return {
-        "id": str(kind),
-        "title": str(kind).replace("_", " "),
-        "description": f"assets of kind {kind}",
+        "id": collection_id,
+        "title": title,
+        "description": description,
         "itemType": "feature",
         "crs": [CRS84],
         "extent": {"spatial": spatial, "temporal": {"interval": [[None, None]]}},
