@@ -147,14 +147,14 @@ async def items(
     now = datetime.now(UTC)
     found, matched = await cases.list(
         CaseFilter(
-            states=csv_values(state) or (),
-            categories=csv_values(category) or (),
-            severities=csv_values(severity) or (),
+            states=csv_values(state),
+            categories=csv_values(category),
+            severities=csv_values(severity),
             source=source or None,
             unit_id=unit_id or None,
-            districts=csv_values(district) or (),
-            streets=csv_values(street) or (),
-            grid_cells=csv_values(grid_cell) or (),
+            districts=csv_values(district),
+            streets=csv_values(street),
+            grid_cells=csv_values(grid_cell),
             since=since,
             until=until,
             bbox=parse_bbox(bbox) if bbox else None,

@@ -112,15 +112,3 @@ def case_detail(
     feature["timeline"] = [event_json(e, photo_base=f"/cases/{case.id}/photos") for e in events]
     feature["assets"] = [dict(a) for a in assets]
     return feature
-
-
-def unit_json(unit: Unit) -> dict[str, Any]:
-    return {
-        "id": unit.id,
-        "name": unit.name,
-        "name_en": unit.name_en,
-        "categories": list(unit.categories),
-        "areas": list(unit.areas),
-        "reports_to": unit.reports_to,
-        "level": None if unit.level is None else str(unit.level),
-    }

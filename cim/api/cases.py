@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cim.api.case_json import case_detail, feature_collection, unit_json
+from cim.api.case_json import case_detail, feature_collection
 from cim.api.case_schemas import AssessmentOut, CaseCollectionOut, CaseDetailOut, CategoryOut, HeatOut, UnitOut
 from cim.api.deps import ResourcesDep, json_body, require_write_token
 from cim.api.errors import Forbidden, Unauthorized
@@ -31,7 +31,7 @@ from cim.cases.photos import FORMATS, Photo
 from cim.cases.steps import CaseDraft
 from cim.errors import InvalidInput
 from cim.model.cases import CATEGORIES, Action, CaseSource, Severity
-from cim.queries.params import BBOX_PATTERN
+from cim.queries.params import BBOX_PATTERN, parse_bbox
 
 if TYPE_CHECKING:
     from cim.cases import CaseService, Unit
@@ -87,19 +87,9 @@ async def caller(
 CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def csv_values(value: str | None) -> tuple[str, ...] | None:
-    """A comma-separated parameter as its values; None when absent or empty."""
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
-
-
-def _bbox(value: str | None) -> tuple[float, float, float, float] | None:
-    if not value:
-        return None
-    try:
-        west, south, east, north = (float(v) for v in value.split(","))
-    except ValueError:
-        raise InvalidInput(f"parameter bbox={value[:80]!r}", "must be four numbers: west,south,east,north") from None
-    return west, south, east, north
+def csv_values(value: str | None) -> tuple[str, ...]:
+    """A comma-separated parameter as its values; none when absent or empty."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
 @router.get("/cases/categories", response_model=list[CategoryOut], responses=errors())
@@ -111,7 +101,7 @@ async def list_categories() -> list[dict[str, Any]]:
 @router.get("/cases/units", response_model=list[UnitOut], responses=errors())
 async def list_units(cases: Cases) -> list[dict[str, Any]]:
     """The responsible units: the areas and categories each answers for, and the unit it escalates to."""
-    return [unit_json(u) for u in sorted(cases.units.values(), key=lambda u: u.id)]
+    return [u.to_dict() for u in sorted(cases.units.values(), key=lambda u: u.id)]
 
 
 @router.get("/cases/heat", response_model=HeatOut, responses=errors(400))
@@ -162,15 +152,15 @@ def case_filter(params: Mapping[str, Any], *, now: datetime) -> CaseFilter:
         overdue = overdue.lower() == "true"
     since, until = params.get("since"), params.get("until")  # given empty: refused, as any bad time
     return CaseFilter(
-        states=csv_values(params.get("state")) or (),
-        categories=csv_values(params.get("category")) or (),
+        states=csv_values(params.get("state")),
+        categories=csv_values(params.get("category")),
         area=params.get("area") or None,
         unit_id=params.get("unit") or None,
         overdue=overdue,
         source=params.get("source") or None,
         since=parse_instant(since, what="since") if since is not None else None,
         until=parse_instant(until, what="until") if until is not None else None,
-        bbox=_bbox(params.get("bbox")),
+        bbox=parse_bbox(params["bbox"]) if params.get("bbox") else None,
         limit=int(params.get("limit") or 100),
         offset=int(params.get("offset") or 0),
         now=now,
@@ -180,6 +170,12 @@ def case_filter(params: Mapping[str, Any], *, now: datetime) -> CaseFilter:
 @router.get("/cases/{case_id}", response_model=CaseDetailOut, responses=errors(404))
 async def get_case(cases: Cases, case_id: str) -> dict[str, Any]:
     """One case with its timeline (every step: who, when, what, why, photos) and the assets it involves."""
+    return await detail_json(cases, case_id)
+
+
+async def detail_json(cases: CaseService, case_id: str) -> dict[str, Any]:
+    """A case as it stands now, with its timeline and assets (``GET /cases/{id}``, and the answer of every write
+    to a case; ``cim cases show``)."""
     case, events = await cases.get(case_id)
     assets = await cases.assets_of(case)
     return case_detail(case, events, assets=assets, units=cases.units, now=datetime.now(UTC))
@@ -344,8 +340,8 @@ def act_arguments(body: Any, *, actor: str, unit_id: str | None) -> dict[str, An
 async def report_case(cases: Cases, body: Annotated[Any, Depends(json_body)]) -> dict[str, Any]:
     """Report a problem (the hotline's and inspectors' apps): it is located in its grid cell, street and district,
     filed, and dispatched to the responsible unit with no human step."""
-    case, events = await cases.report(CaseDraft(**report_arguments(body)), actor="command-centre")
-    return case_detail(case, events, assets=await cases.assets_of(case), units=cases.units, now=datetime.now(UTC))
+    case, _ = await cases.report(CaseDraft(**report_arguments(body)), actor="command-centre")
+    return await detail_json(cases, case.id)
 
 
 @router.post(
@@ -361,8 +357,7 @@ async def act_on_case(
     those that are) or the ``version`` given is not the case's; 403 when a unit acts on another unit's case."""
     unit_id = None if who.unit is None else who.unit.id
     await cases.act(case_id, **act_arguments(body, actor=who.label, unit_id=unit_id))
-    case, events = await cases.get(case_id)
-    return case_detail(case, events, assets=await cases.assets_of(case), units=cases.units, now=datetime.now(UTC))
+    return await detail_json(cases, case_id)
 
 
 @router.get("/indicators/cases", tags=["indicators"], response_model=AssessmentOut, responses=errors(400))

@@ -127,14 +127,9 @@ def show_command(
     if remote is not None:
         result = _http(remote, "GET", f"/cases/{case_id}")
     else:
-        from cim.api.case_json import case_detail
+        from cim.api.cases import detail_json
 
-        async def work(service: Any) -> Any:
-            case, events = await service.get(case_id)
-            assets = await service.assets_of(case)
-            return case_detail(case, events, assets=assets, units=service.units, now=datetime.now(UTC))
-
-        result = _local(store, work)
+        result = _local(store, lambda service: detail_json(service, case_id))
     if as_json:
         print_json(result)
         return
@@ -241,10 +236,9 @@ def units_command(store: StoreOption = None, server: ServerOption = None, as_jso
     if remote is not None:
         result = _http(remote, "GET", "/cases/units")
     else:
-        from cim.api.case_json import unit_json
 
         async def work(service: Any) -> Any:
-            return [unit_json(u) for u in sorted(service.units.values(), key=lambda u: u.id)]
+            return [u.to_dict() for u in sorted(service.units.values(), key=lambda u: u.id)]
 
         result = _local(store, work)
     if as_json:
