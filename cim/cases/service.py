@@ -130,17 +130,19 @@ class CaseService:
         return list(self._rules or [])
 
     # --- lifecycle ---
-    async def start(self, *, background: bool = True) -> None:
+    async def start(self, *, background: bool = True, recover: bool = True) -> None:
         """Load units, the dispatch table, the area tree and the case rules; give open alerts without a case their
-        cases; start the batch and escalation loops (``background=False``: no loops — tests drive
-        :meth:`process_pending` and :meth:`escalate_overdue` by hand)."""
+        cases (``recover=False``: not — a command that only reads or takes one step is no place for machine
+        dispatch, the server does it when it starts); start the batch and escalation loops (``background=False``:
+        no loops — tests drive :meth:`process_pending` and :meth:`escalate_overdue` by hand)."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-cases-store")
         await self._in_store(self._load)
         open_alerts = await self._in_store(self.store.alerts, open_only=True)
         machine = self.machine
         assert machine is not None
         machine.open_alerts.update(a.id for a in open_alerts)
-        await self._recover(open_alerts)
+        if recover:
+            await self._recover(open_alerts)
         if background:
             self._tasks.append(asyncio.create_task(self._batch_loop(), name="cim-cases-batches"))
             self._tasks.append(asyncio.create_task(self._escalate_loop(), name="cim-cases-escalation"))

@@ -55,14 +55,15 @@ def _http(server: Any, method: str, path: str, *, token: str | None = None, **kw
 
 
 def _local(store: str | None, work: Any) -> Any:
-    """Run ``work(service)`` on a case service over the store opened here (no background loops)."""
+    """Run ``work(service)`` on a case service over the store opened here: no background loops and no recovery of
+    alerts without a case (machine dispatch is the server's)."""
     from cim.cases import CaseService
     from cim.store import open_store
 
     async def run() -> Any:
         with open_store(store_url(store)) as opened:
             service = CaseService(opened)
-            await service.start(background=False)
+            await service.start(background=False, recover=False)
             try:
                 return await work(service)
             finally:
