@@ -7,14 +7,13 @@ Synchronous: run on the case service's store thread (:class:`~cim.cases.service.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from cim.errors import InvalidInput, NotFound
-from cim.model.cases import AreaLevel, Case, verify_chain
+from cim.model.cases import Case, verify_chain
 from cim.store import AssetQuery, Store
 from cim.store import cases as case_store
 from cim.store.assessment import assess
@@ -22,9 +21,6 @@ from cim.store.case_rows import get_photo
 
 #: Periods are the city's: a month in Shanghai starts at midnight Shanghai time (UTC+8), not UTC.
 CITY_ZONE = ZoneInfo("Asia/Shanghai")
-_AREA_COLUMN = {AreaLevel.GRID_CELL: "grid_cell", AreaLevel.STREET: "street", AreaLevel.DISTRICT: "district"}
-#: The most overdue cases counted for the heat layer (more than a wall can show differences in).
-HEAT_LIMIT = 10_000
 
 
 def period_bounds(period: str) -> tuple[datetime, datetime]:
@@ -49,20 +45,7 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
 
 def heat(store: Store, level: str, now: datetime) -> tuple[dict[str, int], dict[str, int]]:
     """Open cases per area of ``level``, and the overdue ones among them."""
-    column = _AREA_COLUMN[AreaLevel(level)]
-    counts = case_store.case_counts_by_area(store, level)
-    overdue, _ = case_store.list_cases(
-        store,
-        case_store.CaseFilter(states=_open_states(), overdue=True, limit=HEAT_LIMIT, now=now, count=False),
-    )
-    late = Counter(getattr(c, column) for c in overdue if getattr(c, column))
-    return counts, dict(late)
-
-
-def _open_states() -> tuple[str, ...]:
-    from cim.model.cases import OPEN_STATES
-
-    return tuple(sorted(str(s) for s in OPEN_STATES))
+    return case_store.case_counts_by_area(store, level), case_store.case_counts_by_area(store, level, overdue_at=now)
 
 
 def assets_of(store: Store, case: Case) -> list[dict[str, Any]]:

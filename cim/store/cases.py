@@ -336,18 +336,23 @@ def overdue_cases(store: Store, now: datetime, limit: int = 1000) -> list[Case]:
     return select_cases(db, where, order="deadline, id", tail=f" LIMIT {p}", tail_params=[_limit(limit)])
 
 
-def case_counts_by_area(store: Store, level: str, *, open_only: bool = True) -> dict[str, int]:
-    """Area code → number of cases (open ones only by default) at ``level`` (grid_cell, street, district or city,
-    which counts all under :data:`CITY_CODE`): the heat layer."""
+def case_counts_by_area(
+    store: Store, level: str, *, open_only: bool = True, overdue_at: datetime | None = None
+) -> dict[str, int]:
+    """Area code → number of cases (open ones only by default; with ``overdue_at``, only those overdue then, as
+    :class:`CaseFilter` ``overdue`` says) at ``level`` (grid_cell, street, district or city, which counts all under
+    :data:`CITY_CODE`): the heat layer."""
     db = sql_store(store)
-    where = f" WHERE {_OPEN}" if open_only else ""
+    selected = case_where(db, CaseFilter(overdue=True if overdue_at is not None else None, now=overdue_at))
+    clauses = [selected.sql, *([_OPEN] if open_only else [])]
     if level == AreaLevel.CITY:
-        n = int(db.select(f"SELECT count(*) AS n FROM cases{where}")["n"][0].as_py())
+        sql = f"SELECT count(*) AS n FROM cases WHERE {' AND '.join(clauses)}"
+        n = int(db.select(sql, selected.params)["n"][0].as_py())
         return {CITY_CODE: n} if n else {}
     column = _area_column(level)
-    where = f"{where} AND {column} IS NOT NULL" if where else f" WHERE {column} IS NOT NULL"
-    rows = db.select(f"SELECT {column} AS code, count(*) AS n FROM cases{where} GROUP BY {column}").to_pylist()
-    return {row["code"]: int(row["n"]) for row in rows}
+    clauses.append(f"{column} IS NOT NULL")
+    sql = f"SELECT {column} AS code, count(*) AS n FROM cases WHERE {' AND '.join(clauses)} GROUP BY {column}"
+    return {row["code"]: int(row["n"]) for row in db.select(sql, selected.params).to_pylist()}
 
 
 # --- helpers ---
