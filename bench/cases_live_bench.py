@@ -26,10 +26,7 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,10 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from load_bench import _free_port, _wait_ready  # bench/ is on the path when a bench runs as a script
+from load_bench import build_city, serving  # bench/ is on the path when a bench runs as a script
 
-ROOT = Path(__file__).resolve().parents[1]
-PIPELINE = ROOT / "pipelines" / "shanghai-demo.toml"
 POSTGRES = os.environ.get("CIM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/cim_test")
 TOKEN = "bench-token"
 NOTES = {"return": "not ours", "reject": "not done", "reopen": "came back", "dismiss": "not a case"}
@@ -62,10 +57,8 @@ def main() -> None:
     for kind in args.stores.split(","):
         store = str(work / f"city-{run}.duckdb") if kind == "duckdb" else f"{POSTGRES}?schema=cases_bench_{run}"
         tiles = work / f"tiles-{kind}"
-        started = time.perf_counter()
-        cmd = [sys.executable, "-m", "cim", "run", str(PIPELINE), "--store", store, "--out", str(tiles / "shanghai")]
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-        print(f"\n== {kind}: city ready in {time.perf_counter() - started:.0f} s")
+        print(f"\n== {kind}")
+        build_city(store, tiles / "shanghai")
         try:
             run_store(kind, store, tiles, args)
         finally:
@@ -74,32 +67,11 @@ def main() -> None:
 
 
 def run_store(kind: str, store: str, tiles: Path, args: argparse.Namespace) -> None:
-    port = _free_port()
-    env = {**os.environ, "CIM_HOST": "127.0.0.1", "CIM_WRITE_TOKEN": TOKEN}
-    env.pop("CIM_MQTT_URL", None)
-    log = tiles.parent / f"server-{kind}.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "cim", "serve", "--store", store, "--tiles", str(tiles), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, server)
+    with serving(kind, store, tiles, env={"CIM_WRITE_TOKEN": TOKEN}) as (base, _):
         sent = asyncio.run(raise_alerts(base, args.alerts_per_s, args.alert_seconds))
         time.sleep(3)  # the last batch reaches the store
         opened = store_alerts(base)
         asyncio.run(race_transitions(base, args.clients, args.seconds, args.cases))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            print("server did NOT stop within 30 s of SIGTERM (killed)")
-    print(f"  (server log: {log})")
     report_dispatch(store, opened, sent)  # from the store, once the server has let go of it
 
 

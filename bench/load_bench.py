@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +75,41 @@ def build_city(store: str, tiles: Path) -> None:
     print(f"  city ready in {time.perf_counter() - started:.0f} s")
 
 
-def run_store(kind: str, store: str, tiles: Path, args: argparse.Namespace) -> None:
+@contextmanager
+def serving(
+    kind: str, store: str, tiles: Path, *, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``cim serve`` on the store and tiles, its own process on a free port, without MQTT: (base URL, process) once
+    it is ready. Stopped by SIGTERM when the block ends (killed if it has not stopped 20 s later); its log is
+    ``server-<kind>.log`` beside the tiles."""
     port = _free_port()
     log = tiles.parent / f"server-{kind}.log"
-    env = {**os.environ, "CIM_HOST": "127.0.0.1"}
-    env.pop("CIM_MQTT_URL", None)
+    environment = {**os.environ, "CIM_HOST": "127.0.0.1", **(env or {})}
+    environment.pop("CIM_MQTT_URL", None)
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "cim", "serve", "--store", store, "--tiles", str(tiles), "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=environment,
         )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, server)
+        yield base, server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            server.wait(timeout=20)
+            print(f"server stopped {time.monotonic() - started:.1f} s after SIGTERM")
+        except subprocess.TimeoutExpired:
+            server.kill()
+            print("server did NOT stop within 20 s of SIGTERM (killed)")
+
+
+def run_store(kind: str, store: str, tiles: Path, args: argparse.Namespace) -> None:
+    with serving(kind, store, tiles) as (base, server):
         data_paths, tile_paths = sample_paths(base)
         folder = Path(tempfile.mkdtemp(prefix="cim-wrk-"))
         (folder / "mix.lua").write_text(LUA)
@@ -117,15 +139,6 @@ def run_store(kind: str, store: str, tiles: Path, args: argparse.Namespace) -> N
                 f"after the rounds: /ready {http.get('/ready').status_code}, /assets answers "
                 f"{http.get(data_paths[0]).status_code}"
             )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        try:
-            server.wait(timeout=20)
-            print(f"server stopped {time.monotonic() - started:.1f} s after SIGTERM")
-        except subprocess.TimeoutExpired:
-            server.kill()
-            print("server did NOT stop within 20 s of SIGTERM (killed)")
 
 
 def sample_paths(base: str, count: int = 3000, seed: int = 19) -> tuple[list[str], list[str]]:
