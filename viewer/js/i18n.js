@@ -31,6 +31,21 @@ export const OPEN_STATES = ["reported", "filed", "dispatched", "in_progress", "h
 
 export const SEVERITIES = { normal: ["一般", "normal"], urgent: ["紧急", "urgent"], critical: ["特急", "critical"] };
 
+// Alert severities (the rules' levels), apart from the case severities above.
+export const ALERT_SEVERITIES = { info: ["提示", "info"], warning: ["警告", "warning"], critical: ["严重", "critical"] };
+
+/** An alert's text in the chosen language: the server writes it in both (details.message_zh, message). */
+export function alertText(alert) {
+  return biText(alert.details?.message_zh, alert.message || alert.rule);
+}
+
+/** A moment as Shanghai's wall clock to the second: "2026-12-04 21:05:09" (the server sends UTC). */
+export function shanghaiTime(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso ?? "");
+  return date.toLocaleString("sv-SE", { timeZone: "Asia/Shanghai", hour12: false });
+}
+
 export const ACTIONS = {
   report: ["上报", "reported"],
   file: ["立案", "filed"],

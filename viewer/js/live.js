@@ -4,6 +4,7 @@
 // The socket reconnects with back-off when the server goes away.
 import * as Cesium from "./cesium.js";
 import { getJSON, query } from "./api.js";
+import { ALERT_SEVERITIES, alertText, biText, pair, shanghaiTime } from "./i18n.js";
 import { $, el, toast } from "./ui.js";
 import { flyToPoint } from "./viewer.js";
 
@@ -23,6 +24,7 @@ export class Live {
     this.sensors = new Map(); // id → {id, parent, lon, lat, marker}
     this.states = new Map(); // sensor id → reading
     this.alerts = new Map(); // alert id → alert (open ones)
+    this.alerting = new Set(); // ids of the sensors an open alert names
     this.markers = viewer.scene.primitives.add(new Cesium.PointPrimitiveCollection());
     this.retry = 1;
     this.socket = undefined;
@@ -118,9 +120,10 @@ export class Live {
         this.alerts.delete(alert.id);
       }
     }
+    this.alerting = new Set([...this.alerts.values()].flatMap(sensorsOf));
     const touched = new Set([
       ...(message.states ?? []).map((r) => r.sensor_id),
-      ...(message.alerts ?? []).map((a) => a.sensor_id),
+      ...(message.alerts ?? []).flatMap(sensorsOf),
     ]);
     if (message.type === "snapshot") for (const id of this.sensors.keys()) touched.add(id);
     for (const id of touched) this.paint(id);
@@ -129,13 +132,13 @@ export class Live {
     // Raw alerts pop up for someone at a desk; the wall shows cases (its ticker), not every alert a sensor raises.
     if (document.body.classList.contains("wall")) return;
     for (const alert of fresh) {
-      toast(`${alert.severity}: ${alert.message || alert.rule}`, { onclick: () => this.flyToAlert(alert) });
+      toast(`${biText(...pair(ALERT_SEVERITIES, alert.severity))}: ${alertText(alert)}`, { onclick: () => this.flyToAlert(alert) });
     }
   }
 
   /** The state colour of one sensor: red with an open alert or a bad status, amber for a warning status. */
   stateOf(sensorId) {
-    for (const alert of this.alerts.values()) if (alert.sensor_id === sensorId) return "alert";
+    if (this.alerting.has(sensorId)) return "alert";
     const reading = this.states.get(sensorId);
     if (!reading) return "none";
     const status = String(reading.status ?? "").toLowerCase();
@@ -165,13 +168,13 @@ export class Live {
     const alerts = this.openAlerts();
     const list = $("alert-list");
     if (!alerts.length) {
-      list.replaceChildren(el("li", { class: "empty" }, "no open alerts"));
+      list.replaceChildren(el("li", { class: "empty" }, biText("无告警", "no open alerts")));
     } else {
       list.replaceChildren(...alerts.map((a) => el("li", {
         class: `sev-${a.severity}`,
         "data-alert": a.id,
         onclick: () => this.flyToAlert(a),
-      }, a.message || a.rule, el("div", { class: "sub" }, `${a.sensor_id} · ${a.opened_at}`))));
+      }, alertText(a), el("div", { class: "sub" }, shanghaiTime(a.opened_at)))));
     }
     this.onAlerts?.(alerts);
   }
@@ -193,7 +196,7 @@ export class Live {
   flyToAlert(alert) {
     const sensor = this.sensors.get(alert.sensor_id);
     if (sensor?.lon != null) flyToPoint(this.viewer, sensor.lon, sensor.lat, { range: 500 });
-    this.inspector.open(sensor?.parent ?? alert.sensor_id, {}, { fly: sensor?.lon == null });
+    this.inspector.open(alert.asset_id ?? sensor?.parent ?? alert.sensor_id, {}, { fly: sensor?.lon == null });
   }
 
   setStatus(text, kind) {
@@ -201,4 +204,9 @@ export class Live {
     node.textContent = text;
     node.className = `status ${kind}`;
   }
+}
+
+/** The sensors an alert names: several sensors on one asset share one alert. */
+function sensorsOf(alert) {
+  return alert.details?.sensors?.length ? alert.details.sensors : [alert.sensor_id];
 }

@@ -3,6 +3,7 @@
 // (caseboard.js) shows the on-time rate and open/overdue cases by district, the districts are filled by their open
 // cases, and the ticker shows new cases; else it shows the open alerts.
 import { getJSON, postJSON, query } from "./api.js";
+import { ALERT_SEVERITIES, alertText, biText, pair } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { isSoftware, setCamera } from "./viewer.js";
 
@@ -110,15 +111,15 @@ export class Wall {
     const byKind = this.live.alertsByKind();
     const total = Object.values(byKind).reduce((a, b) => a + b, 0);
     const detail = Object.entries(byKind).map(([k, n]) => `${k} ${n}`).join(", ");
-    vitals.push({ id: "alerts", value: formatNumber(total), label: `open alerts${detail ? `: ${detail}` : ""}`, bad: total > 0 });
+    vitals.push({ id: "alerts", value: formatNumber(total), label: `${biText("未关闭告警", "open alerts")}${detail ? `: ${detail}` : ""}`, bad: total > 0 });
     return vitals;
   }
 
   updateTicker(alerts) {
     if (this.board?.on) return; // the ticker shows new cases
     const text = alerts.length
-      ? alerts.map((a) => `⚠ ${a.severity.toUpperCase()} ${a.message || a.rule} (${a.sensor_id})`).join("     ")
-      : "no open alerts";
+      ? alerts.map((a) => `⚠ ${biText(...pair(ALERT_SEVERITIES, a.severity))} ${alertText(a)}`).join("     ")
+      : biText("无告警", "no open alerts");
     if ($("ticker-text").textContent !== text) $("ticker-text").textContent = text;
   }
 
