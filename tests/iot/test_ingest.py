@@ -179,4 +179,4 @@ async def test_a_server_restart_restores_latest_state_and_open_alerts(store_url:
             assert [a.sensor_id for a in iot.open_alerts()] == ["wl-1"]
             await publish(broker.url, [("cim/wl-1/state", reading(0.2))])  # the restored alert closes
             await eventually(lambda: not iot.open_alerts())
-        assert store.alerts(open_only=True) == [] and len(store.alerts()) == 1
+        assert store.alerts(open=True) == [] and len(store.alerts()) == 1
