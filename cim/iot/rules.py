@@ -166,6 +166,11 @@ def rules_of_sensor(sensor: Sensor) -> list[Rule]:
     return rules
 
 
+def _decimal(value: float) -> float:
+    """``value`` without float noise past 12 significant digits (thresholds are written in decimals)."""
+    return float(f"{value:.12g}")
+
+
 class _Bound:
     """One rule on one sensor: its thresholds in the sensor's unit, and whether the sensor fires it (mutable, kept
     across reloads of the sensors). Slots and no allocation: :meth:`RuleEngine.evaluate` runs on every reading."""
@@ -243,7 +248,8 @@ class RuleEngine:
             threshold = (threshold * factor + shift) / divisor
             deadband = deadband * factor / divisor
         release = threshold - deadband if rule.condition is Condition.ABOVE else threshold + deadband
-        return _Bound(rule, sensor, threshold, release)
+        # to 12 significant digits: 1.6 + 0.1 is 1.7000000000000002, and a reading of 1.7 must release the alert
+        return _Bound(rule, sensor, _decimal(threshold), _decimal(release))
 
     def restore(self, alerts: Iterable[Alert], last_seen: Mapping[str, datetime]) -> None:
         """Take back the open alerts and the last reading times from the store after a restart (call after
@@ -258,6 +264,9 @@ class RuleEngine:
                 continue
             key = opener.key
             self.open[key] = alert
+            second, _, count = alert.id.rsplit("|", 1)[-1].partition("-")
+            if count.isdigit() or not count:  # the next alert of the key in that second must not take its id
+                self._stamps[key] = (second, int(count or 1))
             sensors = alert.details.get("sensors")
             firing = self._firing.setdefault(key, [])
             for sensor_id in sensors if isinstance(sensors, list) and sensors else [alert.sensor_id]:
