@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from cim.errors import InvalidInput
 from cim.model import Asset, JsonValue, Kind
 from cim.store import Store
-from cim.store.areas import AreaNode, area_tree, areas_of_assets
+from cim.store.areas import AreaNode, area_tree, asset_areas, asset_areas_sql
 from cim.store.sqlstore import sql_store
 
 THRESHOLD_KEYS = frozenset({"above", "below", "status", "stale_s", "severity", "unit", "deadband", "min_duration_s"})
@@ -163,11 +163,13 @@ def load_sensors(store: Store) -> dict[str, Sensor]:
     """Every sensor in the store, with the kind and name of the asset it is bound to (for per-kind rules and the
     alerts' text) and the names of that asset's street and district.
 
-    A few queries whatever the number of sensors (the service reloads them every 30 s): the sensors, their parents
-    with the grandparents' names (a lift is named "Lift 3" in its building), the areas of the watched assets
-    (:func:`~cim.store.areas.areas_of_assets`, from its derived table) and the area tree."""
+    One query whatever the number of sensors (the service reloads them every 30 s): the sensors, their parents
+    with the grandparents' names (a lift is named "Lift 3" in its building) and the watched assets' area codes
+    (the derived table of :func:`~cim.store.areas.asset_areas`, rebuilt first when assets changed); plus the
+    area tree for the names, kept while the assets do not change."""
     db = sql_store(store)
-    # the sensors' props as text (no geometry, no Asset: a third of the time of find_assets)
+    areas = asset_areas(store)
+    stamp = db.refresh_derived(areas, asset_areas_sql(db.dialect))  # built just now: only reads the stamps
     # the sensors' props as text (no geometry, no Asset: a third of the time of find_assets); the parents and
     # grandparents picked by id first (a join of the whole table took 3× as long in DuckDB)
     sensor = f"'{Kind.SENSOR}'"
@@ -176,17 +178,15 @@ def load_sensors(store: Store) -> dict[str, Sensor]:
         "p AS (SELECT id, kind, name, parent_id FROM assets WHERE id IN (SELECT parent_id FROM s)), "
         "g AS (SELECT id, name FROM assets WHERE id IN (SELECT parent_id FROM p)) "
         "SELECT s.id, s.parent_id, s.name, CAST(s.props AS TEXT) AS props, p.kind AS parent_kind, "
-        "p.name AS parent_name, g.name AS whole FROM s LEFT JOIN p ON p.id = s.parent_id "
-        "LEFT JOIN g ON g.id = p.parent_id ORDER BY s.id"
+        "p.name AS parent_name, g.name AS whole, a.street, a.district FROM s LEFT JOIN p ON p.id = s.parent_id "
+        f"LEFT JOIN g ON g.id = p.parent_id LEFT JOIN {areas} a ON a.id = COALESCE(p.id, s.id) ORDER BY s.id"
     ).to_pylist()
     if not rows:
         return {}
-    watched = {row["id"]: row["parent_id"] if row["parent_kind"] else row["id"] for row in rows}
-    codes = areas_of_assets(store, watched.values())
-    tree = area_tree(store) if codes else {}
+    tree = _area_tree(store, stamp)
     sensors: dict[str, Sensor] = {}
     for row in rows:
-        areas = codes.get(watched[row["id"]])
+        street, district = row["street"], row["district"]
         sensors[row["id"]] = Sensor.from_props(
             row["id"],
             orjson.loads(row["props"]) if row["props"] else {},
@@ -194,10 +194,21 @@ def load_sensors(store: Store) -> dict[str, Sensor]:
             name=row["name"],
             parent_kind=row["parent_kind"],
             asset_name=_asset_name(row),
-            street=tree.get(areas.street) if areas and areas.street else None,
-            district=tree.get(areas.district) if areas and areas.district else None,
+            street=tree.get(street) if street else None,
+            district=tree.get(district) if district else None,
         )
     return sensors
+
+
+#: The area tree of a store (by URL) at one version of its assets: areas change with the assets only.
+_TREES: dict[str, tuple[str, dict[str, AreaNode]]] = {}
+
+
+def _area_tree(store: Store, stamp: str) -> dict[str, AreaNode]:
+    cached = _TREES.get(store.url)
+    if cached is None or cached[0] != stamp:
+        cached = _TREES[store.url] = (stamp, area_tree(store))
+    return cached[1]
 
 
 def _asset_name(row: Mapping[str, Any]) -> str | None:
