@@ -45,6 +45,18 @@ STATUS_ZH: dict[str, str] = {
     "trapped": "困人",
 }
 _CONDITION_ZH = {"above": "高于", "below": "低于"}
+#: Words for a watched asset without a name, by its kind: "main GAS-PD-0000218" rather than "pipes:GAS-PD-0000218".
+KIND_WORDS: dict[str, tuple[str, str]] = {
+    "pipe": ("main", "管道"),
+    "node": ("chamber", "检查井"),
+    "lift": ("lift", "电梯"),
+    "building": ("building", "建筑"),
+    "hydrant": ("hydrant", "消火栓"),
+    "pole": ("pole", "灯杆"),
+    "charger": ("charger", "充电桩"),
+    "road": ("road", "道路"),
+    "park": ("park", "公园"),
+}
 
 
 def quantity_words(quantity: str | None) -> tuple[str, str]:

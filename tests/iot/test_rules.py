@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -217,3 +218,11 @@ def test_an_alert_after_a_restart_within_the_same_second_does_not_take_the_resto
         *restarted.evaluate(at("gp-1", 0.4, value=4.0)),
     ]
     assert closed.id == alert.id and reopened.id == f"{alert.id}-2"
+
+
+def test_an_asset_without_a_name_is_named_by_its_kind_and_id_without_the_layer() -> None:
+    unnamed = replace(gas_main(), parent_id="pipes:GAS-PD-0000218", asset_name=None, street=None, street_zh=None)
+    (alert,) = engine_of(unnamed).evaluate(at("gp-1", 0, value=3.6))
+    assert alert.message == "Gas pressure 3.6 kPa above 3.5 kPa — main GAS-PD-0000218, Pudong New Area"
+    assert alert.details["message_zh"].endswith("— 管道 GAS-PD-0000218, 浦东新区")
+    assert alert.asset_id == "pipes:GAS-PD-0000218" and alert.details["asset_name"] is None
