@@ -91,12 +91,26 @@ def texts(
     else:
         what_en = f"{en}: no reading for over {_duration(threshold)}"
         what_zh = f"{zh} 超过 {_duration_zh(threshold)} 无数据"
-    asset = sensor.asset_name or sensor.parent_id or sensor.id
-    place_en = ", ".join(p for p in (asset, sensor.street, sensor.district) if p)
+    asset_en, asset_zh = _asset_words(sensor)
+    place_en = ", ".join(p for p in (asset_en, sensor.street, sensor.district) if p)
     place_zh = ", ".join(
-        p for p in (asset, sensor.street_zh or sensor.street, sensor.district_zh or sensor.district) if p
+        p for p in (asset_zh, sensor.street_zh or sensor.street, sensor.district_zh or sensor.district) if p
     )
     return f"{what_en} — {place_en}", f"{what_zh} — {place_zh}"
+
+
+def _asset_words(sensor: Sensor) -> tuple[str, str]:
+    """The watched asset as the text names it: its name, else its kind and id without the layer's prefix.
+
+    >>> _asset_words(Sensor(id="s", parent_id="pipes:GAS-PD-0000218", parent_kind="pipe"))
+    ('main GAS-PD-0000218', '管道 GAS-PD-0000218')
+    """
+    if sensor.asset_name:
+        return sensor.asset_name, sensor.asset_name
+    asset_id = sensor.parent_id or sensor.id
+    short = asset_id.split(":", 1)[-1] or asset_id
+    words = KIND_WORDS.get(sensor.parent_kind or "") if sensor.parent_id else None
+    return (f"{words[0]} {short}", f"{words[1]} {short}") if words else (short, short)
 
 
 def _number(value: float | None) -> str:
