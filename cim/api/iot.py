@@ -178,12 +178,17 @@ async def get_stats(iot: Iot) -> dict[str, Any]:
 @routes.get("/alerts", tags=["iot"], response_model=list[AlertOut], responses=errors(400))
 async def get_alerts(
     iot: Iot,
-    open_only: Annotated[bool, Query(alias="open", description="only the alerts still open")] = False,
-    sensor_id: Annotated[str | None, Query()] = None,
+    open: Annotated[
+        bool | None, Query(description="true: the alerts still open; false: the closed ones; absent: all")
+    ] = None,
+    sensor_id: Annotated[str | None, Query(description="the alerts this sensor opened")] = None,
+    asset_id: Annotated[str | None, Query(description="the alerts about this asset (a sensor's parent)")] = None,
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> list[dict[str, Any]]:
-    """Alerts newest first."""
-    return [alert_dict(a) for a in await iot.alerts(open_only=open_only, sensor_id=sensor_id, limit=limit)]
+    """Alerts newest first. One alert per asset and rule family: several sensors on one gas main give one alert
+    (``details.sensors``); times are UTC to the second."""
+    found = await iot.alerts(open=open, sensor_id=sensor_id, asset_id=asset_id, limit=limit)
+    return [alert_dict(a) for a in found]
 
 
 @dataclass(frozen=True)

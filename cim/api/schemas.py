@@ -120,16 +120,35 @@ class StateOut(BaseModel):
     status: str | None
 
 
+class AlertDetailsOut(BaseModel):
+    """What an alert is about, for a list or a wall to show without looking the sensor up; ``null`` where it does
+    not apply (no threshold for a status alert) or is not known (an asset without a name or outside every
+    area)."""
+
+    quantity: str | None = None
+    unit: str | None = None
+    threshold: float | None = None
+    condition: str | None = None
+    status: str | None = None
+    asset_name: str | None = None
+    street: str | None = None
+    district: str | None = None
+    sensors: list[str] = []
+    message_zh: str | None = None
+
+
 class AlertOut(BaseModel):
     id: int | str
     rule: str
     sensor_id: str
-    severity: str
+    asset_id: str | None
+    severity: str  # info, warning or critical
     message: str
     value: float | None
     opened_at: str
     closed_at: str | None
     open: bool
+    details: AlertDetailsOut
 
 
 class AreasOut(BaseModel):

@@ -137,7 +137,7 @@ class CaseService:
         no loops — tests drive :meth:`process_pending` and :meth:`escalate_overdue` by hand)."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-cases-store")
         await self._in_store(self._load)
-        open_alerts = await self._in_store(self.store.alerts, open_only=True)
+        open_alerts = await self._in_store(self.store.alerts, open=True)
         machine = self.machine
         assert machine is not None
         machine.open_alerts.update(a.id for a in open_alerts)

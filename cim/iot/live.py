@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from cim.model import Alert, Reading
@@ -29,18 +30,33 @@ def reading_json(reading: Reading) -> str:
     )
 
 
+#: The keys of an alert's ``details`` as the API gives them (cim.api.schemas.AlertDetailsOut), None when absent.
+ALERT_DETAIL_KEYS = ("quantity", "unit", "threshold", "condition", "status", "asset_name", "street", "district",
+                     "message_zh")  # fmt: skip
+
+
 def alert_dict(alert: Alert) -> dict[str, Any]:
+    """An alert as the API and the live push give it: times to the second, in UTC, every detail key present."""
+    details: dict[str, Any] = {key: alert.details.get(key) for key in ALERT_DETAIL_KEYS}
+    sensors = alert.details.get("sensors")
+    details["sensors"] = [str(s) for s in sensors] if isinstance(sensors, list) else [alert.sensor_id]
     return {
         "id": alert.id,
         "rule": alert.rule,
         "sensor_id": alert.sensor_id,
+        "asset_id": alert.asset_id,
         "severity": alert.severity,
         "message": alert.message,
         "value": alert.value,
-        "opened_at": alert.opened_at.isoformat(),
-        "closed_at": alert.closed_at.isoformat() if alert.closed_at else None,
+        "opened_at": _second(alert.opened_at),
+        "closed_at": _second(alert.closed_at) if alert.closed_at else None,
         "open": alert.is_open,
+        "details": details,
     }
+
+
+def _second(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 class LiveClient:

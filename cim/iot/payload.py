@@ -1,19 +1,27 @@
 """Turning what a sensor sent into a :class:`~cim.model.Reading`, or a reason to drop it.
 
-The MQTT payload (and each item of ``POST /iot/readings``) is a JSON object ``{"value": 1.2, "time": "…",
-"status": "ok"}``: ``value`` a number, ``status`` a string, at least one of them; ``time`` optional (ISO 8601 with a
-zone, or Unix seconds), else the time of arrival. Every refusal raises :class:`Dropped` with a :class:`DropReason`,
-which the service counts per reason.
+The MQTT payload (and each item of ``POST /iot/readings``) is a JSON object ``{"value": 1.2, "unit": "kPa",
+"time": "…", "status": "ok"}``: ``value`` a number, ``status`` a string, at least one of them; ``unit`` optional
+(the value is then converted into the sensor's unit, :mod:`cim.iot.units`; a unit of another dimension is refused,
+and without one the value is taken in the sensor's unit); ``time`` optional (ISO 8601 with a zone, or Unix
+seconds), else the time of arrival. Over MQTT a bare JSON number (``4.1``) is a value in the sensor's unit, taken
+at arrival. Every refusal raises :class:`Dropped` with a :class:`DropReason`, which the service counts per reason.
 
 >>> from datetime import UTC, datetime
 >>> now = datetime(2026, 5, 1, tzinfo=UTC)
 >>> parse_reading("s1", decode_payload(b'{"value": 2.5, "time": "2026-05-01T00:00:00Z"}'), now=now).value
 2.5
->>> try:
-...     parse_reading("s1", decode_payload(b'{"value": NaN}'), now=now)
-... except Dropped as exc:
-...     print(exc.reason)
+>>> parse_reading("s1", decode_payload(b'{"value": 250, "unit": "Pa"}'), now=now, unit="kPa").value
+0.25
+>>> parse_reading("s1", decode_payload(b'4.1'), now=now, unit="kPa").value
+4.1
+>>> for payload in (b'{"value": NaN}', b'{"value": 20, "unit": "degC"}'):
+...     try:
+...         parse_reading("s1", decode_payload(payload), now=now, unit="kPa")
+...     except Dropped as exc:
+...         print(exc.reason)
 not_finite
+wrong_unit
 """
 
 from __future__ import annotations
@@ -29,12 +37,15 @@ from typing import Any
 import orjson
 
 from cim.errors import InvalidInput
+from cim.iot.units import UnitMismatch, conversion
 from cim.model import Reading
 
 #: Payloads larger than this are dropped unread (a sensor reading is a few dozen bytes).
 MAX_PAYLOAD_BYTES = 64 * 1024
 #: Readings stamped further ahead of the server's clock than this are dropped (clock skew is allowed up to it).
 FUTURE_TOLERANCE = timedelta(minutes=5)
+#: Readings stamped further in the past than this are dropped (a clock reset to 2006, a replay of old data).
+MAX_AGE = timedelta(days=366)
 
 
 class DropReason(StrEnum):
@@ -47,6 +58,8 @@ class DropReason(StrEnum):
     UNKNOWN_SENSOR = "unknown_sensor"
     BAD_TOPIC = "bad_topic"
     STORE_BACKLOG = "store_backlog"
+    WRONG_UNIT = "wrong_unit"
+    TOO_OLD = "too_old"
 
 
 class Dropped(InvalidInput):
@@ -72,13 +85,26 @@ def decode_payload(payload: bytes | bytearray | str, *, max_bytes: int = MAX_PAY
 
 
 def parse_reading(
-    sensor_id: str, obj: Any, *, now: datetime, future_tolerance: timedelta = FUTURE_TOLERANCE
+    sensor_id: str,
+    obj: Any,
+    *,
+    now: datetime,
+    future_tolerance: timedelta = FUTURE_TOLERANCE,
+    max_age: timedelta = MAX_AGE,
+    unit: str | None = None,
 ) -> Reading:
-    """A reading of ``sensor_id`` from a decoded payload ``obj``."""
+    """A reading of ``sensor_id`` from a decoded payload ``obj`` (an object, or a bare number: its value), its
+    value in ``unit``, the sensor's (a reading sent in another unit is converted; no ``unit``: the sensor
+    declares none, and a reading naming one is refused)."""
     # on every message: the common case (an object with a float value, an optional status string, an ISO time)
     # builds no error text and makes no helper call; the refusals and their reasons are those of before
     if type(obj) is not dict and not isinstance(obj, dict):
-        raise _refuse(sensor_id, DropReason.WRONG_TYPE, f"must be a JSON object, got {type(obj).__name__}")
+        if type(obj) is float or type(obj) is int:  # a bare number: the value, now (bool is no int here)
+            obj = {"value": obj}
+        else:
+            raise _refuse(
+                sensor_id, DropReason.WRONG_TYPE, f"must be a JSON object or a number, got {type(obj).__name__}"
+            )
     value = obj.get("value")
     status = obj.get("status")
     if value is not None:
@@ -88,6 +114,9 @@ def parse_reading(
             value = float(value)
         if not math.isfinite(value):
             raise _refuse(sensor_id, DropReason.NOT_FINITE, f"value must be finite, got {value}")
+        sent_in = obj.get("unit")
+        if sent_in is not None and sent_in != unit:
+            value = _converted(sensor_id, value, sent_in, unit)
     elif status is None:
         raise _refuse(sensor_id, DropReason.WRONG_TYPE, "needs a value, a status, or both")
     if status is not None and type(status) is not str and not isinstance(status, str):
@@ -105,7 +134,31 @@ def parse_reading(
         time = _time(raw, f"reading of sensor {sensor_id!r}", now)
     if time - now > future_tolerance:
         raise _refuse(sensor_id, DropReason.FUTURE_TIME, f"time {time.isoformat()} is ahead of the server clock")
+    if now - time > max_age:
+        raise _refuse(
+            sensor_id, DropReason.TOO_OLD, f"time {time.isoformat()} is more than {max_age.days} days in the past"
+        )
     return Reading(sensor_id=sensor_id, time=time, value=value, status=status)
+
+
+def _converted(sensor_id: str, value: float, sent_in: Any, unit: str | None) -> float:
+    """``value`` sent in ``sent_in`` as a value in the sensor's ``unit``."""
+    if type(sent_in) is not str:
+        raise _refuse(sensor_id, DropReason.WRONG_TYPE, f"unit must be a string, got {type(sent_in).__name__}")
+    if unit is None:
+        raise _refuse(
+            sensor_id,
+            DropReason.WRONG_UNIT,
+            f"unit {sent_in!r}: the sensor declares no unit, so its value is sent bare",
+        )
+    try:
+        factor, shift, divisor = conversion(sent_in, unit)
+    except UnitMismatch as exc:
+        raise _refuse(sensor_id, DropReason.WRONG_UNIT, f"cannot be taken in the sensor's unit: {exc}") from None
+    converted = (value * factor + shift) / divisor
+    if not math.isfinite(converted):
+        raise _refuse(sensor_id, DropReason.NOT_FINITE, f"value {value} {sent_in} is out of range in {unit}")
+    return converted
 
 
 def _refuse(sensor_id: str, reason: DropReason, why: str) -> Dropped:

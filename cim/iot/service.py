@@ -36,6 +36,7 @@ from cim.iot.live import LiveHub
 from cim.iot.mqtt import RECONNECT_MAX, RECONNECT_MIN, Backpressure, MqttStatus, client_id_for, run_subscriber
 from cim.iot.payload import (
     FUTURE_TOLERANCE,
+    MAX_AGE,
     MAX_PAYLOAD_BYTES,
     Dropped,
     DropReason,
@@ -70,6 +71,7 @@ class IotOptions:
     spool_synchronous: str = DEFAULT_SYNCHRONOUS
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     future_tolerance: timedelta = FUTURE_TOLERANCE
+    max_age: timedelta = MAX_AGE  # readings stamped further in the past are dropped (too_old)
     stale_check_interval: float = 1.0
     sensor_refresh_interval: float = 30.0
     live_min_interval: float = 0.05
@@ -135,7 +137,7 @@ class IotService:
             await self.flush()
         await self.reload_sensors()
         self.latest = await self._in_store(self.store.latest_states)
-        open_alerts = await self._in_store(self.store.alerts, open_only=True)
+        open_alerts = await self._in_store(self.store.alerts, open=True)
         self.engine.restore(open_alerts, {sid: r.time for sid, r in self.latest.items()})
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="cim-iot-flush"))
         self._tasks.append(asyncio.create_task(self._housekeeping_loop(), name="cim-iot-housekeeping"))
@@ -233,9 +235,18 @@ class IotService:
         return accepted, dict(dropped), messages
 
     def _parse(self, sensor_id: str, obj: Any, now: datetime) -> Reading:
-        if sensor_id not in self.sensors:
+        sensor = self.sensors.get(sensor_id)
+        if sensor is None:
             raise Dropped(DropReason.UNKNOWN_SENSOR, f"sensor {sensor_id!r}", "is not a sensor asset in the store")
-        return parse_reading(sensor_id, obj, now=now, future_tolerance=self.options.future_tolerance)
+        options = self.options
+        return parse_reading(
+            sensor_id,
+            obj,
+            now=now,
+            future_tolerance=options.future_tolerance,
+            max_age=options.max_age,
+            unit=sensor.unit,
+        )
 
     def has_room(self, readings: int = 1) -> bool:
         """Whether ``readings`` more fit under ``max_backlog`` (readings accepted but not yet in the store)."""
@@ -371,13 +382,19 @@ class IotService:
         return sorted(self.engine.open.values(), key=lambda a: (a.opened_at, a.id), reverse=True)
 
     async def alerts(
-        self, *, open_only: bool = False, sensor_id: str | None = None, limit: int | None = None
+        self,
+        *,
+        open: bool | None = None,
+        sensor_id: str | None = None,
+        asset_id: str | None = None,
+        limit: int | None = None,
     ) -> list[Alert]:
-        if open_only and sensor_id is None:
+        """Alerts newest first: all (``open=None``), the open ones or the closed ones; of a sensor, of an asset."""
+        if open and sensor_id is None and asset_id is None:
             found = self.open_alerts()
             return found[:limit] if limit is not None else found
         await self.flush()
-        return await self._in_store(self.store.alerts, open_only=open_only, sensor_id=sensor_id, limit=limit)
+        return await self._in_store(self.store.alerts, open=open, sensor_id=sensor_id, asset_id=asset_id, limit=limit)
 
     @property
     def flushes_failing(self) -> bool:
@@ -411,6 +428,7 @@ class IotService:
             "flushes": self.flushes,
             "flush_failures": self.flush_failures,
             "open_alerts": len(self.engine.open),
+            "rule_unit_mismatches": self.engine.unit_mismatches,
             "live_clients": len(self.hub.clients),
             "uptime_s": round(elapsed, 3),
             "mqtt": mqtt,

@@ -194,8 +194,11 @@ class Reading:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
-    """A rule that fired on a sensor: open while ``closed_at`` is None. ``id`` is stable across open and close, so
-    saving the closed alert replaces the open one.
+    """A rule that fired on an asset's sensors: open while ``closed_at`` is None. ``id`` is stable across open and
+    close, so saving the closed alert replaces the open one. ``asset_id`` is the asset the alert is about (the
+    sensor's parent, else the sensor), ``sensor_id`` the sensor that opened it, ``details`` what a list shows
+    without looking the sensor up (quantity, unit, threshold, condition, asset_name, street, district, sensors,
+    message_zh: see :mod:`cim.iot.rules`).
 
     >>> from datetime import UTC
     >>> a = Alert(id="a1", rule="s1:above", sensor_id="s1", opened_at=datetime(2026, 1, 1, tzinfo=UTC), value=3.2)
@@ -211,6 +214,8 @@ class Alert:
     severity: str = "warning"
     message: str = ""
     value: float | None = None
+    asset_id: str | None = None
+    details: Mapping[str, JsonValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id or not self.rule or not self.sensor_id:

@@ -122,7 +122,7 @@ def _live(store: Store, now: datetime) -> list[IndicatorOut]:
     sensors = store.count_assets(AssetQuery(kinds=(Kind.SENSOR,)))
     latest = store.latest_states()
     reporting = sum(1 for r in latest.values() if now - r.time <= REPORTING_WINDOW)
-    alerts = store.alerts(open_only=True) if hasattr(store, "alerts") else []
+    alerts = store.alerts(open=True) if hasattr(store, "alerts") else []
     quantity: dict[str, Any] = {}
     if alerts:
         ids = sorted({a.sensor_id for a in alerts})

@@ -150,8 +150,16 @@ class Store(Protocol):
         """Insert or replace alerts by id (opening, then closing, one alert), in one transaction."""
         ...
 
-    def alerts(self, *, open_only: bool = False, sensor_id: str | None = None, limit: int | None = None) -> list[Alert]:
-        """Alerts newest first (by ``opened_at``, then id): all, or only the open ones, or one sensor's."""
+    def alerts(
+        self,
+        *,
+        open: bool | None = None,
+        sensor_id: str | None = None,
+        asset_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Alert]:
+        """Alerts newest first (by ``opened_at``, then id): all (``open=None``), the open ones (``open=True``) or
+        the closed ones (``open=False``); of one sensor (the one that opened them) or of one asset."""
         ...
 
     def ping(self) -> None:

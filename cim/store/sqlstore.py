@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from cim.errors import CimError, Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
@@ -42,9 +43,15 @@ ALERTS_SCHEMA = pa.schema(
         pa.field("severity", pa.string()),
         pa.field("message", pa.string()),
         pa.field("value", pa.float64()),
+        pa.field("asset_id", pa.string()),
+        pa.field("details", pa.string()),  # JSON text
     ]
 )
 _ALERT_COLUMNS = ", ".join(ALERTS_SCHEMA.names)
+#: The alert columns as selected: the JSON details as text (DuckDB's JSON and PostgreSQL's JSONB alike).
+_ALERT_SELECT = ", ".join(
+    "CAST(details AS TEXT) AS details" if name == "details" else name for name in ALERTS_SCHEMA.names
+)
 #: The ``cim_meta`` key counting committed asset writes.
 _VERSION_KEY = "assets_version"
 
@@ -153,7 +160,7 @@ class SqlStore(ClosedOnExit, ABC):
             return 0
         p = self.dialect.param
         updates = ", ".join(f"{c} = excluded.{c}" for c in ALERTS_SCHEMA.names[1:])
-        row = f"({', '.join([p] * len(ALERTS_SCHEMA))})"
+        row = f"({', '.join(f'CAST({p} AS JSON)' if c == 'details' else p for c in ALERTS_SCHEMA.names)})"
         latest = {a.id: a for a in alerts}  # one row per id: the last change of each alert wins
         unique = list(latest.values())
         with self._changing(f"saving {len(unique)} alerts"):
@@ -162,7 +169,7 @@ class SqlStore(ClosedOnExit, ABC):
                 self._execute(
                     f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES {', '.join([row] * len(chunk))} "
                     f"ON CONFLICT (id) DO UPDATE SET {updates}",
-                    [getattr(alert, name) for alert in chunk for name in ALERTS_SCHEMA.names],
+                    [value for alert in chunk for value in _alert_row(alert)],
                 )
         return len(unique)
 
@@ -313,21 +320,31 @@ class SqlStore(ClosedOnExit, ABC):
             params = list(sensor_ids)
         return {r.sensor_id: r for r in _readings(self._fetch(sql, params))}
 
-    def alerts(self, *, open_only: bool = False, sensor_id: str | None = None, limit: int | None = None) -> list[Alert]:
+    def alerts(
+        self,
+        *,
+        open: bool | None = None,
+        sensor_id: str | None = None,
+        asset_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[Alert]:
         p = self.dialect.param
         clauses: list[str] = ["TRUE"]
         params: list[Any] = []
-        if open_only:
-            clauses.append("closed_at IS NULL")
+        if open is not None:
+            clauses.append("closed_at IS NULL" if open else "closed_at IS NOT NULL")
         if sensor_id is not None:
             clauses.append(f"sensor_id = {p}")
             params.append(sensor_id)
-        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(clauses)} ORDER BY opened_at DESC, id"
+        if asset_id is not None:
+            clauses.append(f"asset_id = {p}")
+            params.append(asset_id)
+        sql = f"SELECT {_ALERT_SELECT} FROM alerts WHERE {' AND '.join(clauses)} ORDER BY opened_at DESC, id"
         if limit is not None:
             sql += f" LIMIT {p}"
             params.append(limit)
         rows = as_schema(self._fetch(sql, params), ALERTS_SCHEMA).to_pylist()
-        return [Alert(**row) for row in rows]
+        return [Alert(**{**row, "details": orjson.loads(row["details"]) if row["details"] else {}}) for row in rows]
 
     def ping(self) -> None:
         self._fetch("SELECT 1 AS ok")
@@ -390,6 +407,14 @@ class _ChangeGuard(AbstractContextManager[None]):
 def as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns of ``schema``, cast to its types (the backends return slightly different ones)."""
     return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _alert_row(alert: Alert) -> list[Any]:
+    """An alert's values in the order of ALERTS_SCHEMA (its details as JSON text)."""
+    return [
+        *(getattr(alert, name) for name in ALERTS_SCHEMA.names[:-1]),
+        orjson.dumps(dict(alert.details)).decode() if alert.details else None,
+    ]
 
 
 def _readings(table: pa.Table) -> Iterator[Reading]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -179,4 +180,81 @@ async def test_a_server_restart_restores_latest_state_and_open_alerts(store_url:
             assert [a.sensor_id for a in iot.open_alerts()] == ["wl-1"]
             await publish(broker.url, [("cim/wl-1/state", reading(0.2))])  # the restored alert closes
             await eventually(lambda: not iot.open_alerts())
-        assert store.alerts(open_only=True) == [] and len(store.alerts()) == 1
+        assert store.alerts(open=True) == [] and len(store.alerts()) == 1
+
+
+async def test_readings_in_other_units_are_converted_and_another_dimension_is_counted(
+    store: Store, system_broker_url: str
+) -> None:
+    """Over the real broker into a kPa sensor: Pa, MPa and bar converted, a bare number taken as kPa, °C dropped as
+    wrong_unit and a time 20 years ago as too_old — both counted in /iot/stats."""
+    from fastapi.testclient import TestClient
+
+    from tests.iot.conftest import build_app
+
+    declare_sensors(store)
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent = [
+        {"value": 250_000, "unit": "Pa", "time": (now - timedelta(seconds=5)).isoformat()},
+        {"value": 0.26, "unit": "MPa", "time": (now - timedelta(seconds=4)).isoformat()},
+        {"value": 2.7, "unit": "bar", "time": (now - timedelta(seconds=3)).isoformat()},
+        {"value": 20.0, "unit": "°C", "time": (now - timedelta(seconds=2)).isoformat()},
+        {"value": 280.0, "time": (now - timedelta(days=365 * 20)).isoformat()},
+    ]
+    messages: list[tuple[str, bytes | str]] = [("cim/gp-1/state", json.dumps(body)) for body in sent]
+    messages.append(("cim/gp-1/state", "290.5"))  # a bare number: a value in kPa, now
+    with TestClient(build_app(store, mqtt_url=system_broker_url)) as client:
+        iot = client.app.state.resources.iot  # type: ignore[attr-defined]
+        await eventually(lambda: iot.mqtt_status is not None and iot.mqtt_status.connected)
+        await publish(system_broker_url, messages, client_id="units-pub")
+        await eventually(lambda: iot.received >= len(messages))
+        stats = client.get("/iot/stats").json()
+        assert stats["dropped"] == {"too_old": 1, "wrong_unit": 1} and stats["accepted"] == 4
+        assert stats["rule_unit_mismatches"] == 0
+        await eventually(lambda: iot.stored == 4)
+        history = client.get("/iot/sensors/gp-1/readings").json()["readings"]
+    assert sorted(r["value"] for r in history) == pytest.approx([250.0, 260.0, 270.0, 290.5])
+
+
+async def test_a_10_khz_flood_hovering_at_a_threshold_opens_one_alert(store: Store) -> None:
+    """20,000 readings 100 µs apart alternating around the threshold: with a deadband one alert opens and stays
+    open; with a minimum duration none opens; ingest keeps its pace."""
+    from cim.iot.sensors import sensor_asset
+    from cim.model import AssetBatch
+
+    declare_sensors(store)
+    store.upsert_assets(
+        AssetBatch.from_assets(
+            [
+                sensor_asset(
+                    id="gp-db",
+                    parent_id="gas-1",
+                    quantity="gas_pressure",
+                    unit="kPa",
+                    thresholds={"above": 3.5, "deadband": 0.3, "severity": "critical"},
+                ),
+                sensor_asset(
+                    id="gp-md",
+                    parent_id="node-1",
+                    quantity="gas_pressure",
+                    unit="kPa",
+                    thresholds={"above": 3.5, "min_duration_s": 0.5},
+                ),
+            ]
+        )
+    )
+    start = datetime.now(UTC) - timedelta(seconds=3)
+    async with running(store) as iot:
+        began = time.perf_counter()
+        for sensor in ("gp-db", "gp-md"):
+            for i in range(20_000):
+                at = (start + timedelta(microseconds=100 * i)).isoformat()
+                iot.ingest_message(f"cim/{sensor}/state", b'{"value": %.1f, "time": "%s"}' % (
+                    3.4 if i % 2 else 3.6, at.encode()))  # fmt: skip
+            iot.commit()
+        rate = 40_000 / (time.perf_counter() - began)
+        assert iot.accepted == 40_000 and not iot.dropped
+        await iot.flush()
+    alerts = store.alerts()
+    assert [(a.sensor_id, a.is_open, a.opened_at) for a in alerts] == [("gp-db", True, start)]
+    assert rate > 10_000, f"{rate:,.0f} readings/s"
