@@ -11,6 +11,7 @@ from which :mod:`cim.iot.rules` builds the sensor's own rules.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from cim.errors import InvalidInput
 from cim.model import Asset, JsonValue, Kind
 from cim.store import AssetQuery, Store
 
-THRESHOLD_KEYS = frozenset({"above", "below", "status", "stale_s", "severity"})
+THRESHOLD_KEYS = frozenset({"above", "below", "status", "stale_s", "severity", "unit", "deadband", "min_duration_s"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +35,7 @@ class Sensor:
     quantity: str | None = None
     unit: str | None = None
     thresholds: Mapping[str, Any] = field(default_factory=dict)
+    nominal: float | None = None
 
     @classmethod
     def from_asset(cls, asset: Asset, *, parent_kind: str | None = None) -> Sensor:
@@ -55,6 +57,7 @@ class Sensor:
             quantity=_text(props.get("quantity")),
             unit=_text(props.get("unit")),
             thresholds=dict(thresholds),
+            nominal=_number(props.get("nominal")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +102,12 @@ def load_sensors(store: Store) -> dict[str, Sensor]:
     return {
         a.id: Sensor.from_asset(a, parent_kind=parent_kinds.get(a.parent_id) if a.parent_id else None) for a in assets
     }
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _text(value: object) -> str | None:
