@@ -25,6 +25,7 @@ import random
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -77,7 +78,7 @@ def read_discharge(path: Path = CHOPTANK) -> list[float]:
     return RiverSeries.read(path).discharge
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RiverSeries:
     """A daily discharge series (m³/s), each day's mean placed at its noon and read in between linearly."""
 
@@ -103,13 +104,13 @@ class RiverSeries:
             raise InvalidInput(f"series {path}", "holds no values")
         return cls(first, values)
 
-    @property
+    @cached_property
     def flood(self) -> float:
         """The discharge above which the series is in flood: its 99th percentile (3–4 days a year)."""
         ordered = sorted(self.discharge)
         return ordered[int(0.99 * (len(ordered) - 1))]
 
-    @property
+    @cached_property
     def median(self) -> float:
         return sorted(self.discharge)[len(self.discharge) // 2]
 

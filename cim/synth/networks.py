@@ -6,9 +6,10 @@ Every street segment carries three mains, each on its own line under the carriag
 
 Gas mains come in the pressure classes of GB 50028 (the pipe's ``pressure_class``): local streets carry low-pressure
 distribution mains (≤ 0.01 MPa, run at about 2.5 kPa), arterials medium-pressure ones (B: 0.01–0.2 MPa for 300 mm,
-A: 0.2–0.4 MPa for the larger), and every third arterial line of a district a sub-high-pressure trunk main
-(0.4–1.6 MPa, the largest diameters) — Shanghai's network has all of them. A pressure sensor reads in the unit its
-class is read in (kPa, or MPa on trunk mains) and its thresholds, deadband and nominal come from :data:`GAS_CLASSES`.
+A: 0.2–0.4 MPa for the larger), and two arterials of each district (one each way, crossing near its centre)
+sub-high-pressure trunk mains (0.4–1.6 MPa, the largest diameters) — Shanghai's network has all of them. A pressure
+sensor reads in the unit its class is read in (kPa, or MPa on trunk mains) and its thresholds, deadband and nominal
+come from :data:`GAS_CLASSES`.
 """
 
 from __future__ import annotations
@@ -76,11 +77,10 @@ GAS_CLASSES: dict[str, GasClass] = {
     "medium_a": GasClass(300.0, 220.0, 380.0, "kPa"),  # 200–400 kPa
     "sub_high": GasClass(0.8, 0.55, 1.05, "MPa"),  # 0.4–1.6 MPa (次高压)
 }
-WATER_DEADBAND_M = 0.05
-WATER_MIN_DURATION_S = 60.0
-TRUNK_EVERY = 3  # every third arterial line (counted from the district's centre line) carries a trunk main
 TRUNK_MM = (500, 600, 700)
 GAS_MIN_DURATION_S = 30.0  # a reading out of range for less than this is a blip, not an alert
+WATER_DEADBAND_M = 0.05
+WATER_MIN_DURATION_S = 60.0
 
 
 def gas_pressure_class(diameter_mm: np.ndarray, trunk: np.ndarray) -> np.ndarray:
@@ -136,7 +136,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
     geometry = []
     lo, hi = LAID[district.profile]
     line = np.where(edges.horizontal, edges.j, edges.i)
-    trunk = arterial & (line % (ARTERIAL_EVERY * TRUNK_EVERY) == 0)
+    trunk = arterial & (line == ARTERIAL_EVERY)  # two trunk mains a district, crossing near its centre
     for main in MAINS:
         diameter = np.where(arterial, rng.choice(main.arterial_mm, n), rng.choice(main.local_mm, n))
         if main.network == "gas":
