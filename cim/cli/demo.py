@@ -5,16 +5,25 @@ the viewer, the API and live sensor state on one port, while a simulator feeds t
 when one answers, else straight into the server's HTTP ingest path. Their faults become cases (machine dispatch),
 which simulated units and a simulated command centre take round the loop over the HTTP API
 (:mod:`cim.cases.simulate_units`): accepted, handled (some late, some returned), verified and closed.
+
+The simulator runs time ``--speedup`` times faster (default 60: a simulated hour each real minute), so ten minutes
+of demo live through ten hours of a city's day — a few lift faults, the cooking peaks in the gas pressure, and the
+river series' flood (replayed from the morning before it) rising in the drainage chambers after about six minutes.
+Fault *rates* are the real ones (see :mod:`cim.iot.simulate`); only the clock is compressed.
+
+The server's write token (``CIM_WRITE_TOKEN`` if set, else a new random one) is written to a file only its owner
+may read (mode 0600), next to the demo's store, and the demo prints where it is and how to send a reading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,7 +32,12 @@ from cim.cli.pipeline import run_with_progress
 from cim.errors import InvalidInput
 from cim.pipeline.model import load_pipeline
 
+if TYPE_CHECKING:
+    from cim.iot.sensors import Sensor
+
 DEMO_PIPELINE = Path("pipelines/shanghai-demo.toml")
+DEMO_SPEEDUP = 60.0
+TOKEN_FILE = "demo-write-token"
 
 
 def demo(
@@ -32,6 +46,9 @@ def demo(
     port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
     broker: Annotated[str, typer.Option(help="MQTT broker the simulator publishes to")] = "mqtt://127.0.0.1:1883",
     rate: Annotated[float, typer.Option(help="simulated readings a second, over all sensors")] = 100.0,
+    speedup: Annotated[
+        float, typer.Option(help="simulated seconds per real second (60: an hour a minute; 1: real time)")
+    ] = DEMO_SPEEDUP,
     prepare_only: Annotated[
         bool, typer.Option("--prepare-only", help="run the pipeline, then stop instead of serving")
     ] = False,
@@ -61,12 +78,12 @@ def demo(
     # cancels as an error with a traceback. The demo has nothing left to do by then: take the signal quietly.
     previous = signal.signal(signal.SIGINT, lambda *_: None)
     try:
-        uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate))
+        uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate, speedup))
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rate: float) -> None:
+async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rate: float, speedup: float) -> None:
     import uvicorn
 
     from cim.api import create_app
@@ -75,9 +92,11 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
     from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
     broker_up = _answers(*parse_mqtt_url(broker))
+    token = os.environ.get("CIM_WRITE_TOKEN") or secrets.token_urlsafe(16)
+    token_file = write_token_file(token_folder(store), token)
     settings = AppSettings(
         store=StoreSettings(store=store),
-        server=ServerSettings(host=host, port=port, tiles_dir=tiles.parent, write_token=secrets.token_urlsafe(16)),
+        server=ServerSettings(host=host, port=port, tiles_dir=tiles.parent, write_token=token),
         mqtt=MqttSettings(url=broker if broker_up else None),
         live=True,
         viewer=True,
@@ -90,7 +109,7 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
     if serving.done():
         await serving
         return
-    feeding = asyncio.create_task(_simulate(app, store, broker if broker_up else None, rate))
+    feeding = asyncio.create_task(_simulate(app, store, broker if broker_up else None, rate, speedup))
     working = asyncio.create_task(_work_cases(app, f"http://{host}:{port}", settings.server.write_token or ""))
     via = (
         f"the MQTT broker at {broker}"
@@ -98,8 +117,11 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
         else "the HTTP ingest path (no MQTT broker answers at " + broker + ")"
     )
     err_console.print(
-        f"[bold green]serving at http://{host}:{port}/[/]  (sensors simulated through {via}; Ctrl-C stops)"
+        f"[bold green]serving at http://{host}:{port}/[/]  (sensors simulated through {via}, time ×{speedup:g}; "
+        "Ctrl-C stops)"
     )
+    example = _example_sensor(app.state.resources.iot.sensors)
+    err_console.print(ingest_help(token_file, f"http://{host}:{port}", broker, example), highlight=False, markup=False)
     try:
         await serving
     finally:
@@ -107,16 +129,16 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
         working.cancel()
 
 
-async def _simulate(app: object, store: str, broker: str | None, rate: float) -> None:
+async def _simulate(app: object, store: str, broker: str | None, rate: float, speedup: float) -> None:
     from cim.iot.simulate import simulate, simulate_in_process
     from cim.store import open_store
 
     try:
         if broker is None:
-            await simulate_in_process(app.state.resources.iot, rate=rate)  # type: ignore[attr-defined]
+            await simulate_in_process(app.state.resources.iot, rate=rate, speedup=speedup)  # type: ignore[attr-defined]
             return
         with open_store(store) as own:
-            await simulate(broker=broker, store=own, rate=rate)
+            await simulate(broker=broker, store=own, rate=rate, speedup=speedup)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the city keeps being served; say why it stopped moving
@@ -147,3 +169,54 @@ def _answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def token_folder(store: str) -> Path:
+    """Where the demo keeps its write token: next to a DuckDB store, else in ``$XDG_RUNTIME_DIR`` (private to the
+    user), else ``~/.cache/cim``."""
+    if "://" not in store:
+        return Path(store).resolve().parent
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "cim" if runtime else Path.home() / ".cache" / "cim"
+
+
+def write_token_file(folder: Path, token: str) -> Path:
+    """Write ``token`` to ``folder``/demo-write-token readable and writable by its owner only (0600), created so
+    from the start (never world-readable for a moment) and tightened if it was there before."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / TOKEN_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        os.write(descriptor, (token + "\n").encode())
+    finally:
+        os.close(descriptor)
+    return path
+
+
+def ingest_help(token_file: Path, base_url: str, broker: str, sensor: tuple[str, float, str]) -> str:
+    """How to send a reading to the demo by HTTP and by MQTT, with the token read from its file."""
+    from cim.iot.mqtt import parse_mqtt_url
+
+    sensor_id, value, unit = sensor
+    host, port = parse_mqtt_url(broker)
+    reading = f'{{"value": {value:g}, "unit": "{unit}"}}'
+    return (
+        f"write token: {token_file} (readable only by you)\n"
+        f"  send a reading over HTTP:\n"
+        f'    curl -X POST {base_url}/iot/readings -H "Authorization: Bearer $(cat {token_file})" '
+        f'-H \'Content-Type: application/json\' -d \'{{"sensor_id": "{sensor_id}", "value": {value:g}, '
+        f'"unit": "{unit}"}}\'\n'
+        f"  or over MQTT (topic cim/<sensor-id>/state):\n"
+        f"    mosquitto_pub -h {host} -p {port} -t cim/{sensor_id}/state -m '{reading}'"
+    )
+
+
+def _example_sensor(sensors: dict[str, Sensor]) -> tuple[str, float, str]:
+    """A low-pressure gas sensor to show in the examples (its nominal pressure), else any sensor with a unit."""
+    with_unit = sorted((s for s in sensors.values() if s.unit), key=lambda s: (s.unit != "kPa", s.id))
+    for s in with_unit:
+        nominal = getattr(s, "nominal", None)
+        if nominal is not None:
+            return s.id, nominal, s.unit or ""
+    return ("<sensor-id>", 2.4, "kPa") if not with_unit else (with_unit[0].id, 1.0, with_unit[0].unit or "")

@@ -11,7 +11,18 @@ from cim.synth.areas import AREA_SCHEMA
 
 _S, _I, _F, _B = pa.string(), pa.int32(), pa.float64(), pa.bool_()
 
-THRESHOLDS = pa.struct([("above", _F), ("below", _F), ("status", pa.list_(_S)), ("stale_s", _F), ("severity", _S)])
+THRESHOLDS = pa.struct(
+    [
+        ("above", _F),
+        ("below", _F),
+        ("status", pa.list_(_S)),
+        ("stale_s", _F),
+        ("severity", _S),
+        ("unit", _S),  # the unit the limits are written in, when it is not the sensor's
+        ("deadband", _F),
+        ("min_duration_s", _F),
+    ]
+)
 
 LAYERS: dict[str, tuple[pa.Schema, list[str]]] = {
     "areas": (AREA_SCHEMA, ["Polygon", "MultiPolygon"]),  # city, districts, streets, grid cells (cim.synth.areas)

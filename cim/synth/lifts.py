@@ -79,7 +79,18 @@ def lifts(
         "unit": np.full(m, None),
         "network": np.full(m, None),
         "nominal": np.full(m, np.nan),
-        "thresholds": [{"above": None, "below": None, "status": ["fault"], "stale_s": 900.0, "severity": "warning"}]
+        "thresholds": [
+            {
+                "above": None,
+                "below": None,
+                "status": ["fault"],
+                "stale_s": 900.0,
+                "severity": "warning",
+                "unit": None,
+                "deadband": None,
+                "min_duration_s": None,
+            }
+        ]
         * m,
         "district": np.full(m, district_code),
     }

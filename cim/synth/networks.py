@@ -3,6 +3,13 @@ the sensors on gas mains (pressure) and at drainage low points (water level).
 
 Every street segment carries three mains, each on its own line under the carriageway (gas 7 m to one side, water
 7 m to the other, drainage on the centreline), so each network is a connected grid with a node at every crossing.
+
+Gas mains come in the pressure classes of GB 50028 (the pipe's ``pressure_class``): local streets carry low-pressure
+distribution mains (≤ 0.01 MPa, run at about 2.5 kPa), arterials medium-pressure ones (B: 0.01–0.2 MPa for 300 mm,
+A: 0.2–0.4 MPa for the larger), and two arterials of each district (one each way, crossing near its centre)
+sub-high-pressure trunk mains (0.4–1.6 MPa, the largest diameters) — Shanghai's network has all of them. A pressure
+sensor reads in the unit its class is read in (kPa, or MPa on trunk mains) and its thresholds, deadband and nominal
+come from :data:`GAS_CLASSES`.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from cim.synth.grid import PITCH_X, PITCH_Y, STREET_W, Edge, Frame, IntArray
+from cim.synth.grid import ARTERIAL_EVERY, PITCH_X, PITCH_Y, STREET_W, Edge, Frame, IntArray
 from cim.synth.layers import LAYERS, ids, join, pick
 from cim.synth.places import District, FloatArray, Profile
 from cim.synth.writer import lonlat_wkb, points_wkb
@@ -46,7 +53,43 @@ LAID: dict[Profile, tuple[int, int]] = {
     Profile.NEW_CITY: (2005, 2024),
     Profile.NEW_TOWN: (1975, 2024),
 }
-GAS_PRESSURE = {"low": (2.5, 1.6, 3.5), "medium": (200.0, 140.0, 380.0)}  # nominal, below, above (kPa)
+
+
+@dataclass(frozen=True, slots=True)
+class GasClass:
+    """A gas main's pressure class: its operating (nominal) pressure and alarm limits, in the unit it is read in."""
+
+    nominal: float
+    below: float
+    above: float
+    unit: str
+
+    @property
+    def deadband(self) -> float:
+        """5 % of the band between the limits: a reading must come back that far inside to close an alert."""
+        return round(0.05 * (self.above - self.below), 4)
+
+
+#: GB 50028 pressure classes, by the ``pressure_class`` a gas pipe carries.
+GAS_CLASSES: dict[str, GasClass] = {
+    "low": GasClass(2.5, 1.6, 3.5, "kPa"),  # ≤ 10 kPa; appliances want 2 kPa ± 50 %
+    "medium_b": GasClass(150.0, 100.0, 190.0, "kPa"),  # 10–200 kPa
+    "medium_a": GasClass(300.0, 220.0, 380.0, "kPa"),  # 200–400 kPa
+    "sub_high": GasClass(0.8, 0.55, 1.05, "MPa"),  # 0.4–1.6 MPa (次高压)
+}
+TRUNK_MM = (500, 600, 700)
+GAS_MIN_DURATION_S = 30.0  # a reading out of range for less than this is a blip, not an alert
+WATER_DEADBAND_M = 0.05
+WATER_MIN_DURATION_S = 60.0
+
+
+def gas_pressure_class(diameter_mm: np.ndarray, trunk: np.ndarray) -> np.ndarray:
+    """The pressure class of gas mains by diameter, trunk mains being sub-high.
+
+    >>> gas_pressure_class(np.array([150, 300, 500, 600]), np.array([False, False, False, True])).tolist()
+    ['low', 'medium_b', 'medium_a', 'sub_high']
+    """
+    return np.select([trunk, diameter_mm >= 400, diameter_mm >= 300], ["sub_high", "medium_a", "medium_b"], "low")
 
 
 def roads(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> Layer:
@@ -92,8 +135,12 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
     }
     geometry = []
     lo, hi = LAID[district.profile]
+    line = np.where(edges.horizontal, edges.j, edges.i)
+    trunk = arterial & (line == ARTERIAL_EVERY)  # two trunk mains a district, crossing near its centre
     for main in MAINS:
         diameter = np.where(arterial, rng.choice(main.arterial_mm, n), rng.choice(main.local_mm, n))
+        if main.network == "gas":
+            diameter = np.where(trunk, rng.choice(TRUNK_MM, n), diameter)
         depth = np.round(np.where(arterial, rng.uniform(*main.deep, n), rng.uniform(*main.depth, n)), 2)
         year = rng.integers(lo, hi, n)
         columns["pipe_id"].append(ids(f"{main.network.upper()}-{district.code}-", 0, n))
@@ -103,7 +150,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         columns["install_year"].append(year)
         columns["depth_m"].append(depth)
         columns["status"].append(np.full(n, "in_service"))
-        pressure = np.where(diameter >= 300, "medium", "low") if main.network == "gas" else np.full(n, None)
+        pressure = gas_pressure_class(diameter, trunk) if main.network == "gas" else np.full(n, None)
         columns["pressure_class"].append(pressure)
         columns["length_m"].append(np.where(edges.horizontal, PITCH_X, PITCH_Y))
         columns["district"].append(np.full(n, district.name))
@@ -112,8 +159,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
     lines = np.concatenate(geometry)
     # gas pressure sensors, one main in ten
     gas = np.flatnonzero(rng.random(n) < 0.1)
-    pressure_class = np.asarray(columns["pressure_class"][0])[gas]
-    nominal, below, above = (np.array([GAS_PRESSURE[c][k] for c in pressure_class]) for k in range(3))
+    classes = [GAS_CLASSES[c] for c in np.asarray(columns["pressure_class"][0])[gas]]
     parent = pa.array(np.asarray(columns["pipe_id"][0].to_pylist(), dtype=object)[gas])
     m = len(gas)
     sensors = {
@@ -121,12 +167,21 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         "parent_id": join("pipes:", parent),
         "name": join("Gas pressure ", parent),
         "quantity": np.full(m, "gas_pressure"),
-        "unit": np.full(m, "kPa"),
+        "unit": [c.unit for c in classes],
         "network": np.full(m, "gas"),
-        "nominal": nominal,
+        "nominal": [c.nominal for c in classes],
         "thresholds": [
-            {"above": a, "below": b, "status": None, "stale_s": 900.0, "severity": "critical"}
-            for a, b in zip(above.tolist(), below.tolist(), strict=True)
+            {
+                "above": c.above,
+                "below": c.below,
+                "status": None,
+                "stale_s": 900.0,
+                "severity": "critical",
+                "unit": c.unit,
+                "deadband": c.deadband,
+                "min_duration_s": GAS_MIN_DURATION_S,
+            }
+            for c in classes
         ],
         "district": np.full(m, district.name),
     }
@@ -173,7 +228,15 @@ def nodes(
         "network": np.full(m, "drainage"),
         "nominal": np.full(m, 0.3),
         "thresholds": [  # water within half a metre of the street: flooding
-            {"above": round(d - 0.5, 2), "below": None, "status": None, "stale_s": 900.0, "severity": "critical"}
+            {
+                "above": round(d - 0.5, 2),
+                "below": None,
+                "status": None,
+                "stale_s": 900.0,
+                "severity": "critical",
+                "deadband": WATER_DEADBAND_M,
+                "min_duration_s": WATER_MIN_DURATION_S,
+            }
             for d in depth.tolist()
         ],
         "district": np.full(m, district.name),
