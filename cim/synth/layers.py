@@ -68,6 +68,7 @@ LAYERS: dict[str, tuple[pa.Schema, list[str]]] = {
         pa.schema(
             [
                 ("pipe_id", _S),
+                ("name", _S),
                 ("network", _S),
                 ("diameter_mm", _I),
                 ("material", _S),

@@ -92,20 +92,24 @@ def gas_pressure_class(diameter_mm: np.ndarray, trunk: np.ndarray) -> np.ndarray
     return np.select([trunk, diameter_mm >= 400, diameter_mm >= 300], ["sub_high", "medium_a", "medium_b"], "low")
 
 
-def roads(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> Layer:
-    n = len(edges.i)
-    u0, v0, u1, v1 = edges.ends()
-    arterial = edges.arterial
+def road_names(district: District, edges: Edge) -> pa.Array:
+    """The name of the street along each edge: "Lujiazui Road N12" (a main under it is named after it)."""
     line = np.where(edges.horizontal, edges.j, edges.i)
     side = np.where(edges.horizontal, np.where(line >= 0, 0, 1), np.where(line >= 0, 2, 3))
-    name = join(
+    return join(
         f"{district.name} ",
         pick(("Road N", "Road S", "Avenue E", "Avenue W"), side),
         pa.array(np.abs(line)).cast(pa.string()),
     )
+
+
+def roads(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> Layer:
+    n = len(edges.i)
+    u0, v0, u1, v1 = edges.ends()
+    arterial = edges.arterial
     columns = {
         "road_id": ids(f"R-{district.code}-", 0, n),
-        "name": name,
+        "name": road_names(district, edges),
         "road_class": pick(("local", "arterial"), arterial.astype(int)),
         "width_m": np.where(arterial, STREET_W, STREET_W - 6.0),
         "district": np.full(n, district.name),
@@ -122,6 +126,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         k: []
         for k in (
             "pipe_id",
+            "name",
             "network",
             "diameter_mm",
             "material",
@@ -137,6 +142,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
     lo, hi = LAID[district.profile]
     line = np.where(edges.horizontal, edges.j, edges.i)
     trunk = arterial & (line == ARTERIAL_EVERY)  # two trunk mains a district, crossing near its centre
+    streets = road_names(district, edges)
     for main in MAINS:
         diameter = np.where(arterial, rng.choice(main.arterial_mm, n), rng.choice(main.local_mm, n))
         if main.network == "gas":
@@ -144,6 +150,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         depth = np.round(np.where(arterial, rng.uniform(*main.deep, n), rng.uniform(*main.depth, n)), 2)
         year = rng.integers(lo, hi, n)
         columns["pipe_id"].append(ids(f"{main.network.upper()}-{district.code}-", 0, n))
+        columns["name"].append(join(streets, f" {main.network} main"))
         columns["network"].append(np.full(n, main.network))
         columns["diameter_mm"].append(diameter)
         columns["material"].append(_material(main.network, year, diameter))

@@ -38,6 +38,7 @@ def town(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_local_streets_carry_low_arterials_medium_and_a_few_trunk_mains_sub_high(town: Path) -> None:
     pipes = pq.read_table(town / "pipes.parquet").to_pylist()
     roads = {r["road_id"][1:]: r["road_class"] for r in pq.read_table(town / "roads.parquet").to_pylist()}
+    names = {r["road_id"][1:]: r["name"] for r in pq.read_table(town / "roads.parquet").to_pylist()}
     gas = [p for p in pipes if p["network"] == "gas"]
     classes = Counter(p["pressure_class"] for p in gas)
     assert set(classes) == set(GAS_CLASSES)
@@ -45,6 +46,7 @@ def test_local_streets_carry_low_arterials_medium_and_a_few_trunk_mains_sub_high
     assert {p["district"] for p in gas if p["pressure_class"] == "sub_high"} == {p["district"] for p in gas}
     for p in gas:
         road = roads[p["pipe_id"].removeprefix("GAS")]  # a street's mains share its segment number
+        assert p["name"] == f"{names[p['pipe_id'].removeprefix('GAS')]} gas main"  # an alert names the main
         assert (p["pressure_class"] == "low") == (road == "local"), p
         if p["pressure_class"] == "sub_high":
             assert p["diameter_mm"] in TRUNK_MM
