@@ -287,7 +287,14 @@ class PostGISStore(SqlStore):
         with con.cursor().copy(f"COPY cim_stage_readings ({columns}) FROM STDIN (FORMAT csv)") as copy:
             for chunk in _csv_chunks(table):
                 copy.write(chunk)
-        con.execute("INSERT INTO readings SELECT * FROM cim_stage_readings")
+        # each reading once per (sensor, time): a QoS-1 redelivery or a spool replay after a crash, or a batch two
+        # servers of a share group both hold, is left out — by the unique index when the schema has one (the race
+        # between two servers), else by the anti-join on readings_sensor_time
+        con.execute(
+            "INSERT INTO readings SELECT DISTINCT ON (sensor_id, time) * FROM cim_stage_readings s "
+            "WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE r.sensor_id = s.sensor_id AND r.time = s.time) "
+            "ON CONFLICT DO NOTHING"
+        )
         con.execute(
             "INSERT INTO sensor_state SELECT DISTINCT ON (sensor_id) sensor_id, time, value, status "
             "FROM cim_stage_readings ORDER BY sensor_id, time DESC "
