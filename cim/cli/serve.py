@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from cim.cli.options import StoreOption
 from cim.errors import InvalidInput
@@ -50,9 +51,13 @@ def serve(
     server = server.model_copy(update=changes)
     if not server.tiles_dir.is_dir():
         raise InvalidInput(f"tiles folder {server.tiles_dir}", "does not exist; build tiles first or give --tiles DIR")
-    broker = MqttSettings()  # the environment's CIM_MQTT_*, then the options over it (validated again)
     given = {"url": mqtt, "share_group": mqtt_share_group}
-    broker = MqttSettings.model_validate(broker.model_dump() | {k: v for k, v in given.items() if v is not None})
+    try:  # the environment's CIM_MQTT_*, then the options over it (validated again)
+        broker = MqttSettings()
+        broker = MqttSettings.model_validate(broker.model_dump() | {k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput("MQTT settings", str(first["msg"]).removeprefix("Value error, ")) from None
     settings = AppSettings(
         store=StoreSettings(store=store) if store else StoreSettings(),
         server=server,

@@ -7,7 +7,9 @@ coalesced the way the hub coalesces them (the newest state of each sensor, the n
 case), and every ``interval`` sends it on one channel per store schema (``cim_live_<schema>``), as notifications of
 at most :data:`MAX_PAYLOAD` bytes (PostgreSQL refuses a payload of 8,000 bytes or more), all of a tick in one
 statement. Every server LISTENs on the channel and hands what the others sent to ``on_remote``; its own
-notifications, tagged with its ``origin``, it ignores.
+notifications, tagged with its ``origin``, it ignores. The listening session is named after the channel
+(``application_name``), so a server counts the others listening (every :data:`PEER_CHECK_S`); alone, it encodes and
+sends nothing.
 
 A notification reads ``{"o": origin, "states": [state …], "alerts": [alert …], "cases": [case change …]}``, each
 item as in the WebSocket's ``update`` message (:mod:`cim.iot.live`).
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 #: Largest notification payload sent, in bytes (PostgreSQL's limit is 8,000; some room for the envelope).
 MAX_PAYLOAD = 7_900
 CONNECT_TIMEOUT_S = 5
+#: Seconds between counts of the other servers listening (a server that starts is relayed to within this).
+PEER_CHECK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,9 @@ class LiveRelay:
         self.oversize = 0  # items larger than a notification, not relayed
         self.bad = 0  # notifications that could not be read
         self.last_error: str | None = None
+        self.listener_pid: int | None = None  # the backend of the listening connection
+        self.peers = 0  # other servers listening on the channel, as last counted
+        self._peers_counted = 0.0
 
     # --- out (on the event loop, never waits) ---
     def offer_state(self, reading: Reading) -> None:
@@ -198,17 +205,16 @@ class LiveRelay:
             await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
             backoff = min(backoff * 2, self.max_backoff)
 
-    async def _connect(self, role: str) -> psycopg.AsyncConnection[Any]:
+    async def _connect(self, application_name: str) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
-            self._conninfo,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=f"cim-live-{role}-{self.origin}"[:63],
+            self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, application_name=application_name
         )
 
     async def _session(self) -> None:
-        async with await self._connect("listen") as listener, await self._connect("notify") as sender:
+        # the listening session is named after the channel, so a server can tell whether any other listens
+        async with await self._connect(self.channel) as listener, await self._connect("cim_live_sender") as sender:
             await listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self.listener_pid = listener.info.backend_pid
             self.connected = True
             self.connects += 1
             self.last_error = None
@@ -247,9 +253,25 @@ class LiveRelay:
             self.bad += 1
             log.exception("live relay: a change from %s could not be applied", origin)
 
+    async def _count_peers(self, sender: psycopg.AsyncConnection[Any]) -> int:
+        """Other servers listening on the channel (sessions named after it), counted at most every
+        :data:`PEER_CHECK_S` seconds: with none, a tick's changes are dropped unencoded (a lone server pays nothing)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._peers_counted >= PEER_CHECK_S:
+            cursor = await sender.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND pid <> %s "
+                "AND datname = current_database()",
+                [self.channel, self.listener_pid],
+            )
+            row = await cursor.fetchone()
+            self.peers = int(row[0]) if row else 0
+            self._peers_counted = loop.time()
+        return self.peers
+
     async def _send(self, sender: psycopg.AsyncConnection[Any], receiving: asyncio.Task[None]) -> None:
         """Every ``interval`` while there are changes: all of them in one statement; until the listener fails."""
         statement = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+        self._peers_counted = 0.0
         while True:
             if not self._unsent:
                 wake = asyncio.ensure_future(self._wake.wait())
@@ -260,6 +282,9 @@ class LiveRelay:
                     raise psycopg.OperationalError("the listening connection ended")
                 await asyncio.sleep(self.interval)  # let the tick's changes gather
                 self._wake.clear()
+                if not await self._count_peers(sender):
+                    self.states, self.alerts, self.cases = {}, {}, {}
+                    continue
                 self._unsent = self._take_payloads()
             if self._unsent:
                 await sender.execute(statement, [self.channel, self._unsent])
@@ -275,6 +300,7 @@ class LiveRelay:
             "reconnects": self.reconnects,
             "sent": self.sent,
             "received": self.received,
+            "peers": self.peers,
             "oversize": self.oversize,
             "bad": self.bad,
             "last_error": self.last_error,

@@ -131,10 +131,7 @@ async def test_the_relay_reconnects_after_its_listening_connection_is_terminated
         two.ingest_items(now_items(("wl-1", 0.3)))
         await updates_until(client, {"wl-1"})
         with psycopg.connect(postgres_url, autocommit=True) as con:
-            killed = con.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                [f"cim-live-listen-{one.relay.origin}"[:63]],
-            ).fetchall()
+            killed = con.execute("SELECT pg_terminate_backend(%s)", [one.relay.listener_pid]).fetchall()
         assert killed == [(True,)]
         await eventually(lambda: one.relay is not None and one.relay.reconnects >= 1 and one.relay.connected)
         later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
@@ -142,3 +139,18 @@ async def test_the_relay_reconnects_after_its_listening_connection_is_terminated
         got = await updates_until(client, {"wl-1"})
         assert got["states"]["wl-1"]["value"] == 0.4
         assert one.stats()["live_relay"]["reconnects"] >= 1
+
+
+async def test_a_server_alone_on_its_store_relays_nothing(postgis_schema_url: str, tmp_path: Path) -> None:
+    with open_store(postgis_schema_url) as store:
+        declare_sensors(store)
+    async with relayed_service(postgis_schema_url, tmp_path / "alone.sqlite") as alone:
+        alone.ingest_items(now_items(("wl-1", 0.5)))
+        await asyncio.sleep(0.3)
+        assert alone.relay is not None and alone.relay.sent == 0 and alone.relay.peers == 0
+        async with relayed_service(postgis_schema_url, tmp_path / "peer.sqlite") as peer:
+            await asyncio.sleep(1.1)  # the next count of listeners finds the peer
+            client = peer.hub.connect()
+            alone.ingest_items(now_items(("wl-1", 0.7)))
+            got = await updates_until(client, {"wl-1"})
+            assert got["states"]["wl-1"]["value"] == 0.7 and alone.relay.peers == 1

@@ -369,3 +369,17 @@ def test_a_redelivered_message_is_stored_once(postgis_schema_url: str, broker: B
 
         assert asyncio.run(twice()) == 2  # both taken in …
         assert len(store.readings("wl-1")) == 1  # … one stored
+
+
+def test_cim_serve_refuses_a_share_group_that_is_not_a_plain_name(tmp_path: Path) -> None:
+    (tmp_path / "tiles").mkdir()
+    command = ["serve", "--store", str(tmp_path / "c.duckdb"), "--tiles", str(tmp_path / "tiles")]
+    done = subprocess.run(
+        [sys.executable, "-m", "cim", *command, "--mqtt", "mqtt://127.0.0.1:1", "--mqtt-share-group", "city/one"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "CIM_MQTT_SHARE_GROUP 'city/one' must be a non-empty name without '/'" in done.stderr
