@@ -317,12 +317,23 @@ async def throughput(args: argparse.Namespace) -> None:
 
 
 # --- several processes sharing the subscription (PostGIS) ---
-def busy_seconds() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the machine so far, from /proc/stat (every core)."""
+def busy_seconds() -> tuple[float, float, float, float]:
+    """CPU seconds so far: (the machine busy, the machine in all — every core, from /proc/stat — every
+    ``postgres`` process, every ``mosquitto`` process), the processes' from /proc/<pid>/stat. PostgreSQL's and
+    Mosquitto's include other people's sessions and brokers on the machine."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     ticks = os.sysconf("SC_CLK_TCK")
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+    by_name = {"postgres": 0, "mosquitto": 0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name in by_name:
+            by_name[name] += int(rest[11]) + int(rest[12])  # utime + stime
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks, by_name["postgres"] / ticks, by_name["mosquitto"] / ticks
 
 
 async def shared(args: argparse.Namespace) -> None:
@@ -364,7 +375,7 @@ async def shared(args: argparse.Namespace) -> None:
                 )
                 first = min(results, key=lambda r: r["span"][0])["stats"]["machine"][0]
                 last = max(results, key=lambda r: r["span"][1])["stats"]["machine"][1]
-                (busy0, all0), (busy1, all1) = first, last
+                (busy0, all0, pg0, mq0), (busy1, all1, pg1, mq1) = first, last
                 for client_id in ids:  # end the sessions: the next round's group must not deal to them
                     async with aiomqtt.Client("127.0.0.1", broker.port, identifier=client_id, clean_session=True):
                         pass
@@ -378,8 +389,9 @@ async def shared(args: argparse.Namespace) -> None:
                 print(
                     f"run {run}  {members} process{'es' if members > 1 else ''}: {rate:>8,.0f} readings/s "
                     f"({n:,} in {span:.2f} s; each {each}; rows {rows:,}; queued at {pub_rate:,.0f}/s)   "
-                    f"CPU while draining: machine busy {busy1 - busy0:.1f} of {all1 - all0:.1f} core-s, services "
-                    f"{cpu:.1f} s, the rest (PostgreSQL, Mosquitto, other people's work) {busy1 - busy0 - cpu:.1f} s",
+                    f"CPU while draining: machine busy {busy1 - busy0:.1f} of {all1 - all0:.1f} core-s: services "
+                    f"{cpu:.1f} s, postgres {pg1 - pg0:.1f} s, mosquitto {mq1 - mq0:.1f} s, "
+                    f"other work {busy1 - busy0 - cpu - (pg1 - pg0) - (mq1 - mq0):.1f} s",
                     flush=True,
                 )
         print(f"load after:  {load()}", flush=True)

@@ -11,6 +11,12 @@ notifications, tagged with its ``origin``, it ignores. The listening session is 
 (``application_name``), so a server counts the others listening (every :data:`PEER_CHECK_S`); alone, it encodes and
 sends nothing.
 
+Rules: in a share group the broker deals a sensor's readings to any member, so each server's rule engine sees part
+of them. :func:`apply_remote` keeps the servers' open alerts and last-seen times in step — an alert one server opened
+is closed by whichever server sees the sensor recover, and no server raises a stale alert for a sensor another hears
+from — but only as fast as the relay: two servers may open an alert on one condition within the same tick (two
+rows), and a reading evaluated before another server's alert arrived does not close it (the sensor's next does).
+
 A notification reads ``{"o": origin, "states": [state …], "alerts": [alert …], "cases": [case change …]}``, each
 item as in the WebSocket's ``update`` message (:mod:`cim.iot.live`).
 

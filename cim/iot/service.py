@@ -429,6 +429,7 @@ class IotService:
                 "url": redact(s.url),
                 "topic": s.topic,
                 "client_id": s.client_id,
+                "subscription": s.subscription,
                 "connected": s.connected,
                 "connects": s.connects,
                 "disconnects": s.disconnects,

@@ -6,7 +6,9 @@ after the store has committed it. At start the service replays what the spool st
 a crash of the server (kill -9) loses no acknowledged reading.
 
 Delivery to the store is **at least once**: a crash between the store's commit and the spool's delete replays that
-batch, and its readings appear twice in the history (the latest state is unchanged: same time, same value).
+batch (the latest state is unchanged: same time, same value). The PostgreSQL store keeps one reading per sensor and
+time, so there it is stored once (as is a QoS-1 message the broker hands over again); in DuckDB's history such a
+batch appears twice.
 
 >>> import tempfile, os
 >>> from datetime import UTC, datetime
