@@ -4,6 +4,7 @@ publish → WebSocket latency with many live clients.
     .venv/bin/python bench/iot_bench.py [--readings 200000] [--sensors 1000] [--store duckdb|postgis|URL]
                                         [--rate 5000] [--clients 20] [--seconds 10] [--runs 3]
     .venv/bin/python bench/iot_bench.py --only shared [--readings 200000] [--members 2] [--store URL]
+    .venv/bin/python bench/iot_bench.py --only dedupe
 
 Throughput is measured as a *drain*: the broker (a Mosquitto of the bench's own) first queues N QoS-1 readings for a
 persistent session while its subscriber is offline; then the subscriber connects with that session and the clock
@@ -336,78 +337,6 @@ def busy_seconds() -> tuple[float, float, float, float]:
     return (sum(fields) - idle) / ticks, sum(fields) / ticks, by_name["postgres"] / ticks, by_name["mosquitto"] / ticks
 
 
-async def shared(args: argparse.Namespace) -> None:
-    """Drain N readings into one PostGIS schema with one service process, then with ``--members`` processes sharing
-    the subscription ($share/bench/cim/+/state), each a persistent session the broker dealt N/members to while
-    offline. The group's rate is N over the time from the first member's start to the last one's end."""
-    import psycopg
-
-    from cim.store import open_store
-
-    store_url = args.store
-    if "://" not in store_url:
-        store_url = POSTGRES.rsplit("/", 1)[0] + f"/cim_test?schema=bench_share_{os.getpid()}"
-    conninfo, schema = store_url.split("?schema=")
-    with open_store(store_url) as store:
-        declare(store, args.sensors)
-    broker = Broker()
-    child_args = argparse.Namespace(**(vars(args) | {"store": store_url}))
-    rates: dict[int, list[float]] = {1: [], args.members: []}
-    print(f"load before: {load()}", flush=True)
-    try:
-        for run in range(1, args.runs + 1):
-            for members in rates:
-                n = args.readings - args.readings % members
-                with psycopg.connect(conninfo, autocommit=True) as con:
-                    con.execute(f"TRUNCATE {schema}.readings, {schema}.sensor_state")
-                # a group of its own: the broker deals a group's messages over every session in it, offline ones too
-                group = f"bench{time.monotonic_ns()}"
-                ids = [f"{group}-{k}" for k in range(members)]
-                for client_id in ids:
-                    await register_session(broker.port, client_id, f"$share/{group}/cim/+/state")
-                pub_rate = await asyncio.to_thread(publish_bulk, broker.port, n, args.sensors)
-                share = ["--share-group", group, "--expect", str(n // members)]
-                results = await asyncio.wait_for(
-                    asyncio.gather(
-                        *(drain_service_in_child(ROOT, child_args, broker.port, cid, share=share) for cid in ids)
-                    ),
-                    DRAIN_TIMEOUT,
-                )
-                first = min(results, key=lambda r: r["span"][0])["stats"]["machine"][0]
-                last = max(results, key=lambda r: r["span"][1])["stats"]["machine"][1]
-                (busy0, all0, pg0, mq0), (busy1, all1, pg1, mq1) = first, last
-                for client_id in ids:  # end the sessions: the next round's group must not deal to them
-                    async with aiomqtt.Client("127.0.0.1", broker.port, identifier=client_id, clean_session=True):
-                        pass
-                span = max(r["span"][1] for r in results) - min(r["span"][0] for r in results)
-                with psycopg.connect(conninfo, autocommit=True) as con:
-                    rows = con.execute(f"SELECT count(*) FROM {schema}.readings").fetchone()[0]  # type: ignore[index]
-                rate = n / span
-                rates[members].append(rate)
-                cpu = sum(r["stats"]["cpu_s"] for r in results)
-                each = ", ".join(f"{r['rate']:,.0f}/s" for r in results)
-                print(
-                    f"run {run}  {members} process{'es' if members > 1 else ''}: {rate:>8,.0f} readings/s "
-                    f"({n:,} in {span:.2f} s; each {each}; rows {rows:,}; queued at {pub_rate:,.0f}/s)   "
-                    f"CPU while draining: machine busy {busy1 - busy0:.1f} of {all1 - all0:.1f} core-s: services "
-                    f"{cpu:.1f} s, postgres {pg1 - pg0:.1f} s, mosquitto {mq1 - mq0:.1f} s, "
-                    f"other work {busy1 - busy0 - cpu - (pg1 - pg0) - (mq1 - mq0):.1f} s",
-                    flush=True,
-                )
-        print(f"load after:  {load()}", flush=True)
-        one, many = (statistics.median(rates[k]) for k in rates)
-        print(
-            f"medians of {args.runs} runs: 1 process {one:,.0f} readings/s, {args.members} processes "
-            f"{many:,.0f} readings/s = {many / one:.2f}x",
-            flush=True,
-        )
-    finally:
-        broker.stop()
-        if "://" not in args.store:
-            with psycopg.connect(conninfo, autocommit=True) as con:
-                con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
 # --- latency ---
 async def clients_role(ws_url: str, seconds: float, clients: int, measuring: int) -> None:
     """In a child process: WebSocket clients; prints the latencies (now − reading time) as JSON."""
@@ -541,8 +470,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="throughput rounds; medians are reported")
     parser.add_argument(
         "--only",
-        choices=("throughput", "latency", "shared"),
-        help="shared: one process against --members processes sharing the subscription, into PostGIS",
+        choices=("throughput", "latency", "shared", "dedupe"),
+        help="shared: one process against --members processes sharing the subscription, into PostGIS; dedupe: the "
+        "cost of storing each PostGIS reading once",
     )
     parser.add_argument("--members", type=int, default=2, help="(shared) processes of the share group")
     parser.add_argument("--share-group", help="(drain-service) the share group of this member")
@@ -572,7 +502,13 @@ def main() -> None:
     if args.only in (None, "latency"):
         asyncio.run(latency(args))
     if args.only == "shared":
+        from iot_share_bench import shared
+
         asyncio.run(shared(args))
+    if args.only == "dedupe":
+        from iot_share_bench import dedupe_cost
+
+        dedupe_cost(args)
 
 
 if __name__ == "__main__":
