@@ -154,3 +154,12 @@ async def test_a_server_alone_on_its_store_relays_nothing(postgis_schema_url: st
             alone.ingest_items(now_items(("wl-1", 0.7)))
             got = await updates_until(client, {"wl-1"})
             assert got["states"]["wl-1"]["value"] == 0.7 and alone.relay.peers == 1
+
+
+async def test_case_changes_reach_the_clients_of_the_other_server(postgis_schema_url: str, tmp_path: Path) -> None:
+    async with two_servers(postgis_schema_url, tmp_path) as (one, two):
+        client = one.hub.connect()
+        two.hub.publish_case({"id": 7, "state": "dispatched", "version": 3})
+        text = await asyncio.wait_for(client.next_message(), 10)
+        assert text is not None
+        assert json.loads(text)["cases"] == [{"id": 7, "state": "dispatched", "version": 3}]
