@@ -1,6 +1,7 @@
 """Live changes relayed between two IoT services on one PostgreSQL schema (cim.iot.relay), against the real server:
 what one ingests reaches the other's live clients, split into notifications under PostgreSQL's 8,000-byte limit;
-a server ignores its own notifications; a terminated LISTEN connection is made again and delivers again."""
+a server ignores its own notifications; a LISTEN connection terminated, or PostgreSQL restarted, is made again and
+delivers again."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from cim.iot.relay import MAX_PAYLOAD, chunked
 from cim.model import AssetBatch
 from cim.settings import MqttSettings
 from cim.store import open_store
+from tests.faults import PrivatePostgres, private_postgres
 from tests.iot.conftest import declare_sensors, eventually, fast_options
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgis]
+__all__ = ["private_postgres"]  # a fixture, imported for pytest
 
 
 @asynccontextmanager
@@ -163,3 +166,19 @@ async def test_case_changes_reach_the_clients_of_the_other_server(postgis_schema
         text = await asyncio.wait_for(client.next_message(), 10)
         assert text is not None
         assert json.loads(text)["cases"] == [{"id": 7, "state": "dispatched", "version": 3}]
+
+
+async def test_the_relay_comes_back_after_postgresql_restarts(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    url = private_postgres.store_url("relay")
+    async with two_servers(url, tmp_path) as (one, two):
+        assert one.relay is not None and two.relay is not None
+        client = one.hub.connect()
+        await asyncio.to_thread(private_postgres.restart)
+        await eventually(lambda: one.relay is not None and one.relay.reconnects >= 1 and one.relay.connected, 20)
+        await eventually(lambda: two.relay is not None and two.relay.reconnects >= 1 and two.relay.connected, 20)
+        await asyncio.sleep(1.1)  # two's next count of listeners finds one again
+        two.ingest_items(now_items(("wl-1", 0.6)))
+        got = await updates_until(client, {"wl-1"})
+        assert got["states"]["wl-1"]["value"] == 0.6
