@@ -3,6 +3,8 @@ publish → WebSocket latency with many live clients.
 
     .venv/bin/python bench/iot_bench.py [--readings 200000] [--sensors 1000] [--store duckdb|postgis|URL]
                                         [--rate 5000] [--clients 20] [--seconds 10] [--runs 3]
+    .venv/bin/python bench/iot_bench.py --only shared [--readings 200000] [--members 2] [--store URL]
+    .venv/bin/python bench/iot_bench.py --only dedupe
 
 Throughput is measured as a *drain*: the broker (a Mosquitto of the bench's own) first queues N QoS-1 readings for a
 persistent session while its subscriber is offline; then the subscriber connects with that session and the clock
@@ -19,6 +21,10 @@ one is committed to the store. Four subscribers face the same broker, each its o
 * with ``--baseline DIR`` (e.g. a checkout of main), the IotService of that tree too, drained the same way in the
   same rounds, so before/after figures come from one run on the same load. Both services run in a child process
   each (``--role drain-service``), with the code of their tree.
+
+``--only shared`` drains N readings into one PostGIS schema with one service process, then with ``--members``
+processes sharing the subscription (``$share/bench/cim/+/state``: the broker deals the queue out to the members'
+sessions), each in a child process; it prints the group's rate and where the machine's CPU went.
 
 The load average (``uptime``) is printed before and after: other people's benchmarks share these cores.
 
@@ -41,7 +47,7 @@ import sys
 import tempfile
 import time
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +96,8 @@ class Broker:
 
 
 async def register_session(port: int, client_id: str, topic: str = "cim/+/state") -> None:
+    """A persistent session subscribed to ``topic`` (``$share/<group>/…`` for a member of a share group), offline
+    from then on: the broker queues what is published for it."""
     async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as c:
         await c.subscribe(topic, qos=1)
 
@@ -103,12 +111,13 @@ def publish_bulk(port: int, n: int, sensors: int) -> float:
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    now = datetime.now(UTC).isoformat()
+    first = datetime.now(UTC) - timedelta(hours=1)
     started = time.perf_counter()
     for start in range(0, n, 5000):  # in chunks, so paho's outgoing queue stays small
         infos = []
         for i in range(start, min(start + 5000, n)):
-            payload = f'{{"value": {i % 977 / 10}, "time": "{now}"}}'
+            # each reading its own time: a PostgreSQL store keeps one reading per sensor and time
+            payload = f'{{"value": {i % 977 / 10}, "time": "{(first + timedelta(microseconds=i)).isoformat()}"}}'
             infos.append(client.publish(f"cim/s{i % sensors}/state", payload, qos=1))
         for info in infos:
             info.wait_for_publish(60)
@@ -189,12 +198,15 @@ def declare(store: object, sensors: int) -> None:
     store.upsert_assets(AssetBatch.from_assets(assets))  # type: ignore[attr-defined]
 
 
-async def drain_service_in_child(code: Path, args: argparse.Namespace, port: int, client_id: str) -> dict[str, Any]:
-    """``drain_service`` in a child process that imports ``cim`` from ``code``; its JSON result."""
+async def drain_service_in_child(
+    code: Path, args: argparse.Namespace, port: int, client_id: str, *, share: list[str] | None = None
+) -> dict[str, Any]:
+    """``drain_service`` in a child process that imports ``cim`` from ``code``; its JSON result. ``share``: the
+    arguments of a member of a share group (its group, its share of the readings, the store it shares)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--role", "drain-service", "--code", str(code), "--mqtt-port", str(port),
         "--client-id", client_id, "--readings", str(args.readings), "--sensors", str(args.sensors),
-        "--store", args.store, stdout=asyncio.subprocess.PIPE,
+        "--store", args.store, *(share or []), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await proc.communicate()
     if proc.returncode != 0:
@@ -208,30 +220,41 @@ def drain_service_role(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cim-bench-"))
     try:
         store = open_bench_store(args.store, tmp)
-        declare(store, args.sensors)
-        rate, stats = asyncio.run(
-            drain_service(store, f"mqtt://127.0.0.1:{args.mqtt_port}", args.client_id, args.readings)
+        if not args.share_group:  # a share group's store was prepared by the parent
+            declare(store, args.sensors)
+        n = args.expect or args.readings
+        rate, stats, span = asyncio.run(
+            drain_service(store, f"mqtt://127.0.0.1:{args.mqtt_port}", args.client_id, n, share_group=args.share_group)
         )
         rows = sum(len(store.readings(f"s{i}")) for i in range(0, args.sensors, max(args.sensors // 10, 1)))  # type: ignore[attr-defined]
         store.close()  # type: ignore[attr-defined]
-        print(json.dumps({"rate": rate, "stats": stats, "rows": rows}), flush=True)
+        print(json.dumps({"rate": rate, "stats": stats, "rows": rows, "span": span}), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def drain_service(store: object, url: str, client_id: str, n: int) -> tuple[float, dict[str, object]]:
+async def drain_service(
+    store: object, url: str, client_id: str, n: int, *, share_group: str | None = None
+) -> tuple[float, dict[str, object], tuple[float, float]]:
+    """(readings/s, the service's stats, (start, end) in Unix seconds) of draining n readings into the service."""
     from cim.iot import IotOptions, IotService
     from cim.settings import MqttSettings
 
-    service = IotService(store, MqttSettings(url=url), options=IotOptions(client_id=client_id))  # type: ignore[arg-type]
+    mqtt = MqttSettings(url=url, share_group=share_group)
+    spool = Path(tempfile.mkdtemp(prefix="cim-bench-spool-")) / "spool.sqlite"
+    service = IotService(store, mqtt, options=IotOptions(client_id=client_id), spool_path=spool)  # type: ignore[arg-type]
     await service.start()
-    started = time.perf_counter()
+    started, wall, cpu, machine = time.perf_counter(), time.time(), time.process_time(), busy_seconds()
     while service.stored < n:
+        if time.perf_counter() - started > DRAIN_TIMEOUT:  # a child must not outlive the bench
+            await service.stop()
+            raise SystemExit(f"drained {service.stored:,} of {n:,} readings in {DRAIN_TIMEOUT:.0f} s")
         await asyncio.sleep(0.01)
     seconds = time.perf_counter() - started
-    stats = service.stats()
+    stats = service.stats() | {"cpu_s": time.process_time() - cpu, "machine": [machine, busy_seconds()]}
     await service.stop()
-    return n / seconds, stats
+    shutil.rmtree(spool.parent, ignore_errors=True)
+    return n / seconds, stats, (wall, wall + seconds)
 
 
 def load() -> str:
@@ -292,6 +315,26 @@ async def throughput(args: argparse.Namespace) -> None:
     finally:
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- several processes sharing the subscription (PostGIS) ---
+def busy_seconds() -> tuple[float, float, float, float]:
+    """CPU seconds so far: (the machine busy, the machine in all — every core, from /proc/stat — every
+    ``postgres`` process, every ``mosquitto`` process), the processes' from /proc/<pid>/stat. PostgreSQL's and
+    Mosquitto's include other people's sessions and brokers on the machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    by_name = {"postgres": 0, "mosquitto": 0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name in by_name:
+            by_name[name] += int(rest[11]) + int(rest[12])  # utime + stime
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks, by_name["postgres"] / ticks, by_name["mosquitto"] / ticks
 
 
 # --- latency ---
@@ -425,7 +468,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--runs", type=int, default=3, help="throughput rounds; medians are reported")
-    parser.add_argument("--only", choices=("throughput", "latency"))
+    parser.add_argument(
+        "--only",
+        choices=("throughput", "latency", "shared", "dedupe"),
+        help="shared: one process against --members processes sharing the subscription, into PostGIS; dedupe: the "
+        "cost of storing each PostGIS reading once",
+    )
+    parser.add_argument("--members", type=int, default=2, help="(shared) processes of the share group")
+    parser.add_argument("--share-group", help="(drain-service) the share group of this member")
+    parser.add_argument("--expect", type=int, help="(drain-service) readings this member drains, default --readings")
     parser.add_argument("--measure-clients", type=int, default=4, help="clients that parse and time every state")
     parser.add_argument("--pub-qos", type=int, default=0, choices=(0, 1), help="QoS of the latency publisher")
     parser.add_argument("--role", default="main")
@@ -450,6 +501,14 @@ def main() -> None:
         asyncio.run(throughput(args))
     if args.only in (None, "latency"):
         asyncio.run(latency(args))
+    if args.only == "shared":
+        from iot_share_bench import shared
+
+        asyncio.run(shared(args))
+    if args.only == "dedupe":
+        from iot_share_bench import dedupe_cost
+
+        dedupe_cost(args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,7 +57,8 @@ class AdminSettings(BaseSettings):
 
 class MqttSettings(BaseSettings):
     """The sensors' broker: ``CIM_MQTT_URL`` (``mqtt://[user:password@]host[:port]``, ``mqtts://`` for TLS), the
-    topic filter, the client id, credentials and the CA of a private TLS broker."""
+    topic filter, the client id, credentials and the CA of a private TLS broker; ``CIM_MQTT_SHARE_GROUP`` makes
+    several servers share one subscription (``$share/<group>/<topic>``: the broker hands each message to one)."""
 
     model_config = SettingsConfigDict(env_prefix="CIM_MQTT_", extra="ignore")
 
@@ -69,6 +70,18 @@ class MqttSettings(BaseSettings):
     username: str | None = None
     password: SecretStr | None = None
     ca_file: Path | None = Field(None, description="CA certificates (PEM) for mqtts://, else the system's")
+    share_group: str | None = Field(
+        None,
+        description="a shared subscription's group: every server of the group subscribes to $share/<group>/<topic> "
+        "and the broker hands each message to one of them (cim/iot/mqtt.py)",
+    )
+
+    @field_validator("share_group")
+    @classmethod
+    def _plain_group_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c in value for c in "/+#")):
+            raise ValueError(f"CIM_MQTT_SHARE_GROUP {value!r} must be a non-empty name without '/', '+' or '#'")
+        return value
 
 
 class IotSettings(BaseSettings):

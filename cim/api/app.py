@@ -124,20 +124,25 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
 
 
 async def _start_iot(settings: AppSettings) -> IotService:
-    """The IoT service on a store connection of its own (its worker thread must not share the API's)."""
+    """The IoT service on a store connection of its own (its worker thread must not share the API's). On a
+    PostgreSQL store its live changes are relayed to the other servers on that store, and theirs to its clients
+    (:mod:`cim.iot.relay`); in an MQTT share group it has a spool of its own, named after its client id."""
     from cim.iot import IotService
     from cim.iot.mqtt import client_id_for
     from cim.iot.spool import spool_path_for
+    from cim.store.postgis import PostGISStore
 
     url = settings.store.store
     store = await run_in_threadpool(open_store, url)
     mqtt = settings.mqtt
     if mqtt.client_id is None:  # one per serving process, the same at its restarts: its session resumes
         mqtt = mqtt.model_copy(update={"client_id": client_id_for(url, port=settings.server.port)})
+    own_spool = mqtt.client_id if mqtt.share_group else None
     service = IotService(
         store,
         mqtt,
-        spool_path=settings.iot.spool or spool_path_for(url),
+        spool_path=settings.iot.spool or spool_path_for(url, client_id=own_spool),
+        relay_url=url if isinstance(store, PostGISStore) else None,
     )
     try:
         await service.start()

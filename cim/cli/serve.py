@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from cim.cli.options import StoreOption
 from cim.errors import InvalidInput
@@ -20,6 +21,14 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port to listen on [env: CIM_PORT]")] = None,
     mqtt: Annotated[
         str | None, typer.Option("--mqtt", help="sensors' MQTT broker, e.g. mqtt://127.0.0.1:1883 [env: CIM_MQTT_URL]")
+    ] = None,
+    mqtt_share_group: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-share-group",
+            help="share the MQTT subscription with the other servers of this group ($share/GROUP/topic: each "
+            "message goes to one of them) [env: CIM_MQTT_SHARE_GROUP]",
+        ),
     ] = None,
     access_log: Annotated[
         bool, typer.Option("--access-log", help="log a line per request (costs ~7% of a loaded server's time)")
@@ -42,7 +51,13 @@ def serve(
     server = server.model_copy(update=changes)
     if not server.tiles_dir.is_dir():
         raise InvalidInput(f"tiles folder {server.tiles_dir}", "does not exist; build tiles first or give --tiles DIR")
-    broker = MqttSettings() if mqtt is None else MqttSettings(url=mqtt)
+    given = {"url": mqtt, "share_group": mqtt_share_group}
+    try:  # the environment's CIM_MQTT_*, then the options over it (validated again)
+        broker = MqttSettings()
+        broker = MqttSettings.model_validate(broker.model_dump() | {k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput("MQTT settings", str(first["msg"]).removeprefix("Value error, ")) from None
     settings = AppSettings(
         store=StoreSettings(store=store) if store else StoreSettings(),
         server=server,

@@ -7,6 +7,9 @@ costs memory bounded by the number of sensors and never blocks the ingest or the
 
 ``{"type": "update", "states": [{"sensor_id", "time", "value", "status"} …], "alerts": [{alert} …],
 "cases": [{case change} …]}`` — ``cases`` only when some case changed (:meth:`LiveHub.publish_case`).
+
+With several servers on one PostgreSQL store, a hub's ``relay`` (:class:`cim.iot.relay.LiveRelay`) also gets every
+change published here, for the other servers' clients, and :meth:`LiveHub.publish_remote` takes theirs.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cim.model import Alert, Reading
+
+if TYPE_CHECKING:
+    from cim.iot.relay import LiveRelay
 
 
 def reading_json(reading: Reading) -> str:
@@ -136,6 +142,7 @@ class LiveHub:
         self._cases: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.relay: LiveRelay | None = None  # the other servers' clients (PostgreSQL store), else None
 
     def connect(self) -> LiveClient:
         if self._task is None or self._task.done():
@@ -152,16 +159,31 @@ class LiveHub:
         if self.clients:
             self._states[reading.sensor_id] = reading_json(reading)
             self._wake.set()
+        if self.relay is not None:
+            self.relay.offer_state(reading)
 
     def publish_alert(self, alert: Alert) -> None:
         if self.clients:
             self._alerts[alert.id] = json.dumps(alert_dict(alert))
             self._wake.set()
+        if self.relay is not None:
+            self.relay.offer_alert(alert)
 
     def publish_case(self, change: dict[str, Any]) -> None:
         """A case changed (``change`` holds at least its ``id``): the newest change of each case goes out."""
         if self.clients:
             self._cases[str(change["id"])] = json.dumps(change, default=str)
+            self._wake.set()
+        if self.relay is not None:
+            self.relay.offer_case(change)
+
+    def publish_remote(self, states: dict[str, str], alerts: dict[str, str], cases: dict[str, str]) -> None:
+        """Changes another server published (JSON texts by sensor, alert and case id): to this server's clients
+        only, never relayed again."""
+        if self.clients and (states or alerts or cases):
+            self._states.update(states)
+            self._alerts.update(alerts)
+            self._cases.update(cases)
             self._wake.set()
 
     async def _run(self) -> None:

@@ -21,6 +21,25 @@ Broker settings a deployment needs (Mosquitto, ``mosquitto.conf``): ``persistenc
 ``CIM_MQTT_PASSWORD``; TLS: ``mqtts://host[:8883]`` with ``CIM_MQTT_CA_FILE`` for a private CA. The password never
 appears in the stats or the logs.
 
+Shared subscriptions (``CIM_MQTT_SHARE_GROUP``, ``cim serve --mqtt-share-group``): the servers of one group each
+subscribe to ``$share/<group>/<topic>`` and the broker hands each message to one of them, so several processes on
+one PostgreSQL store divide the ingest. Topics received never carry the prefix: the sensor id is read with the plain
+filter. Each server keeps its own persistent session (its own client id, stable across its restarts:
+:func:`client_id_for` with its HTTP port, or ``CIM_MQTT_CLIENT_ID``) and its own write-ahead spool. What Mosquitto
+2.0 does with them (tested against 2.0.11 over MQTT 3.1.1, which this client speaks, and MQTT 5 with a session
+expiry; tests/iot/test_shared_subscription.py):
+
+* it deals the messages out round-robin, message by message, over *every* session subscribed to the group — the
+  offline ones too: a member that is away (crashed, restarting) keeps getting its share, queued in its session, and
+  none of it goes to the members still online. It gets them when it reconnects with the same client id; the
+  messages sent to it but not acknowledged when it died (PUBACK not sent) are sent to it again then. So a member
+  that crashed must come back under the same client id (a restart of the same ``cim serve``), or its session be
+  ended (connect once with that id and a clean session), or its share waits there — and past
+  ``max_queued_messages`` (stock: 1000) the broker drops the newest of them. A deployment that shares a subscription
+  sets ``max_queued_messages 0`` with a ``max_queued_bytes`` bound, as below, and restarts a dead member.
+* a message is stored once per group, whichever member gets it; a redelivery goes to the same session, so the store
+  need only ignore a reading it already holds (PostgreSQL: readings are unique per sensor and time).
+
 aiomqtt (over paho) is extended here, not replaced, because a plain ``async for message in client.messages`` loop
 drains a Mosquitto queue far slower than ``mosquitto_sub`` does. A profile of that loop (``cProfile``, 100,000
 QoS-1 messages, bench/iot_bench.py's broker) put 21% of the time in ``socket.send`` — paho writes every 4-byte PUBACK
@@ -83,14 +102,24 @@ RECONNECT_MAX = 0.3
 @dataclass(slots=True)
 class MqttStatus:
     url: str
-    topic: str
+    topic: str  # the filter the sensor id is read with (what received topics match)
     client_id: str
+    share_group: str | None = None
     connected: bool = False
     connects: int = 0
     disconnects: int = 0
     last_error: str | None = None
     callback_errors: int = 0
     refusals: int = 0  # connections dropped because the ingest could not take (or make durable) more
+
+    @property
+    def subscription(self) -> str:
+        """The filter subscribed to: ``$share/<group>/<topic>`` in a share group, else the topic filter.
+
+        >>> MqttStatus(url="", topic="cim/+/state", client_id="c", share_group="cim").subscription
+        '$share/cim/cim/+/state'
+        """
+        return f"$share/{self.share_group}/{self.topic}" if self.share_group else self.topic
 
 
 class BufferedSocket:
@@ -416,8 +445,8 @@ async def run_subscriber(
     min_backoff: float = RECONNECT_MIN,
     max_backoff: float = RECONNECT_MAX,
 ) -> None:
-    """Subscribe to ``status.topic`` and hand every message to ``on_message`` until cancelled (``on_turn`` makes a
-    turn's messages durable before they are acknowledged); reconnect on failure with exponential back-off, with
+    """Subscribe to ``status.subscription`` and hand every message to ``on_message`` until cancelled (``on_turn``
+    makes a turn's messages durable before they are acknowledged); reconnect on failure with exponential back-off, with
     jitter, and only while ``can_take()``."""
     broker = Broker.of(status.url, settings)
     shown = redact(status.url)
@@ -442,12 +471,12 @@ async def run_subscriber(
             ) as client:
                 # a persistent session's backlog starts flowing before the SUBACK and is ingested as it comes, so the
                 # SUBACK may wait behind many messages: give it longer than a plain request
-                await client.until_refused(client.subscribe(status.topic, qos=1, timeout=SUBSCRIBE_TIMEOUT))
+                await client.until_refused(client.subscribe(status.subscription, qos=1, timeout=SUBSCRIBE_TIMEOUT))
                 status.connected = True
                 status.connects += 1
                 status.last_error = None
                 backoff = min_backoff
-                log.info("MQTT connected to %s as %s, subscribed to %s", shown, status.client_id, status.topic)
+                log.info("MQTT connected to %s as %s, subscribed to %s", shown, status.client_id, status.subscription)
                 await client.until_refused(_until_disconnected(client))
         except aiomqtt.MqttError as exc:
             if status.connected:

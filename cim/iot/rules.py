@@ -277,6 +277,26 @@ class RuleEngine:
         for sensor_id, time in last_seen.items():
             self.last_seen.setdefault(sensor_id, time)
 
+    def adopt(self, alert: Alert) -> None:
+        """Another server's change of ``alert`` (servers sharing one subscription see parts of one sensor's
+        readings): an opening is taken as :meth:`restore` takes one, unless this engine has the key open already; a
+        closing removes the alert of that id and stops its sensors firing here."""
+        if alert.is_open:
+            bounds = (*self._bound.get(alert.sensor_id, ()), *self._stale.get(alert.sensor_id, ()))
+            opener = next((b for b in bounds if b.rule.id == alert.rule), None)
+            key = opener.key if opener is not None else (alert.rule, alert.asset_id or alert.sensor_id)
+            if key not in self.open:  # open here already (both opened it in one tick): the first one stays
+                self.restore([alert], {})
+            return
+        key = next((k for k, current in self.open.items() if current.id == alert.id), None)
+        if key is None:
+            return
+        for b in list(self._asset_bounds(key)):
+            b.firing = False
+            b.since = None
+        del self.open[key]
+        self._firing.pop(key, None)
+
     def evaluate(self, reading: Reading, *, seen_at: datetime | None = None) -> list[Alert]:
         """The alerts this reading opens, changes or closes (a reading also ends its sensor's silence)."""
         sensor_id = reading.sensor_id

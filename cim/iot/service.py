@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time as clock
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +45,7 @@ from cim.iot.payload import (
     parse_reading,
     sensor_of_topic,
 )
+from cim.iot.relay import LiveRelay, RemoteChanges, apply_remote
 from cim.iot.rules import Rule, RuleEngine
 from cim.iot.sensors import Sensor, load_sensors
 from cim.iot.spool import DEFAULT_SYNCHRONOUS, Spool, redact, spool_path_for
@@ -90,15 +92,26 @@ class IotService:
         rules: Iterable[Rule] = (),
         options: IotOptions | None = None,
         spool_path: str | Path | None = None,
+        relay_url: str | None = None,
     ) -> None:
-        """``spool_path``: the write-ahead spool (default beside the store, :func:`~cim.iot.spool.spool_path_for`)."""
+        """``spool_path``: the write-ahead spool (default beside the store, :func:`~cim.iot.spool.spool_path_for`; in
+        a share group, one per client id). ``relay_url``: the PostgreSQL store's URL (with its credentials), to relay
+        live changes to the other servers on it (:mod:`cim.iot.relay`); None: this server's clients only."""
         self.store = store
-        self.spool_path = Path(spool_path) if spool_path is not None else spool_path_for(store.url)
-        self.spool: Spool | None = None
         self.mqtt = mqtt or MqttSettings()
         self.options = options or IotOptions()
+        self.client_id = self._client_id()
+        shared = self.client_id if self.mqtt.share_group else None
+        self.spool_path = Path(spool_path) if spool_path is not None else spool_path_for(store.url, client_id=shared)
+        self.spool: Spool | None = None
         self.engine = RuleEngine(rules)
         self.hub = LiveHub(min_interval=self.options.live_min_interval)
+        self.relay: LiveRelay | None = None
+        if relay_url is not None:
+            self.relay = LiveRelay(
+                relay_url, on_remote=self._on_remote, interval=max(self.options.live_min_interval, 0.01)
+            )
+            self.hub.relay = self.relay
         self.sensors: dict[str, Sensor] = {}
         self.latest: dict[str, Reading] = {}
         self.received = 0
@@ -141,9 +154,12 @@ class IotService:
         self.engine.restore(open_alerts, {sid: r.time for sid, r in self.latest.items()})
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="cim-iot-flush"))
         self._tasks.append(asyncio.create_task(self._housekeeping_loop(), name="cim-iot-housekeeping"))
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(self.relay.run(), name="cim-iot-live-relay"))
         if self.mqtt.url:
-            client_id = self.options.client_id or self.mqtt.client_id or client_id_for(self.store.url)
-            self.mqtt_status = MqttStatus(url=self.mqtt.url, topic=self.mqtt.topic, client_id=client_id)
+            self.mqtt_status = MqttStatus(
+                url=self.mqtt.url, topic=self.mqtt.topic, client_id=self.client_id, share_group=self.mqtt.share_group
+            )
             self._tasks.append(
                 asyncio.create_task(
                     run_subscriber(
@@ -174,6 +190,21 @@ class IotService:
             self._executor.shutdown(wait=True)
             if self.spool is not None:
                 self.spool.close()
+
+    def _client_id(self) -> str:
+        """The MQTT client id: the options', else ``CIM_MQTT_CLIENT_ID``, else derived from host and store. In a share
+        group the derived one gets the process id, so two servers on one host and store differ — but then a restarted
+        server does not resume its session: a server of a group should be given its id (the app derives it from its
+        HTTP port, which is both unique on the host and the same at each restart)."""
+        if self.options.client_id or self.mqtt.client_id:
+            return str(self.options.client_id or self.mqtt.client_id)
+        derived = client_id_for(self.store.url)
+        if self.mqtt.share_group:
+            log.warning(
+                "MQTT share group %s without a client id: using %s-%d", self.mqtt.share_group, derived, os.getpid()
+            )
+            return f"{derived}-{os.getpid()}"
+        return derived
 
     async def reload_sensors(self) -> None:
         """Read the sensors again from the store (sensors declared after the start become known)."""
@@ -357,6 +388,11 @@ class IotService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
+    # --- the other servers on the store ---
+    def _on_remote(self, changes: RemoteChanges) -> None:
+        """What another server on the store ingested, into this one's latest state, open alerts and live clients."""
+        apply_remote(changes, latest=self.latest, sensors=self.sensors, engine=self.engine, hub=self.hub)
+
     # --- queries ---
     def sensor(self, sensor_id: str) -> Sensor:
         try:
@@ -410,6 +446,7 @@ class IotService:
                 "url": redact(s.url),
                 "topic": s.topic,
                 "client_id": s.client_id,
+                "subscription": s.subscription,
                 "connected": s.connected,
                 "connects": s.connects,
                 "disconnects": s.disconnects,
@@ -432,4 +469,5 @@ class IotService:
             "live_clients": len(self.hub.clients),
             "uptime_s": round(elapsed, 3),
             "mqtt": mqtt,
+            "live_relay": self.relay.stats() if self.relay is not None else None,
         }

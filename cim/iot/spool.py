@@ -6,7 +6,9 @@ after the store has committed it. At start the service replays what the spool st
 a crash of the server (kill -9) loses no acknowledged reading.
 
 Delivery to the store is **at least once**: a crash between the store's commit and the spool's delete replays that
-batch, and its readings appear twice in the history (the latest state is unchanged: same time, same value).
+batch (the latest state is unchanged: same time, same value). The PostgreSQL store keeps one reading per sensor and
+time, so there it is stored once (as is a QoS-1 message the broker hands over again); in DuckDB's history such a
+batch appears twice.
 
 >>> import tempfile, os
 >>> from datetime import UTC, datetime
@@ -47,17 +49,23 @@ def redact(text: str) -> str:
     return _SECRET.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
 
 
-def spool_path_for(store_url: str, data_dir: Path = Path("data")) -> Path:
-    """Where the spool of a store lives by default: beside a DuckDB file, else under ``data_dir``.
+def spool_path_for(store_url: str, data_dir: Path = Path("data"), *, client_id: str | None = None) -> Path:
+    """Where the spool of a store lives by default: beside a DuckDB file, else under ``data_dir``. ``client_id``:
+    the MQTT client id of a server that shares its subscription with others on one PostgreSQL store — each such
+    server has a spool of its own (and replays only its own at start), named after its id.
 
     >>> spool_path_for("data/city.duckdb").as_posix()
     'data/city.duckdb.spool.sqlite'
     >>> spool_path_for("postgresql://u@db:5432/cim?schema=shanghai").as_posix()
     'data/iot-db-5432-cim-shanghai.spool.sqlite'
+    >>> spool_path_for("postgresql://u@db:5432/cim?schema=shanghai", client_id="cim-ops-1-8001-77e9975a").as_posix()
+    'data/iot-db-5432-cim-shanghai-cim-ops-1-8001-77e9975a.spool.sqlite'
     """
     if "://" not in store_url or store_url.startswith("duckdb://"):
         return Path(store_url.removeprefix("duckdb://") + ".spool.sqlite")
     tail = store_url.split("://", 1)[1].rsplit("@", 1)[-1]  # never the credentials
+    if client_id:
+        tail += "-" + client_id
     return data_dir / ("iot-" + re.sub(r"[^A-Za-z0-9]+", "-", tail.replace("schema=", "")).strip("-") + ".spool.sqlite")
 
 
