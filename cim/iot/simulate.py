@@ -104,6 +104,7 @@ class Simulation:
             for s in sorted(sensors, key=lambda s: s.id)
         ]
         self._index = 0
+        self._last_real: float | None = None
         self._changes: list[tuple[float, int]] = []
         for i, b in enumerate(self.behaviours):
             self._push(i, b.next_change(self.clock.sim_start))
@@ -123,12 +124,18 @@ class Simulation:
             at = clock.real_start + (when - clock.sim_start) / clock.speedup
             batch.append((b.sensor.id, value, b.sensor.unit if value is not None else None, status, at))
             self._push(i, b.next_change(when))
-        if self.behaviours:
-            for _ in range(max(count, 0)):
+        if self.behaviours and count > 0:
+            # spread over the time since the last call, as a round robin reads them: a sensor read twice in one
+            # call gets two times (a store keeps one reading per sensor and time)
+            last = min(self._last_real if self._last_real is not None else real, real)
+            step = (real - last) / count if real > last else 0.001
+            for k in range(count):
                 b = self.behaviours[self._index % len(self.behaviours)]
                 self._index += 1
                 value, status = b.reading(now)
-                batch.append((b.sensor.id, value, b.sensor.unit if value is not None else None, status, real))
+                at = real - (count - 1 - k) * step
+                batch.append((b.sensor.id, value, b.sensor.unit if value is not None else None, status, at))
+        self._last_real = real
         return batch
 
 
