@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.model import AssetBatch
 from cim.model.schema import COLUMN_NAMES
 from cim.store.base import BBox
+from cim.store.history import MERGED, ROLLUP_COLUMNS, ROLLUPS, instant_sql
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
 from cim.store.schema import BBOX_COLUMNS
 from cim.store.sql import Dialect, Where, bbox_clause
@@ -334,8 +336,42 @@ class DuckDBStore(SqlStore):
                 "ON CONFLICT (sensor_id) DO UPDATE SET time = excluded.time, value = excluded.value, "
                 "status = excluded.status WHERE excluded.time >= sensor_state.time"
             )
+            self._merge_rollups()
         finally:
             self._con.unregister("cim_readings")
+
+    def _merge_rollups(self) -> None:
+        """The batch's minute aggregates, the hours' from those and the days' from those (a batch of fast sensors
+        shrinks at each level), each merged into its rollup. The rollups have no key index (see the schema step),
+        so the merge is a join; DuckDB pushes the batch's key range into the scan of the rollup, whose row groups
+        are in time order, so a batch of current readings reads the current buckets' row groups only."""
+        source = "cim_readings"
+        for rollup in ROLLUPS:
+            stage = f"cim_agg_{rollup.step}"
+            if source == "cim_readings":
+                select = rollup.aggregate_sql(source)
+            else:
+                bucket = f"date_trunc('{rollup.unit}', bucket)"
+                select = (
+                    f"SELECT sensor_id, {bucket} AS bucket, sum(n) AS n, sum(n_values) AS n_values, "
+                    f"min(min_value) AS min_value, max(max_value) AS max_value, sum(sum_value) AS sum_value "
+                    f"FROM {source} GROUP BY sensor_id, {bucket}"
+                )
+            self._con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {select}")
+            merged = ", ".join(f"{c} = {e.format(t='r', a='a')}" for c, e in MERGED.items())
+            values = ", ".join(f"a.{c}" for c in ROLLUP_COLUMNS)
+            self._con.execute(
+                f"MERGE INTO {rollup.table} r USING {stage} a ON (r.sensor_id = a.sensor_id AND r.bucket = a.bucket) "
+                f"WHEN MATCHED THEN UPDATE SET {merged} WHEN NOT MATCHED THEN INSERT VALUES ({values})"
+            )
+            source = stage
+        for rollup in ROLLUPS:
+            self._con.execute(f"DROP TABLE cim_agg_{rollup.step}")
+
+    def _drop_raw_before(self, cutoff: datetime) -> dict[str, int]:
+        # one table (no partitions in DuckDB): a delete, which the zone maps on time keep to the old row groups;
+        # their space is reused by later inserts and given back to the file system by none (DuckDB does not shrink)
+        return {"readings": max(self._execute(f"DELETE FROM readings WHERE time < {instant_sql(cutoff)}"), 0)}
 
     def _is_conflict(self, exc: BaseException) -> bool:
         return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
