@@ -348,15 +348,7 @@ class DuckDBStore(SqlStore):
         source = "cim_readings"
         for rollup in ROLLUPS:
             stage = f"cim_agg_{rollup.step}"
-            if source == "cim_readings":
-                select = rollup.aggregate_sql(source)
-            else:
-                bucket = f"date_trunc('{rollup.unit}', bucket)"
-                select = (
-                    f"SELECT sensor_id, {bucket} AS bucket, sum(n) AS n, sum(n_values) AS n_values, "
-                    f"min(min_value) AS min_value, max(max_value) AS max_value, sum(sum_value) AS sum_value "
-                    f"FROM {source} GROUP BY sensor_id, {bucket}"
-                )
+            select = rollup.aggregate_sql(source) if source == "cim_readings" else rollup.reaggregate_sql(source)
             self._con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {select}")
             merged = ", ".join(f"{c} = {e.format(t='r', a='a')}" for c, e in MERGED.items())
             values = ", ".join(f"a.{c}" for c in ROLLUP_COLUMNS)

@@ -34,8 +34,20 @@ class Rollup:
         """The rows of ``source`` (sensor_id, time, value) aggregated into this rollup's buckets."""
         bucket = f"date_trunc('{self.unit}', time)"
         return (
-            f"SELECT sensor_id, {bucket} AS bucket, count(*) AS n, count(value) AS n_values, min(value) AS min_value, "
-            f"max(value) AS max_value, coalesce(sum(value), 0) AS sum_value FROM {source} GROUP BY sensor_id, {bucket}"
+            f"SELECT sensor_id, {bucket} AS bucket, count(*) AS n, count(value) AS n_values, "
+            "CASE WHEN count(value) > 1 THEN min(value) END AS min_value, "
+            "CASE WHEN count(value) > 1 THEN max(value) END AS max_value, "
+            f"coalesce(sum(value), 0) AS sum_value FROM {source} GROUP BY sensor_id, {bucket}"
+        )
+
+    def reaggregate_sql(self, source: str) -> str:
+        """The rows of a finer rollup-shaped ``source`` aggregated into this rollup's buckets."""
+        bucket = f"date_trunc('{self.unit}', bucket)"
+        return (
+            f"SELECT sensor_id, {bucket} AS bucket, sum(n) AS n, sum(n_values) AS n_values, "
+            f"CASE WHEN sum(n_values) > 1 THEN min({LOWEST}) END AS min_value, "
+            f"CASE WHEN sum(n_values) > 1 THEN max({HIGHEST}) END AS max_value, "
+            f"sum(sum_value) AS sum_value FROM {source} GROUP BY sensor_id, {bucket}"
         )
 
 
@@ -45,12 +57,36 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("1d", "readings_1d", "day", timedelta(days=1)),
 )
 ROLLUP_OF: dict[str, Rollup] = {r.step: r for r in ROLLUPS}
-#: The merge of a batch's aggregates into a rollup row: counts and sums add up, extremes widen.
+#: A rollup row's least and greatest value. A bucket holding one value keeps it once, in ``sum_value``, with
+#: ``min_value`` and ``max_value`` NULL: a sensor slower than the bucket (a 15-minute meter's minute rows, an hourly
+#: gauge's hour rows) would otherwise store each value three times.
+LOWEST = "CASE WHEN n_values = 1 THEN sum_value ELSE min_value END"
+HIGHEST = "CASE WHEN n_values = 1 THEN sum_value ELSE max_value END"
+
+
+def _of(expr: str, table: str) -> str:
+    return (
+        expr.replace("n_values", f"{table}.n_values")
+        .replace("sum_value", f"{table}.sum_value")
+        .replace("min_value", f"{table}.min_value")
+        .replace("max_value", f"{table}.max_value")
+    )
+
+
+#: The merge of a batch's aggregates ``{a}`` into a rollup row ``{t}``: counts and sums add up, extremes widen.
 MERGED = {
     "n": "{t}.n + {a}.n",
     "n_values": "{t}.n_values + {a}.n_values",
-    "min_value": "least({t}.min_value, {a}.min_value)",
-    "max_value": "greatest({t}.max_value, {a}.max_value)",
+    "min_value": "CASE WHEN {t}.n_values + {a}.n_values > 1 THEN least("
+    + _of(LOWEST, "{t}")
+    + ", "
+    + _of(LOWEST, "{a}")
+    + ") END",
+    "max_value": "CASE WHEN {t}.n_values + {a}.n_values > 1 THEN greatest("
+    + _of(HIGHEST, "{t}")
+    + ", "
+    + _of(HIGHEST, "{a}")
+    + ") END",
     "sum_value": "{t}.sum_value + {a}.sum_value",
 }
 ROLLUP_COLUMNS = ("sensor_id", "bucket", *MERGED)

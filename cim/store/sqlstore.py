@@ -21,6 +21,8 @@ from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, BBox, ClosedOnExit, Store
 from cim.store.history import (
+    HIGHEST,
+    LOWEST,
     MAX_SERIES_POINTS,
     RETENTION_KEYS,
     ROLLUP_OF,
@@ -62,8 +64,8 @@ RAW_AGGREGATES = (
     "coalesce(sum(value), 0) AS sum_value"
 )
 ROLLUP_AGGREGATES = (
-    "CAST(sum(n) AS BIGINT) AS n, CAST(sum(n_values) AS BIGINT) AS n_values, min(min_value) AS min_value, "
-    "max(max_value) AS max_value, sum(sum_value) AS sum_value"
+    f"CAST(sum(n) AS BIGINT) AS n, CAST(sum(n_values) AS BIGINT) AS n_values, min({LOWEST}) AS min_value, "
+    f"max({HIGHEST}) AS max_value, sum(sum_value) AS sum_value"
 )
 #: The ``cim_meta`` key counting committed asset writes.
 _VERSION_KEY = "assets_version"

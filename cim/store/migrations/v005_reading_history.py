@@ -2,7 +2,8 @@
 
 - ``readings_1m``, ``readings_1h``, ``readings_1d``: per sensor and bucket start (UTC) the number of readings
   ``n``, of those with a value ``n_values``, and ``min_value``, ``max_value``, ``sum_value`` of the values (mean =
-  sum / n_values; a status-only reading counts in ``n`` only; ``sum_value`` is 0 when there is no value). The store
+  sum / n_values; a status-only reading counts in ``n`` only; ``sum_value`` is 0 when there is no value; a bucket of
+  one value keeps it in ``sum_value`` alone, its min and max NULL — stored once, not three times). The store
   keeps them current at every append (:mod:`cim.store.history`); this step fills them from the readings there are.
 - PostgreSQL: ``readings`` becomes a table partitioned by range of ``time``, one partition a day
   (``readings_pYYYYMMDD``) and a default partition for times no day partition takes, so nothing is ever refused.
@@ -25,7 +26,8 @@ def _fill(table: str) -> str:
     unit = _UNITS[table]
     return (
         f"INSERT INTO {table} SELECT sensor_id, date_trunc('{unit}', time) AS bucket, count(*), count(value), "
-        f"min(value), max(value), coalesce(sum(value), 0) FROM readings GROUP BY sensor_id, date_trunc('{unit}', time)"
+        "CASE WHEN count(value) > 1 THEN min(value) END, CASE WHEN count(value) > 1 THEN max(value) END, "
+        f"coalesce(sum(value), 0) FROM readings GROUP BY sensor_id, date_trunc('{unit}', time)"
     )
 
 
