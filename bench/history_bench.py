@@ -3,6 +3,7 @@
     .venv/bin/python bench/history_bench.py                                  # 200M readings into DuckDB
     .venv/bin/python bench/history_bench.py --readings 20000000 --store postgis
     .venv/bin/python bench/history_bench.py --readings 2000000 --order time  # in the order they arrive live
+    .venv/bin/python bench/history_bench.py --ingest 30 [--code ../main]     # live batches: append_readings only
 
 A day of 15-minute readings (96 a meter) of ``--readings / 96`` gas meters goes in through the store's bulk path,
 :meth:`SqlStore.load_history` — Arrow tables of ~1M readings, each appended through the same code as
@@ -49,6 +50,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
+if "--code" in sys.argv:  # --ingest against another tree (e.g. main, before this change)
+    ROOT = Path(sys.argv[sys.argv.index("--code") + 1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 from cim.store import open_store  # noqa: E402
@@ -147,7 +150,7 @@ def assign_districts(store: SqlStore, meters: int, per_district: int) -> None:
             store.execute(
                 "INSERT INTO asset_areas SELECT 'GM-' || lpad(CAST(i AS TEXT), 7, '0'), NULL, NULL, "
                 f"'D' || lpad(CAST(CAST(floor(CAST(i AS DOUBLE PRECISION) / {p}) AS BIGINT) AS TEXT), 2, '0') "
-                f"FROM generate_series({p}, {p}) AS t(i)",
+                f"FROM generate_series(CAST({p} AS BIGINT), CAST({p} AS BIGINT)) AS t(i)",
                 [per_district, first, first + count - 1],
             )
         digest = hashlib.sha256(asset_areas_sql(store.dialect).encode()).hexdigest()[:16]
@@ -198,6 +201,33 @@ def rollups_only_bytes(path: Path, tables: tuple[str, ...]) -> int:
     return size
 
 
+def ingest(batches: int, sensors: int, batch_size: int, folder: Path) -> None:
+    """The store's side of the live ingest: ``append_readings`` of the IoT service's flush batches (Reading objects,
+    ``batch_size`` of ``sensors`` sensors each, one a second per sensor), into a fresh DuckDB store."""
+    from cim.model import Reading
+
+    store = open_store(str(folder / "ingest.duckdb"))
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = np.random.default_rng(3)
+    prepared = []
+    for b in range(batches):
+        values = rng.normal(1.0, 0.1, batch_size)
+        prepared.append([
+            Reading(sensor_id=f"s{i % sensors}", time=start + timedelta(seconds=(b * batch_size + i) // sensors),
+                    value=float(values[i]))
+            for i in range(batch_size)
+        ])  # fmt: skip
+    store.append_readings(prepared[0])  # warm
+    started = time.perf_counter()
+    for batch in prepared[1:]:
+        store.append_readings(batch)
+    seconds = time.perf_counter() - started
+    n = (batches - 1) * batch_size
+    print(f"ingest ({ROOT}): {n:,} readings of {sensors:,} sensors in batches of {batch_size:,}: "
+          f"{n / seconds:,.0f} readings/s into history + state (+ rollups where the store has them)")  # fmt: skip
+    store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=200_000_000)
@@ -208,7 +238,18 @@ def main() -> None:
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the DuckDB file goes")
     parser.add_argument("--memory-limit", default="8GB", help="DuckDB's memory_limit (a shared machine)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    parser.add_argument("--ingest", type=int, metavar="BATCHES", help="measure append_readings of live batches only")
+    parser.add_argument("--sensors", type=int, default=1000, help="(--ingest) sensors")
+    parser.add_argument("--batch", type=int, default=20_000, help="(--ingest) readings a batch (the flush size)")
+    parser.add_argument("--code", help="(--ingest) the tree to import cim from")
     args = parser.parse_args()
+    if args.ingest:
+        folder = Path(tempfile.mkdtemp(prefix="cim-ingest-", dir=args.dir))
+        try:
+            ingest(args.ingest, args.sensors, args.batch, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
 
     meters = max(args.readings // SLOTS, 1)
     day = (datetime.now(UTC) - timedelta(days=1)).date()  # yesterday: inside the raw retention

@@ -20,19 +20,8 @@ from cim.errors import CimError, Conflict, InvalidInput, NotFound, StoreError, S
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, BBox, ClosedOnExit, Store
-from cim.store.history import (
-    HIGHEST,
-    LOWEST,
-    MAX_SERIES_POINTS,
-    RETENTION_KEYS,
-    ROLLUP_OF,
-    ROLLUPS,
-    Retention,
-    SeriesPoint,
-    check_window,
-    floor_to,
-    instant_sql,
-)
+from cim.store.history import instant_sql
+from cim.store.history_queries import HistoryQueries
 from cim.store.migrations import Database, Upgrade
 from cim.store.sql import Dialect
 
@@ -58,20 +47,11 @@ ALERTS_SCHEMA = pa.schema(
     ]
 )
 _ALERT_COLUMNS = ", ".join(ALERTS_SCHEMA.names)
-#: A series' aggregates of raw readings, and of rollup rows (counts as BIGINT: a sum of them is wider in both).
-RAW_AGGREGATES = (
-    "count(*) AS n, count(value) AS n_values, min(value) AS min_value, max(value) AS max_value, "
-    "coalesce(sum(value), 0) AS sum_value"
-)
-ROLLUP_AGGREGATES = (
-    f"CAST(sum(n) AS BIGINT) AS n, CAST(sum(n_values) AS BIGINT) AS n_values, min({LOWEST}) AS min_value, "
-    f"max({HIGHEST}) AS max_value, sum(sum_value) AS sum_value"
-)
 #: The ``cim_meta`` key counting committed asset writes.
 _VERSION_KEY = "assets_version"
 
 
-class SqlStore(ClosedOnExit, ABC):
+class SqlStore(ClosedOnExit, HistoryQueries, ABC):
     """Shared implementation of :class:`cim.store.base.Store` over a SQL connection."""
 
     dialect: Dialect
@@ -334,86 +314,6 @@ class SqlStore(ClosedOnExit, ABC):
             sql += f" LIMIT {int(limit)}"
         return list(_readings(self._fetch(sql, where.params)))
 
-    def reading_series(
-        self,
-        sensor_ids: Sequence[str] | None,
-        *,
-        start: datetime,
-        end: datetime,
-        step: str | None = None,
-        area: str | None = None,
-        per_sensor: bool = False,
-    ) -> list[SeriesPoint]:
-        chosen = check_window(start, end, step)
-        clauses: list[str] = []
-        params: list[Any] = []
-        if sensor_ids is not None:
-            if not sensor_ids:
-                return []
-            where = self.dialect.key_in("sensor_id", list(dict.fromkeys(sensor_ids)))
-            clauses.append(where.sql)
-            params += where.params
-        if area is not None:
-            from cim.store.areas import asset_areas  # areas imports this module
-
-            p = self.dialect.param
-            clauses.append(
-                f"sensor_id IN (SELECT id FROM {asset_areas(self)} WHERE district = {p} OR street = {p} "
-                f"OR grid_cell = {p})"
-            )
-            params += [area] * 3
-        if chosen == "raw":
-            source, column, aggregates = "readings", "time", RAW_AGGREGATES
-        else:
-            source, column, aggregates = ROLLUP_OF[chosen].table, "bucket", ROLLUP_AGGREGATES
-        clauses += [f"{column} >= {instant_sql(floor_to(start, chosen))}", f"{column} < {instant_sql(end)}"]
-        keys = f"{column}, sensor_id" if per_sensor else column
-        rows = self._fetch(
-            f"SELECT {column} AS bucket, {'sensor_id, ' if per_sensor else ''}{aggregates} FROM {source} "
-            f"WHERE {' AND '.join(clauses)} GROUP BY {keys} ORDER BY {keys} LIMIT {MAX_SERIES_POINTS + 1}",
-            params,
-        ).to_pylist()
-        if len(rows) > MAX_SERIES_POINTS:
-            raise InvalidInput(
-                f"series from {start.isoformat()} to {end.isoformat()} in steps of {chosen}",
-                f"has more than {MAX_SERIES_POINTS:,} points: choose fewer sensors, a shorter window or a coarser step",
-            )
-        return [_series_point(row) for row in rows]
-
-    def apply_retention(self, now: datetime) -> dict[str, int]:
-        cutoffs = self.retention().cutoffs(now)
-        dropped: dict[str, int] = {}
-        with self._changing("dropping history past its retention"):
-            if "readings" in cutoffs:
-                dropped.update(self._drop_raw_before(cutoffs["readings"]))
-            for rollup in ROLLUPS:
-                if rollup.table in cutoffs:
-                    cutoff = instant_sql(cutoffs[rollup.table])
-                    dropped[rollup.table] = max(self._execute(f"DELETE FROM {rollup.table} WHERE bucket < {cutoff}"), 0)
-        return dropped
-
-    def retention(self) -> Retention:
-        """How long this store keeps each level of history (``retention.*`` in ``cim_meta``; the defaults of
-        :class:`~cim.store.history.Retention` where unset)."""
-        keys = list(RETENTION_KEYS.values())
-        rows = self._fetch(
-            f"SELECT key, value FROM cim_meta WHERE key IN ({', '.join([self.dialect.param] * len(keys))})", keys
-        ).to_pylist()
-        stored = {row["key"]: row["value"] for row in rows}
-        given = {
-            name: None if stored[key] == "forever" else int(stored[key])
-            for name, key in RETENTION_KEYS.items()
-            if key in stored
-        }
-        return Retention(**given)
-
-    def set_retention(self, retention: Retention) -> None:
-        """Keep each level of history as long as ``retention`` says, from the next :meth:`apply_retention` on."""
-        with self._changing("setting the history's retention"):
-            for name, key in RETENTION_KEYS.items():
-                days = getattr(retention, name)
-                self._set_meta(key, "forever" if days is None else str(days))
-
     def load_history(self, tables: Iterable[pa.Table]) -> int:
         """The bulk path: Arrow tables of readings (:data:`READINGS_SCHEMA`'s columns; the value and status may be
         null) appended as they are, one transaction each, through the same code as :meth:`append_readings` —
@@ -521,21 +421,6 @@ def as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def _readings(table: pa.Table) -> Iterator[Reading]:
     for row in as_schema(table, READINGS_SCHEMA).to_pylist():
         yield Reading(**row)
-
-
-def _series_point(row: dict[str, Any]) -> SeriesPoint:
-    n_values = int(row["n_values"] or 0)
-    total = float(row["sum_value"] or 0.0)
-    return SeriesPoint(
-        bucket=row["bucket"].astimezone(UTC),
-        n=int(row["n"]),
-        n_values=n_values,
-        min=row["min_value"],
-        mean=total / n_values if n_values else None,
-        max=row["max_value"],
-        sum=total,
-        sensor_id=row.get("sensor_id"),
-    )
 
 
 def _first_line(exc: BaseException) -> str:
