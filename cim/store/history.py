@@ -225,6 +225,18 @@ def floor_to(t: datetime, step: Step) -> datetime:
     return t
 
 
+def text_sql(text: str) -> str:
+    """A string as an SQL literal both stores read (quotes doubled), for the same reason as :func:`instant_sql`;
+    never given text with a NUL.
+
+    >>> text_sql("O'Brien St")
+    "'O''Brien St'"
+    """
+    if "\x00" in text:
+        raise InvalidInput("text", "holds a NUL character")
+    return "'" + text.replace("'", "''") + "'"
+
+
 def instant_sql(t: datetime) -> str:
     """A time as a TIMESTAMPTZ literal both stores read. Times a query compares with are spelled as literals, not
     parameters: DuckDB plans a prepared statement before it sees its parameters and then cannot prune row groups
