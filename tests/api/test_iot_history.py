@@ -13,7 +13,7 @@ from shapely.geometry import Point, box
 from cim.iot import sensor_asset
 from cim.model import Asset, AssetBatch, Kind, Reading
 from cim.store import Store
-from tests.iot.conftest import build_app, declare_sensors
+from tests.iot.conftest import build_app, declare_sensors, eventually, running
 
 HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
 
@@ -97,3 +97,22 @@ def test_a_hostile_series_is_a_400_naming_the_problem(client: TestClient, params
 def test_an_unknown_step_is_refused(client: TestClient) -> None:
     answer = client.get("/iot/series", params={"area": "PD", "step": "5m"})
     assert answer.status_code in (400, 422) and "step" in answer.text
+
+
+@pytest.mark.anyio
+async def test_the_iot_service_drops_history_past_its_retention_from_its_housekeeping(store: Store) -> None:
+    declare_sensors(store)
+    old = datetime.now(UTC) - timedelta(days=40)
+    store.append_readings([Reading(sensor_id="wl-1", time=old, value=0.5)])
+    async with running(store, retention_interval=0.1) as iot:
+        await eventually(lambda: store.readings("wl-1") == [])
+        again = await iot.apply_retention()  # nothing left to drop
+        assert (
+            again["readings"]
+            == again["readings_1m"]
+            == again["readings_1h"]
+            == again.get("readings_partitions", 0)
+            == 0
+        )
+    hourly = store.reading_series(["wl-1"], start=old - timedelta(hours=1), end=old + timedelta(hours=1), step="1h")
+    assert [p.sum for p in hourly] == [0.5]  # the hour rollup stays two years
