@@ -27,8 +27,11 @@ DEFAULT_PARTITION = "readings_default"
 
 
 def partition_name(day: date) -> str:
-    """>>> partition_name(date(2026, 5, 1))
-    'readings_p20260501'"""
+    """The name of the partition of ``day``.
+
+    >>> partition_name(date(2026, 5, 1))
+    'readings_p20260501'
+    """
     return f"readings_p{day:%Y%m%d}"
 
 
@@ -101,7 +104,9 @@ def drop_partitions_before(con: psycopg.Connection[Any], cutoff: datetime) -> tu
 
 
 def _literal(day: date) -> str:
-    """>>> _literal(date(2026, 5, 1))
+    """The start of ``day`` as a TIMESTAMPTZ literal (DDL takes no parameters).
+
+    >>> _literal(date(2026, 5, 1))
     "'2026-05-01 00:00:00+00'"
     """
     return f"'{day:%Y-%m-%d} 00:00:00+00'"
