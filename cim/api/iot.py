@@ -13,11 +13,13 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect, WebSocketException, status
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from cim.api.deps import ResourcesDep, json_body, require_write_token
 from cim.api.schemas import (
@@ -28,10 +30,12 @@ from cim.api.schemas import (
     SensorReadingsOut,
     errors,
 )
-from cim.errors import InvalidInput
+from cim.errors import InvalidInput, NotFound
 from cim.iot.live import alert_dict
 from cim.iot.service import IotService
 from cim.model import Reading
+from cim.store.areas import area_tree
+from cim.store.history import check_window
 
 #: The most readings one POST may carry.
 MAX_POST_READINGS = 10_000
@@ -155,17 +159,97 @@ async def get_readings(
         str | None, Query(alias="to", description="RFC 3339, exclusive", json_schema_extra=INSTANT)
     ] = None,
     limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    order: Annotated[
+        Literal["desc", "asc"], Query(description="desc: newest first (the default); asc: oldest first")
+    ] = "desc",
 ) -> dict[str, Any]:
-    """A sensor's history in time order."""
+    """A sensor's raw history, newest first unless ``order=asc``; ``limit`` keeps the first of that order. Older
+    history is in the rollups: ``GET /iot/series``."""
     start = parse_instant(since, what="from") if since is not None else None
     end = parse_instant(until, what="to") if until is not None else None
     sensor = iot.sensor(sensor_id)
-    readings = await iot.readings(sensor_id, start=start, end=end, limit=limit)
+    readings = await iot.readings(sensor_id, start=start, end=end, limit=limit, newest_first=order == "desc")
     return {
         "sensor_id": sensor_id,
         "quantity": sensor.quantity,
         "unit": sensor.unit,
         "readings": [reading_out(r) for r in readings],
+    }
+
+
+class SeriesPointOut(BaseModel):
+    bucket: str = Field(description="the bucket's start (RFC 3339, UTC); for step raw the reading's time")
+    n: int = Field(description="readings in the bucket, status-only ones included")
+    n_values: int = Field(description="readings with a value")
+    min: float | None
+    mean: float | None = Field(description="sum / n_values; null when no reading had a value")
+    max: float | None
+    sum: float = Field(description="the sum of the values (a district's consumption)")
+    sensor_id: str | None = Field(None, description="the sensor, with per_sensor=true")
+
+
+class SeriesOut(BaseModel):
+    step: str = Field(description="the source read: raw, 1m, 1h or 1d")
+    start: str
+    end: str
+    sensor_ids: list[str] | None
+    area: str | None
+    per_sensor: bool
+    points: list[SeriesPointOut]
+
+
+#: The most sensors one series request may name.
+MAX_SERIES_SENSORS = 1_000
+#: The window of a series when ``from`` is not given: the day before ``to``.
+DEFAULT_SERIES_WINDOW = timedelta(days=1)
+
+
+@routes.get("/iot/series", tags=["iot"], response_model=SeriesOut, responses=errors(400, 404))
+async def get_series(
+    iot: Iot,
+    sensor_ids: Annotated[
+        list[str] | None, Query(alias="sensor_id", description="a sensor (repeat the parameter for several)")
+    ] = None,
+    area: Annotated[
+        str | None, Query(description="a district, street or grid cell code: its sensors, summed", min_length=1)
+    ] = None,
+    since: Annotated[
+        str | None,
+        Query(alias="from", description="RFC 3339, inclusive; default: a day before to", json_schema_extra=INSTANT),
+    ] = None,
+    until: Annotated[
+        str | None, Query(alias="to", description="RFC 3339, exclusive; default: now", json_schema_extra=INSTANT)
+    ] = None,
+    step: Annotated[
+        Literal["raw", "1m", "1h", "1d"] | None,
+        Query(description="the bucket; default by the window: raw ≤ 6 h, 1m ≤ 3 days, 1h ≤ 120 days, else 1d"),
+    ] = None,
+    per_sensor: Annotated[bool, Query(description="one series per sensor instead of their sum")] = False,
+) -> dict[str, Any]:
+    """Min, mean, max, sum and count of readings per bucket, from the rollup that fits the window: of the named
+    sensors, or of every sensor in an area, summed over them or (``per_sensor``) one series each."""
+    if not sensor_ids and area is None:
+        raise InvalidInput("series", "name sensors (sensor_id=…, repeatable) or an area (area=<code>)")
+    if sensor_ids is not None and len(sensor_ids) > MAX_SERIES_SENSORS:
+        raise InvalidInput("sensor_id", f"at most {MAX_SERIES_SENSORS:,} sensors, got {len(sensor_ids):,}")
+    for sensor_id in sensor_ids or ():
+        iot.sensor(sensor_id)  # NotFound: 404
+    end = parse_instant(until, what="to") if until is not None else datetime.now(UTC)
+    start = parse_instant(since, what="from") if since is not None else end - DEFAULT_SERIES_WINDOW
+    if area is not None and area not in await run_in_threadpool(area_tree, iot.store):
+        raise NotFound(f"area {area[:100]!r}", "is no district, street or grid cell code of the store")
+    chosen = check_window(start, end, step)  # InvalidInput before the store is asked
+    points = await run_in_threadpool(
+        iot.store.reading_series, sensor_ids, start=start, end=end, step=chosen, area=area, per_sensor=per_sensor
+    )
+    return {
+        "step": chosen,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "sensor_ids": sensor_ids,
+        "area": area,
+        "per_sensor": per_sensor,
+        "points": [p.to_dict() for p in points],
     }
 
 

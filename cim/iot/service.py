@@ -76,6 +76,7 @@ class IotOptions:
     max_age: timedelta = MAX_AGE  # readings stamped further in the past are dropped (too_old)
     stale_check_interval: float = 1.0
     sensor_refresh_interval: float = 30.0
+    retention_interval: float = 3600.0  # how often the history past its retention is dropped (Store.apply_retention)
     live_min_interval: float = 0.05
     min_backoff: float = RECONNECT_MIN  # MQTT reconnection
     max_backoff: float = RECONNECT_MAX
@@ -373,6 +374,7 @@ class IotService:
 
     async def _housekeeping_loop(self) -> None:
         last_refresh = clock.monotonic()
+        last_retention = clock.monotonic()  # first after one interval: a short run leaves old history alone
         while True:
             await asyncio.sleep(self.options.stale_check_interval)
             for alert in self.engine.check_stale(datetime.now(UTC), started=self._started_at):
@@ -383,6 +385,21 @@ class IotService:
                     await self.reload_sensors()
                 except CimError as exc:
                     log.error("cannot reload sensors: %s", exc)
+            if clock.monotonic() - last_retention >= self.options.retention_interval:
+                last_retention = clock.monotonic()
+                await self.apply_retention()
+
+    async def apply_retention(self) -> dict[str, int]:
+        """Drop the history past the store's retention (what went, per table); a failure is logged, not raised: the
+        next hour tries again."""
+        try:
+            dropped = await self._in_store(self.store.apply_retention, datetime.now(UTC))
+        except CimError as exc:
+            log.error("cannot apply the history's retention: %s", exc)
+            return {}
+        if any(dropped.values()):
+            log.info("history retention dropped %s", ", ".join(f"{n:,} {what}" for what, n in dropped.items() if n))
+        return dropped
 
     async def _in_store(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -401,17 +418,27 @@ class IotService:
             raise NotFound(f"sensor {sensor_id!r}", "is not a sensor asset in the store") from None
 
     async def readings(
-        self, sensor_id: str, *, start: datetime | None = None, end: datetime | None = None, limit: int | None = None
+        self,
+        sensor_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
     ) -> list[Reading]:
-        """A sensor's history in time order: the store's and what is still buffered."""
+        """A sensor's history, newest first unless ``newest_first=False``: the store's and what is still buffered
+        (the first ``limit`` of each, merged in that order and cut to ``limit``)."""
         self.sensor(sensor_id)
         buffered = [
             r
             for r in (*self._flushing, *self._pending, *self._unspooled)
             if r.sensor_id == sensor_id and (start is None or r.time >= start) and (end is None or r.time < end)
         ]
-        stored = await self._in_store(self.store.readings, sensor_id, start=start, end=end, limit=limit)
-        merged = sorted({(r.time, r.value, r.status): r for r in (*stored, *buffered)}.values(), key=lambda r: r.time)
+        stored = await self._in_store(
+            self.store.readings, sensor_id, start=start, end=end, limit=limit, newest_first=newest_first
+        )
+        unique = {(r.time, r.value, r.status): r for r in (*stored, *buffered)}.values()
+        merged = sorted(unique, key=lambda r: r.time, reverse=newest_first)
         return merged[:limit] if limit is not None else merged
 
     def open_alerts(self) -> list[Alert]:

@@ -16,6 +16,7 @@ from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
+from cim.store.history import SeriesPoint
 from cim.store.schema import FILTERABLE_COLUMNS
 
 Scalar = str | int | float | bool
@@ -132,13 +133,43 @@ class Store(Protocol):
 
     # --- sensors ---
     def append_readings(self, readings: Sequence[Reading]) -> int:
-        """Append readings to the history and move each sensor's latest state forward, in one transaction."""
+        """Append readings to the history, move each sensor's latest state forward and merge them into the minute,
+        hour and day rollups, in one transaction."""
         ...
 
     def readings(
-        self, sensor_id: str, *, start: datetime | None = None, end: datetime | None = None, limit: int | None = None
+        self,
+        sensor_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
     ) -> list[Reading]:
-        """A sensor's history in time order, ``start`` inclusive, ``end`` exclusive."""
+        """A sensor's raw history, newest first (``newest_first=False``: oldest first), ``start`` inclusive, ``end``
+        exclusive; ``limit`` keeps the first of that order."""
+        ...
+
+    def reading_series(
+        self,
+        sensor_ids: Sequence[str] | None,
+        *,
+        start: datetime,
+        end: datetime,
+        step: str | None = None,
+        area: str | None = None,
+        per_sensor: bool = False,
+    ) -> list[SeriesPoint]:
+        """The readings of the sensors (None: every sensor) that are in ``area`` (a district, street or grid cell
+        code; None: anywhere) in buckets of ``step`` ("raw", "1m", "1h", "1d"; None picks by the window, see
+        :func:`cim.store.history.pick_step`) overlapping [start, end), oldest first: summed over the selection, or
+        one series per sensor when ``per_sensor``. An empty window, an unknown step or too many buckets is
+        :class:`~cim.errors.InvalidInput`."""
+        ...
+
+    def apply_retention(self, now: datetime) -> dict[str, int]:
+        """Drop the history older than the store's retention (:class:`~cim.store.history.Retention`) allows, as of
+        ``now``: what went, per table."""
         ...
 
     def latest_states(self, sensor_ids: Sequence[str] | None = None) -> dict[str, Reading]:

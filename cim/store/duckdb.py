@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.model import AssetBatch
 from cim.model.schema import COLUMN_NAMES
 from cim.store.base import BBox
+from cim.store.history import MERGED, ROLLUP_COLUMNS, ROLLUPS, instant_sql
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
 from cim.store.schema import BBOX_COLUMNS
 from cim.store.sql import Dialect, Where, bbox_clause
@@ -334,8 +336,52 @@ class DuckDBStore(SqlStore):
                 "ON CONFLICT (sensor_id) DO UPDATE SET time = excluded.time, value = excluded.value, "
                 "status = excluded.status WHERE excluded.time >= sensor_state.time"
             )
+            self._merge_rollups()
         finally:
             self._con.unregister("cim_readings")
+
+    def _merge_rollups(self) -> None:
+        """The batch's minute aggregates, the hours' from those and the days' from those (a batch of fast sensors
+        shrinks at each level), each merged into its rollup: rows already there updated, new ones inserted.
+
+        The rollups have no key index (see the schema step), so each merge is a join with the rollup, and a join
+        reads the whole rollup unless told where to look: both statements name the batch's range of buckets and of
+        sensor ids as constants, which DuckDB checks against each row group's zone maps. A live batch touches the
+        newest buckets (the rollups are in time order), a bulk load a block of sensors; without the ranges a load
+        of 200M readings slowed batch by batch as its minute rollup grew. New rows go in in (bucket, sensor)
+        order, which also compresses better than a MERGE's hash order (2M metered readings: 7.9 → 7.0 bytes a
+        reading)."""
+        source = "cim_readings"
+        for rollup in ROLLUPS:
+            stage = f"cim_agg_{rollup.step}"
+            select = rollup.aggregate_sql(source) if source == "cim_readings" else rollup.reaggregate_sql(source)
+            self._con.execute(f"CREATE OR REPLACE TEMP TABLE {stage} AS {select}")
+            first, last, low, high = self._con.execute(
+                f"SELECT min(bucket), max(bucket), min(sensor_id), max(sensor_id) FROM {stage}"
+            ).fetchone() or (None, None, None, None)
+            if first is None:
+                break  # an empty batch
+            where = f"r.bucket BETWEEN {instant_sql(first)} AND {instant_sql(last)}"
+            if "\x00" not in low + high:
+                where += f" AND r.sensor_id BETWEEN {_literal(low)} AND {_literal(high)}"
+            merged = ", ".join(f"{c} = {e.format(t='r', a='a')}" for c, e in MERGED.items())
+            self._con.execute(
+                f"UPDATE {rollup.table} r SET {merged} FROM {stage} a "
+                f"WHERE r.sensor_id = a.sensor_id AND r.bucket = a.bucket AND {where}"
+            )
+            self._con.execute(
+                f"INSERT INTO {rollup.table} SELECT {', '.join(f'a.{c}' for c in ROLLUP_COLUMNS)} FROM {stage} a "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {rollup.table} r WHERE r.sensor_id = a.sensor_id "
+                f"AND r.bucket = a.bucket AND {where}) ORDER BY a.bucket, a.sensor_id"
+            )
+            source = stage
+        for rollup in ROLLUPS:
+            self._con.execute(f"DROP TABLE IF EXISTS cim_agg_{rollup.step}")
+
+    def _drop_raw_before(self, cutoff: datetime) -> dict[str, int]:
+        # one table (no partitions in DuckDB): a delete, which the zone maps on time keep to the old row groups;
+        # their space is reused by later inserts and given back to the file system by none (DuckDB does not shrink)
+        return {"readings": max(self._execute(f"DELETE FROM readings WHERE time < {instant_sql(cutoff)}"), 0)}
 
     def _is_conflict(self, exc: BaseException) -> bool:
         return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()

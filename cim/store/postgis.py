@@ -16,8 +16,9 @@ from __future__ import annotations
 import io
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,10 +31,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput, StoreTimeout, StoreUnavailable
-from cim.model import AssetBatch
+from cim.model import AssetBatch, Reading
 from cim.model.schema import ASSET_COLUMNS, COLUMN_NAMES
 from cim.store.base import BBox
+from cim.store.history import MERGED, ROLLUPS
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, pending
+from cim.store.partitions import days_of, drop_partitions_before, make_partitions, wanted_days
 from cim.store.schema import BBOX_COLUMNS
 from cim.store.sql import Dialect, Where
 from cim.store.sqlstore import SqlStore
@@ -128,6 +131,8 @@ class PostGISStore(SqlStore):
         self.read_timeout_s = read_timeout_s
         self.dialect = PostGISDialect()
         self._local = threading.local()  # the connection of the change this thread is in, if any
+        self._partition_days: set[date] = set()  # days of readings partitions known to exist (cim.store.partitions)
+        self._raw_days: tuple[date, int] | None = None  # (when read, the raw retention in days)
         con = self._connect()  # once directly: a database that is down or lacks PostGIS gets a clear message now
         try:
             self.schema_upgrade = self._migrate(con, migrations, upgrade=upgrade)
@@ -282,6 +287,7 @@ class PostGISStore(SqlStore):
 
     def _load_readings(self, table: pa.Table) -> None:
         con = self._local.con
+        self._ensure_partitions(con, table)
         con.execute("CREATE TEMP TABLE IF NOT EXISTS cim_stage_readings (LIKE readings) ON COMMIT DELETE ROWS")
         columns = "sensor_id, time, value, status"
         with con.cursor().copy(f"COPY cim_stage_readings ({columns}) FROM STDIN (FORMAT csv)") as copy:
@@ -302,7 +308,53 @@ class PostGISStore(SqlStore):
             "ON CONFLICT (sensor_id) DO UPDATE SET time = excluded.time, value = excluded.value, "
             "status = excluded.status WHERE excluded.time >= sensor_state.time"
         )
+        for rollup in ROLLUPS:
+            # in key order: two processes merging overlapping batches lock the rows in the same order, no deadlock
+            merged = ", ".join(f"{c} = {e.format(t=rollup.table, a='excluded')}" for c, e in MERGED.items())
+            con.execute(
+                f"INSERT INTO {rollup.table} SELECT * FROM ({rollup.aggregate_sql('cim_stage_readings')}) a "
+                f"ORDER BY sensor_id, bucket ON CONFLICT (sensor_id, bucket) DO UPDATE SET {merged}"
+            )
         con.execute("TRUNCATE cim_stage_readings")
+
+    def _ensure_partitions(self, con: psycopg.Connection[Any], table: pa.Table) -> None:
+        """The day partitions the batch needs (:mod:`cim.store.partitions`); a set lookup when they are known."""
+        now = datetime.now(UTC)
+        if self._raw_days is None or now.date() != self._raw_days[0]:
+            raw_days = self.retention().raw_days or 36_500
+            self._raw_days = (now.date(), raw_days)
+        oldest = now.date() - timedelta(days=self._raw_days[1])
+        wanted = wanted_days(days_of(table), today=now.date(), oldest=oldest)
+        if wanted <= self._partition_days:
+            return
+        have = make_partitions(con, wanted, lock_key=f"cim-partitions:{self.schema}")
+        self._local.partition_days = have  # known once the transaction commits (append_readings)
+
+    def append_readings(self, readings: Sequence[Reading]) -> int:
+        return self._known_after(super().append_readings, readings)
+
+    def load_history(self, tables: Iterable[pa.Table]) -> int:
+        return self._known_after(super().load_history, tables)
+
+    def _known_after(self, write: Callable[[Any], int], arg: Any) -> int:
+        """Run ``write``; the partitions its transactions made become known once they committed."""
+        self._local.partition_days = None
+        try:
+            written = write(arg)
+        except BaseException:
+            self._local.partition_days = None
+            raise
+        made: set[date] | None = self._local.partition_days
+        if made is not None:
+            self._partition_days = self._partition_days | made
+        self._local.partition_days = None
+        return written
+
+    def _drop_raw_before(self, cutoff: datetime) -> dict[str, int]:
+        dropped, have = drop_partitions_before(self._local.con, cutoff)
+        self._partition_days = self._partition_days & have
+        self._raw_days = None  # read again: the retention may have been changed meanwhile
+        return dropped
 
     def optimize(self) -> None:
         """Order the table by its GiST index and refresh the planner's statistics."""

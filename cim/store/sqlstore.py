@@ -21,6 +21,8 @@ from cim.errors import CimError, Conflict, InvalidInput, NotFound, StoreError, S
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, BBox, ClosedOnExit, Store
+from cim.store.history import instant_sql
+from cim.store.history_queries import HistoryQueries
 from cim.store.migrations import Database, Upgrade
 from cim.store.sql import Dialect
 
@@ -56,7 +58,7 @@ _ALERT_SELECT = ", ".join(
 _VERSION_KEY = "assets_version"
 
 
-class SqlStore(ClosedOnExit, ABC):
+class SqlStore(ClosedOnExit, HistoryQueries, ABC):
     """Shared implementation of :class:`cim.store.base.Store` over a SQL connection."""
 
     dialect: Dialect
@@ -90,7 +92,13 @@ class SqlStore(ClosedOnExit, ABC):
 
     @abstractmethod
     def _load_readings(self, table: pa.Table) -> None:
-        """Append readings (READINGS_SCHEMA) and move the latest state forward (inside a transaction)."""
+        """Append readings (READINGS_SCHEMA), move the latest state forward and merge the readings' aggregates into
+        the rollups (:mod:`cim.store.history`), inside a transaction."""
+
+    @abstractmethod
+    def _drop_raw_before(self, cutoff: datetime) -> dict[str, int]:
+        """Inside a transaction: drop the raw readings older than ``cutoff`` (a UTC midnight); what went, per
+        table (or partitions)."""
 
     @abstractmethod
     def optimize(self) -> None: ...
@@ -293,22 +301,40 @@ class SqlStore(ClosedOnExit, ABC):
         return (row["w"], row["s"], row["e"], row["n"])
 
     def readings(
-        self, sensor_id: str, *, start: datetime | None = None, end: datetime | None = None, limit: int | None = None
+        self,
+        sensor_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+        newest_first: bool = True,
     ) -> list[Reading]:
-        p = self.dialect.param
-        sql = f"SELECT sensor_id, time, value, status FROM readings WHERE sensor_id = {p}"
-        params: list[Any] = [sensor_id]
+        # the sensor and the times as literals: DuckDB then prunes row groups by their zone maps (history.instant_sql)
+        where = self.dialect.key_in("sensor_id", [sensor_id])
+        sql = f"SELECT sensor_id, time, value, status FROM readings WHERE {where.sql}"
         if start is not None:
-            sql += f" AND time >= {p}"
-            params.append(start)
+            sql += f" AND time >= {instant_sql(start)}"
         if end is not None:
-            sql += f" AND time < {p}"
-            params.append(end)
-        sql += " ORDER BY time"
+            sql += f" AND time < {instant_sql(end)}"
+        sql += " ORDER BY time DESC" if newest_first else " ORDER BY time"
         if limit is not None:
-            sql += f" LIMIT {p}"
-            params.append(limit)
-        return list(_readings(self._fetch(sql, params)))
+            sql += f" LIMIT {int(limit)}"
+        return list(_readings(self._fetch(sql, where.params)))
+
+    def load_history(self, tables: Iterable[pa.Table]) -> int:
+        """The bulk path: Arrow tables of readings (:data:`READINGS_SCHEMA`'s columns; the value and status may be
+        null) appended as they are, one transaction each, through the same code as :meth:`append_readings` —
+        history, latest state and rollups — without a Python object per reading. Returns the readings written.
+        A table in (sensor_id, time) order is best: DuckDB's zone maps then find one sensor's rows."""
+        written = 0
+        for table in tables:
+            if not table.num_rows:
+                continue
+            table = as_schema(table, READINGS_SCHEMA)
+            with self._changing(f"loading {table.num_rows} readings"):
+                self._load_readings(table)
+            written += table.num_rows
+        return written
 
     def latest_states(self, sensor_ids: Sequence[str] | None = None) -> dict[str, Reading]:
         sql = "SELECT sensor_id, time, value, status FROM sensor_state"

@@ -46,7 +46,7 @@ async def test_a_published_reading_becomes_latest_state_and_history(store: Store
         await eventually(lambda: iot.stored == 3)
         assert iot.latest["wl-1"].value == pytest.approx(0.6)
         assert iot.latest["wl-1"].time == t0 + timedelta(seconds=2)
-    assert [r.value for r in store.readings("wl-1")] == pytest.approx([0.4, 0.5, 0.6])
+    assert [r.value for r in store.readings("wl-1", newest_first=False)] == pytest.approx([0.4, 0.5, 0.6])
     assert store.latest_states()["wl-1"].value == pytest.approx(0.6)
 
 

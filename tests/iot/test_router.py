@@ -47,7 +47,9 @@ def test_a_posted_batch_is_history_and_bad_items_are_counted(client: TestClient)
     assert answer.json()["accepted"] == 5 and answer.json()["dropped"] == {"wrong_type": 1, "unknown_sensor": 1}
     window = {"from": (T0 + timedelta(minutes=1)).isoformat(), "to": (T0 + timedelta(minutes=3)).isoformat()}
     history = client.get("/iot/sensors/wl-1/readings", params=window).json()
-    assert history["unit"] == "m" and [r["value"] for r in history["readings"]] == pytest.approx([0.1, 0.2])
+    assert history["unit"] == "m" and [r["value"] for r in history["readings"]] == pytest.approx([0.2, 0.1])
+    oldest_first = client.get("/iot/sensors/wl-1/readings", params={**window, "order": "asc"}).json()
+    assert [r["value"] for r in oldest_first["readings"]] == pytest.approx([0.1, 0.2])
     stats = client.get("/iot/stats").json()
     assert stats["accepted"] == 5 and stats["dropped"] == {"unknown_sensor": 1, "wrong_type": 1}
 

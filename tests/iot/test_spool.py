@@ -38,7 +38,7 @@ async def test_what_the_spool_holds_at_start_is_written_to_the_store(tmp_path: P
         async with running(store, spool=spool_path) as iot:
             assert iot.stats()["spool_depth"] == 0 and iot.stored == 5
             assert iot.latest["wl-1"].value == 4.0  # the replayed readings are the latest state
-        assert [r.value for r in store.readings("wl-1")] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert [r.value for r in store.readings("wl-1", newest_first=False)] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 async def test_a_post_past_the_backlog_bound_is_refused_with_503_and_nothing_is_dropped(tmp_path: Path) -> None:

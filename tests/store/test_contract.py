@@ -230,7 +230,11 @@ def test_readings_history_and_latest_state(store: Store) -> None:
     assert latest["s1"].value == 4.0 and latest["s1"].time == t0 + timedelta(minutes=4)
     assert latest["s2"].status == "fault" and latest["s2"].value is None
     window = store.readings("s1", start=t0 + timedelta(minutes=1), end=t0 + timedelta(minutes=3))
-    assert [r.value for r in window] == [1.0, 2.0]
+    assert [r.value for r in window] == [2.0, 1.0]  # newest first
+    oldest_first = store.readings(
+        "s1", start=t0 + timedelta(minutes=1), end=t0 + timedelta(minutes=3), newest_first=False
+    )
+    assert [r.value for r in oldest_first] == [1.0, 2.0]
     assert len(store.readings("s1")) == 6
     assert list(store.latest_states(["s2", "zz"])) == ["s2"]
 

@@ -87,7 +87,7 @@ def assert_the_fixture_data_is_all_there(store: SqlStore) -> None:
         "p1",
         "s1",
     ]
-    assert [r.value for r in store.readings("s1")] == [0.0, 1.0, 2.0]
+    assert [r.value for r in store.readings("s1", newest_first=False)] == [0.0, 1.0, 2.0]
     assert store.latest_states(["s1"])["s1"].time == datetime(2026, 1, 1, 2, tzinfo=UTC)
     assert [(a.id, a.message) for a in store.alerts(open=True)] == [("a1", "high")]
     assert store.select("SELECT id FROM fixture_lifts").column("id").to_pylist() == ["lift-1"]
