@@ -295,12 +295,14 @@ class PostGISStore(SqlStore):
                 copy.write(chunk)
         # each reading once per (sensor, time): a QoS-1 redelivery or a spool replay after a crash is left out by the
         # anti-join on readings_sensor_time (Mosquitto redelivers to the same session, so one server holds a message
-        # at a time); ON CONFLICT covers a unique index where the schema has one. Cost (bench/iot_bench.py --only
-        # dedupe, 20,000-reading batches into 2M, a busy 2-core machine): plain INSERT 5-7 µs a reading, this 8-9.5
+        # at a time), and two servers racing by its unique index (ON CONFLICT). Cost (bench/iot_bench.py --only
+        # dedupe, 20,000-reading batches into 2M, a busy 2-core machine): plain INSERT 5-7 µs a reading, this 8-9.5.
+        # The rollups take the rows really inserted (RETURNING), so a duplicate is not counted in them either.
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS cim_added_readings (LIKE readings) ON COMMIT DELETE ROWS")
         con.execute(
-            "INSERT INTO readings SELECT DISTINCT ON (sensor_id, time) * FROM cim_stage_readings s "
+            "WITH added AS (INSERT INTO readings SELECT DISTINCT ON (sensor_id, time) * FROM cim_stage_readings s "
             "WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE r.sensor_id = s.sensor_id AND r.time = s.time) "
-            "ON CONFLICT DO NOTHING"
+            "ON CONFLICT DO NOTHING RETURNING *) INSERT INTO cim_added_readings SELECT * FROM added"
         )
         con.execute(
             "INSERT INTO sensor_state SELECT DISTINCT ON (sensor_id) sensor_id, time, value, status "
@@ -312,10 +314,10 @@ class PostGISStore(SqlStore):
             # in key order: two processes merging overlapping batches lock the rows in the same order, no deadlock
             merged = ", ".join(f"{c} = {e.format(t=rollup.table, a='excluded')}" for c, e in MERGED.items())
             con.execute(
-                f"INSERT INTO {rollup.table} SELECT * FROM ({rollup.aggregate_sql('cim_stage_readings')}) a "
+                f"INSERT INTO {rollup.table} SELECT * FROM ({rollup.aggregate_sql('cim_added_readings')}) a "
                 f"ORDER BY sensor_id, bucket ON CONFLICT (sensor_id, bucket) DO UPDATE SET {merged}"
             )
-        con.execute("TRUNCATE cim_stage_readings")
+        con.execute("TRUNCATE cim_stage_readings, cim_added_readings")
 
     def _ensure_partitions(self, con: psycopg.Connection[Any], table: pa.Table) -> None:
         """The day partitions the batch needs (:mod:`cim.store.partitions`); a set lookup when they are known."""

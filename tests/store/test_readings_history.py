@@ -29,9 +29,13 @@ def random_batches(seed: int = 7) -> list[list[Reading]]:
     status-only, some with both, in shuffled order."""
     rng = random.Random(seed)
     readings = []
-    for _ in range(400):
+    taken: set[tuple[str, datetime]] = set()  # one reading per sensor and time: PostgreSQL keeps a repeat once
+    while len(readings) < 400:
         sensor = f"s{rng.randrange(3)}"
         time = T0 + timedelta(seconds=rng.randrange(0, 26 * 3600))
+        if (sensor, time) in taken:
+            continue
+        taken.add((sensor, time))
         kind = rng.random()
         if kind < 0.1:
             readings.append(Reading(sensor_id=sensor, time=time, status="fault"))
@@ -85,6 +89,21 @@ def test_rollups_agree_with_the_raw_readings_after_batches_across_bucket_edges(s
     summed = store.reading_series(None, start=start, end=end, step=step)
     assert sum(p.n for p in summed) == len(everything)
     assert sum(p.sum for p in summed) == pytest.approx(sum(r.value for r in everything if r.value is not None))
+
+
+@pytest.mark.postgis
+def test_postgis_keeps_a_reading_sent_twice_once_in_the_history_and_in_every_rollup(postgis_schema_url: str) -> None:
+    # a QoS-1 redelivery, a spool replayed after a crash: the same (sensor, time) again, in a later batch or the same
+    batch = [Reading(sensor_id="s0", time=T0 + timedelta(seconds=s), value=float(s)) for s in range(0, 300, 10)]
+    with open_with(postgis_schema_url) as store:
+        store.append_readings(batch)
+        store.append_readings(batch[:10] + [batch[-1], batch[-1]])
+        assert len(store.readings("s0")) == len(batch)
+        start = floor_to(T0, "1d")
+        for step in ("1m", "1h", "1d"):
+            points = store.reading_series(["s0"], start=start, end=start + timedelta(days=2), step=step)
+            assert sum(p.n for p in points) == len(batch), step
+            assert sum(p.sum for p in points) == pytest.approx(sum(r.value for r in batch if r.value)), step
 
 
 def test_a_late_reading_merges_into_its_old_bucket(store: Store) -> None:
@@ -233,8 +252,9 @@ def test_two_postgis_writers_making_the_same_day_partition_at_once_both_succeed(
 
         def write(store: SqlStore, value: float) -> None:
             barrier.wait()
-            try:
-                store.append_readings([Reading(sensor_id="s0", time=NOW - timedelta(days=3), value=value)])
+            try:  # two readings of one day (a second apart: one of the same time would be kept once)
+                moment = NOW - timedelta(days=3, seconds=value)
+                store.append_readings([Reading(sensor_id="s0", time=moment, value=value)])
             except BaseException as exc:
                 errors.append(exc)
 
@@ -264,7 +284,7 @@ def test_a_v4_store_upgrades_with_its_readings_moved_and_rolled_up(
         p = db.param
         for i, t in enumerate(times):
             db.run(f"INSERT INTO readings VALUES ('s0', {p}, {p}, NULL)", [t, float(i)])
-        db.run(f"INSERT INTO readings VALUES ('s0', {p}, NULL, 'fault')", [times[0]])
+        db.run(f"INSERT INTO readings VALUES ('s0', {p}, NULL, 'fault')", [times[0] + timedelta(seconds=1)])
     with open_with(url) as store:
         assert store.schema_upgrade is not None and store.schema_upgrade.to_version == SCHEMA_VERSION
         assert len(store.readings("s0")) == 7

@@ -9,7 +9,9 @@
   (``readings_pYYYYMMDD``) and a default partition for times no day partition takes, so nothing is ever refused.
   The old table's rows move over in this step: renamed aside, a partition made for each day it holds, copied,
   dropped. Retention then drops whole day partitions instead of deleting rows from one big table. Each partition
-  has the (sensor_id, time) btree, which answers one sensor's window. The rollups have their key as primary key
+  has the (sensor_id, time) btree, which answers one sensor's window; it is unique: a reading is kept once, however
+  often it arrives (a QoS-1 redelivery, a spool replayed after a crash, two servers sharing a subscription), and a
+  duplicate the old table held is dropped in the move. The rollups have their key as primary key
   (the upsert's target) and a BRIN index on the bucket for retention's deletes (they are written in time order).
 - DuckDB has no table partitioning: ``readings`` stays one table in insert order, whose zone maps (min/max per row
   group of ~120k rows) prune by time; its rollups carry no index (DuckDB's keys are in-memory ART indexes, too big
@@ -63,9 +65,9 @@ POSTGRES = (
     "CREATE TABLE readings (sensor_id TEXT NOT NULL, time TIMESTAMPTZ NOT NULL, value DOUBLE PRECISION, "
     "status TEXT) PARTITION BY RANGE (time)",
     "CREATE TABLE readings_default PARTITION OF readings DEFAULT",
-    "CREATE INDEX readings_sensor_time ON readings (sensor_id, time)",
+    "CREATE UNIQUE INDEX readings_sensor_time ON readings (sensor_id, time)",
     _PARTITION_EACH_DAY,
-    "INSERT INTO readings SELECT sensor_id, time, value, status FROM readings_v4 ORDER BY time",
+    "INSERT INTO readings SELECT sensor_id, time, value, status FROM readings_v4 ORDER BY time ON CONFLICT DO NOTHING",
     "DROP TABLE readings_v4",
     *(
         _rollup_table(t, text="TEXT", double="DOUBLE PRECISION", key=", PRIMARY KEY (sensor_id, bucket)")
