@@ -97,7 +97,7 @@ def test_postgis_keeps_a_reading_sent_twice_once_in_the_history_and_in_every_rol
     batch = [Reading(sensor_id="s0", time=T0 + timedelta(seconds=s), value=float(s)) for s in range(0, 300, 10)]
     with open_with(postgis_schema_url) as store:
         store.append_readings(batch)
-        store.append_readings(batch[:10] + [batch[-1], batch[-1]])
+        store.append_readings([*batch[:10], batch[-1], batch[-1]])
         assert len(store.readings("s0")) == len(batch)
         start = floor_to(T0, "1d")
         for step in ("1m", "1h", "1d"):
