@@ -325,7 +325,7 @@ class Machine:
             at=alert.opened_at,
             actor=MACHINE,
             deadline_scale=self.deadline_scale,
-            title=f"{label.zh} {label.en}: {alert.sensor_id}",
+            title=f"{label.zh} {label.en}: {watched_name(alert)}",
             description=alert.message,
             lon=info.lon,
             lat=info.lat,
@@ -401,3 +401,9 @@ def dispatch_step(
         data={"unit": unit.id, "level": str(unit.level)},
         by_machine=by_machine,
     )
+
+
+def watched_name(alert: Alert) -> str:
+    """What a case title calls the asset of an alert: its name, else its id without the layer's prefix."""
+    name = alert.details.get("asset_name")
+    return str(name) if name else (alert.asset_id or alert.sensor_id).rsplit(":", 1)[-1]
