@@ -7,9 +7,9 @@ heats water with gas, about 300 m³ a year), shared over the day by the cooking 
 intervals at night are zero, the evening meal is the peak.
 
 >>> from datetime import date
->>> table = next(meter_day(1000, date(2026, 5, 1), batch_rows=96_000))
+>>> table = next(meter_day(1000, date(2026, 5, 1), batch_rows=96_000))  # the 1,000 readings of 00:00
 >>> table.num_rows, table.schema.names, str(table.schema.field("time").type)
-(96000, ['sensor_id', 'time', 'value', 'status'], 'timestamp[us, tz=UTC]')
+(1000, ['sensor_id', 'time', 'value', 'status'], 'timestamp[us, tz=UTC]')
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ def slot_shares() -> np.ndarray:
 
 
 def meter_day(n_meters: int, day: date, *, seed: int = 1, batch_rows: int = 4_000_000) -> Iterator[pa.Table]:
-    """A day of readings of ``n_meters`` meters, as tables of about ``batch_rows`` rows each, interval by interval
-    (every meter's 00:00 reading, then 00:15 …) as they would arrive. Columns: sensor_id (string), time
-    (timestamp[us, tz=UTC]), value (float64, m³, 0.001 resolution), status (string, null). The same arguments give
-    the same readings."""
+    """A day of readings of ``n_meters`` meters, as tables of at most ``batch_rows`` rows of one interval each,
+    interval by interval (every meter's 00:00 reading, then 00:15 …) as they would arrive. Columns: sensor_id
+    (string), time (timestamp[us, tz=UTC]), value (float64, m³, 0.001 resolution), status (string, null). The same
+    arguments give the same readings."""
     if n_meters < 1:
         raise InvalidInput(f"meters {n_meters}", "must be at least 1")
     if batch_rows < 1:

@@ -295,7 +295,7 @@ def test_a_fault_posted_to_the_server_reaches_the_alert_list_and_a_toast(page: t
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status in (200, 202)
-    alert_item = tab.locator(f'#alert-list [data-alert*="{lift_sensor["id"]}"]')
+    alert_item = tab.locator(f'#alert-list [data-alert*="{lift_sensor["parent_id"]}"]')  # an alert is its asset's
     alert_item.wait_for(timeout=30_000)
     tab.wait_for_function("(window.__toasts || []).some((t) => t.includes('fault'))", timeout=10_000)
     marker = f"window.cim.live.sensors.get({json.dumps(lift_sensor['id'])}).marker"
