@@ -203,7 +203,7 @@ def declare_demo_sensors(store: Store, *, per_kind: int = 5) -> list[Asset]:
                 parent_id=node,
                 quantity="water_level",
                 unit="m",
-                thresholds={"above": 1.0, "stale_s": 600},
+                thresholds={"above": 1.0, "stale_s": 600, "deadband": 0.05, "min_duration_s": 60},
             )
         )
     made = [replace(a, props={**a.props, "nominal": 0.3}) if a.id.endswith(".level") else a for a in made]

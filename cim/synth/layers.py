@@ -86,6 +86,7 @@ LAYERS: dict[str, tuple[pa.Schema, list[str]]] = {
         pa.schema(
             [
                 ("node_id", _S),
+                ("name", _S),
                 ("network", _S),
                 ("node_type", _S),
                 ("depth_m", _F),

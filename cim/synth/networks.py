@@ -103,6 +103,19 @@ def road_names(district: District, edges: Edge) -> pa.Array:
     )
 
 
+def crossing_names(district: District, node_i: IntArray, node_j: IntArray) -> pa.Array:
+    """The name of each crossing, after its two streets (as :func:`road_names` names them): "Lujiazui Road N3 ×
+    Avenue E5" (a valve or chamber there is named after it)."""
+    return join(
+        f"{district.name} ",
+        pick(("Road N", "Road S"), (node_j < 0).astype(int)),
+        pa.array(np.abs(node_j)).cast(pa.string()),
+        " × ",
+        pick(("Avenue E", "Avenue W"), (node_i < 0).astype(int)),
+        pa.array(np.abs(node_i)).cast(pa.string()),
+    )
+
+
 def roads(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> Layer:
     n = len(edges.i)
     u0, v0, u1, v1 = edges.ends()
@@ -208,11 +221,23 @@ def nodes(
     lo, hi = LAID[district.profile]
     columns: dict[str, list[Any]] = {
         k: []
-        for k in ("node_id", "network", "node_type", "depth_m", "ground_m", "low_point", "install_year", "district")
+        for k in (
+            "node_id",
+            "name",
+            "network",
+            "node_type",
+            "depth_m",
+            "ground_m",
+            "low_point",
+            "install_year",
+            "district",
+        )
     }
     points = []
+    crossings = crossing_names(district, node_i, node_j)
     for main in MAINS:
         columns["node_id"].append(ids(f"N{main.network[0].upper()}-{district.code}-", 0, n))
+        columns["name"].append(join(crossings, f" {main.network} {main.node_type}"))
         columns["network"].append(np.full(n, main.network))
         columns["node_type"].append(np.full(n, main.node_type))
         columns["depth_m"].append(np.round(rng.uniform(main.depth[0], main.deep[1], n), 2))

@@ -65,3 +65,16 @@ def test_gas_sensors_take_the_thresholds_unit_and_nominal_of_their_mains_class(t
         assert t["unit"] == c.unit and t["deadband"] == c.deadband and t["min_duration_s"] == GAS_MIN_DURATION_S
         units[s["unit"]] += 1
     assert units["kPa"] > units["MPa"] > 0
+
+
+def test_valves_and_chambers_are_named_after_the_crossing_of_two_of_the_towns_streets(town: Path) -> None:
+    # an alert names the chamber that floods by its place, not by an id
+    streets = {r["name"] for r in pq.read_table(town / "roads.parquet").to_pylist()}
+    nodes = pq.read_table(town / "nodes.parquet").to_pylist()
+    assert nodes
+    for node in nodes:
+        crossing, _, what = node["name"].rpartition(f" {node['network']} ")
+        assert what == ("chamber" if node["network"] == "drainage" else "valve"), node
+        district, _, roads = crossing.partition(" Road ")
+        road, _, avenue = roads.partition(" × ")
+        assert f"{district} Road {road}" in streets and f"{district} {avenue}" in streets, node
