@@ -90,7 +90,7 @@ def texts(
         what_zh = f"{zh}{STATUS_ZH.get(shown, ' ' + shown)}"
     else:
         what_en = f"{en}: no reading for over {_duration(threshold)}"
-        what_zh = f"{zh} 超过 {_duration_zh(threshold)} 无数据"
+        what_zh = f"{zh} 超过 {_duration(threshold, _TIME_WORDS_ZH)} 无数据"
     asset_en, asset_zh = _asset_words(sensor)
     place_en = ", ".join(p for p in (asset_en, sensor.street, sensor.district) if p)
     place_zh = ", ".join(
@@ -118,21 +118,18 @@ def _number(value: float | None) -> str:
     return "?" if value is None else f"{value:g}"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+#: The words of an hour, a minute and a second, in English and in Chinese.
+_TIME_WORDS_EN = ("h", "min", "s")
+_TIME_WORDS_ZH = ("小时", "分钟", "秒")
 
 
-def _duration_zh(seconds: float | None) -> str:
+def _duration(seconds: float | None, words: tuple[str, str, str] = _TIME_WORDS_EN) -> str:
+    """A number of seconds in whole hours or minutes where it is one: "15 min", "2 h", "90 s"."""
     if seconds is None:
         return "?"
+    hour, minute, second = words
     if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} 小时"
+        return f"{seconds / 3600:g} {hour}"
     if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} 分钟"
-    return f"{seconds:g} 秒"
+        return f"{seconds / 60:g} {minute}"
+    return f"{seconds:g} {second}"
