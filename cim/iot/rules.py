@@ -257,13 +257,10 @@ class RuleEngine:
         for alert in alerts:
             if not alert.is_open:
                 continue
-            bounds = (*self._bound.get(alert.sensor_id, ()), *self._stale.get(alert.sensor_id, ()))
-            opener = next((b for b in bounds if b.rule.id == alert.rule), None)
-            if opener is None:  # its rule or sensor is gone: listed still, though nothing will close it
-                self.open[(alert.rule, alert.asset_id or alert.sensor_id)] = alert
-                continue
-            key = opener.key
+            key, known = self._key_of(alert)
             self.open[key] = alert
+            if not known:  # its rule or sensor is gone: listed still, though nothing will close it
+                continue
             second, _, count = alert.id.rsplit("|", 1)[-1].partition("-")
             if count.isdigit() or not count:  # the next alert of the key in that second must not take its id
                 self._stamps[key] = (second, int(count or 1))
@@ -282,10 +279,8 @@ class RuleEngine:
         readings): an opening is taken as :meth:`restore` takes one, unless this engine has the key open already; a
         closing removes the alert of that id and stops its sensors firing here."""
         if alert.is_open:
-            bounds = (*self._bound.get(alert.sensor_id, ()), *self._stale.get(alert.sensor_id, ()))
-            opener = next((b for b in bounds if b.rule.id == alert.rule), None)
-            key = opener.key if opener is not None else (alert.rule, alert.asset_id or alert.sensor_id)
-            if key not in self.open:  # open here already (both opened it in one tick): the first one stays
+            # open here already (both servers opened it in one tick): the first one stays
+            if self._key_of(alert)[0] not in self.open:
                 self.restore([alert], {})
             return
         key = next((k for k, current in self.open.items() if current.id == alert.id), None)
@@ -296,6 +291,15 @@ class RuleEngine:
             b.since = None
         del self.open[key]
         self._firing.pop(key, None)
+
+    def _key_of(self, alert: Alert) -> tuple[tuple[str, str], bool]:
+        """The key ``alert`` is open under here, and whether its rule is still bound to its sensor (else the key is
+        the rule and asset as the alert names them)."""
+        bounds = (*self._bound.get(alert.sensor_id, ()), *self._stale.get(alert.sensor_id, ()))
+        opener = next((b for b in bounds if b.rule.id == alert.rule), None)
+        if opener is None:
+            return (alert.rule, alert.asset_id or alert.sensor_id), False
+        return opener.key, True
 
     def evaluate(self, reading: Reading, *, seen_at: datetime | None = None) -> list[Alert]:
         """The alerts this reading opens, changes or closes (a reading also ends its sensor's silence)."""
