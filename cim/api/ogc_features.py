@@ -1,6 +1,13 @@
-"""OGC API – Features Part 1 (core, GeoJSON, OpenAPI 3.0) and Part 3 (queryables, CQL2 text and JSON filters).
+"""OGC API – Features Part 1 (core, GeoJSON, OpenAPI 3.0), Part 3 (queryables, CQL2 text and JSON filters) and
+Part 5 (schemas).
 
-One collection per asset kind: ``/collections/{kind}/items`` pages the assets of that kind.
+One collection per asset kind: ``/collections/{kind}/items`` pages the assets of that kind, each page with
+``numberMatched``; a property-set key the kind has is a typed property like a column (:mod:`cim.api.geojson`).
+
+Paging: a page holds ``limit`` features (default 100, at most 10,000, declared as the OpenAPI ``maximum``). The
+``next`` link asks for at least :data:`NEXT_MIN_LIMIT`: GDAL 3.6 asks for pages of 10 and reads no maximum, so the
+78 tall buildings of the demo city took it 8 requests, and a copy of 20,000 buildings 2,000 (issue 23); it follows
+``next`` as given, so only its first page is small.
 """
 
 from __future__ import annotations
@@ -11,37 +18,47 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from cim.api.deps import KindDep, StoreDep, query_params
-from cim.api.geojson import BASE_PROPERTIES, feature
+from cim.api.feature_schema import collection_schema, feature_schema, queryables_document
+from cim.api.formats import FEATURE_FORMATS, feature_response, features_response, negotiate
+from cim.api.geojson import column_names, feature, property_name
 from cim.api.schemas import (
     CollectionOut,
     CollectionsOut,
     ConformanceOut,
     FeatureCollectionOut,
     FeatureOut,
+    FeatureSchemaOut,
     LandingOut,
     QueryablesOut,
     errors,
 )
 from cim.errors import InvalidInput, NotFound
-from cim.model import Kind, fields_of
+from cim.model import Kind
 from cim.queries import ItemsQuery, find_features
 from cim.queries.checks import checked_text
-from cim.queries.cql import parse_filter, queryables
+from cim.queries.cql import parse_filter
 from cim.queries.items import parse_datetime, parse_sortby
 from cim.queries.params import BBOX_PATTERN, parse_bbox
+from cim.store import Store
+from cim.store.catalogue import KindCatalogue, assets_version, kind_catalogue
 from cim.store.sqlstore import sql_store
 
 router = APIRouter(tags=["OGC API – Features"])
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
-DEFAULT_LIMIT = 10
-#: Larger limits are capped to this (OGC API – Features: a server may return fewer than asked).
+DEFAULT_LIMIT = 100
+#: The most features one page holds; a larger limit is refused (400 naming ``limit``).
 MAX_LIMIT = 10_000
+#: The least a ``next`` link asks for (see the module's docstring).
+NEXT_MIN_LIMIT = 1_000
 MAX_OFFSET = 10**12
 GEOJSON = "application/geo+json"
+SCHEMA_JSON = "application/schema+json"
+FormatName = Literal["geojson", "json", "csv", "fgb", "html"]
+assert set(FormatName.__args__) == {str(f) for f in FEATURE_FORMATS}  # type: ignore[attr-defined]
 
 
 class GeoJSONResponse(JSONResponse):
@@ -49,7 +66,7 @@ class GeoJSONResponse(JSONResponse):
 
 
 class SchemaResponse(JSONResponse):
-    media_type = "application/schema+json"
+    media_type = SCHEMA_JSON
 
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -85,7 +102,9 @@ _LANGS = {"cql2-text": "cql2-text", "cql2-json": "cql2-json", "cql-text": "cql2-
 class ItemsParams:
     """The query parameters of ``/collections/{kind}/items``."""
 
-    limit: Annotated[int, Query(ge=1, description=f"features per page (capped at {MAX_LIMIT})")] = DEFAULT_LIMIT
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"features per page (at most {MAX_LIMIT:,})")] = (
+        DEFAULT_LIMIT
+    )
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="features to skip")] = 0
     bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat (CRS84)", pattern=BBOX_PATTERN)] = (
         None
@@ -100,7 +119,21 @@ class ItemsParams:
     filter_crs: Annotated[CrsName | None, Query(alias="filter-crs", description="only CRS84 (lon/lat)")] = None
     ids: Annotated[str | None, Query(description="comma-separated asset ids")] = None
     sortby: Annotated[str | None, Query(description="e.g. +name,-install_date")] = None
-    properties: Annotated[str | None, Query(description="comma-separated properties to return")] = None
+    properties: Annotated[
+        str | None, Query(description="comma-separated properties to return (props: every property-set key)")
+    ] = None
+    result_type: Annotated[
+        Literal["results", "hits"],
+        Query(alias="resultType", description="hits: numberMatched alone, no features"),
+    ] = "results"
+    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemParams:
+    """The query parameters of ``/collections/{kind}/items/{featureId}``."""
+
+    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
 
 
 def _get(
@@ -178,26 +211,30 @@ def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, An
     404,
     answer=SchemaResponse,
 )
-def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
-    root = _root(request)
-    schema_types = {
-        "number": {"type": "number"},
-        "string": {"type": "string"},
-        "date": {"type": "string", "format": "date"},
-        "geometry": {"$ref": "https://geojson.org/schema/Geometry.json"},
-    }
-    body = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"{root}/collections/{kind}/queryables",
-        "type": "object",
-        "title": str(kind),
-        "description": "Typed columns of the kind; property-set values as props.<key>",
-        "properties": {name: {"title": name, **schema_types[t]} for name, t in queryables(kind).items()},
-        "additionalProperties": True,
-        # the draft form GDAL 3.6 reads to decide which properties it may filter on the server
-        "queryables": [{"id": name, "type": t} for name, t in queryables(kind).items() if t != "geometry"],
-    }
-    return SchemaResponse(body)
+def get_queryables(request: Request, kind: KindDep, store: StoreDep) -> SchemaResponse:
+    return SchemaResponse(queryables_document(_base(request, kind), kind, kind_catalogue(store, kind)))
+
+
+@_get(
+    "/collections/{collectionId}/schema",
+    "The features' properties (OGC API – Features Part 5)",
+    FeatureSchemaOut,
+    404,
+    answer=SchemaResponse,
+)
+def get_schema(request: Request, kind: KindDep, store: StoreDep) -> SchemaResponse:
+    return SchemaResponse(collection_schema(_base(request, kind), kind, kind_catalogue(store, kind)))
+
+
+@_get(
+    "/collections/{collectionId}/feature-schema",
+    "The schema of one GeoJSON feature (the collection's describedBy)",
+    FeatureSchemaOut,
+    404,
+    answer=SchemaResponse,
+)
+def get_feature_schema(request: Request, kind: KindDep, store: StoreDep) -> SchemaResponse:
+    return SchemaResponse(feature_schema(_base(request, kind), kind, kind_catalogue(store, kind)))
 
 
 @_get(
@@ -210,58 +247,103 @@ def get_queryables(request: Request, kind: KindDep) -> SchemaResponse:
 )
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
-) -> GeoJSONResponse:
-    limit = min(params.limit, MAX_LIMIT)
-    dialect = sql_store(store).dialect
-    selected = _properties(params.properties, kind)
+) -> Response:
+    fmt = negotiate(request, params.f)
+    version = assets_version(store)
+    catalogue = _catalogue_if_needed(store, kind, params, version)
+    keys = catalogue.keys if catalogue is not None else {}
     query = ItemsQuery(
         kind=kind,
         bbox=parse_bbox(params.bbox) if params.bbox is not None else None,
         ids=[i.strip() for i in params.ids.split(",") if i.strip()] if params.ids is not None else None,
         installed=parse_datetime(params.datetime) if params.datetime is not None else None,
-        filter=parse_filter(params.filter, lang=_LANGS[params.filter_lang], kind=kind, dialect=dialect)
+        filter=parse_filter(
+            params.filter,
+            lang=_LANGS[params.filter_lang],
+            kind=kind,
+            dialect=sql_store(store).dialect,
+            keys=keys,
+            open_keys=catalogue is not None and catalogue.truncated,
+        )
         if params.filter is not None and params.filter.strip()
         else None,
-        sortby=parse_sortby(params.sortby, kind=kind) if params.sortby else (),
-        limit=limit,
+        sortby=parse_sortby(params.sortby, kind=kind, keys=keys) if params.sortby else (),
+        key_types=keys,
+        limit=params.limit,
         offset=params.offset,
+        hits=params.result_type == "hits",
     )
-    page = find_features(store, query)
-    links = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "this page"}]
-    if page.more:
-        following = request.url.include_query_params(offset=params.offset + limit, limit=limit)
-        links.append({"href": str(following), "rel": "next", "type": GEOJSON, "title": "next page"})
-    if params.offset > 0:
-        before = request.url.include_query_params(offset=max(0, params.offset - limit), limit=limit)
-        links.append({"href": str(before), "rel": "prev", "type": GEOJSON, "title": "previous page"})
+    selected = _properties(params.properties, kind, catalogue)
+    page = find_features(store, query, version=version)
     body = {
         "type": "FeatureCollection",
         "features": [feature(a, properties=selected) for a in page.assets],
-        "links": links,
+        "links": _page_links(request, params, more=page.more),
+        "numberMatched": page.matched,
         "numberReturned": len(page.assets),
         "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
-    return GeoJSONResponse(body)
+    return features_response(fmt, request=request, title=str(kind), body=body)
 
 
-@_get("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 404, answer=GeoJSONResponse)
-def item(request: Request, kind: KindDep, feature_id: str, store: StoreDep) -> GeoJSONResponse:
+def _catalogue_if_needed(store: Store, kind: Kind, params: ItemsParams, version: str) -> KindCatalogue | None:
+    """The kind's catalogue when the request names properties (a filter, sortby or properties); a plain page
+    does without."""
+    named = (params.filter or "").strip() or params.sortby or params.properties
+    return kind_catalogue(store, kind, version=version) if named else None
+
+
+def _page_links(request: Request, params: ItemsParams, *, more: bool) -> list[dict[str, Any]]:
+    """self, and next/prev when there are such pages: the same query at another offset (the order is total: the
+    sort keys, then id, so pages neither overlap nor skip while the data does not change)."""
+    links: list[dict[str, Any]] = [{"href": str(request.url), "rel": "self", "type": GEOJSON, "title": "this page"}]
+    limit, offset = params.limit, params.offset
+    if more:
+        grown = min(MAX_LIMIT, max(limit, NEXT_MIN_LIMIT))
+        following = request.url.include_query_params(offset=offset + limit, limit=grown)
+        links.append({"href": str(following), "rel": "next", "type": GEOJSON, "title": "next page"})
+    if offset > 0:
+        before = request.url.include_query_params(offset=max(0, offset - limit), limit=min(limit, offset))
+        links.append({"href": str(before), "rel": "prev", "type": GEOJSON, "title": "previous page"})
+    return links
+
+
+@_get("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 400, 404, answer=GeoJSONResponse)
+def item(
+    request: Request,
+    kind: KindDep,
+    feature_id: str,
+    store: StoreDep,
+    params: Annotated[ItemParams, query_params(ItemParams)],
+) -> Response:
+    fmt = negotiate(request, params.f)
     asset = store.get_asset(checked_text(feature_id, what="feature id"))
     if asset.kind is not kind:
         raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
-    root = _root(request)
     body = feature(asset)
     body["links"] = [
         {"href": str(request.url), "rel": "self", "type": GEOJSON},
-        {"href": f"{root}/collections/{kind}", "rel": "collection", "type": "application/json"},
+        {"href": _base(request, kind), "rel": "collection", "type": "application/json"},
     ]
-    return GeoJSONResponse(body)
+    return feature_response(fmt, request=request, title=f"{kind} {asset.name or asset.id}", body=body)
+
+
+def _base(request: Request, kind: Kind) -> str:
+    return f"{_root(request)}/collections/{kind}"
 
 
 def _collection(root: str, kind: Kind, extent: tuple[float, float, float, float] | None) -> dict[str, Any]:
-    return collection_json(
+    found = collection_json(
         root, str(kind), title=str(kind).replace("_", " "), description=f"assets of kind {kind}", extent=extent
     )
+    base = f"{root}/collections/{kind}"
+    found["links"] += [
+        # GDAL 3.6 looks for rel "queryables" exactly, and makes its fields from describedBy
+        {"href": f"{base}/queryables", "rel": "queryables", "type": SCHEMA_JSON, "title": "queryables"},
+        {"href": f"{base}/feature-schema", "rel": "describedBy", "type": SCHEMA_JSON, "title": "feature schema"},
+        {"href": f"{base}/schema", "rel": "http://www.opengis.net/def/rel/ogc/1.0/schema", "type": SCHEMA_JSON},
+    ]
+    return found
 
 
 def collection_json(
@@ -289,14 +371,24 @@ def collection_json(
     }
 
 
-def _properties(text: str | None, kind: Kind) -> set[str] | None:
+def _properties(text: str | None, kind: Kind, catalogue: KindCatalogue | None) -> set[str] | None:
+    """The properties to return: columns, property-set keys (by their feature property or as ``props.<key>``),
+    and ``props`` for every key."""
     if text is None:
         return None
-    names = {name.strip() for name in text.split(",") if name.strip()}
-    known = {*BASE_PROPERTIES, *fields_of(kind), "props"}
-    unknown = sorted(names - known)
-    if unknown:
+    keys = catalogue.keys if catalogue is not None else {}
+    chosen, unknown = set(), []
+    for name in (n.strip() for n in text.split(",")):
+        key = name.removeprefix("props.")
+        if name in column_names(kind) or name == "props":
+            chosen.add(name)
+        elif key in keys and (name != key or property_name(kind, key) == key):
+            chosen.add(property_name(kind, key))
+        elif name:
+            unknown.append(name)
+    if unknown and not (catalogue is not None and catalogue.truncated):
         raise InvalidInput(
-            f"properties {', '.join(unknown)[:200]}", f"not properties of {kind}; use {', '.join(sorted(known))}"
+            f"properties {', '.join(unknown)[:200]}",
+            f"not properties of {kind}; use {', '.join(column_names(kind))}, props, or a key of its queryables",
         )
-    return names
+    return chosen | set(unknown)  # keys the truncated catalogue does not list, when there are such

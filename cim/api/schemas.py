@@ -83,6 +83,19 @@ class QueryablesOut(BaseModel):
     queryables: list[dict[str, str]]
 
 
+class FeatureSchemaOut(BaseModel):
+    """A JSON Schema of a collection's features (its properties, or a whole GeoJSON feature)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    schema_: str = Field(alias="$schema")
+    id_: str = Field(alias="$id")
+    type: Literal["object"]
+    title: str
+    description: str
+    properties: dict[str, dict[str, Any]]
+
+
 class GeometryOut(BaseModel):
     """A GeoJSON geometry in lon/lat (CRS84)."""
 
@@ -91,7 +104,8 @@ class GeometryOut(BaseModel):
 
 
 class FeatureOut(BaseModel):
-    """An asset as a GeoJSON feature: typed columns of its kind as properties, property sets under ``props``."""
+    """An asset as a GeoJSON feature: the base and typed columns of its kind, then each property-set key as a
+    property (``props.<key>`` when the key is a column's name)."""
 
     type: Literal["Feature"]
     id: str
@@ -104,6 +118,7 @@ class FeatureCollectionOut(BaseModel):
     type: Literal["FeatureCollection"]
     features: list[FeatureOut]
     links: list[LinkOut]
+    numberMatched: int | None = Field(None, description="features on all pages (null only where not counted)")
     numberReturned: int
     timeStamp: str
 

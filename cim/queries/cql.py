@@ -2,8 +2,9 @@
 
 pygeofilter parses; this module walks its tree and writes SQL in which every value the client gave is a bound
 parameter and every name is one of the collection's queryables (a typed column of the asset kind, ``geometry``, or
-``props.<key>`` for a property-set value), spelled in the store's :class:`~cim.store.sql.Dialect`. Anything else is
-an :class:`~cim.errors.InvalidInput` naming the problem.
+a property-set key the kind has, by its bare name or as ``props.<key>``, compared as its catalogued type: numbers as
+numbers, text as text), spelled in the store's :class:`~cim.store.sql.Dialect`. Anything else is an
+:class:`~cim.errors.InvalidInput` naming the problem.
 
 >>> from cim.model import Kind
 >>> from cim.store.sql import Dialect
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -66,16 +68,41 @@ _SPATIAL = {
 }
 
 
+#: Property-set keys a filter may name, by key: their type (``number``, ``string``, ``boolean``, ``date``, ``object``).
+PropertyKeys = Mapping[str, str]
+PROPS_PREFIX = "props."
+
+
+def column_type(column: str) -> str:
+    return "number" if column in NUMERIC else ("date" if column in DATES else "string")
+
+
 def queryables(kind: Kind) -> dict[str, str]:
-    """The names a filter on ``kind`` may use, with their JSON-schema type."""
+    """The columns a filter on ``kind`` may use (and ``geometry``), with their JSON-schema type."""
     names = {"geometry": "geometry"}
     for column in (*BASE_COLUMNS, *fields_of(kind)):
-        names[column] = "number" if column in NUMERIC else ("date" if column in DATES else "string")
+        names[column] = column_type(column)
     return names
 
 
-def parse_filter(text: str, *, lang: str, kind: Kind, dialect: Dialect) -> Where:
-    """The CQL2 ``text`` (in ``lang``: ``cql2-text`` or ``cql2-json``) as SQL over the assets of ``kind``."""
+def props_key(name: str, *, columns: set[str] | frozenset[str], keys: PropertyKeys) -> str | None:
+    """The ``props`` key a property name means: ``props.<key>``, or a bare name that is no column and is a key of
+    ``keys``; None when it names no key."""
+    if name.startswith(PROPS_PREFIX) and len(name) > len(PROPS_PREFIX):
+        return name.removeprefix(PROPS_PREFIX)
+    if name in columns or name in GEOMETRY_NAMES or name in ("id", "props"):
+        return None
+    return name if name in keys else None
+
+
+def parse_filter(
+    text: str, *, lang: str, kind: Kind, dialect: Dialect, keys: PropertyKeys | None = None, open_keys: bool = False
+) -> Where:
+    """The CQL2 ``text`` (in ``lang``: ``cql2-text`` or ``cql2-json``) as SQL over the assets of ``kind``.
+
+    ``keys`` are the kind's property-set keys with their types (:mod:`cim.store.catalogue`): a filter naming another
+    key is refused, unless ``open_keys`` (the catalogue left keys out), when such a key is compared as the value's
+    type. Without ``keys`` only ``props.<key>`` names a key, compared as the value's type."""
     if len(text) > MAX_FILTER_CHARS:
         raise InvalidInput("filter", f"is {len(text):,} characters long; at most {MAX_FILTER_CHARS:,} are accepted")
     if lang not in ("cql2-text", "cql2-json"):
@@ -87,16 +114,18 @@ def parse_filter(text: str, *, lang: str, kind: Kind, dialect: Dialect) -> Where
     except Exception as exc:  # lark, json and pygeofilter raise many kinds; each is a malformed filter
         raise InvalidInput("filter", f"is not valid {lang}: {_first_line(exc)}") from None
     try:
-        return _Translator(kind, dialect).condition(node)
+        return _Translator(kind, dialect, keys, open_keys).condition(node)
     except RecursionError:
         raise InvalidInput("filter", "is nested too deeply") from None
 
 
 class _Translator:
-    def __init__(self, kind: Kind, dialect: Dialect) -> None:
+    def __init__(self, kind: Kind, dialect: Dialect, keys: PropertyKeys | None, open_keys: bool) -> None:
         self.kind = kind
         self.s = dialect
         self.columns = set(BASE_COLUMNS) | set(fields_of(kind))
+        self.keys = keys
+        self.open_keys = open_keys
 
     def condition(self, node: Any) -> Where:
         p = self.s.param
@@ -122,7 +151,7 @@ class _Translator:
             return Where(f"({column.sql} {negate}BETWEEN {p} AND {p})", [*column.params, low, high])
         if isinstance(node, ast.Like):
             column, kind_of = self.attribute(node.lhs, "")
-            if kind_of != "string" or not isinstance(node.pattern, str):
+            if kind_of not in ("string", "props-string") or not isinstance(node.pattern, str):
                 raise InvalidInput(f"filter LIKE on {_name(node.lhs)}", "needs a text property and a text pattern")
             like = ("NOT " if node.not_ else "") + ("ILIKE" if node.nocase else "LIKE")
             return Where(f"({column.sql} {like} {p})", [*column.params, _text(node.pattern, _name(node.lhs))])
@@ -169,24 +198,35 @@ class _Translator:
         if "\x00" in name:
             raise InvalidInput(f"filter property {name!r}", "contains a NUL character, which no property name holds")
         if name in self.columns:
-            kind_of = "number" if name in NUMERIC else ("date" if name in DATES else "string")
-            return Where(name, []), kind_of
-        if name.startswith("props.") and len(name) > len("props."):
-            key = name.removeprefix("props.")
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            return self.s.props_value(key, numeric=numeric), ("number" if numeric else "string")
+            return Where(name, []), column_type(name)
+        key = props_key(name, columns=self.columns, keys=self.keys or {})
+        if key is not None:
+            typed = self.keys.get(key) if self.keys is not None else None
+            if typed is None and self.keys is not None and not self.open_keys:
+                raise InvalidInput(
+                    f"filter property {name!r}", f"is not a property of {self.kind} assets (see its queryables)"
+                )
+            if typed == "object":
+                raise InvalidInput(f"filter property {name!r}", "holds objects or lists, which cannot be compared")
+            if typed is None:  # a key the catalogue does not list: compared as the value's type
+                numeric = isinstance(value, int | float) and not isinstance(value, bool)
+                typed = "number" if numeric else "string"
+            # a props value is text in the store: a date or a boolean compares as its text (ISO dates sort as dates)
+            return self.s.props_value(key, numeric=typed == "number"), "props-" + typed
         if name in GEOMETRY_NAMES:
             raise InvalidInput(f"filter property {name!r}", "is the geometry; compare it with S_INTERSECTS and kin")
         known = ", ".join(sorted(self.columns))
         raise InvalidInput(
             f"filter property {name!r}",
-            f"does not exist on {self.kind} assets; use one of {known}, geometry, or props.<key>",
+            f"does not exist on {self.kind} assets; use one of {known}, geometry, or a key of its queryables",
         )
 
     def value(self, node: Any, kind_of: str, attribute: Any) -> Any:
         name = _name(attribute)
         if isinstance(node, (ast.Node, values.Geometry | values.Envelope | values.Interval)):
             raise InvalidInput(f"filter on {name}", "compares a property with a literal value only")
+        if kind_of.startswith("props-"):
+            return self.props_value(node, kind_of.removeprefix("props-"), name)
         if kind_of == "number":
             if isinstance(node, bool) or not isinstance(node, int | float):
                 raise InvalidInput(f"filter on {name}", f"{name} is a number; got {node!r}")
@@ -197,21 +237,50 @@ class _Translator:
             if isinstance(node, date):
                 return node
             if isinstance(node, str):
-                try:
-                    return date.fromisoformat(node)
-                except ValueError:
-                    raise InvalidInput(f"filter on {name}", f"{name} is a date; {node!r} is not YYYY-MM-DD") from None
+                return _date(node, name)
             raise InvalidInput(f"filter on {name}", f"{name} is a date; got {node!r}")
         if isinstance(node, bool):
             return "true" if node else "false"
         if isinstance(node, str):
             return _text(node, name)
-        if isinstance(node, int | float) and name.startswith("props."):
+        raise InvalidInput(f"filter on {name}", f"{name} is text; got {node!r} (quote text values)")
+
+    def props_value(self, node: Any, typed: str, name: str) -> Any:
+        """A literal compared with a property-set value of type ``typed``."""
+        if typed == "number":
+            if isinstance(node, bool) or not isinstance(node, int | float):
+                raise InvalidInput(f"filter on {name}", f"{name} is a number; got {node!r}")
             return node
+        if typed == "date":
+            if isinstance(node, datetime):
+                return node.date().isoformat()
+            if isinstance(node, date):
+                return node.isoformat()
+            if isinstance(node, str):
+                return _date(node, name).isoformat()
+            raise InvalidInput(f"filter on {name}", f"{name} is a date; got {node!r}")
+        if isinstance(node, bool):
+            return "true" if node else "false"
+        if isinstance(node, str):
+            return _text(node, name)
+        if isinstance(node, int | float):
+            return str(node)  # a number compared with text values: as the text a JSON number reads back as
         raise InvalidInput(f"filter on {name}", f"{name} is text; got {node!r} (quote text values)")
 
 
 _MIRRORED = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _date(text: str, name: str) -> date:
+    """A date literal: ``YYYY-MM-DD``, or an RFC 3339 date-time (its date); GDAL 3.6 writes a date as
+    ``'2000-01-01T'``, a trailing ``T`` with no time."""
+    try:
+        if "T" in text:
+            day, _, time = text.partition("T")
+            return date.fromisoformat(day) if not time else datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"filter on {name}", f"{name} is a date; {text[:40]!r} is not YYYY-MM-DD") from None
 
 
 def _text(value: str, name: str) -> str:

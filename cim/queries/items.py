@@ -4,21 +4,25 @@
 (datetime.date(2000, 1, 1), None)
 >>> parse_sortby("-install_date,name", kind=Kind.PIPE)
 (('install_date', True), ('name', False))
+>>> parse_sortby("floors,-props.code", kind=Kind.BUILDING, keys={"floors": "number", "code": "string"})
+(('props.floors', False), ('props.code', True))
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from cim.errors import InvalidInput
 from cim.model import Asset, Kind, fields_of
 from cim.queries.checks import checked_text
-from cim.queries.cql import BASE_COLUMNS
+from cim.queries.cql import BASE_COLUMNS, PROPS_PREFIX, PropertyKeys, props_key
 from cim.store import AssetQuery, BBox, Store
-from cim.store.pages import feature_page
-from cim.store.sql import Where
+from cim.store.catalogue import assets_version
+from cim.store.pages import count_matched, feature_page, page_where
+from cim.store.sql import Dialect, Where
+from cim.store.sqlstore import sql_store
 
 #: Most ids one request may name.
 MAX_IDS = 1_000
@@ -27,7 +31,9 @@ MAX_IDS = 1_000
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ItemsQuery:
     """Which features of one collection to return. ``installed`` keeps assets whose ``install_date`` falls in the
-    (start, end) interval, both inclusive, either open (None); ``sortby`` is (column, descending) pairs."""
+    (start, end) interval, both inclusive, either open (None); ``sortby`` is (column or ``props.<key>``,
+    descending) pairs, a key sorted as ``key_types`` says (numbers as numbers, else as text). ``count`` asks for
+    ``numberMatched``; ``hits`` for the count alone (no features)."""
 
     kind: Kind
     bbox: BBox | None = None
@@ -35,34 +41,51 @@ class ItemsQuery:
     installed: tuple[date | None, date | None] | None = None
     filter: Where | None = None
     sortby: Sequence[tuple[str, bool]] = field(default_factory=tuple)
-    limit: int = 10
+    key_types: Mapping[str, str] = field(default_factory=dict)
+    limit: int = 100
     offset: int = 0
+    count: bool = True
+    hits: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class FeaturePage:
-    """The assets of one page, and whether another page follows."""
+    """The assets of one page, whether another page follows, and how many assets all pages hold (None when not
+    asked)."""
 
     assets: list[Asset]
     more: bool
+    matched: int | None = None
 
 
-def find_features(store: Store, query: ItemsQuery) -> FeaturePage:
-    """The page ``query`` selects, in SQL: one statement, ``limit + 1`` rows to know whether more follow."""
+def find_features(store: Store, query: ItemsQuery, *, version: str | None = None) -> FeaturePage:
+    """The page ``query`` selects, in SQL: the ids of ``limit + 1`` rows (to know whether more follow), their rows,
+    and the count of all pages (remembered per assets ``version``, read when not given)."""
     if query.ids is not None and len(query.ids) > MAX_IDS:
         raise InvalidInput("ids", f"names {len(query.ids):,} assets; at most {MAX_IDS:,} per request")
     for asset_id in query.ids or ():
         checked_text(asset_id, what="ids: asset id")
-    batch, more = feature_page(
+    where = page_where(
         store,
         query=AssetQuery(kinds=(query.kind,), bbox=query.bbox, ids=query.ids),
         installed=query.installed,
         condition=query.filter,
-        sortby=query.sortby,
-        limit=query.limit,
-        offset=query.offset,
     )
-    return FeaturePage(assets=[] if batch is None else batch.to_assets(), more=more)
+    counted = query.count or query.hits
+    matched = count_matched(store, where, version=version or assets_version(store)) if counted else None
+    if query.hits:
+        return FeaturePage(assets=[], more=False, matched=matched)
+    dialect = sql_store(store).dialect
+    order = [(_sort_expression(name, query.key_types, dialect), descending) for name, descending in query.sortby]
+    batch, more = feature_page(store, where=where, order=order, limit=query.limit, offset=query.offset)
+    return FeaturePage(assets=[] if batch is None else batch.to_assets(), more=more, matched=matched)
+
+
+def _sort_expression(name: str, key_types: Mapping[str, str], dialect: Dialect) -> Where:
+    if not name.startswith(PROPS_PREFIX):
+        return Where(name, [])
+    key = name.removeprefix(PROPS_PREFIX)
+    return dialect.props_value(key, numeric=key_types.get(key) == "number")
 
 
 def parse_datetime(text: str) -> tuple[date | None, date | None]:
@@ -92,17 +115,25 @@ def _instant(part: str, whole: str) -> date | None:
         ) from None
 
 
-def parse_sortby(text: str, *, kind: Kind) -> tuple[tuple[str, bool], ...]:
-    """An OGC ``sortby`` parameter (``+name,-install_date``) as (column, descending) pairs of known columns."""
+def parse_sortby(text: str, *, kind: Kind, keys: PropertyKeys | None = None) -> tuple[tuple[str, bool], ...]:
+    """An OGC ``sortby`` parameter (``+name,-install_date``) as (column or ``props.<key>``, descending) pairs of
+    known columns and of the property-set ``keys`` of the kind (by bare name or ``props.<key>``)."""
     allowed = set(BASE_COLUMNS) | set(fields_of(kind))
+    known = keys or {}
     result = []
     for raw in text.split(","):
         item = raw.strip()
         descending = item.startswith("-")
         column = item.lstrip("+-").strip()
-        if column not in allowed:
-            raise InvalidInput(
-                f"sortby {column[:60]!r}", f"is not a sortable property of {kind}; use {', '.join(sorted(allowed))}"
-            )
-        result.append((column, descending))
+        if column in allowed:
+            result.append((column, descending))
+            continue
+        key = props_key(column, columns=allowed, keys=known)
+        if key is not None and known.get(key) not in (None, "object"):
+            result.append((PROPS_PREFIX + key, descending))
+            continue
+        raise InvalidInput(
+            f"sortby {column[:60]!r}",
+            f"is not a sortable property of {kind}; use {', '.join(sorted(allowed))} or a key of its queryables",
+        )
     return tuple(result)

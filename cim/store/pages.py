@@ -1,4 +1,5 @@
-"""The SQL of a page of one feature collection (:mod:`cim.queries.items`), built and run in the store."""
+"""The SQL of a page of one feature collection (:mod:`cim.queries.items`), built and run in the store, and the
+count of all its pages (``numberMatched``)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,20 @@ import pyarrow.compute as pc
 from cim.model import AssetBatch
 from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, Store
+from cim.store.catalogue import count_where
 from cim.store.sql import Where
 from cim.store.sqlstore import as_schema, sql_store
 
 
-def feature_page(
+def page_where(
     store: Store,
     *,
     query: AssetQuery,
     installed: tuple[date | None, date | None] | None = None,
     condition: Where | None = None,
-    sortby: Sequence[tuple[str, bool]] = (),
-    limit: int,
-    offset: int = 0,
-) -> tuple[AssetBatch | None, bool]:
-    """The assets ``query`` selects, installed in the (start, end) interval (both inclusive, either open) and
-    meeting ``condition``, ordered by the (column, descending) pairs of ``sortby`` then id: at most ``limit`` of
-    them from ``offset`` (None when there are none), and whether more follow (``limit + 1`` rows are asked for)."""
+) -> Where:
+    """The WHERE of the assets ``query`` selects, installed in the (start, end) interval (both inclusive, either
+    open) and meeting ``condition``."""
     db = sql_store(store)
     p = db.dialect.param
     base = db.dialect.where(query)
@@ -40,13 +38,30 @@ def feature_page(
     if condition is not None:
         clauses.append(condition.sql)
         params += condition.params
-    order = [f"{column} {'DESC' if descending else 'ASC'} NULLS LAST" for column, descending in sortby]
+    return Where(" AND ".join(clauses), params)
+
+
+def count_matched(store: Store, where: Where, *, version: str) -> int:
+    """How many assets meet ``where`` (:func:`page_where`), remembered per assets ``version``."""
+    return count_where(store, where.sql, where.params, version=version)
+
+
+def feature_page(
+    store: Store, *, where: Where, order: Sequence[tuple[Where, bool]] = (), limit: int, offset: int = 0
+) -> tuple[AssetBatch | None, bool]:
+    """The assets meeting ``where`` (:func:`page_where`), ordered by the (expression, descending) pairs of ``order``
+    then id: at most ``limit`` of them from ``offset`` (None when there are none), and whether more follow
+    (``limit + 1`` rows are asked for)."""
+    db = sql_store(store)
+    p = db.dialect.param
+    order_sql = [f"{e.sql} {'DESC' if descending else 'ASC'} NULLS LAST" for e, descending in order]
+    order_params = [value for e, _ in order for value in e.params]
     # Two steps: the page's ids first, then their rows. Asking for every column at once makes DuckDB decode the
     # geometry of every row of the collection before the top-N cut (bench/api_bench.py: 120–290 ms for 100 pipes
     # of 1M assets); sorting ids alone and fetching 101 rows by id costs a fraction of that, in PostGIS as well.
-    where, order_by = " AND ".join(clauses), ", ".join([*order, "id"])
-    page = f"SELECT id FROM assets WHERE {where} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
-    ids = db.select(page, [*params, limit + 1, offset]).column("id")
+    order_by = ", ".join([*order_sql, "id"])
+    page = f"SELECT id FROM assets WHERE {where.sql} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
+    ids = db.select(page, [*where.params, *order_params, limit + 1, offset]).column("id")
     if len(ids) == 0:
         return None, False  # most map windows hold nothing: no empty table is built for them
     keys: list[Any] = ids.to_pylist()
