@@ -69,6 +69,17 @@ class SchemaResponse(JSONResponse):
     media_type = SCHEMA_JSON
 
 
+def _schema_answer(request: Request, body: dict[str, Any]) -> SchemaResponse:
+    """A JSON Schema, as ``application/schema+json`` unless the client accepts plain JSON only: GDAL 3.6 asks for
+    the queryables with ``Accept: application/geo+json, application/json`` and refuses any other type."""
+    accept = request.headers.get("accept", "")
+    plain = "application/json" in accept and SCHEMA_JSON not in accept and "*/*" not in accept
+    answer = SchemaResponse(body)
+    if plain:
+        answer.headers["content-type"] = "application/json"
+    return answer
+
+
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -212,7 +223,7 @@ def collection(request: Request, kind: KindDep, store: StoreDep) -> dict[str, An
     answer=SchemaResponse,
 )
 def get_queryables(request: Request, kind: KindDep, store: StoreDep) -> SchemaResponse:
-    return SchemaResponse(queryables_document(_base(request, kind), kind, kind_catalogue(store, kind)))
+    return _schema_answer(request, queryables_document(_base(request, kind), kind, kind_catalogue(store, kind)))
 
 
 @_get(
@@ -223,7 +234,7 @@ def get_queryables(request: Request, kind: KindDep, store: StoreDep) -> SchemaRe
     answer=SchemaResponse,
 )
 def get_schema(request: Request, kind: KindDep, store: StoreDep) -> SchemaResponse:
-    return SchemaResponse(collection_schema(_base(request, kind), kind, kind_catalogue(store, kind)))
+    return _schema_answer(request, collection_schema(_base(request, kind), kind, kind_catalogue(store, kind)))
 
 
 @_get(
@@ -234,7 +245,7 @@ def get_schema(request: Request, kind: KindDep, store: StoreDep) -> SchemaRespon
     answer=SchemaResponse,
 )
 def get_feature_schema(request: Request, kind: KindDep, store: StoreDep) -> SchemaResponse:
-    return SchemaResponse(feature_schema(_base(request, kind), kind, kind_catalogue(store, kind)))
+    return _schema_answer(request, feature_schema(_base(request, kind), kind, kind_catalogue(store, kind)))
 
 
 @_get(
@@ -339,7 +350,7 @@ def _collection(root: str, kind: Kind, extent: tuple[float, float, float, float]
     base = f"{root}/collections/{kind}"
     found["links"] += [
         # GDAL 3.6 looks for rel "queryables" exactly, and makes its fields from describedBy
-        {"href": f"{base}/queryables", "rel": "queryables", "type": SCHEMA_JSON, "title": "queryables"},
+        {"href": f"{base}/queryables", "rel": "queryables", "type": "application/json", "title": "queryables"},
         {"href": f"{base}/feature-schema", "rel": "describedBy", "type": SCHEMA_JSON, "title": "feature schema"},
         {"href": f"{base}/schema", "rel": "http://www.opengis.net/def/rel/ogc/1.0/schema", "type": SCHEMA_JSON},
     ]
@@ -392,3 +403,23 @@ def _properties(text: str | None, kind: Kind, catalogue: KindCatalogue | None) -
             f"not properties of {kind}; use {', '.join(column_names(kind))}, props, or a key of its queryables",
         )
     return chosen | set(unknown)  # keys the truncated catalogue does not list, when there are such
+
+
+def with_collection_paths(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with ``/collections/<kind>/items`` spelled out for every kind, as copies of the templated
+    operation: GDAL 3.6 asks ``resultType=hits`` for a filtered count only when the items path *of that collection*
+    declares the parameter (it looks up no template), and otherwise counts by reading every page, then reads them
+    again to list them."""
+    paths = document.get("paths", {})
+    template = paths.get("/collections/{collectionId}/items", {}).get("get")
+    if template is None:
+        return document
+    for kind in Kind:
+        operation = {
+            **template,
+            "operationId": f"{template.get('operationId', 'items')}_{kind}",
+            "summary": f"Features of the collection {kind}",
+            "parameters": [p for p in template.get("parameters", []) if p.get("name") != "collectionId"],
+        }
+        paths.setdefault(f"/collections/{kind}/items", {"get": operation})
+    return document

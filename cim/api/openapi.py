@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from cim.api.ogc_features import with_collection_paths
+
 #: FastAPI's schemas for its 422 answer, which this server never sends.
 _UNUSED = ("HTTPValidationError", "ValidationError")
 
@@ -25,7 +27,7 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            app.openapi_schema = errors_as_json(without_422(document))
+            app.openapi_schema = with_collection_paths(errors_as_json(without_422(document)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

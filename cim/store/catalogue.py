@@ -55,12 +55,22 @@ class KindCatalogue:
     geometry_types: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class KindGeometry:
+    """The geometry types of one kind's assets (by GeoJSON name, sorted), and the first asset (by id) of each type
+    when there are several."""
+
+    types: tuple[str, ...]
+    first_of_each_type: tuple[str, ...]
+
+
 class _Caches:
     """One store's cached catalogues and counts, each under the assets version it was computed at."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.catalogues: dict[tuple[str, Kind], KindCatalogue] = {}
+        self.geometries: dict[tuple[str, Kind], KindGeometry] = {}
         self.counts: OrderedDict[Hashable, int] = OrderedDict()
 
 
@@ -93,10 +103,26 @@ def kind_catalogue(store: Store, kind: Kind, *, version: str | None = None) -> K
         found = caches.catalogues.get((version, kind))
     if found is not None:
         return found
-    made = KindCatalogue(kind=kind, geometry_types=_geometry_types(db, kind), **_keys(db, kind))
+    geometry = kind_geometry(db, kind, version=version)
+    made = KindCatalogue(kind=kind, geometry_types=geometry.types, **_keys(db, kind))
     with caches.lock:
         caches.catalogues = {k: v for k, v in caches.catalogues.items() if k[0] == version}  # older ones are dead
         caches.catalogues[(version, kind)] = made
+    return made
+
+
+def kind_geometry(store: Store, kind: Kind, *, version: str) -> KindGeometry:
+    """The geometry types of ``kind`` at the assets ``version``, computed at most once per version."""
+    db = sql_store(store)
+    caches = _caches_of(db)
+    with caches.lock:
+        found = caches.geometries.get((version, kind))
+    if found is not None:
+        return found
+    made = _geometry(db, kind)
+    with caches.lock:
+        caches.geometries = {k: v for k, v in caches.geometries.items() if k[0] == version}
+        caches.geometries[(version, kind)] = made
     return made
 
 
@@ -161,13 +187,13 @@ def _one_type(types: set[PropertyType], dates: bool) -> PropertyType:
     return "date" if only == "string" and dates else only
 
 
-def _geometry_types(db: SqlStore, kind: Kind) -> tuple[str, ...]:
+def _geometry(db: SqlStore, kind: Kind) -> KindGeometry:
     # DuckDB names the type POINT, PostGIS ST_Point: both become POINT, then GeoJSON's Point
     rows = db.select(
-        "SELECT DISTINCT upper(replace(CAST(ST_GeometryType(geom) AS VARCHAR), 'ST_', '')) AS type "
-        f"FROM assets WHERE kind = {db.dialect.param} AND geom IS NOT NULL",
+        "SELECT upper(replace(CAST(ST_GeometryType(geom) AS VARCHAR), 'ST_', '')) AS type, min(id) AS first "
+        f"FROM assets WHERE kind = {db.dialect.param} AND geom IS NOT NULL GROUP BY 1",
         [str(kind)],
-    )
+    ).to_pylist()
     names = {
         "POINT": "Point",
         "MULTIPOINT": "MultiPoint",
@@ -177,4 +203,6 @@ def _geometry_types(db: SqlStore, kind: Kind) -> tuple[str, ...]:
         "MULTIPOLYGON": "MultiPolygon",
         "GEOMETRYCOLLECTION": "GeometryCollection",
     }
-    return tuple(sorted({names.get(str(t), str(t)) for t in rows.column("type").to_pylist()}))
+    types = tuple(sorted({names.get(str(row["type"]), str(row["type"])) for row in rows}))
+    firsts = tuple(sorted(str(row["first"]) for row in rows)) if len(rows) > 1 else ()
+    return KindGeometry(types=types, first_of_each_type=firsts)

@@ -14,7 +14,12 @@ from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, Store
 from cim.store.catalogue import count_where
 from cim.store.sql import Where
-from cim.store.sqlstore import as_schema, sql_store
+from cim.store.sqlstore import SqlStore, as_schema, sql_store
+
+#: Above this many ids, the rows of a page are looked up through one array parameter rather than one parameter
+#: each: DuckDB took 265 ms for the rows of 1,000 ids as ``id IN (?, …)`` and 55 ms as a semi-join on the unnested
+#: array (a page GDAL asks for when it copies a collection).
+ARRAY_IDS = 200
 
 
 def page_where(
@@ -64,9 +69,19 @@ def feature_page(
     ids = db.select(page, [*where.params, *order_params, limit + 1, offset]).column("id")
     if len(ids) == 0:
         return None, False  # most map windows hold nothing: no empty table is built for them
-    keys: list[Any] = ids.to_pylist()
-    rows = db.select(f"SELECT {db.dialect.select_list()} FROM assets WHERE id IN ({', '.join([p] * len(ids))})", keys)
+    rows = _rows_by_id(db, ids.to_pylist())
     # the rows in the page's order (an id the second step no longer finds was deleted in between: left out)
     position = pc.index_in(ids, value_set=rows.column("id"))
     ordered = as_schema(rows.take(position.drop_null()), ASSET_SCHEMA)
     return AssetBatch(ordered.slice(0, limit)), len(ids) > limit
+
+
+def _rows_by_id(db: SqlStore, keys: list[Any]) -> Any:
+    """The asset rows of ``keys`` (in no order)."""
+    p = db.dialect.param
+    columns = db.dialect.select_list()
+    if len(keys) <= ARRAY_IDS:
+        return db.select(f"SELECT {columns} FROM assets WHERE id IN ({', '.join([p] * len(keys))})", keys)
+    if p == "%s":  # PostgreSQL: a text[] parameter
+        return db.select(f"SELECT {columns} FROM assets WHERE id = ANY({p})", [keys])
+    return db.select(f"SELECT {columns} FROM assets SEMI JOIN (SELECT unnest({p}::VARCHAR[]) AS k) ON id = k", [keys])
