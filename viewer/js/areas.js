@@ -71,7 +71,7 @@ export class Areas {
       for (const f of body.features ?? []) {
         if (layer.features.has(f.id)) continue;
         layer.features.set(f.id, f);
-        const code = f.properties?.props?.code ?? String(f.id).replace(/^area:/, "");
+        const code = f.properties?.code ?? String(f.id).replace(/^area:/, "");
         this.byCode.set(code, f);
         added += 1;
       }
@@ -103,7 +103,7 @@ export class Areas {
       const p = f.properties ?? {};
       this.labels.add({
         position: Cesium.Cartesian3.fromDegrees(centre[0], centre[1], 30),
-        text: biText(p.name, p.props?.name_en).replace(" ", "\n"),
+        text: biText(p.name, p.name_en).replace(" ", "\n"),
         font: '600 17px "WenQuanYi Micro Hei", "Noto Sans CJK SC", sans-serif',
         fillColor: Cesium.Color.fromCssColorString("#d7f0ff"),
         outlineColor: Cesium.Color.fromCssColorString("#0e1116"),
@@ -115,7 +115,7 @@ export class Areas {
         // District names read from the whole city down to a district; closer in, the buildings speak.
         distanceDisplayCondition: new Cesium.DistanceDisplayCondition(2500, 4e6),
         scaleByDistance: new Cesium.NearFarScalar(5000, 1.1, 150000, 0.7),
-        id: { cimArea: p.props?.code ?? f.id },
+        id: { cimArea: p.code ?? f.id },
       });
     }
   }
@@ -183,7 +183,7 @@ export class Areas {
     const max = Math.max(1, ...Object.values(counts));
     const instances = [];
     for (const f of layer.features.values()) {
-      const code = f.properties?.props?.code ?? String(f.id).replace(/^area:/, "");
+      const code = f.properties?.code ?? String(f.id).replace(/^area:/, "");
       const count = counts[code] ?? 0;
       if (!count) continue;
       const color = Cesium.ColorGeometryInstanceAttribute.fromColor(heatColour(count, max));

@@ -55,7 +55,7 @@ export class CaseBoard {
     for (const code of Object.keys(heat.counts ?? {})) {
       if (rows.some((r) => r.code === code)) continue;
       const area = this.areas?.area(code);
-      rows.push({ code, name: area?.properties?.name ?? code, name_en: area?.properties?.props?.name_en,
+      rows.push({ code, name: area?.properties?.name ?? code, name_en: area?.properties?.name_en,
         open: heat.counts[code], overdueNow: heat.overdue?.[code] ?? 0, on_time_rate: null, handled: 0 });
     }
     rows.sort((a, b) => b.open - a.open || String(a.code).localeCompare(String(b.code)));

@@ -5,6 +5,10 @@ import { getJSON } from "./api.js";
 import { $, el } from "./ui.js";
 import { flyToGeometry } from "./viewer.js";
 
+/** The asset columns of a feature's properties (cim.api.geojson); the others are property-set keys. */
+const COLUMNS = new Set(["kind", "name", "parent_id", "source", "z_min", "z_max", "install_date", "status", "material",
+  "height_m", "network", "diameter_mm", "depth_m", "storeys"]);
+
 // noData sentinels of the property tables (cim/tiling/properties.py): shown as empty, not as -1 or 65535.
 const NO_DATA = new Set(["", -1, 65535]);
 
@@ -75,8 +79,10 @@ export class Inspector {
       el("p", { class: "crumbs" }, `${props.kind} `, el("code", {}, asset.id),
         crumbs.length ? el("br") : "", ...crumbs.flatMap((p, i) => [i ? " › " : "in ", link(p)])),
     );
-    const { props: extra = {}, ...columns } = props;
-    const shown = Object.fromEntries(Object.entries(columns).filter(([, v]) => v !== null && v !== ""));
+    // the columns first; every other property is a key of the asset's property sets (flattened by the server)
+    const entries = Object.entries(props).filter(([, v]) => v !== null && v !== "");
+    const shown = Object.fromEntries(entries.filter(([k]) => COLUMNS.has(k)));
+    const extra = Object.fromEntries(entries.filter(([k]) => !COLUMNS.has(k)));
     body.append(section("Asset", propsTable(shown)));
     if (Object.keys(extra).length) body.append(section("Properties", propsTable(extra)));
     if (Object.keys(state).length) {

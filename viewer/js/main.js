@@ -200,7 +200,7 @@ async function startCases(collections, endpoints) {
 function districtsOf(layer) {
   const districts = layer.layers.get("district")?.features ?? new Map();
   return [...districts.values()]
-    .map((f) => ({ code: f.properties?.props?.code ?? f.id, name: f.properties?.name, name_en: f.properties?.props?.name_en }))
+    .map((f) => ({ code: f.properties?.code ?? f.id, name: f.properties?.name, name_en: f.properties?.name_en }))
     .sort((a, b) => String(a.code).localeCompare(String(b.code)));
 }
 
