@@ -35,12 +35,11 @@ from cim.api.schemas import (
     QueryablesOut,
     errors,
 )
-from cim.errors import InvalidInput, NotFound
+from cim.errors import InvalidInput
 from cim.model import Kind
 from cim.queries import ItemsQuery, find_features
-from cim.queries.checks import checked_text
 from cim.queries.cql import parse_filter
-from cim.queries.items import parse_datetime, parse_sortby
+from cim.queries.items import find_feature, parse_datetime, parse_sortby
 from cim.queries.params import BBOX_PATTERN, parse_bbox
 from cim.store import Store
 from cim.store.catalogue import KindCatalogue, assets_version, kind_catalogue
@@ -137,13 +136,6 @@ class ItemsParams:
         Literal["results", "hits"],
         Query(alias="resultType", description="hits: numberMatched alone, no features"),
     ] = "results"
-    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemParams:
-    """The query parameters of ``/collections/{kind}/items/{featureId}``."""
-
     f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
 
 
@@ -325,12 +317,10 @@ def item(
     kind: KindDep,
     feature_id: str,
     store: StoreDep,
-    params: Annotated[ItemParams, query_params(ItemParams)],
+    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None,
 ) -> Response:
-    fmt = negotiate(request, params.f)
-    asset = store.get_asset(checked_text(feature_id, what="feature id"))
-    if asset.kind is not kind:
-        raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
+    fmt = negotiate(request, f)
+    asset = find_feature(store, feature_id, kind=kind)
     body = feature(asset)
     body["links"] = [
         {"href": str(request.url), "rel": "self", "type": GEOJSON},

@@ -14,15 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from cim.errors import InvalidInput
-from cim.model import Asset, Kind, fields_of
+from cim.errors import InvalidInput, NotFound
+from cim.model import Asset, AssetBatch, Kind, fields_of
+from cim.model.schema import ASSET_SCHEMA
 from cim.queries.checks import checked_text
 from cim.queries.cql import BASE_COLUMNS, PROPS_PREFIX, PropertyKeys, props_key
 from cim.store import AssetQuery, BBox, Store
 from cim.store.catalogue import assets_version, kind_geometry
 from cim.store.pages import count_matched, feature_page, page_where
 from cim.store.sql import Dialect, Where
-from cim.store.sqlstore import sql_store
+from cim.store.sqlstore import as_schema, sql_store
 
 #: Most ids one request may name.
 MAX_IDS = 1_000
@@ -81,6 +82,20 @@ def find_features(store: Store, query: ItemsQuery, *, version: str | None = None
         order = _first_of_each_geometry_type(store, query.kind, version=version or assets_version(store))
     batch, more = feature_page(store, where=where, order=order, limit=query.limit, offset=query.offset)
     return FeaturePage(assets=[] if batch is None else batch.to_assets(), more=more, matched=matched)
+
+
+def find_feature(store: Store, feature_id: str, *, kind: Kind) -> Asset:
+    """The asset ``feature_id`` of collection ``kind``, or :class:`~cim.errors.NotFound`. One statement with no
+    ORDER BY: on DuckDB sorting the one row cost as much as finding it (0.8 → 1.2 ms)."""
+    db = sql_store(store)
+    matched = db.dialect.key_in("id", [checked_text(feature_id, what="feature id")])
+    rows = db.select(f"SELECT {db.dialect.select_list()} FROM assets WHERE {matched.sql}", matched.params)
+    if not rows.num_rows:
+        raise NotFound(f"feature {feature_id[:100]!r}", "is not in the store")
+    asset = AssetBatch(as_schema(rows, ASSET_SCHEMA)).to_assets()[0]
+    if asset.kind is not kind:
+        raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
+    return asset
 
 
 def _first_of_each_geometry_type(store: Store, kind: Kind, *, version: str) -> list[tuple[Where, bool]]:

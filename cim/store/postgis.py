@@ -17,7 +17,7 @@ import io
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -222,7 +222,7 @@ class PostGISStore(SqlStore):
         inside_change = getattr(self._local, "con", None) is not None
         for attempt in range(2):
             try:
-                with self._connection() as con, con.transaction(), con.cursor() as cur:
+                with self._connection() as con, self._reading(con, inside_change), con.cursor() as cur:
                     cur.execute(sql, list(params))
                     described = cur.description or ()
                     names = [d.name for d in described]
@@ -237,6 +237,13 @@ class PostGISStore(SqlStore):
                     raise _unavailable(_first_line(exc)) from None
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         return pa.table({name: _arrow(values, b) for name, values, b in zip(names, columns, binary, strict=True)})
+
+    @staticmethod
+    def _reading(con: psycopg.Connection[Any], inside_change: bool) -> AbstractContextManager[Any]:
+        """Inside a change, a savepoint (a failed read leaves the change usable); else nothing: the connection is in
+        autocommit, so the one statement is its own transaction, without a BEGIN and a COMMIT round trip each
+        (an asset by id: 0.93 → 0.74 ms)."""
+        return con.transaction() if inside_change else nullcontext()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._connection() as con:

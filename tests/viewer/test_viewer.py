@@ -113,9 +113,7 @@ def test_clicking_a_building_opens_its_panel_with_its_name(page: tuple[Any, Watc
     buildings = api(server, "/collections/building/items?limit=5000")["features"]
     # A tall rectangular building without lifts: its centre is on its roof, and no sensor marker sits there.
     plain = [b for b in buildings if b["properties"].get("shape") == "rectangle"]
-    target = max(
-        (b for b in plain if not b["properties"].get("lifts")), key=lambda b: b["properties"]["height_m"]
-    )
+    target = max((b for b in plain if not b["properties"].get("lifts")), key=lambda b: b["properties"]["height_m"])
     ring = target["geometry"]["coordinates"][0]
     lon = sum(p[0] for p in ring[:-1]) / (len(ring) - 1)
     lat = sum(p[1] for p in ring[:-1]) / (len(ring) - 1)
