@@ -15,8 +15,17 @@ from fastapi import APIRouter, Query, Request
 
 from cim.api.case_json import case_feature, feature_collection
 from cim.api.cases import Cases, csv_values
+from cim.api.formats import negotiate
 from cim.api.iot import parse_instant
-from cim.api.ogc_features import GEOJSON, MAX_LIMIT, CrsName, GeoJSONResponse, SchemaResponse, collection_json
+from cim.api.ogc_features import (
+    GEOJSON,
+    MAX_LIMIT,
+    CrsName,
+    FormatName,
+    GeoJSONResponse,
+    SchemaResponse,
+    collection_json,
+)
 from cim.api.schemas import CollectionOut, FeatureCollectionOut, FeatureOut, QueryablesOut, errors
 from cim.errors import InvalidInput
 from cim.queries.params import BBOX_PATTERN, parse_bbox
@@ -117,7 +126,7 @@ def queryables(request: Request) -> SchemaResponse:
 async def items(
     request: Request,
     cases: Cases,
-    limit: Annotated[int, Query(ge=1, description=f"features per page (capped at {MAX_LIMIT})")] = 10,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"features per page (at most {MAX_LIMIT:,})")] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     bbox: Annotated[str | None, Query(description="west,south,east,north (CRS84)", pattern=BBOX_PATTERN)] = None,
     bbox_crs: Annotated[CrsName | None, Query(alias="bbox-crs", description="only CRS84 (lon/lat)")] = None,
@@ -135,10 +144,14 @@ async def items(
     district: str | None = None,
     street: str | None = None,
     grid_cell: str | None = None,
+    result_type: Annotated[
+        Literal["results", "hits"], Query(alias="resultType", description="hits: numberMatched alone")
+    ] = "results",
+    f: Annotated[FormatName | None, Query(description="answer format (GeoJSON)")] = None,
 ) -> GeoJSONResponse:
     from cim.store.cases import CaseFilter
 
-    limit = min(limit, MAX_LIMIT)
+    negotiate(request, f)
     if filter_ is not None:
         raise InvalidInput("parameter filter", "the cases collection takes its queryables as parameters, not CQL2")
     since = until = None
@@ -163,6 +176,8 @@ async def items(
             now=now,
         )
     )
+    if result_type == "hits":
+        found = []
     body = feature_collection(found, matched=matched, units=cases.units, now=now)
     links = [{"href": str(request.url), "rel": "self", "type": GEOJSON}]
     if matched is not None and offset + len(found) < matched:
@@ -177,8 +192,14 @@ async def items(
     summary="One case",
     response_model=FeatureOut,
     response_class=GeoJSONResponse,
-    responses=errors(404),
+    responses=errors(400, 404),
 )
-async def item(cases: Cases, feature_id: str) -> GeoJSONResponse:
+async def item(
+    request: Request,
+    cases: Cases,
+    feature_id: str,
+    f: Annotated[FormatName | None, Query(description="answer format (GeoJSON)")] = None,
+) -> GeoJSONResponse:
+    negotiate(request, f)
     case, _ = await cases.get(feature_id)
     return GeoJSONResponse(case_feature(case, units=cases.units, now=datetime.now(UTC)))
