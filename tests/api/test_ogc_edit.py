@@ -13,6 +13,7 @@ Writes need the write token; a bad body is a 400 naming its member and writes no
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -197,6 +198,34 @@ def test_the_part_4_conformance_classes_are_named() -> None:
         "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
         "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
     )
+
+
+def test_an_edit_session_as_qgis_sends_it_goes_through(editor: TestClient) -> None:
+    """QGIS's OAPIF provider (qgsoapifprovider.cpp, 3.32 on; 3.22's cannot edit): OPTIONS on /items and on an
+    item to find what it may do, POST without ``id`` and with every field of the layer (nulls included), the id
+    read from ``Location`` after ``/items/``, then PATCH (merge patch of properties, or of the geometry alone), PUT
+    of the whole feature when PATCH is not offered, DELETE."""
+    assert "POST" in editor.options(ITEMS, headers=AUTH).headers["Allow"]
+    assert "PATCH" in editor.options(f"{ITEMS}/b1", headers=AUTH).headers["Allow"]
+    fields = editor.get(f"{ITEMS}/b1").json()["properties"]
+    sent = {name: None for name in fields} | {"kind": "building", "name": "Drawn", "install_date": "2021-06-01"}
+    body = {"type": "Feature", "geometry": square(), "properties": sent}
+    created = editor.post(ITEMS, content=json.dumps(body), headers={**AUTH, "Content-Type": "application/geo+json"})
+    assert created.status_code == 201
+    new_id = created.headers["Location"][created.headers["Location"].rfind("/items/") + len("/items/") :]
+    item = f"{ITEMS}/{new_id}"
+    assert editor.get(item).json()["properties"]["install_date"] == "2021-06-01"
+    patch = {**AUTH, "Content-Type": "application/merge-patch+json"}
+    assert editor.patch(item, content=json.dumps({"properties": {"name": "Drawn 2"}}), headers=patch).status_code == 200
+    moved = {"geometry": square(X + 0.001, Y)}
+    assert editor.patch(item, content=json.dumps(moved), headers=patch).status_code == 200
+    whole = editor.get(item).json()
+    whole["properties"]["status"] = "planned"
+    assert editor.put(item, json=whole, headers=AUTH).status_code == 200
+    stored = editor.get(item).json()
+    assert (stored["properties"]["name"], stored["properties"]["status"]) == ("Drawn 2", "planned")
+    assert stored["geometry"] == square(X + 0.001, Y)
+    assert editor.delete(item, headers=AUTH).status_code == 204
 
 
 # --- refused writes ---
