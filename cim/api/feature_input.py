@@ -121,8 +121,10 @@ def _feature(body: Any, *, patch: bool = False) -> Mapping[str, Any]:
     if not patch and "geometry" not in body:
         raise InvalidInput("geometry", "is missing; a GeoJSON Feature has a geometry member (null when it has none)")
     properties = body.get("properties")
-    if properties is not None and not isinstance(properties, dict):
+    if (properties is not None or (patch and "properties" in body)) and not isinstance(properties, dict):
         raise InvalidInput("properties", "must be an object")
+    if "id" in body and (isinstance(body["id"], bool) or not isinstance(body["id"], str | int)):
+        raise InvalidInput("id", f"must be a string or an integer, got {type(body['id']).__name__}")
     return body
 
 

@@ -235,13 +235,10 @@ async def item_options(kind: KindDep, feature_id: str, request: Request, resourc
 
 def _may_write(request: Request, token: str | None) -> bool:
     """Whether the request carries the write token (OPTIONS lists the methods allowed *to this request*)."""
+    if not token:
+        return False
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return (
-        token is not None
-        and bool(token)
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(given.strip().encode(), token.encode())
-    )
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def _refused_type(request: Request, accepted: tuple[str, ...]) -> Response | None:

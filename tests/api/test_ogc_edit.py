@@ -284,6 +284,8 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("PATCH", {"geometry": None}, "geometry"),
     ("PATCH", {"geometry": {"type": "Point", "coordinates": [X, Y]}}, "geometry"),
     ("PATCH", {"id": "b9"}, "id"),
+    ("PATCH", {"properties": None}, "properties"),
+    ("PUT", {**building(), "id": {}}, "id"),
     ("PATCH", {"properties": {"z_min": 50, "z_max": 10}}, "z range"),
 ]
 
