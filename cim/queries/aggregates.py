@@ -15,8 +15,7 @@ from typing_extensions import TypedDict
 from cim.errors import InvalidInput
 from cim.model import Kind
 from cim.store import BBox, Store
-from cim.store.aggregates import AREA_KEYS, GROUP_KEYS, MAX_GROUP_KEYS, Group, aggregate, total
-from cim.store.areas import area_tree
+from cim.store.aggregates import AREA_KEYS, GROUP_KEYS, MAX_GROUP_KEYS, Group, aggregate, area_names, total
 from cim.store.sql import Where
 
 
@@ -74,7 +73,7 @@ def aggregate_json(
         store, kind=kind, group_by=group_by, as_of=as_of, bbox=bbox, installed=installed, condition=condition
     )
     levels = [key for key in group_by if key in AREA_KEYS]
-    names = _area_names(store) if levels else {}
+    names: dict[str, AreaNameOut] = {code: {"zh": zh, "en": en} for code, (zh, en) in area_names(store, levels).items()}
     everything = total(groups)
     return {
         "collection": str(kind),
@@ -95,8 +94,3 @@ def _group_out(group: Group, levels: Sequence[str], names: dict[str, AreaNameOut
     out["length_m"] = group.length_m
     out["area_m2"] = group.area_m2
     return out
-
-
-def _area_names(store: Store) -> dict[str, AreaNameOut]:
-    """Every area's Chinese name (its ``name``) and English one (``props.name_en``), by code."""
-    return {code: {"zh": node.name, "en": node.name_en} for code, node in area_tree(store).items()}

@@ -20,7 +20,7 @@ from typing import Any
 
 from cim.errors import InvalidInput
 from cim.model import Kind, fields_of
-from cim.store.areas import AREA_LEVELS, asset_areas
+from cim.store.areas import AREA_LEVELS, _code, _props, asset_areas  # _code, _props: spelled as areas are
 from cim.store.base import AssetQuery, BBox, Store
 from cim.store.duckdb import DuckDBDialect
 from cim.store.sql import Dialect, Where
@@ -132,6 +132,22 @@ def aggregate(
         for row in rows
     ]
     return sorted(groups, key=lambda g: tuple(_sort_key(k, g.key[k]) for k in keys))
+
+
+def area_names(store: Store, levels: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+    """The (Chinese, English) names of the areas of ``levels`` (``district`` …) by code: the area's ``name`` and
+    its ``props.name_en``. Only those levels are read (a city has thousands of grid cells, a few districts)."""
+    kinds = [level for level in levels if level in AREA_KEYS]
+    if not kinds:
+        return {}
+    db = sql_store(store)
+    s = db.dialect
+    rows = db.select(
+        f"SELECT {_code(s)} AS code, name, {_props(s, 'name_en')} AS name_en FROM assets "
+        f"WHERE kind IN ({', '.join([s.param] * len(kinds))})",
+        kinds,
+    ).to_pylist()
+    return {row["code"]: (row["name"], row["name_en"]) for row in rows}
 
 
 def total(groups: Sequence[Group]) -> Group:
