@@ -20,10 +20,9 @@ from typing import Any
 
 from cim.errors import InvalidInput
 from cim.model import Kind, fields_of
-from cim.store.areas import AREA_LEVELS, _code, _props, asset_areas  # _code, _props: spelled as areas are
+from cim.store.areas import AREA_LEVELS, area_code, asset_areas, props_literal
 from cim.store.base import AssetQuery, BBox, Store
-from cim.store.duckdb import DuckDBDialect
-from cim.store.sql import Dialect, Where
+from cim.store.sql import Where
 from cim.store.sqlstore import sql_store
 
 #: Attribute keys (typed columns), then the derived ones.
@@ -118,7 +117,7 @@ def aggregate(
         f"WHERE {' AND '.join(clauses)}) "
         f"SELECT {', '.join(f'{e} AS k{i}' for i, e in enumerate(exprs))}, count(*) AS n, "
         f"sum(CASE WHEN {dim} = {_LINE} THEN {s.length_m('sel.geom')} END) AS length_m, "
-        f"sum(CASE WHEN {dim} = {_POLYGON} THEN {area_m2(s, 'sel.geom')} END) AS area_m2 "
+        f"sum(CASE WHEN {dim} = {_POLYGON} THEN {s.area_m2('sel.geom')} END) AS area_m2 "
         f"FROM sel{join} GROUP BY {', '.join(exprs)}"
     )
     rows = db.select(sql, [*band.params, *params]).to_pylist()
@@ -143,7 +142,7 @@ def area_names(store: Store, levels: Sequence[str]) -> dict[str, tuple[str | Non
     db = sql_store(store)
     s = db.dialect
     rows = db.select(
-        f"SELECT {_code(s)} AS code, name, {_props(s, 'name_en')} AS name_en FROM assets "
+        f"SELECT {area_code(s)} AS code, name, {props_literal(s, 'name_en')} AS name_en FROM assets "
         f"WHERE kind IN ({', '.join([s.param] * len(kinds))})",
         kinds,
     ).to_pylist()
@@ -160,15 +159,6 @@ def total(groups: Sequence[Group]) -> Group:
         length_m=round(math.fsum(lengths), _DIGITS) if lengths else None,
         area_m2=round(math.fsum(areas), _DIGITS) if areas else None,
     )
-
-
-def area_m2(s: Dialect, expr: str) -> str:
-    """The spheroidal area in square metres of a lon/lat polygon expression. (Here rather than a method of
-    :class:`Dialect` while that class is shared by parallel work; DuckDB's ``ST_Area_Spheroid`` reads lat/lon
-    order, as its ``ST_Length_Spheroid`` does.)"""
-    if isinstance(s, DuckDBDialect):
-        return f"ST_Area_Spheroid(ST_FlipCoordinates({expr}))"
-    return f"ST_Area(({expr})::geography)"
 
 
 def _age_band(p: str, as_of: date) -> Where:
