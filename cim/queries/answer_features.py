@@ -3,18 +3,19 @@ open them as layers: one feature per answered asset, its geometry read from the 
 :data:`IDS_PER_QUERY` ids.
 
 - old lifts: one feature per lift of the answer (old ones in a building, old ones under none, and those of unknown
-  age, told apart by ``group``), with ``age_years``, ``install_date``, ``building_id`` and ``building_name``; a lift
-  with no geometry of its own stands at its building's point (``located_at`` says which).
+  age, told apart by ``group``), with ``age_years``, ``install_date``, ``building_id`` and ``building_name``, each a
+  point: the lift's own, a point on its footprint, or, for a lift with no geometry, its building's point
+  (``located_at`` says which).
 - buried pipes: one feature per pipe with the answer's properties.
 - within distance: one feature per asset with ``name``, ``near_id`` and ``distance_m`` (null when beyond).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 import shapely
 
 from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut
@@ -33,7 +34,7 @@ def geometries_of(store: Store, ids: Iterable[str]) -> dict[str, dict[str, Any] 
         shapes = shapely.from_wkb(table.column("geom").to_numpy(zero_copy_only=False))
         texts = shapely.to_geojson(shapes)
         for asset_id, text in zip(table.column("id").to_pylist(), texts, strict=True):
-            found[asset_id] = None if text is None else json.loads(text)
+            found[asset_id] = None if text is None else orjson.loads(text)  # a fifth of json.loads' time
     return found
 
 
@@ -56,16 +57,14 @@ def old_lifts_features(store: Store, answer: OldLiftsOut) -> dict[str, Any]:
     geometries = geometries_of(store, [*lift_ids, *unknown_buildings])
 
     def placed(lift_id: str, building_id: str | None) -> tuple[dict[str, Any] | None, str | None]:
-        own = geometries.get(lift_id)
+        own = _point(geometries.get(lift_id))
         if own is not None:
             return own, "lift"
         building = buildings.get(building_id) if building_id is not None else None
         if building is not None and building["lon"] is not None and building["lat"] is not None:
             return {"type": "Point", "coordinates": [building["lon"], building["lat"]]}, "building"
-        if building_id is not None and geometries.get(building_id) is not None:
-            point = shapely.from_geojson(json.dumps(geometries[building_id])).point_on_surface()
-            return {"type": "Point", "coordinates": [point.x, point.y]}, "building"
-        return None, None
+        at_building = _point(geometries.get(building_id) if building_id is not None else None)
+        return (at_building, "building") if at_building is not None else (None, None)
 
     features = []
     for b in answer["buildings"]:
@@ -81,6 +80,14 @@ def old_lifts_features(store: Store, answer: OldLiftsOut) -> dict[str, Any]:
         name = building["name"] if building is not None else None
         features.append(_lift(unknown["id"], geometry, located, "unknown_age", None, unknown["building_id"], name))
     return feature_collection(features)
+
+
+def _point(geometry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``geometry`` when a point, else a point on it (one geometry type makes one layer in a GIS)."""
+    if geometry is None or geometry.get("type") == "Point":
+        return geometry
+    point = shapely.from_geojson(orjson.dumps(geometry)).point_on_surface()
+    return None if point.is_empty else {"type": "Point", "coordinates": [point.x, point.y]}
 
 
 def _lift(

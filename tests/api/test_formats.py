@@ -342,6 +342,7 @@ def test_old_lifts_as_geojson_one_feature_per_lift(client: TestClient) -> None:
     assert under_storey["geometry"]["type"] == "Point" and under_storey["properties"]["located_at"] == "building"
     assert by_id["lift-2b"]["properties"]["group"] == "unknown_age"
     assert by_id["lift-2b"]["geometry"] is not None
+    assert {f["geometry"]["type"] for f in body["features"] if f["geometry"]} == {"Point"}  # one layer type
     frame = pd.read_csv(io.BytesIO(client.get("/queries/old-lifts", params={**params, "f": "csv"}).content))
     assert frame["id"].tolist() == list(by_id)
 
