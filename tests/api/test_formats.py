@@ -136,6 +136,15 @@ def test_geojson_and_json_differ_only_in_media_type(items: TestClient) -> None:
     assert geojson.json()["features"] == json_answer.json()["features"]
 
 
+def test_geojson_of_numbers_orjson_refuses_still_answers() -> None:
+    body = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "id": "a", "geometry": None, "properties": {"huge": 2**70}}],
+    }
+    answer = features_response(OutputFormat.GEOJSON, request=request_with(), title="x", body=body)
+    assert b'"huge":1180591620717411303424' in answer.body and answer.media_type == "application/geo+json"
+
+
 # --- CSV ----------------------------------------------------------------------------------------------------------
 
 
