@@ -144,3 +144,22 @@ def test_the_servers_refusal_is_the_same_error_line(serving: str) -> None:
 def test_a_server_that_does_not_answer_is_named(tmp_path: Path) -> None:
     done = cim("query", "old-lifts", "--server", "http://127.0.0.1:9")
     assert done.returncode == 2 and done.stderr.startswith("error: server http://127.0.0.1:9 — does not answer")
+
+
+def test_a_file_held_by_a_process_that_announced_no_server_is_busy_and_the_error_names_server(city_file: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(city_file)!r}); print(1); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "1"  # it holds the file now
+        done = cim("query", "old-lifts", "--store", str(city_file))
+    finally:
+        holder.communicate("", timeout=30)
+    assert done.returncode == 2 and "is busy" in done.stderr and "--server URL" in done.stderr
