@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
@@ -23,9 +23,14 @@ from cim.cli.options import (
     open_existing_store,
     print_json,
     reading_server,
+    store_url,
 )
 from cim.errors import InvalidInput
 from cim.model import parse_kind
+from cim.store import open_store
+
+if TYPE_CHECKING:
+    from cim.queries.aggregates import GroupOut
 
 query_app = typer.Typer(help="Ask the city model: old lifts, buried pipes, assets within a distance.")
 
@@ -202,3 +207,53 @@ def within_distance_command(
     console.print(
         f"{len(result['assets'])} {kind} assets {'beyond' if beyond else 'within'} {distance:g} m of a {near}"
     )
+
+
+@query_app.command("aggregate")
+def aggregate_command(
+    kind: Annotated[str, typer.Argument(help="the collection (asset kind), e.g. pipe")],
+    group_by: Annotated[
+        str,
+        typer.Option(
+            "--group-by", help="1-3 of kind, status, network, material, age_band, district, street, grid_cell"
+        ),
+    ],
+    store: StoreOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="count age bands to this date (default today)")] = None,
+    bbox: Annotated[str | None, typer.Option(help="only assets inside west,south,east,north")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts, lengths (m) and areas (m²) of one kind's assets, grouped: as GET /collections/{kind}/aggregate."""
+    from cim.queries.aggregates import aggregate_json, parse_group_by
+    from cim.queries.params import parse_bbox, parse_date
+
+    with open_store(store_url(store)) as opened:
+        result = aggregate_json(
+            opened,
+            kind=parse_kind(kind),
+            group_by=parse_group_by(group_by),
+            as_of=parse_date(as_of, what="--as-of") if as_of else None,
+            bbox=parse_bbox(bbox) if bbox else None,
+        )
+    if as_json:
+        print_json(result)
+        return
+    keys = result["group_by"]
+    table = Table(*keys, "count", "length m", "area m²", title=f"{kind} as of {result['as_of']}")
+    rows = [([_labelled(g, k) for k in keys], g["count"], g["length_m"], g["area_m2"]) for g in result["groups"]]
+    everything = result["total"]
+    rows.append(
+        (["total", *[""] * (len(keys) - 1)], everything["count"], everything["length_m"], everything["area_m2"])
+    )
+    for labels, count, metres, square_metres in rows:
+        table.add_row(*labels, f"{count:,}", *("-" if m is None else f"{m:,.1f}" for m in (metres, square_metres)))
+    console.print(table)
+
+
+def _labelled(group: GroupOut, key: str) -> str:
+    """A group's value of ``key``, with its area's Chinese name when it has one."""
+    code = group["key"].get(key)
+    name = group.get("names", {}).get(key)
+    if code is None:
+        return "-"
+    return f"{code} {name['zh']}" if name and name["zh"] else code
