@@ -23,11 +23,9 @@ from cim.cli.options import (
     open_existing_store,
     print_json,
     reading_server,
-    store_url,
 )
 from cim.errors import InvalidInput
 from cim.model import parse_kind
-from cim.store import open_store
 
 if TYPE_CHECKING:
     from cim.queries.aggregates import GroupOut
@@ -219,6 +217,7 @@ def aggregate_command(
         ),
     ],
     store: StoreOption = None,
+    server: ServerOption = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="count age bands to this date (default today)")] = None,
     bbox: Annotated[str | None, typer.Option(help="only assets inside west,south,east,north")] = None,
     as_json: JsonOption = False,
@@ -227,14 +226,18 @@ def aggregate_command(
     from cim.queries.aggregates import aggregate_json, parse_group_by
     from cim.queries.params import parse_bbox, parse_date
 
-    with open_store(store_url(store)) as opened:
-        result = aggregate_json(
-            opened,
-            kind=parse_kind(kind),
-            group_by=parse_group_by(group_by),
-            as_of=parse_date(as_of, what="--as-of") if as_of else None,
-            bbox=parse_bbox(bbox) if bbox else None,
-        )
+    if (remote := reading_server(store, server)) is not None:
+        path = f"/collections/{quote(kind, safe='')}/aggregate"
+        result = json.loads(ask_server(remote, path, params={"group_by": group_by, "as_of": as_of, "bbox": bbox}))
+    else:
+        with open_existing_store(store) as opened:
+            result = aggregate_json(
+                opened,
+                kind=parse_kind(kind),
+                group_by=parse_group_by(group_by),
+                as_of=parse_date(as_of, what="--as-of") if as_of else None,
+                bbox=parse_bbox(bbox) if bbox else None,
+            )
     if as_json:
         print_json(result)
         return
