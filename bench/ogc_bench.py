@@ -166,35 +166,56 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_servers(url: str, schema: str, tmp: Path, tipg_venv: Path) -> list[Server]:
-    """``cim serve`` on the store and tipg on its view, each on a free port, both answering."""
+def start_ours(store_url: str, tmp: Path) -> Server:
+    """``cim serve`` (the real command, its defaults: no access log) on ``store_url``, on a free port."""
     ours = Server("cim serve", free_port(), "building")
+    tiles = tmp / "tiles"
+    tiles.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "cim", "serve", "--store", store_url, "--tiles", str(tiles)]
+    command += ["--host", "127.0.0.1", "--port", str(ours.port)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIM_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    _launch(ours, command, env, tmp)
+    return ours
+
+
+def start_tipg(url: str, schema: str, tmp: Path, tipg_venv: Path) -> Server:
+    """tipg on the view ``<schema>.building`` of database ``url``, on a free port.
+
+    As its README runs it: one uvicorn process, with uvloop and httptools as cim serve has; the planner settings our
+    store gives its connections (jit off, no parallel workers) through asyncpg's server settings in the URL."""
     tipg = Server("tipg", free_port(), f"{schema}.building")
-    (tmp / "tiles").mkdir()
-    python = sys.executable
-    store_url = f"{url}?schema={schema}"
-    ours_cmd = [python, "-m", "cim", "serve", "--store", store_url, "--tiles", str(tmp / "tiles")]
-    ours_cmd += ["--host", "127.0.0.1", "--port", str(ours.port)]
-    ours_env = {k: v for k, v in os.environ.items() if not k.startswith("CIM_")}
-    ours_env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    # tipg as its README runs it, one uvicorn process with uvloop and httptools as cim serve has; the same planner
-    # settings our store gives its connections (jit off, no parallel workers), through asyncpg's server settings
-    tipg_cmd = [str(tipg_venv / "bin" / "python"), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1"]
-    tipg_cmd += ["--port", str(tipg.port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-    tipg_cmd += ["--log-level", "warning"]
-    tipg_env = {
+    command = [str(tipg_venv / "bin" / "python"), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1"]
+    command += ["--port", str(tipg.port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+    command += ["--log-level", "warning"]
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": f"{url}?jit=off&max_parallel_workers_per_gather=0",
         "TIPG_DB_SCHEMAS": json.dumps([schema]),
         "TIPG_DB_TABLES": json.dumps([f"{schema}.building"]),
         "TIPG_CATALOG_TTL": "0",  # the catalogue read once at start (no refresh in the middle of a run)
     }
-    for server, command, env in ((ours, ours_cmd, ours_env), (tipg, tipg_cmd, tipg_env)):
-        log = (tmp / f"{server.name.replace(' ', '-')}.log").open("w")
-        server.proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=tmp, start_new_session=True)
-    for server in (ours, tipg):
+    _launch(tipg, command, env, tmp)
+    return tipg
+
+
+def _launch(server: Server, command: list[str], env: dict[str, str], tmp: Path) -> None:
+    log = (tmp / f"{server.name.replace(' ', '-')}.log").open("w")
+    server.proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=tmp, start_new_session=True)
+
+
+def wait_ready(servers: list[Server]) -> None:
+    for server in servers:
         wait_for(f"{server.base}/collections/{server.collection}")
-    return [ours, tipg]
+
+
+def server_errors(servers: list[Server], tmp: Path) -> None:
+    """Print the end of a server's log when it has errors in it."""
+    for server in servers:
+        log = tmp / f"{server.name.replace(' ', '-')}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "Traceback" in text or "ERROR" in text:
+            print(f"\n{server.name}'s log has errors (last lines):\n" + "\n".join(text.splitlines()[-15:]))
 
 
 def stop_servers(servers: list[Server]) -> None:
@@ -321,8 +342,11 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
         f"store: {args.buildings:,} buildings in {url.rsplit('@', 1)[-1]} schema {schema} "
         + (f"built in {built:.1f} s" if built is not None else "(reused from an earlier run)")
     )
-    servers = start_servers(url, schema, tmp, args.tipg_venv)
+    servers: list[Server] = []
     try:
+        servers.append(start_ours(f"{url}?schema={schema}", tmp))
+        servers.append(start_tipg(url, schema, tmp, args.tipg_venv))
+        wait_ready(servers)
         extent_of = get_json(f"{servers[0].base}/collections/building")["extent"]["spatial"]["bbox"][0]
         shapes = query_shapes(args.buildings, tuple(extent_of))
         notes = compare_answers(servers, shapes)
@@ -366,11 +390,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
         )
     finally:
         stop_servers(servers)
-        for server in servers:
-            log = tmp / f"{server.name.replace(' ', '-')}.log"
-            text = log.read_text(errors="replace") if log.exists() else ""
-            if "Traceback" in text or "ERROR" in text:
-                print(f"\n{server.name}'s log has errors (last lines):\n" + "\n".join(text.splitlines()[-15:]))
+        server_errors(servers, tmp)
         if args.drop:
             with psycopg.connect(url, autocommit=True) as con:
                 con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
