@@ -379,9 +379,15 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
             f"(and whatever else runs): busy {(busy1 - busy0) / (total1 - total0):.0%} of them during the "
             f"{load_wall:.0f} s of load (load average before the run {load_before}). wrk used at most "
             f"{max(wrk_cpu):.0%} of a core in any run (median {statistics.median(wrk_cpu):.0%}), "
-            "so it is not the bottleneck; the servers' own CPU is in the cpu column (their database work runs in "
-            "PostgreSQL's backends, not counted there)."
+            + ("so it is not the bottleneck" if max(wrk_cpu) < 0.25 else "so it MAY be a bottleneck")
+            + "; the servers' own CPU is in the cpu column (their database work runs in PostgreSQL's backends, "
+            "not counted there)."
         )
+        if os.getloadavg()[0] > (os.cpu_count() or 1):
+            print(
+                "CAUTION: the machine was loaded by other work (load average above its core count): absolute "
+                "figures are low and noisy; the ratios of the interleaved runs are the comparable part."
+            )
         print(
             "tipg: its defaults (asyncpg pool of 1-10 connections, COUNT(*) per page for numberMatched), one uvicorn "
             "process with uvloop + httptools, catalogue TTL 0, DATABASE_URL with jit=off and "
