@@ -335,7 +335,8 @@ def busy_cores() -> tuple[float, float]:
 
 
 def bench(args: argparse.Namespace, tmp: Path) -> None:
-    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    load = os.getloadavg()
+    load_before = " ".join(f"{v:.1f}" for v in load)
     url = database_url(args.postgres)
     schema, built = prepare_store(url, args.buildings)
     print(
@@ -383,10 +384,10 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
             + "; the servers' own CPU is in the cpu column (their database work runs in PostgreSQL's backends, "
             "not counted there)."
         )
-        if os.getloadavg()[0] > (os.cpu_count() or 1):
+        if load[0] > (os.cpu_count() or 1):
             print(
-                "CAUTION: the machine was loaded by other work (load average above its core count): absolute "
-                "figures are low and noisy; the ratios of the interleaved runs are the comparable part."
+                "CAUTION: the machine was loaded by other work (load average above its core count before the run): "
+                "absolute figures are low and noisy; the ratios of the interleaved runs are the comparable part."
             )
         print(
             "tipg: its defaults (asyncpg pool of 1-10 connections, COUNT(*) per page for numberMatched), one uvicorn "
