@@ -295,6 +295,10 @@ def flatgeobuf_table(features: Sequence[dict[str, Any]]) -> tuple[pa.Table, str]
     geometry type (``Unknown`` when they differ)."""
     shapes = _geometries(features)
     types = {shape.geom_type for shape in shapes if shape is not None}
+    multi = next((t for t in types if t in _MULTI_OF), None)
+    if multi is not None and types == {multi, _MULTI_OF[multi]}:  # e.g. Polygon and MultiPolygon: a MultiPolygon
+        shapes = _promoted(shapes, single=_MULTI_OF[multi])  # layer, its single polygons made one-part multis
+        types = {multi}
     geometry_type = types.pop() if len(types) == 1 else "Unknown"
     names: dict[str, None] = {}
     for item in features:
@@ -306,6 +310,20 @@ def flatgeobuf_table(features: Sequence[dict[str, Any]]) -> tuple[pa.Table, str]
         columns[name] = _typed_column(values)
     columns["geometry"] = pa.array(shapely.to_wkb(shapes), pa.binary())
     return pa.table(columns), geometry_type
+
+
+#: A multi geometry type and the single type it holds.
+_MULTI_OF = {"MultiPoint": "Point", "MultiLineString": "LineString", "MultiPolygon": "Polygon"}
+
+
+def _promoted(shapes: np.ndarray, *, single: str) -> np.ndarray:
+    """``shapes`` with each geometry of type ``single`` made a one-part multi geometry of its type."""
+    make = {"Point": shapely.multipoints, "LineString": shapely.multilinestrings, "Polygon": shapely.multipolygons}
+    out = shapes.copy()
+    for i, shape in enumerate(shapes):
+        if shape is not None and shape.geom_type == single:
+            out[i] = make[single]([shape])
+    return out
 
 
 def _text(value: Any) -> str | None:

@@ -27,6 +27,7 @@ from cim.api.formats import (
     feature_response,
     features_response,
     negotiate,
+    write_flatgeobuf,
 )
 from cim.api.geojson import feature
 from cim.errors import InvalidInput
@@ -388,3 +389,18 @@ def test_gdal_opens_buried_pipes_as_a_layer_from_the_url(live_server: tuple[str,
     assert summary.returncode == 0, summary.stderr
     assert "Geometry: Line String" in summary.stdout and "Feature Count: 3" in summary.stdout
     assert "length_in_area_m: Real" in summary.stdout
+
+
+def test_flatgeobuf_of_polygons_and_multipolygons_is_a_multipolygon_layer(tmp_path: Path) -> None:
+    one = shapely.geometry.mapping(box(0, 0, 1, 1))
+    two = shapely.geometry.mapping(shapely.MultiPolygon([box(2, 2, 3, 3), box(4, 4, 5, 5)]))
+    features = [
+        {"type": "Feature", "id": "single", "geometry": one, "properties": {}},
+        {"type": "Feature", "id": "multi", "geometry": two, "properties": {}},
+    ]
+    path = tmp_path / "areas.fgb"
+    write_flatgeobuf(features, str(path))
+    assert pyogrio.read_info(path)["geometry_type"] == "MultiPolygon"
+    frame = pyogrio.read_dataframe(path).set_index("id")
+    assert frame.loc["single", "geometry"].equals(shapely.MultiPolygon([box(0, 0, 1, 1)]))
+    assert len(frame.loc["multi", "geometry"].geoms) == 2
