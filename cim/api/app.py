@@ -17,7 +17,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, case_features, cases, health, indicators, ogc_edit, ogc_features, preview, queries, tiles
+from cim.api import (
+    aggregates,
+    assets,
+    case_features,
+    cases,
+    health,
+    indicators,
+    ogc_edit,
+    ogc_features,
+    preview,
+    queries,
+    tiles,
+)
 from cim.api.admin import build_admin_router
 from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
@@ -38,6 +50,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     case_features.router,  # /collections/cases before the asset kinds' /collections/{collectionId}
     ogc_features.router,
     ogc_edit.router,
+    aggregates.router,
     queries.router,
     indicators.router,
     assets.router,
