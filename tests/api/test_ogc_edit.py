@@ -389,8 +389,7 @@ def test_an_edited_building_is_rebuilt_into_its_tile(
     monkeypatch.chdir(tmp_path)  # a PostGIS store's mesh file goes under ./data
     tiles = tmp_path / "tiles"
     with open_store(city_url) as store:
-        # a source, as ingested assets have: on PostGIS a tile build of assets that all lack one fails (its
-        # null-typed column; cim/tiling/assets.py _groups)
+        # a source, as ingested assets have (the meshes are kept per source)
         table = store.find_batch(AssetQuery()).table
         table = table.set_column(table.schema.get_field_index("source"), "source", pa.array(["city"] * len(table)))
         store.upsert_assets(AssetBatch.from_table(table))
@@ -400,9 +399,8 @@ def test_an_edited_building_is_rebuilt_into_its_tile(
             build_tiles(store, meshes, tiles / "city", workers=1)
     before = tile_files(tiles / "city")
     with TestClient(create_app(app_settings(city_url, tiles))) as client:
-        # z_max, not height_m: on PostGIS a column null everywhere reads as Arrow's null type, so a first height
-        # would change every tile's hash (cim/tiling/plan.py hashes the columns' types too)
-        first = client.patch(f"{ITEMS}/b2", json={"properties": {"z_max": 124.0}}, headers=PATCH)
+        # a first height_m in a column empty everywhere else: only b2's tile changes (the column keeps its type)
+        first = client.patch(f"{ITEMS}/b2", json={"properties": {"height_m": 124.0}}, headers=PATCH)
         second = client.patch(f"{ITEMS}/b2", json={"properties": {"name": "Tall"}}, headers=PATCH)
         jobs = {first.headers[JOB_HEADER], second.headers[JOB_HEADER]}
         results = [wait_for_job(client, job) for job in jobs]
