@@ -125,9 +125,9 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],  # PUT…: Part 4 edits
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag"],
+            expose_headers=["ETag", "Location", ogc_edit.JOB_HEADER],  # a created item's URL, an edit's rebuild job
         )
     first = [viewer] if (viewer := _viewer_router(settings)) is not None else []
     live = [_iot_router(settings)] if settings.live else []

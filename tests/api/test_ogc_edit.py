@@ -484,3 +484,25 @@ def test_a_write_whose_database_session_is_killed_is_a_503_and_writes_nothing(
         assert killed == 1 and answer["r"].status_code == 503
         assert client.get(f"{ITEMS}/b1").json()["properties"]["name"] == "Tower 1"
         assert client.patch(f"{ITEMS}/b1", json={"properties": {"name": "whole"}}, headers=PATCH).status_code == 200
+
+
+def test_a_browser_on_an_allowed_origin_may_edit_and_read_the_rebuild_job(city_url: str, tmp_path: Path) -> None:
+    server = ServerSettings(tiles_dir=tmp_path / "tiles", write_token=TOKEN, cors_origins=["https://ops.example"])
+    settings = AppSettings(store=StoreSettings(store=city_url), server=server)
+    with TestClient(create_app(settings)) as client:
+        for method in ("PUT", "PATCH", "DELETE"):
+            asked = {"Origin": "https://ops.example", "Access-Control-Request-Method": method}
+            preflight = client.options(
+                f"{ITEMS}/b2", headers={**asked, "Access-Control-Request-Headers": "authorization"}
+            )
+            assert preflight.status_code == 200 and method in preflight.headers["access-control-allow-methods"]
+        patched = client.patch(
+            f"{ITEMS}/b2", json={"properties": {"name": "Seen"}}, headers={**PATCH, "Origin": "https://ops.example"}
+        )
+        assert patched.status_code == 200
+        exposed = patched.headers["access-control-expose-headers"]
+        assert JOB_HEADER in exposed and "Location" in exposed
+        refused = client.options(
+            f"{ITEMS}/b2", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"}
+        )
+        assert refused.status_code == 400  # Starlette refuses a preflight from an origin not listed
