@@ -62,6 +62,10 @@ ensure_gdal() {  # ogrinfo: the API tests run GDAL's OGC API – Features client
   if ! command -v ogrinfo >/dev/null; then apt_install gdal-bin; fi
 }
 
+ensure_qgis() {  # Debian's QGIS (3.22 on Debian 12) and its Python bindings: tests/api/test_qgis.py opens the API in it
+  if ! /usr/bin/python3 -c 'import qgis.core' 2>/dev/null; then apt_install qgis python3-qgis; fi
+}
+
 ensure_node_tools() {
   # Khronos glTF-Validator for the 3D Tiles tests (tools/gltf-validator); needs node and npm.
   if ! command -v npm >/dev/null; then apt_install nodejs npm; fi

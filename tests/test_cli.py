@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cim import __version__
+from cim.store import open_store
 
 
 def cim(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,7 +21,8 @@ def test_version_and_help() -> None:
     assert help_text.returncode == 0 and "info" in help_text.stdout
 
 
-def test_info_of_a_new_store_as_json(tmp_path: Path) -> None:
+def test_info_of_an_empty_store_as_json(tmp_path: Path) -> None:
+    open_store(str(tmp_path / "city.duckdb")).close()
     result = cim("info", "--store", str(tmp_path / "city.duckdb"), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"store": str(tmp_path / "city.duckdb"), "assets": {}, "extent": None}
@@ -39,6 +41,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_the_store_comes_from_the_environment(tmp_path: Path) -> None:
     store = tmp_path / "env.duckdb"
+    open_store(str(store)).close()
     result = subprocess.run(
         [sys.executable, "-m", "cim", "info", "--json"],
         capture_output=True,
@@ -134,6 +137,7 @@ def test_ingest_needs_one_way_to_map() -> None:
 
 
 def test_indicators_print_every_vital_sign_as_json(tmp_path: Path) -> None:
+    open_store(str(tmp_path / "empty.duckdb")).close()
     result = cim("indicators", "--store", str(tmp_path / "empty.duckdb"), "--json")
     assert result.returncode == 0, result.stderr
     signs = json.loads(result.stdout)["indicators"]

@@ -17,7 +17,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cim import __version__
-from cim.api import assets, case_features, cases, health, indicators, ogc_features, preview, queries, tiles
+from cim.api import (
+    aggregates,
+    assets,
+    case_features,
+    cases,
+    health,
+    indicators,
+    ogc_edit,
+    ogc_features,
+    preview,
+    queries,
+    tiles,
+)
 from cim.api.admin import build_admin_router
 from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
@@ -37,6 +49,8 @@ log = logging.getLogger("cim.api")
 CORE_ROUTERS: tuple[APIRouter, ...] = (
     case_features.router,  # /collections/cases before the asset kinds' /collections/{collectionId}
     ogc_features.router,
+    ogc_edit.router,
+    aggregates.router,
     queries.router,
     indicators.router,
     assets.router,
@@ -111,9 +125,9 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],  # PUT…: Part 4 edits
             allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag"],
+            expose_headers=["ETag", "Location", ogc_edit.JOB_HEADER],  # a created item's URL, an edit's rebuild job
         )
     first = [viewer] if (viewer := _viewer_router(settings)) is not None else []
     live = [_iot_router(settings)] if settings.live else []

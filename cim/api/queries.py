@@ -1,18 +1,23 @@
-"""``/queries/...``: the domain questions, answering with the same JSON as ``cim query ... --json``."""
+"""``/queries/...``: the domain questions, answering with the same JSON as ``cim query ... --json``, or (``f=``
+or ``Accept``) as a GeoJSON FeatureCollection of the answered assets with their geometry, or as CSV
+(:mod:`cim.queries.answer_features`, :mod:`cim.api.formats`). JSON stays the default and is built as before."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from cim.api.deps import StoreDep, json_body, query_params
+from cim.api.formats import CsvGeometryParam, OutputFormat, features_response, negotiate
 from cim.api.schemas import errors
 from cim.errors import InvalidInput
 from cim.model import Kind
 from cim.queries import buried_pipes, within_distance
-from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut, old_lifts_json
+from cim.queries.answer_features import buried_pipes_features, old_lifts_features, within_distance_features
+from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut, old_lifts, old_lifts_json
 from cim.queries.params import BBOX_PATTERN, bbox_area, parse_area, parse_bbox, parse_date
 
 router = APIRouter(prefix="/queries", tags=["queries"])
@@ -45,6 +50,51 @@ _AREA = {
         },
     ]
 }
+#: The formats a domain question answers in, the default first.
+ANSWER_FORMATS = (OutputFormat.JSON, OutputFormat.GEOJSON, OutputFormat.CSV)
+FormatParam = Annotated[
+    str | None,
+    Query(
+        description="json (the answer as it is, default), geojson (a FeatureCollection of the answered assets with "
+        "their geometry) or csv; without it, the Accept header chooses",
+        json_schema_extra={"enum": [str(f) for f in ANSWER_FORMATS]},
+    ),
+]
+_FEATURES_SCHEMA = {
+    "type": "object",
+    "required": ["type", "features"],
+    "properties": {
+        "type": {"const": "FeatureCollection"},
+        "features": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "id", "geometry", "properties"],
+                "properties": {
+                    "type": {"const": "Feature"},
+                    "id": {"type": "string"},
+                    "geometry": {"type": ["object", "null"]},
+                    "properties": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+
+
+def answer_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The answers of a domain question: its JSON (the response model), GeoJSON features, CSV, or an error."""
+    return {
+        200: {
+            "content": {
+                "application/geo+json": {"schema": _FEATURES_SCHEMA},
+                "text/csv": {"schema": {"type": "string"}},
+            }
+        },
+        **errors(*statuses),
+    }
+
+
 #: The body of ``POST /queries/buried-pipes`` (read by :func:`json_body`, so FastAPI does not describe it itself).
 AREA_BODY = {
     "anyOf": [
@@ -72,18 +122,25 @@ AREA_BODY = {
     description="Buildings in id order, each with its old lifts, oldest first; old lifts under no building under "
     "`without_building`, oldest first; lifts with no install date apart under `unknown_age`, by building.",
     response_model=OldLiftsOut,
-    responses=errors(400),
+    responses=answer_responses(400),
 )
 def get_old_lifts(
+    request: Request,
     store: StoreDep,
     years: Annotated[float, Query(ge=0, le=500, description="age in years a lift must exceed")] = 15,
     as_of: Annotated[
         str | None, Query(description="the date ages are counted to (default today)", json_schema_extra=DATE)
     ] = None,
+    f: FormatParam = None,
+    geometry: CsvGeometryParam = "wkt",
 ) -> Response:
-    # The store writes the JSON (tens of thousands of lifts in a city); it is sent as it is, not re-encoded.
-    body = old_lifts_json(store, years=years, as_of=parse_date(as_of, what="as_of") if as_of is not None else None)
-    return Response(content=body, media_type="application/json")
+    fmt = negotiate(request, f, ANSWER_FORMATS)
+    day = parse_date(as_of, what="as_of") if as_of is not None else None
+    if fmt is OutputFormat.JSON:
+        # The store writes the JSON (tens of thousands of lifts in a city); it is sent as it is, not re-encoded.
+        return Response(content=old_lifts_json(store, years=years, as_of=day), media_type="application/json")
+    body = old_lifts_features(store, old_lifts(store, years=years, as_of=day))
+    return features_response(fmt, request=request, title="old-lifts", body=body, csv_geometry=geometry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,33 +153,63 @@ class PipeFilters:
     ] = None
 
 
-@router.get("/buried-pipes", summary="Below-ground pipes of a network inside a bbox", responses=errors(400))
+@router.get(
+    "/buried-pipes",
+    summary="Below-ground pipes of a network inside a bbox",
+    response_model=BuriedPipesOut,
+    responses=answer_responses(400),
+)
 def get_buried_pipes(
+    request: Request,
     store: StoreDep,
     filters: Annotated[PipeFilters, query_params(PipeFilters)],
     bbox: Annotated[str, Query(description="west,south,east,north in lon/lat", pattern=BBOX_PATTERN)],
-) -> BuriedPipesOut:
-    return _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)))
+    f: FormatParam = None,
+    geometry: CsvGeometryParam = "wkt",
+) -> Any:
+    fmt = negotiate(request, f, ANSWER_FORMATS)
+    answer = _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)))
+    return _answer(fmt, request, "buried-pipes", answer, lambda: buried_pipes_features(store, answer), geometry)
 
 
 @router.post(
     "/buried-pipes",
     summary="Below-ground pipes of a network inside a GeoJSON polygon",
-    responses=errors(400, 413),
+    response_model=BuriedPipesOut,
+    responses=answer_responses(400, 413),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": AREA_BODY}}}},
 )
 def post_buried_pipes(
+    request: Request,
     store: StoreDep,
     filters: Annotated[PipeFilters, query_params(PipeFilters)],
     body: Annotated[Any, Depends(json_body)],
-) -> BuriedPipesOut:
+    f: FormatParam = None,
+    geometry: CsvGeometryParam = "wkt",
+) -> Any:
     """The body is a GeoJSON Polygon/MultiPolygon, Feature or one-feature FeatureCollection, or an object
     ``{"area": <that>, "network": …, "older_than": …, "deeper_than": …, "as_of": …}`` (query parameters also work)."""
     if isinstance(body, dict) and "area" in body:
         merged = {k: body.get(k, getattr(filters, k)) for k in ("network", "older_than", "deeper_than", "as_of")}
         filters = PipeFilters(**{k: _typed(k, v) for k, v in merged.items()})
         body = body["area"]
-    return _buried_pipes(store, filters, parse_area(body))
+    fmt = negotiate(request, f, ANSWER_FORMATS)
+    answer = _buried_pipes(store, filters, parse_area(body))
+    return _answer(fmt, request, "buried-pipes", answer, lambda: buried_pipes_features(store, answer), geometry)
+
+
+def _answer(
+    fmt: OutputFormat,
+    request: Request,
+    title: str,
+    answer: Any,
+    as_features: Callable[[], dict[str, Any]],
+    csv_geometry: str,
+) -> Any:
+    """``answer`` itself for JSON (FastAPI checks it against the response model), else its features as ``fmt``."""
+    if fmt is OutputFormat.JSON:
+        return answer
+    return features_response(fmt, request=request, title=title, body=as_features(), csv_geometry=csv_geometry)
 
 
 def _typed(name: str, value: Any) -> Any:
@@ -154,9 +241,11 @@ def _buried_pipes(store: StoreDep, filters: PipeFilters, area: Any) -> BuriedPip
 @router.get(
     "/within-distance",
     summary="Assets of one kind within (or beyond) D metres of another kind",
-    responses=errors(400),
+    response_model=WithinDistanceOut,
+    responses=answer_responses(400),
 )
 def get_within_distance(
+    request: Request,
     store: StoreDep,
     kind: Annotated[Kind, Query(description="the assets to list, e.g. building")],
     near: Annotated[Kind, Query(description="the kind they must be near, e.g. park")],
@@ -165,8 +254,11 @@ def get_within_distance(
         str | None, Query(description="only assets of `kind` in this lon/lat bbox", pattern=BBOX_PATTERN)
     ] = None,
     beyond: Annotated[bool, Query(description="list those with none that near instead")] = False,
-) -> WithinDistanceOut:
-    return within_distance(
+    f: FormatParam = None,
+    geometry: CsvGeometryParam = "wkt",
+) -> Any:
+    fmt = negotiate(request, f, ANSWER_FORMATS)
+    answer = within_distance(
         store,
         kind=kind,
         near_kind=near,
@@ -174,3 +266,5 @@ def get_within_distance(
         bbox=parse_bbox(bbox) if bbox else None,
         beyond=beyond,
     )
+    title = f"{kind}-{'beyond' if beyond else 'within'}-{distance:g}m-of-{near}"
+    return _answer(fmt, request, title, answer, lambda: within_distance_features(store, answer), geometry)

@@ -12,7 +12,15 @@ import typer
 from rich.table import Table
 
 from cim.api.client import AdminClient, Server, build_through, find_server, info_through, ingest_through
-from cim.cli.options import JsonOption, ServerOption, StoreOption, console, print_json, store_url
+from cim.cli.options import (
+    JsonOption,
+    ServerOption,
+    StoreOption,
+    console,
+    open_existing_store,
+    print_json,
+    store_url,
+)
 from cim.errors import InvalidInput
 from cim.gis.mapping import LayerMapping, load_mapping, preset
 from cim.gis.readers import parse_crs
@@ -33,7 +41,7 @@ def info(store: StoreOption = None, server: ServerOption = None, as_json: JsonOp
     if (remote := _serving(store, server)) is not None:
         summary = info_through(remote, server or store_url(store))
     else:
-        with open_store(store_url(store)) as opened:
+        with open_existing_store(store) as opened:
             summary = {"store": opened.url, "assets": opened.count_by_kind(), "extent": opened.extent()}
     if as_json:
         print_json(summary)

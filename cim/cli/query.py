@@ -1,29 +1,48 @@
 """``cim indicators``, ``cim render`` and ``cim query ...``: asking the city model, with the same JSON as the HTTP API
-under ``--json``."""
+under ``--json``.
+
+Each asks the running server when ``--server`` names one or a ``cim serve`` holds the DuckDB store (its HTTP API:
+``/indicators``, ``/queries/...``, ``/assets/{id}/preview.png``), else opens the store here, which must exist."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
-from cim.cli.options import JsonOption, StoreOption, console, print_json, store_url
+from cim.cli.options import (
+    JsonOption,
+    ServerOption,
+    StoreOption,
+    ask_server,
+    console,
+    open_existing_store,
+    print_json,
+    reading_server,
+)
 from cim.errors import InvalidInput
 from cim.model import parse_kind
-from cim.store import open_store
+
+if TYPE_CHECKING:
+    from cim.queries.aggregates import GroupOut
 
 query_app = typer.Typer(help="Ask the city model: old lifts, buried pipes, assets within a distance.")
 
 
-def indicators(store: StoreOption = None, as_json: JsonOption = False) -> None:
+def indicators(store: StoreOption = None, server: ServerOption = None, as_json: JsonOption = False) -> None:
     """The city vital signs: old lifts, old buried mains, homes near parks, stops near metro exits, live state."""
     from cim.queries.indicators import vital_signs
 
-    with open_store(store_url(store)) as opened:
-        result = vital_signs(opened)
+    result: Any
+    if (remote := reading_server(store, server)) is not None:
+        result = json.loads(ask_server(remote, "/indicators"))
+    else:
+        with open_existing_store(store) as opened:
+            result = vital_signs(opened)
     if as_json:
         print_json(result)
         return
@@ -40,17 +59,22 @@ def render(
     store: StoreOption = None,
     width: Annotated[int, typer.Option(help="Width in pixels (64…2048).")] = 800,
     height: Annotated[int, typer.Option(help="Height in pixels (64…2048).")] = 600,
+    server: ServerOption = None,
 ) -> None:
     """Draw an asset and its surroundings to a PNG, off-screen (no display needed)."""
     from cim.render import open_meshes_for, render_asset
 
-    with open_store(store_url(store)) as opened:
-        meshes = open_meshes_for(opened.url)
-        try:
-            png = render_asset(opened, meshes, asset_id, width=width, height=height)
-        finally:
-            if meshes is not None:
-                meshes.close()
+    if (remote := reading_server(store, server)) is not None:
+        size = {"width": width, "height": height}
+        png = ask_server(remote, f"/assets/{quote(asset_id, safe='')}/preview.png", params=size)
+    else:
+        with open_existing_store(store) as opened:
+            meshes = open_meshes_for(opened.url)
+            try:
+                png = render_asset(opened, meshes, asset_id, width=width, height=height)
+            finally:
+                if meshes is not None:
+                    meshes.close()
     out.write_bytes(png)
     console.print(f"wrote {out} ({width}×{height}, {len(png):,} bytes)")
 
@@ -60,14 +84,20 @@ def old_lifts_command(
     store: StoreOption = None,
     years: Annotated[float, typer.Option(help="a lift older than this many years is old")] = 15,
     as_of: Annotated[str | None, typer.Option("--as-of", help="count ages to this date (default today)")] = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Buildings with lifts older than N years; lifts with no install date listed apart."""
     from cim.queries import old_lifts
     from cim.queries.params import parse_date
 
-    with open_store(store_url(store)) as opened:
-        result = old_lifts(opened, years=years, as_of=parse_date(as_of, what="--as-of") if as_of else None)
+    day = parse_date(as_of, what="--as-of") if as_of else None
+    result: Any
+    if (remote := reading_server(store, server)) is not None:
+        result = json.loads(ask_server(remote, "/queries/old-lifts", params={"years": years, "as_of": day}))
+    else:
+        with open_existing_store(store) as opened:
+            result = old_lifts(opened, years=years, as_of=day)
     if as_json:
         print_json(result)
         return
@@ -92,6 +122,7 @@ def buried_pipes_command(
     older_than: Annotated[float | None, typer.Option("--older-than", help="installed more than N years ago")] = None,
     deeper_than: Annotated[float | None, typer.Option("--deeper-than", help="depth greater than D m")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="count ages to this date (default today)")] = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Below-ground pipes inside an area, with their length inside it."""
@@ -100,9 +131,11 @@ def buried_pipes_command(
 
     if (area is None) == (bbox is None):
         raise InvalidInput("buried-pipes options", "give exactly one of --area FILE.geojson or --bbox W,S,E,N")
+    area_json: Any = None
     if area is not None:
         try:
-            polygon = parse_area(json.loads(area.read_text(encoding="utf-8")))
+            area_json = json.loads(area.read_text(encoding="utf-8"))
+            polygon = parse_area(area_json)
         except OSError as exc:
             raise InvalidInput(f"area file {area}", f"cannot be read: {exc.strerror}") from None
         except ValueError as exc:
@@ -110,15 +143,19 @@ def buried_pipes_command(
     else:
         assert bbox is not None
         polygon = bbox_area(parse_bbox(bbox))
-    with open_store(store_url(store)) as opened:
-        result = buried_pipes(
-            opened,
-            area=polygon,
-            network=network,
-            older_than=older_than,
-            deeper_than=deeper_than,
-            as_of=parse_date(as_of, what="--as-of") if as_of else None,
-        )
+    day = parse_date(as_of, what="--as-of") if as_of else None
+    result: Any
+    if (remote := reading_server(store, server)) is not None:
+        filters = {"network": network, "older_than": older_than, "deeper_than": deeper_than, "as_of": day}
+        if area_json is None:
+            result = json.loads(ask_server(remote, "/queries/buried-pipes", params={"bbox": bbox, **filters}))
+        else:
+            result = json.loads(ask_server(remote, "/queries/buried-pipes", params=filters, body=area_json))
+    else:
+        with open_existing_store(store) as opened:
+            result = buried_pipes(
+                opened, area=polygon, network=network, older_than=older_than, deeper_than=deeper_than, as_of=day
+            )
     if as_json:
         print_json(result)
         return
@@ -139,21 +176,23 @@ def within_distance_command(
     store: StoreOption = None,
     bbox: Annotated[str | None, typer.Option(help="only assets of --kind inside west,south,east,north")] = None,
     beyond: Annotated[bool, typer.Option("--beyond", help="list those with none that near instead")] = False,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Assets of one kind within (or, with --beyond, farther than) D metres of assets of another kind."""
     from cim.queries import within_distance
     from cim.queries.params import parse_bbox
 
-    with open_store(store_url(store)) as opened:
-        result = within_distance(
-            opened,
-            kind=parse_kind(kind),
-            near_kind=parse_kind(near),
-            distance_m=distance,
-            bbox=parse_bbox(bbox) if bbox else None,
-            beyond=beyond,
-        )
+    kinds, box = (parse_kind(kind), parse_kind(near)), parse_bbox(bbox) if bbox else None
+    result: Any
+    if (remote := reading_server(store, server)) is not None:
+        asked = {"kind": kinds[0].value, "near": kinds[1].value, "distance": distance, "bbox": bbox, "beyond": beyond}
+        result = json.loads(ask_server(remote, "/queries/within-distance", params=asked))
+    else:
+        with open_existing_store(store) as opened:
+            result = within_distance(
+                opened, kind=kinds[0], near_kind=kinds[1], distance_m=distance, bbox=box, beyond=beyond
+            )
     if as_json:
         print_json(result)
         return
@@ -166,3 +205,58 @@ def within_distance_command(
     console.print(
         f"{len(result['assets'])} {kind} assets {'beyond' if beyond else 'within'} {distance:g} m of a {near}"
     )
+
+
+@query_app.command("aggregate")
+def aggregate_command(
+    kind: Annotated[str, typer.Argument(help="the collection (asset kind), e.g. pipe")],
+    group_by: Annotated[
+        str,
+        typer.Option(
+            "--group-by", help="1-3 of kind, status, network, material, age_band, district, street, grid_cell"
+        ),
+    ],
+    store: StoreOption = None,
+    server: ServerOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="count age bands to this date (default today)")] = None,
+    bbox: Annotated[str | None, typer.Option(help="only assets inside west,south,east,north")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts, lengths (m) and areas (m²) of one kind's assets, grouped: as GET /collections/{kind}/aggregate."""
+    from cim.queries.aggregates import aggregate_json, parse_group_by
+    from cim.queries.params import parse_bbox, parse_date
+
+    if (remote := reading_server(store, server)) is not None:
+        path = f"/collections/{quote(kind, safe='')}/aggregate"
+        result = json.loads(ask_server(remote, path, params={"group_by": group_by, "as_of": as_of, "bbox": bbox}))
+    else:
+        with open_existing_store(store) as opened:
+            result = aggregate_json(
+                opened,
+                kind=parse_kind(kind),
+                group_by=parse_group_by(group_by),
+                as_of=parse_date(as_of, what="--as-of") if as_of else None,
+                bbox=parse_bbox(bbox) if bbox else None,
+            )
+    if as_json:
+        print_json(result)
+        return
+    keys = result["group_by"]
+    table = Table(*keys, "count", "length m", "area m²", title=f"{kind} as of {result['as_of']}")
+    rows = [([_labelled(g, k) for k in keys], g["count"], g["length_m"], g["area_m2"]) for g in result["groups"]]
+    everything = result["total"]
+    rows.append(
+        (["total", *[""] * (len(keys) - 1)], everything["count"], everything["length_m"], everything["area_m2"])
+    )
+    for labels, count, metres, square_metres in rows:
+        table.add_row(*labels, f"{count:,}", *("-" if m is None else f"{m:,.1f}" for m in (metres, square_metres)))
+    console.print(table)
+
+
+def _labelled(group: GroupOut, key: str) -> str:
+    """A group's value of ``key``, with its area's Chinese name when it has one."""
+    code = group["key"].get(key)
+    name = group.get("names", {}).get(key)
+    if code is None:
+        return "-"
+    return f"{code} {name['zh']}" if name and name["zh"] else code

@@ -20,7 +20,7 @@ import shapely
 
 from cim.errors import CimError, InvalidInput
 from cim.model import AssetBatch, Kind
-from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline
+from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline, SynthSource
 from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 
@@ -155,12 +155,7 @@ def _synthesise(
     manifest_path = out / "manifest.json"
     wanted = {"seed": synth.seed, "buildings": synth.buildings, "towers": synth.towers}
     manifest = _read_json(manifest_path)
-    reused = (
-        manifest is not None
-        and manifest.get("seed") == synth.seed
-        and manifest.get("buildings") == synth.buildings
-        and len(_models(manifest)) == synth.towers
-    )
+    reused = manifest is not None and written_as_asked(manifest, synth)
     if not reused:
         advance = stage("generate demo city", synth.buildings)
         generate_city(out=out, buildings=synth.buildings, seed=synth.seed, towers=synth.towers, progress=advance)
@@ -181,6 +176,19 @@ def _synthesise(
     ]
     towers = [IfcSource(path=str((out / name).resolve())) for name in _models(manifest)]
     return [*layers, *towers], info
+
+
+def written_as_asked(manifest: dict[str, Any], synth: SynthSource) -> bool:
+    """Whether a generated city's manifest says it was written by this generator version with ``synth``'s seed
+    and sizes, so it can be reused as it is."""
+    from cim.synth.generate import GENERATOR_VERSION
+
+    return (
+        manifest.get("generator") == GENERATOR_VERSION
+        and manifest.get("seed") == synth.seed
+        and manifest.get("buildings") == synth.buildings
+        and len(_models(manifest)) == synth.towers
+    )
 
 
 def _models(manifest: dict[str, Any]) -> list[str]:

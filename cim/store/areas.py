@@ -65,7 +65,7 @@ def area_tree(store: Store) -> dict[str, AreaNode]:
     db = sql_store(store)
     s = db.dialect
     rows = db.select(
-        f"SELECT id, kind, name, parent_id, {_code(s)} AS code, {_props(s, 'name_en')} AS name_en "
+        f"SELECT id, kind, name, parent_id, {area_code(s)} AS code, {props_literal(s, 'name_en')} AS name_en "
         f"FROM assets WHERE kind IN ({_KINDS_SQL}) ORDER BY id"
     ).to_pylist()
     code_of = {row["id"]: row["code"] for row in rows}
@@ -167,7 +167,7 @@ def _first_hit(s: Dialect, kind: str, *misses: str) -> str:
 def _tree_sql(s: Dialect) -> str:
     """``tree``: the areas' ids, kinds and codes, and their parents' and grandparents' codes."""
     return (
-        f"own AS (SELECT id, kind, parent_id, {_code(s)} AS code FROM assets WHERE kind IN ({_KINDS_SQL})), "
+        f"own AS (SELECT id, kind, parent_id, {area_code(s)} AS code FROM assets WHERE kind IN ({_KINDS_SQL})), "
         "tree AS (SELECT own.id, own.kind, own.code, up.code AS parent_code, up2.code AS grandparent_code "
         "FROM own LEFT JOIN own up ON up.id = own.parent_id LEFT JOIN own up2 ON up2.id = up.parent_id)"
     )
@@ -184,12 +184,12 @@ def _codes(hits: dict[str, dict[str, Any]]) -> AreaCodes:
     return NOWHERE
 
 
-def _code(s: Dialect) -> str:
+def area_code(s: Dialect) -> str:
     """An area's code: ``props.code``, else its id without the ``area:`` prefix."""
-    return f"COALESCE({_props(s, 'code')}, CASE WHEN substr(id, 1, 5) = 'area:' THEN substr(id, 6) ELSE id END)"
+    return f"COALESCE({props_literal(s, 'code')}, CASE WHEN substr(id, 1, 5) = 'area:' THEN substr(id, 6) ELSE id END)"
 
 
-def _props(s: Dialect, key: str) -> str:
+def props_literal(s: Dialect, key: str) -> str:
     """One property of ``props`` as text, its key written into the SQL (keys are this module's constants; the
     derived table's query may hold no parameter)."""
     assert key.isidentifier(), key

@@ -134,6 +134,9 @@ class DuckDBDialect(Dialect):
     def length_m(self, expr: str) -> str:
         return f"ST_Length_Spheroid(ST_FlipCoordinates({expr}))"
 
+    def area_m2(self, expr: str) -> str:
+        return f"ST_Area_Spheroid(ST_FlipCoordinates({expr}))"  # lat/lon order, as ST_Length_Spheroid reads
+
     def distance_m(self, a: str, b: str, *, utm_epsg: int) -> str:
         to_utm = f"'EPSG:4326', 'EPSG:{utm_epsg}', true"
         return f"ST_Distance(ST_Transform({a}, {to_utm}), ST_Transform({b}, {to_utm}))"

@@ -100,6 +100,9 @@ class PostGISDialect(Dialect):
     def length_m(self, expr: str) -> str:
         return f"ST_Length(({expr})::geography)"
 
+    def area_m2(self, expr: str) -> str:
+        return f"ST_Area(({expr})::geography)"
+
     def distance_m(self, a: str, b: str, *, utm_epsg: int) -> str:
         return f"ST_Distance(({a})::geography, ({b})::geography)"
 

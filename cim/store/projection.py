@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import shapely
 
 from cim.model import Kind
+from cim.model.schema import ASSET_SCHEMA
 from cim.store.base import AssetQuery, Store
 from cim.store.schema import BBOX_COLUMNS
 from cim.store.sqlstore import SqlStore
@@ -35,10 +36,12 @@ def read_projection(
         wanted, params = "", []
         if ids is not None:
             wanted, params = " AND id IN (SELECT unnest(?))", [ids.to_pylist()]  # the DuckDB dialect
-        return store.select(
-            f"SELECT {', '.join([*columns, *BBOX_COLUMNS])}{'' if hashed is None else f', {hashed} AS row_hash'} "
-            f"FROM assets WHERE kind IN ({listed}){wanted} ORDER BY id",
-            params,
+        return _typed(
+            store.select(
+                f"SELECT {', '.join([*columns, *BBOX_COLUMNS])}{'' if hashed is None else f', {hashed} AS row_hash'} "
+                f"FROM assets WHERE kind IN ({listed}){wanted} ORDER BY id",
+                params,
+            )
         )
     batch = store.find_batch(AssetQuery(kinds=list(kinds), ids=None if ids is None else ids.to_pylist()))
     bounds = shapely.bounds(batch.geometries())
@@ -46,6 +49,17 @@ def read_projection(
     for i, name in enumerate(BBOX_COLUMNS):
         table = table.append_column(name, pa.array(bounds[:, i]))
     return table.take(pc.sort_indices(table, [("id", "ascending")]))
+
+
+def _typed(table: pa.Table) -> pa.Table:
+    """``table`` with each asset column in its schema type. A PostgreSQL answer types a column by its values, so
+    a column empty in every row came back as Arrow's null type: the tiling could not read it (``source``), and a
+    tile's hash changed with the first value such a column got."""
+    types = {**{f.name: f.type for f in ASSET_SCHEMA}, **dict.fromkeys(BBOX_COLUMNS, pa.float64())}
+    for i, name in enumerate(table.column_names):
+        if name in types and table.schema.field(i).type != types[name]:
+            table = table.set_column(i, name, table.column(i).cast(types[name]))
+    return table
 
 
 def row_hashes(store: Store, *, columns: Sequence[str], kinds: Collection[Kind]) -> pa.Table:

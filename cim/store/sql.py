@@ -74,6 +74,10 @@ class Dialect:
         """The distance in metres between two lon/lat geometry expressions."""
         raise NotImplementedError
 
+    def area_m2(self, expr: str) -> str:
+        """The spheroidal area in square metres of a lon/lat polygon expression."""
+        raise NotImplementedError
+
     def near(self, a: str, b: str, dlon: float, dlat: float) -> Where:
         """True when the bounding boxes of assets ``a`` and ``b`` come within (dlon, dlat) degrees: the cheap,
         index-friendly pruning step before an exact metric distance."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -146,6 +146,27 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
             self._assets_changed()
         self._changed()
         return count
+
+    def edit_asset(self, asset_id: str, edit: Callable[[Asset | None], Asset | None]) -> Asset | None:
+        """Read the asset ``asset_id`` (None when there is none), hand it to ``edit`` and store what that returns —
+        an asset with this id, or None to delete it — in one transaction: read, decision and write are one step,
+        and other edits of the same id wait until it ends (two racing edits of one asset apply one after the
+        other, never one over a stale read). ``edit`` raises to write nothing. Returns what ``edit`` returned."""
+        with self._changing(f"editing asset {asset_id[:80]!r}"):
+            self._lock_derived(f"asset:{asset_id}")  # the derived tables' advisory lock, on a key of its own
+            found = self.find_assets(AssetQuery(ids=[asset_id]))
+            current = found[0] if found else None
+            edited = edit(current)
+            if edited is not None:
+                if edited.id != asset_id:
+                    raise StoreError("edit_asset", f"the edit returned asset {edited.id!r}, not {asset_id!r}")
+                self._load_assets(AssetBatch.from_assets([edited]))
+            elif current is not None:
+                self._execute(f"DELETE FROM assets WHERE id = {self.dialect.param}", [asset_id])
+            if edited is not None or current is not None:
+                self._assets_changed()
+        self._changed()
+        return edited
 
     def append_readings(self, readings: Sequence[Reading]) -> int:
         if not readings:

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from datetime import date
 
 from cim.model import Kind
+from cim.store.aggregates import aggregate
 from cim.store.base import AssetQuery, BBox, Store
 from cim.store.questions import BELOW_GROUND, near_terms
+from cim.store.sql import Where
 from cim.store.sqlstore import sql_store
 
 
@@ -26,16 +28,15 @@ def dated_counts(store: Store, *, kind: Kind, installed_before: date) -> tuple[i
 
 def buried_lengths(store: Store, *, networks: Sequence[str], installed_before: date) -> dict[str, float]:
     """Metres (on the spheroid) of the below-ground pipes of each of ``networks`` installed before
-    ``installed_before``; a network with none is missing."""
-    db = sql_store(store)
-    s, p = db.dialect, db.dialect.param
-    rows = db.select(
-        f"SELECT network, sum({s.length_m('geom')}) AS metres FROM assets WHERE kind = {p} "
-        f"AND network IN ({', '.join([p] * len(networks))}) AND {BELOW_GROUND} AND install_date < {p} "
-        "GROUP BY network",
-        [str(Kind.PIPE), *networks, installed_before],
-    ).to_pylist()
-    return {r["network"]: float(r["metres"] or 0.0) for r in rows}
+    ``installed_before``; a network with none is missing. The pipes' lengths by network of
+    :func:`cim.store.aggregates.aggregate`, so the wall's panels and this sign sum one way."""
+    p = sql_store(store).dialect.param
+    below = Where(
+        f"{BELOW_GROUND} AND install_date < {p} AND network IN ({', '.join([p] * len(networks))})",
+        [installed_before, *networks],
+    )
+    groups = aggregate(store, kind=Kind.PIPE, group_by=["network"], as_of=installed_before, condition=below)
+    return {str(g.key["network"]): g.length_m or 0.0 for g in groups}
 
 
 def near_counts(

@@ -33,6 +33,9 @@ MAX_BUILDINGS = 5_000_000
 MAX_RADIUS = 120  # grid cells (about 25 km) a district may reach from its centre
 CHUNK_BLOCKS = 2_000  # blocks per written chunk (≤ 64,000 buildings): bounds memory at any size
 MAPPINGS = "pipelines/mappings"
+#: Raised whenever the generator's output changes for the same seed and sizes, so ``cim demo`` regenerates a city
+#: an older version wrote instead of reusing it (the manifest records the version that wrote it).
+GENERATOR_VERSION = 2
 Progress = Callable[[int], None]
 
 
@@ -246,6 +249,7 @@ def _buildings_chunk(
 
 def _write_manifest(out: Path, summary: SynthSummary) -> None:
     manifest = {
+        "generator": GENERATOR_VERSION,
         "seed": summary.seed,
         "buildings": summary.buildings,
         "layers": {

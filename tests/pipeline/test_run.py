@@ -168,3 +168,17 @@ severity = "critical"
         assert sensors["hyd-pressure-2"].thresholds == {"below": 200, "stale_s": 900, "severity": "critical"}
         assert sensors["hyd-pressure-1"].parent_kind == "hydrant"
         assert store.get_asset("hyd-pressure-2").geom.x == 121.5
+
+
+def test_a_generated_city_is_reused_only_when_this_generator_version_wrote_it_as_asked() -> None:
+    from cim.pipeline.model import SynthSource
+    from cim.pipeline.run import written_as_asked
+    from cim.synth.generate import GENERATOR_VERSION
+
+    asked = SynthSource(buildings=500, seed=7, towers=1)
+    manifest = {"generator": GENERATOR_VERSION, "seed": 7, "buildings": 500, "towers": ["tower-1.ifc"]}
+    assert written_as_asked(manifest, asked)
+    assert not written_as_asked({**manifest, "generator": GENERATOR_VERSION - 1}, asked)  # an older generator
+    assert not written_as_asked({k: v for k, v in manifest.items() if k != "generator"}, asked)  # before versions
+    assert not written_as_asked({**manifest, "seed": 8}, asked)
+    assert not written_as_asked({**manifest, "buildings": 501}, asked)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cim.errors import InvalidInput
 from cim.model import Reading
-from cim.store import Store
+from cim.store import Store, open_store
 from cim.store.history import ROLLUP_OF, Retention, floor_to, pick_step
 from cim.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from cim.store.sqlstore import SqlStore
@@ -297,3 +298,27 @@ def test_a_v4_store_upgrades_with_its_readings_moved_and_rolled_up(
             assert "readings_v4" not in {n for (n,) in store.schema_database().run(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()", [])}  # fmt: skip
     assert ROLLUP_OF["1h"].table == "readings_1h"
+
+
+def test_cim_store_retention_shows_and_changes_how_long_history_is_kept(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "city.duckdb")
+
+    def cim(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cim", "store", "retention", "--store", path, *args],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    with open_store(path):
+        pass  # a store with no setting: the defaults
+    assert json.loads(cim("--json").stdout) == {"raw_days": 30, "minute_days": 90, "hour_days": 730, "day_days": None}
+    changed = cim("--raw", "7", "--day", "forever", "--hour", "365", "--json")
+    assert json.loads(changed.stdout) == {"raw_days": 7, "minute_days": 90, "hour_days": 365, "day_days": None}
+    with open_store(path) as store:
+        assert isinstance(store, SqlStore) and store.retention() == Retention(raw_days=7, hour_days=365)
+    for bad, named in ((("--raw", "a week"), "--raw 'a week'"), (("--minute", "0"), "minute_days=0")):
+        refused = cim(*bad)
+        assert refused.returncode != 0 and named in refused.stderr and "Traceback" not in refused.stderr
+    assert "raw readings: 7 days" in cim().stdout

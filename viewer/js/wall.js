@@ -12,6 +12,9 @@ const PAUSE_S = 8;
 const FLIGHT_S = 5;
 /** Drawing-buffer width of the wall in software WebGL: ≥ 10 fps at 1920×1080 (scale 0.3) in headless Chromium. */
 const SOFTWARE_WIDTH = 576;
+/** The per-district panel: buried gas mains 30+ years old, by district, from the aggregate endpoint. */
+const OLD_MAINS = `/collections/pipe/aggregate${query({ group_by: "district,age_band", filter: "network = 'gas'" })}`;
+const TOP_DISTRICTS = 8;
 
 export class Wall {
   constructor({ viewer, live, endpoints, places, extent, onChange, board, areas }) {
@@ -85,8 +88,33 @@ export class Wall {
     $("vital-list").replaceChildren(...vitals.map((v) =>
       el("div", { class: `vital${v.bad ? " bad" : ""}`, "data-vital": v.id },
         el("div", { class: "value" }, v.value), el("div", { class: "label" }, v.label))));
+    await this.refreshDistricts();
     if (this.board?.on) await Promise.all([this.board.refresh(), this.areas?.refreshHeat()]);
     else this.updateTicker(this.live.openAlerts());
+  }
+
+  /** Kilometres of gas mains 30+ years old in each district, the top ones, Chinese names first; hidden when the
+   * server has no aggregate endpoint or the city no districts. */
+  async refreshDistricts() {
+    const panel = $("district-panel");
+    let rows = [];
+    try {
+      const body = await getJSON(OLD_MAINS);
+      rows = body.groups
+        .filter((g) => g.key.district !== null && g.key.age_band === "30+" && g.length_m)
+        .map((g) => ({ name: biText(g.names.district.zh, g.names.district.en) || g.key.district, km: g.length_m / 1000 }))
+        .sort((a, b) => b.km - a.km)
+        .slice(0, TOP_DISTRICTS);
+    } catch (err) {
+      console.warn(`district panel: ${err.message}`);
+    }
+    panel.hidden = rows.length === 0;
+    const most = Math.max(1, ...rows.map((r) => r.km));
+    $("district-mains").replaceChildren(...rows.map((r) =>
+      el("tr", { "data-district": r.name },
+        el("td", {}, r.name),
+        el("td", { class: "num" }, formatNumber(r.km, 1)),
+        el("td", {}, el("span", { class: "bar", style: `width: ${Math.round((120 * r.km) / most)}px` })))));
   }
 
   async ownVitals() {
