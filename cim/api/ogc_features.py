@@ -146,13 +146,26 @@ def _get(
     *statuses: int,
     answer: type[JSONResponse] | None = None,
     exclude_unset: bool = False,
+    formats: bool = False,
 ) -> Callable[[_Handler], _Handler]:
     """``router.get`` for an operation of a collection: its body in the shape of ``model`` (sent as ``answer``,
-    JSON by default), or one of the errors ``statuses``."""
+    JSON by default; with ``formats`` also as JSON, CSV, FlatGeobuf or HTML, as ``f`` or Accept choose), or one of
+    the errors ``statuses``."""
     options: dict[str, Any] = {"response_class": answer} if answer is not None else {}
     if exclude_unset:
         options["response_model_exclude_unset"] = True
-    return router.get(path, summary=summary, response_model=model, responses=errors(*statuses), **options)
+    responses = errors(*statuses)
+    if formats:
+        same = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        text = {"schema": {"type": "string"}}
+        content = {
+            "application/json": same,
+            "text/csv": text,
+            "application/flatgeobuf": {"schema": {"type": "string", "format": "binary"}},
+            "text/html": text,
+        }
+        responses = {200: {"content": content}, **responses}
+    return router.get(path, summary=summary, response_model=model, responses=responses, **options)
 
 
 def _root(request: Request) -> str:
@@ -247,6 +260,7 @@ def get_feature_schema(request: Request, kind: KindDep, store: StoreDep) -> Sche
     400,
     404,
     answer=GeoJSONResponse,
+    formats=True,
 )
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
@@ -311,7 +325,15 @@ def _page_links(request: Request, params: ItemsParams, *, more: bool) -> list[di
     return links
 
 
-@_get("/collections/{collectionId}/items/{feature_id}", "One feature", FeatureOut, 400, 404, answer=GeoJSONResponse)
+@_get(
+    "/collections/{collectionId}/items/{feature_id}",
+    "One feature",
+    FeatureOut,
+    400,
+    404,
+    answer=GeoJSONResponse,
+    formats=True,
+)
 def item(
     request: Request,
     kind: KindDep,
@@ -397,19 +419,23 @@ def _properties(text: str | None, kind: Kind, catalogue: KindCatalogue | None) -
 
 def with_collection_paths(document: dict[str, Any]) -> dict[str, Any]:
     """``document`` with ``/collections/<kind>/items`` spelled out for every kind, as copies of the templated
-    operation: GDAL 3.6 asks ``resultType=hits`` for a filtered count only when the items path *of that collection*
-    declares the parameter (it looks up no template), and otherwise counts by reading every page, then reads them
-    again to list them."""
+    operations (GET, and the writes the server takes there): GDAL 3.6 asks ``resultType=hits`` for a filtered count
+    only when the items path *of that collection* declares the parameter (it looks up no template), and otherwise
+    counts by reading every page, then reads them again to list them."""
     paths = document.get("paths", {})
-    template = paths.get("/collections/{collectionId}/items", {}).get("get")
-    if template is None:
+    template = paths.get("/collections/{collectionId}/items")
+    if not template or "get" not in template:
         return document
     for kind in Kind:
-        operation = {
-            **template,
-            "operationId": f"{template.get('operationId', 'items')}_{kind}",
-            "summary": f"Features of the collection {kind}",
-            "parameters": [p for p in template.get("parameters", []) if p.get("name") != "collectionId"],
+        spelled = {
+            method: {
+                **operation,
+                "operationId": f"{operation.get('operationId', method)}_{kind}",
+                "summary": f"{operation.get('summary', '')} ({kind})",
+                "parameters": [p for p in operation.get("parameters", []) if p.get("name") != "collectionId"],
+            }
+            for method, operation in template.items()
+            if isinstance(operation, dict)
         }
-        paths.setdefault(f"/collections/{kind}/items", {"get": operation})
+        paths.setdefault(f"/collections/{kind}/items", spelled)
     return document
