@@ -235,7 +235,12 @@ async def get_series(
     for sensor_id in sensor_ids or ():
         iot.sensor(sensor_id)  # NotFound: 404
     end = parse_instant(until, what="to") if until is not None else datetime.now(UTC)
-    start = parse_instant(since, what="from") if since is not None else end - DEFAULT_SERIES_WINDOW
+    if since is not None:
+        start = parse_instant(since, what="from")
+    elif end - datetime.min.replace(tzinfo=UTC) < DEFAULT_SERIES_WINDOW:
+        raise InvalidInput("to", f"is too early for the default window ({DEFAULT_SERIES_WINDOW}): give from= as well")
+    else:
+        start = end - DEFAULT_SERIES_WINDOW
     if area is not None and area not in await run_in_threadpool(area_tree, iot.store):
         raise NotFound(f"area {area[:100]!r}", "is no district, street or grid cell code of the store")
     chosen = check_window(start, end, step)  # InvalidInput before the store is asked

@@ -86,6 +86,7 @@ def test_a_series_of_an_area_sums_its_sensors_and_picks_the_step_by_the_window(c
         ({"area": "PD", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "from must be before to"),
         ({"area": "PD", "from": "2026-01-01T00:00:00"}, "RFC 3339 time with a zone"),
         ({"from": "2026-01-01T00:00:00Z"}, "name sensors"),
+        ({"area": "PD", "to": "0001-01-01T00:01:00Z"}, "too early for the default window"),
     ],
 )
 def test_a_hostile_series_is_a_400_naming_the_problem(client: TestClient, params: dict[str, str], message: str) -> None:
