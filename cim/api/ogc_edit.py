@@ -43,11 +43,6 @@ from cim.store.sqlstore import sql_store
 
 router = APIRouter(tags=["OGC API – Features – Part 4"])
 
-#: The conformance classes this module implements (the landing's /conformance lists them).
-CONFORMANCE = (
-    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
-    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
-)
 #: The response header naming the tile rebuild job an edit queued (or joined).
 JOB_HEADER = "X-Cim-Job"
 FEATURE_TYPES = (GEOJSON, "application/json")
