@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.feature_schema import collection_schema, feature_schema, queryables_document
-from cim.api.formats import FEATURE_FORMATS, feature_response, features_response, negotiate
+from cim.api.formats import FEATURE_FORMATS, CsvGeometryParam, feature_response, features_response, negotiate
 from cim.api.geojson import column_names, feature, property_name
 from cim.api.schemas import (
     CollectionOut,
@@ -140,6 +140,7 @@ class ItemsParams:
         Query(alias="resultType", description="hits: numberMatched alone, no features"),
     ] = "results"
     f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
+    geometry: CsvGeometryParam = "wkt"
 
 
 def _get(
@@ -303,7 +304,7 @@ def items(
         "numberReturned": len(page.assets),
         "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
-    return features_response(fmt, request=request, title=str(kind), body=body)
+    return features_response(fmt, request=request, title=str(kind), body=body, csv_geometry=params.geometry)
 
 
 def _catalogue_if_needed(store: Store, kind: Kind, params: ItemsParams, version: str) -> KindCatalogue | None:

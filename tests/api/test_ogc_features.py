@@ -256,3 +256,28 @@ def test_the_first_page_of_a_mixed_kind_holds_each_of_its_geometry_types(client:
     assert {f["geometry"]["type"] for f in first} == {"Point", "Polygon"}
     assert _ids(client, "charger") == ["c1", "c3", "c2"]
     assert _ids(client, "charger", sortby="id") == ["c1", "c2", "c3"]  # an order asked for is kept
+
+
+def test_items_as_csv_with_lon_lat_or_wkt_by_f_or_accept(client: TestClient) -> None:
+    import csv
+    import io
+
+    import shapely
+
+    geojson = client.get("/collections/building/items", params={"limit": 1000}).json()
+    by_id = {f["id"]: shapely.geometry.shape(f["geometry"]) for f in geojson["features"]}
+    for asked in (
+        {"params": {"f": "csv", "geometry": "lonlat"}},
+        {"params": {"geometry": "lonlat"}, "headers": {"Accept": "text/csv"}},
+    ):
+        answer = client.get("/collections/building/items", **asked)  # type: ignore[arg-type]
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))
+        assert {row["id"] for row in rows} == set(by_id)
+        for row in rows:  # a point inside each footprint
+            assert by_id[row["id"]].covers(shapely.Point(float(row["lon"]), float(row["lat"])))
+    wkt = client.get("/collections/building/items", params={"f": "csv"})
+    rows = list(csv.DictReader(io.StringIO(wkt.content.decode("utf-8-sig"))))
+    assert all(shapely.from_wkt(row["geometry"]).equals(by_id[row["id"]]) for row in rows)
+    refused = client.get("/collections/building/items", params={"f": "csv", "geometry": "kml"})
+    assert refused.status_code == 400 and "geometry" in refused.json()["description"]
