@@ -22,6 +22,7 @@ from cim.errors import InvalidInput
 from cim.model import Kind, fields_of
 from cim.store.areas import AREA_LEVELS, area_code, asset_areas, props_literal
 from cim.store.base import AssetQuery, BBox, Store
+from cim.store.pages import page_where
 from cim.store.sql import Where
 from cim.store.sqlstore import sql_store
 
@@ -95,16 +96,7 @@ def aggregate(
     keys = check_group_by(kind, group_by)
     db = sql_store(store)
     s, p = db.dialect, db.dialect.param
-    base = s.where(AssetQuery(kinds=(kind,), bbox=bbox))
-    clauses, params = [base.sql], list(base.params)
-    start, end = installed or (None, None)
-    for bound, value in (("install_date >=", start), ("install_date <=", end)):
-        if value is not None:
-            clauses.append(f"{bound} {p}")
-            params.append(value)
-    if condition is not None:
-        clauses.append(condition.sql)
-        params += condition.params
+    where = page_where(store, query=AssetQuery(kinds=(kind,), bbox=bbox), installed=installed, condition=condition)
     exprs: list[str] = []
     for key in keys:
         exprs.append(f"ar.{key}" if key in AREA_KEYS else f"sel.{key}")
@@ -114,13 +106,13 @@ def aggregate(
     # the filters name bare columns (CQL2), so they apply in a subquery of the assets alone
     sql = (
         f"WITH sel AS (SELECT id, kind, status, network, material, {band.sql} AS age_band, geom FROM assets "
-        f"WHERE {' AND '.join(clauses)}) "
+        f"WHERE {where.sql}) "
         f"SELECT {', '.join(f'{e} AS k{i}' for i, e in enumerate(exprs))}, count(*) AS n, "
         f"sum(CASE WHEN {dim} = {_LINE} THEN {s.length_m('sel.geom')} END) AS length_m, "
         f"sum(CASE WHEN {dim} = {_POLYGON} THEN {s.area_m2('sel.geom')} END) AS area_m2 "
         f"FROM sel{join} GROUP BY {', '.join(exprs)}"
     )
-    rows = db.select(sql, [*band.params, *params]).to_pylist()
+    rows = db.select(sql, [*band.params, *where.params]).to_pylist()
     groups = [
         Group(
             key={key: _text(row[f"k{i}"]) for i, key in enumerate(keys)},
