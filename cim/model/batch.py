@@ -9,7 +9,7 @@ checked here, vectorised, before any store sees it: one place says what a storab
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +171,15 @@ class AssetBatch:
             props = row.pop("props")
             assets.append(Asset(geom=geom, props=json.loads(props) if props else {}, **row))
         return assets
+
+
+def asset_of_row(row: Mapping[str, Any]) -> Asset:
+    """One asset from a row of the store's select list (``geom`` as WKB, ``props`` as JSON text), as
+    :meth:`AssetBatch.to_assets` makes it, without an Arrow table: for one row that cost more than its query."""
+    values = dict(row)
+    wkb, props = values.pop("geom"), values.pop("props")
+    geom = None if wkb is None else shapely.from_wkb(bytes(wkb))
+    return Asset(geom=geom, props=json.loads(props) if props else {}, **values)
 
 
 def _props_json(asset: Asset) -> str | None:

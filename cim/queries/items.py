@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from cim.errors import InvalidInput, NotFound
-from cim.model import Asset, AssetBatch, Kind, fields_of
-from cim.model.schema import ASSET_SCHEMA
+from cim.model import Asset, Kind, fields_of
+from cim.model.batch import asset_of_row
 from cim.queries.checks import checked_text
 from cim.queries.cql import BASE_COLUMNS, PROPS_PREFIX, PropertyKeys, props_key
 from cim.store import AssetQuery, BBox, Store
 from cim.store.catalogue import assets_version, kind_geometry
 from cim.store.pages import count_matched, feature_page, page_where
 from cim.store.sql import Dialect, Where
-from cim.store.sqlstore import as_schema, sql_store
+from cim.store.sqlstore import sql_store
 
 #: Most ids one request may name.
 MAX_IDS = 1_000
@@ -89,10 +89,10 @@ def find_feature(store: Store, feature_id: str, *, kind: Kind) -> Asset:
     ORDER BY: on DuckDB sorting the one row cost as much as finding it (0.8 → 1.2 ms)."""
     db = sql_store(store)
     matched = db.dialect.key_in("id", [checked_text(feature_id, what="feature id")])
-    rows = db.select(f"SELECT {db.dialect.select_list()} FROM assets WHERE {matched.sql}", matched.params)
-    if not rows.num_rows:
+    rows = db.select_rows(f"SELECT {db.dialect.select_list()} FROM assets WHERE {matched.sql}", matched.params)
+    if not rows:
         raise NotFound(f"feature {feature_id[:100]!r}", "is not in the store")
-    asset = AssetBatch(as_schema(rows, ASSET_SCHEMA)).to_assets()[0]
+    asset = asset_of_row(rows[0])
     if asset.kind is not kind:
         raise NotFound(f"feature {feature_id[:100]!r}", f"is not in collection {kind}")
     return asset

@@ -271,6 +271,19 @@ class DuckDBStore(SqlStore):
             self._watchdog.forget(cursor)
             self._give_back(cursor)
 
+    def _fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        if getattr(self._local, "changing", False):
+            return _dicts(self._con.execute(sql, list(params)))
+        cursor = self._take_cursor()
+        self._watchdog.watch(cursor)
+        try:
+            return _dicts(cursor.execute(sql, list(params)))
+        except duckdb.InterruptException:
+            raise StoreTimeout("the query", f"ran longer than {self._watchdog.limit:g} s and was stopped") from None
+        finally:
+            self._watchdog.forget(cursor)
+            self._give_back(cursor)
+
     def _take_cursor(self) -> duckdb.DuckDBPyConnection:
         """An idle read cursor, or a new one: as many exist as threads have read at once."""
         with self._cursors_lock:
@@ -477,3 +490,8 @@ def open_duckdb(path: str | Path) -> DuckDBStore:
         return DuckDBStore(path)
     except duckdb.Error as exc:
         raise StoreError(f"store {path}", str(exc).splitlines()[0]) from None
+
+
+def _dicts(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in result.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import re
+import select
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -150,7 +151,7 @@ class PostGISStore(SqlStore):
             min_size=1,
             max_size=pool_size,
             configure=self._configure,
-            check=ConnectionPool.check_connection,
+            check=_alive,
             timeout=POOL_TIMEOUT_S,
             reconnect_timeout=RECONNECT_WINDOW_S,
             name=f"cim-{self.schema}",
@@ -225,6 +226,19 @@ class PostGISStore(SqlStore):
 
     # --- the backend's part ---
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        names, binary, rows = self._run_read(sql, params)
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        return pa.table({name: _arrow(values, b) for name, values, b in zip(names, columns, binary, strict=True)})
+
+    def _fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        names, binary, rows = self._run_read(sql, params)
+        return [
+            {name: bytes(v) if b and v is not None else v for name, v, b in zip(names, row, binary, strict=True)}
+            for row in rows
+        ]
+
+    def _run_read(self, sql: str, params: Sequence[Any]) -> tuple[list[str], list[bool], list[tuple[Any, ...]]]:
+        """A read's column names, which of them are ``bytea``, and its rows."""
         inside_change = getattr(self._local, "con", None) is not None
         for attempt in range(2):
             try:
@@ -241,8 +255,7 @@ class PostGISStore(SqlStore):
                 # a connection that died under the read (the server restarted): the pool drops it; once more
                 if inside_change or attempt:
                     raise _unavailable(_first_line(exc)) from None
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        return pa.table({name: _arrow(values, b) for name, values, b in zip(names, columns, binary, strict=True)})
+        return names, binary, rows
 
     @staticmethod
     def _reading(con: psycopg.Connection[Any], inside_change: bool) -> AbstractContextManager[Any]:
@@ -421,6 +434,20 @@ def _with_ewkb(table: pa.Table) -> pa.Table:
     hexed = shapely.to_wkb(geoms, hex=True, include_srid=True).astype(object)
     hexed[shapely.is_missing(geoms)] = None
     return table.set_column(table.schema.get_field_index("geom"), "geom", pa.array(hexed, pa.string()))
+
+
+def _alive(con: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection before lending it, without a round trip (``check_connection`` sends one:
+    a tenth of a loaded server's time on item reads, py-spy under bench/ogc_bench.py). A connection the server
+    closed — a restart, a terminated backend — has the server's farewell or the end of the stream waiting on its
+    socket; an idle healthy one, in autocommit and listening to nothing, has nothing to read. A false alarm costs one
+    new connection."""
+    if con.closed or con.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([con.fileno()], [], [], 0)
+    if readable:
+        con.close()  # closed, the pool discards it (one merely failing the check would be put back)
+        raise psycopg.OperationalError("the server closed the connection")
 
 
 def _csv_chunks(table: pa.Table, rows: int = 50_000) -> Iterator[bytes]:

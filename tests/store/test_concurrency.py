@@ -102,3 +102,28 @@ def test_a_read_past_the_time_limit_is_stopped_with_a_clear_error(store_url: str
             raise AssertionError("the slow read was not stopped")
         assert time.monotonic() - started < 5
         assert store.count_assets(AssetQuery()) == 0  # and the store still answers
+
+
+def test_the_pools_check_drops_a_connection_the_server_ended_without_a_round_trip(postgres_url: str) -> None:
+    import psycopg
+    import pytest
+
+    from cim.store.postgis import _alive
+
+    with (
+        psycopg.connect(postgres_url, autocommit=True) as healthy,
+        psycopg.connect(postgres_url, autocommit=True) as admin,
+    ):
+        _alive(healthy)  # an idle healthy connection passes, and stays usable
+        assert healthy.execute("SELECT 1").fetchone() == (1,)
+        ended = psycopg.connect(postgres_url, autocommit=True)
+        pid = ended.info.backend_pid
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 5
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() != (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(psycopg.OperationalError):
+            _alive(ended)
+        assert ended.closed  # closed, so the pool discards it rather than lending it again
+        _alive(healthy)
