@@ -176,8 +176,20 @@ def json_response(body: dict[str, Any], *, media_type: str) -> Response:
     try:
         content = orjson.dumps(body)
     except orjson.JSONEncodeError:
-        return JSONResponse(body, media_type=media_type)
+        return JSONResponse(_without_fragments(body), media_type=media_type)
     return Response(content, media_type=media_type)
+
+
+def _without_fragments(value: Any) -> Any:
+    """``value`` with each ``orjson.Fragment`` (JSON text already written, e.g. a page's geometries) parsed back,
+    for the json module, which cannot take one."""
+    if isinstance(value, orjson.Fragment):
+        return orjson.loads(orjson.dumps(value))
+    if isinstance(value, dict):
+        return {key: _without_fragments(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_fragments(item) for item in value]
+    return value
 
 
 def checked_csv_geometry(value: str) -> CsvGeometry:

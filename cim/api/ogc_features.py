@@ -22,8 +22,15 @@ from fastapi.responses import JSONResponse, Response
 
 from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.feature_schema import collection_schema, feature_schema, queryables_document
-from cim.api.formats import FEATURE_FORMATS, CsvGeometryParam, feature_response, features_response, negotiate
-from cim.api.geojson import column_names, feature, property_name
+from cim.api.formats import (
+    FEATURE_FORMATS,
+    CsvGeometryParam,
+    OutputFormat,
+    feature_response,
+    features_response,
+    negotiate,
+)
+from cim.api.geojson import column_names, feature, geometry_fragments, property_name
 from cim.api.schemas import (
     CollectionOut,
     CollectionsOut,
@@ -296,9 +303,14 @@ def items(
     )
     selected = _properties(params.properties, kind, catalogue)
     page = find_features(store, query, version=version)
+    as_text = fmt is OutputFormat.GEOJSON or fmt is OutputFormat.JSON  # orjson writes GEOS's text as it is
+    features = [feature(a, properties=selected, geometry=not as_text) for a in page.assets]
+    if as_text:
+        for one, geometry in zip(features, geometry_fragments(page.assets), strict=True):
+            one["geometry"] = geometry
     body = {
         "type": "FeatureCollection",
-        "features": [feature(a, properties=selected) for a in page.assets],
+        "features": features,
         "links": _page_links(request, params, more=page.more),
         "numberMatched": page.matched,
         "numberReturned": len(page.assets),

@@ -281,3 +281,17 @@ def test_items_as_csv_with_lon_lat_or_wkt_by_f_or_accept(client: TestClient) -> 
     assert all(shapely.from_wkt(row["geometry"]).equals(by_id[row["id"]]) for row in rows)
     refused = client.get("/collections/building/items", params={"f": "csv", "geometry": "kml"})
     assert refused.status_code == 400 and "geometry" in refused.json()["description"]
+
+
+def test_a_page_with_an_integer_beyond_64_bits_still_answers_whole(city_url: str, client: TestClient) -> None:
+    code = 31011500100700012345678  # an admin code kept as a number by some GIS attribute table
+    with open_store(city_url) as store:
+        store.upsert_assets(
+            AssetBatch.from_assets(
+                [Asset(id="h-big", kind=Kind.HYDRANT, geom=Point(121.5, 31.2), props={"code": code})]
+            )
+        )
+    page = _items(client, ids="h-big")
+    assert page["features"][0]["properties"]["code"] == code
+    assert page["features"][0]["geometry"] == {"type": "Point", "coordinates": [121.5, 31.2]}
+    assert _items(client)["numberReturned"] > 1  # the rest of the collection with it
