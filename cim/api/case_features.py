@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from cim.api.case_json import case_feature, feature_collection
 from cim.api.cases import Cases, csv_values
-from cim.api.formats import negotiate
+from cim.api.formats import CsvGeometryParam, feature_response, features_response, negotiate
 from cim.api.iot import parse_instant
 from cim.api.ogc_features import (
     GEOJSON,
@@ -25,6 +25,7 @@ from cim.api.ogc_features import (
     GeoJSONResponse,
     SchemaResponse,
     collection_json,
+    formats_content,
 )
 from cim.api.schemas import CollectionOut, FeatureCollectionOut, FeatureOut, QueryablesOut, errors
 from cim.errors import InvalidInput
@@ -121,7 +122,7 @@ def queryables(request: Request) -> SchemaResponse:
     summary="Cases as features",
     response_model=FeatureCollectionOut,
     response_class=GeoJSONResponse,
-    responses=errors(400),
+    responses={200: {"content": formats_content(FeatureCollectionOut)}, **errors(400)},
 )
 async def items(
     request: Request,
@@ -147,11 +148,12 @@ async def items(
     result_type: Annotated[
         Literal["results", "hits"], Query(alias="resultType", description="hits: numberMatched alone")
     ] = "results",
-    f: Annotated[FormatName | None, Query(description="answer format (GeoJSON)")] = None,
-) -> GeoJSONResponse:
+    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None,
+    geometry: CsvGeometryParam = "wkt",
+) -> Response:
     from cim.store.cases import CaseFilter
 
-    negotiate(request, f)
+    fmt = negotiate(request, f)
     if filter_ is not None:
         raise InvalidInput("parameter filter", "the cases collection takes its queryables as parameters, not CQL2")
     since = until = None
@@ -184,7 +186,7 @@ async def items(
         following = request.url.include_query_params(offset=offset + limit, limit=limit)
         links.append({"href": str(following), "rel": "next", "type": GEOJSON})
     body["links"] = links
-    return GeoJSONResponse(body)
+    return features_response(fmt, request=request, title="cases", body=body, csv_geometry=geometry)
 
 
 @router.get(
@@ -192,14 +194,15 @@ async def items(
     summary="One case",
     response_model=FeatureOut,
     response_class=GeoJSONResponse,
-    responses=errors(400, 404),
+    responses={200: {"content": formats_content(FeatureOut)}, **errors(400, 404)},
 )
 async def item(
     request: Request,
     cases: Cases,
     feature_id: str,
-    f: Annotated[FormatName | None, Query(description="answer format (GeoJSON)")] = None,
-) -> GeoJSONResponse:
-    negotiate(request, f)
+    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None,
+) -> Response:
+    fmt = negotiate(request, f)
     case, _ = await cases.get(feature_id)
-    return GeoJSONResponse(case_feature(case, units=cases.units, now=datetime.now(UTC)))
+    body = case_feature(case, units=cases.units, now=datetime.now(UTC))
+    return feature_response(fmt, request=request, title=f"case {case.id}", body=body)

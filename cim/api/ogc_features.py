@@ -167,16 +167,20 @@ def _get(
         options["response_model_exclude_unset"] = True
     responses = errors(*statuses)
     if formats:
-        same = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-        text = {"schema": {"type": "string"}}
-        content = {
-            "application/json": same,
-            "text/csv": text,
-            "application/flatgeobuf": {"schema": {"type": "string", "format": "binary"}},
-            "text/html": text,
-        }
-        responses = {200: {"content": content}, **responses}
+        responses = {200: {"content": formats_content(model)}, **responses}
     return router.get(path, summary=summary, response_model=model, responses=responses, **options)
+
+
+def formats_content(model: type[Any]) -> dict[str, Any]:
+    """The content types of a 200 answer in any feature format (``f=``, ``Accept``): JSON in the shape of ``model``
+    beside the route's own (GeoJSON), CSV, FlatGeobuf and HTML."""
+    text = {"schema": {"type": "string"}}
+    return {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+        "text/csv": text,
+        "application/flatgeobuf": {"schema": {"type": "string", "format": "binary"}},
+        "text/html": text,
+    }
 
 
 def _root(request: Request) -> str:

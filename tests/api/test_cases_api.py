@@ -190,6 +190,14 @@ def test_cases_are_an_ogc_collection_with_number_matched(client: TestClient) -> 
         == 0
     )
     assert "state" in client.get("/collections/cases/queryables").json()["properties"]
+    as_csv = client.get("/collections/cases/items", params={"f": "csv", "geometry": "lonlat"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    lines = as_csv.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 3 and "lon" in lines[0].split(",") and "121.55" in as_csv.text
+    one = page["features"][0]["id"]
+    html = client.get(f"/collections/cases/items/{one}", headers={"Accept": "text/html"})
+    assert html.headers["content-type"].startswith("text/html") and one in html.text
+    assert client.get("/collections/cases/items", params={"geometry": "null"}).status_code == 400
 
 
 def test_heat_and_assessment_by_level(client: TestClient) -> None:
