@@ -68,8 +68,8 @@ class CollectionsOut(BaseModel):
     links: list[LinkOut]
 
 
-class QueryablesOut(BaseModel):
-    """A JSON Schema of the properties a filter may use (and the draft ``queryables`` list GDAL reads)."""
+class _ObjectSchemaOut(BaseModel):
+    """A JSON Schema of an object a collection publishes."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -79,21 +79,19 @@ class QueryablesOut(BaseModel):
     title: str
     description: str
     properties: dict[str, dict[str, Any]]
+
+
+class QueryablesOut(_ObjectSchemaOut):
+    """A JSON Schema of the properties a filter may use (and the draft ``queryables`` list GDAL reads)."""
+
     additionalProperties: bool
     queryables: list[dict[str, str]]
 
 
-class FeatureSchemaOut(BaseModel):
+class FeatureSchemaOut(_ObjectSchemaOut):
     """A JSON Schema of a collection's features (its properties, or a whole GeoJSON feature)."""
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
-
-    schema_: str = Field(alias="$schema")
-    id_: str = Field(alias="$id")
-    type: Literal["object"]
-    title: str
-    description: str
-    properties: dict[str, dict[str, Any]]
 
 
 class GeometryOut(BaseModel):
