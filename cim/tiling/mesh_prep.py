@@ -1,0 +1,301 @@
+"""A tile's meshes made lean before the glb is written: welded, smooth-grouped, cut into int16-sized clusters.
+
+For the meshes of one kind in one tile (:func:`prepare`):
+
+1. **Frame**: every vertex moved into the tile's ENU frame (float64); triangles of (near) zero area dropped.
+2. **Weld**: coincident vertices of an asset (within :data:`WELD_M`, on a grid) become one — IFC meshes repeat
+   positions per face. Vertices of different assets never weld: a vertex has one feature id.
+3. **Smooth groups**: each corner of a triangle gets the area-weighted sum of the normals of the faces around its
+   welded vertex that lie within the smoothing angle of its own face (:data:`SMOOTH_DEG`, per kind in
+   :data:`SMOOTH_DEG_BY_KIND`), so curved surfaces (pipes, columns) are smooth and creases stay sharp. Faces at a
+   vertex are first merged by direction (int8 grid), so a flat fan of many triangles costs one comparison.
+4. **Clusters**: int16 positions at a step ≤ :data:`POSITION_STEP_M` span 65,534 steps (1,966 m at 3 cm); a wider
+   tile is cut into square cells of a grid (an asset goes to the cell of its box centre; an asset wider than a
+   quarter cell is cut per triangle), each cluster dequantised by its own node matrix.
+5. **Vertices**: one per (cluster and colour, welded vertex, int8 normal); a box has 24, an LOD1 wall quad 4.
+   They are ordered by primitive, then asset, so each primitive is one run of vertices and of triangles;
+   a primitive is cut at an asset boundary before it passes 65,535 vertices (an asset alone above that keeps
+   uint32 indices: cutting it would copy vertices).
+
+Everything is vectorised numpy (a few sorts of vertex and corner keys per tile); the only Python loop is over the
+primitives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from cim.geodesy import enu_rotation, lonlat_to_ecef
+from cim.model import MeshBatch
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+#: Largest quantisation step of int16 positions (a cluster is at most 65,534 steps wide).
+POSITION_STEP_M = 0.03
+#: Widest extent a cluster's vertices may span.
+CLUSTER_SPAN_M = POSITION_STEP_M * 65534
+#: Vertices of an asset closer than this (on a grid) are one vertex.
+WELD_M = 1e-3
+#: Faces within this angle of a corner's face shade smoothly with it; wider angles are creases.
+SMOOTH_DEG = 30.0
+#: Kinds drawn with few sides per round shape: pipes are 6-sided tubes (60° between faces) meant to look round.
+SMOOTH_DEG_BY_KIND = {"pipe": 61.0}
+#: Twice the area (m²) below which a triangle counts as degenerate.
+DEGENERATE_AREA2 = 1e-10
+#: Most distinct face directions compared pairwise at one vertex; beyond, each keeps its own (flat) normal.
+MAX_DIRECTIONS = 256
+#: Most vertices a primitive with uint16 indices can address.
+MAX_SHORT_VERTICES = 65535
+
+
+@dataclass
+class Primitive:
+    """One primitive: vertices ``v_lo:v_hi`` and triangles ``t_lo:t_hi`` of the prepared arrays, its cluster and
+    colour (an index into :attr:`PreparedMesh.colors`)."""
+
+    cluster: int
+    color: int
+    v_lo: int
+    v_hi: int
+    t_lo: int
+    t_hi: int
+
+
+@dataclass
+class PreparedMesh:
+    """The lean geometry of one kind in one tile. ``positions`` are int16 steps of their cluster
+    (``mid[c] + q * step[c]`` in ENU metres), ``normals`` int8 (×127, ENU), ``triangles`` index the vertices of their
+    primitive (local to ``v_lo``)."""
+
+    positions: npt.NDArray[np.int16]
+    normals: npt.NDArray[np.int8]
+    vertex_asset: I64
+    triangles: I64
+    primitives: list[Primitive]
+    cluster_mid: F64  # (clusters, 3) ENU metres
+    cluster_step: F64  # (clusters,)
+    colors: npt.NDArray[np.uint8]  # (colours, 4) RGBA
+    lo: F64  # box of the dequantised vertices (ENU)
+    hi: F64
+    dropped: int
+
+    def dequantized(self) -> F64:
+        """The vertices in ENU metres as a client decodes them."""
+        cluster = np.repeat([p.cluster for p in self.primitives], [p.v_hi - p.v_lo for p in self.primitives])
+        return self.cluster_mid[cluster] + self.positions.astype(np.float64) * self.cluster_step[cluster, None]
+
+
+def prepare(
+    meshes: MeshBatch, rotation: F64, centre: F64, asset_rgba: npt.NDArray[np.uint8], smooth_deg: float = SMOOTH_DEG
+) -> PreparedMesh | None:
+    """The lean geometry of ``meshes`` in the ENU frame given by ``rotation`` (ECEF → ENU) and ``centre`` (ECEF);
+    ``asset_rgba`` is each asset's colour (one material per distinct colour). None when no triangle is left."""
+    positions, triangles, vertex_asset = tile_frame(meshes, rotation, centre)
+    triangles, face, dropped = drop_degenerate(positions, triangles)
+    if not len(triangles):
+        return None
+    weld_id, weld_count = weld(positions, vertex_asset, len(meshes))
+    corner_weld = weld_id[triangles]
+    normals = corner_normals(corner_weld, face, np.cos(np.radians(smooth_deg)))
+    n8 = np.clip(np.round(normals * 127), -127, 127).astype(np.int64)
+    tri_asset = vertex_asset[triangles[:, 0]]
+    palette, asset_color = np.unique(asset_rgba, axis=0, return_inverse=True)
+    asset_color = asset_color.ravel()
+    cluster = clusters(positions, triangles, vertex_asset, tri_asset)
+    group = cluster * len(palette) + asset_color[tri_asset]  # one primitive (or more) per cluster and colour
+
+    # one vertex per (group, welded vertex, int8 normal), ordered by group then welded vertex (asset order)
+    n_bits, w_bits = 24, max(int(weld_count).bit_length(), 1)
+    g_bits = max(int(group.max()).bit_length(), 1)
+    if n_bits + w_bits + g_bits > 63:
+        raise ValueError("tile too large to key its vertices")  # ~2^30 welded vertices: never in one tile
+    key = (np.repeat(group, 3) << (w_bits + n_bits)) | (corner_weld.ravel() << n_bits) | _pack(n8.reshape(-1, 3))
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    vertex_of_sorted = np.cumsum(first) - 1
+    corner_vertex = np.empty_like(vertex_of_sorted)
+    corner_vertex[order] = vertex_of_sorted
+    rep = order[first]  # a corner of each output vertex
+    out_pos = positions[triangles.ravel()[rep]]
+    out_n8 = n8.reshape(-1, 3)[rep].astype(np.int8)
+    out_asset = vertex_asset[triangles.ravel()[rep]]
+    out_group = np.repeat(group, 3)[rep]
+    out_tri = corner_vertex.reshape(-1, 3)
+
+    # triangles by group, keeping asset order within
+    t_order = np.argsort(group, kind="stable")
+    out_tri, tri_group, tri_asset = out_tri[t_order], group[t_order], tri_asset[t_order]
+    prims = _primitives(out_group, out_asset, tri_group, tri_asset, len(palette))
+
+    # quantise each cluster to int16 around its middle
+    v_cluster = out_group // len(palette)  # ascending: clusters are runs of vertices
+    lo, hi = _run_bounds(out_pos, v_cluster, int(cluster.max()) + 1)
+    mid = (lo + hi) / 2
+    step = np.maximum((hi - lo).max(axis=1) / 65534.0, 1e-9)
+    q = np.round((out_pos - mid[v_cluster]) / step[v_cluster, None])
+    quantized = np.clip(q, -32767, 32767).astype(np.int16)
+    local_tri = out_tri - np.repeat([p.v_lo for p in prims], [p.t_hi - p.t_lo for p in prims])[:, None]
+    decoded = mid[v_cluster] + quantized.astype(np.float64) * step[v_cluster, None]
+    return PreparedMesh(
+        positions=quantized,
+        normals=out_n8,
+        vertex_asset=out_asset,
+        triangles=local_tri,
+        primitives=prims,
+        cluster_mid=mid,
+        cluster_step=step,
+        colors=palette.astype(np.uint8),
+        lo=decoded.min(axis=0),
+        hi=decoded.max(axis=0),
+        dropped=dropped,
+    )
+
+
+def tile_frame(meshes: MeshBatch, rotation: F64, centre: F64) -> tuple[F64, I64, I64]:
+    """Every vertex in the tile's ENU frame (float64), the triangles as global vertex indices, each vertex's asset."""
+    n = len(meshes)
+    vcount = np.diff(meshes.vertex_offsets)
+    vertex_asset = np.repeat(np.arange(n), vcount)
+    # asset ENU → ECEF → tile ENU: p = R_tile @ (R_asset.T @ v + o_asset − o_tile)
+    r_asset = enu_rotation(meshes.origins[:, 0], meshes.origins[:, 1]).reshape(n, 3, 3)
+    shift = lonlat_to_ecef(meshes.origins[:, 0], meshes.origins[:, 1], meshes.origins[:, 2]).reshape(n, 3) - centre
+    m = np.einsum("ij,akj->aik", rotation, r_asset)  # R_tile @ R_asset.T per asset
+    t = shift @ rotation.T
+    v = meshes.vertices.astype(np.float64)
+    positions = np.einsum("vij,vj->vi", m[vertex_asset], v) + t[vertex_asset]
+    tcount = np.diff(meshes.triangle_offsets)
+    triangles = meshes.triangles.astype(np.int64) + np.repeat(meshes.vertex_offsets[:-1], tcount)[:, None]
+    return positions, triangles, vertex_asset
+
+
+def drop_degenerate(positions: F64, triangles: I64) -> tuple[I64, F64, int]:
+    """The triangles of non-zero area, their (area-weighted) face normals, and how many were dropped."""
+    a, b, c = positions[triangles[:, 0]], positions[triangles[:, 1]], positions[triangles[:, 2]]
+    face = np.cross(b - a, c - a)
+    keep = np.einsum("ij,ij->i", face, face) > DEGENERATE_AREA2**2
+    return triangles[keep], face[keep], int((~keep).sum())
+
+
+def weld(positions: F64, vertex_asset: I64, assets: int) -> tuple[I64, int]:
+    """The welded vertex of every vertex (numbered in asset order) and how many there are: vertices of one asset on
+    the same :data:`WELD_M` grid point (coarser for assets too wide to key at that step) are one."""
+    if not len(positions):
+        return np.zeros(0, np.int64), 0
+    a_bits = max(int(assets - 1).bit_length(), 1)
+    bits = (62 - a_bits) // 3
+    lo, _ = _run_bounds(positions, vertex_asset, assets)
+    rel = positions - lo[vertex_asset]
+    unit = max(WELD_M, float(rel.max()) / ((1 << bits) - 2))
+    q = np.round(rel / unit).astype(np.int64)
+    key = (vertex_asset << (3 * bits)) | (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    welded = np.empty(len(key), np.int64)
+    welded[order] = np.cumsum(first) - 1
+    return welded, int(first.sum())
+
+
+def corner_normals(corner_weld: I64, face: F64, cos_smooth: float) -> F64:
+    """The unit normal of every corner (3T × 3; triangle t's corners at rows 3t … 3t + 2): the sum of the weighted
+    face normals at its welded vertex within the smoothing angle of its own face."""
+    unit = face / np.linalg.norm(face, axis=1)[:, None]
+    direction = np.round(unit * 127).astype(np.int64)
+    key = (corner_weld.ravel() << 24) | np.repeat(_pack(direction), 3)
+    order = np.argsort(key)
+    sorted_key = key[order]
+    first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    dir_of_sorted = np.cumsum(first) - 1
+    dir_of_corner = np.empty(len(key), np.int64)
+    dir_of_corner[order] = dir_of_sorted
+    n_dir = int(first.sum())
+    weights = np.repeat(face, 3, axis=0)
+    summed = np.stack([np.bincount(dir_of_corner, weights[:, i], minlength=n_dir) for i in range(3)], axis=1)
+    dir_unit = summed / np.linalg.norm(summed, axis=1)[:, None]
+    # directions at the same welded vertex: runs of the sorted keys
+    dir_weld = sorted_key[first] >> 24
+    run_start = np.r_[0, np.flatnonzero(np.diff(dir_weld)) + 1]
+    run_size = np.diff(np.r_[run_start, n_dir])
+    size = np.repeat(run_size, run_size)
+    start = np.repeat(run_start, run_size)
+    paired = (size > 1) & (size <= MAX_DIRECTIONS)
+    result: F64 = np.array(summed, np.float64)
+    if paired.any():
+        left = np.flatnonzero(paired)
+        count = size[left]
+        i = np.repeat(left, count)
+        within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+        j = np.repeat(start[left], count) + within
+        close = np.einsum("ij,ij->i", dir_unit[i], dir_unit[j]) >= cos_smooth
+        i, j = i[close], j[close]
+        for axis in range(3):
+            result[left, axis] = np.bincount(i, summed[j, axis], minlength=n_dir)[left]
+    unit_result: F64 = result / np.linalg.norm(result, axis=1)[:, None]
+    return unit_result[dir_of_corner].reshape(-1, 3)
+
+
+def clusters(positions: F64, triangles: I64, vertex_asset: I64, tri_asset: I64) -> I64:
+    """The cluster of every triangle: one when all vertices fit :data:`CLUSTER_SPAN_M`, else square grid cells
+    (an asset's box centre picks its cell; assets wider than a quarter cell go per triangle centroid)."""
+    span = positions.max(axis=0) - positions.min(axis=0)
+    if span.max() <= CLUSTER_SPAN_M:
+        return np.zeros(len(triangles), np.int64)
+    lo, hi = _run_bounds(positions, vertex_asset, int(vertex_asset.max()) + 1)
+    extent = (hi - lo).max(axis=1)
+    tri_points = positions[triangles]
+    tri_extent = (tri_points.max(axis=1) - tri_points.min(axis=1)).max(axis=1)
+    wide = extent[tri_asset] > CLUSTER_SPAN_M / 4
+    # a cluster spans its cell plus the reach of its parts beyond their centres (a vertex lies within 2/3 of its
+    # triangle's extent from the centroid); a triangle wider than ~1/2 span widens its cluster's step
+    reach = max(float(extent[tri_asset][~wide].max(initial=0.0)), 4 / 3 * float(tri_extent[wide].max(initial=0.0)))
+    cell = max(CLUSTER_SPAN_M - reach, CLUSTER_SPAN_M / 4)
+    centre = np.where(wide[:, None], tri_points.mean(axis=1), ((lo + hi) / 2)[tri_asset])
+    origin = positions.min(axis=0)
+    ij = np.floor((centre - origin) / cell).astype(np.int64)
+    cell_key = ij[:, 0] * (1 << 20) + ij[:, 1] * (1 << 10) + ij[:, 2]
+    _, cluster = np.unique(cell_key, return_inverse=True)
+    return cluster.ravel().astype(np.int64)
+
+
+def _run_bounds(points: F64, run_of: I64, runs: int) -> tuple[F64, F64]:
+    """Per-run min and max of ``points`` whose run numbers ``run_of`` ascend (runs without points: 0)."""
+    lo, hi = np.zeros((runs, 3)), np.zeros((runs, 3))
+    if len(points):
+        starts = np.r_[0, np.flatnonzero(np.diff(run_of)) + 1]
+        lo[run_of[starts]] = np.minimum.reduceat(points, starts, axis=0)
+        hi[run_of[starts]] = np.maximum.reduceat(points, starts, axis=0)
+    return lo, hi
+
+
+def _pack(n8: I64) -> I64:
+    """Three int8 values (−127…127) as one 24-bit key."""
+    return ((n8[:, 0] + 128) << 16) | ((n8[:, 1] + 128) << 8) | (n8[:, 2] + 128)
+
+
+def _primitives(v_group: I64, v_asset: I64, t_group: I64, t_asset: I64, colors: int) -> list[Primitive]:
+    """Runs of vertices and triangles per group, cut at asset boundaries to stay within uint16 indices."""
+    groups, v_start = np.unique(v_group, return_index=True)
+    v_end = np.r_[v_start[1:], len(v_group)]
+    t_start = np.searchsorted(t_group, groups, side="left")
+    t_end = np.searchsorted(t_group, groups, side="right")
+    out: list[Primitive] = []
+    runs = zip(groups.tolist(), v_start.tolist(), v_end.tolist(), t_start.tolist(), t_end.tolist(), strict=True)
+    for g, vs, ve, ts, te in runs:
+        cluster, color = divmod(g, colors)
+        while ve - vs > MAX_SHORT_VERTICES:
+            # the last asset boundary within reach, else the end of the first asset (it alone is too large)
+            boundary = np.flatnonzero(v_asset[vs + 1 : ve] != v_asset[vs : ve - 1]) + vs + 1
+            if not len(boundary):
+                break  # one asset: uint32 indices
+            fits = boundary[boundary - vs <= MAX_SHORT_VERTICES]
+            cut = int(fits[-1]) if len(fits) else int(boundary[0])
+            t_cut = ts + int(np.searchsorted(t_asset[ts:te], v_asset[cut], side="left"))
+            out.append(Primitive(cluster, color, vs, cut, ts, t_cut))
+            vs, ts = cut, t_cut
+        out.append(Primitive(cluster, color, vs, ve, ts, te))
+    return out
