@@ -98,38 +98,26 @@ def prepare(
     triangles, face, dropped = drop_degenerate(positions, triangles)
     if not len(triangles):
         return None
-    weld_id, weld_count = weld(positions, vertex_asset, len(meshes))
-    corner_weld = weld_id[triangles]
-    normals = corner_normals(corner_weld, face, np.cos(np.radians(smooth_deg)))
-    n8 = np.clip(np.round(normals * 127), -127, 127).astype(np.int64)
+    asset_lo, asset_hi = _run_bounds(positions, vertex_asset, len(meshes))
+    weld_id, weld_first = weld(positions, vertex_asset, asset_lo)
     tri_asset = vertex_asset[triangles[:, 0]]
-    palette, asset_color = np.unique(asset_rgba, axis=0, return_inverse=True)
-    asset_color = asset_color.ravel()
-    cluster = clusters(positions, triangles, vertex_asset, tri_asset)
-    group = cluster * len(palette) + asset_color[tri_asset]  # one primitive (or more) per cluster and colour
-
-    # one vertex per (group, welded vertex, int8 normal), ordered by group then welded vertex (asset order)
-    n_bits, w_bits = 24, max(int(weld_count).bit_length(), 1)
-    g_bits = max(int(group.max()).bit_length(), 1)
-    if n_bits + w_bits + g_bits > 63:
-        raise ValueError("tile too large to key its vertices")  # ~2^30 welded vertices: never in one tile
-    key = (np.repeat(group, 3) << (w_bits + n_bits)) | (corner_weld.ravel() << n_bits) | _pack(n8.reshape(-1, 3))
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
-    vertex_of_sorted = np.cumsum(first) - 1
-    corner_vertex = np.empty_like(vertex_of_sorted)
-    corner_vertex[order] = vertex_of_sorted
-    rep = order[first]  # a corner of each output vertex
-    out_pos = positions[triangles.ravel()[rep]]
-    out_n8 = n8.reshape(-1, 3)[rep].astype(np.int8)
-    out_asset = vertex_asset[triangles.ravel()[rep]]
-    out_group = np.repeat(group, 3)[rep]
+    packed, asset_color = np.unique(np.ascontiguousarray(asset_rgba).view(np.uint32).ravel(), return_inverse=True)
+    palette = packed.view(np.uint8).reshape(-1, 4)
+    cluster = clusters(positions, triangles, tri_asset, asset_lo, asset_hi)
+    group = cluster * len(palette) + asset_color.ravel()[tri_asset]  # a primitive (or more) per cluster and colour
+    corner_vertex, vertex_weld, out_n8, out_group = shared_vertices(
+        weld_id[triangles], face, group, np.cos(np.radians(smooth_deg))
+    )
+    out_pos = positions[weld_first[vertex_weld]]
+    out_asset = vertex_asset[weld_first[vertex_weld]]
     out_tri = corner_vertex.reshape(-1, 3)
 
     # triangles by group, keeping asset order within
-    t_order = np.argsort(group, kind="stable")
-    out_tri, tri_group, tri_asset = out_tri[t_order], group[t_order], tri_asset[t_order]
+    if group.max() > 0:
+        small = group.astype(np.uint16) if group.max() < 65536 else group  # radix sort
+        t_order = np.argsort(small, kind="stable")
+        out_tri, group, tri_asset = out_tri[t_order], group[t_order], tri_asset[t_order]
+    tri_group = group
     prims = _primitives(out_group, out_asset, tri_group, tri_asset, len(palette))
 
     # quantise each cluster to int16 around its middle
@@ -140,7 +128,10 @@ def prepare(
     q = np.round((out_pos - mid[v_cluster]) / step[v_cluster, None])
     quantized = np.clip(q, -32767, 32767).astype(np.int16)
     local_tri = out_tri - np.repeat([p.v_lo for p in prims], [p.t_hi - p.t_lo for p in prims])[:, None]
-    decoded = mid[v_cluster] + quantized.astype(np.float64) * step[v_cluster, None]
+    q_lo, q_hi = _run_bounds(quantized.astype(np.float64), v_cluster, len(mid))
+    present = np.unique(v_cluster)
+    decoded_lo = (mid + q_lo * step[:, None])[present].min(axis=0)
+    decoded_hi = (mid + q_hi * step[:, None])[present].max(axis=0)
     return PreparedMesh(
         positions=quantized,
         normals=out_n8,
@@ -150,8 +141,8 @@ def prepare(
         cluster_mid=mid,
         cluster_step=step,
         colors=palette.astype(np.uint8),
-        lo=decoded.min(axis=0),
-        hi=decoded.max(axis=0),
+        lo=decoded_lo,
+        hi=decoded_hi,
         dropped=dropped,
     )
 
@@ -175,91 +166,116 @@ def tile_frame(meshes: MeshBatch, rotation: F64, centre: F64) -> tuple[F64, I64,
 
 def drop_degenerate(positions: F64, triangles: I64) -> tuple[I64, F64, int]:
     """The triangles of non-zero area, their (area-weighted) face normals, and how many were dropped."""
-    a, b, c = positions[triangles[:, 0]], positions[triangles[:, 1]], positions[triangles[:, 2]]
-    face = np.cross(b - a, c - a)
+    a = positions[triangles[:, 0]]
+    u, v = positions[triangles[:, 1]] - a, positions[triangles[:, 2]] - a
+    face = np.empty_like(u)  # u × v, written out: np.cross is slow on many short vectors
+    face[:, 0] = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
+    face[:, 1] = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
+    face[:, 2] = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
     keep = np.einsum("ij,ij->i", face, face) > DEGENERATE_AREA2**2
     return triangles[keep], face[keep], int((~keep).sum())
 
 
-def weld(positions: F64, vertex_asset: I64, assets: int) -> tuple[I64, int]:
-    """The welded vertex of every vertex (numbered in asset order) and how many there are: vertices of one asset on
-    the same :data:`WELD_M` grid point (coarser for assets too wide to key at that step) are one."""
-    if not len(positions):
-        return np.zeros(0, np.int64), 0
-    a_bits = max(int(assets - 1).bit_length(), 1)
+def weld(positions: F64, vertex_asset: I64, asset_lo: F64) -> tuple[I64, I64]:
+    """The welded vertex of every vertex (numbered in asset order) and a vertex of each welded one: vertices of one
+    asset on the same :data:`WELD_M` grid point (coarser for assets too wide to key at that step) are one."""
+    a_bits = max(int(len(asset_lo) - 1).bit_length(), 1)
     bits = (62 - a_bits) // 3
-    lo, _ = _run_bounds(positions, vertex_asset, assets)
-    rel = positions - lo[vertex_asset]
+    rel = positions - asset_lo[vertex_asset]
     unit = max(WELD_M, float(rel.max()) / ((1 << bits) - 2))
     q = np.round(rel / unit).astype(np.int64)
     key = (vertex_asset << (3 * bits)) | (q[:, 0] << (2 * bits)) | (q[:, 1] << bits) | q[:, 2]
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)
     sorted_key = key[order]
     first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
     welded = np.empty(len(key), np.int64)
     welded[order] = np.cumsum(first) - 1
-    return welded, int(first.sum())
+    return welded, order[first]
 
 
-def corner_normals(corner_weld: I64, face: F64, cos_smooth: float) -> F64:
-    """The unit normal of every corner (3T × 3; triangle t's corners at rows 3t … 3t + 2): the sum of the weighted
-    face normals at its welded vertex within the smoothing angle of its own face."""
-    unit = face / np.linalg.norm(face, axis=1)[:, None]
-    direction = np.round(unit * 127).astype(np.int64)
-    key = (corner_weld.ravel() << 24) | np.repeat(_pack(direction), 3)
+def shared_vertices(
+    corner_weld: I64, face: F64, group: I64, cos_smooth: float
+) -> tuple[I64, I64, npt.NDArray[np.int8], I64]:
+    """One vertex per (group, welded vertex, int8 normal). A corner's normal is the sum of the weighted face normals
+    at its welded vertex (in its group) within the smoothing angle of its own face. Returns the vertex of every corner
+    (3T; triangle t's corners at 3t … 3t + 2), and per vertex its welded vertex, int8 normal and group — vertices
+    ordered by group, then welded vertex (asset order)."""
+    unit = face / np.sqrt(np.einsum("ij,ij->i", face, face))[:, None]
+    w_bits = max(int(corner_weld.max()).bit_length(), 1)
+    g_bits = max(int(group.max()).bit_length(), 1)
+    if 24 + w_bits + g_bits > 63:
+        raise ValueError("tile too large to key its vertices")  # ~2^30 welded vertices: never in one tile
+    # faces meeting at a vertex, merged by direction (int8 grid): one sort of the corners
+    direction = _pack(np.round(unit * 127).astype(np.int64))
+    key = (np.repeat(group << (w_bits + 24) | direction, 3)) | (corner_weld.ravel() << 24)
     order = np.argsort(key)
     sorted_key = key[order]
     first = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
-    dir_of_sorted = np.cumsum(first) - 1
     dir_of_corner = np.empty(len(key), np.int64)
-    dir_of_corner[order] = dir_of_sorted
-    n_dir = int(first.sum())
-    weights = np.repeat(face, 3, axis=0)
-    summed = np.stack([np.bincount(dir_of_corner, weights[:, i], minlength=n_dir) for i in range(3)], axis=1)
-    dir_unit = summed / np.linalg.norm(summed, axis=1)[:, None]
-    # directions at the same welded vertex: runs of the sorted keys
-    dir_weld = sorted_key[first] >> 24
-    run_start = np.r_[0, np.flatnonzero(np.diff(dir_weld)) + 1]
+    dir_of_corner[order] = np.cumsum(first) - 1
+    run = np.flatnonzero(first)
+    n_dir = len(run)
+    summed = np.stack([np.bincount(dir_of_corner, np.repeat(face[:, k], 3), minlength=n_dir) for k in range(3)], 1)
+    dir_unit = summed / np.sqrt(np.einsum("ij,ij->i", summed, summed))[:, None]
+    # directions at one (group, welded vertex) are runs of the sorted keys: compare each pair once (i < j)
+    dir_vertex = sorted_key[run] >> 24
+    run_start = np.r_[0, np.flatnonzero(np.diff(dir_vertex)) + 1]
     run_size = np.diff(np.r_[run_start, n_dir])
     size = np.repeat(run_size, run_size)
-    start = np.repeat(run_start, run_size)
-    paired = (size > 1) & (size <= MAX_DIRECTIONS)
+    after = np.where(size <= MAX_DIRECTIONS, size - 1 - (np.arange(n_dir) - np.repeat(run_start, run_size)), 0)
     result: F64 = np.array(summed, np.float64)
-    if paired.any():
-        left = np.flatnonzero(paired)
-        count = size[left]
-        i = np.repeat(left, count)
-        within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
-        j = np.repeat(start[left], count) + within
+    total = int(after.sum())
+    if total:
+        i = np.repeat(np.arange(n_dir), after)
+        j = i + 1 + np.arange(total) - np.repeat(np.cumsum(after) - after, after)
         close = np.einsum("ij,ij->i", dir_unit[i], dir_unit[j]) >= cos_smooth
         i, j = i[close], j[close]
-        for axis in range(3):
-            result[left, axis] = np.bincount(i, summed[j, axis], minlength=n_dir)[left]
-    unit_result: F64 = result / np.linalg.norm(result, axis=1)[:, None]
-    return unit_result[dir_of_corner].reshape(-1, 3)
+        for axis in range(3 if len(i) else 0):
+            result[:, axis] += np.bincount(i, summed[j, axis], minlength=n_dir)
+            result[:, axis] += np.bincount(j, summed[i, axis], minlength=n_dir)
+    n8 = np.clip(np.round(result * (127 / np.sqrt(np.einsum("ij,ij->i", result, result)))[:, None]), -127, 127)
+    # directions of a (group, welded vertex) that came out with the same normal share a vertex; the keys are
+    # sorted but for the normal, so this sort is quick
+    vertex_key = (dir_vertex << 24) | _pack(n8.astype(np.int64))
+    v_order = np.argsort(vertex_key)
+    sorted_vertex = vertex_key[v_order]
+    v_first = np.r_[True, sorted_vertex[1:] != sorted_vertex[:-1]]
+    vertex_of_dir = np.empty(n_dir, np.int64)
+    vertex_of_dir[v_order] = np.cumsum(v_first) - 1
+    kept = v_order[v_first]
+    mask = (1 << w_bits) - 1
+    return (
+        vertex_of_dir[dir_of_corner],
+        dir_vertex[kept] & mask,
+        n8[kept].astype(np.int8),
+        dir_vertex[kept] >> w_bits,
+    )
 
 
-def clusters(positions: F64, triangles: I64, vertex_asset: I64, tri_asset: I64) -> I64:
+def clusters(positions: F64, triangles: I64, tri_asset: I64, asset_lo: F64, asset_hi: F64) -> I64:
     """The cluster of every triangle: one when all vertices fit :data:`CLUSTER_SPAN_M`, else square grid cells
     (an asset's box centre picks its cell; assets wider than a quarter cell go per triangle centroid)."""
-    span = positions.max(axis=0) - positions.min(axis=0)
-    if span.max() <= CLUSTER_SPAN_M:
+    origin = asset_lo.min(axis=0)
+    if (asset_hi.max(axis=0) - origin).max() <= CLUSTER_SPAN_M:
         return np.zeros(len(triangles), np.int64)
-    lo, hi = _run_bounds(positions, vertex_asset, int(vertex_asset.max()) + 1)
-    extent = (hi - lo).max(axis=1)
-    tri_points = positions[triangles]
+    extent = (asset_hi - asset_lo).max(axis=1)
+    wide_asset = extent > CLUSTER_SPAN_M / 4
+    wide = wide_asset[tri_asset]
+    tri_points = positions[triangles[wide]]
     tri_extent = (tri_points.max(axis=1) - tri_points.min(axis=1)).max(axis=1)
-    wide = extent[tri_asset] > CLUSTER_SPAN_M / 4
     # a cluster spans its cell plus the reach of its parts beyond their centres (a vertex lies within 2/3 of its
     # triangle's extent from the centroid); a triangle wider than ~1/2 span widens its cluster's step
-    reach = max(float(extent[tri_asset][~wide].max(initial=0.0)), 4 / 3 * float(tri_extent[wide].max(initial=0.0)))
+    reach = max(float(extent[~wide_asset].max(initial=0.0)), 4 / 3 * float(tri_extent.max(initial=0.0)))
     cell = max(CLUSTER_SPAN_M - reach, CLUSTER_SPAN_M / 4)
-    centre = np.where(wide[:, None], tri_points.mean(axis=1), ((lo + hi) / 2)[tri_asset])
-    origin = positions.min(axis=0)
-    ij = np.floor((centre - origin) / cell).astype(np.int64)
-    cell_key = ij[:, 0] * (1 << 20) + ij[:, 1] * (1 << 10) + ij[:, 2]
-    _, cluster = np.unique(cell_key, return_inverse=True)
-    return cluster.ravel().astype(np.int64)
+
+    def cell_of(points: F64) -> I64:
+        ij = np.floor((points - origin) / cell).astype(np.int64)
+        return np.asarray(ij[:, 0] * (1 << 20) + ij[:, 1] * (1 << 10) + ij[:, 2], np.int64)
+
+    key = cell_of((asset_lo + asset_hi) / 2)[tri_asset]
+    key[wide] = cell_of(tri_points.mean(axis=1))
+    _, cluster = np.unique(key, return_inverse=True)
+    return np.asarray(cluster.ravel(), np.int64)
 
 
 def _run_bounds(points: F64, run_of: I64, runs: int) -> tuple[F64, F64]:
@@ -267,8 +283,9 @@ def _run_bounds(points: F64, run_of: I64, runs: int) -> tuple[F64, F64]:
     lo, hi = np.zeros((runs, 3)), np.zeros((runs, 3))
     if len(points):
         starts = np.r_[0, np.flatnonzero(np.diff(run_of)) + 1]
-        lo[run_of[starts]] = np.minimum.reduceat(points, starts, axis=0)
-        hi[run_of[starts]] = np.maximum.reduceat(points, starts, axis=0)
+        columns = np.ascontiguousarray(points.T)  # reduceat along rows is fast, down columns slow
+        lo[run_of[starts]] = np.minimum.reduceat(columns, starts, axis=1).T
+        hi[run_of[starts]] = np.maximum.reduceat(columns, starts, axis=1).T
     return lo, hi
 
 
