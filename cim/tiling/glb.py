@@ -85,7 +85,9 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         feature_of_row[used] = np.arange(len(used))
         sub = meshes if len(picked) == len(meshes) else _select(meshes, picked)  # one kind: no copy
         smooth = SMOOTH_DEG_BY_KIND.get(kind, SMOOTH_DEG)
-        prepared = prepare(sub, rotation, centre, _asset_colors(sub.colors, kind), smooth)
+        colors = _asset_colors(sub.colors, kind)
+        rgba = np.asarray(np.round(np.clip(colors, 0, 1) * 255), np.uint8)
+        prepared = prepare(sub, rotation, centre, rgba, smooth)
         if prepared is None:
             degenerate += len(sub.triangles)
             continue
@@ -93,7 +95,8 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         lo, hi = np.minimum(lo, prepared.lo), np.maximum(hi, prepared.hi)
         feature_ids = feature_of_row[row[picked]][prepared.vertex_asset]
         table_index = writer.property_table(kind, table.take(pa.array(used)))
-        writer.kind_meshes(kind, prepared, feature_ids, len(used), table_index)
+        materials = [writer.material(kind, colors[a]) for a in prepared.color_assets.tolist()]
+        writer.kind_meshes(kind, prepared, feature_ids, len(used), table_index, materials)
         features += len(used)
         counts[kind] = len(used)
     if not features:
@@ -134,11 +137,11 @@ def _ranges(lo: I64, hi: I64) -> I64:
     return (starts + np.arange(int(lengths.sum()))).astype(np.int64)
 
 
-def _asset_colors(own: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.uint8]:
-    """Each asset's RGBA bytes: its own colour, else its kind's."""
+def _asset_colors(own: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.float32]:
+    """Each asset's RGBA: its own colour, else its kind's."""
     has = np.asarray(~np.isnan(own).any(axis=1), dtype=bool)
-    rgba = np.where(has[:, None], own, np.asarray(KIND_COLORS.get(kind, DEFAULT_COLOR), np.float32))
-    return np.asarray(np.round(np.clip(rgba, 0, 1) * 255), np.uint8)
+    kind_color = np.asarray(KIND_COLORS.get(kind, DEFAULT_COLOR), np.float32)
+    return np.asarray(np.where(has[:, None], own, kind_color), np.float32)
 
 
 def feature_id_type(count: int) -> tuple[int, type[np.generic]]:
@@ -199,24 +202,27 @@ class _Writer:
         self.kinds.append(kind)
         return len(self.tables) - 1
 
-    def material(self, kind: str, rgba: npt.NDArray[np.uint8]) -> int:
+    def material(self, kind: str, rgba: npt.NDArray[np.float32]) -> int:
         """The material of one colour of a kind (shared by its primitives)."""
-        key = (kind, *rgba.tolist())
+        color = [round(float(v), 4) for v in np.clip(rgba, 0, 1)]
+        key = (kind, *color)
         if key not in self.material_index:
-            color = [round(v / 255, 4) for v in rgba.tolist()]
             self.materials.append(
                 {
                     "name": kind,
                     "pbrMetallicRoughness": {"baseColorFactor": color, "metallicFactor": 0.0, "roughnessFactor": 1.0},
-                    **({"alphaMode": "BLEND"} if rgba[3] < 255 else {}),
+                    **({"alphaMode": "BLEND"} if color[3] < 1.0 else {}),
                 }
             )
             self.material_index[key] = len(self.materials) - 1
         return self.material_index[key]
 
-    def kind_meshes(self, kind: str, mesh: PreparedMesh, feature_ids: I64, feature_count: int, table: int) -> None:
-        """A node + mesh per cluster of ``mesh`` (its matrix dequantises), a primitive per colour (and run of at most
-        65,535 vertices), all pointing at the kind's property table ``table``. Each vertex attribute of the kind is
+    def kind_meshes(
+        self, kind: str, mesh: PreparedMesh, feature_ids: I64, feature_count: int, table: int, materials: list[int]
+    ) -> None:
+        """A node + mesh per cluster of ``mesh`` (its matrix dequantises), a primitive per colour (material
+        ``materials[colour]``; and per run of at most 65,535 vertices), all pointing at the kind's property table
+        ``table``. Each vertex attribute of the kind is
         one buffer view (stride a multiple of 4, as glTF asks of vertex attributes); primitives take runs of it."""
         self.quantized = True
         n = len(mesh.positions)
@@ -264,7 +270,7 @@ class _Writer:
                 {
                     "attributes": {"POSITION": position, "NORMAL": normal, "_FEATURE_ID_0": feature},
                     "indices": indices,
-                    "material": self.material(kind, mesh.colors[p.color]),
+                    "material": materials[p.color],
                     "mode": 4,
                     "extensions": {"EXT_mesh_features": features},
                 }

@@ -10,8 +10,9 @@ For the meshes of one kind in one tile (:func:`prepare`):
    :data:`SMOOTH_DEG_BY_KIND`), so curved surfaces (pipes, columns) are smooth and creases stay sharp. Faces at a
    vertex are first merged by direction (int8 grid), so a flat fan of many triangles costs one comparison.
 4. **Clusters**: int16 positions at a step ≤ :data:`POSITION_STEP_M` span 65,534 steps (1,966 m at 3 cm); a wider
-   tile is cut into square cells of a grid (an asset goes to the cell of its box centre; an asset wider than a
-   quarter cell is cut per triangle), each cluster dequantised by its own node matrix.
+   tile is cut into cells of a grid (an asset goes to the cell of its box's lower corner; the triangles of an asset
+   wider than a quarter span one by one, a triangle wider than that alone), each cluster dequantised by its own node
+   matrix. Only a single triangle wider than 1,966 m gets a coarser step.
 5. **Vertices**: one per (cluster and colour, welded vertex, int8 normal); a box has 24, an LOD1 wall quad 4.
    They are ordered by primitive, then asset, so each primitive is one run of vertices and of triangles;
    a primitive is cut at an asset boundary before it passes 65,535 vertices (an asset alone above that keeps
@@ -55,7 +56,7 @@ MAX_SHORT_VERTICES = 65535
 @dataclass
 class Primitive:
     """One primitive: vertices ``v_lo:v_hi`` and triangles ``t_lo:t_hi`` of the prepared arrays, its cluster and
-    colour (an index into :attr:`PreparedMesh.colors`)."""
+    colour (an index into :attr:`PreparedMesh.color_assets`)."""
 
     cluster: int
     color: int
@@ -78,7 +79,7 @@ class PreparedMesh:
     primitives: list[Primitive]
     cluster_mid: F64  # (clusters, 3) ENU metres
     cluster_step: F64  # (clusters,)
-    colors: npt.NDArray[np.uint8]  # (colours, 4) RGBA
+    color_assets: I64  # an asset of each distinct colour, whose colour the material takes
     lo: F64  # box of the dequantised vertices (ENU)
     hi: F64
     dropped: int
@@ -93,7 +94,7 @@ def prepare(
     meshes: MeshBatch, rotation: F64, centre: F64, asset_rgba: npt.NDArray[np.uint8], smooth_deg: float = SMOOTH_DEG
 ) -> PreparedMesh | None:
     """The lean geometry of ``meshes`` in the ENU frame given by ``rotation`` (ECEF → ENU) and ``centre`` (ECEF);
-    ``asset_rgba`` is each asset's colour (one material per distinct colour). None when no triangle is left."""
+    ``asset_rgba`` is each asset's colour as bytes (one material per distinct value). None when no triangle is left."""
     positions, triangles, vertex_asset = tile_frame(meshes, rotation, centre)
     triangles, face, dropped = drop_degenerate(positions, triangles)
     if not len(triangles):
@@ -101,10 +102,11 @@ def prepare(
     asset_lo, asset_hi = _run_bounds(positions, vertex_asset, len(meshes))
     weld_id, weld_first = weld(positions, vertex_asset, asset_lo)
     tri_asset = vertex_asset[triangles[:, 0]]
-    packed, asset_color = np.unique(np.ascontiguousarray(asset_rgba).view(np.uint32).ravel(), return_inverse=True)
-    palette = packed.view(np.uint8).reshape(-1, 4)
+    rgba_key = np.ascontiguousarray(asset_rgba).view(np.uint32).ravel()
+    _, color_assets, asset_color = np.unique(rgba_key, return_index=True, return_inverse=True)
+    palette = len(color_assets)
     cluster = clusters(positions, triangles, tri_asset, asset_lo, asset_hi)
-    group = cluster * len(palette) + asset_color.ravel()[tri_asset]  # a primitive (or more) per cluster and colour
+    group = cluster * palette + asset_color.ravel()[tri_asset]  # a primitive (or more) per cluster and colour
     corner_vertex, vertex_weld, out_n8, out_group = shared_vertices(
         weld_id[triangles], face, group, np.cos(np.radians(smooth_deg))
     )
@@ -118,10 +120,10 @@ def prepare(
         t_order = np.argsort(small, kind="stable")
         out_tri, group, tri_asset = out_tri[t_order], group[t_order], tri_asset[t_order]
     tri_group = group
-    prims = _primitives(out_group, out_asset, tri_group, tri_asset, len(palette))
+    prims = _primitives(out_group, out_asset, tri_group, tri_asset, palette)
 
     # quantise each cluster to int16 around its middle
-    v_cluster = out_group // len(palette)  # ascending: clusters are runs of vertices
+    v_cluster = out_group // palette  # ascending: clusters are runs of vertices
     lo, hi = _run_bounds(out_pos, v_cluster, int(cluster.max()) + 1)
     mid = (lo + hi) / 2
     step = np.maximum((hi - lo).max(axis=1) / 65534.0, 1e-9)
@@ -140,7 +142,7 @@ def prepare(
         primitives=prims,
         cluster_mid=mid,
         cluster_step=step,
-        colors=palette.astype(np.uint8),
+        color_assets=np.asarray(color_assets, np.int64),
         lo=decoded_lo,
         hi=decoded_hi,
         dropped=dropped,
@@ -253,27 +255,30 @@ def shared_vertices(
 
 
 def clusters(positions: F64, triangles: I64, tri_asset: I64, asset_lo: F64, asset_hi: F64) -> I64:
-    """The cluster of every triangle: one when all vertices fit :data:`CLUSTER_SPAN_M`, else square grid cells
-    (an asset's box centre picks its cell; assets wider than a quarter cell go per triangle centroid)."""
+    """The cluster of every triangle: one when all vertices fit :data:`CLUSTER_SPAN_M`, else cells of a grid, each
+    cell a cluster. An asset goes to the cell of its box's lower corner; the triangles of an asset wider than a
+    quarter span go one by one, and a triangle wider than that is a cluster of its own (one wider than the whole
+    span gets a step above :data:`POSITION_STEP_M`: it is not cut)."""
     origin = asset_lo.min(axis=0)
     if (asset_hi.max(axis=0) - origin).max() <= CLUSTER_SPAN_M:
         return np.zeros(len(triangles), np.int64)
+    quarter = CLUSTER_SPAN_M / 4
     extent = (asset_hi - asset_lo).max(axis=1)
-    wide_asset = extent > CLUSTER_SPAN_M / 4
-    wide = wide_asset[tri_asset]
+    wide = (extent > quarter)[tri_asset]
     tri_points = positions[triangles[wide]]
-    tri_extent = (tri_points.max(axis=1) - tri_points.min(axis=1)).max(axis=1)
-    # a cluster spans its cell plus the reach of its parts beyond their centres (a vertex lies within 2/3 of its
-    # triangle's extent from the centroid); a triangle wider than ~1/2 span widens its cluster's step
-    reach = max(float(extent[~wide_asset].max(initial=0.0)), 4 / 3 * float(tri_extent.max(initial=0.0)))
-    cell = max(CLUSTER_SPAN_M - reach, CLUSTER_SPAN_M / 4)
+    tri_lo = tri_points.min(axis=1)
+    tri_extent = (tri_points.max(axis=1) - tri_lo).max(axis=1)
+    huge = tri_extent > quarter
+    # a cluster spans its cell plus the extent of its parts beyond their lower corners: at most a quarter span
+    reach = max(float(extent[extent <= quarter].max(initial=0.0)), float(tri_extent[~huge].max(initial=0.0)))
+    cell = CLUSTER_SPAN_M - reach
 
     def cell_of(points: F64) -> I64:
         ij = np.floor((points - origin) / cell).astype(np.int64)
         return np.asarray(ij[:, 0] * (1 << 20) + ij[:, 1] * (1 << 10) + ij[:, 2], np.int64)
 
-    key = cell_of((asset_lo + asset_hi) / 2)[tri_asset]
-    key[wide] = cell_of(tri_points.mean(axis=1))
+    key = cell_of(asset_lo)[tri_asset]
+    key[wide] = np.where(huge, -1 - np.arange(len(huge)), cell_of(tri_lo))
     _, cluster = np.unique(key, return_inverse=True)
     return np.asarray(cluster.ravel(), np.int64)
 
