@@ -14,7 +14,8 @@ For the meshes of one kind in one tile (:func:`prepare`):
    wider than a quarter span one by one, a triangle wider than that alone), each cluster dequantised by its own node
    matrix. Only a single triangle wider than 1,966 m gets a coarser step.
 5. **Vertices**: one per (cluster and colour, welded vertex, int8 normal); a box has 24, an LOD1 wall quad 4.
-   They are ordered by primitive, then asset, so each primitive is one run of vertices and of triangles;
+   They are ordered by first use in the triangles, which are ordered by primitive, then asset (input order), so
+   each primitive is one run of vertices and of triangles;
    a primitive is cut at an asset boundary before it passes 65,535 vertices (an asset alone above that keeps
    uint32 indices: cutting it would copy vertices).
 
@@ -120,6 +121,16 @@ def prepare(
         t_order = np.argsort(small, kind="stable")
         out_tri, group, tri_asset = out_tri[t_order], group[t_order], tri_asset[t_order]
     tri_group = group
+    # vertices in order of first use by the triangles (what index codecs and vertex caches like best); this keeps
+    # them grouped by primitive and asset, as the triangles are
+    flat = out_tri.ravel()
+    first_use = np.full(len(out_pos), len(flat))
+    np.minimum.at(first_use, flat, np.arange(len(flat)))
+    by_use = np.argsort(first_use)
+    rank = np.empty_like(by_use)
+    rank[by_use] = np.arange(len(by_use))
+    out_tri = rank[out_tri]
+    out_pos, out_n8, out_asset, out_group = out_pos[by_use], out_n8[by_use], out_asset[by_use], out_group[by_use]
     prims = _primitives(out_group, out_asset, tri_group, tri_asset, palette)
 
     # quantise each cluster to int16 around its middle
@@ -131,7 +142,7 @@ def prepare(
     quantized = np.clip(q, -32767, 32767).astype(np.int16)
     local_tri = out_tri - np.repeat([p.v_lo for p in prims], [p.t_hi - p.t_lo for p in prims])[:, None]
     q_lo, q_hi = _run_bounds(quantized.astype(np.float64), v_cluster, len(mid))
-    present = np.unique(v_cluster)
+    present = np.bincount(v_cluster, minlength=len(mid)) > 0
     decoded_lo = (mid + q_lo * step[:, None])[present].min(axis=0)
     decoded_hi = (mid + q_hi * step[:, None])[present].max(axis=0)
     return PreparedMesh(
