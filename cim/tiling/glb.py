@@ -1,6 +1,30 @@
 """One tile's content as a glb: lean meshes in the tile's ENU frame, with feature ids and metadata.
 
-LAYOUT_DOC_PLACEHOLDER
+Written straight with numpy (JSON chunk + one binary buffer): a tile is a handful of large arrays, and the writer
+lays out ``KHR_mesh_quantization`` strides and metadata buffer views by hand anyway (packing a glb: 0.48 ms here,
+2.63 ms through pygltflib's objects, ``bench/tiles_bench.py``'s side by side on 80 tiles of 494 KB).
+
+Layout, per asset kind in the tile (the geometry is made lean by :mod:`cim.tiling.mesh_prep`: welded, smooth groups,
+one vertex per position and normal, clusters):
+
+- one ``EXT_structural_metadata`` property table (a class per kind), feature ids in table order;
+- three vertex buffer views (``ARRAY_BUFFER``, each ``byteStride`` a multiple of 4 as glTF requires of vertex
+  attributes): ``POSITION`` int16 VEC3 padded to 8 bytes (``KHR_mesh_quantization``, step ≤ 3 cm), ``NORMAL`` int8
+  VEC3 normalized padded to 4, ``_FEATURE_ID_0`` unsigned byte (≤ 256 features), unsigned short (≤ 65,536), else
+  float, one per 4 bytes — 16 bytes a vertex; one ``ELEMENT_ARRAY_BUFFER`` view of uint16 indices (uint32 only for a
+  single asset above 65,535 vertices);
+- a node + mesh per cluster (the node matrix dequantises: scale = step, translation = the cluster's middle), a
+  primitive per colour (a material each, no ``COLOR_0``) and per run of ≤ 65,535 vertices; primitives are accessors
+  at offsets into the kind's views, all pointing at the kind's property table.
+
+glTF is y-up, so ENU (east, north, up) is written as (east, up, −north); 3D Tiles turns it back. The tile's box
+holds every dequantised vertex (+1 mm). Degenerate triangles (zero area) are dropped and counted.
+
+Measured (before → after this layout): ``bench/tiles_bench.py -n 100000`` 1,049 → 686 bytes per LOD1 building
+(tiles incl. metadata; 32 vertices, 17 triangles a building: 512 B vertices, 103 B indices), gzip -6 of a
+914-building tile 293 → 157 B a building; encoding that tile 11.8–13.6 → 12.9–15.5 ms CPU (min of 30, under a load
+of 20–40). AC20-FZK-Haus.ifc: 69,613 → 20,135 vertices for 23,264 triangles (12,041 stored, 8,430 positions once welded;
+py3dtiles 12 writes 17,066), glb 1,683,568 → 478,196 bytes.
 """
 
 from __future__ import annotations
