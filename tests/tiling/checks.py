@@ -1,5 +1,6 @@
-"""Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, feature ids resolving into
-property tables, and bounding volumes that contain their content (in ECEF)."""
+"""Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, the property-table and
+feature-id rules (:mod:`tests.tiling.metadata_rules`), feature ids resolving into property tables, and bounding
+volumes that contain their content (in ECEF)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from referencing.jsonschema import DRAFT202012
 
 from cim.tiling.glb import accessor_array, read_glb
 from tests.conftest import missing_service
+from tests.tiling.metadata_rules import check_glb
 
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "3d-tiles-1.1"
 VALIDATOR = Path(__file__).resolve().parents[2] / "tools" / "gltf-validator"
@@ -152,7 +154,9 @@ def check_all(out: Path) -> dict[str, list[str]]:
     assert not bad, f"gltf-validator errors: {json.dumps(bad)[:2000]}"
     found: dict[str, list[str]] = {}
     for tile in tiles:
-        doc, binary = read_glb(tile["glb"].read_bytes())
+        data = tile["glb"].read_bytes()
+        check_glb(data, str(tile["glb"]))  # EXT_structural_metadata / EXT_mesh_features rules, from the specs
+        doc, binary = read_glb(data)
         points = ecef_positions(doc, binary, tile["world"])
         for world, box in tile["volumes"]:
             inside = inside_box(points, world, box)
