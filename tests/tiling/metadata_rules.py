@@ -407,6 +407,15 @@ def _check_bounds(prop: dict[str, Any], column: dict[str, Any], rows: np.ndarray
             fail(where, place, "min-max", f"a value lies outside the {name} {bound}")
 
 
+def _check_attribute_alignment(doc: dict[str, Any], accessor: dict[str, Any], where: str, place: str) -> None:
+    """EXT_mesh_features: "as with other vertex attributes, each element of a feature ID accessor must align to
+    4-byte boundaries" — its start and its stride (byteStride, or the element size when packed) multiples of 4."""
+    view = doc["bufferViews"][accessor.get("bufferView", 0)]
+    stride = view.get("byteStride", np.dtype(ATTRIBUTE_COMPONENTS[accessor["componentType"]]).itemsize)
+    if (view.get("byteOffset", 0) + accessor.get("byteOffset", 0)) % 4 or stride % 4:
+        fail(where, place, "feature-id-alignment", f"elements start every {stride} bytes, not on 4-byte boundaries")
+
+
 def _accessor(doc: dict[str, Any], binary: bytes, index: int, read: ViewReader) -> np.ndarray:
     """The raw values of a SCALAR accessor (sparse accessors are not written here and fail)."""
     acc = doc["accessors"][index]
@@ -477,6 +486,7 @@ def _check_feature_ids(
                 "feature-id-accessor",
                 f"componentType {accessor['componentType']} is not a vertex attribute type",
             )
+        _check_attribute_alignment(doc, accessor, where, place)
         values = _accessor(doc, binary, primitive["attributes"][name], read).astype(np.float64)
     else:  # implicit: ids by vertex index
         vertices = doc["accessors"][primitive["attributes"]["POSITION"]]["count"]

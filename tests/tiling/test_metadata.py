@@ -8,6 +8,7 @@ import copy
 import json
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,13 @@ import pyarrow as pa
 import pytest
 
 from cim.model import MeshBatch
+from cim.store import open_store
+from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling import properties
+from cim.tiling.build import build_tiles
 from cim.tiling.glb import encode_tile, read_glb
 from tests.tiling import metadata_rules
-from tests.tiling.checks import string_property
+from tests.tiling.checks import check_all, string_property
 from tests.tiling.conftest import LAT, LON, box_mesh
 from tests.tiling.metadata_rules import check_glb, check_glb_layout, check_property_tables
 
@@ -170,7 +174,8 @@ def rich() -> tuple[Doc, bytearray, dict[str, int]]:
         }
     }
     positions = g.view("positions", np.arange(12, dtype="<f4").tobytes())
-    feature_ids = g.view("feature_ids", bytes([0, 1, 2, 255]))
+    feature_ids = g.view("feature_ids", u8x4(0, 1, 2, 255))
+    g.views[feature_ids]["byteStride"] = 4
     g.binary += b"\x00" * ((-len(g.binary)) % 8)
     doc: Doc = {
         "asset": {"version": "2.0"},
@@ -240,6 +245,11 @@ def u2(*values: int) -> bytes:
 
 
 def u4(*values: int) -> bytes:
+    return np.array(values, "<u4").tobytes()
+
+
+def u8x4(*values: int) -> bytes:
+    """UNSIGNED_BYTE feature ids, one per 4 bytes (byteStride 4: vertex attribute elements start on 4 bytes)."""
     return np.array(values, "<u4").tobytes()
 
 
@@ -414,8 +424,16 @@ BROKEN: dict[str, tuple[Mutation, str]] = {
         lambda d, b, n: d["accessors"][1].update(componentType=5125, count=1),
         r"\[feature-id-accessor\]",
     ),
+    "feature ids packed 1 byte apart": (
+        lambda d, b, n: d["bufferViews"][n["feature_ids"]].pop("byteStride"),
+        r"\[feature-id-alignment\]",
+    ),
+    "feature ids starting off a 4-byte boundary": (
+        lambda d, b, n: d["accessors"][1].update(byteOffset=2, count=3),
+        r"\[feature-id-alignment\]",
+    ),
     "feature id out of range": (
-        lambda d, b, n: put(d, b, n["feature_ids"], bytes([0, 1, 3, 255])),
+        lambda d, b, n: put(d, b, n["feature_ids"], u8x4(0, 1, 3, 255)),
         r"\[feature-id-range\]",
     ),
     "null id without nullFeatureId": (lambda d, b, n: feature(d).pop("nullFeatureId"), r"\[feature-id-range\]"),
@@ -433,7 +451,7 @@ BROKEN: dict[str, tuple[Mutation, str]] = {
     ),
     "featureCount above the table's count": (
         lambda d, b, n: (
-            put(d, b, n["feature_ids"], bytes([0, 1, 2, 3])),
+            put(d, b, n["feature_ids"], u8x4(0, 1, 2, 3)),
             feature(d).update(featureCount=4),
             feature(d).pop("nullFeatureId"),
         ),
@@ -489,3 +507,15 @@ def test_a_meshopt_view_is_read_through_the_decoder_never_skipped(monkeypatch: p
     monkeypatch.setattr(metadata_rules, "meshopt_decoder", lambda d, b, i: f4(1.5, -1, 120))
     with pytest.raises(AssertionError, match=r"property size: \[min-max\]"):
         check_property_tables(doc, bytes(binary), "rich.glb")
+
+
+def test_check_all_runs_these_rules_on_every_glb_it_walks(city: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiles" / "city"
+    with open_store(str(city)) as store, MeshStore(mesh_path_for(store.url), read_only=True) as meshes:
+        build_tiles(store, meshes, out, workers=1)
+    path = next((out / "points").glob("**/*.glb"))
+    doc, binary = read_glb(path.read_bytes())
+    doc["extensions"]["EXT_structural_metadata"]["propertyTables"][0]["properties"]["nope"] = {"values": 0}
+    path.write_bytes(pack(doc, binary, 8))  # still valid glTF: gltf-validator does not look inside the table
+    with pytest.raises(AssertionError, match=r"points.*property nope: \[property-in-class\]"):
+        check_all(out)
