@@ -165,6 +165,11 @@ def _check_buffer_views(doc: dict[str, Any], binary: bytes, where: str) -> None:
 
 
 def _check_schema(schema: dict[str, Any], where: str) -> None:
+    ids = [*schema.get("enums", {}), *schema.get("classes", {})]
+    ids += [p for c in schema.get("classes", {}).values() for p in c.get("properties", {})]
+    for name in ids:
+        if not IDENTIFIER.match(name):
+            fail(where, "schema", "identifier", f"{name!r} does not match ^[a-zA-Z_][a-zA-Z0-9_]*$")
     for enum_id, enum in schema.get("enums", {}).items():
         place = f"enum {enum_id}"
         value_type = enum.get("valueType", "UINT16")
@@ -178,6 +183,9 @@ def _check_schema(schema: dict[str, Any], where: str) -> None:
         if not all(info.min <= v <= info.max for v in values):
             fail(where, place, "enum-value-range", f"a value does not fit {value_type}")
     for class_id, cls in schema.get("classes", {}).items():
+        semantics = [p["semantic"] for p in cls.get("properties", {}).values() if "semantic" in p]
+        if len(set(semantics)) != len(semantics):
+            fail(where, f"class {class_id}", "semantic-unique", "a semantic is used by two properties")
         for prop_id, prop in cls.get("properties", {}).items():
             _check_class_property(schema, prop, where, f"class {class_id} property {prop_id}")
 

@@ -390,6 +390,14 @@ BROKEN: dict[str, tuple[Mutation, str]] = {
         ),
         r"\[enum-unique\]",
     ),
+    "property id not an identifier": (
+        lambda d, b, n: cls(d).update({"2bad": {"type": "STRING"}}),
+        r"\[identifier\] '2bad'",
+    ),
+    "a semantic used twice": (
+        lambda d, b, n: (cls(d)["id"].update(semantic="NAME"), cls(d)["label"].update(semantic="NAME")),
+        r"class thing: \[semantic-unique\]",
+    ),
     "zero-length buffer view": (
         lambda d, b, n: d["bufferViews"][n["tags.values"]].update(byteLength=0),
         r"buffer view \d+: \[view-not-empty\]",
