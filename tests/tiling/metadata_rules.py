@@ -8,8 +8,9 @@ those defer to it (buffer views, accessors). Every failure is an ``AssertionErro
 property, primitive), a rule id in brackets and what the spec asks.
 
 Buffer views are read through :func:`read_view`; a view compressed with ``EXT_meshopt_compression`` is handed to
-:data:`meshopt_decoder`, which whoever writes meshopt views sets (none here: such a view then fails loudly, it is
-never skipped).
+:data:`meshopt_decoder` — by default :func:`decode_meshopt_view`, which reads the extension's fields itself and
+decodes with meshoptimizer (PyPI ``meshopt``), not through the writer's own inverse in :mod:`cim.tiling.compress`.
+Set it to None and such a view fails loudly; it is never skipped.
 """
 
 from __future__ import annotations
@@ -30,8 +31,24 @@ from referencing.jsonschema import DRAFT202012
 
 ViewReader = Callable[[dict[str, Any], bytes, int], bytes]
 
-#: Decodes a buffer view carrying ``EXT_meshopt_compression`` into its plain bytes (set by the meshopt writer's tests).
-meshopt_decoder: ViewReader | None = None
+
+def decode_meshopt_view(doc: dict[str, Any], binary: bytes, index: int) -> bytes:
+    """The plain bytes of buffer view ``index``, whose ``EXT_meshopt_compression`` data lies in the BIN chunk."""
+    import meshopt  # only when a tile is compressed
+
+    view = doc["bufferViews"][index]
+    ext = view["extensions"]["EXT_meshopt_compression"]
+    if ext.get("buffer", 0) != 0 or ext.get("byteOffset", 0) + ext["byteLength"] > len(binary):
+        raise AssertionError(f"buffer view {index}: its compressed bytes lie outside the BIN chunk")
+    if ext["byteStride"] * ext["count"] != view["byteLength"]:
+        raise AssertionError(f"buffer view {index}: byteStride × count is not the view's byteLength")
+    data = binary[ext.get("byteOffset", 0) : ext.get("byteOffset", 0) + ext["byteLength"]]
+    rows = meshopt.decode_gltf_buffer(data, ext["count"], ext["byteStride"], ext["mode"], ext.get("filter", "NONE"))
+    return np.ascontiguousarray(rows).tobytes()
+
+
+#: Decodes a buffer view carrying ``EXT_meshopt_compression`` into its plain bytes.
+meshopt_decoder: ViewReader | None = decode_meshopt_view
 
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "3d-tiles-1.1"
 IDENTIFIER = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -20,6 +20,7 @@ from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling import properties
 from cim.tiling.build import build_tiles
+from cim.tiling.compress import compress_glb
 from cim.tiling.glb import encode_tile, read_glb
 from tests.tiling import metadata_rules
 from tests.tiling.checks import check_all, string_property
@@ -510,6 +511,7 @@ def test_glb_chunks_are_padded_to_8_bytes() -> None:
 def test_a_meshopt_view_is_read_through_the_decoder_never_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     doc, binary, names = rich()
     doc["bufferViews"][names["size.values"]]["extensions"] = {"EXT_meshopt_compression": {"buffer": 0}}
+    monkeypatch.setattr(metadata_rules, "meshopt_decoder", None)
     with pytest.raises(AssertionError, match="no decoder"):
         check_property_tables(doc, bytes(binary), "rich.glb")
     monkeypatch.setattr(metadata_rules, "meshopt_decoder", lambda d, b, i: f4(1.5, -1, 120))
@@ -527,3 +529,11 @@ def test_check_all_runs_these_rules_on_every_glb_it_walks(city: Path, tmp_path: 
     path.write_bytes(pack(doc, binary, 8))  # still valid glTF: gltf-validator does not look inside the table
     with pytest.raises(AssertionError, match=r"points.*property nope: \[property-in-class\]"):
         check_all(out)
+
+
+def test_a_meshopt_compressed_tile_follows_every_rule_read_through_its_own_decoder() -> None:
+    compressed = compress_glb(city_tile())
+    doc, _ = read_glb(compressed)
+    ids = doc["meshes"][0]["primitives"][0]["attributes"]["_FEATURE_ID_0"]
+    assert "EXT_meshopt_compression" in doc["bufferViews"][doc["accessors"][ids]["bufferView"]].get("extensions", {})
+    check_glb(compressed, "compressed.glb")
