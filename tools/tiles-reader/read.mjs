@@ -22,6 +22,7 @@ import {load} from '@loaders.gl/core';
 import {Tiles3DLoader} from '@loaders.gl/3d-tiles';
 import {Tileset3D} from '@loaders.gl/tiles';
 import {Matrix4} from '@math.gl/core';
+import {Ellipsoid} from '@math.gl/geospatial';
 
 // loaders.gl fetches local paths through `globalThis.loaders.fetchNode`, which @loaders.gl/polyfills provides; that
 // package has no 4.5 release, so give it the file's bytes (and its path as the response URL, which loaders.gl uses
@@ -120,11 +121,13 @@ function describePrimitive(primitive) {
   return {mode, vertices, triangles, featureIds};
 }
 
-/** The ECEF bounds of every vertex, and the ECEF centroid of each of the first `nFeatures` features of each table. */
+/** The ECEF bounds of every vertex, and for each of the first `nFeatures` features of each table its ECEF centroid and
+ * its WGS84 (lon, lat, height) bounds, by math.gl's ellipsoid (the geodesy loaders.gl uses). */
 function placeVertices(gltf, tile, content, nFeatures) {
   const low = [Infinity, Infinity, Infinity];
   const high = [-Infinity, -Infinity, -Infinity];
-  const sums = new Map(); // `${table}:${row}` → [x, y, z, n]
+  const sums = new Map(); // `${table}:${row}` → {sum: [x, y, z, n], low: [lon, lat, h], high: [lon, lat, h]}
+  const cartographic = [0, 0, 0];
   for (const {mesh, world} of worldMatrices(gltf, tile, content)) {
     for (const primitive of mesh.primitives) {
       const position = primitive.attributes.POSITION;
@@ -141,10 +144,15 @@ function placeVertices(gltf, tile, content, nFeatures) {
         const row = byFeature ? Number(byFeature.data[i]) : -1;
         if (row < 0 || row >= nFeatures || row === byFeature.nullFeatureId) continue;
         const key = `${byFeature.propertyTable}:${row}`;
-        const sum = sums.get(key) || [0, 0, 0, 0];
-        for (let axis = 0; axis < 3; axis++) sum[axis] += p[axis];
-        sum[3] += 1;
-        sums.set(key, sum);
+        const feature = sums.get(key) || {sum: [0, 0, 0, 0], low: [Infinity, Infinity, Infinity], high: [-Infinity, -Infinity, -Infinity]};
+        Ellipsoid.WGS84.cartesianToCartographic(p, cartographic);
+        for (let axis = 0; axis < 3; axis++) {
+          feature.sum[axis] += p[axis];
+          feature.low[axis] = Math.min(feature.low[axis], cartographic[axis]);
+          feature.high[axis] = Math.max(feature.high[axis], cartographic[axis]);
+        }
+        feature.sum[3] += 1;
+        sums.set(key, feature);
       }
     }
   }
@@ -164,8 +172,14 @@ function describeContent(tile, content, nFeatures) {
       for (const [name, property] of Object.entries(table.properties || {})) {
         if (property.data !== undefined) values[name] = plain(property.data[row]);
       }
-      const sum = sums.get(`${index}:${row}`);
-      rows.push({row, values, ecef: sum ? [sum[0] / sum[3], sum[1] / sum[3], sum[2] / sum[3]] : null});
+      const feature = sums.get(`${index}:${row}`);
+      const sum = feature?.sum;
+      rows.push({
+        row,
+        values,
+        ecef: feature ? [sum[0] / sum[3], sum[1] / sum[3], sum[2] / sum[3]] : null,
+        lonLatHeight: feature ? [feature.low, feature.high] : null
+      });
     }
     const undecoded = Object.entries(table.properties || {}).filter(([, p]) => p.data === undefined);
     return {class: table.class, count: table.count, rows, undecoded: undecoded.map(([name]) => name)};
