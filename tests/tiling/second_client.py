@@ -28,7 +28,7 @@ PLACE_SLACK_M = 50.0  # how far loaders.gl may put a feature from where the stor
 METRES_PER_DEGREE = 111_320.0
 
 
-def run_reader(tileset: Path | str, *, features: int = 3) -> tuple[int, dict[str, Any]]:
+def run_reader(tileset: Path | str, *, features: int = 20) -> tuple[int, dict[str, Any]]:
     """loaders.gl's report on ``tileset`` (a tileset.json path or URL) and the reader's exit status."""
     node = shutil.which("node")
     if node is None or not (READER / "node_modules" / "@loaders.gl" / "3d-tiles").is_dir():
@@ -46,7 +46,7 @@ def run_reader(tileset: Path | str, *, features: int = 3) -> tuple[int, dict[str
 
 
 def read_with_loaders_gl(
-    tileset: Path, store_rows: dict[str, dict[str, Any]] | None = None, *, features: int = 3
+    tileset: Path, store_rows: dict[str, dict[str, Any]] | None = None, *, features: int = 20
 ) -> dict[str, Any]:
     """Load ``tileset`` (its folder or its tileset.json) in loaders.gl and fail the test unless every tile loads and
     decodes, every glb our own walk finds is among them with the same vertex, triangle and feature counts, and — given
