@@ -134,3 +134,17 @@ def test_loaders_gl_decodes_a_meshopt_compressed_glb(built: Path, tmp_path: Path
     assert np.allclose(now["ecefBounds"], was["ecefBounds"], atol=0.5), json.dumps(
         [was["ecefBounds"], now["ecefBounds"]]
     )
+
+
+def test_loaders_gl_reads_the_meshopt_glbs_cim_writes_as_the_store_has_them(
+    built: Path, city: Path, tmp_path: Path
+) -> None:
+    """cim's own EXT_meshopt_compression pass (cim.tiling.compress, issue 24's lean geometry), metadata kept."""
+    compress = pytest.importorskip("cim.tiling.compress", reason="cim has no meshopt compression pass yet")
+    packed = copy_of(built, tmp_path / "packed")
+    for glb in packed.rglob("*.glb"):
+        glb.write_bytes(compress.compress_glb(glb.read_bytes()))
+    required = [read_glb(glb.read_bytes())[0].get("extensionsRequired", []) for glb in packed.rglob("*.glb")]
+    assert any("EXT_meshopt_compression" in r for r in required)
+    report = read_with_loaders_gl(packed, store_rows(city), features=1000)
+    assert sum(len(t["rows"]) for c in report["contents"] for t in c["tables"]) == len(store_rows(city)) - 1
