@@ -1,6 +1,6 @@
 """Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, the property-table and
-feature-id rules (:mod:`tests.tiling.metadata_rules`), feature ids resolving into property tables, and bounding
-volumes that contain their content (in ECEF).
+feature-id rules (:mod:`tests.tiling.metadata_rules`), feature ids resolving into property tables, bounding volumes
+that contain their content (in ECEF), and a second client (loaders.gl) loading it.
 
 Tiles are EXT_meshopt_compression glbs by default: every check reads a glb through :func:`read_tile_glb`
 (decompressed by :func:`cim.tiling.compress.decompress_glb`), and gltf-validator sees both the file as built (it
@@ -169,8 +169,11 @@ def scalar_property(doc: dict[str, Any], binary: bytes, table: dict[str, Any], n
     return np.frombuffer(binary[v["byteOffset"] : v["byteOffset"] + v["byteLength"]], dtype)
 
 
-def check_all(out: Path) -> dict[str, list[str]]:
-    """Run every check on the tileset at ``out``; return the asset ids per group found in the tiles."""
+def check_all(out: Path, store_rows: dict[str, dict[str, Any]] | None = None) -> dict[str, list[str]]:
+    """Run every check on the tileset at ``out``, loaders.gl reading it too (compared with ``store_rows`` when given,
+    see :func:`tests.tiling.second_client.store_rows`); return the asset ids per group found in the tiles."""
+    from tests.tiling.second_client import read_with_loaders_gl  # it imports this module
+
     validate_tileset_schema(out / "tileset.json")
     for external in out.glob("*/tileset.json"):
         validate_tileset_schema(external)
@@ -189,4 +192,5 @@ def check_all(out: Path) -> dict[str, list[str]]:
             assert inside.all(), f"{tile['glb']}: {int((~inside).sum())} vertices outside a bounding volume"
         group = tile["glb"].relative_to(out).parts[0]
         found.setdefault(group, []).extend(feature_ids(doc, binary))
+    read_with_loaders_gl(out, store_rows)
     return found
