@@ -128,20 +128,29 @@ def build(
     store: StoreOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
+    compress: Annotated[
+        str,
+        typer.Option(
+            "--compress",
+            help="mesh compression of the tiles: meshopt (EXT_meshopt_compression, CesiumJS decodes it) or none",
+        ),
+    ] = "meshopt",
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
     server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
     from cim.tiling.build import BuildSummary, GroupSummary
 
     summary: BuildSummary
+    if compress not in ("meshopt", "none"):
+        raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     if (remote := _serving(store, server, write=True)) is not None:
         with progress_bars(quiet=as_json) as progress:
-            built = build_through(remote, out, progress)
+            built = build_through(remote, out, progress, compress)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json)
+        summary = _build_here(store, out, as_json, compress)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -157,7 +166,7 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
-def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
+def _build_here(store: str | None, out: Path, as_json: bool, compress: str) -> BuildSummary:
     from cim.tiling.build import build_tiles
 
     with (
@@ -167,7 +176,11 @@ def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
     ):
         task = progress.add_task("tiles", total=None)
         return build_tiles(
-            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
+            opened,
+            meshes,
+            out,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            compress=compress,
         )
 
 
