@@ -7,15 +7,17 @@ lays out ``KHR_mesh_quantization`` strides and metadata buffer views by hand any
 Layout, per asset kind in the tile (the geometry is made lean by :mod:`cim.tiling.mesh_prep`: welded, smooth groups,
 one vertex per position and normal, clusters):
 
-- one ``EXT_structural_metadata`` property table (a class per kind), feature ids in table order;
 - three vertex buffer views (``ARRAY_BUFFER``, each ``byteStride`` a multiple of 4 as glTF requires of vertex
   attributes): ``POSITION`` int16 VEC3 padded to 8 bytes (``KHR_mesh_quantization``, step ≤ 3 cm), ``NORMAL`` int8
-  VEC3 normalized padded to 4, ``_FEATURE_ID_0`` unsigned byte (≤ 256 features), unsigned short (≤ 65,536), else
-  float, one per 4 bytes — 16 bytes a vertex; one ``ELEMENT_ARRAY_BUFFER`` view of uint16 indices (uint32 only for a
-  single asset above 65,535 vertices);
+  VEC3 normalized padded to 4, ``_FEATURE_ID_0`` float (unsigned byte / short by count with
+  :data:`SMALL_FEATURE_IDS`; 4 bytes a vertex either way) — 16 bytes a vertex; one ``ELEMENT_ARRAY_BUFFER`` view
+  of uint16 indices (uint32 only for a single asset above 65,535 vertices);
 - a node + mesh per cluster (the node matrix dequantises: scale = step, translation = the cluster's middle), a
   primitive per colour (a material each, no ``COLOR_0``) and per run of ≤ 65,535 vertices; primitives are accessors
-  at offsets into the kind's views, all pointing at the kind's property table.
+  at offsets into the kind's views;
+- one property table per kind (a class per kind; loaders.gl 4.5 decodes only one table per class), its rows the
+  kind's features in table order; every primitive of the kind points at it, ``featureCount`` = the table's count,
+  so a primitive's ids are those of its features among them.
 
 glTF is y-up, so ENU (east, north, up) is written as (east, up, −north); 3D Tiles turns it back. The tile's box
 holds every dequantised vertex (+1 mm). Degenerate triangles (zero area) are dropped and counted.
@@ -48,6 +50,12 @@ I64 = npt.NDArray[np.int64]
 
 #: Added around the dequantised vertices for the tile's box (a client dequantises in float32).
 BOX_MARGIN_M = 1e-3
+#: Feature ids as unsigned byte / short by count (:func:`feature_id_type`) rather than float. Off: a vertex attribute
+#: takes 4 bytes a vertex whatever its type (glTF aligns each element to 4 bytes), after meshopt the small types save
+#: 1 B per LOD1 building (239 against 240 on a 914-building tile), and loaders.gl 4.5.4 reads them wrong from
+#: meshopt tiles — it decodes EXT_mesh_features before EXT_meshopt_compression and copies a strided (padded) view
+#: at once, so it copies the not yet decoded zeros; a float id (element = stride) is a view it reads after decoding.
+SMALL_FEATURE_IDS = False
 
 #: Colour (linear RGBA) by kind; a mesh's own colour wins.
 KIND_COLORS: dict[str, tuple[float, float, float, float]] = {
@@ -117,12 +125,16 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
             continue
         degenerate += prepared.dropped
         lo, hi = np.minimum(lo, prepared.lo), np.maximum(hi, prepared.hi)
-        feature_ids = feature_of_row[row[picked]][prepared.vertex_asset]
-        table_index = writer.property_table(kind, table.take(pa.array(used)))
+        vertex_feature = feature_of_row[row[picked]][prepared.vertex_asset]
+        # one property table per kind (loaders.gl 4.5 decodes one table per class), rows in table order: the
+        # features left with triangles; every primitive of the kind points at it
+        present, ids = np.unique(vertex_feature, return_inverse=True)
+        table_index = writer.property_table(kind, table.take(pa.array(used[present])))
+        prim_tables = [(table_index, len(present))] * len(prepared.primitives)
         materials = [writer.material(kind, colors[a]) for a in prepared.color_assets.tolist()]
-        writer.kind_meshes(kind, prepared, feature_ids, len(used), table_index, materials)
-        features += len(used)
-        counts[kind] = len(used)
+        writer.kind_meshes(kind, prepared, ids.ravel(), prim_tables, materials)
+        counts[kind] = len(present)
+        features += counts[kind]
     if not features:
         lo = hi = np.zeros(3)
     return TileContent(
@@ -243,24 +255,28 @@ class _Writer:
         return self.material_index[key]
 
     def kind_meshes(
-        self, kind: str, mesh: PreparedMesh, feature_ids: I64, feature_count: int, table: int, materials: list[int]
+        self, kind: str, mesh: PreparedMesh, ids: I64, tables: list[tuple[int, int]], materials: list[int]
     ) -> None:
         """A node + mesh per cluster of ``mesh`` (its matrix dequantises), a primitive per colour (material
-        ``materials[colour]``; and per run of at most 65,535 vertices), all pointing at the kind's property table
-        ``table``. Each vertex attribute of the kind is
-        one buffer view (stride a multiple of 4, as glTF asks of vertex attributes); primitives take runs of it."""
+        ``materials[colour]``; and per run of at most 65,535 vertices). Primitive ``k`` has the property table and
+        feature count ``tables[k]``; ``ids`` are the vertices' feature ids (rows of that table). Each vertex
+        attribute of the kind is one buffer view (stride a multiple of 4, as glTF asks of vertex attributes);
+        primitives take runs of it."""
         self.quantized = True
         n = len(mesh.positions)
         q = np.zeros((n, 4), np.int16)  # ENU → glTF y-up: (east, up, −north), padded to 8 bytes
         q[:, 0], q[:, 1], q[:, 2] = mesh.positions[:, 0], mesh.positions[:, 2], -mesh.positions[:, 1]
         nrm = np.zeros((n, 4), np.int8)
         nrm[:, 0], nrm[:, 1], nrm[:, 2] = mesh.normals[:, 0], mesh.normals[:, 2], -mesh.normals[:, 1]
-        id_type, id_dtype = feature_id_type(feature_count)
-        ids = np.zeros((n, 4 // np.dtype(id_dtype).itemsize), id_dtype)  # one id per 4 bytes
-        ids[:, 0] = feature_ids
+        id_bytes = np.zeros((n, 4), np.uint8)  # one id per 4 bytes
+        id_types = []
+        for p, (_, count) in zip(mesh.primitives, tables, strict=True):
+            id_type, id_dtype = feature_id_type(count) if SMALL_FEATURE_IDS else (_FLOAT, np.float32)
+            id_bytes[p.v_lo : p.v_hi].view(id_dtype)[:, 0] = ids[p.v_lo : p.v_hi]
+            id_types.append(id_type)
         position_view = self.view(q.tobytes(), target=_ARRAY_BUFFER, stride=8)
         normal_view = self.view(nrm.tobytes(), target=_ARRAY_BUFFER, stride=4)
-        id_view = self.view(ids.tobytes(), target=_ARRAY_BUFFER, stride=4)
+        id_view = self.view(id_bytes.tobytes(), target=_ARRAY_BUFFER, stride=4)
         prims = mesh.primitives
         v_lo = np.array([p.v_lo for p in prims])
         q_min = np.minimum.reduceat(q[:, :3], v_lo, axis=0).tolist()
@@ -273,7 +289,6 @@ class _Writer:
                 data = np.concatenate(runs).astype(dtype).tobytes()
                 index_views[is_wide] = self.view(data, target=_ELEMENT_ARRAY_BUFFER)
         index_at = {False: 0, True: 0}
-        features = {"featureIds": [{"featureCount": feature_count, "attribute": 0, "propertyTable": table}]}
         by_cluster: dict[int, list[dict[str, Any]]] = {}
         for k, p in enumerate(prims):
             count = p.v_hi - p.v_lo
@@ -281,7 +296,7 @@ class _Writer:
                 position_view, _SHORT, count, "VEC3", byteOffset=8 * p.v_lo, min=q_min[k], max=q_max[k]
             )
             normal = self.accessor(normal_view, _BYTE, count, "VEC3", byteOffset=4 * p.v_lo, normalized=True)
-            feature = self.accessor(id_view, id_type, count, "SCALAR", byteOffset=4 * p.v_lo)
+            feature = self.accessor(id_view, id_types[k], count, "SCALAR", byteOffset=4 * p.v_lo)
             size = 4 if wide[k] else 2
             indices = self.accessor(
                 index_views[wide[k]],
@@ -297,7 +312,13 @@ class _Writer:
                     "indices": indices,
                     "material": materials[p.color],
                     "mode": 4,
-                    "extensions": {"EXT_mesh_features": features},
+                    "extensions": {
+                        "EXT_mesh_features": {
+                            "featureIds": [
+                                {"featureCount": tables[k][1], "attribute": 0, "propertyTable": tables[k][0]}
+                            ]
+                        }
+                    },
                 }
             )
         for cluster, primitives in by_cluster.items():

@@ -14,9 +14,10 @@ import pytest
 
 from cim.geodesy import enu_rotation, lonlat_to_ecef
 from cim.model import Mesh, MeshBatch
+from cim.tiling import glb
 from cim.tiling.glb import TileContent, accessor_array, encode_tile, feature_id_type, read_glb
 from cim.tiling.mesh_prep import POSITION_STEP_M, tile_frame
-from tests.tiling.checks import gltf_validate
+from tests.tiling.checks import gltf_validate, string_property
 from tests.tiling.conftest import LAT, LON, M_LAT, M_LON, box_mesh
 
 _BYTE, _UBYTE, _SHORT, _USHORT, _FLOAT = 5120, 5121, 5122, 5123, 5126
@@ -40,8 +41,10 @@ def vertex_count(content: TileContent) -> int:
 
 
 def enu_vertices(content: TileContent) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every vertex dequantised by its node matrix, in ENU (z up); its int8 normal (ENU); its feature id."""
+    """Every vertex dequantised by its node matrix, in ENU (z up); its int8 normal (ENU); its asset (the ``id``
+    of its feature in its primitive's property table)."""
     doc, binary = read_glb(content.glb)
+    tables = doc["extensions"]["EXT_structural_metadata"]["propertyTables"]
     points, normals, ids = [], [], []
     for node, p in primitives(doc):
         matrix = np.asarray(node["matrix"], np.float64).reshape(4, 4).T
@@ -50,7 +53,9 @@ def enu_vertices(content: TileContent) -> tuple[np.ndarray, np.ndarray, np.ndarr
         points.append(np.column_stack([gl[:, 0], -gl[:, 2], gl[:, 1]]))
         n = accessor_array(doc, binary, p["attributes"]["NORMAL"]).astype(np.int64)
         normals.append(np.column_stack([n[:, 0], -n[:, 2], n[:, 1]]))
-        ids.append(accessor_array(doc, binary, p["attributes"]["_FEATURE_ID_0"]).ravel())
+        local = accessor_array(doc, binary, p["attributes"]["_FEATURE_ID_0"]).ravel().astype(np.int64)
+        table = tables[p["extensions"]["EXT_mesh_features"]["featureIds"][0]["propertyTable"]]
+        ids.append(np.asarray(string_property(doc, binary, table, "id"), dtype=object)[local])
     return np.concatenate(points), np.concatenate(normals), np.concatenate(ids)
 
 
@@ -117,14 +122,20 @@ def test_a_mesh_with_two_colours_makes_two_materials_and_no_colour_attribute() -
         dataclasses.replace(box_mesh(f"b{i}", LON + i * 1e-4, LAT, 0.0, 5, 5, 5), color=color)
         for i, color in enumerate([red, blue, red, None])
     ]
-    doc, _ = read_glb(encode(meshes).glb)
+    doc, binary = read_glb(encode(meshes).glb)
     colours = {tuple(m["pbrMetallicRoughness"]["baseColorFactor"]): m for m in doc["materials"]}
     assert set(colours) == {red, blue, (0.8, 0.78, 0.74, 1.0)}  # the kind's colour for the mesh without one
     assert colours[blue]["alphaMode"] == "BLEND" and "alphaMode" not in colours[red]
     prims = [p for _, p in primitives(doc)]
     assert len(prims) == 3 and len({p["material"] for p in prims}) == 3
     assert all("COLOR_0" not in p["attributes"] for p in prims)
-    assert {p["extensions"]["EXT_mesh_features"]["featureIds"][0]["propertyTable"] for p in prims} == {0}
+    # one property table for the kind, every primitive pointing at it (loaders.gl decodes one table per class)
+    (table,) = doc["extensions"]["EXT_structural_metadata"]["propertyTables"]
+    specs = [p["extensions"]["EXT_mesh_features"]["featureIds"][0] for p in prims]
+    assert all(s == {"featureCount": 4, "attribute": 0, "propertyTable": 0} for s in specs)
+    assert string_property(doc, binary, table, "id") == ["b0", "b1", "b2", "b3"]
+    found = [set(accessor_array(doc, binary, p["attributes"]["_FEATURE_ID_0"]).ravel().tolist()) for p in prims]
+    assert sorted(map(sorted, found)) == [[0.0, 2.0], [1.0], [3.0]]  # red, blue, the kind's colour
 
 
 def test_a_wide_tile_is_int16_everywhere_and_every_vertex_within_3_cm(tmp_path: Path) -> None:
@@ -148,8 +159,8 @@ def test_a_wide_tile_is_int16_everywhere_and_every_vertex_within_3_cm(tmp_path: 
     points, _, ids = enu_vertices(content)
     batch = MeshBatch.from_meshes(meshes)
     truth, _, asset = tile_frame(batch, enu_rotation(LON, LAT), lonlat_to_ecef(*ORIGIN))
-    for feature in range(len(meshes)):
-        got = points[ids == feature]
+    for feature, mesh in enumerate(meshes):
+        got = points[ids == mesh.asset_id]
         want = truth[asset == feature]
         distance = np.linalg.norm(got[:, None, :] - want[None, :, :], axis=2).min(axis=1)
         assert distance.max() <= POSITION_STEP_M, f"feature {feature}: {distance.max():.4f} m off"
@@ -167,19 +178,31 @@ def test_feature_ids_use_the_smallest_type_that_holds_them(count: int, component
     assert feature_id_type(count)[0] == component
 
 
-def test_feature_ids_of_300_buildings_are_unsigned_shorts_aligned_to_4_bytes_in_table_order() -> None:
+def test_feature_ids_are_floats_by_default_and_by_count_with_small_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    meshes = [box_mesh(f"b{i:03d}", LON + (i % 20) * 2e-4, LAT + (i // 20) * 2e-4, 0.0, 8, 8, 9) for i in range(3)]
+    doc, _ = read_glb(encode(meshes).glb)
+    accessor = doc["accessors"][primitives(doc)[0][1]["attributes"]["_FEATURE_ID_0"]]
+    assert accessor["componentType"] == _FLOAT and doc["bufferViews"][accessor["bufferView"]]["byteStride"] == 4
+    monkeypatch.setattr(glb, "SMALL_FEATURE_IDS", True)
+    doc, _ = read_glb(encode(meshes).glb)
+    assert doc["accessors"][primitives(doc)[0][1]["attributes"]["_FEATURE_ID_0"]]["componentType"] == _UBYTE
+
+
+def test_feature_ids_of_300_buildings_are_unsigned_shorts_aligned_to_4_bytes_in_table_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(glb, "SMALL_FEATURE_IDS", True)
     meshes = [box_mesh(f"b{i:03d}", LON + (i % 20) * 2e-4, LAT + (i // 20) * 2e-4, 0.0, 8, 8, 9) for i in range(300)]
     content = encode(meshes)
-    doc, _ = read_glb(content.glb)
+    doc, binary = read_glb(content.glb)
     (_, p), *more = primitives(doc)
     assert not more
     accessor = doc["accessors"][p["attributes"]["_FEATURE_ID_0"]]
     assert accessor["componentType"] == _USHORT and accessor["type"] == "SCALAR" and not accessor.get("normalized")
-    _, _, ids = enu_vertices(content)
+    ids = accessor_array(doc, binary, p["attributes"]["_FEATURE_ID_0"]).ravel()
     assert np.array_equal(ids, np.repeat(np.arange(300), 24))
-    small = encode(meshes[:3])
-    doc, _ = read_glb(small.glb)
-    assert doc["accessors"][primitives(doc)[0][1]["attributes"]["_FEATURE_ID_0"]]["componentType"] == _UBYTE
+    _, _, assets = enu_vertices(content)
+    assert assets.tolist() == [m.asset_id for m in meshes for _ in range(24)]  # in table order
 
 
 def test_views_follow_the_gltf_alignment_rules_and_large_kinds_split_into_uint16_primitives() -> None:
@@ -197,5 +220,10 @@ def test_views_follow_the_gltf_alignment_rules_and_large_kinds_split_into_uint16
         assert indices["componentType"] == _USHORT and doc["bufferViews"][indices["bufferView"]]["target"] == 34963
         count = doc["accessors"][p["attributes"]["POSITION"]]["count"]
         assert accessor_array(doc, binary, p["indices"]).max() < count <= 65535
+        assert p["extensions"]["EXT_mesh_features"]["featureIds"][0] == {
+            "featureCount": 2800,
+            "attribute": 0,
+            "propertyTable": 0,
+        }
     normal = doc["accessors"][prims[0]["attributes"]["NORMAL"]]
     assert normal["componentType"] == _BYTE and normal["normalized"] is True
