@@ -22,11 +22,13 @@ one vertex per position and normal, clusters):
 glTF is y-up, so ENU (east, north, up) is written as (east, up, −north); 3D Tiles turns it back. The tile's box
 holds every dequantised vertex (+1 mm). Degenerate triangles (zero area) are dropped and counted.
 
-Measured (before → after this layout): ``bench/tiles_bench.py -n 100000`` 1,049 → 686 bytes per LOD1 building
-(tiles incl. metadata; 32 vertices, 17 triangles a building: 512 B vertices, 103 B indices), gzip -6 of a
-914-building tile 293 → 157 B a building; encoding that tile 11.8–13.6 → 12.9–15.5 ms CPU (min of 30, under a load
-of 20–40). AC20-FZK-Haus.ifc: 69,613 → 20,135 vertices for 23,264 triangles (12,041 stored, 8,430 positions once welded;
-py3dtiles 12 writes 17,066), glb 1,683,568 → 478,196 bytes.
+Measured against main's writer (every vertex per face, float32 positions and feature ids; same machine, runs a
+minute apart under a load of 16–21), ``bench/tiles_bench.py -n 100000``, bytes per LOD1 building incl. metadata:
+plain 1,040 → 677 (32 vertices, 17 triangles a building: 512 B vertices, 103 B indices), plain + gzip 310 → 171,
+meshopt 568 → 275, meshopt + gzip 367 → 145; build 22,571 → 21,043 buildings/s (CPU 5.1 → 5.5 s: the weld, smooth
+groups and clusters cost ≈ 1.5 ms per 914-building tile). AC20-FZK-Haus.ifc: 69,613 → 20,135 vertices for 23,264
+triangles (12,041 stored, 8,430 positions once welded; py3dtiles 12 writes 17,066), glb 1,682,108 → 476,732 bytes
+plain, 491,764 → 198,004 meshopt.
 """
 
 from __future__ import annotations
