@@ -130,11 +130,13 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         vertex_feature = feature_of_row[row[picked]][prepared.vertex_asset]
         # one property table per kind (loaders.gl 4.5 decodes one table per class), rows in table order: the
         # features left with triangles; every primitive of the kind points at it
-        present, ids = np.unique(vertex_feature, return_inverse=True)
+        has = np.bincount(vertex_feature, minlength=len(used)) > 0
+        present = np.flatnonzero(has)
+        ids = (np.cumsum(has) - 1)[vertex_feature]  # rank among the present features
         table_index = writer.property_table(kind, table.take(pa.array(used[present])))
         prim_tables = [(table_index, len(present))] * len(prepared.primitives)
         materials = [writer.material(kind, colors[a]) for a in prepared.color_assets.tolist()]
-        writer.kind_meshes(kind, prepared, ids.ravel(), prim_tables, materials)
+        writer.kind_meshes(kind, prepared, ids, prim_tables, materials)
         counts[kind] = len(present)
         features += counts[kind]
     if not features:

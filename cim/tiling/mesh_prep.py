@@ -141,7 +141,8 @@ def prepare(
     q = np.round((out_pos - mid[v_cluster]) / step[v_cluster, None])
     quantized = np.clip(q, -32767, 32767).astype(np.int16)
     local_tri = out_tri - np.repeat([p.v_lo for p in prims], [p.t_hi - p.t_lo for p in prims])[:, None]
-    q_lo, q_hi = _run_bounds(quantized.astype(np.float64), v_cluster, len(mid))
+    # rounding is monotonic: the extremes of the quantised vertices are the quantised extremes
+    q_lo, q_hi = np.round((lo - mid) / step[:, None]), np.round((hi - mid) / step[:, None])
     present = np.bincount(v_cluster, minlength=len(mid)) > 0
     decoded_lo = (mid + q_lo * step[:, None])[present].min(axis=0)
     decoded_hi = (mid + q_hi * step[:, None])[present].max(axis=0)
@@ -288,10 +289,13 @@ def clusters(positions: F64, triangles: I64, tri_asset: I64, asset_lo: F64, asse
         ij = np.floor((points - origin) / cell).astype(np.int64)
         return np.asarray(ij[:, 0] * (1 << 20) + ij[:, 1] * (1 << 10) + ij[:, 2], np.int64)
 
-    key = cell_of(asset_lo)[tri_asset]
-    key[wide] = np.where(huge, -1 - np.arange(len(huge)), cell_of(tri_lo))
-    _, cluster = np.unique(key, return_inverse=True)
-    return np.asarray(cluster.ravel(), np.int64)
+    # keys of the assets' cells and of the wide assets' triangles, numbered together (few: one sort of them)
+    wide_keys = np.where(huge, -1 - np.arange(len(huge)), cell_of(tri_lo))
+    _, number = np.unique(np.concatenate([cell_of(asset_lo), wide_keys]), return_inverse=True)
+    number = number.ravel()
+    cluster = number[: len(asset_lo)][tri_asset]
+    cluster[wide] = number[len(asset_lo) :]
+    return np.asarray(cluster, np.int64)
 
 
 def _run_bounds(points: F64, run_of: I64, runs: int) -> tuple[F64, F64]:
