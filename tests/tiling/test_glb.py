@@ -5,6 +5,8 @@ on vertex attribute alignment (accessor.byteOffset and bufferView.byteStride mul
 from __future__ import annotations
 
 import dataclasses
+import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from cim.tiling.glb import TileContent, accessor_array, encode_tile, feature_id_
 from cim.tiling.mesh_prep import POSITION_STEP_M, tile_frame
 from tests.tiling.checks import gltf_validate, string_property
 from tests.tiling.conftest import LAT, LON, M_LAT, M_LON, box_mesh
+from tests.tiling.metadata_rules import check_glb
 
 _BYTE, _UBYTE, _SHORT, _USHORT, _FLOAT = 5120, 5121, 5122, 5123, 5126
 ORIGIN = (LON, LAT, 0.0)
@@ -227,3 +230,19 @@ def test_views_follow_the_gltf_alignment_rules_and_large_kinds_split_into_uint16
         }
     normal = doc["accessors"][prims[0]["attributes"]["NORMAL"]]
     assert normal["componentType"] == _BYTE and normal["normalized"] is True
+
+
+def test_primitives_sharing_a_table_hold_its_features_between_them() -> None:
+    meshes = [
+        dataclasses.replace(box_mesh(f"b{i}", LON + i * 1e-4, LAT, 0.0, 5, 5, 5), color=color)
+        for i, color in enumerate([(1.0, 0.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0), None])
+    ]
+    data = encode(meshes).glb
+    check_glb(data, "three colours")  # EXT_mesh_features / EXT_structural_metadata rules, featureCount over all
+    doc, binary = read_glb(data)
+    doc["meshes"][0]["primitives"].pop()  # a feature of the table left without geometry
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    body = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(binary), 0x004E4942) + binary
+    with pytest.raises(AssertionError, match=r"\[feature-count\] 2 distinct ids over its primitives"):
+        check_glb(struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body, "one primitive dropped")
