@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -38,6 +39,16 @@ from cim.store.base import Store
 from cim.store.meshes import MeshStore
 from cim.tiling.assets import read_assets_and_hashes
 from cim.tiling.glb import encode_tile
+from cim.tiling.implicit import (
+    AUTO_TILES,
+    ImplicitTile,
+    content_region,
+    group_implicit_tileset,
+    implicit_plan,
+    reframe_written,
+)
+from cim.tiling.implicit import directories as implicit_directories
+from cim.tiling.implicit import root_tileset as implicit_root_tileset
 from cim.tiling.incremental import plan_changes, save_state, sorted_digests, state_of
 from cim.tiling.plan import FORMAT, PROPERTY_COLUMNS, Plan, PlannedTile, plan_tiles
 from cim.tiling.quadtree import TreeLimits
@@ -82,12 +93,15 @@ def build_tiles(
     progress: Progress | None = None,
     limits: TreeLimits | None = None,
     workers: int | None = None,
+    implicit: bool | None = None,
 ) -> BuildSummary:
     """Build the tilesets of ``store`` (meshes from ``meshes``) into ``out_dir`` (e.g. ``tiles/city``), swapping the
     new version in only when complete. ``progress(done, total)`` is called per tile; ``workers`` is the number of
     encoding processes (default: one per CPU, and a rebuild of fewer than :data:`IN_PROCESS_ASSETS` assets in this
     process; 1 encodes in this process). Workers read their tiles' meshes from the mesh file themselves when
-    ``meshes`` is open read-only; else this process reads and hands them over."""
+    ``meshes`` is open read-only; else this process reads and hands them over. ``implicit``: write every group as
+    an implicit tileset (:mod:`cim.tiling.implicit`); None decides by size (a group of more than
+    :data:`~cim.tiling.implicit.AUTO_TILES` tiles), False keeps the explicit tree."""
     started = time.perf_counter()
     limits = limits or TreeLimits()
     out = Path(out_dir)
@@ -125,9 +139,10 @@ def build_tiles(
         version = versions / stamp
         partial = versions / f"{stamp}.partial"
         partial.mkdir(parents=True)
-        encoder = _Encoder(plan, partial, previous, previous_dir, progress)
+        written_plan = _implicit_plan(plan, state, changes is not None, implicit, partial)
+        encoder = _Encoder(written_plan, partial, previous, previous_dir, progress)
         encoder.run(meshes, pool, count, auto=workers is None)
-        summary = _publish(partial, plan, encoder.tiles, limits)
+        summary = _publish(partial, written_plan, encoder.tiles, limits)
         if rows is not None and state is not None:
             extra = {"without_mesh": len(missing), "without_mesh_examples": missing[:5]}
             save_state(partial, plan, state, rows, mesh_digests, limits, extra)
@@ -415,8 +430,29 @@ def _fails(meshes: MeshStore, ids: list[str]) -> bool:
     return False
 
 
+def _implicit_plan(plan: Plan, state: pa.Table | None, partial_plan: bool, implicit: bool | None, folder: Path) -> Plan:
+    """The plan whose tiles are written: ``plan`` itself (explicit), or its tiles named below each group's implicit
+    root (found from every asset: the saved state when ``plan`` holds only the changed tiles' assets)."""
+    if implicit is None:
+        implicit = max(Counter(t.group for t in plan.tiles).values(), default=0) > AUTO_TILES
+        if implicit:
+            try:
+                return _implicit_plan(plan, state, partial_plan, True, folder)
+            except InvalidInput:
+                return plan  # a layer across a hemisphere's edge: explicit after all
+    if not implicit:
+        return plan
+    if partial_plan and state is None:
+        raise InvalidInput("implicit tiling", "the previous build left no plan state; build in full")
+    written = implicit_plan(plan, state if partial_plan and state is not None else plan.assets)
+    implicit_directories(written, folder)
+    return written
+
+
 def _publish(folder: Path, plan: Plan, tiles: dict[str, dict[str, Any]], limits: TreeLimits) -> dict[str, GroupSummary]:
     """Write the tileset.json files and the manifest; return the per-group figures."""
+    if plan.tiles and isinstance(plan.tiles[0], ImplicitTile):
+        return _publish_implicit(folder, plan, tiles, limits)
     summary: dict[str, GroupSummary] = {}
     nodes: dict[str, dict[int, TileNode]] = {}
     for tile in plan.tiles:
@@ -437,6 +473,34 @@ def _publish(folder: Path, plan: Plan, tiles: dict[str, dict[str, Any]], limits:
         written[name] = group_tileset(group_nodes, plan.roots[name], limits.keep_ratio)
         summary[name].bytes += write_json(folder / name / "tileset.json", written[name][0])
     write_json(folder / "tileset.json", root_tileset(written))
+    write_json(folder / MANIFEST, {"format": FORMAT, "tiles": tiles})
+    return summary
+
+
+def _publish_implicit(
+    folder: Path, plan: Plan, tiles: dict[str, dict[str, Any]], limits: TreeLimits
+) -> dict[str, GroupSummary]:
+    """Implicit groups: re-frame the glbs encoded by this build into their root's frame, then write subtrees and
+    tileset.json files (:mod:`cim.tiling.implicit`) and the manifest."""
+    summary: dict[str, GroupSummary] = {}
+    regions: dict[str, dict[int, Any]] = {}
+    for tile in plan.tiles:
+        assert isinstance(tile, ImplicitTile)
+        info = tiles[f"{tile.group}/{tile.file}"]
+        reframe_written(folder, tile, info)
+        group = summary.setdefault(tile.group, GroupSummary())
+        group.tiles += 1
+        group.features += int(info["features"])
+        group.bytes += int(info["bytes"])
+        regions.setdefault(tile.group, {})[tile.key] = content_region(tile, info)
+    written = {}
+    for name, content in regions.items():
+        tileset, region, subtree_bytes = group_implicit_tileset(
+            folder / name, plan.roots[name], content, limits.keep_ratio
+        )
+        written[name] = (tileset, region)
+        summary[name].bytes += write_json(folder / name / "tileset.json", tileset) + subtree_bytes
+    write_json(folder / "tileset.json", implicit_root_tileset(written))
     write_json(folder / MANIFEST, {"format": FORMAT, "tiles": tiles})
     return summary
 
