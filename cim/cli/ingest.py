@@ -128,6 +128,14 @@ def build(
     store: StoreOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
+    implicit: Annotated[
+        bool | None,
+        typer.Option(
+            "--implicit/--explicit",
+            help="implicit tiling (3D Tiles 1.1 subtrees: a small tileset.json at any size) or the explicit tree;"
+            " default: implicit for a layer of more than 3,000 tiles",
+        ),
+    ] = None,
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
     server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
@@ -136,12 +144,12 @@ def build(
     summary: BuildSummary
     if (remote := _serving(store, server, write=True)) is not None:
         with progress_bars(quiet=as_json) as progress:
-            built = build_through(remote, out, progress)
+            built = build_through(remote, out, progress, implicit=implicit)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json)
+        summary = _build_here(store, out, as_json, implicit)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -157,7 +165,7 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
-def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
+def _build_here(store: str | None, out: Path, as_json: bool, implicit: bool | None = None) -> BuildSummary:
     from cim.tiling.build import build_tiles
 
     with (
@@ -167,7 +175,11 @@ def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
     ):
         task = progress.add_task("tiles", total=None)
         return build_tiles(
-            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
+            opened,
+            meshes,
+            out,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            implicit=implicit,
         )
 
 
