@@ -111,7 +111,10 @@ def build_tiles(
     pool: ProcessPoolExecutor | None = None
     partial: Path | None = None
     try:
+        previous = _read_manifest(previous_dir)
         changes = plan_changes(store, meshes, previous_dir, limits) if previous_dir is not None else None
+        if changes is not None and not _keeps_unchanged(_written(changes[0], changes[1], True, implicit), previous):
+            changes = None  # the previous build named its tiles otherwise (explicit ↔ implicit): plan in full
         if changes is not None:
             plan, state, rows, mesh_digests, extra = changes
             missing = [""] * int(extra["without_mesh"])
@@ -134,12 +137,13 @@ def build_tiles(
                 )
             plan = plan_tiles(assets, limits)
             rows, mesh_digests, state = hashes, sorted_digests(index), state_of(plan) if hashes is not None else None
-        previous = _read_manifest(previous_dir)
         stamp = f"v{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
         version = versions / stamp
         partial = versions / f"{stamp}.partial"
         partial.mkdir(parents=True)
-        written_plan = _implicit_plan(plan, state, changes is not None, implicit, partial)
+        written_plan = _written(plan, state, changes is not None, implicit)
+        if written_plan is not plan:
+            implicit_directories(written_plan, partial)
         encoder = _Encoder(written_plan, partial, previous, previous_dir, progress)
         encoder.run(meshes, pool, count, auto=workers is None)
         summary = _publish(partial, written_plan, encoder.tiles, limits)
@@ -430,23 +434,27 @@ def _fails(meshes: MeshStore, ids: list[str]) -> bool:
     return False
 
 
-def _implicit_plan(plan: Plan, state: pa.Table | None, partial_plan: bool, implicit: bool | None, folder: Path) -> Plan:
+def _written(plan: Plan, state: pa.Table | None, partial_plan: bool, implicit: bool | None) -> Plan:
     """The plan whose tiles are written: ``plan`` itself (explicit), or its tiles named below each group's implicit
     root (found from every asset: the saved state when ``plan`` holds only the changed tiles' assets)."""
     if implicit is None:
-        implicit = max(Counter(t.group for t in plan.tiles).values(), default=0) > AUTO_TILES
-        if implicit:
-            try:
-                return _implicit_plan(plan, state, partial_plan, True, folder)
-            except InvalidInput:
-                return plan  # a layer across a hemisphere's edge: explicit after all
+        if max(Counter(t.group for t in plan.tiles).values(), default=0) <= AUTO_TILES:
+            return plan
+        try:
+            return _written(plan, state, partial_plan, True)
+        except InvalidInput:
+            return plan  # a layer across a hemisphere's edge: explicit after all
     if not implicit:
         return plan
     if partial_plan and state is None:
         raise InvalidInput("implicit tiling", "the previous build left no plan state; build in full")
-    written = implicit_plan(plan, state if partial_plan and state is not None else plan.assets)
-    implicit_directories(written, folder)
-    return written
+    return implicit_plan(plan, state if partial_plan and state is not None else plan.assets)
+
+
+def _keeps_unchanged(plan: Plan, previous: dict[str, Any]) -> bool:
+    """Whether every tile a plan from changes left unread (no rows) is in the previous build under the same name
+    and hash, so it can be linked."""
+    return all(previous.get(f"{t.group}/{t.file}", {}).get("hash") == t.digest for t in plan.tiles if t.lo == t.hi)
 
 
 def _publish(folder: Path, plan: Plan, tiles: dict[str, dict[str, Any]], limits: TreeLimits) -> dict[str, GroupSummary]:

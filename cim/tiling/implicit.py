@@ -107,17 +107,16 @@ def implicit_root(plan_root: int, lon: F64, lat: F64, size_m: F64) -> int:
     east = float(np.max(lon + widen / np.maximum(np.cos(np.radians(lat)), 0.01)))
     south, north = float(np.min(lat - widen)), float(np.max(lat + widen))
     key = plan_root
-    while True:
+    while split_key(key)[0] >= 1:
         w, s, e, n = cell_bounds(key)
         if w <= west and e >= east and s <= south and n >= north:
             return key
-        if split_key(key)[0] <= 1:
-            raise InvalidInput(
-                "implicit tiling",
-                "the layer straddles a hemisphere's edge (longitude 0 or ±180), where no cell of our grid holds it;"
-                " build it explicit (without --implicit)",
-            )
         key = parent_key(key)
+    raise InvalidInput(
+        "implicit tiling",
+        "the layer straddles a hemisphere's edge (longitude 0 or ±180), where no cell of our grid holds it;"
+        " build it explicit (without --implicit)",
+    )
 
 
 def implicit_plan(plan: Plan, assets: pa.Table) -> Plan:
