@@ -30,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cim.geodesy import METRES_PER_DEGREE  # noqa: E402
-from cim.tiling import implicit  # noqa: E402
-from cim.tiling.plan import BYTES_PER_FEATURE, BYTES_PER_TRIANGLE, BYTES_PER_VERTEX, assign_keys  # noqa: E402
-from cim.tiling.quadtree import TreeLimits  # noqa: E402
-from cim.tiling.tileset import TileNode, group_tileset, write_json  # noqa: E402
+from cim.geodesy import METRES_PER_DEGREE
+from cim.tiling import implicit
+from cim.tiling.plan import BYTES_PER_FEATURE, BYTES_PER_TRIANGLE, BYTES_PER_VERTEX, assign_keys
+from cim.tiling.quadtree import TreeLimits
+from cim.tiling.tileset import TileNode, group_tileset, write_json
 
 BYTES_PER_BUILDING = 32 * BYTES_PER_VERTEX + 17 * BYTES_PER_TRIANGLE + BYTES_PER_FEATURE
 WEST, SOUTH, SIDE = 121.2, 30.9, 0.5  # bench/tiles_bench.py's square
@@ -141,6 +139,7 @@ def plan_only(n: int, levels: list[int], folder: Path) -> None:
 
 
 def real_build(n: int, folder: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tiles_bench import write_city  # type: ignore[import-not-found]
 
     from cim.store import open_store

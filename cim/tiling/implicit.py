@@ -246,14 +246,21 @@ def group_implicit_tileset(
     available = {relative(k, root): r for k, r in regions.items()}
     with_content = {relative(k, root) for k in content}
     depth = max(level for level, _, _ in available) + 1
+    # each subtree's tiles, and the roots of its child subtrees (one level below its deepest)
+    members: dict[tuple[int, int, int], dict[tuple[int, int, int], F64]] = {}
+    for (level, x, y), region in available.items():
+        within = level % subtree_levels
+        members.setdefault((level - within, x >> within, y >> within), {})[(level, x, y)] = region
+        if within == 0 and level:
+            top = (level - subtree_levels, x >> subtree_levels, y >> subtree_levels)
+            members.setdefault(top, {})[(level, x, y)] = region
     written = 0
-    for level, x, y in sorted(available):
-        if level % subtree_levels == 0:
-            data = subtree_bytes((level, x, y), available, with_content, subtree_levels)
-            path = folder / "subtrees" / str(level) / str(x) / f"{y}.subtree"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            written += len(data)
+    for (level, x, y), tiles in sorted(members.items()):
+        data = subtree_bytes((level, x, y), tiles, with_content, subtree_levels)
+        path = folder / "subtrees" / str(level) / str(x) / f"{y}.subtree"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written += len(data)
     error = float(cell_size_m(split_key(root)[0], (cell[1] + cell[3]) / 2 * 180 / math.pi) * keep_ratio)
     tileset = {
         "asset": {"version": "1.1", "generator": "cim tiling"},
@@ -294,7 +301,8 @@ def subtree_bytes(
     with_content: set[tuple[int, int, int]],
     levels: int,
 ) -> bytes:
-    """The binary ``.subtree`` rooted at implicit tile ``top``: tile, content and child-subtree availability
+    """The binary ``.subtree`` rooted at implicit tile ``top`` (``available`` holds at least its tiles and the roots
+    of its child subtrees; others are skipped): tile, content and child-subtree availability
     (bitstreams in Morton order per level, levels concatenated; ``constant`` where uniform) and the tiles'
     ``TILE_BOUNDING_REGION`` as tile metadata, in the order of their availability bits."""
     t_level, t_x, t_y = top
