@@ -8,7 +8,8 @@ the vectorised quadtree (:func:`cim.tiling.plan.assign_keys`, default limits) as
 - explicit: today's writer (:func:`cim.tiling.tileset.group_tileset`) on those tiles, with boxes from each tile's
   positions, written — the bytes of tileset.json;
 - implicit: :func:`cim.tiling.implicit.group_implicit_tileset` writes tileset.json and the subtree files, for each
-  ``subtreeLevels`` asked (default 4–7): bytes of tileset.json, the number and bytes of subtree files, the largest.
+  ``subtreeLevels`` asked (default 3–8): bytes of tileset.json, the number and bytes of subtree files, the largest;
+  and which one :func:`cim.tiling.implicit.subtree_levels_for` picks (what ``cim build`` writes).
 
 **A real build** (``--real N``, default 100,000; 0 skips): tiles_bench's city generator writes N buildings and their
 meshes, then ``build_tiles`` runs explicit and implicit (fresh folders): seconds, tile bytes, tileset bytes.
@@ -136,6 +137,7 @@ def plan_only(n: int, levels: list[int], folder: Path) -> None:
             f"  implicit  tileset.json {json_bytes:>12,} B  subtreeLevels {level}: {files:,} subtree files,"
             f" {subtree_bytes:,} B (largest {largest:,} B), {depth} levels  ({time.perf_counter() - started:.1f} s)"
         )
+    print(f"  cim build writes subtreeLevels {implicit.subtree_levels_for(depth)} for {depth} levels")
 
 
 def real_build(n: int, folder: Path) -> None:
@@ -167,7 +169,7 @@ def real_build(n: int, folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, action="append", help="buildings to plan (repeatable; default 1M and 10M)")
-    parser.add_argument("--levels", type=int, nargs="*", default=[4, 5, 6, 7], help="subtreeLevels to try")
+    parser.add_argument("--levels", type=int, nargs="*", default=[3, 4, 5, 6, 7, 8], help="subtreeLevels to try")
     parser.add_argument("--real", type=int, default=100_000, help="buildings of the real build both ways (0: none)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="implicit-bench-"))

@@ -16,7 +16,12 @@ define them).
   ``getTileBoundingVolume``), so a volume contains its content and its children's volumes even where buildings
   overhang their cell and pipes lie buried. The derived cell regions are only the subdivision.
 - **Geometric error**: the root's is ``cell_size_m(R) × keep_ratio`` and halves per level, as in the explicit tree.
-- **subtreeLevels** = :data:`SUBTREE_LEVELS`, measured in ``bench/implicit_bench.py``.
+- **subtreeLevels**: half the tree's levels, rounded up (at most :data:`MAX_SUBTREE_LEVELS`) — two rows of subtree
+  files. Measured in ``bench/implicit_bench.py``: 10M buildings over 50 km (12 levels, 32,800 content tiles), total
+  subtree bytes for subtreeLevels 3–8: 3.02 MB (2,208 files), 2.36 MB (586), 6.75 MB (8,297), **2.14 MB (50)**,
+  2.40 MB (157), 5.54 MB (577); 1M (10 levels): 4 → 418 KB (562 files), **5 → 148 KB (17)**, 6 → 180 KB (50),
+  7 → 409 KB (145). A last row of subtrees holding one or two levels costs ~700 B of bitstreams per file for a few
+  tiles; two full rows avoid it.
 """
 
 from __future__ import annotations
@@ -40,11 +45,8 @@ from cim.tiling.quadtree import cell_bounds, cell_size_m, parent_key, split_key,
 
 F64 = npt.NDArray[np.float64]
 
-#: Levels per subtree file. 10M buildings over 50 km × 50 km (bench/implicit_bench.py): 4 levels → 1,366 subtree
-#: files, 1.53 MB in all; 5 → 342 files, 1.40 MB; 6 → 342, 1.48 MB; 7 → 86, 1.92 MB — see the docstring of the bench
-#: for the run. 5 keeps every file small (a few KB: one request per 5 levels walked down) without the empty bits of
-#: deeper subtrees.
-SUBTREE_LEVELS = 5
+#: The most levels a subtree file spans: its child-subtree bitstream has 4^levels bits (2 KB at 7).
+MAX_SUBTREE_LEVELS = 7
 #: Above this many content tiles in a group, ``cim build`` writes it implicit by itself: where an explicit
 #: tileset.json reaches ~2 MB (≈ 640 B a tile, measured in bench/implicit_bench.py), well below the 5 MB target.
 AUTO_TILES = 3_000
@@ -225,8 +227,17 @@ def union(a: F64, b: F64) -> F64:
     )
 
 
+def subtree_levels_for(available_levels: int) -> int:
+    """Levels per subtree file for a tree of ``available_levels`` levels: two rows of subtrees.
+
+    >>> [subtree_levels_for(levels) for levels in (12, 10, 5, 1, 20)]
+    [6, 5, 3, 1, 7]
+    """
+    return min(MAX_SUBTREE_LEVELS, max(1, math.ceil(available_levels / 2)))
+
+
 def group_implicit_tileset(
-    folder: Path, root: int, content: dict[int, F64], keep_ratio: float, subtree_levels: int = SUBTREE_LEVELS
+    folder: Path, root: int, content: dict[int, F64], keep_ratio: float, subtree_levels: int | None = None
 ) -> tuple[dict[str, Any], F64, int]:
     """Write the subtree files of one group into ``folder/subtrees`` and return its tileset.json (not written), the
     region of all its content and the bytes of subtree files written. ``content`` maps the absolute key of every
@@ -246,6 +257,7 @@ def group_implicit_tileset(
     available = {relative(k, root): r for k, r in regions.items()}
     with_content = {relative(k, root) for k in content}
     depth = max(level for level, _, _ in available) + 1
+    subtree_levels = subtree_levels or subtree_levels_for(depth)
     # each subtree's tiles, and the roots of its child subtrees (one level below its deepest)
     members: dict[tuple[int, int, int], dict[tuple[int, int, int], F64]] = {}
     for (level, x, y), region in available.items():

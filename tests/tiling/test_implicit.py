@@ -211,6 +211,7 @@ def test_tilesets_and_subtrees_follow_the_spec_and_availability_is_the_files_wri
         levels = implicit_root_tile["implicitTiling"]["subtreeLevels"]
         assert subtrees == {f"subtrees/{lv}/{x}/{y}.subtree" for lv, x, y in tiles if lv % levels == 0}
     assert len(list((out / "buildings").rglob("*.glb"))) > 3  # the limits made a real tree
+    assert len(list((out / "buildings").rglob("*.subtree"))) > 1  # and a tree of subtrees
 
 
 def test_geometric_error_halves_per_level_from_the_cell_size(built: tuple[Path, Path]) -> None:
