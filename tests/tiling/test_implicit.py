@@ -300,6 +300,15 @@ def test_gltf_validator_accepts_the_reframed_glbs(built: tuple[Path, Path]) -> N
     assert not bad, json.dumps(bad)[:2000]
 
 
+def test_loaders_gl_reads_the_implicit_tileset_with_the_stores_values(built: tuple[Path, Path], city: Path) -> None:
+    """The second client (tests/tiling/second_client.py, loaders.gl) where it is merged: every glb, its metadata
+    against the store and its placement."""
+    second = pytest.importorskip("tests.tiling.second_client", reason="the loaders.gl second client is not merged yet")
+    out, _ = built
+    report = second.read_with_loaders_gl(out, second.store_rows(city), features=100)
+    assert len(report["contents"]) == len(list(out.rglob("*.glb")))
+
+
 def test_reframe_glb_rewrites_only_the_json_chunk(built: tuple[Path, Path]) -> None:
     _, explicit = built
     glb = next((explicit / "buildings").glob("*.glb")).read_bytes()
