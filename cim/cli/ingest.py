@@ -128,6 +128,13 @@ def build(
     store: StoreOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
+    compress: Annotated[
+        str,
+        typer.Option(
+            "--compress",
+            help="mesh compression of the tiles: meshopt (EXT_meshopt_compression, CesiumJS decodes it) or none",
+        ),
+    ] = "meshopt",
     implicit: Annotated[
         bool | None,
         typer.Option(
@@ -142,14 +149,16 @@ def build(
     from cim.tiling.build import BuildSummary, GroupSummary
 
     summary: BuildSummary
+    if compress not in ("meshopt", "none"):
+        raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     if (remote := _serving(store, server, write=True)) is not None:
         with progress_bars(quiet=as_json) as progress:
-            built = build_through(remote, out, progress, implicit=implicit)
+            built = build_through(remote, out, progress, compress, implicit=implicit)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json, implicit)
+        summary = _build_here(store, out, as_json, compress, implicit)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -165,7 +174,9 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
-def _build_here(store: str | None, out: Path, as_json: bool, implicit: bool | None = None) -> BuildSummary:
+def _build_here(
+    store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None
+) -> BuildSummary:
     from cim.tiling.build import build_tiles
 
     with (
@@ -179,6 +190,7 @@ def _build_here(store: str | None, out: Path, as_json: bool, implicit: bool | No
             meshes,
             out,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            compress=compress,
             implicit=implicit,
         )
 

@@ -23,10 +23,19 @@ from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling import build as build_module
 from cim.tiling.build import BuildSummary, build_tiles
+from cim.tiling.compress import decompress_glb
 from cim.tiling.glb import read_glb
 from cim.tiling.implicit import implicit_root, reframe_glb
 from cim.tiling.quadtree import TreeLimits, split_key, tile_key
-from tests.tiling.checks import SCHEMAS, ecef_positions, feature_ids, gltf_validate, validate_tileset_schema, walk
+from tests.tiling.checks import (
+    SCHEMAS,
+    ecef_positions,
+    feature_ids,
+    gltf_validate_tiles,
+    read_tile_glb,
+    validate_tileset_schema,
+    walk,
+)
 from tests.tiling.test_build import _fields
 
 LIMITS = TreeLimits(max_features=8)  # several levels from 60 assets
@@ -238,13 +247,13 @@ def test_every_asset_is_found_once_at_the_explicit_builds_positions(built: tuple
         for (level, x, y), tile in tiles.items():
             if not tile["content"]:
                 continue
-            doc, binary = read_glb((out / group / f"{level}/{x}/{y}.glb").read_bytes())
+            doc, binary = read_tile_glb(out / group / f"{level}/{x}/{y}.glb")
             ids = feature_ids(doc, binary)
             found.extend(ids)
             r_level, r_x, r_y = split_key(root_key)
             absolute = f"{group}/{r_level + level}_{(r_x << level) + x}_{(r_y << level) + y}.glb"
             reference = explicit_tiles.pop(absolute)
-            ex_doc, ex_binary = read_glb(reference["glb"].read_bytes())
+            ex_doc, ex_binary = read_tile_glb(reference["glb"])
             assert ids == feature_ids(ex_doc, ex_binary)
             ours, theirs = ecef_positions(doc, binary, world), ecef_positions(ex_doc, ex_binary, reference["world"])
             assert ours.shape == theirs.shape
@@ -272,7 +281,7 @@ def test_every_vertex_lies_in_its_tile_region_and_regions_nest(built: tuple[Path
                 assert all(region[i] >= parent[i] for i in (0, 1, 4)) and all(region[i] <= parent[i] for i in (2, 3, 5))
             if not tile["content"]:
                 continue
-            doc, binary = read_glb((out / group / f"{level}/{x}/{y}.glb").read_bytes())
+            doc, binary = read_tile_glb(out / group / f"{level}/{x}/{y}.glb")
             geo = ecef_to_lonlat(ecef_positions(doc, binary, world))
             inside = in_region(geo, region)
             assert inside.all(), f"{group} {level}/{x}/{y}: {int((~inside).sum())} vertices outside its region"
@@ -295,7 +304,7 @@ def test_a_tile_overhanging_its_cell_stays_inside_its_region(built: tuple[Path, 
 
 def test_gltf_validator_accepts_the_reframed_glbs(built: tuple[Path, Path]) -> None:
     out, _ = built
-    reports = gltf_validate(sorted(out.rglob("*.glb")))
+    reports = gltf_validate_tiles(sorted(out.rglob("*.glb")))
     bad = {f: r for f, r in reports.items() if r["errors"]}
     assert not bad, json.dumps(bad)[:2000]
 
@@ -310,21 +319,26 @@ def test_loaders_gl_reads_the_implicit_tileset_with_the_stores_values(built: tup
 
 
 def test_reframe_glb_rewrites_only_the_json_chunk(built: tuple[Path, Path]) -> None:
+    """On a tile as built (meshopt-compressed buffer views): the binary chunk is kept byte for byte, and the
+    decompressed vertices are moved by the matrix."""
     _, explicit = built
     glb = next((explicit / "buildings").glob("*.glb")).read_bytes()
-    doc, binary = read_glb(glb)
+    assert "EXT_meshopt_compression" in read_glb(glb)[0].get("extensionsUsed", [])
     move = enu_to_ecef_matrix((0.001, 0.002, 3.0)) @ np.linalg.inv(enu_to_ecef_matrix((0.0, 0.0, 0.0)))
     moved = reframe_glb(glb, move)
-    moved_doc, moved_binary = read_glb(moved)
-    assert moved_binary == binary
+    assert read_glb(moved)[1] == read_glb(glb)[1]
     json_length = struct.unpack_from("<I", glb, 12)[0]
     moved_json_length = struct.unpack_from("<I", moved, 12)[0]
     assert moved[20 + moved_json_length :] == glb[20 + json_length :]  # the binary chunk, header included
     assert struct.unpack_from("<I", moved, 8)[0] == len(moved) and moved_json_length % 4 == 0
+    doc, binary = read_glb(decompress_glb(glb))
+    moved_doc, moved_binary = read_glb(decompress_glb(moved))
     before = ecef_positions(doc, binary, np.eye(4))
     after = ecef_positions(moved_doc, moved_binary, np.eye(4))
     expected = before @ move[:3, :3].T + move[:3, 3]
     assert np.abs(after - expected).max() < 1e-6
+    glb = decompress_glb(glb)
+    json_length = struct.unpack_from("<I", glb, 12)[0]
     # a node given as translation/rotation/scale is folded into one matrix
     doc["nodes"][0].pop("matrix", None)
     doc["nodes"][0].update(
