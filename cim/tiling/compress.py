@@ -86,7 +86,7 @@ def compress_glb(glb: bytes) -> bytes:
         new_views.append(entry)
         out += encoded[i]
         fallback += length
-    out += b"\x00" * (-len(out) % 4)
+    out += b"\x00" * (-len(out) % 8)  # EXT_structural_metadata: the BIN chunk padded to 8 bytes
     doc["bufferViews"] = new_views
     placeholder = {"byteLength": fallback, "extensions": {EXTENSION: {"fallback": True}}}  # no data: required
     doc["buffers"] = [{**doc["buffers"][0], "byteLength": len(out)}, placeholder]
@@ -121,7 +121,7 @@ def decompress_glb(glb: bytes) -> bytes:
             plain["extensions"] = rest
         new_views.append({**plain, "buffer": 0, "byteOffset": len(out)})
         out += data
-    out += b"\x00" * (-len(out) % 4)
+    out += b"\x00" * (-len(out) % 8)
     doc["bufferViews"] = new_views
     kept = [b for i, b in enumerate(buffers) if i not in fallbacks]
     doc["buffers"] = [{**kept[0], "byteLength": len(out)}] if kept else [{"byteLength": len(out)}]
@@ -207,7 +207,7 @@ def _slice(binary: bytes, start: int, length: int, where: str) -> bytes:
 
 def _pack(doc: dict[str, Any], binary: bytes) -> bytes:
     text = json.dumps(doc, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 4)
+    text += b" " * (-len(text) % 8)  # EXT_structural_metadata: the JSON chunk padded to 8 bytes
     body = struct.pack("<II", len(text), 0x4E4F534A) + text
     if binary:
         body += struct.pack("<II", len(binary), 0x004E4942) + binary

@@ -1,10 +1,12 @@
-"""Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, feature ids resolving into
-property tables, bounding volumes that contain their content (in ECEF), and a second client (loaders.gl) loading it.
+"""Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, the property-table and
+feature-id rules (:mod:`tests.tiling.metadata_rules`), feature ids resolving into property tables, bounding volumes
+that contain their content (in ECEF), and a second client (loaders.gl) loading it.
 
 Tiles are EXT_meshopt_compression glbs by default: every check reads a glb through :func:`read_tile_glb`
 (decompressed by :func:`cim.tiling.compress.decompress_glb`), and gltf-validator sees both the file as built (it
 checks the structure but cannot decode meshopt: it reports the extension as unsupported) and its decompressed copy
-(where it checks the accessor data)."""
+(where it checks the accessor data). The property-table rules read the file as built, decoding meshopt views
+themselves."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 from cim.tiling.compress import decompress_glb
 from cim.tiling.glb import accessor_array, read_glb
 from tests.conftest import missing_service
+from tests.tiling.metadata_rules import check_glb
 
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "3d-tiles-1.1"
 VALIDATOR = Path(__file__).resolve().parents[2] / "tools" / "gltf-validator"
@@ -181,6 +184,7 @@ def check_all(out: Path, store_rows: dict[str, dict[str, Any]] | None = None) ->
     assert not bad, f"gltf-validator errors: {json.dumps(bad)[:2000]}"
     found: dict[str, list[str]] = {}
     for tile in tiles:
+        check_glb(tile["glb"].read_bytes(), str(tile["glb"]))  # EXT_structural_metadata / EXT_mesh_features rules
         doc, binary = read_tile_glb(tile["glb"])
         points = ecef_positions(doc, binary, tile["world"])
         for world, box in tile["volumes"]:
