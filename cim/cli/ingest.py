@@ -135,6 +135,14 @@ def build(
             help="mesh compression of the tiles: meshopt (EXT_meshopt_compression, CesiumJS decodes it) or none",
         ),
     ] = "meshopt",
+    implicit: Annotated[
+        bool | None,
+        typer.Option(
+            "--implicit/--explicit",
+            help="implicit tiling (3D Tiles 1.1 subtrees: a small tileset.json at any size) or the explicit tree;"
+            " default: implicit for a layer of more than 3,000 tiles",
+        ),
+    ] = None,
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
     server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
@@ -145,12 +153,12 @@ def build(
         raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     if (remote := _serving(store, server, write=True)) is not None:
         with progress_bars(quiet=as_json) as progress:
-            built = build_through(remote, out, progress, compress)
+            built = build_through(remote, out, progress, compress, implicit=implicit)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json, compress)
+        summary = _build_here(store, out, as_json, compress, implicit)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -166,7 +174,9 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
-def _build_here(store: str | None, out: Path, as_json: bool, compress: str) -> BuildSummary:
+def _build_here(
+    store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None
+) -> BuildSummary:
     from cim.tiling.build import build_tiles
 
     with (
@@ -181,6 +191,7 @@ def _build_here(store: str | None, out: Path, as_json: bool, compress: str) -> B
             out,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             compress=compress,
+            implicit=implicit,
         )
 
 
