@@ -44,8 +44,8 @@ _ALIGN = 8
 
 
 def compress_glb(glb: bytes) -> bytes:
-    """``glb`` with its vertex and index buffer views meshopt-encoded (see the module text); ``glb`` itself when no
-    view gets smaller."""
+    """``glb`` with its vertex and index buffer views meshopt-encoded (see the module text); ``glb`` itself when that
+    is not smaller."""
     doc, binary = read_glb(glb)
     views = doc.get("bufferViews", [])
     plans = {i: plan for i, view in enumerate(views) if (plan := _plan(doc, i, view)) is not None}
@@ -92,7 +92,8 @@ def compress_glb(glb: bytes) -> bytes:
     doc["buffers"] = [{**doc["buffers"][0], "byteLength": len(out)}, placeholder]
     for key in ("extensionsUsed", "extensionsRequired"):
         doc[key] = [*doc.get(key, []), *([EXTENSION] if EXTENSION not in doc.get(key, []) else [])]
-    return _pack(doc, bytes(out))
+    packed = _pack(doc, bytes(out))
+    return packed if len(packed) < len(glb) else glb  # a small tile: the extension's JSON can cost what it saves
 
 
 def decompress_glb(glb: bytes) -> bytes:

@@ -1,18 +1,34 @@
-"""One tile's content as a glb: meshes moved into the tile's ENU frame, flat-shaded, with feature ids and metadata.
+"""One tile's content as a glb: lean meshes in the tile's ENU frame, with feature ids and metadata.
 
 Written straight with numpy (JSON chunk + one binary buffer): a tile is a handful of large arrays, and the writer
-needs ``KHR_mesh_quantization`` strides and metadata buffer views laid out by hand anyway. Measured against pygltflib
-1.16 writing the same content (``bench/tiles_bench.py``, its side by side on the 80 tiles of 100,000 buildings an
-incremental build rewrites, mean 757 KB, median of 5 rounds): packing a glb takes 0.75 ms here and 3.35 ms through
-pygltflib's objects and ``save_to_bytes`` (4.5×; 3.5× in a second run under heavier load), a whole tile 20.7 against
-27.3 ms (1.32×; 1.16×); the peak memory of a tile is the same (8.3 MB, the geometry's).
+lays out ``KHR_mesh_quantization`` strides and metadata buffer views by hand anyway (packing a glb: 0.48 ms here,
+2.63 ms through pygltflib's objects, ``bench/tiles_bench.py``'s side by side on 80 tiles of 494 KB).
 
-Layout: one node + mesh + primitive per asset kind in the tile (so each primitive's ``EXT_mesh_features`` feature ids
-point into that kind's ``EXT_structural_metadata`` property table, one class per kind). glTF is y-up, so ENU
-(east, north, up) is written as (east, up, −north); 3D Tiles turns it back. Positions are quantised to int16
-(``KHR_mesh_quantization``, the node matrix dequantises) when the step stays within :data:`POSITION_STEP_M`, and
-normals to int8; otherwise both are float32. Vertices where faces meet at an angle get their own copy per face, so
-shading is flat. Degenerate triangles (zero area, repeated index) are dropped and counted.
+Layout, per asset kind in the tile (the geometry is made lean by :mod:`cim.tiling.mesh_prep`: welded, smooth groups,
+one vertex per position and normal, clusters):
+
+- three vertex buffer views (``ARRAY_BUFFER``, each ``byteStride`` a multiple of 4 as glTF requires of vertex
+  attributes): ``POSITION`` int16 VEC3 padded to 8 bytes (``KHR_mesh_quantization``, step ≤ 3 cm), ``NORMAL`` int8
+  VEC3 normalized padded to 4, ``_FEATURE_ID_0`` float (unsigned byte / short by count with
+  :data:`SMALL_FEATURE_IDS`; 4 bytes a vertex either way) — 16 bytes a vertex; one ``ELEMENT_ARRAY_BUFFER`` view
+  of uint16 indices (uint32 only for a single asset above 65,535 vertices);
+- a node + mesh per cluster (the node matrix dequantises: scale = step, translation = the cluster's middle), a
+  primitive per colour (a material each, no ``COLOR_0``) and per run of ≤ 65,535 vertices; primitives are accessors
+  at offsets into the kind's views;
+- one property table per kind (a class per kind; loaders.gl 4.5 decodes only one table per class), its rows the
+  kind's features in table order; every primitive of the kind points at it, ``featureCount`` = the table's count,
+  so a primitive's ids are those of its features among them.
+
+glTF is y-up, so ENU (east, north, up) is written as (east, up, −north); 3D Tiles turns it back. The tile's box
+holds every dequantised vertex (+1 mm). Degenerate triangles (zero area) are dropped and counted.
+
+Measured against main's writer (every vertex per face, float32 positions and feature ids; same machine, runs a
+minute apart under a load of 16–21), ``bench/tiles_bench.py -n 100000``, bytes per LOD1 building incl. metadata:
+plain 1,040 → 677 (32 vertices, 17 triangles a building: 512 B vertices, 103 B indices), plain + gzip 310 → 171,
+meshopt 568 → 275, meshopt + gzip 367 → 145; build 22,571 → 21,043 buildings/s (CPU 5.1 → 5.5 s: the weld, smooth
+groups and clusters cost ≈ 1.5 ms per 914-building tile). AC20-FZK-Haus.ifc: 69,613 → 20,135 vertices for 23,264
+triangles (12,041 stored, 8,430 positions once welded; py3dtiles 12 writes 17,066), glb 1,682,108 → 476,732 bytes
+plain, 491,764 → 198,004 meshopt.
 """
 
 from __future__ import annotations
@@ -30,16 +46,18 @@ import pyarrow.compute as pc
 from cim.geodesy import enu_rotation, lonlat_to_ecef
 from cim.model import MeshBatch
 from cim.tiling import properties
+from cim.tiling.mesh_prep import MAX_SHORT_VERTICES, SMOOTH_DEG, SMOOTH_DEG_BY_KIND, PreparedMesh, prepare
 
-F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-#: Largest quantisation step accepted for int16 positions; coarser tiles keep float32 positions.
-POSITION_STEP_M = 0.03
-#: Faces meeting at more than this angle (cosine) get vertices of their own: flat shading.
-CREASE_COS = float(np.cos(np.radians(1.0)))
-#: Twice the area (m²) below which a triangle counts as degenerate.
-DEGENERATE_AREA2 = 1e-10
+#: Added around the dequantised vertices for the tile's box (a client dequantises in float32).
+BOX_MARGIN_M = 1e-3
+#: Feature ids as unsigned byte / short by count (:func:`feature_id_type`) rather than float. Off: a vertex attribute
+#: takes 4 bytes a vertex whatever its type (glTF aligns each element to 4 bytes), after meshopt the small types save
+#: 1 B per LOD1 building (239 against 240 on a 914-building tile), and loaders.gl 4.5.4 reads them wrong from
+#: meshopt tiles — it decodes EXT_mesh_features before EXT_meshopt_compression and copies a strided (padded) view
+#: at once, so it copies the not yet decoded zeros; a float id (element = stride) is a view it reads after decoding.
+SMALL_FEATURE_IDS = False
 
 #: Colour (linear RGBA) by kind; a mesh's own colour wins.
 KIND_COLORS: dict[str, tuple[float, float, float, float]] = {
@@ -100,24 +118,33 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         feature_of_row = np.full(table.num_rows, -1, np.int64)
         feature_of_row[used] = np.arange(len(used))
         sub = meshes if len(picked) == len(meshes) else _select(meshes, picked)  # one kind: no copy
-        positions, normals, triangles, vertex_asset, dropped = _geometry(sub, rotation, centre)
-        degenerate += dropped
-        if not len(triangles):
+        smooth = SMOOTH_DEG_BY_KIND.get(kind, SMOOTH_DEG)
+        colors = _asset_colors(sub.colors, kind)
+        rgba = np.asarray(np.round(np.clip(colors, 0, 1) * 255), np.uint8)
+        prepared = prepare(sub, rotation, centre, rgba, smooth)
+        if prepared is None:
+            degenerate += len(sub.triangles)
             continue
-        lo, hi = np.minimum(lo, positions.min(axis=0)), np.maximum(hi, positions.max(axis=0))
-        feature_ids = feature_of_row[row[picked]][vertex_asset].astype(np.float32)
-        colors = _colors(sub.colors[vertex_asset], kind)
-        table_index = writer.property_table(kind, table.take(pa.array(used)))
-        writer.primitive(kind, positions, normals, triangles, feature_ids, colors, len(used), table_index)
-        features += len(used)
-        counts[kind] = len(used)
+        degenerate += prepared.dropped
+        lo, hi = np.minimum(lo, prepared.lo), np.maximum(hi, prepared.hi)
+        vertex_feature = feature_of_row[row[picked]][prepared.vertex_asset]
+        # one property table per kind (loaders.gl 4.5 decodes one table per class), rows in table order: the
+        # features left with triangles; every primitive of the kind points at it
+        has = np.bincount(vertex_feature, minlength=len(used)) > 0
+        present = np.flatnonzero(has)
+        ids = (np.cumsum(has) - 1)[vertex_feature]  # rank among the present features
+        table_index = writer.property_table(kind, table.take(pa.array(used[present])))
+        prim_tables = [(table_index, len(present))] * len(prepared.primitives)
+        materials = [writer.material(kind, colors[a]) for a in prepared.color_assets.tolist()]
+        writer.kind_meshes(kind, prepared, ids, prim_tables, materials)
+        counts[kind] = len(present)
+        features += counts[kind]
     if not features:
         lo = hi = np.zeros(3)
-    step = writer.max_step
     return TileContent(
         glb=writer.glb(),
-        box_min=tuple(float(v) for v in lo - step),  # type: ignore[arg-type]
-        box_max=tuple(float(v) for v in hi + step),  # type: ignore[arg-type]
+        box_min=tuple(float(v) for v in lo - BOX_MARGIN_M),  # type: ignore[arg-type]
+        box_max=tuple(float(v) for v in hi + BOX_MARGIN_M),  # type: ignore[arg-type]
         features=features,
         degenerate=degenerate,
         features_by_kind=counts,
@@ -150,58 +177,21 @@ def _ranges(lo: I64, hi: I64) -> I64:
     return (starts + np.arange(int(lengths.sum()))).astype(np.int64)
 
 
-def _geometry(meshes: MeshBatch, rotation: F64, centre: F64) -> tuple[F64, F64, I64, I64, int]:
-    """Vertices in the tile's ENU frame (float64), flat normals, triangles (degenerate ones dropped), the asset of
-    each vertex, and how many triangles were dropped."""
-    n = len(meshes)
-    vcount = np.diff(meshes.vertex_offsets)
-    vertex_asset = np.repeat(np.arange(n), vcount)
-    # asset ENU → ECEF → tile ENU: p = R_tile @ (R_asset.T @ v + o_asset − o_tile)
-    r_asset = enu_rotation(meshes.origins[:, 0], meshes.origins[:, 1]).reshape(n, 3, 3)
-    shift = lonlat_to_ecef(meshes.origins[:, 0], meshes.origins[:, 1], meshes.origins[:, 2]).reshape(n, 3) - centre
-    m = np.einsum("ij,akj->aik", rotation, r_asset)  # R_tile @ R_asset.T per asset
-    t = shift @ rotation.T
-    v = meshes.vertices.astype(np.float64)
-    positions = np.einsum("vij,vj->vi", m[vertex_asset], v) + t[vertex_asset]
-    tcount = np.diff(meshes.triangle_offsets)
-    triangles = meshes.triangles.astype(np.int64) + np.repeat(meshes.vertex_offsets[:-1], tcount)[:, None]
-    a, b, c = positions[triangles[:, 0]], positions[triangles[:, 1]], positions[triangles[:, 2]]
-    face = np.cross(b - a, c - a)
-    area2 = np.linalg.norm(face, axis=1)
-    keep = area2 > DEGENERATE_AREA2
-    dropped = int((~keep).sum())
-    triangles, face, area2 = triangles[keep], face[keep], area2[keep]
-    unit = face / area2[:, None]
-    corners = triangles.ravel()
-    weights = np.repeat(face, 3, axis=0)
-    summed = np.stack([np.bincount(corners, weights[:, i], minlength=len(positions)) for i in range(3)], axis=1)
-    length = np.linalg.norm(summed, axis=1)
-    vertex_normal = summed / np.where(length > 0, length, 1.0)[:, None]
-    dots = np.einsum("tci,ti->tc", vertex_normal[triangles], unit)
-    crease = (dots < CREASE_COS).any(axis=1)
-    smooth = triangles[~crease]
-    split = triangles[crease]
-    used = np.zeros(len(positions), bool)
-    used[smooth.ravel()] = True
-    kept = np.flatnonzero(used)
-    remap = np.full(len(positions), -1, np.int64)
-    remap[kept] = np.arange(len(kept))
-    new_first = len(kept)
-    split_index = (new_first + np.arange(3 * len(split))).reshape(-1, 3)
-    out_positions = np.concatenate([positions[kept], positions[split.ravel()]])
-    out_normals = np.concatenate([vertex_normal[kept], np.repeat(unit[crease], 3, axis=0)])
-    out_asset = np.concatenate([vertex_asset[kept], vertex_asset[split.ravel()]])
-    out_triangles = np.concatenate([remap[smooth], split_index])
-    return out_positions, out_normals, out_triangles, out_asset, dropped
-
-
-def _colors(own: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.uint8] | None:
-    """Per-vertex RGBA bytes when some mesh has a colour of its own, else None (the material carries the kind's)."""
+def _asset_colors(own: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.float32]:
+    """Each asset's RGBA: its own colour, else its kind's."""
     has = np.asarray(~np.isnan(own).any(axis=1), dtype=bool)
-    if not has.any():
-        return None
-    rgba = np.where(has[:, None], own, np.asarray(KIND_COLORS.get(kind, DEFAULT_COLOR), np.float32))
-    return np.round(np.clip(rgba, 0, 1) * 255).astype(np.uint8)
+    kind_color = np.asarray(KIND_COLORS.get(kind, DEFAULT_COLOR), np.float32)
+    return np.asarray(np.where(has[:, None], own, kind_color), np.float32)
+
+
+def feature_id_type(count: int) -> tuple[int, type[np.generic]]:
+    """The smallest component type holding feature ids ``0 … count − 1``: unsigned byte, short, else float (exact
+    integers up to 2^24; glTF has no uint32 vertex attribute)."""
+    if count <= 256:
+        return _UBYTE, np.uint8
+    if count <= 65536:
+        return _USHORT, np.uint16
+    return _FLOAT, np.float32
 
 
 class _Writer:
@@ -215,10 +205,10 @@ class _Writer:
         self.meshes: list[dict[str, Any]] = []
         self.nodes: list[dict[str, Any]] = []
         self.materials: list[dict[str, Any]] = []
+        self.material_index: dict[tuple[Any, ...], int] = {}
         self.tables: list[dict[str, Any]] = []
         self.kinds: list[str] = []
         self.quantized = False
-        self.max_step = 0.0
 
     def view(self, data: bytes, *, target: int | None = None, stride: int | None = None) -> int:
         pad = (-self.length) % 8
@@ -236,6 +226,8 @@ class _Writer:
         return len(self.views) - 1
 
     def accessor(self, view: int, component: int, count: int, type_: str, **extra: Any) -> int:
+        if extra.get("byteOffset") == 0:
+            del extra["byteOffset"]  # the default
         self.accessors.append({"bufferView": view, "componentType": component, "count": count, "type": type_, **extra})
         return len(self.accessors) - 1
 
@@ -251,98 +243,94 @@ class _Writer:
         self.kinds.append(kind)
         return len(self.tables) - 1
 
-    def primitive(
-        self,
-        kind: str,
-        positions: F64,
-        normals: F64,
-        triangles: I64,
-        feature_ids: npt.NDArray[np.float32],
-        colors: npt.NDArray[np.uint8] | None,
-        feature_count: int,
-        table_index: int,
+    def material(self, kind: str, rgba: npt.NDArray[np.float32]) -> int:
+        """The material of one colour of a kind (shared by its primitives)."""
+        color = [round(float(v), 4) for v in np.clip(rgba, 0, 1)]
+        key = (kind, *color)
+        if key not in self.material_index:
+            self.materials.append(
+                {
+                    "name": kind,
+                    "pbrMetallicRoughness": {"baseColorFactor": color, "metallicFactor": 0.0, "roughnessFactor": 1.0},
+                    **({"alphaMode": "BLEND"} if color[3] < 1.0 else {}),
+                }
+            )
+            self.material_index[key] = len(self.materials) - 1
+        return self.material_index[key]
+
+    def kind_meshes(
+        self, kind: str, mesh: PreparedMesh, ids: I64, tables: list[tuple[int, int]], materials: list[int]
     ) -> None:
-        n = len(positions)
-        gl_pos = np.stack([positions[:, 0], positions[:, 2], -positions[:, 1]], axis=1)  # ENU → glTF y-up
-        gl_nrm = np.stack([normals[:, 0], normals[:, 2], -normals[:, 1]], axis=1)
-        lo, hi = gl_pos.min(axis=0), gl_pos.max(axis=0)
-        mid = (lo + hi) / 2
-        step = max(float((hi - lo).max()) / 65534.0, 1e-9)
-        node: dict[str, Any] = {"mesh": len(self.meshes)}
-        attributes: dict[str, int] = {}
-        if step <= POSITION_STEP_M:
-            self.quantized = True
-            self.max_step = max(self.max_step, step)
-            q = np.zeros((n, 4), np.int16)
-            q[:, :3] = np.clip(np.round((gl_pos - mid) / step), -32767, 32767)
-            attributes["POSITION"] = self.accessor(
-                self.view(q.tobytes(), target=_ARRAY_BUFFER, stride=8),
-                _SHORT,
-                n,
-                "VEC3",
-                min=q[:, :3].min(axis=0).tolist(),
-                max=q[:, :3].max(axis=0).tolist(),
+        """A node + mesh per cluster of ``mesh`` (its matrix dequantises), a primitive per colour (material
+        ``materials[colour]``; and per run of at most 65,535 vertices). Primitive ``k`` has the property table and
+        feature count ``tables[k]``; ``ids`` are the vertices' feature ids (rows of that table). Each vertex
+        attribute of the kind is one buffer view (stride a multiple of 4, as glTF asks of vertex attributes);
+        primitives take runs of it."""
+        self.quantized = True
+        n = len(mesh.positions)
+        q = np.zeros((n, 4), np.int16)  # ENU → glTF y-up: (east, up, −north), padded to 8 bytes
+        q[:, 0], q[:, 1], q[:, 2] = mesh.positions[:, 0], mesh.positions[:, 2], -mesh.positions[:, 1]
+        nrm = np.zeros((n, 4), np.int8)
+        nrm[:, 0], nrm[:, 1], nrm[:, 2] = mesh.normals[:, 0], mesh.normals[:, 2], -mesh.normals[:, 1]
+        id_bytes = np.zeros((n, 4), np.uint8)  # one id per 4 bytes
+        id_types = []
+        for p, (_, count) in zip(mesh.primitives, tables, strict=True):
+            id_type, id_dtype = feature_id_type(count) if SMALL_FEATURE_IDS else (_FLOAT, np.float32)
+            id_bytes[p.v_lo : p.v_hi].view(id_dtype)[:, 0] = ids[p.v_lo : p.v_hi]
+            id_types.append(id_type)
+        position_view = self.view(q.tobytes(), target=_ARRAY_BUFFER, stride=8)
+        normal_view = self.view(nrm.tobytes(), target=_ARRAY_BUFFER, stride=4)
+        id_view = self.view(id_bytes.tobytes(), target=_ARRAY_BUFFER, stride=4)
+        prims = mesh.primitives
+        v_lo = np.array([p.v_lo for p in prims])
+        q_min = np.minimum.reduceat(q[:, :3], v_lo, axis=0).tolist()
+        q_max = np.maximum.reduceat(q[:, :3], v_lo, axis=0).tolist()
+        wide = [p.v_hi - p.v_lo > MAX_SHORT_VERTICES for p in prims]
+        index_views: dict[bool, int] = {}
+        for is_wide, dtype in ((False, np.uint16), (True, np.uint32)):
+            runs = [mesh.triangles[p.t_lo : p.t_hi] for p, w in zip(prims, wide, strict=True) if w == is_wide]
+            if runs:
+                data = np.concatenate(runs).astype(dtype).tobytes()
+                index_views[is_wide] = self.view(data, target=_ELEMENT_ARRAY_BUFFER)
+        index_at = {False: 0, True: 0}
+        by_cluster: dict[int, list[dict[str, Any]]] = {}
+        for k, p in enumerate(prims):
+            count = p.v_hi - p.v_lo
+            position = self.accessor(
+                position_view, _SHORT, count, "VEC3", byteOffset=8 * p.v_lo, min=q_min[k], max=q_max[k]
             )
-            qn = np.zeros((n, 4), np.int8)
-            qn[:, :3] = np.clip(np.round(gl_nrm * 127), -127, 127)
-            attributes["NORMAL"] = self.accessor(
-                self.view(qn.tobytes(), target=_ARRAY_BUFFER, stride=4), _BYTE, n, "VEC3", normalized=True
+            normal = self.accessor(normal_view, _BYTE, count, "VEC3", byteOffset=4 * p.v_lo, normalized=True)
+            feature = self.accessor(id_view, id_types[k], count, "SCALAR", byteOffset=4 * p.v_lo)
+            size = 4 if wide[k] else 2
+            indices = self.accessor(
+                index_views[wide[k]],
+                _UINT if wide[k] else _USHORT,
+                3 * (p.t_hi - p.t_lo),
+                "SCALAR",
+                byteOffset=index_at[wide[k]],
             )
-            node["matrix"] = [step, 0, 0, 0, 0, step, 0, 0, 0, 0, step, 0, *mid.tolist(), 1]
-        else:
-            p32 = gl_pos.astype(np.float32)
-            attributes["POSITION"] = self.accessor(
-                self.view(p32.tobytes(), target=_ARRAY_BUFFER),
-                _FLOAT,
-                n,
-                "VEC3",
-                min=p32.min(axis=0).tolist(),
-                max=p32.max(axis=0).tolist(),
+            index_at[wide[k]] += 3 * size * (p.t_hi - p.t_lo)
+            by_cluster.setdefault(p.cluster, []).append(
+                {
+                    "attributes": {"POSITION": position, "NORMAL": normal, "_FEATURE_ID_0": feature},
+                    "indices": indices,
+                    "material": materials[p.color],
+                    "mode": 4,
+                    "extensions": {
+                        "EXT_mesh_features": {
+                            "featureIds": [
+                                {"featureCount": tables[k][1], "attribute": 0, "propertyTable": tables[k][0]}
+                            ]
+                        }
+                    },
+                }
             )
-            attributes["NORMAL"] = self.accessor(
-                self.view(gl_nrm.astype(np.float32).tobytes(), target=_ARRAY_BUFFER), _FLOAT, n, "VEC3"
-            )
-        attributes["_FEATURE_ID_0"] = self.accessor(
-            self.view(feature_ids.tobytes(), target=_ARRAY_BUFFER), _FLOAT, n, "SCALAR"
-        )
-        if colors is not None:
-            attributes["COLOR_0"] = self.accessor(
-                self.view(colors.tobytes(), target=_ARRAY_BUFFER), _UBYTE, n, "VEC4", normalized=True
-            )
-        wide = n > 65535
-        index_bytes = triangles.astype(np.uint32 if wide else np.uint16).tobytes()
-        indices = self.accessor(
-            self.view(index_bytes, target=_ELEMENT_ARRAY_BUFFER), _UINT if wide else _USHORT, triangles.size, "SCALAR"
-        )
-        color = (1.0, 1.0, 1.0, 1.0) if colors is not None else KIND_COLORS.get(kind, DEFAULT_COLOR)
-        self.materials.append(
-            {
-                "name": kind,
-                "pbrMetallicRoughness": {"baseColorFactor": list(color), "metallicFactor": 0.0, "roughnessFactor": 1.0},
-                **({"alphaMode": "BLEND"} if color[3] < 1.0 else {}),
-            }
-        )
-        self.meshes.append(
-            {
-                "name": kind,
-                "primitives": [
-                    {
-                        "attributes": attributes,
-                        "indices": indices,
-                        "material": len(self.materials) - 1,
-                        "mode": 4,
-                        "extensions": {
-                            "EXT_mesh_features": {
-                                "featureIds": [
-                                    {"featureCount": feature_count, "attribute": 0, "propertyTable": table_index}
-                                ]
-                            }
-                        },
-                    }
-                ],
-            }
-        )
-        self.nodes.append(node)
+        for cluster, primitives in by_cluster.items():
+            step = float(mesh.cluster_step[cluster])
+            east, north, up = mesh.cluster_mid[cluster].tolist()
+            self.meshes.append({"name": kind, "primitives": primitives})
+            matrix = [step, 0, 0, 0, 0, step, 0, 0, 0, 0, step, 0, east, up, -north, 1]
+            self.nodes.append({"mesh": len(self.meshes) - 1, "matrix": matrix})
 
     def glb(self) -> bytes:
         binary = b"".join(self.chunks)

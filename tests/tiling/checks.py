@@ -137,7 +137,7 @@ def feature_ids(doc: dict[str, Any], binary: bytes) -> list[str]:
     """The asset ids of every feature a primitive refers to, checking each id resolves into its property table."""
     metadata = doc["extensions"]["EXT_structural_metadata"]
     tables = metadata["propertyTables"]
-    found: list[str] = []
+    used: dict[int, set[int]] = {}  # a table's features may be spread over primitives (clusters, colours)
     for mesh in doc.get("meshes", []):
         for primitive in mesh["primitives"]:
             spec = primitive["extensions"]["EXT_mesh_features"]["featureIds"][0]
@@ -145,8 +145,11 @@ def feature_ids(doc: dict[str, Any], binary: bytes) -> list[str]:
             table = tables[spec["propertyTable"]]
             assert spec["featureCount"] == table["count"]
             assert np.all(ids == np.round(ids)) and ids.min() >= 0 and ids.max() < table["count"]
-            assert len(np.unique(ids)) == table["count"], "a property table row has no geometry"
-            found.extend(string_property(doc, binary, table, "id"))
+            used.setdefault(spec["propertyTable"], set()).update(np.unique(ids).astype(int).tolist())
+    found: list[str] = []
+    for index, features in sorted(used.items()):
+        assert len(features) == tables[index]["count"], "a property table row has no geometry"
+        found.extend(string_property(doc, binary, tables[index], "id"))
     return found
 
 

@@ -459,6 +459,12 @@ def _accessor(doc: dict[str, Any], binary: bytes, index: int, read: ViewReader) 
 def _check_mesh_features(
     doc: dict[str, Any], binary: bytes, tables: list[dict[str, Any]], where: str, read: ViewReader
 ) -> None:
+    shared: dict[tuple[int, int], set[float]] = {}
+    users: dict[Any, int] = {}  # primitives per property table
+    for mesh in doc.get("meshes", []):
+        for primitive in mesh["primitives"]:
+            for feature in primitive.get("extensions", {}).get("EXT_mesh_features", {}).get("featureIds", []):
+                users[feature.get("propertyTable")] = users.get(feature.get("propertyTable"), 0) + 1
     for m, mesh in enumerate(doc.get("meshes", [])):
         for p, primitive in enumerate(mesh["primitives"]):
             features = primitive.get("extensions", {}).get("EXT_mesh_features")
@@ -472,9 +478,21 @@ def _check_mesh_features(
             if len(set(pairs)) != len(pairs):
                 fail(where, f"mesh {m} primitive {p}", "feature-ids-unique", "a feature id set is repeated")
             for k, feature in enumerate(ids):
-                _check_feature_ids(
-                    doc, binary, tables, primitive, feature, where, f"mesh {m} primitive {p} featureIds[{k}]", read
-                )
+                # primitives sharing a table (clusters, materials) share its features: counted over them all
+                table = feature.get("propertyTable")
+                sharing = table is not None and users.get(table, 0) > 1
+                place = f"mesh {m} primitive {p} featureIds[{k}]"
+                found = _check_feature_ids(doc, binary, tables, primitive, feature, where, place, read, sharing)
+                if sharing:
+                    shared.setdefault((table, feature["featureCount"]), set()).update(found)
+    for (table, count), found in shared.items():
+        if len(found) != count:
+            fail(
+                where,
+                f"property table {table}",
+                "feature-count",
+                f"{len(found)} distinct ids over its primitives, featureCount says {count}",
+            )
 
 
 def _check_feature_ids(
@@ -486,7 +504,10 @@ def _check_feature_ids(
     where: str,
     place: str,
     read: ViewReader,
-) -> None:
+    sharing: bool = False,
+) -> set[float]:
+    """Check one feature id set; return its distinct ids (null left out). When ``sharing`` a property table with
+    other primitives, its ids may be fewer than ``featureCount`` (the caller counts them over all)."""
     count = feature.get("featureCount")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         fail(where, place, "feature-count", f"featureCount {count!r} must be an integer >= 1")
@@ -521,8 +542,9 @@ def _check_feature_ids(
     real = values if null is None else values[values != null]
     if len(real) and (real.min() < 0 or real.max() >= count):
         fail(where, place, "feature-id-range", f"ids span {real.min():.0f}..{real.max():.0f}, featureCount is {count}")
-    if len(np.unique(real)) != count:
-        fail(where, place, "feature-count", f"{len(np.unique(real))} distinct ids, featureCount says {count}")
+    distinct = len(np.unique(real))
+    if distinct > count or (distinct != count and not sharing):
+        fail(where, place, "feature-count", f"{distinct} distinct ids, featureCount says {count}")
     if "propertyTable" in feature:
         index = feature["propertyTable"]
         if not isinstance(index, int) or not 0 <= index < len(tables):
@@ -534,3 +556,4 @@ def _check_feature_ids(
                 "feature-count-table",
                 f"featureCount {count} > the table's count {tables[index]['count']}",
             )
+    return set(np.unique(real).tolist())
