@@ -33,8 +33,6 @@ import ifcopenshell.util.placement
 import ifcopenshell.util.unit
 import numpy as np
 import numpy.typing as npt
-from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
 from cim import geodesy
 from cim.bim.properties import flatten
@@ -197,6 +195,9 @@ def _psets(holder: ifcopenshell.entity_instance) -> dict[str, dict[str, Any]]:
 
 
 def _projected(method: str, c: dict[str, Any], unit: float, notes: list[str]) -> Georeference | None:
+    from pyproj import CRS, Transformer  # only a file with a map conversion needs it (~25 ms to import)
+    from pyproj.exceptions import CRSError
+
     label = "IfcMapConversion" if method == "map_conversion" else "ePset_MapConversion"
     try:
         crs = CRS.from_user_input(c["crs"])

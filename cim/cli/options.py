@@ -16,7 +16,6 @@ from rich.console import Console
 
 from cim.errors import NotFound, StoreUnavailable
 from cim.progress import write_error_line
-from cim.settings import StoreSettings
 
 if TYPE_CHECKING:
     from cim.api.client import Server
@@ -56,7 +55,11 @@ JsonOption = Annotated[bool, json_flag()]
 
 def store_url(option: str | None) -> str:
     """The store given on the command line, else ``CIM_STORE``, else the default file."""
-    return option or StoreSettings().store
+    if option:
+        return option
+    from cim.settings import StoreSettings  # pydantic-settings costs ~0.15 s to import: only when --store is not given
+
+    return StoreSettings().store
 
 
 def reading_server(store: str | None, server: str | None) -> Server | None:

@@ -95,6 +95,13 @@ def spatial_extension_path() -> Path:
     return path
 
 
+def _load_spatial(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute(f"LOAD '{spatial_extension_path()}'")
+    except duckdb.Error as exc:
+        raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
+
+
 class DuckDBDialect(Dialect):
     param = "?"
 
@@ -176,8 +183,12 @@ class DuckDBStore(SqlStore):
         read_timeout_s: float = READ_TIMEOUT_S,
         upgrade: bool = True,
         migrations: Sequence[Migration] = MIGRATIONS,
+        spatial: bool = True,
     ) -> None:
         self.path = Path(path)
+        # spatial=False: the extension is not loaded (GEOMETRY columns are DuckDB's own since 1.5, so the file opens
+        # and its other columns read without it); a schema upgrade loads it (R-tree indexes, ST_ functions)
+        self._spatial = spatial
         self.dialect = DuckDBDialect(self)
         self._lock = threading.RLock()  # changes: one transaction at a time, on self._con
         self._local = threading.local()  # whether this thread is inside a change
@@ -217,12 +228,16 @@ class DuckDBStore(SqlStore):
         except duckdb.Error as exc:
             raise StoreUnavailable(f"store {self.path}", f"is not a DuckDB store: {str(exc).splitlines()[0]}") from None
         try:
-            con.execute(f"LOAD '{spatial_extension_path()}'")
+            if self._spatial:
+                _load_spatial(con)
             for statement in _SESSION_SETTINGS:
                 con.execute(statement)
         except duckdb.Error as exc:
             con.close()
-            raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
+            raise StoreUnavailable(f"store {self.path}", f"cannot be set up: {exc}") from None
+        except BaseException:
+            con.close()
+            raise
         return con
 
     def _migrate(self, migrations: Sequence[Migration]) -> Upgrade | None:
@@ -231,6 +246,9 @@ class DuckDBStore(SqlStore):
         current = self.schema_database().version()
         if not pending(f"{self.path}", current, migrations):
             return None
+        if not self._spatial:  # migrations create R-tree indexes and read geometries
+            self._spatial = True
+            _load_spatial(self._con)
         backup = None
         if current:
             self._con.close()
