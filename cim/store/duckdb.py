@@ -37,6 +37,8 @@ from cim.store.base import BBox
 from cim.store.history import MERGED, ROLLUP_COLUMNS, ROLLUPS, instant_sql
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
 from cim.store.schema import BBOX_COLUMNS
+from cim.store.spatial_extension import load_spatial
+from cim.store.spatial_extension import spatial_extension_path as spatial_extension_path  # where benches import it
 from cim.store.sql import Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
@@ -68,38 +70,6 @@ _DUCKDB_TYPES = {
     "storeys": "INTEGER",
     "props": "JSON",
 }
-
-
-def spatial_extension_path() -> Path:
-    """The spatial extension file shipped by the ``duckdb-extension-spatial`` package for this DuckDB version."""
-    try:
-        import duckdb_extension_spatial
-    except ImportError:
-        raise StoreUnavailable(
-            "DuckDB spatial extension",
-            "the package duckdb-extension-spatial is not installed; "
-            f"pip install duckdb-extension-spatial=={duckdb.__version__}",
-        ) from None
-    path = (
-        Path(duckdb_extension_spatial.__file__).parent
-        / "extensions"
-        / f"v{duckdb.__version__}"
-        / "spatial.duckdb_extension"
-    )
-    if not path.is_file():
-        raise StoreUnavailable(
-            "DuckDB spatial extension",
-            f"no build for DuckDB {duckdb.__version__} at {path}; "
-            f"install duckdb-extension-spatial=={duckdb.__version__}",
-        )
-    return path
-
-
-def _load_spatial(con: duckdb.DuckDBPyConnection) -> None:
-    try:
-        con.execute(f"LOAD '{spatial_extension_path()}'")
-    except duckdb.Error as exc:
-        raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
 
 
 class DuckDBDialect(Dialect):
@@ -229,7 +199,7 @@ class DuckDBStore(SqlStore):
             raise StoreUnavailable(f"store {self.path}", f"is not a DuckDB store: {str(exc).splitlines()[0]}") from None
         try:
             if self._spatial:
-                _load_spatial(con)
+                load_spatial(con)
             for statement in _SESSION_SETTINGS:
                 con.execute(statement)
         except duckdb.Error as exc:
@@ -248,7 +218,7 @@ class DuckDBStore(SqlStore):
             return None
         if not self._spatial:  # migrations create R-tree indexes and read geometries
             self._spatial = True
-            _load_spatial(self._con)
+            load_spatial(self._con)
         backup = None
         if current:
             self._con.close()

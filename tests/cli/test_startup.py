@@ -58,8 +58,8 @@ def _loaded_after(argv: list[str], watched: tuple[str, ...], *, spy_spatial: boo
     imports the DuckDB backend first) how often it loaded DuckDB's spatial extension."""
     spy = (
         "import cim.store.duckdb as backend\n"
-        "load = backend._load_spatial\n"
-        "backend._load_spatial = lambda con: (loads.append(1), load(con))[1]\n"
+        "load = backend.load_spatial\n"
+        "backend.load_spatial = lambda con: (loads.append(1), load(con))[1]\n"
     )
     script = f"""
 import json, sys
