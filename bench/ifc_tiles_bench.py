@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -47,6 +48,7 @@ class Side:
     """One side's figures for one file."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system seconds of the run's processes (all of them)
     parts: dict[str, list[float]] = field(default_factory=dict)  # ours: ingest and build apart
     error: str | None = None
     bytes: int = 0
@@ -58,6 +60,12 @@ class Side:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds) if self.seconds else float("nan")
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every process this one ran so far, and of theirs once reaped."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -268,14 +276,17 @@ def bench_file(ifc: Path, ours: Ours, theirs: Theirs, rounds: int) -> tuple[Side
         for round_ in range(rounds):
             order = ("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours")
             for who in order:
+                cpu = _children_cpu()
                 if who == "ours" and mine.error is None:
                     parts, mine.error, last_ours = ours.run(ifc, _fresh(work / f"ours-{round_}"), place)
                     mine.seconds.append(sum(parts.values()))
+                    mine.cpu.append(_children_cpu() - cpu)
                     for name, seconds in parts.items():
                         mine.parts.setdefault(name, []).append(seconds)
                 elif who == "theirs" and peer.error is None:
                     seconds, peer.error, last_theirs = theirs.run(ifc, _fresh(work / f"theirs-{round_}"))
                     peer.seconds.append(seconds)
+                    peer.cpu.append(_children_cpu() - cpu)
         if mine.error is None and last_ours is not None:
             measure_output(mine, last_ours, ours=True)
         if peer.error is None and last_theirs is not None:
@@ -339,6 +350,7 @@ def _figures(side: Side) -> dict[str, Any]:
     return {
         "seconds": _median(side.seconds),
         "rounds": [round(s, 3) for s in side.seconds],
+        "cpu_s": _median(side.cpu),
         "error": side.error,
         "bytes": side.bytes,
         "files": side.files,
@@ -356,8 +368,9 @@ def _print_row(row: dict[str, Any]) -> None:
             print(f"  {name:10} FAILED: {side['error']}")
             continue
         extra = f" (ingest {ours['ingest_s']:.2f} + build {ours['build_s']:.2f})" if name == "cim" else ""
+        print(f"  {name:10} {side['seconds']:6.2f} s wall{extra}, {side['cpu_s']:.2f} s CPU")
         print(
-            f"  {name:10} {side['seconds']:6.2f} s{extra}  {side['bytes']:>10,} B in {side['files']} files  "
+            f"  {'':10} {side['bytes']:>10,} B in {side['files']} files  "
             f"{side['vertices']:>8,} vertices {side['triangles']:>8,} triangles"
         )
         print(f"  {'':10} metadata: {side['metadata']}")
