@@ -84,7 +84,7 @@ def ingest(
     layer_mapping = _mapping(kind, mapping, preset_name) if (kind or mapping or preset_name) else None
     placement = None
     if place:  # IFC files without a georeference of their own
-        from cim.bim.georef import Placement
+        from cim.bim.placement import Placement
 
         placement = Placement.parse(place)
     source_crs = None
