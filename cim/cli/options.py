@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
@@ -107,6 +104,10 @@ _NO_STORE = "does not exist: name an existing one with --store or CIM_STORE, or 
 def ask_server(server: Server, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> bytes:
     """The body of the server's answer to ``GET path?params`` (``POST`` with ``body`` as JSON); its refusal as the
     same one-line error a local run gives."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode
+
     from cim.api.client import RemoteError
 
     query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
