@@ -70,7 +70,8 @@ def _children_cpu() -> float:
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    # run in a temp folder: `python -m cim` from a checkout's folder would import that checkout, not PYTHONPATH's
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), check=False)
     return time.perf_counter() - started, done
 
 
