@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,7 +29,6 @@ from cim.progress import progress_bars
 if TYPE_CHECKING:
     from cim.api.client import Server
     from cim.gis.mapping import LayerMapping
-    from cim.store import Store
     from cim.tiling.build import BuildSummary
 
 
@@ -104,15 +102,15 @@ def ingest(
         with progress_bars(quiet=as_json) as progress:
             summary = ingest_through(remote, files, options, progress)
     else:
+        from cim.pipeline.files import ingest_files
+        from cim.store import open_store
         from cim.store.meshes import MeshStore, mesh_path_for
 
         with (
-            _opened_while_importing(store_url(store), files) as opened,
+            open_store(store_url(store)) as opened,
             MeshStore(mesh_path_for(opened.url)) as meshes,
             progress_bars(quiet=as_json) as progress,
         ):
-            from cim.pipeline.files import ingest_files
-
             ingested = ingest_files(
                 opened,
                 meshes,
@@ -168,37 +166,6 @@ def build(
         table.add_row(group, f"{figures.tiles:,}", f"{figures.features:,}", f"{figures.bytes:,}")
     console.print(table)
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
-
-
-def _opened_while_importing(url: str, files: list[str]) -> Store:
-    """The store, opened in a thread while this one imports the readers ``files`` need (ifcopenshell for IFC).
-    DuckDB loads its spatial extension (0.13-0.23 s) without holding the GIL, so on two cores the two overlap:
-    the open and the imports of a one-file IFC ingest took 0.67-0.74 s one after the other, 0.48-0.57 s together
-    (a loaded machine may show no gain, never a loss). The store's modules are imported here first, so the two
-    threads never import the same modules at once."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from cim.store import duckdb_path, open_store
-
-    if duckdb_path(url) is not None:
-        import cim.store.duckdb  # noqa: F401
-    with ThreadPoolExecutor(1, thread_name_prefix="store-open") as pool:
-        opening = pool.submit(open_store, url)
-        try:
-            _import_readers(files)
-        except BaseException:
-            with suppress(Exception):
-                opening.result().close()
-            raise
-        return opening.result()  # an open that failed raises here, as it would have in this thread
-
-
-def _import_readers(files: list[str]) -> None:
-    import cim.pipeline.files
-    from cim.pipeline.ingest import is_ifc
-
-    if any(is_ifc(Path(spec)) for spec in files):
-        import cim.bim.source  # noqa: F401  (ifcopenshell: 0.15-0.2 s)
 
 
 def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
