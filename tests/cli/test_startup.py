@@ -1,9 +1,11 @@
 """What a command loads before it does its work: a small ``cim build`` must not pay for the modules of other commands.
 
-Measured (bench figures in the README's status, 2 shared cores): ``cim build`` of a one-file store took 1.2 s, of
-which 1.2 s were imports — every command's modules, pandas, geopandas, pyogrio, pyproj, fastapi — and 0.13-0.23 s
-loading DuckDB's spatial extension, which a build (bounding-box columns, no geometry, no asset written) does not use.
-These tests catch a module-level import that brings one back, without timing anything.
+Measured (2 cores shared with other work, medians of 7 alternating runs):
+``cim build`` of a one-IFC-file store took 1.27-1.32 s, of which ~1.1 s were imports — every command's modules,
+geopandas, pyogrio, pyproj, fastapi — and 0.13-0.23 s loading DuckDB's spatial extension, which a build
+(bounding-box columns, no geometry, no asset written) does not use; now 0.72-0.78 s, over a floor of 0.58 s
+(interpreter, cim.cli, typer + pydantic, numpy, pyarrow, pandas, duckdb, shapely). These tests catch a module-level
+import that brings the rest back, without timing anything.
 """
 
 from __future__ import annotations
