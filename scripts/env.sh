@@ -73,6 +73,12 @@ ensure_node_tools() {
     say "installing gltf-validator (npm)"
     npm install --prefix "$ROOT/tools/gltf-validator" --no-audit --no-fund --silent >/dev/null
   fi
+  # loaders.gl, the second 3D Tiles client the tiling tests load every tileset in (tools/tiles-reader), and gltfpack.
+  if [ ! -d "$ROOT/tools/tiles-reader/node_modules/@loaders.gl/3d-tiles" ] \
+    || [ "$ROOT/tools/tiles-reader/package-lock.json" -nt "$ROOT/tools/tiles-reader/node_modules/.package-lock.json" ]; then
+    say "installing loaders.gl for the tiling tests (npm ci)"
+    (cd "$ROOT/tools/tiles-reader" && npm ci --no-audit --no-fund --silent >/dev/null)
+  fi
 }
 
 ensure_viewer() {

@@ -63,6 +63,8 @@ class JobIn(BaseModel):
     crs: str | None = Field(None, max_length=2000)
     place: str | None = Field(None, max_length=200)
     tileset: str | None = Field(None, max_length=200, description="build: tileset folder in the tiles folder")
+    compress: Literal["meshopt", "none"] = Field("meshopt", description="build: mesh compression of the glbs")
+    implicit: bool | None = Field(None, description="build: implicit tiling (true), explicit (false), by size (null)")
 
 
 class UploadOut(BaseModel):
@@ -313,13 +315,15 @@ def _build_job(runner: JobRunner, spec: JobIn) -> Job:
     }
 
     def work(job: Job) -> dict[str, Any]:
-        return _build(runner, job, out)
+        return _build(runner, job, out, spec.compress, spec.implicit)
 
     job.work = work
     return job
 
 
-def _build(runner: JobRunner, job: Job, out: Path) -> dict[str, Any]:
+def _build(
+    runner: JobRunner, job: Job, out: Path, compress: str = "meshopt", implicit: bool | None = None
+) -> dict[str, Any]:
     from cim.store.meshes import mesh_path_for
     from cim.tiling.build import build_tiles
 
@@ -329,7 +333,12 @@ def _build(runner: JobRunner, job: Job, out: Path) -> dict[str, Any]:
     task = bars.add_task("tiles", total=None)
     with runner.open_meshes(read_only=True) as meshes:
         summary = build_tiles(
-            runner.store, meshes, out, progress=lambda done, total: bars.update(task, completed=done, total=total)
+            runner.store,
+            meshes,
+            out,
+            progress=lambda done, total: bars.update(task, completed=done, total=total),
+            compress=compress,
+            implicit=implicit,
         )
     return {
         **summary.to_json(),

@@ -364,7 +364,9 @@ def ingest_through(server: Server, files: list[str], options: dict[str, Any], pr
     return {"files": results, "assets": totals, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def build_through(server: Server, out: Path, progress: Progress) -> dict[str, Any]:
+def build_through(
+    server: Server, out: Path, progress: Progress, compress: str = "meshopt", *, implicit: bool | None = None
+) -> dict[str, Any]:
     """``cim build --out OUT`` through the server: the tileset OUT names inside its tiles folder. The job's result,
     with ``path`` the version folder as a local build names it."""
     client = AdminClient(server)
@@ -379,7 +381,7 @@ def build_through(server: Server, out: Path, progress: Progress) -> dict[str, An
                 f"is not in the tiles folder the {server.describe()} serves ({server.tiles_dir}); "
                 f"give --out {server.tiles_dir / out.name}",
             ) from None
-    job = _run(client, {"action": "build", "tileset": name}, progress)
+    job = _run(client, {"action": "build", "tileset": name, "compress": compress, "implicit": implicit}, progress)
     if job["state"] == "failed":
         raise _job_error(job["error"])
     result = dict(job["result"])

@@ -69,7 +69,7 @@ class TileRefresher:
 
     def _rebuild(self, job: Job) -> dict[str, Any]:
         """The job's work, in the runner's thread: take the ids edited so far, make their shapes again, build."""
-        from cim.tiling.build import build_tiles
+        from cim.tiling.build import build_tiles, compression_of
 
         with self._lock:
             ids, self._touched = sorted(self._touched), set()
@@ -89,6 +89,7 @@ class TileRefresher:
                     meshes,
                     tileset,
                     progress=_progress(bars, task),
+                    compress=compression_of(tileset.resolve()),  # as the tileset was built
                 )
             results[tileset.name] = {
                 **summary.to_json(),

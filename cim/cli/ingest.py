@@ -137,22 +137,39 @@ def build(
     store: StoreOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
+    compress: Annotated[
+        str,
+        typer.Option(
+            "--compress",
+            help="mesh compression of the tiles: meshopt (EXT_meshopt_compression, CesiumJS decodes it) or none",
+        ),
+    ] = "meshopt",
+    implicit: Annotated[
+        bool | None,
+        typer.Option(
+            "--implicit/--explicit",
+            help="implicit tiling (3D Tiles 1.1 subtrees: a small tileset.json at any size) or the explicit tree;"
+            " default: implicit for a layer of more than 3,000 tiles",
+        ),
+    ] = None,
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
     server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
     from cim.tiling.build import BuildSummary, GroupSummary
 
     summary: BuildSummary
+    if compress not in ("meshopt", "none"):
+        raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     if (remote := _serving(store, server, write=True)) is not None:
         from cim.api.client import build_through
 
         with progress_bars(quiet=as_json) as progress:
-            built = build_through(remote, out, progress)
+            built = build_through(remote, out, progress, compress, implicit=implicit)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json)
+        summary = _build_here(store, out, as_json, compress, implicit)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
@@ -168,7 +185,9 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
 
 
-def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
+def _build_here(
+    store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None
+) -> BuildSummary:
     from cim.store import open_store
     from cim.store.meshes import MeshStore, mesh_path_for
     from cim.tiling.build import build_tiles
@@ -180,7 +199,12 @@ def _build_here(store: str | None, out: Path, as_json: bool) -> BuildSummary:
     ):
         task = progress.add_task("tiles", total=None)
         return build_tiles(
-            opened, meshes, out, progress=lambda done, total: progress.update(task, completed=done, total=total)
+            opened,
+            meshes,
+            out,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            compress=compress,
+            implicit=implicit,
         )
 
 

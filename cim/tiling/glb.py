@@ -242,7 +242,8 @@ class _Writer:
     def property_table(self, kind: str, table: pa.Table) -> int:
         props: dict[str, Any] = {}
         for column in properties.encode(kind, table):
-            entry = {"values": self.view(column.values or b"\x00")}
+            assert column.values, f"{kind}.{column.prop.id}: an empty column is left out of the table, never padded"
+            entry = {"values": self.view(column.values)}
             if column.offsets is not None:
                 entry["stringOffsets"] = self.view(column.offsets)
             props[column.prop.id] = entry
@@ -345,7 +346,7 @@ class _Writer:
 
     def glb(self) -> bytes:
         binary = b"".join(self.chunks)
-        binary += b"\x00" * ((-len(binary)) % 4)
+        binary += b"\x00" * ((-len(binary)) % 8)  # EXT_structural_metadata: BIN and JSON chunks padded to 8
         used = ["EXT_mesh_features", "EXT_structural_metadata"]
         doc: dict[str, Any] = {
             "asset": {"version": "2.0", "generator": "cim tiling"},
@@ -376,7 +377,7 @@ class _Writer:
                 doc.pop("buffers")
                 binary = b""
         text = json.dumps(doc, separators=(",", ":")).encode()
-        text += b" " * ((-len(text)) % 4)
+        text += b" " * ((-len(text)) % 8)
         body = struct.pack("<II", len(text), 0x4E4F534A) + text
         if binary:
             body += struct.pack("<II", len(binary), 0x004E4942) + binary

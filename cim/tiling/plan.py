@@ -16,7 +16,7 @@ from cim.tiling.properties import props_of
 from cim.tiling.quadtree import TreeLimits, assign, cell_of, root_level, split_key, tile_key
 
 #: Bumped when what a tile's inputs produce changes (encoder, schema): every tile is then rewritten.
-FORMAT = "cim-tiles-1"
+FORMAT = "cim-tiles-2"
 #: Bytes a tile needs per vertex / triangle / feature (quantised vertex + feature id, indices, metadata): the
 #: estimate that bounds tiles before any mesh is read.
 BYTES_PER_VERTEX, BYTES_PER_TRIANGLE, BYTES_PER_FEATURE = 16, 12, 80

@@ -7,6 +7,12 @@ Every class has ``id``, ``kind`` (an enum), ``name``, ``parent_id``, ``install_d
 use ``noData`` sentinels: ``""`` for text, ``-1`` for lengths (which are never negative), ``0`` for years and
 ``65535`` for storeys.
 
+An optional property whose values are all missing in a tile is left out of that tile's property table (an all-empty
+string column cannot be written at all: its values buffer view would hold 0 bytes, and glTF forbids empty views).
+The 3D Metadata Specification leaves what a client reads for an omitted property or a ``noData`` value to the
+implementation unless the property gives a ``default``, so every optional property gives its ``noData`` value as
+``default``: an omitted column and a ``noData`` value both read back as the sentinel, as a full column did before.
+
 The input is the asset table prepared by :mod:`cim.tiling.assets` (Arrow, one row per feature, ordered as the
 feature ids).
 """
@@ -39,7 +45,9 @@ class Prop:
     description: str = ""
 
     def definition(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "description": self.description}
+        out: dict[str, Any] = {"type": self.type}
+        if self.description:  # the schema asks a non-empty description, or none
+            out["description"] = self.description
         if self.type == "SCALAR":
             out["componentType"] = self.component
         if self.type == "ENUM":
@@ -47,18 +55,18 @@ class Prop:
         if self.no_data is None:
             out["required"] = True
         else:
-            out["noData"] = self.no_data
+            out["noData"] = out["default"] = self.no_data
         return out
 
 
 COMMON: tuple[Prop, ...] = (
     Prop("id", "STRING", description="asset id"),
     Prop("kind", "ENUM", description="asset kind"),
-    Prop("name", "STRING", no_data=""),
+    Prop("name", "STRING", no_data="", description="name"),
     Prop("parent_id", "STRING", no_data="", description="the asset this one belongs to"),
     Prop("install_date", "STRING", no_data="", description="ISO date"),
-    Prop("status", "STRING", no_data=""),
-    Prop("material", "STRING", no_data=""),
+    Prop("status", "STRING", no_data="", description="status (in service, planned, abandoned …)"),
+    Prop("material", "STRING", no_data="", description="material"),
     Prop("height_m", "SCALAR", "FLOAT32", -1.0, "height in metres"),
 )
 KIND_PROPS: dict[str, Prop] = {
@@ -89,16 +97,19 @@ def props_of(kind: str) -> tuple[Prop, ...]:
 
 
 def schema_for(kinds: list[str]) -> dict[str, Any]:
-    """The metadata schema of a tile holding ``kinds``: the kind enum and one class per kind."""
-    return {
+    """The metadata schema of a tile holding ``kinds``: the kind enum and one class per kind (no ``classes`` in an
+    empty tile: the schema asks at least one when the key is there)."""
+    schema: dict[str, Any] = {
         "id": SCHEMA_ID,
         "enums": {
             KIND_ENUM: {"valueType": "UINT8", "values": [{"name": v, "value": i} for i, v in enumerate(KIND_VALUES)]}
         },
-        "classes": {
-            kind: {"name": kind, "properties": {p.id: p.definition() for p in props_of(kind)}} for kind in kinds
-        },
     }
+    if kinds:
+        schema["classes"] = {
+            kind: {"name": kind, "properties": {p.id: p.definition() for p in props_of(kind)}} for kind in kinds
+        }
+    return schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +122,19 @@ class PropertyBytes:
 
 
 def encode(kind: str, table: pa.Table) -> list[PropertyBytes]:
-    """The property table of ``kind`` for the rows of ``table`` (one row per feature, in feature-id order)."""
-    return [_encode(p, table) for p in props_of(kind)]
+    """The property table of ``kind`` for the rows of ``table`` (one row per feature, in feature-id order), without
+    the optional properties that are missing in every row."""
+    columns = (_encode(p, table) for p in props_of(kind))
+    return [c for c in columns if c.prop.no_data is None or not _all_missing(c)]
+
+
+def _all_missing(column: PropertyBytes) -> bool:
+    """Whether every value of ``column`` is its ``noData`` value."""
+    prop = column.prop
+    if prop.type == "STRING":
+        return not column.values  # every string empty
+    values = np.frombuffer(column.values, _NUMPY[prop.component or "FLOAT32"])
+    return bool(np.all(values == prop.no_data))
 
 
 def _encode(prop: Prop, table: pa.Table) -> PropertyBytes:

@@ -21,6 +21,7 @@ import pytest
 from cim.store import open_store
 from tests.api.city import build_city
 from tests.api.conftest import cim_serve
+from tests.tiling.checks import check_all
 
 TOKEN = "admin-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -164,6 +165,14 @@ def test_cim_build_while_serving_swaps_in_tiles_the_server_then_serves(
     root = httpx.get(f"{base}/tiles/live/tileset.json").json()
     uris = json.dumps(root)
     assert "bim" in uris
+    check_all(tiles_dir / "live")  # and loaders.gl loads it (the server holds the store: no store comparison)
+    plain = cim("build", "--out", str(tiles_dir / "live"), "--store", str(store), "--compress", "none")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads((tiles_dir / "live" / "build.json").read_text())["compress"] == "none"  # the job was told
+    implicit = cim("build", "--out", str(tiles_dir / "live"), "--store", str(store), "--implicit")
+    assert implicit.returncode == 0, implicit.stderr
+    assert "implicitTiling" in httpx.get(f"{base}/tiles/live/points/tileset.json").json()["root"]  # served implicit
+    assert httpx.get(f"{base}/tiles/live/points/subtrees/0/0/0.subtree").content[:4] == b"subt"
 
 
 def test_cim_info_while_serving_prints_what_a_local_run_prints(served: tuple[str, Path], tmp_path: Path) -> None:

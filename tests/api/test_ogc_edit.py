@@ -32,6 +32,8 @@ from cim.model import AssetBatch
 from cim.settings import AppSettings, ServerSettings, StoreSettings
 from cim.store import AssetQuery, open_store
 from tests.api.conftest import cim_serve
+from tests.tiling.checks import check_all
+from tests.tiling.second_client import store_rows
 
 TOKEN = "edit-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -404,6 +406,7 @@ def test_an_edited_building_is_rebuilt_into_its_tile(
         jobs = {first.headers[JOB_HEADER], second.headers[JOB_HEADER]}
         results = [wait_for_job(client, job) for job in jobs]
         after = tile_files(tiles / "city")  # before the edits below queue more builds
+        check_all(tiles / "city", store_rows(city_url))  # the rebuilt tiles, b2's edits read back by loaders.gl
         assert (
             client.patch(
                 "/collections/lift/items/lift-1a", json={"properties": {"status": "x"}}, headers=PATCH

@@ -1,5 +1,12 @@
-"""Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, feature ids resolving into
-property tables, and bounding volumes that contain their content (in ECEF)."""
+"""Independent checks of a built tileset: official JSON schemas, Khronos glTF-Validator, the property-table and
+feature-id rules (:mod:`tests.tiling.metadata_rules`), feature ids resolving into property tables, bounding volumes
+that contain their content (in ECEF), and a second client (loaders.gl) loading it.
+
+Tiles are EXT_meshopt_compression glbs by default: every check reads a glb through :func:`read_tile_glb`
+(decompressed by :func:`cim.tiling.compress.decompress_glb`), and gltf-validator sees both the file as built (it
+checks the structure but cannot decode meshopt: it reports the extension as unsupported) and its decompressed copy
+(where it checks the accessor data). The property-table rules read the file as built, decoding meshopt views
+themselves."""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import itertools
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +24,10 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from cim.tiling.compress import decompress_glb
 from cim.tiling.glb import accessor_array, read_glb
 from tests.conftest import missing_service
+from tests.tiling.metadata_rules import check_glb
 
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "3d-tiles-1.1"
 VALIDATOR = Path(__file__).resolve().parents[2] / "tools" / "gltf-validator"
@@ -52,6 +62,25 @@ def gltf_validate(files: list[Path]) -> dict[str, Any]:
         if not done.stdout.strip():
             pytest.fail(f"gltf-validator printed nothing: {done.stderr}")
         reports.update(json.loads(done.stdout))
+    return reports
+
+
+def read_tile_glb(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The JSON and binary chunk of the tile at ``path``, decompressed when it is meshopt-compressed."""
+    return read_glb(decompress_glb(path.read_bytes()))
+
+
+def gltf_validate_tiles(files: list[Path]) -> dict[str, Any]:
+    """gltf-validator's reports on the tiles as built and on their decompressed copies (``<file> (decompressed)``)."""
+    reports = gltf_validate(files)
+    with tempfile.TemporaryDirectory(prefix="plain-glb-") as folder:
+        copies: dict[Path, Path] = {}
+        for number, path in enumerate(files):
+            copies[path] = Path(folder) / f"{number}.glb"
+            copies[path].write_bytes(decompress_glb(path.read_bytes()))
+        plain = gltf_validate(list(copies.values()))
+        for path, copy in copies.items():
+            reports[f"{path} (decompressed)"] = plain[str(copy)]
     return reports
 
 
@@ -140,23 +169,28 @@ def scalar_property(doc: dict[str, Any], binary: bytes, table: dict[str, Any], n
     return np.frombuffer(binary[v["byteOffset"] : v["byteOffset"] + v["byteLength"]], dtype)
 
 
-def check_all(out: Path) -> dict[str, list[str]]:
-    """Run every check on the tileset at ``out``; return the asset ids per group found in the tiles."""
+def check_all(out: Path, store_rows: dict[str, dict[str, Any]] | None = None) -> dict[str, list[str]]:
+    """Run every check on the tileset at ``out``, loaders.gl reading it too (compared with ``store_rows`` when given,
+    see :func:`tests.tiling.second_client.store_rows`); return the asset ids per group found in the tiles."""
+    from tests.tiling.second_client import read_with_loaders_gl  # it imports this module
+
     validate_tileset_schema(out / "tileset.json")
     for external in out.glob("*/tileset.json"):
         validate_tileset_schema(external)
     tiles = walk(out)
     assert tiles, "the tileset has no content"
-    reports = gltf_validate([t["glb"] for t in tiles])
+    reports = gltf_validate_tiles([t["glb"] for t in tiles])
     bad = {f: r for f, r in reports.items() if r["errors"]}
     assert not bad, f"gltf-validator errors: {json.dumps(bad)[:2000]}"
     found: dict[str, list[str]] = {}
     for tile in tiles:
-        doc, binary = read_glb(tile["glb"].read_bytes())
+        check_glb(tile["glb"].read_bytes(), str(tile["glb"]))  # EXT_structural_metadata / EXT_mesh_features rules
+        doc, binary = read_tile_glb(tile["glb"])
         points = ecef_positions(doc, binary, tile["world"])
         for world, box in tile["volumes"]:
             inside = inside_box(points, world, box)
             assert inside.all(), f"{tile['glb']}: {int((~inside).sum())} vertices outside a bounding volume"
         group = tile["glb"].relative_to(out).parts[0]
         found.setdefault(group, []).extend(feature_ids(doc, binary))
+    read_with_loaders_gl(out, store_rows)
     return found

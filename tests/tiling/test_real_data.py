@@ -10,6 +10,7 @@ from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling.build import build_tiles
 from tests.tiling.checks import check_all
+from tests.tiling.second_client import store_rows
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "pipelines" / "mappings"
 
@@ -29,7 +30,7 @@ def test_sample_layers_become_valid_tilesets(data_dir: Path, tmp_path: Path) -> 
         counts = store.count_by_kind()
     with open_store(store_path) as store, MeshStore(mesh_path_for(store.url), read_only=True) as meshes:
         summary = build_tiles(store, meshes, tmp_path / "tiles" / "real", workers=2)
-    found = check_all(tmp_path / "tiles" / "real")
+    found = check_all(tmp_path / "tiles" / "real", store_rows(store_path))  # loaders.gl's metadata = the store's
     assert len(found["buildings"]) == summary.tilesets["buildings"].features > 0
     assert len(found["underground"]) == counts["pipe"] - summary.without_mesh
     assert len(found["points"]) == counts["hydrant"]

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import missing_service
+from tests.tiling.checks import check_all
+from tests.tiling.second_client import store_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEWER = ROOT / "viewer"
@@ -79,6 +81,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> City:
     assert not failed, failed
     with open_store(store) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
         build_tiles(opened, meshes, folder / "tiles" / "city", workers=1)
+    check_all(folder / "tiles" / "city", store_rows(store))  # the schemas, gltf-validator, loaders.gl, the store
     return City(store=store, tiles=folder / "tiles")
 
 
