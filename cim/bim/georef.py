@@ -33,44 +33,15 @@ import ifcopenshell.util.placement
 import ifcopenshell.util.unit
 import numpy as np
 import numpy.typing as npt
-from pyproj import CRS, Transformer
-from pyproj.exceptions import CRSError
 
 from cim import geodesy
+from cim.bim.placement import Placement
 from cim.bim.properties import flatten
 from cim.errors import InvalidInput
 
 F64 = npt.NDArray[np.float64]
 HEIGHT_DATUM = "as in the file (orthometric in practice); no geoid model applied"
 FAR_FROM_ORIGIN_M = 10_000.0
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """An explicit placement: the model origin at ``lon``/``lat``/``height``, +X turned ``rotation`` degrees
-    counter-clockwise from east.
-
-    >>> Placement.parse("121.5,31.2,4,90")
-    Placement(lon=121.5, lat=31.2, height=4.0, rotation=90.0)
-    """
-
-    lon: float
-    lat: float
-    height: float = 0.0
-    rotation: float = 0.0
-
-    @classmethod
-    def parse(cls, text: str) -> Placement:
-        parts = text.split(",")
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            values = []
-        if len(values) not in (3, 4) or not all(math.isfinite(v) for v in values):
-            raise InvalidInput(f"placement {text!r}", "must be LON,LAT,HEIGHT[,ROTATION] as numbers")
-        if not (-180 <= values[0] <= 180 and -90 <= values[1] <= 90):
-            raise InvalidInput(f"placement {text!r}", "lon must be in -180..180 and lat in -90..90")
-        return cls(*values)
 
 
 @dataclass(frozen=True)
@@ -197,6 +168,9 @@ def _psets(holder: ifcopenshell.entity_instance) -> dict[str, dict[str, Any]]:
 
 
 def _projected(method: str, c: dict[str, Any], unit: float, notes: list[str]) -> Georeference | None:
+    from pyproj import CRS, Transformer  # only a file with a map conversion needs it (~25 ms to import)
+    from pyproj.exceptions import CRSError
+
     label = "IfcMapConversion" if method == "map_conversion" else "ePset_MapConversion"
     try:
         crs = CRS.from_user_input(c["crs"])

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cim.api.client import AdminClient, Server, build_through, find_server, info_through, ingest_through
 from cim.cli.options import (
     JsonOption,
     ServerOption,
@@ -22,16 +21,14 @@ from cim.cli.options import (
     store_url,
 )
 from cim.errors import InvalidInput
-from cim.gis.mapping import LayerMapping, load_mapping, preset
-from cim.gis.readers import parse_crs
-from cim.model import parse_kind
-from cim.pipeline.files import ingest_files
 from cim.progress import progress_bars
-from cim.settings import ServerSettings
-from cim.store import open_store
-from cim.store.meshes import MeshStore, mesh_path_for
 
+# The heavy modules (the store, GIS readers, the pipeline, the HTTP client) are imported by the function that uses
+# them, so that `cim build` does not pay for `cim ingest`'s GDAL and pyproj, nor either for the other (start-up: see
+# cim/cli/__init__.py).
 if TYPE_CHECKING:
+    from cim.api.client import Server
+    from cim.gis.mapping import LayerMapping
     from cim.tiling.build import BuildSummary
 
 
@@ -39,6 +36,8 @@ def info(store: StoreOption = None, server: ServerOption = None, as_json: JsonOp
     """Show what a store holds: assets per kind and their extent (asked of the server that holds it, if one runs)."""
     summary: dict[str, Any]
     if (remote := _serving(store, server)) is not None:
+        from cim.api.client import info_through
+
         summary = info_through(remote, server or store_url(store))
     else:
         with open_existing_store(store) as opened:
@@ -83,20 +82,30 @@ def ingest(
     layer_mapping = _mapping(kind, mapping, preset_name) if (kind or mapping or preset_name) else None
     placement = None
     if place:  # IFC files without a georeference of their own
-        from cim.bim.georef import Placement
+        from cim.bim.placement import Placement
 
         placement = Placement.parse(place)
-    source_crs = parse_crs(crs) if crs else None
+    source_crs = None
+    if crs:
+        from cim.gis.readers import parse_crs
+
+        source_crs = parse_crs(crs)
     started = time.perf_counter()
     if (remote := _serving(store, server, write=True)) is not None:  # the server holds the store: it does the work
         if allow_empty:
             raise InvalidInput(
                 "--allow-empty", "is not sent to a running server; stop the server to empty a source with it"
             )
+        from cim.api.client import ingest_through
+
         options = {"kind": kind, "preset": preset_name, "mapping": mapping, "crs": crs, "place": place}
         with progress_bars(quiet=as_json) as progress:
             summary = ingest_through(remote, files, options, progress)
     else:
+        from cim.pipeline.files import ingest_files
+        from cim.store import open_store
+        from cim.store.meshes import MeshStore, mesh_path_for
+
         with (
             open_store(store_url(store)) as opened,
             MeshStore(mesh_path_for(opened.url)) as meshes,
@@ -152,6 +161,8 @@ def build(
     if compress not in ("meshopt", "none"):
         raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     if (remote := _serving(store, server, write=True)) is not None:
+        from cim.api.client import build_through
+
         with progress_bars(quiet=as_json) as progress:
             built = build_through(remote, out, progress, compress, implicit=implicit)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
@@ -177,10 +188,12 @@ def build(
 def _build_here(
     store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None
 ) -> BuildSummary:
+    from cim.store import open_store
+    from cim.store.meshes import MeshStore, mesh_path_for
     from cim.tiling.build import build_tiles
 
     with (
-        open_store(store_url(store)) as opened,
+        open_store(store_url(store), spatial=False) as opened,  # a build reads no geometry and writes no asset
         MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
         progress_bars(quiet=as_json) as progress,
     ):
@@ -198,14 +211,24 @@ def _build_here(
 def _serving(store: str | None, server: str | None, *, write: bool = False) -> Server | None:
     """The running server to send the work to (``--server``, or the one holding the DuckDB store), else None. For a
     write, its token is checked before anything is sent."""
-    remote = find_server(store_url(store), server=server, token=ServerSettings().write_token)
-    if remote is not None and write:
+    from cim.api.client import AdminClient, find_server
+
+    remote = find_server(store_url(store), server=server, token=None)
+    if remote is None:
+        return None
+    from cim.settings import ServerSettings  # pydantic-settings: paid only when a server is there to take the token
+
+    remote.token = ServerSettings().write_token
+    if write:
         AdminClient(remote).check_token()
     return remote
 
 
 def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:
     given = [name for name, value in (("--kind", kind), ("--map", mapping), ("--preset", preset_name)) if value]
+    from cim.gis.mapping import LayerMapping, load_mapping, preset
+    from cim.model import parse_kind
+
     if len(given) != 1:
         raise InvalidInput(
             "ingest options",

@@ -12,19 +12,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pyproj import CRS
-from rich.progress import Progress
-
 from cim.errors import CimError
-from cim.gis.mapping import LayerMapping
 from cim.pipeline.ingest import file_type, is_ifc, write_source
 from cim.progress import write_error_line
 from cim.store import Store
 from cim.store.meshes import MeshStore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: pyproj and the GIS mappings (pydantic models) load only for a GIS file
+    from pyproj import CRS
+    from rich.progress import Progress
+
     from cim.bim.asset_rows import IfcSummary
     from cim.bim.georef import Placement
+    from cim.gis.mapping import LayerMapping
 
 #: An ingest writing at least this many assets reorders the store for spatial locality afterwards.
 OPTIMIZE_AFTER = 50_000

@@ -27,19 +27,19 @@ def duckdb_path(url: str) -> Path | None:
     return Path(rest if sep else url)
 
 
-def _open_duckdb(url: str, *, upgrade: bool = True) -> Store:
+def _open_duckdb(url: str, *, upgrade: bool = True, spatial: bool = True) -> Store:
     from cim.store.duckdb import DuckDBStore
 
-    return DuckDBStore(url.removeprefix("duckdb://"), upgrade=upgrade)
+    return DuckDBStore(url.removeprefix("duckdb://"), upgrade=upgrade, spatial=spatial)
 
 
-def _open_postgis(url: str, *, upgrade: bool = True) -> Store:
+def _open_postgis(url: str, *, upgrade: bool = True, spatial: bool = True) -> Store:
     from cim.store.postgis import PostGISStore
 
     return PostGISStore(url, upgrade=upgrade)
 
 
-#: URL scheme → backend (called with the URL and ``upgrade``). A plain path (no scheme) is a DuckDB file.
+#: URL scheme → backend (called with the URL, ``upgrade`` and ``spatial``). A plain path (no scheme) is a DuckDB file.
 BACKENDS: dict[str, Callable[..., Store]] = {
     "duckdb": _open_duckdb,
     "postgresql": _open_postgis,
@@ -47,9 +47,11 @@ BACKENDS: dict[str, Callable[..., Store]] = {
 }
 
 
-def open_store(url: str, *, upgrade: bool = True) -> Store:
+def open_store(url: str, *, upgrade: bool = True, spatial: bool = True) -> Store:
     """Open (creating when missing) the store at ``url``, bringing its schema to this release's version
     (:mod:`cim.store.migrations`). ``upgrade=False`` leaves an older store as it is, for inspection only.
+    ``spatial=False`` is for work that reads no geometry and changes no asset (a tile build): a DuckDB store then
+    skips loading its spatial extension (0.13-0.23 s of a 0.75 s ``cim build``) unless a schema upgrade needs it.
 
     >>> import tempfile, os
     >>> with open_store(os.path.join(tempfile.mkdtemp(), "city.duckdb")) as store:
@@ -58,11 +60,11 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
     """
     scheme, sep, _ = url.partition("://")
     if not sep:
-        return _open_duckdb(url, upgrade=upgrade)
+        return _open_duckdb(url, upgrade=upgrade, spatial=spatial)
     try:
         backend = BACKENDS[scheme]
     except KeyError:
         raise InvalidInput(
             f"store URL {url!r}", f"unknown scheme {scheme!r}; use a file path, duckdb:///path or postgresql://…"
         ) from None
-    return backend(url, upgrade=upgrade)
+    return backend(url, upgrade=upgrade, spatial=spatial)

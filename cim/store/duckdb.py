@@ -37,6 +37,8 @@ from cim.store.base import BBox
 from cim.store.history import MERGED, ROLLUP_COLUMNS, ROLLUPS, instant_sql
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
 from cim.store.schema import BBOX_COLUMNS
+from cim.store.spatial_extension import load_spatial
+from cim.store.spatial_extension import spatial_extension_path as spatial_extension_path  # where benches import it
 from cim.store.sql import Dialect, Where, bbox_clause
 from cim.store.sqlstore import SqlStore
 
@@ -68,31 +70,6 @@ _DUCKDB_TYPES = {
     "storeys": "INTEGER",
     "props": "JSON",
 }
-
-
-def spatial_extension_path() -> Path:
-    """The spatial extension file shipped by the ``duckdb-extension-spatial`` package for this DuckDB version."""
-    try:
-        import duckdb_extension_spatial
-    except ImportError:
-        raise StoreUnavailable(
-            "DuckDB spatial extension",
-            "the package duckdb-extension-spatial is not installed; "
-            f"pip install duckdb-extension-spatial=={duckdb.__version__}",
-        ) from None
-    path = (
-        Path(duckdb_extension_spatial.__file__).parent
-        / "extensions"
-        / f"v{duckdb.__version__}"
-        / "spatial.duckdb_extension"
-    )
-    if not path.is_file():
-        raise StoreUnavailable(
-            "DuckDB spatial extension",
-            f"no build for DuckDB {duckdb.__version__} at {path}; "
-            f"install duckdb-extension-spatial=={duckdb.__version__}",
-        )
-    return path
 
 
 class DuckDBDialect(Dialect):
@@ -176,8 +153,12 @@ class DuckDBStore(SqlStore):
         read_timeout_s: float = READ_TIMEOUT_S,
         upgrade: bool = True,
         migrations: Sequence[Migration] = MIGRATIONS,
+        spatial: bool = True,
     ) -> None:
         self.path = Path(path)
+        # spatial=False: the extension is not loaded (GEOMETRY columns are DuckDB's own since 1.5, so the file opens
+        # and its other columns read without it); a schema upgrade loads it (R-tree indexes, ST_ functions)
+        self._spatial = spatial
         self.dialect = DuckDBDialect(self)
         self._lock = threading.RLock()  # changes: one transaction at a time, on self._con
         self._local = threading.local()  # whether this thread is inside a change
@@ -217,12 +198,16 @@ class DuckDBStore(SqlStore):
         except duckdb.Error as exc:
             raise StoreUnavailable(f"store {self.path}", f"is not a DuckDB store: {str(exc).splitlines()[0]}") from None
         try:
-            con.execute(f"LOAD '{spatial_extension_path()}'")
+            if self._spatial:
+                load_spatial(con)
             for statement in _SESSION_SETTINGS:
                 con.execute(statement)
         except duckdb.Error as exc:
             con.close()
-            raise StoreUnavailable("DuckDB spatial extension", f"cannot be loaded: {exc}") from None
+            raise StoreUnavailable(f"store {self.path}", f"cannot be set up: {exc}") from None
+        except BaseException:
+            con.close()
+            raise
         return con
 
     def _migrate(self, migrations: Sequence[Migration]) -> Upgrade | None:
@@ -231,6 +216,9 @@ class DuckDBStore(SqlStore):
         current = self.schema_database().version()
         if not pending(f"{self.path}", current, migrations):
             return None
+        if not self._spatial:  # migrations create R-tree indexes and read geometries
+            self._spatial = True
+            load_spatial(self._con)
         backup = None
         if current:
             self._con.close()
