@@ -38,7 +38,7 @@ import shapely
 from cim.model import AssetBatch, MeshBatch
 from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
-from cim.tiling import build as build_module
+from cim.tiling import encode as encode_module
 from cim.tiling import glb, properties
 from cim.tiling.build import build_tiles
 from cim.tiling.compress import compress_glb, decompress_glb
@@ -279,18 +279,18 @@ def incremental_with_inputs(store_path: Path, out: Path, workers: int | None) ->
     """The incremental build, keeping the inputs of every tile it encodes in this process (a rebuild of a few
     changes encodes here): a sample of the bench's tiles for :func:`glb_side_by_side`."""
     inputs: list[Inputs] = []
-    encode = build_module.encode_tile
+    encode = encode_module.encode_tile
 
     def recording(origin: tuple[float, float, float], meshes: MeshBatch, tables: dict[str, pa.Table]) -> Any:
         inputs.append((origin, meshes, tables))
         return encode(origin, meshes, tables)
 
-    build_module.encode_tile = recording  # type: ignore[assignment]
+    encode_module.encode_tile = recording  # type: ignore[assignment]
     try:
         with open_store(str(store_path)) as store, MeshStore(mesh_path_for(store.url), read_only=True) as meshes:
             summary = build_tiles(store, meshes, out, workers=workers)
     finally:
-        build_module.encode_tile = encode  # type: ignore[assignment]
+        encode_module.encode_tile = encode  # type: ignore[assignment]
     return summary, inputs
 
 
