@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-IFC_DIR = Path("/work/shared/data/ifc")
+IFC_DIR = ROOT.parent / "shared" / "data" / "ifc"
 PY3DTILES = Path("/work/peers/py3dtiles-venv/bin/py3dtiles")
 #: Where a file with no georeference of its own is put (lon, lat, height): Lujiazui, as the demo city.
 PLACE = "121.5,31.24,0"

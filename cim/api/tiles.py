@@ -1,4 +1,4 @@
-"""``/tiles/...``: built tilesets, with ETag, Cache-Control, conditional GET (304) and gzip for JSON.
+"""``/tiles/...``: built tilesets, with ETag, Cache-Control, conditional GET (304) and gzip for JSON and glb.
 
 The route checks the path, reads the file into the cache and answers. ``cim serve`` answers a GET or HEAD of a
 cached, unchanged file before the request reaches the app (:mod:`cim.api.fastpath`); both answer with :func:`answer`.
