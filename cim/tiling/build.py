@@ -52,9 +52,8 @@ from cim.tiling.tileset import TileNode, group_tileset, root_tileset, write_json
 
 MANIFEST = "build.json"
 #: Mesh compression of the tiles' glbs: EXT_meshopt_compression (:mod:`cim.tiling.compress`), or plain glbs.
-#: Measured on 100,000 LOD1 buildings (``bench/tiles_bench.py -n 100000``, today's writer): 1,049 B per building
-#: plain, 576 meshopt; gzipped on the wire (level 6) 310 plain, 367 meshopt — meshopt pays once the writer quantises
-#: and orders its vertices (int16 positions: 676 plain, 289 meshopt, 193 plain+gzip, 123 meshopt+gzip).
+#: Measured on 100,000 LOD1 buildings (``bench/tiles_bench.py -n 100000``), bytes per building with metadata: 677
+#: plain, 276 meshopt; gzipped on the wire (level 6, as ``cim serve`` sends glb) 171 plain, 145 meshopt.
 COMPRESSIONS = ("meshopt", "none")
 
 

@@ -11,15 +11,16 @@ glTF-Validator 2.0.0-dev.3.10 does not (it reports the compressed views as unsup
 validate :func:`decompress_glb`'s plain copy.
 
 Measured on 100,000 LOD1 buildings with metadata (``bench/tiles_bench.py -n 100000``, its compression section),
-bytes per building: today's writer (float32 positions at this density, every vertex per face) 1,049 plain, 576
-meshopt, 310 plain+gzip, 367 meshopt+gzip; with int16 positions (the lean writer) 676 plain, 289 meshopt, 193
-plain+gzip, 123 meshopt+gzip. The post-pass costs ≈ 3 µs per building (≈ 300,000 buildings/s on one core). Draco
+bytes per building: the writer before issue 24 (float32 positions at this density, every vertex per face) 1,049
+plain, 576 meshopt, 310 plain+gzip, 367 meshopt+gzip; the lean writer (:mod:`cim.tiling.mesh_prep`: int16
+positions, shared vertices in first-use order) 677 plain, 276 meshopt, 171 plain+gzip, 145 meshopt+gzip — meshopt
+pays on disk and on the wire. The post-pass costs ≈ 3 µs per building (≈ 300,000 buildings/s on one core). Draco
 (DracoPy 2.2, 16-bit positions, 8-bit normals) makes the geometry alone 89 B (47 gzipped) against meshopt's 207 (94),
 but encodes at ≈ 61,000 buildings/s — as slow as the whole tile writer — and decodes far slower in the browser.
 
-:func:`reorder_for_compression` is for the glb writer, before it writes a primitive: triangles in vertex-cache order
-and vertices in first-use order make the index and attribute codecs several times more effective, and cannot be done
-here without changing the accessor values a round trip must keep.
+The writer orders vertices by first use (what the codecs expect). Putting triangles in vertex-cache order too
+(meshopt's ``reorder_mesh``) was measured with int16 positions before that order: 289 → 259 B per building on disk but 123 → 128 gzipped, for ≈ 6 µs per
+building of encoding; not done.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from typing import Any
 
 import meshopt
 import numpy as np
-import numpy.typing as npt
 
 from cim.tiling.glb import read_glb
 
@@ -133,22 +133,6 @@ def decompress_glb(glb: bytes) -> bytes:
         else:
             doc.pop(key, None)
     return _pack(doc, bytes(out))
-
-
-def reorder_for_compression(triangles: npt.NDArray[Any], vertex_count: int) -> tuple[npt.NDArray[Any], Any]:
-    """For the glb writer, before it writes a primitive: ``(new_triangles, order)`` with the triangles in
-    vertex-cache order and the vertices renumbered in the order the triangles first use them; each attribute
-    becomes ``attribute[order]``. Vertices no triangle uses go last."""
-    flat = np.ascontiguousarray(np.asarray(triangles).reshape(-1), dtype=np.uint32)
-    if not len(flat):
-        return np.asarray(triangles), np.arange(vertex_count)
-    new_indices, remap, unique = meshopt.reorder_mesh(flat, True, False)
-    remap = np.concatenate([remap.astype(np.int64), np.full(vertex_count - len(remap), vertex_count)])
-    unused = remap >= vertex_count  # meshopt marks them ~0; its remap ends at the largest index used
-    remap[unused] = unique + np.arange(int(unused.sum()))
-    order = np.empty(vertex_count, np.int64)
-    order[remap] = np.arange(vertex_count)
-    return new_indices.reshape(-1, 3).astype(np.int64), order
 
 
 def _plan(doc: dict[str, Any], index: int, view: dict[str, Any]) -> tuple[str, int, int] | None:

@@ -13,7 +13,7 @@ import pytest
 
 from cim.cli import main
 from cim.errors import InvalidInput
-from cim.tiling.compress import EXTENSION, _pack, compress_glb, decompress_glb, reorder_for_compression
+from cim.tiling.compress import EXTENSION, _pack, compress_glb, decompress_glb
 from cim.tiling.glb import accessor_array, read_glb
 from cim.tiling.quadtree import TreeLimits
 from tests.api.conftest import cim_serve
@@ -151,19 +151,6 @@ def test_broken_compressed_data_fails_with_a_clear_error(plain_tiles: list[bytes
 
 def test_a_glb_without_the_extension_comes_back_as_it_is(plain_tiles: list[bytes]) -> None:
     assert decompress_glb(plain_tiles[0]) == plain_tiles[0]
-
-
-def test_reordering_keeps_every_triangle_and_numbers_vertices_by_first_use() -> None:
-    rng = np.random.default_rng(3)
-    positions = rng.random((50, 3))
-    triangles = rng.integers(0, 48, (40, 3))  # vertices 48 and 49 unused
-    new, order = reorder_for_compression(triangles, len(positions))
-    assert sorted(order.tolist()) == list(range(50)) and set(order[-2:].tolist()) <= {48, 49} | set(range(48))
-    before = {tuple(sorted(map(tuple, positions[t]))) for t in triangles}
-    after = {tuple(sorted(map(tuple, positions[order][t]))) for t in new}
-    assert before == after
-    first_use = list(dict.fromkeys(new.ravel().tolist()))
-    assert first_use == sorted(first_use), "vertices come in the order the triangles first use them"
 
 
 def test_the_build_compresses_by_default_and_none_writes_plain_glbs(city: Path, tmp_path: Path) -> None:
