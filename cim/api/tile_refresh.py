@@ -69,7 +69,7 @@ class TileRefresher:
 
     def _rebuild(self, job: Job) -> dict[str, Any]:
         """The job's work, in the runner's thread: take the ids edited so far, make their shapes again, build."""
-        from cim.tiling.build import build_tiles, compression_of
+        from cim.tiling.build import build_tiles, compression_of, implicit_of
 
         with self._lock:
             ids, self._touched = sorted(self._touched), set()
@@ -90,6 +90,7 @@ class TileRefresher:
                     tileset,
                     progress=_progress(bars, task),
                     compress=compression_of(tileset.resolve()),  # as the tileset was built
+                    implicit=implicit_of(tileset.resolve()),
                 )
             results[tileset.name] = {
                 **summary.to_json(),

@@ -217,6 +217,16 @@ def compression_of(folder: Path) -> str:
         return "none"
 
 
+def implicit_of(folder: Path) -> bool | None:
+    """Whether the build in ``folder`` wrote implicit tilesets (None: unknown, e.g. a build before the option), so a
+    rebuild after edits keeps the tiling its operator chose."""
+    try:
+        value = json.loads((folder / MANIFEST).read_text()).get("implicit")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None
+
+
 def _read_manifest(folder: Path | None) -> dict[str, Any]:
     if folder is None or not (folder / MANIFEST).is_file():
         return {}
@@ -277,7 +287,7 @@ def _publish(
         written[name] = group_tileset(group_nodes, plan.roots[name], limits.keep_ratio)
         summary[name].bytes += write_json(folder / name / "tileset.json", written[name][0])
     write_json(folder / "tileset.json", root_tileset(written))
-    write_json(folder / MANIFEST, {"format": FORMAT, "compress": compress, "tiles": tiles})
+    write_json(folder / MANIFEST, {"format": FORMAT, "compress": compress, "implicit": False, "tiles": tiles})
     return summary
 
 
@@ -305,7 +315,7 @@ def _publish_implicit(
         written[name] = (tileset, region)
         summary[name].bytes += write_json(folder / name / "tileset.json", tileset) + subtree_bytes
     write_json(folder / "tileset.json", implicit_root_tileset(written))
-    write_json(folder / MANIFEST, {"format": FORMAT, "compress": compress, "tiles": tiles})
+    write_json(folder / MANIFEST, {"format": FORMAT, "compress": compress, "implicit": True, "tiles": tiles})
     return summary
 
 

@@ -19,8 +19,8 @@ pays on disk and on the wire. The post-pass costs ≈ 3 µs per building (≈ 30
 but encodes at ≈ 61,000 buildings/s — as slow as the whole tile writer — and decodes far slower in the browser.
 
 The writer orders vertices by first use (what the codecs expect). Putting triangles in vertex-cache order too
-(meshopt's ``reorder_mesh``) was measured with int16 positions before that order: 289 → 259 B per building on disk but 123 → 128 gzipped, for ≈ 6 µs per
-building of encoding; not done.
+(meshopt's ``reorder_mesh``) was measured with int16 positions before that order: 289 → 259 B per building on disk
+but 123 → 128 gzipped, for ≈ 6 µs per building of encoding; not done.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from cim.geodesy import ecef_to_lonlat, enu_to_ecef_matrix
 from cim.store import open_store
 from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling import build as build_module
-from cim.tiling.build import BuildSummary, build_tiles
+from cim.tiling.build import BuildSummary, build_tiles, implicit_of
 from cim.tiling.compress import decompress_glb
 from cim.tiling.glb import read_glb
 from cim.tiling.implicit import implicit_root, reframe_glb
@@ -390,6 +390,12 @@ def test_a_rebuild_after_one_change_rewrites_one_implicit_tile(city: Path, tmp_p
     build(city, fresh, implicit=True)
     for glb in fresh.rglob("*.glb"):
         assert (out / glb.relative_to(fresh)).read_bytes() == glb.read_bytes(), glb
+
+
+def test_the_manifest_says_which_tiling_was_written_so_a_rebuild_after_edits_keeps_it(built: tuple[Path, Path]) -> None:
+    implicit, explicit = built
+    assert implicit_of(implicit.resolve()) is True and implicit_of(explicit.resolve()) is False
+    assert implicit_of(implicit.parent) is None  # no build there
 
 
 def test_cli_build_implicit(city: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
