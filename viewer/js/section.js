@@ -108,6 +108,7 @@ export class Section {
     this.offButton.classList.add("active");
     this.showReadout();
     this.viewer.scene.requestRender();
+    this.appliedAt = performance.now(); // tests read it
   }
 
   /** The plane's distance term: visible is where normal·p + distance ≥ 0 (p in the ENU frame). */
