@@ -12,7 +12,9 @@ import { initLang } from "./i18n.js";
 import { Inspector } from "./inspect.js";
 import { Layers } from "./layers.js";
 import { Live } from "./live.js";
+import { Measure } from "./measure.js";
 import { Queries } from "./queries.js";
+import { Section } from "./section.js";
 import { readState, writeState } from "./state.js";
 import { Styler } from "./styler.js";
 import { $, banner, setStatus, toast } from "./ui.js";
@@ -65,11 +67,16 @@ inspector.pickers.push((picked) => {
   }
   return false;
 });
+const measure = new Measure(viewer, inspector);
+const section = new Section(viewer, inspector, layers);
+window.cim.measure = measure;
+window.cim.section = section;
 window.cim.areas = areas;
 window.cim.cases = cases;
 window.cim.casePanel = casePanel;
 initLang(() => {
   areas.relabel();
+  measure.draw(); // the map labels take the chosen language
   if (cases.available) {
     cases.buildFilters();
     cases.setAreas(districtsOf(areas));
@@ -164,6 +171,7 @@ async function start() {
   await ground;
   window.cim.timings.groundMs = performance.now() - started;
   await caseLayers;
+  measure.warmUp();
   ready = true;
   saveState();
   viewer.camera.moveEnd.addEventListener(saveState);
