@@ -58,6 +58,7 @@ def test_old_lifts_are_listed_oldest_first_with_their_figures_and_downloads(
     set_lang(tab, lang)
     open_viewer(tab, server)
     wait_for_tiles(tab)
+    settle(tab, 0.5)  # the answer is timed on a loaded city, not while the first tiles still arrive
     ms = run_old_lifts(tab, 20)
     print(f"old lifts ({lang}): listed {ms:.0f} ms after the click (≤ 1500)")
     assert ms <= 1500
@@ -255,3 +256,49 @@ def test_ten_alerts_leave_three_toasts_the_most_severe_first(page: tuple[Any, Wa
         )
         text = tab.evaluate("document.getElementById('toast-more').innerText")
         assert present in text and absent not in text, (lang, text)
+
+
+def test_buried_pipes_are_styled_listed_with_their_figures_and_downloaded(
+    page: tuple[Any, Watch], server: str, shots: Path
+) -> None:
+    tab, _ = page
+    gas = api(server, "/collections/pipe/items?limit=50&filter=network%20%3D%20%27gas%27")["features"]
+    lon, lat = gas[0]["geometry"]["coordinates"][0][:2]
+    d = 0.004
+    ring = [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d], [lon - d, lat + d]]
+    expected = api(server, f"/queries/buried-pipes?network=gas&bbox={lon - d},{lat - d},{lon + d},{lat + d}")["pipes"]
+    assert expected
+    open_viewer(tab, server, f"?cam={lon:.6f},{lat - 0.006:.6f},900,0,-45")
+    wait_for_tiles(tab)
+    settle(tab, 0.5)
+    started = time.monotonic()
+    tab.evaluate("(ring) => window.cim.queries.run({ type: 'pipes', network: 'gas', ring })", ring)
+    tab.wait_for_selector("#result-list li[data-id]", timeout=20_000)
+    print(f"buried pipes listed in {1000 * (time.monotonic() - started):.0f} ms")
+    rows = tab.locator("#result-list li[data-id]")
+    assert rows.count() == min(len(expected), 300)
+    count = tab.locator("#result-count").inner_text()
+    assert f"{len(expected):,} 根燃气管线" in count and f"{len(expected):,} buried gas pipes" in count, count
+    first = rows.first.inner_text()
+    assert "燃气 · DN" in first and "年敷设" in first and "gas · " in first and " mm · laid " in first, first
+    years = [li.split("laid ")[1][:4] for li in rows.all_inner_texts() if "laid " in li]
+    assert years == sorted(years), "oldest first"
+    # Highlighted by styling: the found colour, the underground tileset's REPLACE blend; the area one entity.
+    assert tab.evaluate("window.cim.styler.foundColor.toCssHexString()") == "#ff2bd6"
+    blend = "window.cim.queries.layers.tilesets().find(t => t.cimGroup === 'underground').colorBlendMode"
+    assert tab.evaluate(blend) == 1  # Cesium3DTileColorBlendMode.REPLACE
+    area = "window.cim.viewer.entities.getById('query-area')"
+    assert tab.evaluate(f"Boolean({area}.polygon && {area}.polygon.outline.getValue() && {area}.polyline)")
+    # The download: POSTed with f=geojson, as many features as listed.
+    with tab.expect_download() as download:
+        tab.click('#query-result a.download[data-format="geojson"]')
+    features = json.loads(Path(download.value.path()).read_text())["features"]
+    assert len(features) == len(expected)
+    with tab.expect_download() as download:
+        tab.click('#query-result a.download[data-format="csv"]')
+    table = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
+    assert len(table) == len(expected)
+    # The glow itself is not asserted in pixels: at this view the loaded underground tiles hold the network's nodes,
+    # not the pipes (see the report); the screenshot shows the list, the area and the dimmed rest.
+    settle(tab)
+    tab.screenshot(path=str(shots / "queries-gas-pipes.png"))

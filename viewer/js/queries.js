@@ -14,6 +14,8 @@ const MAX_ROWS = 300; // rows listed; every result is still highlighted
 /** Found pipes: a hot colour no pipe network uses, drawn flat (REPLACE) so it glows against the dimmed rest. */
 const PIPE_FOUND = Cesium.Color.fromCssColorString("#ff2bd6");
 const AREA = Cesium.Color.fromCssColorString("#46b1e1");
+const NETWORKS_ZH = { gas: "燃气", water: "供水", drainage: "排水", sewer: "污水", heating: "供热" };
+const zhNetwork = (network) => NETWORKS_ZH[network] ?? network ?? "";
 
 export class Queries {
   constructor({ viewer, styler, inspector, layers, underground, onChange }) {
@@ -144,14 +146,14 @@ export class Queries {
     }
     const n = formatNumber(pipes.length);
     const km = formatNumber(result.total_length_m / 1000, 2);
-    const summary = bi(`${n} 根${q.network || ""}管线，区内共 ${km} 公里`, `${n} buried ${q.network || ""} pipes, ${km} km in the area`);
+    const summary = bi(`${n} 根${zhNetwork(q.network)}管线，区内共 ${km} 公里`, `${n} buried ${q.network || ""} pipes, ${km} km in the area`);
     // Oldest first: the install date is ISO, so text order is date order; undated last.
     const sorted = [...pipes].sort((a, b) => (a.install_date ?? "9999").localeCompare(b.install_date ?? "9999"));
     const diameters = await this.diameters(sorted.slice(0, MAX_ROWS).map((p) => p.id));
     const rows = sorted.map((p) => {
       const year = p.install_date?.slice(0, 4);
       const dn = diameters.get(p.id);
-      const zh = [p.network, dn != null ? `DN${dn}` : "", year ? `${year}年敷设` : "", `区内 ${formatNumber(p.length_in_area_m)} 米`];
+      const zh = [zhNetwork(p.network), dn != null ? `DN${dn}` : "", year ? `${year}年敷设` : "", `区内 ${formatNumber(p.length_in_area_m)} 米`];
       const en = [p.network, dn != null ? `${dn} mm` : "", year ? `laid ${year}` : "", `${formatNumber(p.length_in_area_m)} m in area`];
       return { id: p.id, text: p.id, sub: bi(zh.filter(Boolean).join(" · "), en.filter(Boolean).join(" · ")) };
     });
