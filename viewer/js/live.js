@@ -132,7 +132,7 @@ export class Live {
     // Raw alerts pop up for someone at a desk; the wall shows cases (its ticker), not every alert a sensor raises.
     if (document.body.classList.contains("wall")) return;
     for (const alert of fresh) {
-      toast(`${biText(...pair(ALERT_SEVERITIES, alert.severity))}: ${alertText(alert)}`, { onclick: () => this.flyToAlert(alert) });
+      toast(`${biText(...pair(ALERT_SEVERITIES, alert.severity))}: ${alertText(alert)}`, { onclick: () => this.flyToAlert(alert), severity: alert.severity });
     }
   }
 

@@ -107,6 +107,7 @@ async function start() {
     ? Promise.reject(new Error("the server has no built tilesets"))
     : layers.load(tilesName ? `/tiles/${tilesName}` : "/tiles", state.layers);
   const collections = await held;
+  queries.setKinds(collections); // the query forms offer only the kinds the store holds
   const extent = unionExtent(collections);
   // The ground layers are drawn after the first frame with tiles (or 15 s, or a tileset failure): drawn before, their
   // geometry and shaders delayed that frame by about a second in headless Chromium. Their switches show at once.

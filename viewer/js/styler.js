@@ -31,7 +31,7 @@ export class Styler {
     const id = feature.getProperty("id");
     let color = Cesium.Color.WHITE; // white leaves the tile's own colour (HIGHLIGHT blend multiplies)
     if (id === this.selected) color = SELECTED;
-    else if (this.found.has(id)) color = FOUND;
+    else if (this.found.has(id)) color = this.foundColor ?? FOUND; // queries.js may set a stronger one
     else if (this.live.has(id)) color = this.live.get(id);
     else if (this.found.size && this.dimOthers) color = DIMMED;
     return Cesium.Color.clone(color, result ?? new Cesium.Color());

@@ -25,10 +25,36 @@ export function setStatus(text, kind = "") {
   node.className = `status ${kind}`;
 }
 
-export function toast(text, { onclick, seconds = 6 } = {}) {
-  const node = el("div", { class: "toast", role: "alert", onclick }, text);
-  $("toasts").append(node);
-  setTimeout(() => node.remove(), seconds * 1000);
+/** Toasts at once at most; the rest wait, counted ("另有 5 条 / +5 more"), and show as the shown ones go. */
+const TOAST_MAX = 3;
+const TOAST_RANK = { critical: 0, alarm: 0, urgent: 1, warning: 1, info: 2 };
+const toasts = []; // {node, rank, at}, live ones
+
+/** A passing message; `severity` (critical, warning, info) orders them, the most severe first. */
+export function toast(text, { onclick, seconds = 6, severity } = {}) {
+  const node = el("div", { class: `toast${severity ? ` sev-${severity}` : ""}`, role: "alert", "data-severity": severity, onclick }, text);
+  const entry = { node, rank: TOAST_RANK[severity] ?? 1, at: performance.now() };
+  toasts.push(entry);
+  setTimeout(() => node.classList.add("leaving"), Math.max(0, seconds - 0.8) * 1000);
+  setTimeout(() => {
+    toasts.splice(toasts.indexOf(entry), 1);
+    renderToasts();
+  }, seconds * 1000);
+  renderToasts();
+}
+
+function renderToasts() {
+  toasts.sort((a, b) => a.rank - b.rank || b.at - a.at); // most severe first, then the newest
+  const shown = toasts.slice(0, TOAST_MAX).map((t) => t.node);
+  const more = toasts.length - shown.length;
+  const box = $("toasts");
+  // Nodes already shown stay in place (moving them would restart their fade); only changes are applied.
+  [...box.children].forEach((child) => shown.includes(child) || child.remove());
+  shown.forEach((node, i) => box.children[i] !== node && box.insertBefore(node, box.children[i] ?? null));
+  if (more) {
+    box.append(el("div", { class: "toast more", id: "toast-more" },
+      el("span", { class: "zh" }, `另有 ${more} 条`), " ", el("span", { class: "en" }, `+${more} more`)));
+  }
 }
 
 export function banner(text) {

@@ -114,7 +114,7 @@ export class Wall {
       el("tr", { "data-district": r.name },
         el("td", {}, r.name),
         el("td", { class: "num" }, formatNumber(r.km, 1)),
-        el("td", {}, el("span", { class: "bar", style: `width: ${Math.round((120 * r.km) / most)}px` })))));
+        el("td", {}, el("span", { class: "bar", style: `width: ${((6 * r.km) / most).toFixed(2)}em` })))));
   }
 
   async ownVitals() {
@@ -122,18 +122,18 @@ export class Wall {
     try {
       const lifts = await getJSON(`/queries/old-lifts${query({ years: 15 })}`);
       const count = lifts.buildings.reduce((n, b) => n + b.lifts.length, 0);
-      vitals.push({ id: "old-lifts", value: formatNumber(count), label: `lifts older than 15 years, in ${formatNumber(lifts.buildings.length)} buildings` });
+      vitals.push({ id: "old-lifts", value: formatNumber(count), label: biText(`超过15年的电梯，分布在 ${formatNumber(lifts.buildings.length)} 栋建筑`, `lifts older than 15 years, in ${formatNumber(lifts.buildings.length)} buildings`) });
     } catch (err) {
-      vitals.push({ id: "old-lifts", value: "—", label: `lifts older than 15 years (${err.message})` });
+      vitals.push({ id: "old-lifts", value: "—", label: `${biText("超过15年的电梯", "lifts older than 15 years")} (${err.message})` });
     }
     if (this.extent) {
       try {
         const [w, s, e, n] = this.extent;
         const area = { type: "Polygon", coordinates: [[[w, s], [e, s], [e, n], [w, n], [w, s]]] };
         const gas = await postJSON("/queries/buried-pipes", { area, network: "gas", older_than: 30 });
-        vitals.push({ id: "old-gas", value: `${formatNumber(gas.total_length_m / 1000, 1)} km`, label: "buried gas mains older than 30 years" });
+        vitals.push({ id: "old-gas", value: `${formatNumber(gas.total_length_m / 1000, 1)} km`, label: biText("超过30年的埋地燃气管", "buried gas mains older than 30 years") });
       } catch (err) {
-        vitals.push({ id: "old-gas", value: "—", label: `old gas mains (${err.message})` });
+        vitals.push({ id: "old-gas", value: "—", label: `${biText("老旧燃气管", "old gas mains")} (${err.message})` });
       }
     }
     const byKind = this.live.alertsByKind();
@@ -179,6 +179,25 @@ export class Wall {
   }
 }
 
+/** Chinese names of the server's vital signs (it labels them in English), Chinese first on the wall. */
+const ZH_VITALS = {
+  old_lifts: "超过15年的电梯",
+  old_lifts_share: "超过15年电梯占比",
+  old_gas_mains_km: "超过30年的埋地燃气管",
+  old_water_mains_km: "超过30年的埋地供水管",
+  homes_near_park: "500米内有公园的住宅",
+  stops_near_metro: "50米内有地铁口的公交站",
+  sensors_reporting: "在线传感器",
+  open_alerts: "未关闭告警",
+};
+
+function zhLabel(id) {
+  const key = String(id ?? "");
+  if (ZH_VITALS[key]) return ZH_VITALS[key];
+  if (key.startsWith("open_alerts.")) return `未关闭告警：${key.slice("open_alerts.".length).replaceAll("_", " ")}`;
+  return undefined;
+}
+
 /** Accept {"indicators": [{id, label, value, unit}]}, a list of those, or {name: value | {value, unit, label}}. */
 function normalise(body) {
   const items = Array.isArray(body) ? body : Array.isArray(body?.indicators) ? body.indicators : undefined;
@@ -188,7 +207,7 @@ function normalise(body) {
     return {
       id: item.id ?? item.name,
       value: item.unit ? `${value} ${item.unit}` : value,
-      label: item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " "),
+      label: biText(zhLabel(item.id ?? item.name), item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " ")),
       bad: Boolean(item.bad ?? item.alert),
     };
   });
