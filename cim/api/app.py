@@ -28,6 +28,7 @@ from cim.api import (
     ogc_features,
     preview,
     queries,
+    search,
     tiles,
 )
 from cim.api.admin import build_admin_router
@@ -53,6 +54,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     aggregates.router,
     queries.router,
     indicators.router,
+    search.router,
     assets.router,
     tiles.router,
     preview.router,
