@@ -15,9 +15,11 @@ one vertex per position and normal, clusters):
 - a node + mesh per cluster (the node matrix dequantises: scale = step, translation = the cluster's middle), a
   primitive per colour (a material each, no ``COLOR_0``) and per run of ≤ 65,535 vertices; primitives are accessors
   at offsets into the kind's views;
-- one property table per kind (a class per kind; loaders.gl 4.5 decodes only one table per class), its rows the
-  kind's features in table order; every primitive of the kind points at it, ``featureCount`` = the table's count,
-  so a primitive's ids are those of its features among them.
+- one property table per tile, every primitive pointing at it (``featureCount`` = the table's count, so a
+  primitive's ids are those of its features among them): CesiumJS reads one table per model (the first primitive's,
+  ``Model.featureTableId``), so with a table per kind a pipe beside a valve was picked and styled with the valve's
+  row. Its rows are the features of each kind in turn; its class is the kind's, or for a tile of several kinds a
+  class holding their properties (:func:`cim.tiling.properties.props_of_kinds`).
 
 glTF is y-up, so ENU (east, north, up) is written as (east, up, −north); 3D Tiles turns it back. The tile's box
 holds every dequantised vertex (+1 mm). Degenerate triangles (zero area) are dropped and counted.
@@ -106,6 +108,7 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     features = degenerate = 0
     counts: dict[str, int] = {}
+    kept: list[tuple[str, PreparedMesh, I64, pa.Table, npt.NDArray[np.float32]]] = []
     for kind in sorted(tables):
         table = tables[kind]
         found = pc.fill_null(pc.index_in(mesh_ids, value_set=table.column("id")), -1)
@@ -113,7 +116,7 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         picked = np.flatnonzero(row >= 0)
         if not len(picked):
             continue
-        # the rows that have a mesh, renumbered 0..n-1 in table order: the feature ids
+        # the rows that have a mesh, renumbered 0..n-1 in table order
         used = np.unique(row[picked])
         feature_of_row = np.full(table.num_rows, -1, np.int64)
         feature_of_row[used] = np.arange(len(used))
@@ -128,17 +131,23 @@ def encode_tile(origin: tuple[float, float, float], meshes: MeshBatch, tables: d
         degenerate += prepared.dropped
         lo, hi = np.minimum(lo, prepared.lo), np.maximum(hi, prepared.hi)
         vertex_feature = feature_of_row[row[picked]][prepared.vertex_asset]
-        # one property table per kind (loaders.gl 4.5 decodes one table per class), rows in table order: the
-        # features left with triangles; every primitive of the kind points at it
         has = np.bincount(vertex_feature, minlength=len(used)) > 0
         present = np.flatnonzero(has)
-        ids = (np.cumsum(has) - 1)[vertex_feature]  # rank among the present features
-        table_index = writer.property_table(kind, table.take(pa.array(used[present])))
-        prim_tables = [(table_index, len(present))] * len(prepared.primitives)
-        materials = [writer.material(kind, colors[a]) for a in prepared.color_assets.tolist()]
-        writer.kind_meshes(kind, prepared, ids, prim_tables, materials)
-        counts[kind] = len(present)
-        features += counts[kind]
+        ids = (np.cumsum(has) - 1)[vertex_feature]  # rank among the kind's features left with triangles
+        kept.append((kind, prepared, ids, table.take(pa.array(used[present])), colors))
+    if kept:
+        # one property table for the tile, the kinds' rows one after the other: CesiumJS reads one table per model
+        # (the first primitive's), so a table per kind would give the second kind's features the first's rows
+        rows = pa.concat_tables([k[3] for k in kept], promote_options="permissive")
+        table_index = writer.property_table([k[0] for k in kept], rows)
+        offset = 0
+        for kind, prepared, ids, kind_rows, colors in kept:
+            prim_tables = [(table_index, rows.num_rows)] * len(prepared.primitives)
+            materials = [writer.material(kind, colors[a]) for a in prepared.color_assets.tolist()]
+            writer.kind_meshes(kind, prepared, ids + offset, prim_tables, materials)
+            counts[kind] = kind_rows.num_rows
+            offset += kind_rows.num_rows
+        features = offset
     if not features:
         lo = hi = np.zeros(3)
     return TileContent(
@@ -207,7 +216,7 @@ class _Writer:
         self.materials: list[dict[str, Any]] = []
         self.material_index: dict[tuple[Any, ...], int] = {}
         self.tables: list[dict[str, Any]] = []
-        self.kinds: list[str] = []
+        self.kinds: list[tuple[str, ...]] = []
         self.quantized = False
 
     def view(self, data: bytes, *, target: int | None = None, stride: int | None = None) -> int:
@@ -231,16 +240,18 @@ class _Writer:
         self.accessors.append({"bufferView": view, "componentType": component, "count": count, "type": type_, **extra})
         return len(self.accessors) - 1
 
-    def property_table(self, kind: str, table: pa.Table) -> int:
+    def property_table(self, kinds: list[str], table: pa.Table) -> int:
+        """The tile's property table: the rows of the features of ``kinds``, in feature-id order."""
+        name = properties.class_of(kinds)
         props: dict[str, Any] = {}
-        for column in properties.encode(kind, table):
-            assert column.values, f"{kind}.{column.prop.id}: an empty column is left out of the table, never padded"
+        for column in properties.encode(kinds, table):
+            assert column.values, f"{name}.{column.prop.id}: an empty column is left out of the table, never padded"
             entry = {"values": self.view(column.values)}
             if column.offsets is not None:
                 entry["stringOffsets"] = self.view(column.offsets)
             props[column.prop.id] = entry
-        self.tables.append({"class": kind, "count": table.num_rows, "properties": props})
-        self.kinds.append(kind)
+        self.tables.append({"class": name, "count": table.num_rows, "properties": props})
+        self.kinds.append(tuple(kinds))
         return len(self.tables) - 1
 
     def material(self, kind: str, rgba: npt.NDArray[np.float32]) -> int:
@@ -348,7 +359,7 @@ class _Writer:
             "buffers": [{"byteLength": len(binary)}],
             "extensions": {
                 "EXT_structural_metadata": {
-                    "schema": properties.schema_for(self.kinds),
+                    "schema": properties.schema_of_tables(self.kinds),
                     "propertyTables": self.tables,
                 }
             },

@@ -16,7 +16,7 @@ from cim.tiling.properties import props_of
 from cim.tiling.quadtree import TreeLimits, assign, cell_of, root_level, split_key, tile_key
 
 #: Bumped when what a tile's inputs produce changes (encoder, schema): every tile is then rewritten.
-FORMAT = "cim-tiles-3"
+FORMAT = "cim-tiles-4"
 #: Bytes a tile needs per stored vertex / triangle / feature — the estimate that bounds tiles before any mesh is
 #: read. A vertex is 16 B (int16 position 8, int8 normal 4, feature id 4); a triangle 6 B of uint16 indices plus the
 #: vertices creases add (AC20-FZK-Haus: 12,041 stored → 20,135 written for 23,264 triangles, 0.35 × 16 B); a feature

@@ -96,6 +96,48 @@ def props_of(kind: str) -> tuple[Prop, ...]:
     return COMMON + own + (BUILDING_PROPS if k is Kind.BUILDING else OTHER_PROPS)
 
 
+#: ``noData`` of a property that is required in one kind's class and missing from another kind's rows, in the class
+#: of a tile holding both (see :func:`props_of_kinds`).
+_MISSING = {"STRING": "", "FLOAT32": -1.0, "UINT16": 65535, "UINT8": 255}
+
+
+def class_of(kinds: list[str] | tuple[str, ...]) -> str:
+    """The class of a tile's property table holding the features of ``kinds``: the kind itself, or the kinds joined.
+
+    >>> class_of(["pipe"]), class_of(["pipe", "node"])
+    ('pipe', 'node_pipe')
+    """
+    return "_".join(sorted(kinds))
+
+
+def props_of_kinds(kinds: list[str] | tuple[str, ...]) -> tuple[Prop, ...]:
+    """The properties of the class of a tile holding ``kinds``: every kind's properties once, in order; required
+    only where every kind requires it, else with a ``noData`` for the rows of the kinds without it.
+
+    A tile has one property table whatever kinds it holds: CesiumJS reads one table per model (the first primitive's,
+    ``Model.featureTableId``), so a second kind's features would be picked and styled with the first's rows.
+
+    >>> [p.id for p in props_of_kinds(["building", "lift"])][-3:]
+    ['year_built', 'lift_count', 'install_year']
+    >>> [p.no_data for p in props_of_kinds(["building", "lift"]) if p.id == "lift_count"]
+    [65535]
+    """
+    if len(kinds) == 1:
+        return props_of(kinds[0])
+    per_kind = [props_of(k) for k in sorted(kinds)]
+    out: dict[str, Prop] = {}
+    for props in per_kind:
+        for prop in props:
+            out.setdefault(prop.id, prop)
+    everywhere = set.intersection(*({p.id for p in props} for props in per_kind))
+    return tuple(
+        p
+        if p.no_data is not None or p.id in everywhere
+        else Prop(p.id, p.type, p.component, _MISSING[p.component or p.type], p.description)
+        for p in out.values()
+    )
+
+
 def schema_for(kinds: list[str]) -> dict[str, Any]:
     """The metadata schema of a tile holding ``kinds``: the kind enum and one class per kind (no ``classes`` in an
     empty tile: the schema asks at least one when the key is there)."""
@@ -112,6 +154,21 @@ def schema_for(kinds: list[str]) -> dict[str, Any]:
     return schema
 
 
+def schema_of_tables(tables: list[tuple[str, ...]]) -> dict[str, Any]:
+    """The metadata schema of a tile whose property tables hold the features of these kinds (one tuple per table):
+    the kind enum and a class per table (:func:`class_of`, :func:`props_of_kinds`)."""
+    schema = schema_for([])
+    if tables:
+        schema["classes"] = {
+            class_of(kinds): {
+                "name": " + ".join(sorted(kinds)),
+                "properties": {p.id: p.definition() for p in props_of_kinds(kinds)},
+            }
+            for kinds in tables
+        }
+    return schema
+
+
 @dataclass(frozen=True, slots=True)
 class PropertyBytes:
     """One property's bytes: ``values`` and, for text, ``offsets`` (UINT32, count + 1)."""
@@ -121,10 +178,11 @@ class PropertyBytes:
     offsets: bytes | None = None
 
 
-def encode(kind: str, table: pa.Table) -> list[PropertyBytes]:
-    """The property table of ``kind`` for the rows of ``table`` (one row per feature, in feature-id order), without
-    the optional properties that are missing in every row."""
-    columns = (_encode(p, table) for p in props_of(kind))
+def encode(kind: str | list[str] | tuple[str, ...], table: pa.Table) -> list[PropertyBytes]:
+    """The property table of ``kind`` (or of a tile holding several kinds, :func:`props_of_kinds`) for the rows of
+    ``table`` (one row per feature, in feature-id order), without the optional properties missing in every row."""
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    columns = (_encode(p, table) for p in props_of_kinds(kinds))
     return [c for c in columns if c.prop.no_data is None or not _all_missing(c)]
 
 

@@ -21,9 +21,9 @@ from cim.store.meshes import MeshStore, mesh_path_for
 from cim.tiling import properties
 from cim.tiling.build import build_tiles
 from cim.tiling.compress import compress_glb
-from cim.tiling.glb import encode_tile, read_glb
+from cim.tiling.glb import accessor_array, encode_tile, read_glb
 from tests.tiling import metadata_rules
-from tests.tiling.checks import check_all, string_property
+from tests.tiling.checks import check_all, scalar_property, string_property
 from tests.tiling.conftest import LAT, LON, box_mesh
 from tests.tiling.metadata_rules import check_glb, check_glb_layout, check_property_tables
 
@@ -67,17 +67,38 @@ def test_a_tile_whose_string_columns_are_all_empty_follows_every_rule() -> None:
 def test_all_missing_optional_columns_are_left_out_and_read_back_missing_through_default() -> None:
     doc, binary = read_glb(city_tile())
     metadata = doc["extensions"]["EXT_structural_metadata"]
-    tables = {t["class"]: t for t in metadata["propertyTables"]}
+    (table,) = metadata["propertyTables"]  # one table for the tile, whatever kinds it holds
     classes = metadata["schema"]["classes"]
-    assert {"material", "status", "parent_id"}.isdisjoint(tables["building"]["properties"])
-    assert "name" not in tables["pipe"]["properties"] and "storeys" not in classes["pipe"]["properties"]
-    assert {"name", "height_m", "install_date", "year_built"} <= set(tables["building"]["properties"])
-    assert string_property(doc, binary, tables["building"], "name") == ["One", "Two", ""]
+    assert table["class"] == "building_pipe" and set(classes) == {"building_pipe"}
+    assert {"status", "parent_id"}.isdisjoint(table["properties"])  # empty for every feature of the tile
+    assert {"name", "height_m", "install_date", "year_built", "material", "network"} <= set(table["properties"])
+    assert string_property(doc, binary, table, "name") == ["One", "Two", "", "", ""]
+    assert string_property(doc, binary, table, "material") == ["", "", "", "cast iron", "PE"]
+    storeys = scalar_property(doc, binary, table, "storeys", np.uint16).tolist()
+    assert storeys == [6, 4, 3, 65535, 65535]  # pipes have none: the class's noData
+    lifts = classes["building_pipe"]["properties"]["lift_count"]
+    assert lifts["noData"] == 65535 and not lifts.get("required")  # required of buildings, missing for pipes
     for cls in classes.values():
         for prop in cls["properties"].values():
             # a client reads an omitted column as `default`: the noData value, i.e. "missing" as in a present column
             assert prop.get("default") == prop.get("noData")
             assert prop.get("required", False) == ("noData" not in prop)
+
+
+def test_every_primitive_of_a_mixed_tile_points_at_its_own_kinds_rows() -> None:
+    """CesiumJS reads one property table per model (the first primitive's): each kind's feature ids must index rows
+    of that kind in the one table, or a pipe is picked and styled with a valve's row."""
+    doc, binary = read_glb(city_tile())
+    (table,) = doc["extensions"]["EXT_structural_metadata"]["propertyTables"]
+    ids = string_property(doc, binary, table, "id")
+    seen: dict[str, set[str]] = {}
+    for mesh in doc["meshes"]:
+        for primitive in mesh["primitives"]:
+            spec = primitive["extensions"]["EXT_mesh_features"]["featureIds"][0]
+            assert spec["propertyTable"] == 0 and spec["featureCount"] == table["count"]
+            rows = accessor_array(doc, binary, primitive["attributes"]["_FEATURE_ID_0"]).ravel().astype(int)
+            seen.setdefault(mesh["name"], set()).update(ids[r] for r in rows)
+    assert seen == {"building": {"b0", "b1", "b2"}, "pipe": {"p0", "p1"}}
 
 
 def test_every_property_table_column_is_an_optional_or_required_property_of_its_class() -> None:
