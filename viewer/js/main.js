@@ -11,6 +11,7 @@ import { Ground } from "./ground.js";
 import { initLang } from "./i18n.js";
 import { Inspector } from "./inspect.js";
 import { Layers } from "./layers.js";
+import { Legend } from "./legend.js";
 import { Live } from "./live.js";
 import { Measure } from "./measure.js";
 import { Queries } from "./queries.js";
@@ -48,7 +49,10 @@ function saveState() {
 }
 
 const layers = new Layers(viewer, styler, saveState);
-const underground = new Underground(viewer, saveState);
+const underground = new Underground(viewer, saveState, { styler });
+const legend = new Legend({ layers, underground });
+window.cim.underground = underground;
+window.cim.legend = legend;
 const inspector = new Inspector(viewer, styler);
 const queries = new Queries({ viewer, styler, inspector, layers, underground, onChange: saveState });
 const areas = new Areas(viewer);
@@ -131,6 +135,7 @@ async function start() {
 
   try {
     const groups = await tiles;
+    legend.watch();
     setStatus(`${tilesName || "tiles"}: ${groups.join(", ")}`, "ok");
     layers.firstTile.then(() => {
       // From navigation start, as the issue's target counts it.
@@ -172,6 +177,7 @@ async function start() {
   }
   window.cim.timings.placedMs = performance.now() - started;
   await ground;
+  legend.update();
   window.cim.timings.groundMs = performance.now() - started;
   await caseLayers;
   measure.warmUp();

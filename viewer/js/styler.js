@@ -6,6 +6,20 @@ import * as Cesium from "./cesium.js";
 const SELECTED = Cesium.Color.fromCssColorString("#46b1e1");
 const FOUND = Cesium.Color.fromCssColorString("#ffd23f");
 const DIMMED = Cesium.Color.fromCssColorString("#9aa3ad").withAlpha(0.35);
+// Buried networks by the colours of China's pipeline survey standard (CJJ 61: water sky blue, drainage brown, gas pink,
+// heat orange, power red, telecom green); water a deeper blue than the selection's. zh-CN and English names.
+export const NETWORKS = {
+  water: { css: "#2f7dff", zh: "给水", en: "water" },
+  gas: { css: "#ff5fb4", zh: "燃气", en: "gas" },
+  drainage: { css: "#a0632e", zh: "排水", en: "drainage" },
+  sewer: { css: "#7a4a22", zh: "污水", en: "sewer" },
+  heating: { css: "#ff9a1f", zh: "热力", en: "heating" },
+  power: { css: "#e5302a", zh: "电力", en: "power" },
+  telecom: { css: "#2fbf4a", zh: "通信", en: "telecom" },
+};
+export const OTHER_NETWORK = { css: "#8a93a0", zh: "其他管线", en: "other network" };
+const NETWORK_COLORS = new Map(Object.entries(NETWORKS).map(([k, v]) => [k, Cesium.Color.fromCssColorString(v.css)]));
+const OTHER_COLOR = Cesium.Color.fromCssColorString(OTHER_NETWORK.css);
 
 export class Styler {
   constructor() {
@@ -13,6 +27,7 @@ export class Styler {
     this.selected = undefined;
     this.found = new Set();
     this.live = new Map(); // asset id → Cesium.Color from sensor state
+    this.ghost = undefined; // {groups: Set of layer names, alpha}: those layers see-through (underground mode)
   }
 
   attach(tileset, scene) {
@@ -25,6 +40,8 @@ export class Styler {
       evaluateColor: (feature, result) => this.colorOf(feature, result),
     };
     tileset.style = style;
+    // Buried networks take their network's colour in full (the tile's own pipe colour is one blue for all).
+    if (tileset.cimGroup === "underground") tileset.colorBlendMode = Cesium.Cesium3DTileColorBlendMode.REPLACE;
   }
 
   colorOf(feature, result) {
@@ -34,7 +51,10 @@ export class Styler {
     else if (this.found.has(id)) color = this.foundColor ?? FOUND; // queries.js may set a stronger one
     else if (this.live.has(id)) color = this.live.get(id);
     else if (this.found.size && this.dimOthers) color = DIMMED;
-    return Cesium.Color.clone(color, result ?? new Cesium.Color());
+    else if (feature.tileset?.cimGroup === "underground") color = networkColor(feature.getProperty("network"));
+    const out = Cesium.Color.clone(color, result ?? new Cesium.Color());
+    if (this.ghost?.groups.has(feature.tileset?.cimGroup) && id !== this.selected) out.alpha *= this.ghost.alpha;
+    return out;
   }
 
   refresh() {
@@ -58,4 +78,9 @@ export class Styler {
     else this.live.delete(id);
     this.refresh();
   }
+}
+
+/** A buried feature's colour by its network (pipes, and the valves and chambers on them). */
+export function networkColor(network) {
+  return NETWORK_COLORS.get(network) ?? OTHER_COLOR;
 }
