@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.viewer.conftest import Watch
 from tests.viewer.test_viewer import MAP, api, open_viewer, settle, wait_for_tiles
 
