@@ -30,7 +30,7 @@ NEAR_COLOURS = """async ([url, [x, y, w, h], colours, skip]) => {
     const sum = px[0] + px[1] + px[2];
     if (sum < 90) continue;
     const cp = chroma(px);
-    let best, bestDist = 0.1;
+    let best, bestDist = 0.16;  // lit faces shift the chroma: thin water mains are lighter than their swatch
     for (const [name, ct, tsum] of targets) {
       const dist = Math.hypot(cp[0] - ct[0], cp[1] - ct[1], cp[2] - ct[2]);
       if (dist < bestDist && sum > tsum * 0.3 && sum < tsum * 1.6) [best, bestDist] = [name, dist];
