@@ -187,8 +187,11 @@ def test_fifty_searches_at_once_on_a_live_server(city_url: str, tmp_path) -> Non
         # a 1 MB q: refused before the app (a request head over 64 KiB), and the server answers on
         host, port = base.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"GET /search?q=" + b"%E6%B5%A6" * 350_000 + b" HTTP/1.1\r\nHost: cim\r\n\r\n")
-            head = s.recv(4096)
+            try:
+                s.sendall(b"GET /search?q=" + b"%E6%B5%A6" * 350_000 + b" HTTP/1.1\r\nHost: cim\r\n\r\n")
+                head = s.recv(4096)
+            except (ConnectionResetError, BrokenPipeError):
+                head = b"HTTP/1.1 431 reset"  # refused and closed while the rest was still being sent
         assert head.split(b" ")[1] in (b"400", b"414", b"431"), head[:200]
         assert httpx.get(f"{base}/search", params={"q": "b-1"}).json()["total"] == 1
     print(f"50 concurrent searches in {took * 1000:.0f} ms")
