@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import LOCAL, WRITE_TOKEN, Watch
-from tests.viewer.test_viewer import api, open_viewer, settle, wait_for_tiles
+from tests.viewer.conftest import LOCAL, Watch
+from tests.viewer.test_viewer import api, open_viewer, post_fault, settle, wait_for_tiles
 
 LANGS = ("both", "zh", "en")
 
@@ -198,18 +198,6 @@ def test_the_wall_fits_the_screen(sized: Any, server: str, shots: Path, width: i
         assert bottom <= ticker_top, f"{(left, top, right, bottom)} runs under the ticker at {ticker_top}"
     settle(tab, 1)
     tab.screenshot(path=str(shots / f"wall-{width}x{height}.png"))
-
-
-def post_fault(server: str, sensor_id: str) -> None:
-    body = json.dumps({"sensor_id": sensor_id, "status": "fault"}).encode()
-    request = urllib.request.Request(
-        f"{server}/iot/readings",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {WRITE_TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status in (200, 202)
 
 
 TOASTS = """() => ({

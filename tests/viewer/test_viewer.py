@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import Watch
+from tests.viewer.conftest import WRITE_TOKEN, Watch
 
 READY = "window.cim && window.cim.ready === true"
 #: Generous: software WebGL on two cores stalls seconds compiling shaders; the measured figure is printed.
@@ -276,8 +276,6 @@ def test_the_viewer_router_serves_the_app_and_cesium_but_not_the_package_files(s
 
 
 def test_a_fault_posted_to_the_server_reaches_the_alert_list_and_a_toast(page: tuple[Any, Watch], server: str) -> None:
-    from tests.viewer.conftest import WRITE_TOKEN
-
     tab, _ = page
     sensors = api(server, "/iot/sensors")
     lift_sensor = next(s for s in sensors if s.get("quantity") == "lift_status")
@@ -285,7 +283,18 @@ def test_a_fault_posted_to_the_server_reaches_the_alert_list_and_a_toast(page: t
     open_viewer(tab, server)
     tab.wait_for_function("window.cim.live.socket && window.cim.live.socket.readyState === 1", timeout=30_000)
     time.sleep(0.5)  # the snapshot arrives first; the fault must come as a change
-    body = json.dumps({"sensor_id": lift_sensor["id"], "status": "fault"}).encode()
+    post_fault(server, lift_sensor["id"])
+    alert_item = tab.locator(f'#alert-list [data-alert*="{lift_sensor["parent_id"]}"]')  # an alert is its asset's
+    alert_item.wait_for(timeout=30_000)
+    tab.wait_for_function("(window.__toasts || []).some((t) => t.includes('fault'))", timeout=10_000)
+    marker = f"window.cim.live.sensors.get({json.dumps(lift_sensor['id'])}).marker"
+    tab.wait_for_function(f"{marker}.pixelSize === 14", timeout=10_000)  # the sensor's marker turned red
+    assert tab.evaluate(f"{marker}.color.toCssColorString()") == "rgb(229,72,77)"
+
+
+def post_fault(server: str, sensor_id: str) -> None:
+    """A fault reading of ``sensor_id`` posted to the server's HTTP ingest, as a field system sends it."""
+    body = json.dumps({"sensor_id": sensor_id, "status": "fault"}).encode()
     request = urllib.request.Request(
         f"{server}/iot/readings",
         data=body,
@@ -294,9 +303,3 @@ def test_a_fault_posted_to_the_server_reaches_the_alert_list_and_a_toast(page: t
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status in (200, 202)
-    alert_item = tab.locator(f'#alert-list [data-alert*="{lift_sensor["parent_id"]}"]')  # an alert is its asset's
-    alert_item.wait_for(timeout=30_000)
-    tab.wait_for_function("(window.__toasts || []).some((t) => t.includes('fault'))", timeout=10_000)
-    marker = f"window.cim.live.sensors.get({json.dumps(lift_sensor['id'])}).marker"
-    tab.wait_for_function(f"{marker}.pixelSize === 14", timeout=10_000)  # the sensor's marker turned red
-    assert tab.evaluate(f"{marker}.color.toCssColorString()") == "rgb(229,72,77)"
