@@ -211,31 +211,30 @@ def _join_meshes(assets: pa.Table, meshes: MeshStore) -> tuple[pa.Table, list[st
 
 def compression_of(folder: Path) -> str:
     """The compression the build in ``folder`` wrote its tiles with (builds before the option wrote plain glbs)."""
-    try:
-        return str(json.loads((folder / MANIFEST).read_text()).get("compress", "none"))
-    except (OSError, ValueError, AttributeError):
-        return "none"
+    return str(_manifest(folder).get("compress", "none"))
 
 
 def implicit_of(folder: Path) -> bool | None:
     """Whether the build in ``folder`` wrote implicit tilesets (None: unknown, e.g. a build before the option), so a
     rebuild after edits keeps the tiling its operator chose."""
-    try:
-        value = json.loads((folder / MANIFEST).read_text()).get("implicit")
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = _manifest(folder).get("implicit")
     return value if isinstance(value, bool) else None
 
 
 def _read_manifest(folder: Path | None) -> dict[str, Any]:
-    if folder is None or not (folder / MANIFEST).is_file():
-        return {}
+    """The tiles of the build in ``folder`` (hash, box and size of each), when it was written in this format."""
+    manifest = _manifest(folder) if folder is not None else {}
+    tiles: dict[str, Any] = manifest.get("tiles", {}) if manifest.get("format") == FORMAT else {}
+    return tiles
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    """``build.json`` of the build in ``folder``; empty when there is none or it cannot be read."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return {}
-    tiles: dict[str, Any] = manifest.get("tiles", {}) if manifest.get("format") == FORMAT else {}
-    return tiles
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _written(plan: Plan, state: pa.Table | None, partial_plan: bool, implicit: bool | None) -> Plan:
