@@ -10,6 +10,38 @@ export function bi(zh, en) {
   return el("span", { class: "bi" }, el("span", { class: "zh" }, zh), " ", el("span", { class: "en" }, en));
 }
 
+/** Names of asset kinds and areas: zh-CN, English, English plural (lists such as the legend). */
+const KIND_NAMES = {
+  place: ["地点", "place", "places"],
+  city: ["市", "city", "city"],
+  district: ["区", "district", "districts"],
+  street: ["街镇", "street", "streets"],
+  grid_cell: ["网格", "grid cell", "grid cells"],
+  building: ["建筑", "building", "buildings"],
+  bridge: ["桥梁", "bridge", "bridges"],
+  site: ["场地", "site", "sites"],
+  storey: ["楼层", "storey", "storeys"],
+  space: ["空间", "space", "spaces"],
+  element: ["构件", "element", "elements"],
+  lift: ["电梯", "lift", "lifts"],
+  road: ["道路", "road", "roads"],
+  park: ["公园", "park", "parks"],
+  pipe: ["管线", "pipe", "pipes"],
+  node: ["阀门/检查井", "valve, chamber", "valves, chambers"],
+  hydrant: ["消火栓", "hydrant", "hydrants"],
+  pole: ["杆件", "pole", "poles"],
+  transit_stop: ["公交站", "bus stop", "bus stops"],
+  metro_exit: ["地铁出入口", "metro exit", "metro exits"],
+  charger: ["充电桩", "charger", "chargers"],
+  sensor: ["传感器", "sensor", "sensors"],
+};
+
+/** [zh, en] names of an asset kind or area kind (the kind itself when unknown). */
+export function kindName(kind, { plural = false } = {}) {
+  const names = KIND_NAMES[kind];
+  return names ? [names[0], names[plural ? 2 : 1]] : [kind, kind];
+}
+
 /** A bilingual label as plain text, for places that take text only (tooltips, canvas labels, the ticker). */
 export function biText(zh, en) {
   const lang = currentLang();

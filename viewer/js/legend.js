@@ -1,7 +1,7 @@
 // The legend: one box (bottom right) with a swatch for every layer and colour on screen — buildings, BIM, the buried
 // pipes by network, the point assets by kind, the ground layers — and only those shown. The kinds and networks come
 // from the tiles as they load (their metadata's `kind` and `network`), so the legend names what the city holds.
-import { bi } from "./i18n.js";
+import { bi, kindName } from "./i18n.js";
 import { NETWORKS, OTHER_NETWORK } from "./styler.js";
 import { $, el } from "./ui.js";
 
@@ -20,23 +20,6 @@ const KIND_COLORS = {
   metro_exit: [0.8, 0.1, 0.5],
   charger: [0.1, 0.8, 0.8],
   sensor: [1.0, 0.85, 0.1],
-};
-const KINDS = {
-  building: ["建筑", "buildings"],
-  bridge: ["桥梁", "bridges"],
-  site: ["场地", "sites"],
-  storey: ["楼层", "storeys"],
-  space: ["空间", "spaces"],
-  element: ["构件", "elements"],
-  lift: ["电梯", "lifts"],
-  pipe: ["管线", "pipes"],
-  node: ["阀门/检查井", "valves, chambers"],
-  hydrant: ["消火栓", "hydrants"],
-  pole: ["杆", "poles"],
-  transit_stop: ["公交站", "bus stops"],
-  metro_exit: ["地铁出入口", "metro exits"],
-  charger: ["充电桩", "chargers"],
-  sensor: ["传感器", "sensors"],
 };
 const GROUPS = {
   buildings: ["建筑", "Buildings"],
@@ -117,7 +100,7 @@ export class Legend {
       } else {
         const kinds = [...(this.kinds.get(group) ?? [])].filter((k) => KIND_COLORS[k]).sort();
         for (const k of kinds) {
-          const [kz, ke] = KINDS[k] ?? [k, k];
+          const [kz, ke] = kindName(k, { plural: true });
           items.push(item(css(KIND_COLORS[k]), kz, ke, { kind: k, ghost: ghosted && group !== "points" }));
         }
       }

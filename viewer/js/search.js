@@ -3,32 +3,13 @@
 // and height, an area to its bounding box — and an asset is picked (highlighted in the tiles, detail opened).
 import * as Cesium from "./cesium.js";
 import { getJSON } from "./api.js";
-import { bi } from "./i18n.js";
+import { bi, kindName } from "./i18n.js";
 import { $, el } from "./ui.js";
 import { flyToPoint } from "./viewer.js";
 
 const DEBOUNCE_MS = 150;
 const LIMIT = 10;
 const AREAS = new Set(["city", "district", "street", "grid_cell"]);
-const KINDS = {
-  place: ["地点", "place"],
-  city: ["市", "city"],
-  district: ["区", "district"],
-  street: ["街镇", "street"],
-  grid_cell: ["网格", "grid cell"],
-  building: ["建筑", "building"],
-  storey: ["楼层", "storey"],
-  lift: ["电梯", "lift"],
-  road: ["道路", "road"],
-  pipe: ["管线", "pipe"],
-  park: ["公园", "park"],
-  transit_stop: ["公交站", "bus stop"],
-  metro_exit: ["地铁出入口", "metro exit"],
-  charger: ["充电桩", "charger"],
-  pole: ["杆件", "pole"],
-  hydrant: ["消火栓", "hydrant"],
-  sensor: ["传感器", "sensor"],
-};
 
 export class Search {
   constructor({ viewer, inspector }) {
@@ -86,7 +67,7 @@ export class Search {
     const items = matches.map((m, i) =>
       el("li", { "data-id": m.id, "data-kind": m.kind, onclick: () => this.choose(i), onmouseenter: () => this.mark(i) },
         bi(m.name_zh, m.name_en ?? m.name ?? m.id),
-        el("div", { class: "sub" }, bi(...kindPair(m.kind)),
+        el("div", { class: "sub" }, bi(...kindName(m.kind)),
           m.district && m.kind !== "district" ? [" · ", bi(m.district.name_zh, m.district.name_en)] : "")));
     if (!matches.length) items.push(el("li", { class: "empty", id: "search-none" }, bi("无结果", "no matches")));
     else if (total > matches.length) {
@@ -138,8 +119,4 @@ export class Search {
     if (!AREAS.has(m.kind) && m.kind !== "place") this.inspector.open(m.id, { name: m.name });
     else this.inspector.close(); // an area or a place: nothing picked
   }
-}
-
-function kindPair(kind) {
-  return KINDS[kind] ?? [kind, kind];
 }
