@@ -5,7 +5,9 @@
 // Why our own grid over CesiumJS's EntityCluster: EntityCluster needs every sensor as an Entity (a DataSource the
 // display updates each frame) and re-clusters while the camera moves, rebuilding its billboards and labels on the way;
 // in software WebGL that cost falls on every frame of an orbit. Here the work is one projection of each position on
-// moveEnd (a few ms for thousands) and the frame draws only the collections' points and a few hundred labels.
+// moveEnd (a few ms for thousands) and the frame draws only the single markers and one billboard a cluster.
+// A cluster is one billboard, its disc and count drawn on a canvas (kept by count and state): a point with a label on
+// it does not work, as both are drawn at the near plane (over buildings) and the point hid the label.
 import * as Cesium from "./cesium.js";
 
 export const CELL_PX = 64;
@@ -17,15 +19,38 @@ export class ScreenClusters {
   constructor(scene, colours) {
     this.scene = scene;
     this.colours = colours; // state → Cesium.Color
-    this.points = scene.primitives.add(new Cesium.PointPrimitiveCollection());
-    this.labels = scene.primitives.add(new Cesium.LabelCollection());
+    this.discs = scene.primitives.add(new Cesium.BillboardCollection({ scene }));
+    this.images = new Map(); // "state:count" → canvas
     this.list = []; // [{count, state, position, ids}] as drawn, for the legend and tests
   }
 
   clear() {
-    this.points.removeAll();
-    this.labels.removeAll();
+    this.discs.removeAll();
     this.list = [];
+  }
+
+  /** The disc of a cluster: its state's colour, a white ring, the count; larger for more members. */
+  image(state, count) {
+    const key = `${state}:${count}`;
+    if (this.images.has(key)) return [key, this.images.get(key)];
+    const size = Math.round(20 + 8 * Math.log10(count)); // 22 px for 2, 44 px for 1,000
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = size + 4;
+    const g = canvas.getContext("2d");
+    g.beginPath();
+    g.arc(size / 2 + 2, size / 2 + 2, size / 2, 0, 2 * Math.PI);
+    g.fillStyle = this.colours[state].toCssColorString();
+    g.fill();
+    g.lineWidth = 2;
+    g.strokeStyle = "#ffffff";
+    g.stroke();
+    g.fillStyle = state === "warning" || state === "ok" ? "#000000" : "#ffffff";
+    g.font = `bold ${count >= 100 ? 11 : 13}px sans-serif`;
+    g.textAlign = "center";
+    g.textBaseline = "middle";
+    g.fillText(String(count), size / 2 + 2, size / 2 + 3);
+    this.images.set(key, canvas);
+    return [key, canvas];
   }
 
   /**
@@ -59,27 +84,17 @@ export class ScreenClusters {
       const ids = members.map((m) => m.id);
       const cluster = { count: members.length, state, position, ids };
       this.list.push(cluster);
-      this.points.add({
+      const [imageId, image] = this.image(state, members.length);
+      this.discs.add({
         position,
-        // Larger for more members, within reason: 20 px for 2, 34 px for 1,000.
-        pixelSize: 16 + 6 * Math.log10(members.length),
-        color: this.colours[state],
-        outlineColor: Cesium.Color.WHITE,
-        outlineWidth: 2,
-        disableDepthTestDistance: Number.POSITIVE_INFINITY,
-        id: { cimSensorCluster: cluster },
-      });
-      this.labels.add({
-        position,
-        text: String(members.length),
-        font: "bold 13px sans-serif",
-        fillColor: state === "warning" || state === "ok" ? Cesium.Color.BLACK : Cesium.Color.WHITE,
-        horizontalOrigin: Cesium.HorizontalOrigin.CENTER,
-        verticalOrigin: Cesium.VerticalOrigin.CENTER,
-        disableDepthTestDistance: Number.POSITIVE_INFINITY,
+        image,
+        imageId,
+        disableDepthTestDistance: Number.POSITIVE_INFINITY, // over the buildings, as the single markers
         id: { cimSensorCluster: cluster },
       });
     }
+    // A new disc reaches the texture atlas asynchronously; the scene renders on request only, so ask again.
+    if (this.list.length) for (const ms of [50, 250, 1000]) setTimeout(() => this.scene.requestRender(), ms);
     return inCluster;
   }
 }

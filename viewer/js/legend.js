@@ -112,7 +112,8 @@ export class Legend {
         for (const n of known) items.push(item(NETWORKS[n].css, NETWORKS[n].zh, NETWORKS[n].en, { network: n }));
         if (other) items.push(item(OTHER_NETWORK.css, OTHER_NETWORK.zh, OTHER_NETWORK.en, { network: "other" }));
       } else {
-        const kinds = [...(this.kinds.get(group) ?? [])].filter((k) => this.colors[k]).sort();
+        const hidden = this.styler?.hiddenKinds ?? new Set();
+        const kinds = [...(this.kinds.get(group) ?? [])].filter((k) => this.colors[k] && !hidden.has(k)).sort();
         for (const k of kinds) {
           const [kz, ke] = kindName(k, { plural: true });
           items.push(item(this.colors[k].css, kz, ke, { kind: k, ghost: ghosted && group !== "points" }));
@@ -138,7 +139,7 @@ export class Legend {
     const items = [];
     for (const [kind, layer] of this.sources.areas?.layers ?? []) {
       if (!layer.checkbox?.checked || !layer.primitive?.show) continue;
-      const [zh, en] = kindName(kind, { plural: true });
+      const [zh, en] = kindName(kind);
       items.push(item(layer.spec.stroke, `${zh}边界`, `${en} boundaries`, { area: kind, line: true }));
     }
     return group_("areas", "区域", "Areas", items);
@@ -158,7 +159,7 @@ export class Legend {
       .filter(([state]) => present.has(state))
       .map(([state, s]) => item(s.css, s.zh, s.en, { sensor: state, dot: true }));
     if (live.shown && items.length) {
-      items.push(el("div", { class: "legend-item", "data-sensor": "cluster" },
+      items.push(el("div", { class: "legend-item wide", "data-sensor": "cluster" },
         el("span", { class: "swatch cluster" }, "12"), bi("聚合（数字为个数，颜色为最差状态）", "cluster (count; colour of the worst)")));
     }
     const note = live.shown ? "" : bi("（仅告警）", "(alerts only)");

@@ -55,6 +55,7 @@ export class Live {
   show(on) {
     this.shown = on;
     this.switch.checked = on;
+    this.styler.showKind("sensor", on); // the point tiles' sensor features too
     this.recluster();
   }
 

@@ -34,6 +34,14 @@ export class Styler {
     this.live = new Map(); // asset id → Cesium.Color from sensor state
     this.ghost = undefined; // {groups: Set of layer names, alpha}: those layers see-through (underground mode)
     this.onFound = new Set(); // fn() after a query's results change (the legend)
+    this.hiddenKinds = new Set(["sensor"]); // kinds not drawn: the sensors' own tile features follow their switch
+  }
+
+  /** Show or hide the tile features of one kind (one restyle). */
+  showKind(kind, on) {
+    if (on) this.hiddenKinds.delete(kind);
+    else this.hiddenKinds.add(kind);
+    this.refresh();
   }
 
   /** The colour query results are drawn in now (queries.js may set a stronger one), as CSS. */
@@ -50,6 +58,7 @@ export class Styler {
       evaluate: (feature, result) => this.colorOf(feature, result),
       evaluateColor: (feature, result) => this.colorOf(feature, result),
     };
+    style.show = { evaluate: (feature) => !this.hiddenKinds.has(feature.getProperty("kind")) };
     tileset.style = style;
     // Buried networks take their network's colour in full (the tile's own pipe colour is one blue for all).
     if (tileset.cimGroup === "underground") tileset.colorBlendMode = Cesium.Cesium3DTileColorBlendMode.REPLACE;
