@@ -43,7 +43,7 @@ export class Legend {
       if (!pending) pending = setTimeout(() => ((pending = undefined), this.update()), 100);
     };
     // Any switch in the side panel (tiles, ground, sensors, areas, case filters) changes what is shown.
-    $("sidebar").addEventListener("change", () => this.later());
+    $("sidebar").addEventListener("change", () => this.update()); // at once: a switch answers within its frame
     underground?.onSwitch(() => this.update());
     layers.viewer.camera.moveEnd.addEventListener(this.later); // area boundaries show by zoom
     styler?.onFound.add(this.later);
@@ -159,8 +159,9 @@ export class Legend {
       .filter(([state]) => present.has(state))
       .map(([state, s]) => item(s.css, s.zh, s.en, { sensor: state, dot: true }));
     if (live.shown && items.length) {
+      const worst = Object.keys(SENSOR_STATES).find((s) => present.has(s)); // the table is worst first
       items.push(el("div", { class: "legend-item wide", "data-sensor": "cluster" },
-        el("span", { class: "swatch cluster" }, "12"), bi("聚合（数字为个数，颜色为最差状态）", "cluster (count; colour of the worst)")));
+        el("span", { class: "swatch cluster", style: `background:${SENSOR_STATES[worst].css}` }, "12"), bi("聚合（数字为个数，颜色为最差状态）", "cluster (count; colour of the worst)")));
     }
     const note = live.shown ? "" : bi("（仅告警）", "(alerts only)");
     return group_("sensors", "传感器", "Sensors", items, note);
