@@ -7,6 +7,8 @@
   ``package*.json`` and hidden files are not served).
 - ``/viewer/config.json`` → the tilesets the tiles folder holds, so the viewer finds the city without being told, and
   which optional endpoints (live IoT, alerts, indicators, places) this server has.
+- ``/viewer/colors.json`` → the colours the tiles are built with, by asset kind (:data:`cim.tiling.glb.KIND_COLORS`),
+  so the legend shows what the tiles show from one table.
 - ``/cesium/<file>`` → CesiumJS's built ES module, workers, assets and widgets (``viewer/node_modules/cesium/Build/
   Cesium``), so the page needs nothing but this server.
 
@@ -108,6 +110,13 @@ def build_viewer_router(viewer_dir: Path, cesium_dir: Path) -> APIRouter:
         paths = route_paths(request.app.routes)
         return {"tilesets": list_tilesets(tiles.root), "endpoints": {name: path in paths for name, path in OPTIONAL}}
 
+    @router.get("/viewer/colors.json")
+    def viewer_colors() -> dict[str, Any]:
+        """The tiles' colour of each asset kind: glTF's linear RGBA and the sRGB CSS colour a swatch shows."""
+        from cim.tiling.glb import KIND_COLORS  # numpy and pyarrow: loaded by the tiles' routes anyway
+
+        return {"kinds": {kind: {"linear": list(rgba), "css": css_color(rgba)} for kind, rgba in KIND_COLORS.items()}}
+
     @router.api_route("/viewer/{path:path}", methods=["GET", "HEAD"])
     async def viewer_file(path: str, request: Request) -> Response:
         first = path.split("/", 1)[0]
@@ -133,6 +142,20 @@ def route_paths(routes: Iterable[Any]) -> set[str]:
             prefix = getattr(route, "include_context", None)
             paths |= {getattr(prefix, "prefix", "") + p for p in route_paths(inner.routes)}
     return paths
+
+
+def css_color(linear: tuple[float, ...]) -> str:
+    """A linear RGB(A) colour (glTF's ``baseColorFactor``) as the sRGB ``#rrggbb`` a page shows (alpha dropped).
+
+    >>> css_color((0.8, 0.78, 0.74, 1.0)), css_color((0.0, 0.5, 1.0))
+    ('#e7e5df', '#00bcff')
+    """
+
+    def srgb(v: float) -> int:
+        encoded = 12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055
+        return round(255 * min(max(encoded, 0.0), 1.0))
+
+    return "#" + "".join(f"{srgb(v):02x}" for v in linear[:3])
 
 
 def list_tilesets(root: Path) -> list[str]:

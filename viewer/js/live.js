@@ -1,19 +1,26 @@
 // Live sensor state over the server's WebSocket (/iot/live): a snapshot, then coalesced updates. Sensor markers and
-// the assets they watch change colour with state; open alerts fill the alert list, new ones also pop up as a toast;
+// the assets they watch change colour with state. The sensor layer is a switch, off by default (thousands of dots hide
+// the city); on, the sensors are clustered by zoom (clusters.js). A sensor in alert is drawn even with the layer off:
+// a command centre must see where something is wrong without looking for a switch, and the alert's toast and list
+// entry fly to it; open alerts fill the alert list, new ones also pop up as a toast;
 // the changes of cases the messages carry go to onCases.
 // The socket reconnects with back-off when the server goes away.
 import * as Cesium from "./cesium.js";
 import { getJSON, query } from "./api.js";
-import { ALERT_SEVERITIES, alertText, biText, pair, shanghaiTime } from "./i18n.js";
+import { ScreenClusters } from "./clusters.js";
+import { ALERT_SEVERITIES, alertText, bi, biText, pair, shanghaiTime } from "./i18n.js";
 import { $, el, toast } from "./ui.js";
 import { flyToPoint } from "./viewer.js";
 
-const COLOURS = {
-  alert: Cesium.Color.fromCssColorString("#e5484d"),
-  warning: Cesium.Color.fromCssColorString("#f0b429"),
-  ok: Cesium.Color.fromCssColorString("#3fb950"),
-  none: Cesium.Color.fromCssColorString("#8d97a5"),
+/** Sensor states: colour and name, worst first (the legend lists them in this order). */
+export const SENSOR_STATES = {
+  alert: { css: "#e5484d", zh: "告警", en: "alert" },
+  warning: { css: "#f0b429", zh: "预警", en: "warning" },
+  ok: { css: "#3fb950", zh: "正常", en: "ok" },
+  none: { css: "#8d97a5", zh: "无数据", en: "no reading" },
 };
+const COLOURS = Object.fromEntries(Object.entries(SENSOR_STATES).map(([k, v]) => [k, Cesium.Color.fromCssColorString(v.css)]));
+const RECLUSTER_MS = 250; // state changes come in bursts: one regrouping after them
 // Sensor statuses that mean something is wrong even without a threshold rule.
 const BAD = new Set(["fault", "alarm", "error", "critical", "failed", "leak", "flood"]);
 const WARN = new Set(["maintenance", "warning", "degraded", "stale"]);
@@ -26,8 +33,68 @@ export class Live {
     this.alerts = new Map(); // alert id → alert (open ones)
     this.alerting = new Set(); // ids of the sensors an open alert names
     this.markers = viewer.scene.primitives.add(new Cesium.PointPrimitiveCollection());
+    this.clusters = new ScreenClusters(viewer.scene, COLOURS);
+    this.inCluster = new Set(); // sensor ids drawn inside a cluster
+    this.shown = false; // the sensor layer's switch
     this.retry = 1;
     this.socket = undefined;
+    this.switch = el("input", { type: "checkbox", id: "sensors-switch", "data-sensors": "" });
+    this.switch.addEventListener("change", () => this.show(this.switch.checked));
+    $("layer-switches").append(el("label", { class: "switch", id: "layer-sensors" }, this.switch, bi("传感器", "Sensors")));
+    viewer.camera.moveEnd.addEventListener(() => this.shown && this.recluster());
+    // A click on a cluster comes closer to it, until its sensors stand apart.
+    inspector.pickers.push((picked) => {
+      const cluster = picked?.id?.cimSensorCluster;
+      if (!cluster) return false;
+      this.zoomTo(cluster);
+      return true;
+    });
+  }
+
+  /** Switch the sensor layer on (clustered) or off (only sensors in alert stay). */
+  show(on) {
+    this.shown = on;
+    this.switch.checked = on;
+    this.styler.showKind("sensor", on); // the point tiles' sensor features too
+    this.recluster();
+  }
+
+  /** Regroup the shown sensors by the current view, and show or hide each marker accordingly. */
+  recluster() {
+    clearTimeout(this.reclusterTimer);
+    this.reclusterTimer = undefined;
+    if (this.shown) {
+      const items = [];
+      for (const s of this.sensors.values()) if (s.marker) items.push({ id: s.id, position: s.marker.position, state: this.stateOf(s.id) });
+      this.inCluster = this.clusters.update(items);
+    } else {
+      this.clusters.clear();
+      this.inCluster = new Set();
+    }
+    for (const s of this.sensors.values()) this.setVisibility(s);
+    this.viewer.scene.requestRender();
+  }
+
+  setVisibility(sensor) {
+    if (!sensor?.marker) return;
+    sensor.marker.show = this.shown ? !this.inCluster.has(sensor.id) : this.stateOf(sensor.id) === "alert";
+  }
+
+  zoomTo(cluster) {
+    const positions = cluster.ids.map((id) => this.sensors.get(id)?.marker?.position).filter(Boolean);
+    const sphere = Cesium.BoundingSphere.fromPoints(positions);
+    const range = Math.max(250, sphere.radius * 2.5);
+    this.viewer.camera.flyToBoundingSphere(sphere, {
+      offset: new Cesium.HeadingPitchRange(this.viewer.camera.heading, Cesium.Math.toRadians(-50), range),
+      duration: 0.8,
+    });
+  }
+
+  /** How many sensor markers and clusters are drawn now (for the legend and tests). */
+  drawn() {
+    let markers = 0;
+    for (const s of this.sensors.values()) if (s.marker?.show) markers++;
+    return { markers, clusters: this.clusters.list.length };
   }
 
   async start() {
@@ -51,6 +118,7 @@ export class Live {
       }
     }
     for (const id of this.sensors.keys()) this.paint(id);
+    this.recluster();
     this.renderAlerts();
     if (this.endpoints.live) this.connect();
     else this.setStatus("live data: not served", "");
@@ -75,6 +143,7 @@ export class Live {
           color: COLOURS.none,
           outlineColor: Cesium.Color.BLACK,
           outlineWidth: 1,
+          show: false, // the layer starts off; recluster() decides
           // Drawn over everything: a sensor on a buried main is still seen from above.
           disableDepthTestDistance: Number.POSITIVE_INFINITY,
           scaleByDistance: new Cesium.NearFarScalar(500, 1.4, 40000, 0.5),
@@ -153,6 +222,9 @@ export class Live {
     if (sensor?.marker) {
       sensor.marker.color = COLOURS[state];
       sensor.marker.pixelSize = state === "alert" ? 14 : 9;
+      this.setVisibility(sensor);
+      // A cluster's colour is its worst member's: regroup once the burst of changes is over.
+      if (this.shown && this.inCluster.has(sensorId)) this.reclusterTimer ??= setTimeout(() => this.recluster(), RECLUSTER_MS);
     }
     this.viewer.scene.requestRender();
     this.styler.live.set(sensorId, COLOURS[state]);

@@ -50,7 +50,7 @@ function saveState() {
 
 const layers = new Layers(viewer, styler, saveState);
 const underground = new Underground(viewer, saveState, { styler });
-const legend = new Legend({ layers, underground });
+const legend = new Legend({ layers, underground, styler });
 window.cim.underground = underground;
 window.cim.legend = legend;
 const inspector = new Inspector(viewer, styler);
@@ -156,13 +156,17 @@ async function start() {
     styler,
     inspector,
     endpoints,
-    onAlerts: (alerts) => wall?.on && wall.updateTicker(alerts),
+    onAlerts: (alerts) => {
+      legend.later(); // an alert shows its sensor even with the sensor layer off
+      if (wall?.on) wall.updateTicker(alerts);
+    },
     onCases: (changes) => cases.receive(changes),
   });
   const board = new CaseBoard({ cases, areas });
   wall = new Wall({ viewer, live, endpoints, places, extent, onChange: saveState, board, areas });
   window.cim.wall = wall;
   window.cim.live = live;
+  legend.connect({ live, cases, areas });
   window.cim.queries = queries;
   const liveReady = live.start();
   if (state.query) {

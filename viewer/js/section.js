@@ -1,6 +1,7 @@
 // The section tool: pick a point (on a building or on the ground) and the city is cut there by one clipping plane,
-// vertical (facing the camera: what is between the camera and the plane is cut away, so the building is seen
-// opened) or horizontal (everything above the plane is cut away: floor plans; below zero the ground is cut too and
+// vertical (facing the camera: what of the city's tiles is between the camera and the plane is cut away, so the
+// building is seen opened; the globe and the ground layers stay whole, so the cut building still stands on the
+// ground rather than at the edge of a void) or horizontal (everything above the plane is cut away: floor plans; below zero the ground is cut too and
 // what is buried shows). A slider moves the plane; the off button restores every tileset and the globe.
 //
 // Each tileset and the globe get their own ClippingPlaneCollection (a collection has one owner), kept and disabled
@@ -96,12 +97,14 @@ export class Section {
         new Cesium.Matrix4(),
       );
     }
-    this.collectionOf(this.viewer.scene.globe).modelMatrix = this.enu;
+    const globePlanes = this.collectionOf(this.viewer.scene.globe);
+    globePlanes.modelMatrix = this.enu;
     for (const collection of this.collections) {
       const plane = collection.get(0);
       plane.normal = this.normal;
       plane.distance = this.distance();
-      collection.enabled = true;
+      // The globe is cut only by a horizontal plane (below zero: to see what is buried); a vertical one keeps it.
+      collection.enabled = collection !== globePlanes || kind === "horizontal";
     }
     this.on = true;
     this.pickButton.classList.remove("active");

@@ -3,8 +3,13 @@
 // restyle, however many ids it holds (a CesiumJS condition string would grow with every id).
 import * as Cesium from "./cesium.js";
 
-const SELECTED = Cesium.Color.fromCssColorString("#46b1e1");
-const FOUND = Cesium.Color.fromCssColorString("#ffd23f");
+/** The highlight colours, for the legend too: the picked feature and a query's results. */
+export const HIGHLIGHTS = {
+  selected: { css: "#46b1e1", zh: "选中", en: "selected" },
+  found: { css: "#ffd23f", zh: "查询结果", en: "query results" },
+};
+const SELECTED = Cesium.Color.fromCssColorString(HIGHLIGHTS.selected.css);
+const FOUND = Cesium.Color.fromCssColorString(HIGHLIGHTS.found.css);
 const DIMMED = Cesium.Color.fromCssColorString("#9aa3ad").withAlpha(0.35);
 // Buried networks by the colours of China's pipeline survey standard (CJJ 61: water sky blue, drainage brown, gas pink,
 // heat orange, power red, telecom green); water a deeper blue than the selection's. zh-CN and English names.
@@ -28,6 +33,20 @@ export class Styler {
     this.found = new Set();
     this.live = new Map(); // asset id → Cesium.Color from sensor state
     this.ghost = undefined; // {groups: Set of layer names, alpha}: those layers see-through (underground mode)
+    this.onFound = new Set(); // fn() after a query's results change (the legend)
+    this.hiddenKinds = new Set(["sensor"]); // kinds not drawn: the sensors' own tile features follow their switch
+  }
+
+  /** Show or hide the tile features of one kind (one restyle). */
+  showKind(kind, on) {
+    if (on) this.hiddenKinds.delete(kind);
+    else this.hiddenKinds.add(kind);
+    this.refresh();
+  }
+
+  /** The colour query results are drawn in now (queries.js may set a stronger one), as CSS. */
+  foundCss() {
+    return (this.foundColor ?? FOUND).toCssHexString();
   }
 
   attach(tileset, scene) {
@@ -39,6 +58,7 @@ export class Styler {
       evaluate: (feature, result) => this.colorOf(feature, result),
       evaluateColor: (feature, result) => this.colorOf(feature, result),
     };
+    style.show = { evaluate: (feature) => !this.hiddenKinds.has(feature.getProperty("kind")) };
     tileset.style = style;
     // Buried networks take their network's colour in full (the tile's own pipe colour is one blue for all).
     if (tileset.cimGroup === "underground") tileset.colorBlendMode = Cesium.Cesium3DTileColorBlendMode.REPLACE;
@@ -71,6 +91,7 @@ export class Styler {
     this.found = new Set(ids);
     this.dimOthers = dimOthers;
     this.refresh();
+    for (const fn of this.onFound) fn();
   }
 
   setLive(id, color) {
