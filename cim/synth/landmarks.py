@@ -281,7 +281,7 @@ def _shanghai_tower(m: Landmark) -> Design:
 
     def outline(z: float) -> BaseGeometry:
         t = z / m.height_m
-        return _ring(30, lambda a: 42.0 * (1 - 0.45 * t) * (1 + 0.07 * np.cos(3 * a)), math.radians(120 * t))
+        return _ring(24, lambda a: 42.0 * (1 - 0.45 * t) * (1 + 0.12 * np.cos(3 * a)), math.radians(120 * t))
 
     _floors(design, floors, top, outline, every=15)
     crown = outline(top)
