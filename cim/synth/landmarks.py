@@ -13,8 +13,9 @@ reference point), a few dozen to ~150 elements each, so ingest stays fast. The s
 - **东方明珠广播电视塔 Oriental Pearl Tower** (468 m, 1994): three columns, three inclined legs, the lower and
   upper spheres and the space module (polygonal slices), a spire.
 
-**Positions** (WGS84, :data:`LANDMARKS`) are the towers' centres as public web maps based on OpenStreetMap show
-them, read to about ±30 m, and checked for their arrangement: Jin Mao is north of the Shanghai Tower and the SWFC
+**Positions** (WGS84, :data:`LANDMARKS`) are the towers' centres as given with the issue (read from public web
+maps), to some tens of metres — not surveyed, and not checked here against a second source — and checked for
+their arrangement: Jin Mao is north of the Shanghai Tower and the SWFC
 east of both, each 200–450 m from the others, and the Pearl 700–900 m to the north-west on Lujiazui's point by the
 Huangpu's bend (and on land: :mod:`cim.synth.water`). Heights are the published architectural heights. Lift counts
 are a handful each (the real towers have 60–150) and their dates — the opening year, some replaced later — are

@@ -12,10 +12,10 @@ west) and 东海 (the East China Sea, east): a rough partition, good for names o
 **The Huangpu River.** In the administrative map the Huangpu is the boundary between Pudong (310115) and the Puxi
 districts Baoshan (310113), Yangpu (310110), Hongkou (310109), Huangpu (310101) and Xuhui (310104): the river's
 course is the union of those shared boundaries, from Xuhui's southern end (near Xupu Bridge) to Wusongkou where it
-joins the estuary, buffered to :data:`HUANGPU_WIDTH_M` (the Huangpu is about 400 m wide at the Bund and Lujiazui —
-Shanghai Water Authority and encyclopaedia figures give 300–770 m from Minhang to Wusongkou; one width is used
-throughout). Upstream of Xuhui the river runs inside Minhang (Pujiang town lies on its east bank), so the shared
-boundaries do not trace it and it is not drawn there.
+joins the estuary, buffered to :data:`HUANGPU_WIDTH_M` (the width commonly cited for the Huangpu at the Bund and
+Lujiazui, about 400 m; it is narrower upstream and wider toward Wusongkou, but one width is used throughout — a
+figure from general references, not from a survey). Upstream of Xuhui the river runs inside Minhang (Pujiang town
+lies on its east bank), so the shared boundaries do not trace it and it is not drawn there; nor is Suzhou Creek.
 
 The polygons are simplified (Huangpu district has 13 vertices), so the boundary strays from the river by 100–300 m,
 and more at one place: from Shiliupu to the Waibaidu Bridge it runs as one straight segment to (121.4892, 31.2377),
