@@ -93,6 +93,7 @@ class SynthSource(_Strict):
     buildings: int = Field(20_000, ge=1)
     seed: int = 7
     towers: int = Field(3, ge=0, le=8)
+    landmarks: bool = Field(True, description="generate Lujiazui's landmark towers as BIM (cim.synth.landmarks)")
     include: bool = Field(True, description="ingest every generated layer and tower")
 
 

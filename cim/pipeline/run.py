@@ -153,12 +153,19 @@ def _synthesise(
     assert synth is not None
     out = Path(synth.out)
     manifest_path = out / "manifest.json"
-    wanted = {"seed": synth.seed, "buildings": synth.buildings, "towers": synth.towers}
+    wanted = {"seed": synth.seed, "buildings": synth.buildings, "towers": synth.towers, "landmarks": synth.landmarks}
     manifest = _read_json(manifest_path)
     reused = manifest is not None and written_as_asked(manifest, synth)
     if not reused:
         advance = stage("generate demo city", synth.buildings)
-        generate_city(out=out, buildings=synth.buildings, seed=synth.seed, towers=synth.towers, progress=advance)
+        generate_city(
+            out=out,
+            buildings=synth.buildings,
+            seed=synth.seed,
+            towers=synth.towers,
+            landmarks=synth.landmarks,
+            progress=advance,
+        )
         manifest = _read_json(manifest_path)
     if manifest is None:
         raise InvalidInput(f"generated city {out}", "has no manifest.json after generating")
@@ -174,7 +181,8 @@ def _synthesise(
         GisSource(path=str((out / layer["file"]).resolve()), map=str(Path(layer["mapping"]).resolve()))
         for layer in manifest["layers"].values()
     ]
-    towers = [IfcSource(path=str((out / name).resolve())) for name in _models(manifest)]
+    models = [*_models(manifest), *manifest.get("landmarks", [])]
+    towers = [IfcSource(path=str((out / name).resolve())) for name in models]
     return [*layers, *towers], info
 
 
@@ -188,6 +196,7 @@ def written_as_asked(manifest: dict[str, Any], synth: SynthSource) -> bool:
         and manifest.get("seed") == synth.seed
         and manifest.get("buildings") == synth.buildings
         and len(_models(manifest)) == synth.towers
+        and bool(manifest.get("landmarks")) == synth.landmarks
     )
 
 

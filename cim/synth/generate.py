@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import shapely
 
 from cim.errors import InvalidInput
-from cim.synth import amenities, areas, networks
+from cim.synth import amenities, areas, networks, water
 from cim.synth.buildings import PLOTS, REFERENCE_YEAR, USES, Typology, attributes, footprints, to_world, typologies
-from cim.synth.grid import PITCH_X, PITCH_Y, candidate_blocks, frame_of, nodes_of, streets_of
+from cim.synth.grid import PITCH_X, PITCH_Y, candidate_blocks, cell_polygons, frame_of, nodes_of, streets_of
+from cim.synth.landmarks import landmark_plots
 from cim.synth.layers import LAYERS, ids, join, pick
 from cim.synth.lifts import lifts
 from cim.synth.networks import Layer
@@ -35,7 +37,10 @@ CHUNK_BLOCKS = 2_000  # blocks per written chunk (≤ 64,000 buildings): bounds 
 MAPPINGS = "pipelines/mappings"
 #: Raised whenever the generator's output changes for the same seed and sizes, so ``cim demo`` regenerates a city
 #: an older version wrote instead of reusing it (the manifest records the version that wrote it).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+#: Metres a block's grid cell (block and half its streets) keeps from the water and the landmarks' plots: the
+#: street furniture, metro exits and pipe offsets of its streets stay within it.
+CLEARANCE_M = 40.0
 Progress = Callable[[int], None]
 
 
@@ -58,6 +63,7 @@ class SynthSummary:
     lifts_older_than_15_years: int = 0
     lifts_without_date: int = 0
     towers: list[str] = field(default_factory=list)
+    landmarks: list[str] = field(default_factory=list)
 
 
 def mapping_file(layer: str) -> str:
@@ -66,10 +72,18 @@ def mapping_file(layer: str) -> str:
 
 
 def generate_city(
-    *, out: Path, buildings: int = 20_000, seed: int = 0, towers: int = 3, progress: Progress | None = None
+    *,
+    out: Path,
+    buildings: int = 20_000,
+    seed: int = 0,
+    towers: int = 3,
+    landmarks: bool = True,
+    progress: Progress | None = None,
 ) -> SynthSummary:
     """Generate the demo city into ``out``: ``<layer>.parquet`` per layer, ``manifest.json`` naming each layer's
-    mapping, and ``towers`` IFC towers. The same ``buildings`` and ``seed`` give byte-identical files."""
+    mapping, ``towers`` IFC towers and, with ``landmarks``, Lujiazui's landmark towers (:mod:`cim.synth.landmarks`).
+    No block stands in the water (:mod:`cim.synth.water`) or on a landmark's plot, whether or not the landmarks are
+    written. The same ``buildings`` and ``seed`` give byte-identical files."""
     if not 1 <= buildings <= MAX_BUILDINGS:
         raise InvalidInput(f"--buildings {buildings}", f"must be between 1 and {MAX_BUILDINGS:,}")
     if not 0 <= towers <= 8:
@@ -87,6 +101,7 @@ def generate_city(
             for name, (schema, types) in LAYERS.items()
         }
         writers["areas"].write(*areas.area_layer(seed))
+        writers["water"].write(*water.water_layer())
         layouts = _layouts(centres, buildings, math.ceil(towers / 4), seed)
         for index, (district, (bi, bj, typ, limit)) in enumerate(zip(DISTRICTS, layouts, strict=True)):
             reserve = math.ceil(towers / 4) if index == 0 else 0
@@ -152,6 +167,10 @@ def generate_city(
         summary.towers = [p.name for p in write_towers(out, sites, seed=seed)]
         write_tower_plots(out, sites, seed=seed)
         summary.layers["tower_plots"] = len(sites)
+    if landmarks:
+        from cim.synth.landmarks import write_landmarks
+
+        summary.landmarks = [p.name for p in write_landmarks(out)]
     _write_manifest(out, summary)
     return summary
 
@@ -167,6 +186,7 @@ def _layouts(
     for index, district in enumerate(DISTRICTS):
         frame = frame_of(district, (float(centres[index, 0]), float(centres[index, 1])))
         bi, bj = candidate_blocks(frame, index, centres, MAX_RADIUS)
+        bi, bj = _dry_blocks(frame, bi, bj)
         typ = typologies(district.profile, len(bi), np.random.default_rng([seed, index, 1]))
         if index == 0:
             typ[:reserve] = Typology.PARK
@@ -190,6 +210,17 @@ def _layouts(
             limit[used - 1] -= int(total[used - 1] - count)
         layouts.append((bi[:used], bj[:used], typ[:used], limit))
     return layouts
+
+
+def _dry_blocks(frame: networks.Frame, bi: np.ndarray, bj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks whose cell, grown by :data:`CLEARANCE_M`, touches neither water nor a landmark's plot, in
+    their order; the district takes the next ones in place of those dropped, so it keeps its building count."""
+    cells = cell_polygons(frame, bi, bj, CLEARANCE_M)
+    wet = water.in_water(cells)
+    tree = shapely.STRtree(cells)
+    for plot in landmark_plots():
+        wet[tree.query(plot, predicate="intersects")] = True
+    return bi[~wet], bj[~wet]
 
 
 def _tower_sites(frame: networks.Frame, bi: np.ndarray, bj: np.ndarray, rotation: float) -> list[TowerSite]:
@@ -257,5 +288,6 @@ def _write_manifest(out: Path, summary: SynthSummary) -> None:
             for name, rows in summary.layers.items()
         },
         "towers": summary.towers,
+        "landmarks": summary.landmarks,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 
 from cim.synth.places import District, FloatArray
 
@@ -99,3 +100,11 @@ def nodes_of(edges: Edge) -> tuple[IntArray, IntArray]:
     v = np.concatenate([edges.j, edges.j + ~edges.horizontal])
     keys = np.unique(np.column_stack([u, v]), axis=0)
     return keys[:, 0].astype(np.int64), keys[:, 1].astype(np.int64)
+
+
+def cell_polygons(frame: Frame, block_i: IntArray, block_j: IntArray, grow: float = 0.0) -> npt.NDArray[np.object_]:
+    """Each grid cell (its block and half the streets round it) grown by ``grow`` metres, as world polygons."""
+    u0, v0 = block_i * PITCH_X - grow, block_j * PITCH_Y - grow
+    u1, v1 = u0 + PITCH_X + 2 * grow, v0 + PITCH_Y + 2 * grow
+    x, y = frame.to_world(np.column_stack([u0, u1, u1, u0]), np.column_stack([v0, v0, v1, v1]))
+    return np.asarray(shapely.polygons(np.stack([x, y], axis=-1)), dtype=object)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cim.synth.areas import AREA_SCHEMA
+from cim.synth.water import WATER_SCHEMA
 
 _S, _I, _F, _B = pa.string(), pa.int32(), pa.float64(), pa.bool_()
 
@@ -26,6 +27,7 @@ THRESHOLDS = pa.struct(
 
 LAYERS: dict[str, tuple[pa.Schema, list[str]]] = {
     "areas": (AREA_SCHEMA, ["Polygon", "MultiPolygon"]),  # city, districts, streets, grid cells (cim.synth.areas)
+    "water": (WATER_SCHEMA, ["Polygon", "MultiPolygon"]),  # the sea, estuary, bay and the Huangpu (cim.synth.water)
     "buildings": (
         pa.schema(
             [

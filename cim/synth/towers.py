@@ -140,13 +140,13 @@ def build_tower(plan: TowerPlan, site_at: TowerSite, *, schema: str) -> ifcopens
         storeys.append(storey)
     lifts = _lifts(model, body, plan, schema)
     api.spatial.assign_container(model, relating_structure=storeys[0], products=lifts)
-    _make_reproducible(model, plan)
+    _make_reproducible(model, f"{plan.name}:{plan.storeys}")
     return model
 
 
-def _make_reproducible(model: ifcopenshell.file, plan: TowerPlan) -> None:
-    """Seeded GlobalIds and fixed times, so the same seed writes the same file."""
-    rng = random.Random(f"{plan.name}:{plan.storeys}:{model.schema}")
+def _make_reproducible(model: ifcopenshell.file, key: str) -> None:
+    """Seeded GlobalIds (from ``key`` and the schema) and fixed times, so the same seed writes the same file."""
+    rng = random.Random(f"{key}:{model.schema}")
     for entity in model.by_type("IfcRoot"):
         entity.GlobalId = ifcopenshell.guid.compress(uuid.UUID(int=rng.getrandbits(128)).hex)
     for rel, attribute in (

@@ -119,7 +119,8 @@ def test_the_demo_pipeline_merges_its_bim_tower_into_the_cadastre_footprint(tmp_
     assert summary.tiles is not None  # the merged plot's LOD1 block is not drawn: the BIM tower is its shape
     assert summary.tiles["tilesets"]["buildings"]["features"] == 300
     with open_store(str(store_path)) as store:
-        assert store.count_assets(AssetQuery(kinds=[Kind.BUILDING])) == 300 + 1  # the tower counted once
+        # the tower counted once, and Lujiazui's four landmarks (BIM with no GIS record to merge into)
+        assert store.count_assets(AssetQuery(kinds=[Kind.BUILDING])) == 300 + 1 + 4
         lifts = old_lifts(store, years=0)
         tower = [b for b in lifts["buildings"] if b["id"] == "tower_plots:TP-LJZ-0000"]
         assert tower and all(not lift["id"].startswith("lifts:") for lift in tower[0]["lifts"])  # its BIM lifts
@@ -176,8 +177,15 @@ def test_a_generated_city_is_reused_only_when_this_generator_version_wrote_it_as
     from cim.synth.generate import GENERATOR_VERSION
 
     asked = SynthSource(buildings=500, seed=7, towers=1)
-    manifest = {"generator": GENERATOR_VERSION, "seed": 7, "buildings": 500, "towers": ["tower-1.ifc"]}
+    manifest = {
+        "generator": GENERATOR_VERSION,
+        "seed": 7,
+        "buildings": 500,
+        "towers": ["tower-1.ifc"],
+        "landmarks": ["landmark-jin-mao.ifc"],
+    }
     assert written_as_asked(manifest, asked)
+    assert not written_as_asked({**manifest, "landmarks": []}, asked)  # written without the landmarks asked for
     assert not written_as_asked({**manifest, "generator": GENERATOR_VERSION - 1}, asked)  # an older generator
     assert not written_as_asked({k: v for k, v in manifest.items() if k != "generator"}, asked)  # before versions
     assert not written_as_asked({**manifest, "seed": 8}, asked)

@@ -26,6 +26,7 @@ KINDS = {
     "poles": "pole",
     "chargers": "charger",
     "sensors": "sensor",
+    "water": "water",  # the sea, estuary, bay and the Huangpu (cim.synth.water)
     "tower_plots": "building",  # the cadastre footprints the BIM towers merge into
 }
 
