@@ -82,7 +82,7 @@ export class CasePanel {
         p.resolution ? ` (${p.resolution})` : ""],
       [bi("紧急程度", "severity"), el("span", { class: `sev-text sev-${p.severity}` }, bi(vzh, ven))],
       [bi("来源", "source"), bi(ozh, oen), p.dispatched_by_machine ? el("span", { class: "hint" }, " · ", bi("机器派遣", "machine dispatch")) : ""],
-      [bi("责任单位", "unit"), p.unit_name ?? p.unit_id ?? "—"],
+      [bi("责任单位", "unit"), this.unitName?.(p) ?? p.unit_name ?? p.unit_id ?? "—"],
       [bi("层级", "level"), bi(lzh, len)],
       [bi("区域", "areas"), [p.district, p.street, p.grid_cell].filter(Boolean).map(this.areaName).join(" › ") || "—"],
       [bi("上报时间", "reported"), shanghaiTime(p.reported_at)],

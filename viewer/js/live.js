@@ -53,7 +53,7 @@ export class Live {
     for (const id of this.sensors.keys()) this.paint(id);
     this.renderAlerts();
     if (this.endpoints.live) this.connect();
-    else this.setStatus("live data: not served", "");
+    else this.setStatus(biText("无实时数据", "live data: not served"), "");
   }
 
   async loadSensors() {
@@ -91,7 +91,7 @@ export class Live {
     this.socket = socket;
     socket.onopen = () => {
       this.retry = 1;
-      this.setStatus("live", "ok");
+      this.setStatus(biText("实时", "live"), "ok");
     };
     socket.onmessage = (event) => {
       try {
@@ -102,7 +102,7 @@ export class Live {
     };
     socket.onclose = () => {
       if (this.socket !== socket) return;
-      this.setStatus(`live: disconnected, retrying in ${this.retry} s`, "bad");
+      this.setStatus(biText(`实时连接断开，${this.retry} 秒后重试`, `live: disconnected, retrying in ${this.retry} s`), "bad");
       setTimeout(() => this.connect(), this.retry * 1000);
       this.retry = Math.min(this.retry * 2, 30);
     };

@@ -3,7 +3,7 @@
 // (caseboard.js) shows the on-time rate and open/overdue cases by district, the districts are filled by their open
 // cases, and the ticker shows new cases; else it shows the open alerts.
 import { getJSON, postJSON, query } from "./api.js";
-import { ALERT_SEVERITIES, alertText, biText, pair } from "./i18n.js";
+import { ALERT_SEVERITIES, alertText, biName, biText, pair } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { isSoftware, setCamera } from "./viewer.js";
 
@@ -158,7 +158,7 @@ export class Wall {
     let index = 0;
     while (this.touring) {
       const place = this.places[index % this.places.length];
-      caption.textContent = place.name;
+      caption.replaceChildren(biName(place.name_zh, place.name)); // the switch shows one or both
       caption.hidden = false;
       await setCamera(this.viewer, place, FLIGHT_S);
       const until = performance.now() + PAUSE_S * 1000;
