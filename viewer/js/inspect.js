@@ -2,7 +2,7 @@
 // parent chain, children, latest sensor state, open alerts. The feature is highlighted while the panel is open.
 import * as Cesium from "./cesium.js";
 import { getJSON } from "./api.js";
-import { bi, kindName } from "./i18n.js";
+import { bi, biName, kindName } from "./i18n.js";
 import { $, el } from "./ui.js";
 import { flyToGeometry } from "./viewer.js";
 
@@ -58,7 +58,7 @@ export class Inspector {
     this.current = id;
     this.styler.select(id);
     $("inspect-panel").hidden = false;
-    $("inspect-title").textContent = metadata.name || id;
+    $("inspect-title").replaceChildren(biName(metadata.name || id));
     const body = $("inspect-body");
     body.replaceChildren(
       Object.keys(metadata).length ? section(bi("瓦片属性", "From the tile"), propsTable(metadata)) : "",
@@ -80,9 +80,9 @@ export class Inspector {
   renderDetail(detail) {
     const { asset, parents = [], children = [], latest_state: state = {}, alerts = [] } = detail;
     const props = asset.properties ?? {};
-    $("inspect-title").textContent = props.name || asset.id;
+    $("inspect-title").replaceChildren(biName(props.name || asset.id));
     const link = (item) =>
-      el("a", { onclick: () => this.open(item.id, {}, { fly: true }), title: item.id }, item.name || item.id);
+      el("a", { onclick: () => this.open(item.id, {}, { fly: true }), title: item.id, translate: "no" }, item.name || item.id);
     const crumbs = [...parents].reverse();
     const body = $("inspect-body");
     body.prepend(
@@ -124,7 +124,11 @@ function section(title, content) {
 }
 
 function propsTable(values) {
+  // Values are the data's (and a property set's own keys): marked translate=no; the kind and known keys are named.
   const rows = Object.entries(values).map(([key, value]) =>
-    el("tr", {}, el("td", {}, COLUMN_NAMES[key] ? bi(...COLUMN_NAMES[key]) : key), el("td", {}, typeof value === "object" ? JSON.stringify(value) : String(value))));
+    el("tr", {},
+      el("td", COLUMN_NAMES[key] ? {} : { translate: "no" }, COLUMN_NAMES[key] ? bi(...COLUMN_NAMES[key]) : key),
+      el("td", key === "kind" ? {} : { translate: "no" },
+        key === "kind" ? bi(...kindName(value)) : typeof value === "object" ? JSON.stringify(value) : String(value))));
   return el("table", { class: "props" }, el("tbody", {}, rows));
 }

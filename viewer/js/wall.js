@@ -179,6 +179,9 @@ export class Wall {
   }
 }
 
+/** Chinese counters of the server's units (it writes them in English); units such as km and % stay. */
+const ZH_UNITS = { lifts: "部", sensors: "个", alerts: "条", homes: "户", stops: "个", buildings: "栋" };
+
 /** Chinese names of the server's vital signs (it labels them in English), Chinese first on the wall. */
 const ZH_VITALS = {
   old_lifts: "超过15年的电梯",
@@ -191,10 +194,16 @@ const ZH_VITALS = {
   open_alerts: "未关闭告警",
 };
 
+/** The quantities sensors measure, for the open alerts by quantity. */
+const QUANTITIES_ZH = {
+  gas_pressure: "燃气压力", water_pressure: "水压", water_level: "水位", flow: "流量", temperature: "温度",
+  vibration: "振动", tilt: "倾斜", lift_status: "电梯状态", power: "电力", air_quality: "空气质量",
+};
+
 function zhLabel(id) {
   const key = String(id ?? "");
   if (ZH_VITALS[key]) return ZH_VITALS[key];
-  if (key.startsWith("open_alerts.")) return `未关闭告警：${key.slice("open_alerts.".length).replaceAll("_", " ")}`;
+  if (key.startsWith("open_alerts.")) return `未关闭告警：${QUANTITIES_ZH[key.slice("open_alerts.".length)] ?? key.slice("open_alerts.".length)}`;
   return undefined;
 }
 
@@ -206,7 +215,7 @@ function normalise(body) {
     const value = typeof item.value === "number" ? formatNumber(item.value, Number.isInteger(item.value) ? 0 : 1) : String(item.value ?? "—");
     return {
       id: item.id ?? item.name,
-      value: item.unit ? `${value} ${item.unit}` : value,
+      value: item.unit ? `${value} ${biText(ZH_UNITS[item.unit] ?? item.unit, item.unit)}` : value,
       label: biText(zhLabel(item.id ?? item.name), item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " ")),
       bad: Boolean(item.bad ?? item.alert),
     };
