@@ -161,7 +161,7 @@ class RuleSource(Thresholds):
 
 class Place(_Strict):
     name: str
-    name_zh: str | None = Field(None, description="the Chinese name (陆家嘴), shown and searched beside the English one")
+    name_zh: str | None = Field(None, description="the Chinese name (陆家嘴), shown and searched too")
     lon: float = Field(ge=-180, le=180)
     lat: float = Field(ge=-90, le=90)
     height: float = 1500.0

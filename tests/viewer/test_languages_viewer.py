@@ -217,7 +217,8 @@ def test_the_browser_language_is_chosen_and_every_tool_speaks_it(
     check("wall", ["#wall"])
     tab.screenshot(path=str(shots / f"lang-{lang}-wall.png"))
 
-    assert not problems, "\n".join(f"{step}: {t['where']}: {t['text']!r}" for step, found in problems.items() for t in found)
+    listed = [f"{step}: {t['where']}: {t['text']!r}" for step, found in problems.items() for t in found]
+    assert not problems, "\n".join(listed)
 
 
 def test_the_switch_cycles_and_is_remembered_over_the_browser_language(browser_in: Any, server: str) -> None:
