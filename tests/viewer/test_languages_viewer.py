@@ -225,6 +225,17 @@ def test_the_switch_cycles_and_is_remembered_over_the_browser_language(browser_i
     tab = browser_in("zh-CN")
     open_viewer(tab, server)
     assert tab.evaluate("document.body.className") == "lang-zh"
+    tab.wait_for_function("window.cim.ready === true", timeout=60_000)
+    tab.click("#old-lifts-form button[type=submit]")
+    tab.wait_for_selector("#result-count", timeout=20_000)
+    # Switched to English with the panels already drawn: nothing Chinese is left behind, and back.
+    tab.click("#lang-switch")
+    assert tab.evaluate("document.body.className") == "lang-en"
+    assert not wrong_language(tab, "en")
+    tab.click("#lang-switch")
+    tab.click("#lang-switch")
+    assert tab.evaluate("document.body.className") == "lang-zh"
+    assert not wrong_language(tab, "zh")
     seen = []
     for _ in range(3):
         tab.click("#lang-switch")

@@ -4,7 +4,7 @@
 // The socket reconnects with back-off when the server goes away.
 import * as Cesium from "./cesium.js";
 import { getJSON, query } from "./api.js";
-import { ALERT_SEVERITIES, alertText, biText, pair, shanghaiTime } from "./i18n.js";
+import { ALERT_SEVERITIES, alertText, bi, biText, pair, shanghaiTime } from "./i18n.js";
 import { $, el, toast } from "./ui.js";
 import { flyToPoint } from "./viewer.js";
 
@@ -53,7 +53,7 @@ export class Live {
     for (const id of this.sensors.keys()) this.paint(id);
     this.renderAlerts();
     if (this.endpoints.live) this.connect();
-    else this.setStatus(biText("无实时数据", "live data: not served"), "");
+    else this.setStatus(bi("无实时数据", "live data: not served"), "");
   }
 
   async loadSensors() {
@@ -91,7 +91,7 @@ export class Live {
     this.socket = socket;
     socket.onopen = () => {
       this.retry = 1;
-      this.setStatus(biText("实时", "live"), "ok");
+      this.setStatus(bi("实时", "live"), "ok");
     };
     socket.onmessage = (event) => {
       try {
@@ -102,7 +102,7 @@ export class Live {
     };
     socket.onclose = () => {
       if (this.socket !== socket) return;
-      this.setStatus(biText(`实时连接断开，${this.retry} 秒后重试`, `live: disconnected, retrying in ${this.retry} s`), "bad");
+      this.setStatus(bi(`实时连接断开，${this.retry} 秒后重试`, `live: disconnected, retrying in ${this.retry} s`), "bad");
       setTimeout(() => this.connect(), this.retry * 1000);
       this.retry = Math.min(this.retry * 2, 30);
     };
@@ -168,7 +168,7 @@ export class Live {
     const alerts = this.openAlerts();
     const list = $("alert-list");
     if (!alerts.length) {
-      list.replaceChildren(el("li", { class: "empty" }, biText("无告警", "no open alerts")));
+      list.replaceChildren(el("li", { class: "empty" }, bi("无告警", "no open alerts")));
     } else {
       list.replaceChildren(...alerts.map((a) => el("li", {
         class: `sev-${a.severity}`,
@@ -201,7 +201,7 @@ export class Live {
 
   setStatus(text, kind) {
     const node = $("live-status");
-    node.textContent = text;
+    node.replaceChildren(text); // a bi() label
     node.className = `status ${kind}`;
   }
 }

@@ -87,6 +87,8 @@ window.cim.casePanel = casePanel;
 initLang(() => {
   areas.relabel();
   measure.draw(); // the map labels take the chosen language
+  window.cim.live?.renderAlerts(); // alert texts are plain text (the ticker's too)
+  if (wall?.on) wall.refresh();
   if (cases.available) {
     cases.buildFilters();
     cases.setAreas(districtsOf(areas));

@@ -265,7 +265,7 @@ export class Queries {
       }, row.text, row.sub ? el("div", { class: "sub" }, row.sub) : ""));
     if (rows.length > MAX_ROWS) items.push(el("li", { class: "empty" }, bi(`另有 ${rows.length - MAX_ROWS} 条`, `… and ${rows.length - MAX_ROWS} more`)));
     const tools = el("div", { class: "result-tools row" },
-      sortable ? el("select", { id: "result-order", "aria-label": biText("排序", "order"), onchange: (e) => this.setOrder(e.target.value) },
+      sortable ? el("select", { id: "result-order", "aria-label": biText("排序", "order"), "data-aria-label-zh": "排序", "data-aria-label-en": "order", onchange: (e) => this.setOrder(e.target.value) },
         biOption("age", "按年龄（最老在前）", "by age, oldest first", { selected: this.order === "age" }),
         biOption("distance", "按离视图中心距离", "by distance from view centre", { selected: this.order === "distance" })) : "",
       el("span", { class: "downloads" }, bi("下载", "download"), " ",
