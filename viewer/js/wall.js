@@ -3,7 +3,7 @@
 // (caseboard.js) shows the on-time rate and open/overdue cases by district, the districts are filled by their open
 // cases, and the ticker shows new cases; else it shows the open alerts.
 import { getJSON, postJSON, query } from "./api.js";
-import { ALERT_SEVERITIES, alertText, biName, biText, pair } from "./i18n.js";
+import { ALERT_SEVERITIES, alertText, biName, biText, currentLang, pair } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { isSoftware, setCamera } from "./viewer.js";
 
@@ -182,6 +182,11 @@ export class Wall {
 /** Chinese counters of the server's units (it writes them in English); units such as km and % stay. */
 const ZH_UNITS = { lifts: "部", sensors: "个", alerts: "条", homes: "户", stops: "个", buildings: "栋" };
 
+/** A unit: its Chinese counter in 中 mode, else the server's (a count of lifts reads "808 lifts" beside Chinese). */
+function unitText(unit) {
+  return currentLang() === "zh" ? ZH_UNITS[unit] ?? unit : unit;
+}
+
 /** Chinese names of the server's vital signs (it labels them in English), Chinese first on the wall. */
 const ZH_VITALS = {
   old_lifts: "超过15年的电梯",
@@ -215,7 +220,7 @@ function normalise(body) {
     const value = typeof item.value === "number" ? formatNumber(item.value, Number.isInteger(item.value) ? 0 : 1) : String(item.value ?? "—");
     return {
       id: item.id ?? item.name,
-      value: item.unit ? `${value} ${biText(ZH_UNITS[item.unit] ?? item.unit, item.unit)}` : value,
+      value: item.unit ? `${value} ${unitText(item.unit)}` : value,
       label: biText(zhLabel(item.id ?? item.name), item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " ")),
       bad: Boolean(item.bad ?? item.alert),
     };
