@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import LOCAL, WRITE_TOKEN, Watch
+from tests.viewer.conftest import LOCAL, VIEWER, WRITE_TOKEN, Watch
 from tests.viewer.test_measure_viewer import click_map
 from tests.viewer.test_viewer import open_viewer, settle, wait_for_tiles
 
@@ -214,6 +214,12 @@ def test_the_browser_language_is_chosen_and_every_tool_speaks_it(
     # The wall: its vital signs and ticker.
     tab.keyboard.press("w")
     tab.wait_for_selector("#vital-list .vital", timeout=30_000)
+    tab.keyboard.press("t")  # the guided tour: the place's name in the language
+    tab.wait_for_selector("#tour-caption:not([hidden])", timeout=10_000)
+    caption = tab.locator("#tour-caption").inner_text().strip()
+    places = json.loads((VIEWER / "places.json").read_text(encoding="utf-8"))["places"]
+    names = {p["name"]: p["name_zh"] for p in places}
+    assert caption in (names.values() if lang == "zh" else names), caption
     check("wall", ["#wall"])
     tab.screenshot(path=str(shots / f"lang-{lang}-wall.png"))
 
