@@ -6,6 +6,7 @@ both → 中 → EN and is remembered over the browser's choice."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +161,8 @@ def test_the_browser_language_is_chosen_and_every_tool_speaks_it(
         check(f"search {typed}")
     tab.screenshot(path=str(shots / f"lang-{lang}-search.png"))
     tab.locator("#search-input").press("Escape")
+    time.sleep(0.5)  # past the debounce: a list still on its way stays hidden
+    assert tab.locator("#search-results").is_hidden()
 
     # Measure: the hint, then a distance between two clicks.
     tab.click('button[data-measure="distance"]')

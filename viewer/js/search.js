@@ -93,6 +93,9 @@ export class Search {
       if (this.active >= 0 && this.input.value.trim() === (this.last?.q ?? "").trim()) this.choose(this.active);
       else this.run(this.input.value).then(() => this.matches.length && this.choose(0)); // typed faster than the list
     } else if (event.key === "Escape") {
+      clearTimeout(this.timer); // a list still on its way is not shown after the box was cleared
+      this.seq += 1;
+      this.controller?.abort();
       this.input.value = "";
       this.show([], "");
       this.input.blur();
