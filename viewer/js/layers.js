@@ -7,7 +7,7 @@ import { $, el } from "./ui.js";
 
 const LABELS = {
   buildings: ["建筑", "Buildings"],
-  bim: ["BIM 精细模型", "BIM detail"],
+  bim: ["建筑信息模型", "BIM detail"],
   underground: ["地下管网", "Underground networks"],
   points: ["点状设施", "Point assets"],
   city: ["城市模型", "City"],
