@@ -42,6 +42,7 @@
 
     [[places]]                              # named places for the viewer's guided tour
     name = "Lujiazui"
+    name_zh = "陆家嘴"
     lon = 121.5055
     lat = 31.2397
 
@@ -161,6 +162,7 @@ class RuleSource(Thresholds):
 
 class Place(_Strict):
     name: str
+    name_zh: str | None = Field(None, description="the Chinese name (陆家嘴), shown and searched too")
     lon: float = Field(ge=-180, le=180)
     lat: float = Field(ge=-90, le=90)
     height: float = 1500.0

@@ -126,6 +126,16 @@ def test_named_places_of_the_viewer_are_found(client: TestClient) -> None:
     assert place["kind"] == "place" and place["height"] == 1500 and place["lon"] == pytest.approx(121.5055)
 
 
+def test_a_named_place_is_found_by_its_chinese_name_and_answers_both_names(client: TestClient) -> None:
+    for typed in ("陆家嘴", "家嘴", "Lujiazui"):
+        body = find(client, typed)
+        assert ids(body) == ["place:Lujiazui"], typed
+        place = body["matches"][0]
+        assert (place["name_zh"], place["name_en"]) == ("陆家嘴", "Lujiazui")
+    assert find(client, "陆家嘴")["matches"][0]["rank"] == 1  # the whole Chinese name: an exact match
+    assert ids(find(client, "临港")) == ["place:Lingang"]  # a prefix of 临港新片区
+
+
 def test_like_metacharacters_match_literally(client: TestClient) -> None:
     assert ids(find(client, "100%")) == ["b-3"]
     assert ids(find(client, "%")) == ["b-3"]

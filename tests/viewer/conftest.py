@@ -176,6 +176,11 @@ def page(browser: Any, server: str, tmp_path: Path) -> Iterator[tuple[Any, Watch
             route.abort()
 
     context.route("**/*", guard)
+    # Both languages, as the viewer showed before it followed the browser's (test_languages_viewer covers that);
+    # a test's own choice (set_lang) is kept.
+    context.add_init_script(
+        "try { localStorage.getItem('cim.lang') || localStorage.setItem('cim.lang', 'both') } catch {}"
+    )
     opened = context.new_page()
     opened.on("websocket", lambda ws: None if ws.url.startswith(LOCAL) else watch.outside.append(ws.url))
     opened.on(

@@ -78,9 +78,10 @@ export class Areas {
       if (!bbox && (body.features?.length ?? 0) < LIMIT) layer.complete = true;
       if (bbox) layer.boxes.push(bbox);
       if (added) this.draw(kind);
-      layer.note.textContent = "";
+      layer.note.replaceChildren();
+      delete layer.note.dataset.zoom;
     } catch (err) {
-      layer.note.textContent = " (failed to load)";
+      layer.note.replaceChildren(" ", bi("（加载失败）", "(failed to load)"));
       console.warn(`areas ${kind}: ${err.message}`);
     }
   }
@@ -134,8 +135,11 @@ export class Areas {
       const show = checkbox.checked && near;
       if (layer.primitive) layer.primitive.show = show;
       if (kind === "district") this.labels.show = show;
-      if (checkbox.checked && !near) layer.note.textContent = ` (放大显示 zoom in)`;
-      else if (layer.note.textContent.includes("zoom")) layer.note.textContent = "";
+      const zoomIn = checkbox.checked && !near;
+      if (zoomIn && !layer.note.dataset.zoom) layer.note.replaceChildren(" ", bi("（放大显示）", "(zoom in)"));
+      else if (!zoomIn && layer.note.dataset.zoom) layer.note.replaceChildren();
+      if (zoomIn) layer.note.dataset.zoom = "1";
+      else delete layer.note.dataset.zoom;
       if (fetch && show && !layer.complete && !layer.pending) {
         const bbox = spec.byView ? viewBbox(this.viewer) : undefined;
         if (!spec.byView) this.fetch(kind);

@@ -121,13 +121,12 @@ export class CaseBoard {
   /** A ticker item from a case's properties (full, from /cases, or partial, from the live socket). */
   item(p, at) {
     const category = this.cases.categoryOf(p);
-    const unit = this.cases.units.get(p.unit_id);
     const place = this.cases.place(p);
     return {
       id: p.id,
       at: p.reported_at ?? at,
       severity: p.severity,
-      text: [biText(category.zh, category.en), place, p.unit_name ?? (unit ? biText(unit.name, unit.name_en) : p.unit_id)]
+      text: [biText(category.zh, category.en), place, this.cases.unitName(p) ?? p.unit_id]
         .filter(Boolean).join(" · "),
     };
   }

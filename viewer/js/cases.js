@@ -79,7 +79,7 @@ export class Cases {
         this.refresh();
       });
       const [zh, en] = STATES[state];
-      return el("label", { class: "chip", title: en }, box,
+      return el("label", { class: "chip", title: biText(zh, en) }, box,
         el("span", { class: "dot", style: `background:${STATE_COLOURS[state]}` }), bi(zh, en));
     });
     $("case-states").replaceChildren(...chips);
@@ -260,7 +260,15 @@ export class Cases {
     bi(category.zh, category.en),
     el("span", { class: "state-tag" }, bi(szh, sen)),
     p.overdue ? el("span", { class: "overdue-tag" }, bi("超期", "overdue")) : "",
-    el("div", { class: "sub" }, [p.title, this.place(p), p.unit_name].filter(Boolean).join(" · ")));
+    // The title is the reporter's words (data, in whatever language); the place and unit follow the language.
+    el("div", { class: "sub" }, [p.title && el("span", { translate: "no" }, p.title), this.place(p), this.unitName(p)]
+      .filter(Boolean).flatMap((part, i) => (i ? [" · ", part] : [part]))));
+  }
+
+  /** The responsible unit's name in the chosen language, where the units list knows it. */
+  unitName(p) {
+    const unit = this.units.get(p.unit_id);
+    return unit ? biText(unit.name, unit.name_en) : p.unit_name;
   }
 
   /** "黄浦区 南京东路街道": a case's district and street by name, where the areas layer knows them. */

@@ -6,14 +6,15 @@
 // WebGL (measured in headless Chromium: 285 → 133 ms a frame for 700 roads and 36 parks).
 import * as Cesium from "./cesium.js";
 import { getJSON, query } from "./api.js";
+import { bi } from "./i18n.js";
 import { $, el } from "./ui.js";
 
 const GROUND = [
-  { kind: "water", label: "Water", fill: "#1d4a6e", height: 0.2 },
-  { kind: "park", label: "Parks", fill: "#2e5e3b", height: 0.3 },
-  { kind: "land_use", label: "Land use", fill: "#30353c", height: 0.1, off: true },
-  { kind: "road", label: "Roads", stroke: "#5d6876", width: 2, height: 0.5 },
-  { kind: "railway", label: "Railways", stroke: "#8a7f70", width: 1.5, height: 0.6 },
+  { kind: "water", label: ["水系", "Water"], fill: "#1d4a6e", height: 0.2 },
+  { kind: "park", label: ["公园绿地", "Parks"], fill: "#2e5e3b", height: 0.3 },
+  { kind: "land_use", label: ["用地", "Land use"], fill: "#30353c", height: 0.1, off: true },
+  { kind: "road", label: ["道路", "Roads"], stroke: "#5d6876", width: 2, height: 0.5 },
+  { kind: "railway", label: ["铁路", "Railways"], stroke: "#8a7f70", width: 1.5, height: 0.6 },
 ];
 const LIMIT = 10000; // the server's page cap; a larger city is drawn in the part first looked at
 
@@ -36,7 +37,7 @@ export class Ground {
   async loadOne(layer, bbox, after) {
     const checkbox = el("input", { type: "checkbox", "data-ground": layer.kind, checked: !layer.off });
     const note = el("span", { class: "note" });
-    $("ground-switches").append(el("label", { class: "switch" }, checkbox, layer.label, note));
+    $("ground-switches").append(el("label", { class: "switch" }, checkbox, bi(...layer.label), note));
     await after.catch(() => undefined);
     try {
       const params = { limit: LIMIT, bbox: bbox?.map((v) => v.toFixed(6)).join(","), properties: "name" };
@@ -52,7 +53,7 @@ export class Ground {
       this.viewer.scene.requestRender();
       this.primitives.set(layer.kind, primitive);
     } catch (err) {
-      note.textContent = " (failed to load)";
+      note.replaceChildren(" ", bi("（加载失败）", "(failed to load)"));
       console.warn(`ground layer ${layer.kind}: ${err.message ?? err}`);
     }
   }

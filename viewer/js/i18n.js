@@ -1,6 +1,8 @@
-// Two languages, Shanghai's users first: every label of the case and area panels is Chinese with English beside it.
+// Two languages, Shanghai's users first: every label is Chinese with English beside it.
 // bi("案件", "Cases") makes <span class=zh>案件</span> <span class=en>Cases</span>; the 中/EN/中EN switch in the side
-// panel hides one of them (body.lang-zh, body.lang-en), remembered in localStorage.
+// panel hides one of them (body.lang-zh, body.lang-en), remembered in localStorage. Until the switch is used the
+// browser's languages choose (zh → 中, en → EN, neither → both). Attributes and <option>s cannot hold spans: they carry
+// both texts as data-zh/data-en (data-title-zh, data-placeholder-en …), which each language change applies.
 import { el } from "./ui.js";
 
 /** A bilingual label element. */
@@ -8,6 +10,15 @@ export function bi(zh, en) {
   if (!en || zh === en) return el("span", { class: "zh" }, zh ?? en ?? "");
   if (!zh) return el("span", { class: "en" }, en);
   return el("span", { class: "bi" }, el("span", { class: "zh" }, zh), " ", el("span", { class: "en" }, en));
+}
+
+/**
+ * A name from the data: both languages where it has both (the switch hides one), else the one it has, shown in
+ * every language (a building called "Pudong Office 000456" keeps its name in 中 mode). Marked translate=no: data.
+ */
+export function biName(zh, en) {
+  if (zh && en && zh !== en) return bi(zh, en);
+  return el("span", { class: "name", translate: "no" }, zh || en || "");
 }
 
 /** Names of asset kinds and areas: zh-CN, English, English plural (lists such as the legend). */
@@ -118,10 +129,52 @@ export function pair(table, key) {
 
 const LANGS = ["both", "zh", "en"];
 const BUTTON = { both: "中/EN", zh: "中", en: "EN" };
+/** Attributes that take a text in two languages (data-<attr>-zh, data-<attr>-en). */
+const TEXT_ATTRS = ["title", "placeholder", "aria-label"];
+
+/** The language the browser asks for: the first of navigator.languages that is Chinese or English, else both. */
+export function browserLang(languages = navigator.languages?.length ? navigator.languages : [navigator.language]) {
+  for (const tag of languages ?? []) {
+    const code = String(tag).toLowerCase();
+    if (code.startsWith("zh")) return "zh";
+    if (code.startsWith("en")) return "en";
+  }
+  return "both";
+}
 
 export function currentLang() {
   const stored = safeStorage()?.getItem("cim.lang");
-  return LANGS.includes(stored) ? stored : "both";
+  return LANGS.includes(stored) ? stored : browserLang();
+}
+
+/**
+ * Give `node` texts in two languages where spans cannot go: `{ text: [zh, en] }` for its text (an <option>),
+ * `{ title: [zh, en], placeholder: [zh, en], "aria-label": [zh, en] }` for attributes. Applied now and on every
+ * language change. Returns the node.
+ */
+export function biAttrs(node, texts) {
+  for (const [attr, [zh, en]] of Object.entries(texts)) {
+    const key = attr === "text" ? "" : `-${attr}`;
+    node.setAttribute(`data${key}-zh`, zh ?? en ?? "");
+    node.setAttribute(`data${key}-en`, en ?? zh ?? "");
+  }
+  applyTexts(node);
+  return node;
+}
+
+/** An <option> whose text follows the language. */
+export function biOption(value, zh, en, attrs = {}) {
+  return biAttrs(el("option", { value, ...attrs }), { text: [zh, en] });
+}
+
+/** Set the two-language texts of `root` and everything in it to the chosen language. */
+function applyTexts(root = document) {
+  const pick = (node, key) => biText(node.getAttribute(`data${key}-zh`), node.getAttribute(`data${key}-en`));
+  const nodes = (selector) => [...(root.matches?.(selector) ? [root] : []), ...root.querySelectorAll(selector)];
+  for (const node of nodes("[data-zh]")) node.textContent = pick(node, "");
+  for (const attr of TEXT_ATTRS) {
+    for (const node of nodes(`[data-${attr}-zh]`)) node.setAttribute(attr, pick(node, `-${attr}`));
+  }
 }
 
 /** Apply the stored language and wire the switch button (#lang-switch), which cycles both → 中 → EN. */
@@ -132,6 +185,8 @@ export function initLang(onChange) {
     document.documentElement.lang = lang === "en" ? "en" : "zh-CN";
     const button = document.getElementById("lang-switch");
     if (button) button.textContent = BUTTON[lang];
+    document.title = biText("城市信息模型", "City information model");
+    applyTexts();
   };
   apply(currentLang());
   document.getElementById("lang-switch")?.addEventListener("click", () => {

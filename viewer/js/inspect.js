@@ -2,12 +2,22 @@
 // parent chain, children, latest sensor state, open alerts. The feature is highlighted while the panel is open.
 import * as Cesium from "./cesium.js";
 import { getJSON } from "./api.js";
+import { bi, biName, kindName } from "./i18n.js";
 import { $, el } from "./ui.js";
 import { flyToGeometry } from "./viewer.js";
 
 /** The asset columns of a feature's properties (cim.api.geojson); the others are property-set keys. */
 const COLUMNS = new Set(["kind", "name", "parent_id", "source", "z_min", "z_max", "install_date", "status", "material",
   "height_m", "network", "diameter_mm", "depth_m", "storeys"]);
+
+/** The columns' names in both languages; a property-set key is the data's own and stays as it is. */
+const COLUMN_NAMES = {
+  id: ["编号", "id"], kind: ["类型", "kind"], name: ["名称", "name"], parent_id: ["上级", "parent"],
+  source: ["数据来源", "source"], z_min: ["底部高程", "bottom"], z_max: ["顶部高程", "top"],
+  install_date: ["安装日期", "installed"], status: ["状态", "status"], material: ["材质", "material"],
+  height_m: ["高度（米）", "height (m)"], network: ["管网", "network"], diameter_mm: ["管径（毫米）", "diameter (mm)"],
+  depth_m: ["埋深（米）", "depth (m)"], storeys: ["层数", "storeys"], lift_count: ["电梯数", "lifts"],
+};
 
 // noData sentinels of the property tables (cim/tiling/properties.py): shown as empty, not as -1 or 65535.
 const NO_DATA = new Set(["", -1, 65535]);
@@ -48,11 +58,11 @@ export class Inspector {
     this.current = id;
     this.styler.select(id);
     $("inspect-panel").hidden = false;
-    $("inspect-title").textContent = metadata.name || id;
+    $("inspect-title").replaceChildren(biName(metadata.name || id));
     const body = $("inspect-body");
     body.replaceChildren(
-      Object.keys(metadata).length ? section("From the tile", propsTable(metadata)) : "",
-      el("p", { class: "hint", id: "inspect-loading" }, "loading asset detail…"),
+      Object.keys(metadata).length ? section(bi("瓦片属性", "From the tile"), propsTable(metadata)) : "",
+      el("p", { class: "hint", id: "inspect-loading" }, bi("正在加载设施详情…", "loading asset detail…")),
     );
     try {
       const detail = await getJSON(`/assets/${encodeURIComponent(id)}`);
@@ -63,42 +73,42 @@ export class Inspector {
     } catch (err) {
       if (this.current !== id) return;
       const loading = $("inspect-loading");
-      if (loading) loading.textContent = `asset detail unavailable: ${err.message}`;
+      if (loading) loading.replaceChildren(bi("设施详情不可用", "asset detail unavailable"), `: ${err.message}`);
     }
   }
 
   renderDetail(detail) {
     const { asset, parents = [], children = [], latest_state: state = {}, alerts = [] } = detail;
     const props = asset.properties ?? {};
-    $("inspect-title").textContent = props.name || asset.id;
+    $("inspect-title").replaceChildren(biName(props.name || asset.id));
     const link = (item) =>
-      el("a", { onclick: () => this.open(item.id, {}, { fly: true }), title: item.id }, item.name || item.id);
+      el("a", { onclick: () => this.open(item.id, {}, { fly: true }), title: item.id, translate: "no" }, item.name || item.id);
     const crumbs = [...parents].reverse();
     const body = $("inspect-body");
     body.prepend(
-      el("p", { class: "crumbs" }, `${props.kind} `, el("code", {}, asset.id),
-        crumbs.length ? el("br") : "", ...crumbs.flatMap((p, i) => [i ? " › " : "in ", link(p)])),
+      el("p", { class: "crumbs" }, bi(...kindName(props.kind)), " ", el("code", {}, asset.id),
+        crumbs.length ? el("br") : "", ...crumbs.flatMap((p, i) => [i ? " › " : bi("位于 ", "in "), link(p)])),
     );
     // the columns first; every other property is a key of the asset's property sets (flattened by the server)
     const entries = Object.entries(props).filter(([, v]) => v !== null && v !== "");
     const shown = Object.fromEntries(entries.filter(([k]) => COLUMNS.has(k)));
     const extra = Object.fromEntries(entries.filter(([k]) => !COLUMNS.has(k)));
-    body.append(section("Asset", propsTable(shown)));
-    if (Object.keys(extra).length) body.append(section("Properties", propsTable(extra)));
+    body.append(section(bi("设施", "Asset"), propsTable(shown)));
+    if (Object.keys(extra).length) body.append(section(bi("属性", "Properties"), propsTable(extra)));
     if (Object.keys(state).length) {
       const rows = Object.fromEntries(
         Object.entries(state).map(([sensor, r]) => [sensor, `${r.value}${r.status ? ` (${r.status})` : ""} · ${r.time}`]),
       );
-      body.append(section("Latest sensor state", propsTable(rows)));
+      body.append(section(bi("最新传感器状态", "Latest sensor state"), propsTable(rows)));
     }
     if (alerts.length) {
-      body.append(section("Open alerts", el("ul", { class: "list" },
+      body.append(section(bi("未关闭告警", "Open alerts"), el("ul", { class: "list" },
         alerts.map((a) => el("li", { class: `sev-${a.severity}` }, a.message || a.rule, el("div", { class: "sub" }, a.opened_at))))));
     }
     if (children.length) {
-      const items = children.map((c) => el("li", {}, link(c), el("span", { class: "sub" }, ` ${c.kind}`)));
-      if (detail.children_truncated) items.push(el("li", { class: "empty" }, "…more"));
-      body.append(section(`Children (${children.length}${detail.children_truncated ? "+" : ""})`, el("ul", { class: "list" }, items)));
+      const items = children.map((c) => el("li", {}, link(c), el("span", { class: "sub" }, " ", bi(...kindName(c.kind)))));
+      if (detail.children_truncated) items.push(el("li", { class: "empty" }, bi("…更多", "…more")));
+      body.append(section(bi(`下级（${children.length}${detail.children_truncated ? "+" : ""}）`, `Children (${children.length}${detail.children_truncated ? "+" : ""})`), el("ul", { class: "list" }, items)));
     }
   }
 
@@ -114,7 +124,11 @@ function section(title, content) {
 }
 
 function propsTable(values) {
+  // Values are the data's (and a property set's own keys): marked translate=no; the kind and known keys are named.
   const rows = Object.entries(values).map(([key, value]) =>
-    el("tr", {}, el("td", {}, key), el("td", {}, typeof value === "object" ? JSON.stringify(value) : String(value))));
+    el("tr", {},
+      el("td", COLUMN_NAMES[key] ? {} : { translate: "no" }, COLUMN_NAMES[key] ? bi(...COLUMN_NAMES[key]) : key),
+      el("td", key === "kind" ? {} : { translate: "no" },
+        key === "kind" ? bi(...kindName(value)) : typeof value === "object" ? JSON.stringify(value) : String(value))));
   return el("table", { class: "props" }, el("tbody", {}, rows));
 }

@@ -2,9 +2,16 @@
 // switched alone. A group that fails to load gets a visible note and the others still work.
 import * as Cesium from "./cesium.js";
 import { getJSON } from "./api.js";
+import { bi } from "./i18n.js";
 import { $, el } from "./ui.js";
 
-const LABELS = { buildings: "Buildings", bim: "BIM detail", underground: "Underground networks", points: "Point assets" };
+const LABELS = {
+  buildings: ["建筑", "Buildings"],
+  bim: ["建筑信息模型", "BIM detail"],
+  underground: ["地下管网", "Underground networks"],
+  points: ["点状设施", "Point assets"],
+  city: ["城市模型", "City"],
+};
 
 export class Layers {
   constructor(viewer, styler, onChange) {
@@ -33,7 +40,7 @@ export class Layers {
   async addGroup({ name, url }, show, onFirstTile) {
     const checkbox = el("input", { type: "checkbox", "data-layer": name, checked: show });
     const note = el("span", { class: "note" });
-    const label = el("label", { class: "switch", id: `layer-${name}` }, checkbox, LABELS[name] ?? name, note);
+    const label = el("label", { class: "switch", id: `layer-${name}` }, checkbox, bi(...(LABELS[name] ?? [name, name])), note);
     $("layer-switches").append(label);
     const entry = { name, checkbox, note, tileset: undefined };
     this.groups.set(name, entry);
@@ -53,7 +60,7 @@ export class Layers {
       });
       tileset.show = checkbox.checked;
       tileset.tileFailed.addEventListener((event) => {
-        note.textContent = " (some tiles failed)";
+        note.replaceChildren(" ", bi("（部分瓦片加载失败）", "(some tiles failed)"));
         console.warn(`tile of ${name} failed: ${event.url}: ${event.message}`);
       });
       // The first frame drawn after a tile's content is ready is "the first frame with tiles".
@@ -70,7 +77,7 @@ export class Layers {
       this.styler.attach(tileset, this.viewer.scene);
       entry.tileset = tileset;
     } catch (err) {
-      note.textContent = " (failed to load)";
+      note.replaceChildren(" ", bi("（加载失败）", "(failed to load)"));
       checkbox.disabled = true;
       console.warn(`tileset ${name} failed to load: ${err.message ?? err}`);
     }

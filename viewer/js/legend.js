@@ -35,7 +35,7 @@ export class Legend {
     this.kinds = new Map(); // layer group → Set of kinds its loaded tiles hold
     this.networks = new Set(); // networks of the loaded buried features
     this.colors = {}; // kind → {linear, css}, the tiles' own colours
-    this.box = el("aside", { id: "legend", "aria-label": "legend 图例" });
+    this.box = el("aside", { id: "legend", "aria-label": "legend 图例", "data-aria-label-zh": "图例", "data-aria-label-en": "legend" });
     document.body.append(this.box);
     this.watched = new Set();
     let pending;

@@ -121,7 +121,7 @@ export class Live {
     this.recluster();
     this.renderAlerts();
     if (this.endpoints.live) this.connect();
-    else this.setStatus("live data: not served", "");
+    else this.setStatus(bi("无实时数据", "live data: not served"), "");
   }
 
   async loadSensors() {
@@ -160,7 +160,7 @@ export class Live {
     this.socket = socket;
     socket.onopen = () => {
       this.retry = 1;
-      this.setStatus("live", "ok");
+      this.setStatus(bi("实时", "live"), "ok");
     };
     socket.onmessage = (event) => {
       try {
@@ -171,7 +171,7 @@ export class Live {
     };
     socket.onclose = () => {
       if (this.socket !== socket) return;
-      this.setStatus(`live: disconnected, retrying in ${this.retry} s`, "bad");
+      this.setStatus(bi(`实时连接断开，${this.retry} 秒后重试`, `live: disconnected, retrying in ${this.retry} s`), "bad");
       setTimeout(() => this.connect(), this.retry * 1000);
       this.retry = Math.min(this.retry * 2, 30);
     };
@@ -240,7 +240,7 @@ export class Live {
     const alerts = this.openAlerts();
     const list = $("alert-list");
     if (!alerts.length) {
-      list.replaceChildren(el("li", { class: "empty" }, biText("无告警", "no open alerts")));
+      list.replaceChildren(el("li", { class: "empty" }, bi("无告警", "no open alerts")));
     } else {
       list.replaceChildren(...alerts.map((a) => el("li", {
         class: `sev-${a.severity}`,
@@ -273,7 +273,7 @@ export class Live {
 
   setStatus(text, kind) {
     const node = $("live-status");
-    node.textContent = text;
+    node.replaceChildren(text); // a bi() label
     node.className = `status ${kind}`;
   }
 }

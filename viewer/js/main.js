@@ -8,7 +8,7 @@ import { CaseBoard } from "./caseboard.js";
 import { CasePanel } from "./casepanel.js";
 import { Cases } from "./cases.js";
 import { Ground } from "./ground.js";
-import { initLang } from "./i18n.js";
+import { bi, biName, biText, initLang } from "./i18n.js";
 import { Inspector } from "./inspect.js";
 import { Layers } from "./layers.js";
 import { Legend } from "./legend.js";
@@ -57,10 +57,14 @@ const inspector = new Inspector(viewer, styler);
 const queries = new Queries({ viewer, styler, inspector, layers, underground, onChange: saveState });
 const areas = new Areas(viewer);
 window.cim.search = new Search({ viewer, inspector });
-const areaName = (code) => areas.area(code)?.properties?.name ?? code;
+const areaName = (code) => {
+  const props = areas.area(code)?.properties;
+  return props?.name ? biText(props.name, props.name_en) : code; // in the chosen language (lists re-render on a switch)
+};
 const casePanel = new CasePanel({ viewer, inspector, areaName });
 const cases = new Cases({ viewer, panel: casePanel, onChange: saveState });
 cases.areaName = areaName;
+casePanel.unitName = (p) => cases.unitName(p);
 // A case marker opens its case; a heat area narrows the case list to it.
 inspector.pickers.push((picked) => {
   if (picked?.id?.cimCaseId) {
@@ -83,6 +87,8 @@ window.cim.casePanel = casePanel;
 initLang(() => {
   areas.relabel();
   measure.draw(); // the map labels take the chosen language
+  window.cim.live?.renderAlerts(); // alert texts are plain text (the ticker's too)
+  if (wall?.on) wall.refresh();
   if (cases.available) {
     cases.buildFilters();
     cases.setAreas(districtsOf(areas));
@@ -91,10 +97,10 @@ initLang(() => {
 });
 let wall;
 
-onServerChange((up) => banner(up ? undefined : "The CIM server does not answer — retrying…"));
+onServerChange((up) => banner(up ? undefined : biText("CIM 服务器无响应，正在重试…", "The CIM server does not answer — retrying…")));
 
 async function start() {
-  if (state.problems.length) toast(`The link's ${state.problems.join(", ")} could not be read; showing the default.`);
+  if (state.problems.length) toast(biText(`链接中的 ${state.problems.join("、")} 无法读取，显示默认视图。`, `The link's ${state.problems.join(", ")} could not be read; showing the default.`));
   // Asked side by side: each is a round trip before the first tile can be requested.
   const brdf = usePrecomputedBrdfLut(viewer.scene);
   const held = getJSON("/collections").then((c) => c.collections).catch(() => []);
@@ -102,7 +108,7 @@ async function start() {
   try {
     config = await getJSON("/viewer/config.json");
   } catch (err) {
-    setStatus(`server: ${err.message}`, "bad");
+    setStatus([bi("服务器", "server"), `: ${err.message}`], "bad");
   }
   const endpoints = config.endpoints ?? {};
   tilesName = state.tiles ?? config.tilesets?.[0];
@@ -136,7 +142,7 @@ async function start() {
   try {
     const groups = await tiles;
     legend.watch();
-    setStatus(`${tilesName || "tiles"}: ${groups.join(", ")}`, "ok");
+    setStatus([tilesName ? biName(tilesName) : bi("瓦片", "tiles"), ": ", bi(`${groups.length} 个图层`, groups.join(", "))], "ok");
     layers.firstTile.then(() => {
       // From navigation start, as the issue's target counts it.
       window.cim.timings.firstTileMs = performance.now();
@@ -146,8 +152,8 @@ async function start() {
       if (sphere) viewer.camera.flyToBoundingSphere(sphere, { duration: 0 });
     }
   } catch (err) {
-    setStatus(`tiles unavailable: ${err.message}`, "bad");
-    toast(`The 3D tiles could not be loaded (${err.message}); ground layers and queries still work.`);
+    setStatus([bi("瓦片不可用", "tiles unavailable"), `: ${err.message}`], "bad");
+    toast(biText(`三维瓦片无法加载（${err.message}）；地面图层和查询仍可使用。`, `The 3D tiles could not be loaded (${err.message}); ground layers and queries still work.`));
   }
 
   if (state.underground) underground.set(true);
@@ -254,7 +260,7 @@ async function loadPlaces(endpoints, extent) {
       const lon = (w + e) / 2;
       const lat = (s + n) / 2;
       const span = Math.max(e - w, n - s) * 111000;
-      places = [{ name: "City", lon, lat, height: Math.max(800, span), heading: 0, pitch: -40 }];
+      places = [{ name: "City", name_zh: "全市", lon, lat, height: Math.max(800, span), heading: 0, pitch: -40 }];
     }
   }
   // Look from south of the place at it, not straight down on it: a place's lon/lat is what is looked at.
@@ -288,5 +294,5 @@ window.addEventListener("keydown", (event) => {
 
 start().catch((err) => {
   console.error(err);
-  setStatus(`start failed: ${err.message}`, "bad");
+  setStatus([bi("启动失败", "start failed"), `: ${err.message}`], "bad");
 });

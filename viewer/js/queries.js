@@ -5,7 +5,7 @@
 // be downloaded as GeoJSON or CSV (the server's f=geojson|csv). The forms offer only the kinds the store holds.
 import * as Cesium from "./cesium.js";
 import { getJSON, postJSON, query } from "./api.js";
-import { bi, biText } from "./i18n.js";
+import { bi, biOption, biText, kindName } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { drawPolygon, polygonOf } from "./draw.js";
 import { flyToPoint, groundAt, viewBbox } from "./viewer.js";
@@ -51,7 +51,7 @@ export class Queries {
       if (!this.kindOptions.has(id)) this.kindOptions.set(id, [...select.options].map((o) => o.value));
       const value = select.value;
       const present = this.kindOptions.get(id).filter((kind) => kinds.has(kind));
-      select.replaceChildren(...present.map((kind) => el("option", { value: kind }, kind)));
+      select.replaceChildren(...present.map((kind) => biOption(kind, ...kindName(kind))));
       if (present.includes(value)) select.value = value;
     }
   }
@@ -195,11 +195,11 @@ export class Queries {
     this.styler.setFound(assets.map((a) => a.id), { dimOthers: true });
     const n = formatNumber(assets.length);
     const d = formatNumber(q.distance);
-    const kind = q.kind.replace("_", " ");
-    const near = q.near.replace("_", " ");
+    const [kindZh, kindEn] = kindName(q.kind, { plural: true });
+    const [nearZh, nearEn] = kindName(q.near);
     const summary = bi(
-      `${n} 个 ${kind} ${q.beyond ? "距" : "在"}最近的 ${near} ${q.beyond ? "超过" : "以内"} ${d} 米`,
-      `${n} ${kind} ${q.beyond ? "farther than" : "within"} ${d} m of a ${near}`,
+      `${n} 个${kindZh}${q.beyond ? "距" : "在"}最近的${nearZh}${q.beyond ? "超过" : ""} ${d} 米${q.beyond ? "" : "以内"}`,
+      `${n} ${kindEn} ${q.beyond ? "farther than" : "within"} ${d} m of a ${nearEn}`,
     );
     const rows = assets.map((a) => ({
       id: a.id,
@@ -265,9 +265,9 @@ export class Queries {
       }, row.text, row.sub ? el("div", { class: "sub" }, row.sub) : ""));
     if (rows.length > MAX_ROWS) items.push(el("li", { class: "empty" }, bi(`另有 ${rows.length - MAX_ROWS} 条`, `… and ${rows.length - MAX_ROWS} more`)));
     const tools = el("div", { class: "result-tools row" },
-      sortable ? el("select", { id: "result-order", "aria-label": "排序 order", onchange: (e) => this.setOrder(e.target.value) },
-        el("option", { value: "age", selected: this.order === "age" }, biText("按年龄（最老在前）", "by age, oldest first")),
-        el("option", { value: "distance", selected: this.order === "distance" }, biText("按离视图中心距离", "by distance from view centre"))) : "",
+      sortable ? el("select", { id: "result-order", "aria-label": biText("排序", "order"), "data-aria-label-zh": "排序", "data-aria-label-en": "order", onchange: (e) => this.setOrder(e.target.value) },
+        biOption("age", "按年龄（最老在前）", "by age, oldest first", { selected: this.order === "age" }),
+        biOption("distance", "按离视图中心距离", "by distance from view centre", { selected: this.order === "distance" })) : "",
       el("span", { class: "downloads" }, bi("下载", "download"), " ",
         ...downloads.map((d) => el("a", { class: "download", "data-format": d.format, href: d.href, download: d.download, onclick: d.onclick },
           d.format === "geojson" ? "GeoJSON" : "CSV"), " ")));

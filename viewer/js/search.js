@@ -3,7 +3,7 @@
 // and height, an area to its bounding box — and an asset is picked (highlighted in the tiles, detail opened).
 import * as Cesium from "./cesium.js";
 import { getJSON } from "./api.js";
-import { bi, kindName } from "./i18n.js";
+import { bi, biName, kindName } from "./i18n.js";
 import { $, el } from "./ui.js";
 import { flyToPoint } from "./viewer.js";
 
@@ -66,9 +66,9 @@ export class Search {
     }
     const items = matches.map((m, i) =>
       el("li", { "data-id": m.id, "data-kind": m.kind, onclick: () => this.choose(i), onmouseenter: () => this.mark(i) },
-        bi(m.name_zh, m.name_en ?? m.name ?? m.id),
+        biName(m.name_zh, m.name_en ?? m.name ?? m.id),
         el("div", { class: "sub" }, bi(...kindName(m.kind)),
-          m.district && m.kind !== "district" ? [" · ", bi(m.district.name_zh, m.district.name_en)] : "")));
+          m.district && m.kind !== "district" ? [" · ", biName(m.district.name_zh, m.district.name_en)] : "")));
     if (!matches.length) items.push(el("li", { class: "empty", id: "search-none" }, bi("无结果", "no matches")));
     else if (total > matches.length) {
       items.push(el("li", { class: "empty" }, bi(`共 ${total} 项`, `${total} in all`)));
@@ -93,6 +93,9 @@ export class Search {
       if (this.active >= 0 && this.input.value.trim() === (this.last?.q ?? "").trim()) this.choose(this.active);
       else this.run(this.input.value).then(() => this.matches.length && this.choose(0)); // typed faster than the list
     } else if (event.key === "Escape") {
+      clearTimeout(this.timer); // a list still on its way is not shown after the box was cleared
+      this.seq += 1;
+      this.controller?.abort();
       this.input.value = "";
       this.show([], "");
       this.input.blur();

@@ -25,10 +25,12 @@ export class Section {
     this.kind = "vertical";
     this.offset = 0; // metres: along the plane's normal (vertical) or above the picked ground (horizontal)
     this.collections = [];
-    this.kindSelect = el("select", { id: "section-kind", "aria-label": "剖切方向 section direction" },
-      el("option", { value: "vertical" }, "竖直 vertical"), el("option", { value: "horizontal" }, "水平 horizontal"));
+    this.kindSelect = el("select", { id: "section-kind", "aria-label": "剖切方向 section direction",
+      "data-aria-label-zh": "剖切方向", "data-aria-label-en": "section direction" },
+      el("option", { value: "vertical", "data-zh": "竖直", "data-en": "vertical" }, "竖直 vertical"),
+      el("option", { value: "horizontal", "data-zh": "水平", "data-en": "horizontal" }, "水平 horizontal"));
     this.slider = el("input", { id: "section-offset", type: "range", min: "-60", max: "60", step: "0.5", value: "0",
-      "aria-label": "剖切位置 section position", disabled: true });
+      "aria-label": "剖切位置 section position", "data-aria-label-zh": "剖切位置", "data-aria-label-en": "section position", disabled: true });
     this.readout = el("span", { id: "section-readout", class: "status" });
     this.pickButton = el("button", { type: "button", id: "section-pick", onclick: () => this.startPick() }, bi("剖切", "Section"));
     this.offButton = el("button", { type: "button", id: "section-off", onclick: () => this.off() }, bi("关闭剖切", "Section off"));

@@ -19,9 +19,10 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** The status line: `text` a string, a node (bi(…)) or a list of them. */
 export function setStatus(text, kind = "") {
   const node = $("status");
-  node.textContent = text;
+  node.replaceChildren(...[text].flat());
   node.className = `status ${kind}`;
 }
 
@@ -63,6 +64,7 @@ export function banner(text) {
   node.hidden = !text;
 }
 
+/** A number as the page's language writes it (<html lang>, which the language switch sets). */
 export function formatNumber(value, digits = 0) {
-  return Number(value).toLocaleString("en", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+  return Number(value).toLocaleString(document.documentElement.lang || "zh-CN", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }

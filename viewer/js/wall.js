@@ -3,7 +3,7 @@
 // (caseboard.js) shows the on-time rate and open/overdue cases by district, the districts are filled by their open
 // cases, and the ticker shows new cases; else it shows the open alerts.
 import { getJSON, postJSON, query } from "./api.js";
-import { ALERT_SEVERITIES, alertText, biText, pair } from "./i18n.js";
+import { ALERT_SEVERITIES, alertText, biName, biText, currentLang, pair } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { isSoftware, setCamera } from "./viewer.js";
 
@@ -158,7 +158,7 @@ export class Wall {
     let index = 0;
     while (this.touring) {
       const place = this.places[index % this.places.length];
-      caption.textContent = place.name;
+      caption.replaceChildren(biName(place.name_zh, place.name)); // the switch shows one or both
       caption.hidden = false;
       await setCamera(this.viewer, place, FLIGHT_S);
       const until = performance.now() + PAUSE_S * 1000;
@@ -179,6 +179,14 @@ export class Wall {
   }
 }
 
+/** Chinese counters of the server's units (it writes them in English); units such as km and % stay. */
+const ZH_UNITS = { lifts: "部", sensors: "个", alerts: "条", homes: "户", stops: "个", buildings: "栋" };
+
+/** A unit: its Chinese counter in 中 mode, else the server's (a count of lifts reads "808 lifts" beside Chinese). */
+function unitText(unit) {
+  return currentLang() === "zh" ? ZH_UNITS[unit] ?? unit : unit;
+}
+
 /** Chinese names of the server's vital signs (it labels them in English), Chinese first on the wall. */
 const ZH_VITALS = {
   old_lifts: "超过15年的电梯",
@@ -191,10 +199,16 @@ const ZH_VITALS = {
   open_alerts: "未关闭告警",
 };
 
+/** The quantities sensors measure, for the open alerts by quantity. */
+const QUANTITIES_ZH = {
+  gas_pressure: "燃气压力", water_pressure: "水压", water_level: "水位", flow: "流量", temperature: "温度",
+  vibration: "振动", tilt: "倾斜", lift_status: "电梯状态", power: "电力", air_quality: "空气质量",
+};
+
 function zhLabel(id) {
   const key = String(id ?? "");
   if (ZH_VITALS[key]) return ZH_VITALS[key];
-  if (key.startsWith("open_alerts.")) return `未关闭告警：${key.slice("open_alerts.".length).replaceAll("_", " ")}`;
+  if (key.startsWith("open_alerts.")) return `未关闭告警：${QUANTITIES_ZH[key.slice("open_alerts.".length)] ?? key.slice("open_alerts.".length)}`;
   return undefined;
 }
 
@@ -206,7 +220,7 @@ function normalise(body) {
     const value = typeof item.value === "number" ? formatNumber(item.value, Number.isInteger(item.value) ? 0 : 1) : String(item.value ?? "—");
     return {
       id: item.id ?? item.name,
-      value: item.unit ? `${value} ${item.unit}` : value,
+      value: item.unit ? `${value} ${unitText(item.unit)}` : value,
       label: biText(zhLabel(item.id ?? item.name), item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " ")),
       bad: Boolean(item.bad ?? item.alert),
     };
