@@ -84,7 +84,7 @@ export class Queries {
     out.replaceChildren(el("p", { class: "hint" }, bi("正在查询…", "asking the server…")));
     this.showArea(q.type === "pipes" ? q.ring : undefined);
     this.removeGlow();
-    this.glowPipes(false);
+    if (this.styler.foundColor) this.glowPipes(false); // a restyle costs a slow frame: only when pipes glowed
     try {
       if (q.type === "old-lifts") await this.oldLifts(q, out);
       else if (q.type === "pipes") await this.pipes(q, out);
@@ -115,7 +115,9 @@ export class Queries {
 
   async oldLifts(q, out) {
     const path = "/queries/old-lifts";
+    const asked = this.asked;
     const result = await getJSON(`${path}${query({ years: q.years })}`);
+    if (asked !== this.asked) return; // a newer question was asked meanwhile
     const buildings = result.buildings ?? [];
     const liftIds = buildings.flatMap((b) => b.lifts.map((l) => l.id));
     const unknown = result.unknown_age?.length ?? 0;
@@ -138,8 +140,9 @@ export class Queries {
         lat: b.lat,
       };
     });
+    this.markFound([...buildings.map((b) => b.id), ...liftIds]);
     this.show(out, { summary, rows, sortable: true, downloads: this.links(path, { years: q.years }, "old-lifts") });
-    await this.highlightAfterPaint([...buildings.map((b) => b.id), ...liftIds]);
+    await this.restyleAfterPaint();
   }
 
   async pipes(q, out) {
@@ -169,18 +172,21 @@ export class Queries {
       },
     }));
     // The list and the count first; the scene's changes (a restyle of every loaded feature, the underground view, the
-    // glowing lines) after the list is painted, so the answer shows at once and no step holds the page long.
+    // glowing lines) drawn after the list is painted, so the answer shows at once and no step holds the page long.
+    this.markFound(pipes.map((p) => p.id));
+    if (pipes.length) this.glowPipes(true, { refresh: false });
     this.show(out, { summary, rows, downloads });
     this.labelArea(`${n} 根管线 · ${km} 公里`, `${n} pipes · ${km} km`);
     await nextFrame();
     if (asked !== this.asked) return;
-    this.styler.setFound(pipes.map((p) => p.id), { dimOthers: true });
-    if (!pipes.length) return;
+    if (!pipes.length) {
+      this.styler.refresh();
+      return;
+    }
     // The pipes are below ground: show that layer and look through the ground from where the area was drawn (no
-    // flight below ground: the area and all its pipes stay in view), the found ones glowing.
+    // flight below ground: the area and all its pipes stay in view); underground.set restyles.
     this.layers.show("underground", true);
     this.underground.set(true, { fly: false });
-    this.glowPipes(true);
     this.drawGlow(body, asked);
   }
 
@@ -229,7 +235,9 @@ export class Queries {
       bbox: bbox?.map((v) => v.toFixed(6)).join(","),
     };
     const path = "/queries/within-distance";
+    const asked = this.asked;
     const result = await getJSON(`${path}${query(params)}`);
+    if (asked !== this.asked) return;
     const assets = [...(result.assets ?? [])].sort((a, b) => (a.distance_m ?? Infinity) - (b.distance_m ?? Infinity));
     const n = formatNumber(assets.length);
     const d = formatNumber(q.distance);
@@ -246,15 +254,23 @@ export class Queries {
       lon: a.lon,
       lat: a.lat,
     }));
+    this.markFound(assets.map((a) => a.id));
     this.show(out, { summary, rows, downloads: this.links(path, params, q.kind) });
-    await this.highlightAfterPaint(assets.map((a) => a.id));
+    await this.restyleAfterPaint();
   }
 
-  /** Highlight the found features once the list is on screen: the restyle of every loaded feature is the slow part. */
-  async highlightAfterPaint(ids) {
+  /** The found ids and the dimming of the rest, not yet drawn: restyleAfterPaint draws them. */
+  markFound(ids) {
+    this.styler.found = new Set(ids);
+    this.styler.dimOthers = true;
+  }
+
+  /** Restyle the tiles once the list is on screen: re-colouring every loaded feature is the slow part of a frame,
+   * and the browser paints the list only after the frame it is asked in. */
+  async restyleAfterPaint() {
     const asked = this.asked;
     await nextFrame();
-    if (asked === this.asked) this.styler.setFound(ids, { dimOthers: true });
+    if (asked === this.asked) this.styler.refresh();
   }
 
   /** Download links of a GET query: the same question with f=geojson and f=csv. */
@@ -325,13 +341,13 @@ export class Queries {
   }
 
   /** Found pipes in a flat bright colour (REPLACE ignores the pipe's own colour), others dimmed; off: as before. */
-  glowPipes(on) {
+  glowPipes(on, { refresh = true } = {}) {
     this.styler.foundColor = on ? PIPE_FOUND : undefined;
     for (const tileset of this.layers.tilesets()) {
       if (tileset.cimGroup !== "underground") continue;
       tileset.colorBlendMode = on ? Cesium.Cesium3DTileColorBlendMode.REPLACE : Cesium.Cesium3DTileColorBlendMode.HIGHLIGHT;
     }
-    this.styler.refresh();
+    if (refresh) this.styler.refresh();
   }
 
   /** The drawn area whole: a translucent fill and its outline drawn over everything (one primitive and one entity). */
