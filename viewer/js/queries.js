@@ -156,11 +156,13 @@ export class Queries {
     const summary = bi(`${n} 根${zhNetwork(q.network)}管线，区内共 ${km} 公里`, `${n} buried ${q.network || ""} pipes, ${km} km in the area`);
     // Oldest first: the install date is ISO, so text order is date order; undated last.
     const sorted = [...pipes].sort((a, b) => (a.install_date ?? "9999").localeCompare(b.install_date ?? "9999"));
+    const thisYear = new Date().getFullYear();
     const rows = sorted.map((p) => {
       const year = p.install_date?.slice(0, 4);
       const dn = p.diameter_mm != null ? Math.round(p.diameter_mm) : undefined;
-      const zh = [zhNetwork(p.network), dn != null ? `DN${dn}` : "", year ? `${year}年敷设` : "", `区内 ${formatNumber(p.length_in_area_m)} 米`];
-      const en = [p.network, dn != null ? `${dn} mm` : "", year ? `laid ${year}` : "", `${formatNumber(p.length_in_area_m)} m in area`];
+      const age = year ? thisYear - Number(year) : undefined;
+      const zh = [zhNetwork(p.network), dn != null ? `DN${dn}` : "", year ? `${year}年敷设（${age} 年）` : "", `区内 ${formatNumber(p.length_in_area_m)} 米`];
+      const en = [p.network, dn != null ? `${dn} mm` : "", year ? `laid ${year} (${age} y)` : "", `${formatNumber(p.length_in_area_m)} m in area`];
       return { id: p.id, text: p.id, sub: bi(zh.filter(Boolean).join(" · "), en.filter(Boolean).join(" · ")) };
     });
     const downloads = ["geojson", "csv"].map((f) => ({
