@@ -70,6 +70,7 @@ class PipeOut(TypedDict):
     network: str | None
     install_date: str | None
     depth_m: float | None
+    diameter_mm: float | None
     length_in_area_m: float
 
 
@@ -250,6 +251,7 @@ def buried_pipes(
             "network": row["network"],
             "install_date": None if row["install_date"] is None else row["install_date"].isoformat(),
             "depth_m": row["depth_m"],
+            "diameter_mm": row["diameter_mm"],
             "length_in_area_m": round(float(row["length_in_area_m"] or 0.0), 2),
         }
         for row in rows

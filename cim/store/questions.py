@@ -137,8 +137,8 @@ def buried_pipe_rows(
     installed_before: date | None,
     deeper_than: float | None,
 ) -> list[dict[str, Any]]:
-    """``id``, ``network``, ``install_date``, ``depth_m`` and ``length_in_area_m`` (spheroidal metres) of the
-    below-ground pipes of ``network`` (all when None) inside ``area``, by id."""
+    """``id``, ``network``, ``install_date``, ``depth_m``, ``diameter_mm`` and ``length_in_area_m`` (spheroidal
+    metres) of the below-ground pipes of ``network`` (all when None) inside ``area``, by id."""
     db = sql_store(store)
     s, p = db.dialect, db.dialect.param
     where = s.where(
@@ -152,7 +152,7 @@ def buried_pipe_rows(
             params.append(value)
     length = s.length_m(f"ST_Intersection(geom, {s.geom_param()})")
     sql = (
-        f"SELECT id, network, install_date, depth_m, {length} AS length_in_area_m "
+        f"SELECT id, network, install_date, depth_m, diameter_mm, {length} AS length_in_area_m "
         f"FROM assets WHERE {' AND '.join(clauses)} ORDER BY id"
     )
     rows: list[dict[str, Any]] = db.select(sql, params).to_pylist()

@@ -29,7 +29,7 @@ def test_buried_pipes_by_bbox_and_by_posted_polygon(client: TestClient) -> None:
     assert by_bbox.status_code == 200, by_bbox.text
     body = by_bbox.json()
     assert [p["id"] for p in body["pipes"]] == ["gas-cross", "gas-depth-only", "gas-inside"]
-    assert set(body["pipes"][0]) == {"id", "network", "install_date", "depth_m", "length_in_area_m"}
+    assert set(body["pipes"][0]) == {"id", "network", "install_date", "depth_m", "diameter_mm", "length_in_area_m"}
     west, south, east, north = AREA
     polygon = {
         "type": "Polygon",

@@ -276,7 +276,7 @@ def test_buried_pipes_are_styled_listed_with_their_figures_and_downloaded(
     blend = "window.cim.queries.layers.tilesets().find(t => t.cimGroup === 'underground').colorBlendMode"
     assert tab.evaluate(blend) == 1  # Cesium3DTileColorBlendMode.REPLACE
     area = "window.cim.viewer.entities.getById('query-area')"
-    assert tab.evaluate(f"Boolean({area}.polygon && {area}.polygon.outline.getValue() && {area}.polyline)")
+    assert tab.evaluate(f"Boolean({area}.polyline && {area}.label && window.cim.queries.areaFill)")
     # The download: POSTed with f=geojson, as many features as listed.
     with tab.expect_download() as download:
         tab.click('#query-result a.download[data-format="geojson"]')

@@ -1,11 +1,13 @@
 // The query panel: old lifts, buried pipes in a drawn area, assets within (or beyond) a distance of another kind.
 // Results are counted, sorted usefully (old lifts oldest first, or nearest the view's centre; pipes oldest first;
 // assets nearest first), listed with their figures (click a row to fly there), highlighted in the tiles by styling
-// (a strong colour; found pipes in a flat bright colour that reads as a glow below the translucent ground), and can
-// be downloaded as GeoJSON or CSV (the server's f=geojson|csv). The forms offer only the kinds the store holds.
+// (a strong colour; found pipes in a flat bright colour, and over them glowing lines of a fixed width on screen, so
+// they stand out from far away; the drawn area whole with the count at its centre), and can be downloaded as GeoJSON
+// or CSV (the server's f=geojson|csv). The forms offer only the kinds the store holds. The list is shown first and
+// the scene changed after it is painted: the page never waits on a restyle to show the answer.
 import * as Cesium from "./cesium.js";
 import { getJSON, postJSON, query } from "./api.js";
-import { bi, biOption, biText, kindName } from "./i18n.js";
+import { bi, biOption, biText, currentLang, kindName } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { drawPolygon, polygonOf } from "./draw.js";
 import { flyToPoint, groundAt, viewBbox } from "./viewer.js";
@@ -14,6 +16,11 @@ const MAX_ROWS = 300; // rows listed; every result is still highlighted
 /** Found pipes: a hot colour no pipe network uses, drawn flat (REPLACE) so it glows against the dimmed rest. */
 const PIPE_FOUND = Cesium.Color.fromCssColorString("#ff2bd6");
 const AREA = Cesium.Color.fromCssColorString("#46b1e1");
+const GLOW_WIDTH_PX = 9;
+/** Query overlays (the drawn area, the glowing pipes) are drawn whatever is in front: a polygon or line at the
+ * ground's height fights the globe's depth at city scale and shows in fragments; under the translucent ground of
+ * underground mode nothing should hide them either. */
+const OVERLAY = { depthTest: { enabled: false }, depthMask: false };
 const NETWORKS_ZH = { gas: "燃气", water: "供水", drainage: "排水", sewer: "污水", heating: "供热" };
 const zhNetwork = (network) => NETWORKS_ZH[network] ?? network ?? "";
 
@@ -71,11 +78,13 @@ export class Queries {
   /** Run a query given in the shareable form, show and highlight its result. */
   async run(q) {
     this.current = q;
+    this.asked = (this.asked ?? 0) + 1; // answers to an older question are dropped
     this.onChange();
     const out = $("query-result");
     out.replaceChildren(el("p", { class: "hint" }, bi("正在查询…", "asking the server…")));
     this.showArea(q.type === "pipes" ? q.ring : undefined);
-    this.glowPipes(false);
+    this.removeGlow();
+    if (this.styler.foundColor) this.glowPipes(false); // a restyle costs a slow frame: only when pipes glowed
     try {
       if (q.type === "old-lifts") await this.oldLifts(q, out);
       else if (q.type === "pipes") await this.pipes(q, out);
@@ -106,10 +115,11 @@ export class Queries {
 
   async oldLifts(q, out) {
     const path = "/queries/old-lifts";
+    const asked = this.asked;
     const result = await getJSON(`${path}${query({ years: q.years })}`);
+    if (asked !== this.asked) return; // a newer question was asked meanwhile
     const buildings = result.buildings ?? [];
     const liftIds = buildings.flatMap((b) => b.lifts.map((l) => l.id));
-    this.styler.setFound([...buildings.map((b) => b.id), ...liftIds], { dimOthers: true });
     const unknown = result.unknown_age?.length ?? 0;
     const nb = formatNumber(buildings.length);
     const nl = formatNumber(liftIds.length);
@@ -130,31 +140,29 @@ export class Queries {
         lat: b.lat,
       };
     });
+    this.markFound([...buildings.map((b) => b.id), ...liftIds]);
     this.show(out, { summary, rows, sortable: true, downloads: this.links(path, { years: q.years }, "old-lifts") });
+    await this.restyleAfterPaint();
   }
 
   async pipes(q, out) {
     const body = { area: polygonOf(q.ring), network: q.network || null, older_than: q.older ?? null };
+    const asked = this.asked;
     const result = await postJSON("/queries/buried-pipes", body);
+    if (asked !== this.asked) return; // a newer question was asked meanwhile
     const pipes = result.pipes ?? [];
-    this.styler.setFound(pipes.map((p) => p.id), { dimOthers: true });
-    if (pipes.length) {
-      // The pipes are below ground: show that layer, look through the ground, and make the found ones glow.
-      this.layers.show("underground", true);
-      this.underground.set(true);
-      this.glowPipes(true);
-    }
     const n = formatNumber(pipes.length);
     const km = formatNumber(result.total_length_m / 1000, 2);
     const summary = bi(`${n} 根${zhNetwork(q.network)}管线，区内共 ${km} 公里`, `${n} buried ${q.network || ""} pipes, ${km} km in the area`);
     // Oldest first: the install date is ISO, so text order is date order; undated last.
     const sorted = [...pipes].sort((a, b) => (a.install_date ?? "9999").localeCompare(b.install_date ?? "9999"));
-    const diameters = await this.diameters(sorted.slice(0, MAX_ROWS).map((p) => p.id));
+    const thisYear = new Date().getFullYear();
     const rows = sorted.map((p) => {
       const year = p.install_date?.slice(0, 4);
-      const dn = diameters.get(p.id);
-      const zh = [zhNetwork(p.network), dn != null ? `DN${dn}` : "", year ? `${year}年敷设` : "", `区内 ${formatNumber(p.length_in_area_m)} 米`];
-      const en = [p.network, dn != null ? `${dn} mm` : "", year ? `laid ${year}` : "", `${formatNumber(p.length_in_area_m)} m in area`];
+      const dn = p.diameter_mm != null ? Math.round(p.diameter_mm) : undefined;
+      const age = year ? thisYear - Number(year) : undefined;
+      const zh = [zhNetwork(p.network), dn != null ? `DN${dn}` : "", year ? `${year}年敷设（${age} 年）` : "", `区内 ${formatNumber(p.length_in_area_m)} 米`];
+      const en = [p.network, dn != null ? `${dn} mm` : "", year ? `laid ${year} (${age} y)` : "", `${formatNumber(p.length_in_area_m)} m in area`];
       return { id: p.id, text: p.id, sub: bi(zh.filter(Boolean).join(" · "), en.filter(Boolean).join(" · ")) };
     });
     const downloads = ["geojson", "csv"].map((f) => ({
@@ -165,19 +173,58 @@ export class Queries {
         this.saveAs(`/queries/buried-pipes?f=${f}`, body, `buried-pipes.${f}`);
       },
     }));
+    // The list and the count first; the scene's changes (a restyle of every loaded feature, the underground view, the
+    // glowing lines) drawn after the list is painted, so the answer shows at once and no step holds the page long.
+    this.markFound(pipes.map((p) => p.id));
+    if (pipes.length) this.glowPipes(true, { refresh: false });
     this.show(out, { summary, rows, downloads });
+    this.labelArea(`${n} 根管线 · ${km} 公里`, `${n} pipes · ${km} km`);
+    await nextFrame();
+    if (asked !== this.asked) return;
+    if (!pipes.length) {
+      this.styler.refresh();
+      return;
+    }
+    // The pipes are below ground: show that layer and look through the ground from where the area was drawn (no
+    // flight below ground: the area and all its pipes stay in view); underground.set restyles.
+    this.layers.show("underground", true);
+    this.underground.set(true, { fly: false });
+    this.drawGlow(body, asked);
   }
 
-  /** Diameters (mm) of these pipes from their collection, for the list; empty when the server does not say. */
-  async diameters(ids) {
-    if (!ids.length) return new Map();
+  /** The found pipes as glowing lines of a fixed width on screen, drawn over everything: a DN200 main is a pixel wide
+   * from 1,400 m, a line of 9 px is not. One primitive, its geometry built in CesiumJS's web workers. */
+  async drawGlow(body, asked) {
+    let features = [];
     try {
-      const body = await getJSON(`/collections/pipe/items${query({ ids: ids.join(","), limit: ids.length })}`);
-      return new Map(body.features.map((f) => [f.id, f.properties?.diameter_mm]).filter(([, d]) => d != null));
+      features = (await postJSON("/queries/buried-pipes?f=geojson", body)).features ?? [];
     } catch (err) {
-      console.warn(`pipe diameters: ${err.message}`);
-      return new Map();
+      console.warn(`pipe lines: ${err.message}`);
     }
+    if (asked !== this.asked) return;
+    const lines = features.flatMap((f) => linesOf(f.geometry)).filter((line) => line.length >= 2);
+    if (!lines.length) return;
+    const instances = lines.map((line) => new Cesium.GeometryInstance({
+      geometry: new Cesium.PolylineGeometry({
+        positions: line.map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat, 0)),
+        width: GLOW_WIDTH_PX,
+        vertexFormat: Cesium.PolylineMaterialAppearance.VERTEX_FORMAT,
+      }),
+    }));
+    this.glow = this.viewer.scene.primitives.add(new Cesium.Primitive({
+      geometryInstances: instances,
+      appearance: new Cesium.PolylineMaterialAppearance({
+        material: Cesium.Material.fromType("PolylineGlow", { color: PIPE_FOUND, glowPower: 0.3, taperPower: 1 }),
+        renderState: OVERLAY,
+      }),
+      asynchronous: true,
+    }));
+    this.viewer.scene.requestRender();
+  }
+
+  removeGlow() {
+    if (this.glow) this.viewer.scene.primitives.remove(this.glow); // removing destroys it
+    this.glow = undefined;
   }
 
   async near(q, out) {
@@ -190,9 +237,10 @@ export class Queries {
       bbox: bbox?.map((v) => v.toFixed(6)).join(","),
     };
     const path = "/queries/within-distance";
+    const asked = this.asked;
     const result = await getJSON(`${path}${query(params)}`);
+    if (asked !== this.asked) return;
     const assets = [...(result.assets ?? [])].sort((a, b) => (a.distance_m ?? Infinity) - (b.distance_m ?? Infinity));
-    this.styler.setFound(assets.map((a) => a.id), { dimOthers: true });
     const n = formatNumber(assets.length);
     const d = formatNumber(q.distance);
     const [kindZh, kindEn] = kindName(q.kind, { plural: true });
@@ -208,7 +256,23 @@ export class Queries {
       lon: a.lon,
       lat: a.lat,
     }));
+    this.markFound(assets.map((a) => a.id));
     this.show(out, { summary, rows, downloads: this.links(path, params, q.kind) });
+    await this.restyleAfterPaint();
+  }
+
+  /** The found ids and the dimming of the rest, not yet drawn: restyleAfterPaint draws them. */
+  markFound(ids) {
+    this.styler.found = new Set(ids);
+    this.styler.dimOthers = true;
+  }
+
+  /** Restyle the tiles once the list is on screen: re-colouring every loaded feature is the slow part of a frame,
+   * and the browser paints the list only after the frame it is asked in. */
+  async restyleAfterPaint() {
+    const asked = this.asked;
+    await nextFrame();
+    if (asked === this.asked) this.styler.refresh();
   }
 
   /** Download links of a GET query: the same question with f=geojson and f=csv. */
@@ -279,47 +343,85 @@ export class Queries {
   }
 
   /** Found pipes in a flat bright colour (REPLACE ignores the pipe's own colour), others dimmed; off: as before. */
-  glowPipes(on) {
+  glowPipes(on, { refresh = true } = {}) {
     this.styler.foundColor = on ? PIPE_FOUND : undefined;
     for (const tileset of this.layers.tilesets()) {
       if (tileset.cimGroup !== "underground") continue;
       tileset.colorBlendMode = on ? Cesium.Cesium3DTileColorBlendMode.REPLACE : Cesium.Cesium3DTileColorBlendMode.HIGHLIGHT;
     }
-    this.styler.refresh();
+    if (refresh) this.styler.refresh();
   }
 
-  /** The drawn area whole: one entity, a translucent polygon with its outline, just above the ground. */
+  /** The drawn area whole: a translucent fill and its outline drawn over everything (one primitive and one entity). */
   showArea(ring) {
     if (this.area) this.viewer.entities.remove(this.area);
-    this.area = undefined;
+    if (this.areaFill) this.viewer.scene.primitives.remove(this.areaFill);
+    this.area = this.areaFill = undefined;
     this.viewer.scene.requestRender();
     if (!ring) return;
-    const closed = [...ring, ring[0]];
+    const corners = ring.map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat, 0));
+    this.areaFill = this.viewer.scene.primitives.add(new Cesium.Primitive({
+      geometryInstances: new Cesium.GeometryInstance({
+        geometry: new Cesium.PolygonGeometry({
+          polygonHierarchy: new Cesium.PolygonHierarchy(corners),
+          vertexFormat: Cesium.PerInstanceColorAppearance.FLAT_VERTEX_FORMAT,
+        }),
+        attributes: { color: Cesium.ColorGeometryInstanceAttribute.fromColor(AREA.withAlpha(0.15)) },
+      }),
+      appearance: new Cesium.PerInstanceColorAppearance({ flat: true, translucent: true, renderState: OVERLAY }),
+      asynchronous: true,
+    }));
+    const centre = Cesium.BoundingSphere.fromPoints(corners).center;
     this.area = this.viewer.entities.add({
       id: "query-area",
-      polygon: {
-        hierarchy: new Cesium.PolygonHierarchy(ring.map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat))),
-        height: 0.5,
-        material: AREA.withAlpha(0.18),
-        outline: true,
-        outlineColor: AREA,
-      },
+      position: centre,
       polyline: {
-        positions: closed.map(([lon, lat]) => Cesium.Cartesian3.fromDegrees(lon, lat, 1)),
+        positions: [...corners, corners[0]],
         width: 3,
         arcType: Cesium.ArcType.RHUMB,
         material: AREA,
+        depthFailMaterial: AREA, // drawn where the ground is in front of it too: the outline whole
       },
     });
+  }
+
+  /** The answer's count in a label at the drawn area's centre, on the map where the eyes are. */
+  labelArea(zh, en) {
+    if (!this.area) return;
+    const lang = currentLang();
+    this.area.label = new Cesium.LabelGraphics({
+      text: lang === "zh" ? zh : lang === "en" ? en : `${zh}\n${en}`, // one language a line: glyphs of both on one
+      font: '16px "WenQuanYi Micro Hei", "Noto Sans CJK SC", sans-serif',
+      fillColor: Cesium.Color.WHITE,
+      showBackground: true,
+      backgroundColor: Cesium.Color.fromCssColorString("#b0108ce6"),
+      backgroundPadding: new Cesium.Cartesian2(10, 6),
+      disableDepthTestDistance: Number.POSITIVE_INFINITY,
+    });
+    this.viewer.scene.requestRender();
   }
 
   clear() {
     this.current = undefined;
     this.shown = undefined;
+    this.asked = (this.asked ?? 0) + 1;
     this.showArea(undefined);
+    this.removeGlow();
     this.glowPipes(false);
     this.styler.setFound([]);
     $("query-result").replaceChildren();
     this.onChange();
   }
+}
+
+/** Resolve after the next frame has been painted (a frame, then a task): DOM changes made before are on screen. */
+function nextFrame() {
+  return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+}
+
+/** The lines of a GeoJSON LineString or MultiLineString, as lists of [lon, lat]. */
+function linesOf(geometry) {
+  if (geometry?.type === "LineString") return [geometry.coordinates];
+  if (geometry?.type === "MultiLineString") return geometry.coordinates;
+  return [];
 }
