@@ -65,7 +65,7 @@ def flown(tab: Any, before: list[float]) -> list[float]:
 def test_search_a_building_and_a_district_and_fly_there(page: tuple[Any, Watch], server: str, shots: Path) -> None:
     tab, _ = page
     buildings = api(server, "/collections/building/items?limit=300")["features"]
-    target = max(buildings, key=lambda b: b["properties"]["height_m"])
+    target = max(buildings, key=lambda b: b["properties"]["height_m"] or 0)
     name = target["properties"]["name"]
     answer = api(server, "/search?" + urllib.parse.urlencode({"q": name}))
     assert answer["matches"][0]["id"] == target["id"], answer

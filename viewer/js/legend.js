@@ -37,6 +37,7 @@ export class Legend {
     this.colors = {}; // kind → {linear, css}, the tiles' own colours
     this.box = el("aside", { id: "legend", "aria-label": "legend 图例", "data-aria-label-zh": "图例", "data-aria-label-en": "legend" });
     document.body.append(this.box);
+    this.folded = readFolded(); // folded to its heading: the legend can sit over what one wants to click
     this.watched = new Set();
     let pending;
     this.later = () => {
@@ -95,7 +96,14 @@ export class Legend {
   update() {
     const rows = [...this.tileGroups(), this.groundGroup(), this.areaGroup(), this.sensorGroup(), this.caseGroup(),
       this.highlightGroup()].filter(Boolean);
-    this.box.replaceChildren(...(rows.length ? [el("h2", {}, bi("图例", "Legend")), ...rows] : []));
+    const fold = el("button", { type: "button", class: "legend-fold", "aria-expanded": String(!this.folded) },
+      this.folded ? "▸ " : "▾ ", bi("图例", "Legend"));
+    fold.addEventListener("click", () => {
+      this.folded = !this.folded;
+      writeFolded(this.folded);
+      this.update();
+    });
+    this.box.replaceChildren(...(rows.length ? [el("h2", {}, fold), ...(this.folded ? [] : rows)] : []));
     this.box.hidden = !rows.length;
   }
 
@@ -214,4 +222,20 @@ function visit(tile, fn) {
   if (!tile) return;
   fn(tile);
   for (const child of tile.children ?? []) visit(child, fn);
+}
+
+function readFolded() {
+  try {
+    return window.localStorage.getItem("cim.legend.folded") === "1";
+  } catch {
+    return false; // storage blocked: unfolded
+  }
+}
+
+function writeFolded(folded) {
+  try {
+    window.localStorage.setItem("cim.legend.folded", folded ? "1" : "0");
+  } catch {
+    // storage blocked: the fold lasts for this page only
+  }
 }
