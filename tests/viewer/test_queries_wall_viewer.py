@@ -166,7 +166,8 @@ def sized(browser: Any, server: str) -> Iterator[Any]:
 BOXES = """() => {
   const box = (n) => { const r = n.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
   const shown = (n) => n && !n.hidden && n.closest('[hidden]') === null && getComputedStyle(n).display !== 'none';
-  const panels = ['vital-signs', 'district-panel', 'case-board'].map(id => document.getElementById(id)).filter(shown);
+  const panels = ['vital-signs', 'district-panel', 'case-board', 'legend', 'sidebar', 'inspect-panel']
+    .map(id => document.getElementById(id)).filter(shown);
   return {
     vitals: [...document.querySelectorAll('#vital-list .vital')].map(box),
     panels: panels.map(p => [p.id, box(p)]),
@@ -196,6 +197,11 @@ def test_the_wall_fits_the_screen(sized: Any, server: str, shots: Path, width: i
     for left, top, right, bottom in got["vitals"] + [b for _, b in got["panels"]]:
         assert left >= 0 and right <= width and top >= 0 and bottom <= height, (left, top, right, bottom)
         assert bottom <= ticker_top, f"{(left, top, right, bottom)} runs under the ticker at {ticker_top}"
+    # No panel covers another: the legend and the side panel give the wall's panels their corners.
+    panels = got["panels"]
+    for i, (a, (al, at, ar, ab)) in enumerate(panels):
+        for b, (bl, bt, br, bb) in panels[i + 1 :]:
+            assert ar <= bl or br <= al or ab <= bt or bb <= at, f"{a} and {b} overlap"
     settle(tab, 1)
     tab.screenshot(path=str(shots / f"wall-{width}x{height}.png"))
 
