@@ -182,9 +182,11 @@ export class Wall {
 /** Chinese counters of the server's units (it writes them in English); units such as km and % stay. */
 const ZH_UNITS = { lifts: "部", sensors: "个", alerts: "条", homes: "户", stops: "个", buildings: "栋" };
 
-/** A unit: its Chinese counter in 中 mode, else the server's (a count of lifts reads "808 lifts" beside Chinese). */
-function unitText(unit) {
-  return currentLang() === "zh" ? ZH_UNITS[unit] ?? unit : unit;
+/** A unit: its Chinese counter in 中 mode, else the server's (a count of lifts reads "808 lifts" beside Chinese),
+ * singular for a count of one ("1 alert"). */
+function unitText(unit, value) {
+  if (currentLang() === "zh") return ZH_UNITS[unit] ?? unit;
+  return value === 1 && ZH_UNITS[unit] && unit.endsWith("s") ? unit.slice(0, -1) : unit;
 }
 
 /** Chinese names of the server's vital signs (it labels them in English), Chinese first on the wall. */
@@ -220,7 +222,7 @@ function normalise(body) {
     const value = typeof item.value === "number" ? formatNumber(item.value, Number.isInteger(item.value) ? 0 : 1) : String(item.value ?? "—");
     return {
       id: item.id ?? item.name,
-      value: item.unit ? `${value} ${unitText(item.unit)}` : value,
+      value: item.unit ? `${value} ${unitText(item.unit, item.value)}` : value,
       label: biText(zhLabel(item.id ?? item.name), item.label ?? item.title ?? String(item.id ?? item.name).replaceAll("_", " ")),
       bad: Boolean(item.bad ?? item.alert),
     };
