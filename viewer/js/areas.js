@@ -19,7 +19,8 @@ const KINDS = [
   { kind: "grid_cell", stroke: "#4d6f86", width: 1, height: 2, maxHeight: GRID_MAX_M, byView: true },
 ];
 /** Open cases → fill colour: pale yellow to deep red (ColorBrewer YlOrRd), translucent over the city. */
-const RAMP = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"].map((c) => Cesium.Color.fromCssColorString(c));
+export const HEAT_RAMP = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"];
+const RAMP = HEAT_RAMP.map((c) => Cesium.Color.fromCssColorString(c));
 const HEAT_ALPHA = 0.55;
 
 export class Areas {

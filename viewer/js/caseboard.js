@@ -5,6 +5,7 @@ import { getJSON, query } from "./api.js";
 import { bi, biText } from "./i18n.js";
 import { $, el, formatNumber } from "./ui.js";
 import { shanghaiTime } from "./casepanel.js";
+import { HEAT_RAMP } from "./areas.js";
 
 const TICKER_MAX = 12;
 const LIVE_REFRESH_MS = 8000;
@@ -81,7 +82,12 @@ export class CaseBoard {
       el("td", { class: `num${r.overdueNow ? " bad" : ""}` }, formatNumber(r.overdueNow)),
       el("td", { class: `num${r.on_time_rate !== null && r.on_time_rate < 0.8 ? " bad" : ""}` }, percent(r.on_time_rate)),
       el("td", { class: "num" }, formatNumber(r.opened ?? 0))));
-    $("case-districts").replaceChildren(el("thead", {}, head), el("tbody", {}, body));
+    // The key of the districts' fill on the map (the side panel's legend is not on the wall).
+    const most = Math.max(1, ...rows.map((r) => r.open));
+    const key = el("tr", { class: "heat-key" }, el("td", { colspan: 5 }, bi("地图填色：未结案件", "map fill: open cases"),
+      " 1 ", ...HEAT_RAMP.map((c) => el("span", { class: "swatch", style: `background:${c}` })), ` ${formatNumber(most)}`));
+    $("case-districts").replaceChildren(el("thead", {}, head), el("tbody", {}, body),
+      ...(open ? [el("tfoot", {}, key)] : []));
   }
 
   /** The newest cases reported in the last day, for the ticker. */
