@@ -16,6 +16,7 @@ const GROUND = [
   { kind: "road", label: ["道路", "Roads"], stroke: "#5d6876", width: 2, height: 0.5 },
   { kind: "railway", label: ["铁路", "Railways"], stroke: "#8a7f70", width: 1.5, height: 0.6 },
 ];
+const GRANULARITY = Cesium.Math.RADIANS_PER_DEGREE / 100; // ~1.1 km: a chord sags 2–3 cm, below the layers' lift
 const LIMIT = 10000; // the server's page cap; a larger city is drawn in the part first looked at
 
 export class Ground {
@@ -100,6 +101,9 @@ function areas(features, layer) {
         geometry: new Cesium.PolygonGeometry({
           polygonHierarchy: new Cesium.PolygonHierarchy(outer, holes.map((h) => new Cesium.PolygonHierarchy(h))),
           height: layer.height,
+          // Subdivided every ~1 km (the default is 1°, ~110 km): a flat triangle sags below the curved globe by
+          // d²/8R — 2 m for a 10 km span of the river or the sea — and the globe showed through as dark holes.
+          granularity: GRANULARITY,
           vertexFormat: Cesium.PerInstanceColorAppearance.FLAT_VERTEX_FORMAT,
         }),
         attributes: { color },
