@@ -161,11 +161,11 @@ class Watch:
         assert not self.errors, f"console errors: {self.errors[:10]}"
 
 
-@pytest.fixture
-def page(browser: Any, server: str, tmp_path: Path) -> Iterator[tuple[Any, Watch]]:
-    """A fresh page (1280×800) whose every request is checked; the checks run when the test ends."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    watch = Watch()
+def watched_page(browser: Any, watch: Watch, *, init_script: str | None = None, **context_args: Any) -> tuple[Any, Any]:
+    """A new browser context (``context_args``: viewport, locale …) and its page, whose every request and
+    WebSocket must stay on 127.0.0.1 (others are aborted and noted in ``watch``), console errors and uncaught
+    exceptions noted too; the caller closes the context and runs ``watch.check()``."""
+    context = browser.new_context(**context_args)
 
     def guard(route: Any) -> None:
         url = route.request.url
@@ -176,11 +176,8 @@ def page(browser: Any, server: str, tmp_path: Path) -> Iterator[tuple[Any, Watch
             route.abort()
 
     context.route("**/*", guard)
-    # Both languages, as the viewer showed before it followed the browser's (test_languages_viewer covers that);
-    # a test's own choice (set_lang) is kept.
-    context.add_init_script(
-        "try { localStorage.getItem('cim.lang') || localStorage.setItem('cim.lang', 'both') } catch {}"
-    )
+    if init_script:
+        context.add_init_script(init_script)
     opened = context.new_page()
     opened.on("websocket", lambda ws: None if ws.url.startswith(LOCAL) else watch.outside.append(ws.url))
     opened.on(
@@ -190,6 +187,21 @@ def page(browser: Any, server: str, tmp_path: Path) -> Iterator[tuple[Any, Watch
         ),
     )
     opened.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
+    return context, opened
+
+
+@pytest.fixture
+def page(browser: Any, server: str, tmp_path: Path) -> Iterator[tuple[Any, Watch]]:
+    """A fresh page (1280×800) whose every request is checked; the checks run when the test ends."""
+    watch = Watch()
+    # Both languages, as the viewer showed before it followed the browser's (test_languages_viewer covers that);
+    # a test's own choice (set_lang) is kept.
+    context, opened = watched_page(
+        browser,
+        watch,
+        viewport={"width": 1280, "height": 800},
+        init_script="try { localStorage.getItem('cim.lang') || localStorage.setItem('cim.lang', 'both') } catch {}",
+    )
     try:
         yield opened, watch
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import LOCAL, VIEWER, WRITE_TOKEN, Watch
+from tests.viewer.conftest import VIEWER, WRITE_TOKEN, Watch, watched_page
 from tests.viewer.test_measure_viewer import click_map
 from tests.viewer.test_viewer import open_viewer, settle, wait_for_tiles
 
@@ -84,20 +84,8 @@ def browser_in(browser: Any, server: str) -> Iterator[Any]:
     contexts: list[tuple[Any, Watch]] = []
 
     def make(locale: str) -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale=locale)
         watch = Watch()
-
-        def guard(route: Any) -> None:
-            if route.request.url.startswith(LOCAL):
-                route.continue_()
-            else:
-                watch.outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", guard)
-        tab = context.new_page()
-        tab.on("console", lambda m: watch.errors.append(m.text) if m.type == "error" else None)
-        tab.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
+        context, tab = watched_page(browser, watch, viewport={"width": 1280, "height": 800}, locale=locale)
         contexts.append((context, watch))
         return tab
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import LOCAL, Watch
+from tests.viewer.conftest import Watch, watched_page
 from tests.viewer.test_viewer import api, open_viewer, post_fault, settle, wait_for_tiles
 
 LANGS = ("both", "zh", "en")
@@ -140,19 +140,8 @@ def sized(browser: Any, server: str) -> Iterator[Any]:
     watch = Watch()
 
     def make(width: int, height: int) -> Any:
-        context = browser.new_context(viewport={"width": width, "height": height})
+        context, opened = watched_page(browser, watch, viewport={"width": width, "height": height})
         contexts.append(context)
-
-        def guard(route: Any) -> None:
-            if route.request.url.startswith(LOCAL):
-                route.continue_()
-            else:
-                watch.outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", guard)
-        opened = context.new_page()
-        opened.on("pageerror", lambda e: watch.errors.append(f"uncaught: {e}"))
         return opened
 
     try:
