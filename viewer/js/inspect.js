@@ -41,7 +41,9 @@ export class Inspector {
       const metadata = {};
       for (const name of picked.getPropertyIds()) {
         const value = picked.getProperty(name);
-        if (!NO_DATA.has(value) || name === "lift_count") metadata[name] = value;
+        if (NO_DATA.has(value) && name !== "lift_count") continue;
+        // The tiles store decimals as float32: 1.09 reads back as 1.090000033378601; 7 digits are what it holds.
+        metadata[name] = typeof value === "number" && !Number.isInteger(value) ? Number(value.toPrecision(7)) : value;
       }
       this.open(String(picked.getProperty("id")), metadata);
     } else if (picked?.id?.cimAssetId) {
