@@ -179,7 +179,7 @@ def test_concurrent_edits_of_one_asset_each_leave_a_version(store: Store) -> Non
                 db.edit_asset(
                     "p1", lambda a, m=f"m{worker}-{i}": a and dataclasses.replace(a, material=m), by=f"w{worker}"
                 )
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=edit, args=(w,)) for w in range(6)]
