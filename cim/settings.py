@@ -38,6 +38,8 @@ class ServerSettings(BaseSettings):
         description="origins whose pages may open /iot/live besides the server's own ('*': any); default: cors_origins",
     )
     ws_token: str | None = Field(None, description="token /iot/live requires (?token= or subprotocol token.<it>)")
+    targets_file: Path | None = Field(None, description="the plan's target file /targets tracks (queries/targets.py)")
+    targets_scale: float | None = Field(None, gt=0, description="the share of the city the model covers, for targets")
     viewer_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "viewer",
         description="the CesiumJS viewer app (with its npm packages installed) served at /",

@@ -29,6 +29,7 @@ from cim.api import (
     preview,
     queries,
     search,
+    targets,
     tiles,
 )
 from cim.api.admin import build_admin_router
@@ -54,6 +55,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     aggregates.router,
     queries.router,
     indicators.router,
+    targets.router,
     search.router,
     assets.router,
     tiles.router,

@@ -194,6 +194,17 @@ def _target(entry: Any, where: str) -> Target:
     )
 
 
+def plan_dict(plan: TargetFile) -> dict[str, Any]:
+    """The plan's own fields, for answers."""
+    return {
+        "plan": plan.name,
+        "plan_en": plan.name_en,
+        "baseline": plan.baseline.isoformat(),
+        "deadline": plan.deadline.isoformat(),
+        "scale": plan.scale,
+    }
+
+
 def measure(store: Store, target: Target, baseline: date, day: date) -> dict[str | None, float]:
     """The target's value as of the end of ``day``, per district code (None: in no district), in its unit."""
     if target.flow and day <= baseline:

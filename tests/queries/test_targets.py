@@ -42,9 +42,7 @@ def state(year: int) -> tuple[list[Asset], list[Asset]]:
         main(1, WEST[3], installed=new if year >= 2022 else old),  # renewed in 2022 (west)
         main(2, EAST[3], installed=date(2023, 6, 1) if year >= 2023 else old),  # renewed in 2023 (east)
         main(3, EAST[3], installed=old),
-        main(
-            4, EAST[3], installed=old, network="drainage", **({"inspected_on": "2023-03-01"} if year >= 2023 else {})
-        ),
+        main(4, EAST[3], installed=old, network="drainage", **({"inspected_on": "2023-03-01"} if year >= 2023 else {})),
     ]
     things = [point(Kind.CHARGER, i, EAST[3], "things") for i in range(2 + 3 * (year - 2021))]
     things += [point(Kind.LIFT, i, WEST[3], "things") for i in range(year - 2021)]  # one lift added a year
@@ -126,3 +124,58 @@ def test_a_date_before_the_baseline_is_refused(city: Store) -> None:
         target_progress(city, load_targets(PLAN), date(2020, 1, 1))
     with pytest.raises(InvalidInput, match="in the future"):
         target_progress(city, load_targets(PLAN), date(2099, 1, 1))
+
+
+def test_targets_over_http_and_the_command_line_agree(city: Store, store_url: str, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from cim.api import create_app
+    from cim.settings import AppSettings, ServerSettings, StoreSettings
+
+    city.close()
+    settings = AppSettings(
+        store=StoreSettings(store=store_url),
+        server=ServerSettings(tiles_dir=tmp_path, targets_file=PLAN, targets_scale=0.01),
+    )
+    with TestClient(create_app(settings)) as client:
+        with ThreadPoolExecutor(8) as pool:  # current and past days asked at once each get their own answer
+            days = ["2025-12-31", "2022-12-31"] * 8
+            answers = list(pool.map(lambda d: client.get("/targets", params={"as_of": d}), days))
+        for day, answer in zip(days, answers, strict=True):
+            assert answer.status_code == 200, answer.text
+            gas = by_id(answer.json()["targets"])["gas_mains_renewed"]
+            assert gas["value"] == pytest.approx(2.22 if day == "2025-12-31" else 1.11, abs=0.02)
+        http = client.get("/targets", params={"as_of": "2025-12-31"}).json()
+        bad = client.get("/targets", params={"as_of": "2099-01-01"})
+        assert bad.status_code == 400 and "in the future" in bad.json()["description"]
+        assert client.get("/targets", params={"as_of": "1999-01-01"}).status_code == 400
+        assert client.get("/targets", params={"as_of": "soon"}).status_code in (400, 422)
+    if store_url.startswith("postgresql"):
+        return  # the command reads the same function; once is enough
+    run = subprocess.run(
+        [sys.executable, "-m", "cim", "targets", "--file", str(PLAN), "--scale", "0.01", "--as-of", "2025-12-31",
+         "--store", store_url, "--json"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["targets"] == http["targets"]
+    table = subprocess.run(
+        [sys.executable, "-m", "cim", "targets", "--file", str(PLAN), "--as-of", "2025-12-31", "--store", store_url],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "220"},
+    )  # fmt: skip
+    assert table.returncode == 0 and "老旧燃气管道更新改造" in table.stdout
+    broken = tmp_path / "broken.toml"
+    broken.write_text("baseline = 2021-12-31\ndeadline = 2026-12-31\n[[target]]\nid='x'\nindicator='joy'\nkind='pipe'\n"
+                      "unit='km'\ntarget=1\n")  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "cim", "targets", "--file", str(broken), "--store", store_url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "error: target file broken.toml: target 1 (x): indicator 'joy'" in refused.stderr
+    assert "Traceback" not in refused.stderr
