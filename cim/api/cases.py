@@ -246,6 +246,21 @@ _ACTION_BODY = {
             "description": "the case version read; 409 when it changed meanwhile",
         },
         "unit": {"type": ["string", "null"], "description": "dispatch: the unit to send the case to"},
+        "asset": {
+            "type": ["object", "null"],
+            "description": "handle: the case's asset as the unit left it (a pipe or lift replaced), recorded in the "
+            "model's history as made by this case / 处置后资产状态: id, install_date, status, material, diameter_mm, "
+            "depth_m",
+            "properties": {
+                "id": {"type": "string"},
+                "install_date": {"type": "string", "format": "date"},
+                "status": {"type": "string", "maxLength": 200},
+                "material": {"type": "string", "maxLength": 200},
+                "diameter_mm": {"type": "number"},
+                "depth_m": {"type": "number"},
+            },
+            "additionalProperties": False,
+        },
         "photos": {"type": ["array", "null"], "items": _PHOTO, "maxItems": 5},
     },
 }
@@ -318,6 +333,12 @@ def act_arguments(body: Any, *, actor: str, unit_id: str | None) -> dict[str, An
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise InvalidInput("field version", "must be the integer version of the case you read")
     unit = _text(body, "unit", limit=200)
+    asset = body.get("asset")
+    if asset is not None and not isinstance(asset, dict):
+        raise InvalidInput("field asset", "must be an object of the asset's new fields")
+    data: dict[str, Any] = {"unit": unit} if unit else {}
+    if asset is not None:
+        data["asset"] = asset
     return {
         "action": _text(body, "action", limit=40),
         "actor": _text(body, "actor", limit=200) or actor,
@@ -325,7 +346,7 @@ def act_arguments(body: Any, *, actor: str, unit_id: str | None) -> dict[str, An
         "note": _text(body, "note", limit=4000),
         "version": version,
         "photos": _photos(body),
-        "data": {"unit": unit} if unit else None,
+        "data": data or None,
     }
 
 

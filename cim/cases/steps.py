@@ -17,16 +17,19 @@ location, at the city level. (A sensor alert outside every area is kept at the c
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from cim.cases.dispatch import DispatchTable, Unit
 from cim.cases.machine import machine_steps
 from cim.cases.photos import Photo, check_photos
-from cim.errors import Conflict, InvalidInput, NotPermitted
+from cim.errors import Conflict, InvalidInput, NotFound, NotPermitted
+from cim.model import Asset
 from cim.model.cases import (
     MACHINE_ACTIONS,
     UNIT_ACTIONS,
@@ -164,6 +167,7 @@ def act(
                 current={"state": str(case.state), "version": case.version},
             )
         step_data = _step_data(table, case, step, data)
+        renewal = _asset_change(case, step, step_data)
         apply_action(case, step, actor=actor, at=now, note=note, unit_id=unit_id, data=step_data)  # refuses early
         photo_ids = tuple(case_store.save_photo(store, d, t) for d, t in checked)
         updated, event = apply_action(
@@ -175,8 +179,60 @@ def act(
             if version is not None or attempt == RETRIES - 1:
                 raise
             continue
+        if renewal is not None:
+            _change_asset(store, case, *renewal)
         return updated, event
     raise AssertionError("unreachable")
+
+
+#: What a unit handling a case may record of the asset it repaired or replaced (``data.asset`` of ``handle``).
+ASSET_FIELDS = ("install_date", "status", "material", "diameter_mm", "depth_m")
+
+
+def _asset_change(case: Case, step: Action, data: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """``data.asset`` of a ``handle`` — the case's asset as the unit left it (a pipe replaced: its new install date
+    and material) — checked before anything is written: (asset id, typed fields), or None."""
+    given = data.get("asset")
+    if given is None:
+        return None
+    what = f"case {case.id} handle data.asset"
+    if step is not Action.HANDLE:
+        raise InvalidInput(f"case {case.id} {step} data.asset", "only a handle records the asset")
+    if not isinstance(given, Mapping) or not given:
+        raise InvalidInput(what, f"must be an object of some of {', '.join(ASSET_FIELDS)}")
+    asset_id = str(given.get("id") or (case.asset_ids[0] if case.asset_ids else ""))
+    if not asset_id or asset_id not in case.asset_ids:
+        raise InvalidInput(f"{what}.id", f"must be one of the case's assets: {', '.join(case.asset_ids) or 'none'}")
+    fields: dict[str, Any] = {}
+    for key, value in given.items():
+        if key == "id":
+            continue
+        if key not in ASSET_FIELDS:
+            raise InvalidInput(f"{what}.{key}"[:200], f"is not recordable; use {', '.join(ASSET_FIELDS)}")
+        if key == "install_date":
+            try:
+                fields[key] = date.fromisoformat(str(value))
+            except ValueError:
+                raise InvalidInput(f"{what}.install_date", "is not a date (YYYY-MM-DD)") from None
+        elif key in ("diameter_mm", "depth_m"):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise InvalidInput(f"{what}.{key}", "must be a number")
+            fields[key] = float(value)
+        else:
+            fields[key] = str(value)[:200]
+    return asset_id, fields
+
+
+def _change_asset(store: Store, case: Case, asset_id: str, fields: dict[str, Any]) -> None:
+    """Write the handled asset's new state; the model's history records it as made by this case."""
+    from cim.store.sqlstore import sql_store
+
+    def change(asset: Asset | None) -> Asset | None:
+        if asset is None:
+            raise NotFound(f"asset {asset_id!r} of case {case.id}", "is no longer in the model")
+        return dataclasses.replace(asset, **fields)
+
+    sql_store(store).edit_asset(asset_id, change, by=f"case:{case.id}", change="case")
 
 
 def _allowed(case: Case) -> tuple[str, ...]:

@@ -206,3 +206,37 @@ async def test_unit_tokens(city: Store, clock: Clock) -> None:
         assert await service.unit_for_token(token) is None and await service.unit_for_token(again) is not None
         with pytest.raises(NotFound, match="unit 'nobody'"):
             await service.issue_unit_token("nobody")
+
+
+async def test_a_handled_case_that_replaced_its_asset_is_in_the_models_history(city: Store, clock: Clock) -> None:
+    import dataclasses
+    from datetime import UTC, date, datetime
+
+    from cim.model import AssetBatch
+    from cim.store.changes import Window, change_rows
+    from cim.store.sqlstore import sql_store
+
+    before = dataclasses.replace(city.get_asset("lift:1"), install_date=date(2005, 6, 1))
+    city.upsert_assets(AssetBatch.from_assets([before]))
+    async with running(city, clock) as service:
+        cid = await dispatched(service)
+        unit = {"actor": "wang", "unit_id": "team-south"}
+        await service.act(cid, "accept", **unit)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match=r"data.asset.colour.*is not recordable"):
+            await service.act(cid, "handle", data={"asset": {"colour": "red"}}, **unit)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match=r"data.asset.id.*must be one of the case's assets: lift:1"):
+            await service.act(cid, "handle", data={"asset": {"id": "lift:2", "status": "x"}}, **unit)  # type: ignore[arg-type]
+        case, _ = await service.get(cid)
+        assert case.state is CaseState.IN_PROGRESS  # a refused handle wrote nothing
+        started = datetime.now(UTC)  # the model's history is kept in real time, not the test's clock
+        replaced = {"install_date": "2026-11-03", "material": "new cabin", "status": "in_service"}
+        case, _ = await service.act(cid, "handle", data={"asset": replaced}, **unit)  # type: ignore[arg-type]
+    assert case.state is CaseState.HANDLED
+    lift = city.get_asset("lift:1")
+    assert (lift.install_date, lift.material, lift.status) == (date(2026, 11, 3), "new cabin", "in_service")
+    db = sql_store(city)
+    made = db.select_rows("SELECT change, changed_by FROM asset_versions WHERE id = 'lift:1' AND valid_to IS NULL")
+    assert made == [{"change": "case", "changed_by": f"case:{cid}"}]
+    rows, _ = change_rows(db, Window(started, datetime.now(UTC)))
+    lift_change = next(r for r in rows if r["id"] == "lift:1")
+    assert lift_change["change"] == "renewed" and lift_change["before"]["install_date"] == "2005-06-01"
