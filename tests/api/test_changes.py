@@ -136,14 +136,15 @@ def test_summary_by_default_keys_counts_points_without_length(client: TestClient
         ("changed", 1, None, None)
     ]
     by_change = ok(client, "/changes/summary", **YEAR_2024, by="change")
-    assert by_change["groups"] == [{"key": {"change": "changed"}, "count": 2, "length_m": pytest.approx(2 * MAIN_M, rel=0.01),
-                                    "length_km": pytest.approx(2 * MAIN_M / 1000, rel=0.01)}]  # fmt: skip
+    [group] = by_change["groups"]
+    assert (group["key"], group["count"]) == ({"change": "changed"}, 2)
+    assert group["length_km"] == pytest.approx(2 * MAIN_M / 1000, rel=0.01)
 
 
 TODAY = datetime.now(UTC).date()
 BAD = [
     ({"from": "2023-07-01", "to": "2023-01-01"}, "from 2023-07-01", "is after to 2023-01-01"),
-    ({"from": "2021-12-31", "to": "2023-01-01"}, "from 2021-12-31", "before the model's history, which begins 2022-01-01"),
+    ({"from": "2021-12-31"}, "from 2021-12-31", "before the model's history, which begins 2022-01-01"),
     ({"from": "2023-01-01", "to": (TODAY + timedelta(days=1)).isoformat()}, "to ", "is in the future"),
     ({"from": (TODAY + timedelta(days=3)).isoformat()}, "from ", "is in the future"),
     ({"from": "2023-13-01"}, "from '2023-13-01'", "is not a date"),
