@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cim.cli.demo", "demo"),
     "query": ("cim.cli.query", "query_app"),
     "store": ("cim.cli.store", "store_app"),
+    "changes": ("cim.cli.changes", "changes"),
     "cases": ("cim.cli.cases", "cases_app"),
     "report": ("cim.cli.cases", "report_app"),
 }

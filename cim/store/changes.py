@@ -78,6 +78,7 @@ def _pairs_sql(db: SqlStore, window: Window, kinds: Sequence[str] | None) -> tup
         f"pairs AS (SELECT COALESCE(a.id, b.id) AS id, COALESCE(a.kind, b.kind) AS kind, "
         f"COALESCE(a.network, b.network) AS network, COALESCE(a.name, b.name) AS name, {change} AS change, "
         "CASE WHEN a.id IS NULL THEN b.geom ELSE a.geom END AS geom, "
+        "(a.id IS NOT NULL AND b.id IS NOT NULL AND a.geom IS DISTINCT FROM b.geom) AS moved, "
         "(COALESCE(a.min_x, b.min_x) + COALESCE(a.max_x, b.max_x)) / 2 AS cx, "
         "(COALESCE(a.min_y, b.min_y) + COALESCE(a.max_y, b.max_y)) / 2 AS cy, "
         + ", ".join(f"b.{c} AS b_{c}, a.{c} AS a_{c}" for c in _COMPARED if c != "geom")
@@ -127,53 +128,72 @@ def change_summary(
 
 
 def change_rows(
-    db: SqlStore, window: Window, *, kinds: Sequence[str] | None = None, limit: int = 1000, offset: int = 0
+    db: SqlStore,
+    window: Window,
+    *,
+    kinds: Sequence[str] | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+    geometry: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The changed assets in id order (a page of them) with their changed fields, and how many there are."""
+    """The changed assets in id order (a page of them) with their changed fields, and how many there are (0 for a
+    page past the end). Changed properties are fields ``props.<key>``. With ``geometry``, each row also has
+    ``geom_wkb``: the asset's shape at the window's end, or at its start for a removed one."""
     pairs, params = _pairs_sql(db, window, kinds)
     p = db.dialect.param
     text = "CAST(b_props AS TEXT) AS b_props, CAST(a_props AS TEXT) AS a_props"
     columns = [c for c in _COMPARED if c not in ("geom", "props")]
     picked = ", ".join(f"b_{c}, a_{c}" for c in columns)
+    shape = f", {db.dialect.geom_as_wkb('geom')} AS geom_wkb" if geometry else ""
     sql = (
-        f"WITH {pairs}, {_district_sql(db)} SELECT id, kind, name, network, change, district, cx, cy, "
-        f"{picked}, {text}, (SELECT count(*) FROM placed) AS total FROM placed ORDER BY id LIMIT {p} OFFSET {p}"
+        f"WITH {pairs}, {_district_sql(db)} SELECT id, kind, name, network, change, district, cx, cy, moved, "
+        f"{picked}, {text}{shape}, (SELECT count(*) FROM placed) AS total FROM placed ORDER BY id "
+        f"LIMIT {p} OFFSET {p}"
     )
     rows = db.select_rows(sql, [*params, limit, offset])
     total = int(rows[0]["total"]) if rows else 0
     out = []
     for row in rows:
-        fields = (
-            [c for c in columns if row[f"b_{c}"] != row[f"a_{c}"]] if row["change"] in ("renewed", "changed") else []
-        )
+        fields: list[str] = []
+        before: dict[str, Any] = {}
+        after: dict[str, Any] = {}
         if row["change"] in ("renewed", "changed"):
-            fields += _props_diff(row["b_props"], row["a_props"])
-        out.append(
-            {
-                "id": row["id"],
-                "kind": row["kind"],
-                "name": row["name"],
-                "network": row["network"],
-                "change": row["change"],
-                "district": row["district"],
-                "lon": row["cx"],
-                "lat": row["cy"],
-                "fields": fields,
-                "before": {c: _plain(row[f"b_{c}"]) for c in fields if not c.startswith("props.")},
-                "after": {c: _plain(row[f"a_{c}"]) for c in fields if not c.startswith("props.")},
-            }
-        )
+            fields = [c for c in columns if row[f"b_{c}"] != row[f"a_{c}"]]
+            before = {c: _plain(row[f"b_{c}"]) for c in fields}
+            after = {c: _plain(row[f"a_{c}"]) for c in fields}
+            if row["moved"]:
+                fields.append("geom")  # its shape changed; the values are the features' geometries, not listed
+            for key, (old, new) in _props_diff(row["b_props"], row["a_props"]).items():
+                fields.append(key)
+                before[key], after[key] = old, new
+        item = {
+            "id": row["id"],
+            "kind": row["kind"],
+            "name": row["name"],
+            "network": row["network"],
+            "change": row["change"],
+            "district": row["district"],
+            "lon": row["cx"],
+            "lat": row["cy"],
+            "fields": fields,
+            "before": before,
+            "after": after,
+        }
+        if geometry:
+            item["geom_wkb"] = None if row["geom_wkb"] is None else bytes(row["geom_wkb"])
+        out.append(item)
     return out, total
 
 
-def _props_diff(before: str | None, after: str | None) -> list[str]:
+def _props_diff(before: str | None, after: str | None) -> dict[str, tuple[Any, Any]]:
+    """The properties that differ, as ``props.<key>`` → (before, after) (None where a key is absent)."""
     import orjson
 
     b = orjson.loads(before) if before else {}
     a = orjson.loads(after) if after else {}
     if not isinstance(b, dict) or not isinstance(a, dict):
-        return ["props"] if before != after else []
-    return [f"props.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return {"props": (b, a)} if b != a else {}
+    return {f"props.{k}": (b.get(k), a.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def _plain(value: Any) -> Any:
