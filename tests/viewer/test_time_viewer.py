@@ -195,7 +195,7 @@ def test_the_slider_spans_the_history_and_moves_the_vital_signs(tab: Any, time_s
     assert tab.locator("#time-first").inner_text() == "2022-01-01"
     with tab.expect_request(lambda r: "/indicators?as_of=2023-01-01" in r.url):
         choose_day(tab, "2023-01-01")
-    tab.wait_for_function("document.querySelectorAll('#time-vitals [data-vital]').length > 0", timeout=20_000)
+    tab.wait_for_function("window.cim.time.idle && window.cim.time.date === '2023-01-01'", timeout=20_000)
     then = api(time_server, "/indicators?as_of=2023-01-01")
     now = api(time_server, "/indicators")
     shown = vitals_shown(tab)
@@ -233,7 +233,9 @@ def test_what_changed_between_two_days_counts_colours_and_explains(tab: Any, tim
     open_at(tab, time_server)
     tab.locator("#time-diff").check()
     choose_day(tab, "2023-01-01")
-    tab.wait_for_function("window.cim.time.to && document.querySelectorAll('.change-count').length === 4")
+    tab.wait_for_function(
+        f"window.cim.time.idle && window.cim.time.date === '2023-01-01' && window.cim.time.to === '{TODAY}'"
+    )
     counts = tab.evaluate(
         "Object.fromEntries([...document.querySelectorAll('.change-count')].map((c) => "
         "[c.dataset.change, Number(c.querySelector('b').textContent)]))"
@@ -260,7 +262,7 @@ def test_the_time_panel_speaks_the_browsers_language(browser: Any, time_server: 
     try:
         open_at(page, time_server)
         choose_day(page, "2023-01-01")
-        page.wait_for_function("document.querySelectorAll('#time-vitals [data-vital]').length > 0", timeout=20_000)
+        page.wait_for_function("window.cim.time.idle && window.cim.time.date === '2023-01-01'", timeout=20_000)
         lang = "zh" if locale == "zh-CN" else "en"
         heading = page.locator("#time-panel h2").inner_text()
         assert heading.startswith({"zh": "时间", "en": "Time"}[lang])

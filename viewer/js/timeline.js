@@ -23,7 +23,7 @@ const COLOURS = Object.fromEntries(Object.entries(CHANGES).map(([k, v]) => [k, C
 export const MAX_CHANGES = 20000;
 const PAGE = 5000;
 /** Features turned into overlay geometry per slice of work: a slice stays well under 50 ms. */
-const SLICE = 400;
+const SLICE = 250;
 const DAY_MS = 86400000;
 export const DAY = /^\d{4}-\d{2}-\d{2}$/;
 
@@ -43,6 +43,7 @@ export class Timeline {
     this.truncated = false;
     this.overlay = undefined; // {lines, points, polygons} primitives of the removed assets
     this.generation = 0; // a newer choice cancels an older one's loading and drawing
+    this.idle = true; // false while a choice is being loaded and drawn
     this.onUpdate = new Set(); // fn() after the changes shown change (the legend)
     inspector.pickers.push((picked) => this.pick(picked));
     inspector.extras.push((id) => this.fieldsSection(id));
@@ -101,6 +102,7 @@ export class Timeline {
   /** The city as of `date` (undefined: now), or what changed from `date` to `to` when `to` is given. */
   async set(date, to) {
     const generation = ++this.generation;
+    this.idle = false;
     const { first, today } = this.span ?? {};
     if (date && first && (date < first || date > today)) date = date < first ? first : today;
     if (to && date && to < date) to = undefined;
@@ -133,7 +135,9 @@ export class Timeline {
     }
     this.renderCounts();
     await vitals;
+    if (generation !== this.generation) return;
     for (const fn of this.onUpdate) fn();
+    this.idle = true;
   }
 
   syncControls() {
