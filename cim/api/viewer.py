@@ -48,6 +48,8 @@ OPTIONAL = (
     ("indicators", "/indicators"),
     ("places", "/places"),
     ("cases", "/cases"),
+    ("history", "/history"),
+    ("changes", "/changes"),
 )
 
 

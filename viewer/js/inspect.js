@@ -29,6 +29,7 @@ export class Inspector {
     this.enabled = true; // off while a polygon is being drawn
     this.current = undefined;
     this.pickers = []; // fn(picked) → true when it handled the pick (a case marker, an area)
+    this.extras = []; // fn(id) → a section to show with the asset, or undefined (a change's fields, timeline.js)
     $("inspect-close").addEventListener("click", () => this.close());
     const handler = new Cesium.ScreenSpaceEventHandler(viewer.scene.canvas);
     handler.setInputAction((click) => this.enabled && this.pick(click.position), Cesium.ScreenSpaceEventType.LEFT_CLICK);
@@ -55,8 +56,9 @@ export class Inspector {
     }
   }
 
-  /** Show asset `id`: `metadata` from the tile at once, then the server's detail. */
-  async open(id, metadata = {}, { fly = false } = {}) {
+  /** Show asset `id`: `metadata` from the tile at once, then the server's detail (`detail`: false for an asset no
+   * longer in the model, such as a removed one drawn as it was). */
+  async open(id, metadata = {}, { fly = false, detail: ask = true } = {}) {
     this.current = id;
     this.styler.select(id);
     $("inspect-panel").hidden = false;
@@ -64,8 +66,10 @@ export class Inspector {
     const body = $("inspect-body");
     body.replaceChildren(
       Object.keys(metadata).length ? section(bi("瓦片属性", "From the tile"), propsTable(metadata)) : "",
-      el("p", { class: "hint", id: "inspect-loading" }, bi("正在加载设施详情…", "loading asset detail…")),
+      ...this.extras.map((fn) => fn(id)).filter(Boolean),
+      ask ? el("p", { class: "hint", id: "inspect-loading" }, bi("正在加载设施详情…", "loading asset detail…")) : "",
     );
+    if (!ask) return;
     try {
       const detail = await getJSON(`/assets/${encodeURIComponent(id)}`);
       if (this.current !== id) return; // another pick came first

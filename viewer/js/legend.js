@@ -8,6 +8,7 @@ import { STATE_COLOURS } from "./cases.js";
 import { bi, kindName, pair, STATES } from "./i18n.js";
 import { SENSOR_STATES } from "./live.js";
 import { NETWORKS, OTHER_NETWORK } from "./styler.js";
+import { CHANGES } from "./timeline.js";
 import { $, el } from "./ui.js";
 
 const GROUPS = {
@@ -95,7 +96,7 @@ export class Legend {
 
   update() {
     const rows = [...this.tileGroups(), this.groundGroup(), this.areaGroup(), this.sensorGroup(), this.caseGroup(),
-      this.highlightGroup()].filter(Boolean);
+      this.highlightGroup(), this.timeGroup()].filter(Boolean);
     const fold = el("button", { type: "button", class: "legend-fold", "aria-expanded": String(!this.folded) },
       this.folded ? "▸ " : "▾ ", bi("图例", "Legend"));
     fold.addEventListener("click", () => {
@@ -202,6 +203,20 @@ export class Legend {
     return group_("highlight", "高亮", "Highlight",
       [item(this.styler.foundCss(), `查询结果（${n}）`, `query results (${n})`, { highlight: "found" })]);
   }
+
+  /** What changed between two days, by change; as of a day, the removed assets drawn over the city. */
+  timeGroup() {
+    const time = this.timeline;
+    if (!time?.date) return undefined;
+    const kinds = time.to ? Object.keys(CHANGES) : ["removed"];
+    const items = kinds.filter((k) => time.counts[k]).map((k) => {
+      const c = CHANGES[k];
+      const n = time.counts[k];
+      return item(c.css, `${c.zh}（${n}）`, `${c.en} (${n})`, { change: k });
+    });
+    const title = time.to ? ["变化", "Changes"] : ["已移除", "Removed since"];
+    return group_("time", ...title, items, el("span", { class: "sub" }, time.to ? `${time.date} → ${time.to}` : time.date));
+  }
 }
 
 function group_(name, zh, en, items, note = "") {
@@ -209,12 +224,12 @@ function group_(name, zh, en, items, note = "") {
   return el("div", { class: "legend-group", "data-group": name }, el("h3", {}, bi(zh, en), " ", note), items);
 }
 
-function item(colour, zh, en, { network, kind, ground, area, sensor, caseState, highlight, ghost, dot, line } = {}) {
+function item(colour, zh, en, { network, kind, ground, area, sensor, caseState, highlight, change, ghost, dot, line } = {}) {
   const shape = `${ghost ? " ghost" : ""}${dot ? " dot" : ""}${line ? " line" : ""}`;
   const swatch = el("span", { class: `swatch${shape}`, style: `background:${colour}`, "data-colour": colour });
   return el("div", {
     class: "legend-item", "data-network": network, "data-kind": kind, "data-ground": ground, "data-area": area,
-    "data-sensor": sensor, "data-case-state": caseState, "data-highlight": highlight,
+    "data-sensor": sensor, "data-case-state": caseState, "data-highlight": highlight, "data-change": change,
   }, swatch, bi(zh, en));
 }
 

@@ -19,6 +19,7 @@ import { Section } from "./section.js";
 import { Search } from "./search.js";
 import { readState, writeState } from "./state.js";
 import { Styler } from "./styler.js";
+import { Timeline } from "./timeline.js";
 import { $, banner, setStatus, toast } from "./ui.js";
 import { Underground } from "./underground.js";
 import { cameraState, createViewer, setCamera } from "./viewer.js";
@@ -45,6 +46,7 @@ function saveState() {
     query: queries.current,
     mode: wall?.on ? "wall" : "normal",
     heat: areas.heat.on && !wall?.on ? areas.heat.level : undefined,
+    time: timeline.date ? { date: timeline.date, to: timeline.to } : undefined,
   });
 }
 
@@ -76,6 +78,13 @@ inspector.pickers.push((picked) => {
     return true;
   }
   return false;
+});
+const timeline = new Timeline({ viewer, styler, inspector, onChange: saveState });
+window.cim.time = timeline;
+legend.timeline = timeline;
+timeline.onUpdate.add(() => {
+  legend.update();
+  if (wall?.on) wall.refresh();
 });
 const measure = new Measure(viewer, inspector);
 const section = new Section(viewer, inspector, layers);
@@ -157,6 +166,8 @@ async function start() {
   }
 
   if (state.underground) underground.set(true);
+  // The time slider, where the server keeps the model's history; a shared link's day is shown before "ready".
+  const timeReady = timeline.start(endpoints, state.time).catch((err) => console.warn(`time: ${err.message}`));
   const live = new Live({
     viewer,
     styler,
@@ -169,7 +180,7 @@ async function start() {
     onCases: (changes) => cases.receive(changes),
   });
   const board = new CaseBoard({ cases, areas });
-  wall = new Wall({ viewer, live, endpoints, places, extent, onChange: saveState, board, areas });
+  wall = new Wall({ viewer, live, endpoints, places, extent, onChange: saveState, board, areas, asOf: () => timeline.asOf() });
   window.cim.wall = wall;
   window.cim.live = live;
   legend.connect({ live, cases, areas });
@@ -190,6 +201,7 @@ async function start() {
   legend.update();
   window.cim.timings.groundMs = performance.now() - started;
   await caseLayers;
+  await timeReady;
   measure.warmUp();
   ready = true;
   saveState();

@@ -3,10 +3,12 @@
 //
 //   ?tiles=city&cam=121.5,31.23,1500,0,-35&layers=buildings,underground&under=1&q=old-lifts:15&mode=wall
 //   &heat=grid_cell (the case heat layer on, at grid_cell, street or district level)
+//   &time=2023-06-30 (the city as of that day) · &time=2022-06-30..2023-06-30 (what changed between two days)
 //   q forms: old-lifts:<years> · pipes:<network>:<older|>:<lon lat;lon lat;…> · near:<kind>:<near>:<m>:<beyond 0|1>
 
 const NUMBER = /^-?\d+(\.\d+)?$/;
 const HEAT_LEVELS = ["grid_cell", "street", "district"];
+const TIME = /^(\d{4}-\d{2}-\d{2})(?:\.\.(\d{4}-\d{2}-\d{2}))?$/;
 
 /** Parse the page's query string into {tiles, camera, layers, underground, query, mode, problems}. */
 export function readState(search = window.location.search) {
@@ -18,6 +20,14 @@ export function readState(search = window.location.search) {
   if (params.has("heat")) {
     if (HEAT_LEVELS.includes(params.get("heat"))) state.heat = params.get("heat");
     else state.problems.push("heat");
+  }
+  if (params.has("time")) {
+    const [, date, to] = TIME.exec(params.get("time")) ?? [];
+    if (date && !Number.isNaN(Date.parse(date)) && (!to || (!Number.isNaN(Date.parse(to)) && to >= date))) {
+      state.time = { date, to };
+    } else {
+      state.problems.push("time");
+    }
   }
   if (params.has("cam")) {
     const parts = params.get("cam").split(",");
@@ -78,7 +88,7 @@ function formatQuery(q) {
 }
 
 /** Write the current view into the URL without adding a history entry. */
-export function writeState({ tiles, camera, layers, underground, query, mode, heat }) {
+export function writeState({ tiles, camera, layers, underground, query, mode, heat, time }) {
   const params = new URLSearchParams();
   if (tiles) params.set("tiles", tiles);
   if (mode === "wall") params.set("mode", "wall");
@@ -90,6 +100,7 @@ export function writeState({ tiles, camera, layers, underground, query, mode, he
   if (layers) params.set("layers", layers.join(","));
   if (underground) params.set("under", "1");
   if (heat) params.set("heat", heat);
+  if (time?.date) params.set("time", time.to ? `${time.date}..${time.to}` : time.date);
   const q = formatQuery(query);
   if (q) params.set("q", q);
   const url = `${window.location.pathname}?${params.toString().replaceAll("%2C", ",").replaceAll("%3A", ":")}`;

@@ -35,6 +35,8 @@ export class Styler {
     this.ghost = undefined; // {groups: Set of layer names, alpha}: those layers see-through (underground mode)
     this.onFound = new Set(); // fn() after a query's results change (the legend)
     this.hiddenKinds = new Set(["sensor"]); // kinds not drawn: the sensors' own tile features follow their switch
+    this.hiddenIds = new Set(); // assets not drawn: those added after the day the city is shown as of (timeline.js)
+    this.changes = new Map(); // asset id → Cesium.Color of its change between two days (timeline.js)
   }
 
   /** Show or hide the tile features of one kind (one restyle). */
@@ -58,7 +60,10 @@ export class Styler {
       evaluate: (feature, result) => this.colorOf(feature, result),
       evaluateColor: (feature, result) => this.colorOf(feature, result),
     };
-    style.show = { evaluate: (feature) => !this.hiddenKinds.has(feature.getProperty("kind")) };
+    style.show = {
+      evaluate: (feature) => !this.hiddenKinds.has(feature.getProperty("kind")) &&
+        !(this.hiddenIds.size && this.hiddenIds.has(feature.getProperty("id"))),
+    };
     tileset.style = style;
     // Buried networks take their network's colour in full (the tile's own pipe colour is one blue for all).
     if (tileset.cimGroup === "underground") tileset.colorBlendMode = Cesium.Cesium3DTileColorBlendMode.REPLACE;
@@ -69,6 +74,7 @@ export class Styler {
     let color = Cesium.Color.WHITE; // white leaves the tile's own colour (HIGHLIGHT blend multiplies)
     if (id === this.selected) color = SELECTED;
     else if (this.found.has(id)) color = this.foundColor ?? FOUND; // queries.js may set a stronger one
+    else if (this.changes.has(id)) color = this.changes.get(id);
     else if (this.live.has(id)) color = this.live.get(id);
     else if (this.found.size && this.dimOthers) color = DIMMED;
     else if (feature.tileset?.cimGroup === "underground") color = networkColor(feature.getProperty("network"));
@@ -92,6 +98,14 @@ export class Styler {
     this.dimOthers = dimOthers;
     this.refresh();
     for (const fn of this.onFound) fn();
+  }
+
+  /** The city over time: the asset ids to hide and the colours of changed ones (one restyle). */
+  setTime({ hidden, changes }) {
+    if (!hidden.size && !changes.size && !this.hiddenIds.size && !this.changes.size) return;
+    this.hiddenIds = hidden;
+    this.changes = changes;
+    this.refresh();
   }
 
   setLive(id, color) {

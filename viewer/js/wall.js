@@ -17,8 +17,9 @@ const OLD_MAINS = `/collections/pipe/aggregate${query({ group_by: "district,age_
 const TOP_DISTRICTS = 8;
 
 export class Wall {
-  constructor({ viewer, live, endpoints, places, extent, onChange, board, areas }) {
-    Object.assign(this, { viewer, live, endpoints, places, extent, onChange, board, areas });
+  constructor({ viewer, live, endpoints, places, extent, onChange, board, areas, asOf }) {
+    // asOf(): the day the time slider shows the city as of (timeline.js), undefined for now
+    Object.assign(this, { viewer, live, endpoints, places, extent, onChange, board, areas, asOf });
     this.heatBefore = undefined; // the side panel's heat layer, restored when the wall is left
     this.on = false;
     this.touring = false;
@@ -74,12 +75,13 @@ export class Wall {
     await this.board.set(on);
   }
 
-  /** The vital signs: the server's /indicators when it has them, else the ones the viewer can ask for itself. */
+  /** The vital signs: the server's /indicators (as of the time slider's day) when it has them, else the ones the
+   * viewer can ask for itself. */
   async refresh() {
     let vitals;
     if (this.endpoints.indicators) {
       try {
-        vitals = normalise(await getJSON("/indicators"));
+        vitals = normaliseVitals(await getJSON(`/indicators${query({ as_of: this.asOf?.() })}`));
       } catch (err) {
         console.warn(`indicators: ${err.message}`);
       }
@@ -215,7 +217,7 @@ function zhLabel(id) {
 }
 
 /** Accept {"indicators": [{id, label, value, unit}]}, a list of those, or {name: value | {value, unit, label}}. */
-function normalise(body) {
+export function normaliseVitals(body) {
   const items = Array.isArray(body) ? body : Array.isArray(body?.indicators) ? body.indicators : undefined;
   const list = items ?? Object.entries(body ?? {}).map(([id, v]) => (typeof v === "object" && v ? { id, ...v } : { id, value: v }));
   return list.map((item) => {
