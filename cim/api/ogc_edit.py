@@ -131,7 +131,7 @@ async def create_feature(request: Request, kind: KindDep, store: StoreDep, refre
             )
         return asset
 
-    await run_in_threadpool(sql_store(store).edit_asset, asset_id, create)
+    await run_in_threadpool(sql_store(store).edit_asset, asset_id, create, by="api")
     location = _item_url(request, kind, asset_id)
     headers = {"Location": location, **_job(refresher, asset_id, kind)}
     return GeoJSONResponse(_with_links(feature(asset), request, kind, location), status_code=201, headers=headers)
@@ -158,7 +158,7 @@ async def replace_feature(
         _check_in(current, kind, feature_id)
         return asset
 
-    await run_in_threadpool(sql_store(store).edit_asset, feature_id, replace)
+    await run_in_threadpool(sql_store(store).edit_asset, feature_id, replace, by="api")
     body = _with_links(feature(asset), request, kind, _item_url(request, kind, feature_id))
     return GeoJSONResponse(body, headers=_job(refresher, feature_id, kind))
 
@@ -185,7 +185,7 @@ async def update_feature(
     def update(current: Asset | None) -> Asset:
         return patched_asset(_check_in(current, kind, feature_id), patch)
 
-    edited = await run_in_threadpool(sql_store(store).edit_asset, feature_id, update)
+    edited = await run_in_threadpool(sql_store(store).edit_asset, feature_id, update, by="api")
     assert edited is not None
     body = _with_links(feature(edited), request, kind, _item_url(request, kind, feature_id))
     return GeoJSONResponse(body, headers=_job(refresher, feature_id, kind))
@@ -206,7 +206,7 @@ async def delete_feature(kind: KindDep, feature_id: str, store: StoreDep, refres
         _check_in(current, kind, feature_id)
         return None
 
-    await run_in_threadpool(sql_store(store).edit_asset, feature_id, delete)
+    await run_in_threadpool(sql_store(store).edit_asset, feature_id, delete, by="api")
     return Response(status_code=204, headers=_job(refresher, feature_id, kind))
 
 

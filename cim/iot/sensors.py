@@ -169,7 +169,7 @@ def load_sensors(store: Store) -> dict[str, Sensor]:
     area tree for the names, kept while the assets do not change."""
     db = sql_store(store)
     areas = asset_areas(store)
-    stamp = db.refresh_derived(areas, asset_areas_sql(db.dialect))  # built just now: only reads the stamps
+    stamp = db.refresh_derived(areas, asset_areas_sql(db.dialect))[0]  # built just now: only reads the stamps
     # the sensors' props as text (no geometry, no Asset: a third of the time of find_assets); the parents and
     # grandparents picked by id first (a join of the whole table took 3× as long in DuckDB)
     sensor = f"'{Kind.SENSOR}'"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, closing, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -61,12 +62,14 @@ def write_source(
     meshes: MeshStore | None = None,
     progress: Progress | None = None,
     allow_empty: bool = False,
+    at: datetime | None = None,
 ) -> Summary:
     """Read ``path`` (as ``read_as``, or as :func:`file_type` says) into ``store`` and its shapes into ``meshes``,
     replacing what an earlier ingest of the same source wrote. A GIS layer is read through ``mapping`` (its
     ``layer``, in ``crs`` when the file does not say); an IFC file placed at ``placement`` when it has no
     georeference of its own. A GIS layer or CityJSON file that yields no valid asset is refused (see
-    :func:`cim.gis.layer.check_not_empty`) unless ``allow_empty``: then it empties the source."""
+    :func:`cim.gis.layer.check_not_empty`) unless ``allow_empty``: then it empties the source. What changed is
+    recorded in the model's history at ``at`` (default now; see :meth:`~cim.store.base.Store.replace_source`)."""
     opened: AbstractContextManager[SourceRead[Summary]]
     path = Path(path)
     kind = read_as or file_type(path)
@@ -85,7 +88,7 @@ def write_source(
 
         opened = read_layer(path, mapping, layer=layer, crs=crs)
     with opened as read:
-        return _write(store, read, meshes=meshes, progress=progress, allow_empty=allow_empty)
+        return _write(store, read, meshes=meshes, progress=progress, allow_empty=allow_empty, at=at)
 
 
 def _write(
@@ -95,6 +98,7 @@ def _write(
     meshes: MeshStore | None = None,
     progress: Progress | None = None,
     allow_empty: bool = False,
+    at: datetime | None = None,
 ) -> Summary:
     """Write an opened source: its assets in one store transaction, its meshes in one mesh-file transaction that
     commits after it, and its summary. Meshes made from the assets (:attr:`SourceRead.derive_meshes`) are made and
@@ -124,7 +128,7 @@ def _write(
 
         batches = assets()
         try:
-            written = store.replace_source(read.source, batches)
+            written = store.replace_source(read.source, batches, at=at)
         finally:
             batches.close()  # the reader stops, and a staged put-in-place is waited for, before the meshes' block ends
         _wait(pending)

@@ -169,7 +169,7 @@ def _apply(
     demoted = replace(
         bim, kind=Kind.ELEMENT, parent_id=gis.id, storeys=None, props={**bim.props, "merged_into": gis.id}
     )
-    store.upsert_assets(AssetBatch.from_assets([merged, demoted, *children]))
+    store.upsert_assets(AssetBatch.from_assets([merged, demoted, *children]), change="merge", by="merge")
     meshes.delete(ids=[gis.id])
     return conflicts
 
@@ -192,7 +192,7 @@ def _restore(store: Store, meshes: MeshStore, gis_id: str) -> None:
         return
     restored = _without_bim(found[0])
     batch = AssetBatch.from_assets([restored])
-    store.upsert_assets(batch)
+    store.upsert_assets(batch, change="merge", by="merge")
     meshes.add(restored.source or "restored", shapes_of_batch(batch))
 
 

@@ -89,7 +89,9 @@ def find_feature(store: Store, feature_id: str, *, kind: Kind) -> Asset:
     ORDER BY: on DuckDB sorting the one row cost as much as finding it (0.8 → 1.2 ms)."""
     db = sql_store(store)
     matched = db.dialect.key_in("id", [checked_text(feature_id, what="feature id")])
-    rows = db.select_rows(f"SELECT {db.dialect.select_list()} FROM assets WHERE {matched.sql}", matched.params)
+    rows = db.select_rows(
+        f"SELECT {db.dialect.select_list()} FROM {db.assets_table} AS assets WHERE {matched.sql}", matched.params
+    )
     if not rows:
         raise NotFound(f"feature {feature_id[:100]!r}", "is not in the store")
     asset = asset_of_row(rows[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import shapely
@@ -13,7 +13,8 @@ from shapely.geometry.base import BaseGeometry
 
 from cim.errors import InvalidInput
 from cim.queries.checks import MAX_VERTICES, checked_area
-from cim.store import BBox
+from cim.store import BBox, Store
+from cim.store.sqlstore import sql_store
 
 _NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 #: What a ``bbox`` parameter looks like (its OpenAPI ``pattern``): four numbers, or six for the 3D form.
@@ -56,6 +57,24 @@ def parse_date(text: str, *, what: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{what} {text[:40]!r}", "is not a date (YYYY-MM-DD)") from None
+
+
+def end_of_day(day: date) -> datetime:
+    """The model "as of" a day is the model at the end of it (UTC): every change dated that day is in it. Today's
+    end has not come yet: it is now.
+
+    >>> end_of_day(date(2023, 6, 30)).isoformat()
+    '2023-06-30T23:59:59.999999+00:00'
+    """
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC) - timedelta(microseconds=1)
+    return min(end, datetime.now(UTC)) if day <= datetime.now(UTC).date() else end
+
+
+def model_as_of(store: Store, day: date | None) -> Store:
+    """``store`` as the model stood at the end of ``day`` (:meth:`~cim.store.sqlstore.SqlStore.as_of`; a day in
+    the future or before the history begins is :class:`InvalidInput` naming ``as_of``), or ``store`` itself when
+    no day is given."""
+    return store if day is None else sql_store(store).as_of(end_of_day(day))
 
 
 def parse_area(value: Any) -> BaseGeometry:

@@ -105,8 +105,8 @@ def aggregate(
     dim = "ST_Dimension(sel.geom)"
     # the filters name bare columns (CQL2), so they apply in a subquery of the assets alone
     sql = (
-        f"WITH sel AS (SELECT id, kind, status, network, material, {band.sql} AS age_band, geom FROM assets "
-        f"WHERE {where.sql}) "
+        f"WITH sel AS (SELECT id, kind, status, network, material, {band.sql} AS age_band, geom "
+        f"FROM {db.assets_table} AS assets WHERE {where.sql}) "
         f"SELECT {', '.join(f'{e} AS k{i}' for i, e in enumerate(exprs))}, count(*) AS n, "
         f"sum(CASE WHEN {dim} = {_LINE} THEN {s.length_m('sel.geom')} END) AS length_m, "
         f"sum(CASE WHEN {dim} = {_POLYGON} THEN {s.area_m2('sel.geom')} END) AS area_m2 "
@@ -134,8 +134,8 @@ def area_names(store: Store, levels: Sequence[str]) -> dict[str, tuple[str | Non
     db = sql_store(store)
     s = db.dialect
     rows = db.select(
-        f"SELECT {area_code(s)} AS code, name, {props_literal(s, 'name_en')} AS name_en FROM assets "
-        f"WHERE kind IN ({', '.join([s.param] * len(kinds))})",
+        f"SELECT {area_code(s)} AS code, name, {props_literal(s, 'name_en')} AS name_en "
+        f"FROM {db.assets_table} AS assets WHERE kind IN ({', '.join([s.param] * len(kinds))})",
         kinds,
     ).to_pylist()
     return {row["code"]: (row["name"], row["name_en"]) for row in rows}

@@ -63,10 +63,10 @@ NOWHERE = AreaCodes()
 def area_tree(store: Store) -> dict[str, AreaNode]:
     """Every area by code, with its parent's code (None when its parent is no area in the store)."""
     db = sql_store(store)
-    s = db.dialect
+    s, table = db.dialect, db.assets_table
     rows = db.select(
         f"SELECT id, kind, name, parent_id, {area_code(s)} AS code, {props_literal(s, 'name_en')} AS name_en "
-        f"FROM assets WHERE kind IN ({_KINDS_SQL}) ORDER BY id"
+        f"FROM {table} AS assets WHERE kind IN ({_KINDS_SQL}) ORDER BY id"
     ).to_pylist()
     code_of = {row["id"]: row["code"] for row in rows}
     return {
@@ -90,13 +90,13 @@ def locate(store: Store, points: Sequence[tuple[float, float]]) -> list[AreaCode
 
 
 def _locate(db: SqlStore, points: Sequence[tuple[float, float]]) -> list[AreaCodes]:
-    s, p = db.dialect, db.dialect.param
+    s, p, table = db.dialect, db.dialect.param, db.assets_table
     values = ", ".join(f"({i}, {s.geom_param()})" for i in range(len(points)))
     params: list[Any] = [shapely.to_wkb(shapely.Point(float(x), float(y))) for x, y in points]
     kinds = ", ".join([p] * len(_LOCATED))
     rows = db.select(
-        f"WITH pts (i, pt) AS (VALUES {values}), hit AS (SELECT pts.i, a.id FROM pts JOIN assets a "
-        f"ON a.kind IN ({kinds}) AND ST_Intersects(a.geom, pts.pt)), {_tree_sql(s)} "
+        f"WITH pts (i, pt) AS (VALUES {values}), hit AS (SELECT pts.i, a.id FROM pts JOIN {table} a "
+        f"ON a.kind IN ({kinds}) AND ST_Intersects(a.geom, pts.pt)), {_tree_sql(s, table)} "
         f"SELECT hit.i, t.kind, t.code, t.parent_code, t.grandparent_code FROM hit JOIN tree t ON t.id = hit.id "
         f"ORDER BY hit.i, {s.bytewise('t.id')}",
         [*params, *(str(k) for k in _LOCATED)],
@@ -111,7 +111,7 @@ def asset_areas(store: Store) -> str:
     """The name of the derived table mapping every asset that is no area (``id``) to its ``grid_cell``,
     ``street`` and ``district`` codes (NULL where none holds it), rebuilt first when assets changed."""
     db = sql_store(store)
-    return db.derived_table(_ASSET_AREAS, asset_areas_sql(db.dialect))
+    return db.derived_table(_ASSET_AREAS, asset_areas_sql(db.dialect, db.assets_table))
 
 
 def areas_of_assets(store: Store, ids: Iterable[str]) -> dict[str, AreaCodes]:
@@ -129,16 +129,16 @@ def areas_of_assets(store: Store, ids: Iterable[str]) -> dict[str, AreaCodes]:
     return found
 
 
-def asset_areas_sql(s: Dialect) -> str:
+def asset_areas_sql(s: Dialect, table: str = "assets") -> str:
     """The query of :func:`asset_areas`'s table (no parameters). Each grid cell is joined with the assets whose
     bounding box meets its own (``&&``, which both stores answer from their spatial index), keeping those whose
     point on the surface lies in it; only assets in no grid cell are tried against the streets, then the
     districts."""
     return (
-        f"WITH {_tree_sql(s)}, "
-        f"cell AS ({_first_hit(s, 'grid_cell')}), "
-        f"street AS ({_first_hit(s, 'street', 'cell')}), "
-        f"district AS ({_first_hit(s, 'district', 'cell', 'street')}), "
+        f"WITH {_tree_sql(s, table)}, "
+        f"cell AS ({_first_hit(s, table, 'grid_cell')}), "
+        f"street AS ({_first_hit(s, table, 'street', 'cell')}), "
+        f"district AS ({_first_hit(s, table, 'district', 'cell', 'street')}), "
         "hit AS (SELECT id, area_id FROM cell UNION ALL SELECT id, area_id FROM street "
         "UNION ALL SELECT id, area_id FROM district) "
         "SELECT x.id, "
@@ -146,28 +146,29 @@ def asset_areas_sql(s: Dialect) -> str:
         "CASE WHEN t.kind = 'grid_cell' THEN t.parent_code WHEN t.kind = 'street' THEN t.code END AS street, "
         "CASE WHEN t.kind = 'grid_cell' THEN t.grandparent_code WHEN t.kind = 'street' THEN t.parent_code "
         "WHEN t.kind = 'district' THEN t.code END AS district "
-        f"FROM assets x LEFT JOIN hit ON hit.id = x.id LEFT JOIN tree t ON t.id = hit.area_id "
+        f"FROM {table} x LEFT JOIN hit ON hit.id = x.id LEFT JOIN tree t ON t.id = hit.area_id "
         f"WHERE x.kind NOT IN ({_KINDS_SQL})"
     )
 
 
-def _first_hit(s: Dialect, kind: str, *misses: str) -> str:
+def _first_hit(s: Dialect, table: str, kind: str, *misses: str) -> str:
     """Each asset's area of ``kind`` holding its point on the surface (the one whose id sorts first), for the
     assets in none of ``misses``. The areas drive the join: 5,000 probes of the spatial index with a cell, each
     testing its few assets against one polygon (which PostGIS prepares once), not 100,000 probes with a point
     (0.1 ms each in PostGIS: 12 s for the demo city)."""
     unhit = "".join(f" AND x.id NOT IN (SELECT id FROM {m})" for m in misses)
     return (
-        f"SELECT x.id, min({s.bytewise('a.id')}) AS area_id FROM assets a JOIN assets x ON x.geom && a.geom "
+        f"SELECT x.id, min({s.bytewise('a.id')}) AS area_id FROM {table} a JOIN {table} x ON x.geom && a.geom "
         f"AND ST_Intersects(a.geom, ST_PointOnSurface(x.geom)) "
         f"WHERE a.kind = '{kind}' AND x.kind NOT IN ({_KINDS_SQL}){unhit} GROUP BY x.id"
     )
 
 
-def _tree_sql(s: Dialect) -> str:
+def _tree_sql(s: Dialect, table: str = "assets") -> str:
     """``tree``: the areas' ids, kinds and codes, and their parents' and grandparents' codes."""
     return (
-        f"own AS (SELECT id, kind, parent_id, {area_code(s)} AS code FROM assets WHERE kind IN ({_KINDS_SQL})), "
+        f"own AS (SELECT id, kind, parent_id, {area_code(s)} AS code "
+        f"FROM {table} AS assets WHERE kind IN ({_KINDS_SQL})), "
         "tree AS (SELECT own.id, own.kind, own.code, up.code AS parent_code, up2.code AS grandparent_code "
         "FROM own LEFT JOIN own up ON up.id = own.parent_id LEFT JOIN own up2 ON up2.id = up.parent_id)"
     )

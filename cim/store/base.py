@@ -89,17 +89,31 @@ class Store(Protocol):
         ...
 
     # --- assets: changes ---
-    def upsert_assets(self, batch: AssetBatch) -> int:
-        """Insert or replace the batch's assets by id, in one transaction. Returns the number written."""
+    def upsert_assets(
+        self, batch: AssetBatch, *, at: datetime | None = None, change: str = "edit", by: str | None = None
+    ) -> int:
+        """Insert or replace the batch's assets by id, in one transaction. Returns the number written. Each asset
+        that changed gets a new version (:mod:`cim.store.versions`) valid from ``at`` (default now), made by
+        ``change`` (``edit``, ``merge`` …) of ``by``."""
         ...
 
-    def replace_source(self, source: str, batches: Iterable[AssetBatch]) -> int:
+    def replace_source(self, source: str, batches: Iterable[AssetBatch], *, at: datetime | None = None) -> int:
         """Replace every asset of ``source`` by the batches' assets, in one transaction: a re-ingest drops what
-        left the source, and a failure half-way leaves the previous version whole. Returns the number written."""
+        left the source, and a failure half-way leaves the previous version whole. Returns the number written.
+        What changed is versioned at ``at`` (default now; never before the source's latest change, nor later
+        than now): what left the source ends there, what is new or changed begins."""
         ...
 
-    def delete_assets(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
-        """Delete the assets with these ids and/or from this source. Returns the number deleted."""
+    def delete_assets(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        source: str | None = None,
+        at: datetime | None = None,
+        by: str | None = None,
+    ) -> int:
+        """Delete the assets with these ids and/or from this source. Returns the number deleted. Their versions end
+        at ``at`` (default now); their past stays."""
         ...
 
     def optimize(self) -> None:

@@ -87,10 +87,12 @@ def _caches_of(db: SqlStore) -> _Caches:
 
 
 def assets_version(store: Store) -> str:
-    """The store's ``assets_version``: it changes with every committed asset write."""
+    """The store's ``assets_version``: it changes with every committed asset write (and with the date of a view of
+    the model as of a date, so answers cached by it are never those of another date)."""
     db = sql_store(store)
     rows = db.select(f"SELECT value FROM cim_meta WHERE key = {db.dialect.param}", ["assets_version"])
-    return str(rows.column("value")[0].as_py()) if rows.num_rows else "0"
+    version = str(rows.column("value")[0].as_py()) if rows.num_rows else "0"
+    return version if db.as_of_time is None else f"{version}@{db.as_of_time.isoformat()}"
 
 
 def kind_catalogue(store: Store, kind: Kind, *, version: str | None = None) -> KindCatalogue:
@@ -137,7 +139,7 @@ def count_where(store: Store, where_sql: str, params: Sequence[Any], *, version:
         if found is not None:
             caches.counts.move_to_end(key)
             return found
-    rows = db.select(f"SELECT count(*) AS n FROM assets WHERE {where_sql}", list(params))
+    rows = db.select(f"SELECT count(*) AS n FROM {db.assets_table} AS assets WHERE {where_sql}", list(params))
     counted = int(rows.column("n")[0].as_py())
     with caches.lock:
         caches.counts[key] = counted
@@ -157,13 +159,13 @@ def _keys(db: SqlStore, kind: Kind) -> dict[str, Any]:
         sql = (
             "SELECT e.key AS key, jsonb_typeof(e.value) AS type, count(*) AS n, "
             "bool_and((e.value #>> '{}') ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$') AS dates "
-            f"FROM assets, jsonb_each(assets.props) AS e WHERE kind = {p} GROUP BY 1, 2"
+            f"FROM {db.assets_table} AS assets, jsonb_each(assets.props) AS e WHERE kind = {p} GROUP BY 1, 2"
         )
     else:
         sql = (
             "SELECT e.key AS key, lower(e.type) AS type, count(*) AS n, "
             "bool_and(regexp_full_match(json_extract_string(e.value, '$'), '[0-9]{4}-[0-9]{2}-[0-9]{2}')) AS dates "
-            f"FROM assets, json_each(assets.props) AS e WHERE kind = {p} GROUP BY 1, 2"
+            f"FROM {db.assets_table} AS assets, json_each(assets.props) AS e WHERE kind = {p} GROUP BY 1, 2"
         )
     seen: dict[str, tuple[int, set[PropertyType], bool]] = {}
     for row in db.select(sql, [str(kind)]).to_pylist():
@@ -191,7 +193,7 @@ def _geometry(db: SqlStore, kind: Kind) -> KindGeometry:
     # DuckDB names the type POINT, PostGIS ST_Point: both become POINT, then GeoJSON's Point
     rows = db.select(
         "SELECT upper(replace(CAST(ST_GeometryType(geom) AS VARCHAR), 'ST_', '')) AS type, min(id) AS first "
-        f"FROM assets WHERE kind = {db.dialect.param} AND geom IS NOT NULL GROUP BY 1",
+        f"FROM {db.assets_table} AS assets WHERE kind = {db.dialect.param} AND geom IS NOT NULL GROUP BY 1",
         [str(kind)],
     ).to_pylist()
     names = {

@@ -121,6 +121,12 @@ class DuckDBDialect(Dialect):
     def row_hash(self, columns: Sequence[str]) -> str:
         return f"hash({', '.join(columns)})"
 
+    def version_hash(self, alias: str) -> str:
+        return f"CAST(hash({', '.join(f'{alias}.{c}' for c in COLUMN_NAMES)}) AS VARCHAR)"
+
+    def in_list(self, column: str) -> str:
+        return f"{column} IN (SELECT unnest(CAST(? AS VARCHAR[])))"
+
     def quantile(self, expr: str, fraction: float) -> str:
         return f"quantile_cont({expr}, {float(fraction)!r})"
 

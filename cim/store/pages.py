@@ -65,7 +65,7 @@ def feature_page(
     # geometry of every row of the collection before the top-N cut (bench/api_bench.py: 120–290 ms for 100 pipes
     # of 1M assets); sorting ids alone and fetching 101 rows by id costs a fraction of that, in PostGIS as well.
     order_by = ", ".join([*order_sql, "id"])
-    page = f"SELECT id FROM assets WHERE {where.sql} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
+    page = f"SELECT id FROM {db.assets_table} AS assets WHERE {where.sql} ORDER BY {order_by} LIMIT {p} OFFSET {p}"
     ids = db.select(page, [*where.params, *order_params, limit + 1, offset]).column("id")
     if len(ids) == 0:
         return None, False  # most map windows hold nothing: no empty table is built for them
@@ -81,7 +81,12 @@ def _rows_by_id(db: SqlStore, keys: list[Any]) -> Any:
     p = db.dialect.param
     columns = db.dialect.select_list()
     if len(keys) <= ARRAY_IDS:
-        return db.select(f"SELECT {columns} FROM assets WHERE id IN ({', '.join([p] * len(keys))})", keys)
+        return db.select(
+            f"SELECT {columns} FROM {db.assets_table} AS assets WHERE id IN ({', '.join([p] * len(keys))})", keys
+        )
     if p == "%s":  # PostgreSQL: a text[] parameter
-        return db.select(f"SELECT {columns} FROM assets WHERE id = ANY({p})", [keys])
-    return db.select(f"SELECT {columns} FROM assets SEMI JOIN (SELECT unnest({p}::VARCHAR[]) AS k) ON id = k", [keys])
+        return db.select(f"SELECT {columns} FROM {db.assets_table} AS assets WHERE id = ANY({p})", [keys])
+    return db.select(
+        f"SELECT {columns} FROM {db.assets_table} AS assets SEMI JOIN (SELECT unnest({p}::VARCHAR[]) AS k) ON id = k",
+        [keys],
+    )

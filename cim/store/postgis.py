@@ -98,6 +98,15 @@ class PostGISDialect(Dialect):
     def geom_param(self) -> str:
         return "ST_GeomFromWKB(%s, 4326)"
 
+    def version_hash(self, alias: str) -> str:
+        return f"md5(CAST(ROW({', '.join(f'{alias}.{c}' for c in COLUMN_NAMES)}) AS TEXT))"
+
+    def in_list(self, column: str) -> str:
+        return f"{column} = ANY(%s)"
+
+    def point(self, x: str, y: str) -> str:
+        return f"ST_SetSRID(ST_MakePoint({x}, {y}), 4326)"
+
     def length_m(self, expr: str) -> str:
         return f"ST_Length(({expr})::geography)"
 

@@ -39,7 +39,7 @@ def read_projection(
         return _typed(
             store.select(
                 f"SELECT {', '.join([*columns, *BBOX_COLUMNS])}{'' if hashed is None else f', {hashed} AS row_hash'} "
-                f"FROM assets WHERE kind IN ({listed}){wanted} ORDER BY id",
+                f"FROM {store.assets_table} AS assets WHERE kind IN ({listed}){wanted} ORDER BY id",
                 params,
             )
         )
@@ -68,4 +68,6 @@ def row_hashes(store: Store, *, columns: Sequence[str], kinds: Collection[Kind])
     assert isinstance(store, SqlStore), "only where hashes_rows(store)"
     listed = ", ".join(f"'{k}'" for k in sorted(k.value for k in kinds))
     hashed = store.dialect.row_hash([*columns, *BBOX_COLUMNS])
-    return store.select(f"SELECT id, {hashed} AS row_hash FROM assets WHERE kind IN ({listed}) ORDER BY id")
+    return store.select(
+        f"SELECT id, {hashed} AS row_hash FROM {store.assets_table} AS assets WHERE kind IN ({listed}) ORDER BY id"
+    )

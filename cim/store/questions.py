@@ -32,7 +32,7 @@ def refresh_lift_register(store: Store) -> str:
     """Rebuild the lift register (:func:`lift_register_sql`) if the assets changed since it was built; the
     version stamp of the data it holds (a key for caching answers read from it)."""
     db = sql_store(store)
-    return db.refresh_derived(_LIFT_REGISTER, lift_register_sql(db.dialect))
+    return db.refresh_derived(_LIFT_REGISTER, lift_register_sql(db.dialect, db.assets_table))[0]
 
 
 def old_lift_fragments(store: Store, *, as_of: date, cutoff: date, days_per_year: float) -> pa.Table:
@@ -47,7 +47,7 @@ def old_lift_fragments(store: Store, *, as_of: date, cutoff: date, days_per_year
     fragment = f"head || CASE WHEN part = {UNKNOWN_AGE} THEN '' ELSE {age} || CASE WHEN {closes} "
     fragment += "THEN '}]}' ELSE '}' END END"
     sql = (
-        f"SELECT part, position, {fragment} AS fragment FROM {_LIFT_REGISTER} "
+        f"SELECT part, position, {fragment} AS fragment FROM {db.derived_name(_LIFT_REGISTER)} "
         f"WHERE install_date < {p} OR install_date IS NULL"
     )
     if s.joins_text_rows:
@@ -58,7 +58,7 @@ def old_lift_fragments(store: Store, *, as_of: date, cutoff: date, days_per_year
     return db.select(sql, [as_of, cutoff, cutoff])
 
 
-def lift_register_sql(s: Dialect) -> str:
+def lift_register_sql(s: Dialect, table: str = "assets") -> str:
     """Every lift with its building, as one query of ``assets`` with no parameters: ``lift_id``,
     ``install_date``, ``building_id``; ``part``, the list of the answer it may fall in (in a building, without
     one, unknown age); ``position``, its place in the answer (buildings in byte order of their ids, each
@@ -74,10 +74,11 @@ def lift_register_sql(s: Dialect) -> str:
     """
     containers = "('building', 'storey', 'space')"
     hops = [
-        f"h2 AS (SELECT id, kind, parent_id FROM assets WHERE id IN (SELECT up FROM walkers) AND kind IN {containers})"
+        f"h2 AS (SELECT id, kind, parent_id FROM {table} AS assets "
+        f"WHERE id IN (SELECT up FROM walkers) AND kind IN {containers})"
     ]
     hops += [
-        f"h{n} AS (SELECT id, kind, parent_id FROM assets WHERE id IN "
+        f"h{n} AS (SELECT id, kind, parent_id FROM {table} AS assets WHERE id IN "
         f"(SELECT parent_id FROM h{n - 1} WHERE kind <> 'building') AND kind IN {containers})"
         for n in range(3, MAX_PARENT_HOPS + 1)
     ]
@@ -110,10 +111,10 @@ def lift_register_sql(s: Dialect) -> str:
         f"WHEN {first} THEN {building_json} || {lift_json} ELSE {lift_json} END"
     )
     return (
-        "WITH lifts AS (SELECT id, parent_id, install_date FROM assets WHERE kind = 'lift'), "
+        f"WITH lifts AS (SELECT id, parent_id, install_date FROM {table} AS assets WHERE kind = 'lift'), "
         "hop1 AS (SELECT l.id AS lift_id, l.install_date, p1.id AS parent, p1.kind AS parent_kind, "
         "p1.parent_id AS up, p1.name, p1.min_x, p1.max_x, p1.min_y, p1.max_y FROM lifts l "
-        f"LEFT JOIN assets p1 ON p1.id = l.parent_id AND p1.kind IN {containers}), "
+        f"LEFT JOIN {table} p1 ON p1.id = l.parent_id AND p1.kind IN {containers}), "
         "walkers AS (SELECT lift_id, install_date, up FROM hop1 WHERE parent_kind <> 'building'), "
         f"{', '.join(hops)}, "
         f"climb AS (SELECT w.lift_id, w.install_date, CASE {climbed_to} END AS building_id "
@@ -121,7 +122,7 @@ def lift_register_sql(s: Dialect) -> str:
         "found AS (SELECT lift_id, install_date, CASE WHEN parent_kind = 'building' THEN parent END AS building_id, "
         f"name, {lon} AS lon, {lat} AS lat FROM hop1 WHERE parent_kind IS NULL OR parent_kind = 'building' "
         f"UNION ALL SELECT c.lift_id, c.install_date, c.building_id, b.name, {b_lon}, {b_lat} FROM climb c "
-        "LEFT JOIN assets b ON b.id = c.building_id) "
+        f"LEFT JOIN {table} b ON b.id = c.building_id) "
         f"SELECT lift_id, install_date, building_id, {part} AS part, {head} AS head, "
         f"lead(install_date) OVER (PARTITION BY building_id ORDER BY {in_building}) AS next_install_date, "
         f"row_number() OVER (ORDER BY {s.bytewise('building_id')} NULLS LAST, {in_building}) AS position FROM found "
@@ -140,6 +141,7 @@ def buried_pipe_rows(
     """``id``, ``network``, ``install_date``, ``depth_m``, ``diameter_mm`` and ``length_in_area_m`` (spheroidal
     metres) of the below-ground pipes of ``network`` (all when None) inside ``area``, by id."""
     db = sql_store(store)
+    table = db.assets_table
     s, p = db.dialect, db.dialect.param
     where = s.where(
         AssetQuery(kinds=(Kind.PIPE,), where=None if network is None else {"network": network}, polygon=area)
@@ -153,7 +155,7 @@ def buried_pipe_rows(
     length = s.length_m(f"ST_Intersection(geom, {s.geom_param()})")
     sql = (
         f"SELECT id, network, install_date, depth_m, diameter_mm, {length} AS length_in_area_m "
-        f"FROM assets WHERE {' AND '.join(clauses)} ORDER BY id"
+        f"FROM {table} AS assets WHERE {' AND '.join(clauses)} ORDER BY id"
     )
     rows: list[dict[str, Any]] = db.select(sql, params).to_pylist()
     return rows
@@ -167,6 +169,7 @@ def near_rows(
     ``distance_m``; with ``beyond``, those with none that near (``near_id`` and ``distance_m`` NULL). ``extent``
     covers the assets asked about (it sets the pruning margin and, for DuckDB, the UTM zone)."""
     db = sql_store(store)
+    table = db.assets_table
     p = db.dialect.param
     near, distance = near_terms(db.dialect, distance_m, extent)
     a_where = f"a.kind = {p}"
@@ -177,15 +180,15 @@ def near_rows(
     centre = "(a.min_x + a.max_x) / 2 AS lon, (a.min_y + a.max_y) / 2 AS lat"
     if beyond:
         sql = (
-            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM assets a WHERE {a_where} "
-            f"AND a.geom IS NOT NULL AND NOT EXISTS (SELECT 1 FROM assets b WHERE b.kind = {p} AND {near.sql} "
+            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM {table} a WHERE {a_where} "
+            f"AND a.geom IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {table} b WHERE b.kind = {p} AND {near.sql} "
             f"AND {distance} <= {p}) ORDER BY a.id"
         )
         params = [*a_params, str(near_kind), *near.params, distance_m]
     else:
         sql = (
             f"SELECT DISTINCT ON (a.id) a.id, a.name, {centre}, b.id AS near_id, {distance} AS distance_m "
-            f"FROM assets a JOIN assets b ON b.kind = {p} AND {near.sql} "
+            f"FROM {table} a JOIN {table} b ON b.kind = {p} AND {near.sql} "
             f"WHERE {a_where} AND {distance} <= {p} ORDER BY a.id, distance_m, b.id"
         )
         params = [str(near_kind), *near.params, *a_params, distance_m]

@@ -95,6 +95,19 @@ class Dialect:
         """An expression hashing ``columns`` of a row, or None when the backend offers no such hash."""
         return None
 
+    def version_hash(self, alias: str) -> str:
+        """A text hash of an asset row's columns (``alias`` names the row), the one ``asset_versions.row_hash``
+        holds (:mod:`cim.store.migrations.v007_asset_versions` spells it too)."""
+        raise NotImplementedError
+
+    def point(self, x: str, y: str) -> str:
+        """A lon/lat point geometry from two number expressions."""
+        return f"ST_Point({x}, {y})"
+
+    def in_list(self, column: str) -> str:
+        """``column`` is one of the strings in one list parameter (any length, one bound value)."""
+        raise NotImplementedError
+
     def key_in(self, column: str, keys: Sequence[str]) -> Where:
         """``column`` is one of ``keys`` (a non-empty list of ids)."""
         return Where(f"{column} IN ({', '.join([self.param] * len(keys))})", list(keys))

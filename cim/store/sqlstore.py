@@ -6,21 +6,23 @@ bulk-load a batch of assets or readings into its tables.
 
 from __future__ import annotations
 
-import hashlib
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-from cim.errors import CimError, Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+from cim.errors import InvalidInput, NotFound, StoreError
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.model.schema import ASSET_SCHEMA
+from cim.store import versions
 from cim.store.base import AssetQuery, BBox, ClosedOnExit, Store
+from cim.store.derived import DerivedTables
+from cim.store.guard import ChangeGuard
 from cim.store.history import instant_sql
 from cim.store.history_queries import HistoryQueries
 from cim.store.migrations import Database, Upgrade
@@ -54,16 +56,27 @@ _ALERT_COLUMNS = ", ".join(ALERTS_SCHEMA.names)
 _ALERT_SELECT = ", ".join(
     "CAST(details AS TEXT) AS details" if name == "details" else name for name in ALERTS_SCHEMA.names
 )
-#: The ``cim_meta`` key counting committed asset writes.
-_VERSION_KEY = "assets_version"
 
 
-class SqlStore(ClosedOnExit, HistoryQueries, ABC):
+class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
     """Shared implementation of :class:`cim.store.base.Store` over a SQL connection."""
 
     dialect: Dialect
     #: What opening the store did to its schema (:mod:`cim.store.migrations`); None when it had nothing to do.
     schema_upgrade: Upgrade | None = None
+    #: The asset table every query reads (``FROM {assets_table} AS x``): ``assets``, the current state, or in a view
+    #: of the model as of a date (:meth:`as_of`) the versions valid then.
+    assets_table: str = "assets"
+    #: The date of a view made by :meth:`as_of`; None for the store itself.
+    as_of_time: datetime | None = None
+
+    def as_of(self, when: datetime) -> SqlStore:
+        """A read-only view of the model as it stood at ``when``: the same store, whose queries read the asset
+        versions valid then. A time in the future, or before the history begins, is :class:`InvalidInput`."""
+        view = copy.copy(self)
+        view.as_of_time = versions.check_as_of(self, when)
+        view.assets_table = versions.as_of_table(view.as_of_time)
+        return view
 
     # --- what a backend supplies ---
     @abstractmethod
@@ -111,28 +124,45 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
     def close(self) -> None: ...
 
     # --- changes ---
-    def upsert_assets(self, batch: AssetBatch) -> int:
+    def upsert_assets(
+        self, batch: AssetBatch, *, at: datetime | None = None, change: str = "edit", by: str | None = None
+    ) -> int:
         if not len(batch):
             return 0
+        when = versions.change_time(at)
+        scope = versions.ids_scope(self, batch.table.column("id").to_pylist())
         with self._changing(f"writing {len(batch)} assets"):
+            when = versions.check_time(self, scope, when, asked=at is not None)
             self._load_assets(batch)
+            versions.record(self, scope, when, change=change, by=by)
             self._assets_changed()
         self._changed()
         return len(batch)
 
-    def replace_source(self, source: str, batches: Iterable[AssetBatch]) -> int:
+    def replace_source(self, source: str, batches: Iterable[AssetBatch], *, at: datetime | None = None) -> int:
         written = 0
+        when = versions.change_time(at)
+        scope = versions.source_scope(self, source)
         with self._changing(f"replacing the assets of {source}"):
+            when = versions.check_time(self, versions.source_only_scope(self, source), when, asked=at is not None)
             self._execute(f"DELETE FROM assets WHERE source = {self.dialect.param}", [source])
             self._assets_changed()
             for batch in batches:
                 if len(batch):
                     self._load_assets(batch)
                     written += len(batch)
+            versions.record(self, scope, when, change="ingest", by=source)
         self._changed()
         return written
 
-    def delete_assets(self, *, ids: Sequence[str] | None = None, source: str | None = None) -> int:
+    def delete_assets(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        source: str | None = None,
+        at: datetime | None = None,
+        by: str | None = None,
+    ) -> int:
         if ids is None and source is None:
             raise StoreError("delete_assets", "needs ids or a source; refusing to delete everything")
         p = self.dialect.param
@@ -145,13 +175,28 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
         if source is not None:
             clauses.append(f"source = {p}")
             params.append(source)
+        when = versions.change_time(at)
+        scope = (
+            versions.ids_scope(self, ids, source=source)
+            if ids is not None
+            else versions.source_only_scope(self, source or "")
+        )
         with self._changing("deleting assets"):
+            when = versions.check_time(self, scope, when, asked=at is not None)
             count = self._execute("DELETE FROM assets WHERE " + " AND ".join(clauses), params)
+            versions.record(self, scope, when, change="remove", by=by or source)
             self._assets_changed()
         self._changed()
         return count
 
-    def edit_asset(self, asset_id: str, edit: Callable[[Asset | None], Asset | None]) -> Asset | None:
+    def edit_asset(
+        self,
+        asset_id: str,
+        edit: Callable[[Asset | None], Asset | None],
+        *,
+        by: str | None = None,
+        change: str = "edit",
+    ) -> Asset | None:
         """Read the asset ``asset_id`` (None when there is none), hand it to ``edit`` and store what that returns —
         an asset with this id, or None to delete it — in one transaction: read, decision and write are one step,
         and other edits of the same id wait until it ends (two racing edits of one asset apply one after the
@@ -168,6 +213,9 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
             elif current is not None:
                 self._execute(f"DELETE FROM assets WHERE id = {self.dialect.param}", [asset_id])
             if edited is not None or current is not None:
+                scope = versions.ids_scope(self, [asset_id])
+                when = versions.check_time(self, scope, versions.change_time(None), asked=False)
+                versions.record(self, scope, when, change=change if edited is not None else "remove", by=by)
                 self._assets_changed()
         self._changed()
         return edited
@@ -222,7 +270,7 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
     def find_batch(self, query: AssetQuery) -> AssetBatch:
         where = self.dialect.where(query)
         p = self.dialect.param
-        sql = f"SELECT {self.dialect.select_list()} FROM assets WHERE {where.sql} ORDER BY id"
+        sql = f"SELECT {self.dialect.select_list()} FROM {self.assets_table} AS assets WHERE {where.sql} ORDER BY id"
         params = list(where.params)
         if query.limit is not None:
             sql += f" LIMIT {p}"
@@ -255,76 +303,28 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
         when unknown). Every value a caller gave travels in ``params``."""
         return self._execute(sql, params)
 
-    def derived_table(self, name: str, select_sql: str) -> str:
-        """The table ``name`` holding the rows of ``select_sql`` (a query of ``assets`` with no parameters), rebuilt
-        first when assets changed since it was built or ``select_sql`` is not the one it was built from.
-
-        A materialised view for a query that must answer from a million assets faster than a join over them
-        allows (see :func:`cim.queries.domain.old_lifts_json`). Every asset write bumps ``assets_version`` in
-        ``cim_meta`` inside its transaction; the version is read *before* the rebuild, so a write committed
-        during it leaves the table marked older than the data and the next call rebuilds again.
-        """
-        self.refresh_derived(name, select_sql)
-        return name
-
-    def refresh_derived(self, name: str, select_sql: str) -> str:
-        """:meth:`derived_table`, returning the version stamp of the data the table now holds (it changes whenever
-        the table is rebuilt): a key for caching answers computed from it."""
-        digest = hashlib.sha256(select_sql.encode()).hexdigest()[:16]
-        stamp_key = f"derived:{name}"
-        current, stamp = self._derived_stamps(stamp_key, digest)
-        if current != stamp:
-            with self._changing(f"refreshing {name}"):
-                # many requests may have found it stale at once: the first rebuilds it, the others find it fresh
-                self._lock_derived(stamp_key)
-                current, stamp = self._derived_stamps(stamp_key, digest)
-                if current != stamp:
-                    self._execute(f"DROP TABLE IF EXISTS {name}")
-                    self._execute(f"CREATE TABLE {name} AS {select_sql}")
-                    self._derived(name)
-                    self._set_meta(stamp_key, stamp)
-        return stamp
-
-    def _derived_stamps(self, stamp_key: str, digest: str) -> tuple[str | None, str]:
-        """(the stamp the derived table was built with, the stamp it needs now)."""
-        p = self.dialect.param
-        rows = self._fetch(f"SELECT key, value FROM cim_meta WHERE key IN ({p}, {p})", [_VERSION_KEY, stamp_key])
-        meta = dict(zip(rows.column("key").to_pylist(), rows.column("value").to_pylist(), strict=True))
-        return meta.get(stamp_key), f"{meta.get(_VERSION_KEY, '0')}:{digest}"
-
-    def _lock_derived(self, stamp_key: str) -> None:
-        """Inside the rebuild's transaction: keep other processes' rebuilds of the same table out until it ends
-        (a backend whose writes are serialised already needs nothing)."""
-
-    def _derived(self, name: str) -> None:
-        """Called inside the transaction that rebuilt the derived table ``name``."""
-
-    def _assets_changed(self) -> None:
-        """Inside a write's transaction: bump ``assets_version``, so :meth:`derived_table` rebuilds."""
-        self._execute(
-            f"INSERT INTO cim_meta VALUES ({self.dialect.param}, '1') ON CONFLICT (key) DO UPDATE "
-            "SET value = CAST(CAST(cim_meta.value AS BIGINT) + 1 AS VARCHAR)",
-            [_VERSION_KEY],
-        )
-
-    def _set_meta(self, key: str, value: str) -> None:
-        p = self.dialect.param
-        self._execute(
-            f"INSERT INTO cim_meta VALUES ({p}, {p}) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )
-
     def count_assets(self, query: AssetQuery) -> int:
         where = self.dialect.where(query)
-        return int(self._fetch(f"SELECT count(*) AS n FROM assets WHERE {where.sql}", where.params)["n"][0].as_py())
+        return int(
+            self._fetch(f"SELECT count(*) AS n FROM {self.assets_table} AS assets WHERE {where.sql}", where.params)[
+                "n"
+            ][0].as_py()
+        )
 
     def count_by_kind(self) -> dict[str, int]:
-        rows = self._fetch("SELECT kind, count(*) AS n FROM assets GROUP BY kind ORDER BY kind").to_pylist()
+        rows = self._fetch(
+            f"SELECT kind, count(*) AS n FROM {self.assets_table} AS assets GROUP BY kind ORDER BY kind"
+        ).to_pylist()
         return {row["kind"]: int(row["n"]) for row in rows}
 
     def extent(self, *, kind: Kind | None = None) -> BBox | None:
         where = "" if kind is None else f" WHERE kind = {self.dialect.param}"
-        sql = "SELECT min(min_x) AS w, min(min_y) AS s, max(max_x) AS e, max(max_y) AS n FROM assets" + where
+        sql = (
+            "SELECT min(min_x) AS w, min(min_y) AS s, max(max_x) AS e, max(max_y) AS n FROM "
+            + self.assets_table
+            + " AS assets"
+            + where
+        )
         row = self._fetch(sql, [] if kind is None else [str(kind)]).to_pylist()[0]
         if row["w"] is None:
             return None
@@ -406,8 +406,10 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
         self._fetch("SELECT 1 AS ok")
 
     # --- plumbing ---
-    def _changing(self, what: str) -> AbstractContextManager[None]:
-        return _ChangeGuard(self, what)
+    def _changing(self, what: str, *, derived: bool = False) -> AbstractContextManager[None]:
+        if self.as_of_time is not None and not derived:
+            raise InvalidInput(f"{what}", f"the model as of {self.as_of_time:%Y-%m-%d} is read-only")
+        return ChangeGuard(self, what)
 
     def _changed(self) -> None:
         """Called after a committed change to assets; backends drop caches here."""
@@ -421,43 +423,6 @@ class SqlStore(ClosedOnExit, HistoryQueries, ABC):
         """Whether ``exc``, raised inside a change, means the database went away (a server restart, a lost
         connection): the change is then reported as :class:`StoreUnavailable`, which callers may retry."""
         return False
-
-
-class _ChangeGuard(AbstractContextManager[None]):
-    """One transaction; a database error inside becomes a :class:`StoreError` after the rollback."""
-
-    def __init__(self, store: SqlStore, what: str) -> None:
-        self._store = store
-        self._what = what
-        self._transaction: AbstractContextManager[None] | None = None
-
-    def __enter__(self) -> None:
-        self._transaction = self._store._transaction()
-        self._transaction.__enter__()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._transaction is not None
-        try:
-            self._transaction.__exit__(exc_type, exc, tb)  # rolls back when exc is set
-        except Exception as ending:  # the commit failed, or the rollback of a connection that died
-            if exc is None:
-                exc = ending
-        if exc is not None and not isinstance(exc, CimError) and isinstance(exc, Exception):
-            if self._store._is_conflict(exc):
-                raise Conflict(
-                    self._what,
-                    f"another writer changed the same rows meanwhile ({_first_line(exc)}); nothing was "
-                    "written: read again and retry",
-                ) from exc
-            if self._store._is_unavailable(exc):
-                raise StoreUnavailable(
-                    f"{self._what} in the store", f"the database went away ({_first_line(exc)}); nothing was written"
-                ) from exc
-            raise StoreError(
-                f"{self._what} in {self._store.url}", f"{type(exc).__name__}: {_first_line(exc)}; nothing was written"
-            ) from exc
 
 
 def as_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -476,11 +441,6 @@ def _alert_row(alert: Alert) -> list[Any]:
 def _readings(table: pa.Table) -> Iterator[Reading]:
     for row in as_schema(table, READINGS_SCHEMA).to_pylist():
         yield Reading(**row)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def sql_store(store: Store) -> SqlStore:

@@ -20,7 +20,7 @@ def dated_counts(store: Store, *, kind: Kind, installed_before: date) -> tuple[i
     p = db.dialect.param
     row = db.select(
         f"SELECT count(*) AS total, count(install_date) AS dated, "
-        f"sum(CASE WHEN install_date < {p} THEN 1 ELSE 0 END) AS old FROM assets WHERE kind = {p}",
+        f"sum(CASE WHEN install_date < {p} THEN 1 ELSE 0 END) AS old FROM {db.assets_table} AS assets WHERE kind = {p}",
         [installed_before, str(kind)],
     ).to_pylist()[0]
     return int(row["total"] or 0), int(row["dated"] or 0), int(row["old"] or 0)
@@ -49,8 +49,9 @@ def near_counts(
     where = db.dialect.where(query)
     near, distance = near_terms(db.dialect, distance_m, extent)
     sql = (
-        f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM assets WHERE {where.sql}) "
-        f"SELECT count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM assets b WHERE b.kind = {p} AND {near.sql} "
+        f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM {db.assets_table} AS assets WHERE {where.sql}) "
+        f"SELECT count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM {db.assets_table} b "
+        f"WHERE b.kind = {p} AND {near.sql} "
         f"AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near FROM a"
     )
     row = db.select(sql, [*where.params, str(near_kind), *near.params, distance_m]).to_pylist()[0]
