@@ -72,6 +72,7 @@ def test_the_demo_city_is_ingested_with_its_past_and_a_second_run_skips_it(store
 
     second = run_pipeline(pipeline)
     assert second.ok and all(s.skipped for s in second.sources), [s.path for s in second.sources if not s.skipped]
+    assert second.removed == [] and second.merge is None and second.sensors["changed"] is False
 
 
 def test_a_source_with_valid_from_is_dated_and_one_in_the_future_is_refused(store_url: str, tmp_path: Path) -> None:
