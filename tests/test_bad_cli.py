@@ -58,6 +58,13 @@ COMMANDS: dict[str, tuple[Args, str]] = {
     "place-off-the-earth": (given("ingest", SHELTERS, "--place", "200,0,0"), "lon must be in -180..180"),
     "kind-unknown": (given("ingest", SHELTERS, "--kind", "castle"), "kind 'castle'"),
     "preset-unknown": (given("ingest", SHELTERS, "--preset", "nope"), "preset 'nope'"),
+    "valid-from-words": (given("ingest", SHELTERS, "--kind", "pole", "--valid-from", "last year"), "--valid-from"),
+    "valid-from-future": (given("ingest", SHELTERS, "--kind", "pole", "--valid-from", "2999-01-01"), "future"),
+    # the shelters went in now: their history is not rewritten
+    "valid-from-before-history": (
+        given("ingest", SHELTERS, "--kind", "transit_stop", "--valid-from", "2001-01-01"),
+        "before the latest recorded change",
+    ),
     "two-mappings": (given("ingest", SHELTERS, "--kind", "park", "--preset", "osm-parks"), "ingest options"),
     "map-missing": (given("ingest", SHELTERS, "--map", "/nonexistent/m.toml"), "no such file"),
     "map-not-toml": (ingest_with_map("kind = "), "is not valid TOML"),

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -62,6 +63,7 @@ class JobIn(BaseModel):
     mapping_label: str | None = Field(None, max_length=500, description="the mapping file as the client names it")
     crs: str | None = Field(None, max_length=2000)
     place: str | None = Field(None, max_length=200)
+    valid_from: date | None = Field(None, description="ingest: the day its changes enter the model's history")
     tileset: str | None = Field(None, max_length=200, description="build: tileset folder in the tiles folder")
     compress: Literal["meshopt", "none"] = Field("meshopt", description="build: mesh compression of the glbs")
     implicit: bool | None = Field(None, description="build: implicit tiling (true), explicit (false), by size (null)")
@@ -285,14 +287,16 @@ def _ingest_options(runner: JobRunner, spec: JobIn) -> IngestOptions:
 
 def _ingest(runner: JobRunner, job: Job, spec: JobIn, uploads: list[Upload], options: IngestOptions) -> dict[str, Any]:
     """The job's work, in the runner's thread: the same :func:`ingest_files` as ``cim ingest``."""
+    from cim.pipeline.dated import at_midnight
     from cim.pipeline.files import ingest_files
 
     started = time.perf_counter()
     mapping, crs, placement = options
     specs = [str(u.path) + (f":{f.layer}" if f.layer else "") for u, f in zip(uploads, spec.files, strict=True)]
     with runner.open_meshes(read_only=False) as meshes:
+        at = at_midnight(spec.valid_from) if spec.valid_from is not None else None
         summary = ingest_files(
-            runner.store, meshes, specs, mapping=mapping, crs=crs, placement=placement, progress=job.bars()
+            runner.store, meshes, specs, mapping=mapping, crs=crs, placement=placement, progress=job.bars(), at=at
         )
     for entry, file in zip(summary["files"], spec.files, strict=True):
         entry["path"] = file.label

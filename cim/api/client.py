@@ -320,11 +320,11 @@ def _extent(value: Any) -> Any:
 
 def ingest_through(server: Server, files: list[str], options: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """``cim ingest`` through the server: upload each file (with its companions), run one job, wait for it.
-    ``options``: kind, preset, mapping (a path), crs, place. The summary a local run prints."""
+    ``options``: kind, preset, mapping (a path), crs, place, valid_from. The summary a local run prints."""
     client = AdminClient(server)
     started = time.perf_counter()
     spec: dict[str, Any] = {"action": "ingest", "files": []}
-    for key in ("kind", "preset", "crs", "place"):
+    for key in ("kind", "preset", "crs", "place", "valid_from"):
         if options.get(key):
             spec[key] = options[key]
     if options.get("mapping"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -72,13 +73,23 @@ def ingest(
             help="let a GIS layer or CityJSON file that yields no valid asset empty its source in the store",
         ),
     ] = False,
+    valid_from: Annotated[
+        str | None,
+        typer.Option(
+            "--valid-from",
+            help="the day (YYYY-MM-DD) the files' content was so: their changes enter the history then (default now)",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest GIS layers, CityJSON and IFC files into the store. A file that fails is reported; the others still go in.
 
     GIS layers need one of --kind, --map or --preset; CityJSON and IFC take their kinds from the file. --place puts
     an IFC file without a georeference of its own on the map. A file that yields no valid asset (every feature
-    rejected, or none left) is an error and leaves what the store holds from it; --allow-empty removes that instead."""
+    rejected, or none left) is an error and leaves what the store holds from it; --allow-empty removes that instead.
+    --valid-from dates the ingest in the model's history (never before a change already recorded, nor in the future).
+    """
+    at = _valid_from(valid_from)
     layer_mapping = _mapping(kind, mapping, preset_name) if (kind or mapping or preset_name) else None
     placement = None
     if place:  # IFC files without a georeference of their own
@@ -99,6 +110,7 @@ def ingest(
         from cim.api.client import ingest_through
 
         options = {"kind": kind, "preset": preset_name, "mapping": mapping, "crs": crs, "place": place}
+        options["valid_from"] = valid_from
         with progress_bars(quiet=as_json) as progress:
             summary = ingest_through(remote, files, options, progress)
     else:
@@ -120,6 +132,7 @@ def ingest(
                 placement=placement,
                 progress=progress,
                 allow_empty=allow_empty,
+                at=at,
             )
         summary = {**ingested, "seconds": round(time.perf_counter() - started, 3)}
     if as_json:
@@ -222,6 +235,18 @@ def _serving(store: str | None, server: str | None, *, write: bool = False) -> S
     if write:
         AdminClient(remote).check_token()
     return remote
+
+
+def _valid_from(text: str | None) -> datetime | None:
+    """``--valid-from`` as the start of that day, UTC."""
+    if text is None:
+        return None
+    from cim.pipeline.dated import at_midnight
+
+    try:
+        return at_midnight(date.fromisoformat(text))
+    except ValueError:
+        raise InvalidInput(f"--valid-from {text}", "is not a date; give YYYY-MM-DD") from None
 
 
 def _mapping(kind: str | None, mapping: Path | None, preset_name: str | None) -> LayerMapping:

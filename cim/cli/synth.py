@@ -46,6 +46,10 @@ def synth(
         f"lifts older than 15 years: {result.lifts_older_than_15_years:,}; "
         f"without a date: {result.lifts_without_date:,}"
     )
+    if result.history:
+        days = list(result.history)
+        layers = ", ".join(result.history[days[0]])
+        console.print(f"past: {len(days)} yearly states ({days[0]} … {days[-1]}) of {layers} in {out / 'history'}")
     if result.towers:
         console.print(f"IFC towers: {', '.join(result.towers)}")
     console.print(f"generated in {summary['seconds']:.1f} s")

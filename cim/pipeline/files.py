@@ -9,6 +9,7 @@ The CLI runs it on the store it opened; a running server runs it in a write job 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,16 +41,18 @@ def ingest_files(
     placement: Placement | None,
     progress: Progress,
     allow_empty: bool = False,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     """Ingest each of ``specs`` (``FILE`` or ``FILE:LAYER``): ``{"files": [entry…], "assets": {kind: count}}``,
     one bar per file on ``progress``. A GIS layer or CityJSON file that yields no valid asset is an error that
-    keeps what the store holds from it, unless ``allow_empty`` (:func:`cim.gis.layer.check_not_empty`)."""
+    keeps what the store holds from it, unless ``allow_empty`` (:func:`cim.gis.layer.check_not_empty`). What
+    changed is recorded in the history at ``at`` (default now)."""
     results: list[dict[str, Any]] = []
     for spec in specs:
         if is_ifc(Path(spec)):  # the suffix only: a GIS or CityJSON file is sniffed once, by _ingest_one
-            results.append(_ingest_ifc_one(store, meshes, Path(spec), placement, progress))
+            results.append(_ingest_ifc_one(store, meshes, Path(spec), placement, progress, at))
             continue
-        results.append(_ingest_one(store, meshes, spec, mapping, crs, progress, allow_empty))
+        results.append(_ingest_one(store, meshes, spec, mapping, crs, progress, allow_empty, at))
     if sum(sum(r["assets"].values()) for r in results) >= OPTIMIZE_AFTER:
         store.optimize()  # large loads arrive in batches; reorder once so window queries stay fast
     totals: dict[str, int] = {}
@@ -67,6 +70,7 @@ def _ingest_one(
     crs: CRS | None,
     progress: Progress,
     allow_empty: bool = False,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
     path_text, _, layer = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
     path = Path(path_text)
@@ -93,6 +97,7 @@ def _ingest_one(
             meshes=meshes,
             progress=lambda n: progress.advance(task, n),
             allow_empty=allow_empty,
+            at=at,
         )
     except CimError as exc:
         entry["error"] = str(exc)
@@ -105,7 +110,7 @@ def _ingest_one(
 
 
 def _ingest_ifc_one(
-    store: Store, meshes: MeshStore, path: Path, placement: Placement | None, progress: Progress
+    store: Store, meshes: MeshStore, path: Path, placement: Placement | None, progress: Progress, at: datetime | None
 ) -> dict[str, Any]:
     """One IFC file, as the entry of the ``--json`` summary that the BIM issue defines."""
     entry: dict[str, Any] = {
@@ -123,6 +128,7 @@ def _ingest_ifc_one(
                 meshes=meshes,
                 placement=placement,
                 progress=lambda n: progress.advance(task, n),
+                at=at,
             ),
         )
     except CimError as exc:

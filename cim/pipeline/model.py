@@ -16,6 +16,8 @@
     path = "../shared/data/gis/INFRA_Hydrants.geojson"
     map = "mappings/cambridge-hydrants.toml"     # relative to this pipeline file
 
+    valid_from = "2023-06-30"               # optional: what it holds was so from that day (UTC midnight) on
+
     [[cityjson]]
     path = "../shared/data/cityjson/rotterdam_subset.city.json"
     crs = "EPSG:7415"
@@ -77,6 +79,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +110,9 @@ class GisSource(_Strict):
     kind: str | None = None
     mapping: dict[str, Any] | None = None
     crs: str | None = None
+    valid_from: date | None = Field(
+        None, description="the day (YYYY-MM-DD) the source's content was so: it is recorded in the history then"
+    )
 
     @model_validator(mode="after")
     def _one_mapping(self) -> GisSource:
@@ -120,12 +126,18 @@ class CityJsonSource(_Strict):
     path: str
     optional: bool = Field(False, description="skip quietly when the file is not there")
     crs: str | None = None
+    valid_from: date | None = Field(
+        None, description="the day (YYYY-MM-DD) the source's content was so: it is recorded in the history then"
+    )
 
 
 class IfcSource(_Strict):
     path: str
     optional: bool = Field(False, description="skip quietly when the file is not there")
     place: tuple[float, float, float, float] | tuple[float, float, float] | None = None
+    valid_from: date | None = Field(
+        None, description="the day (YYYY-MM-DD) the source's content was so: it is recorded in the history then"
+    )
 
 
 class Thresholds(_Strict):

@@ -4,6 +4,9 @@ the others still run; a source whose content has not changed since its last good
 "Content" is a SHA-256 over the source file, its mapping and its options; the digests live in a small JSON file
 beside the store's mesh file (``city.sources.json``), with the number of assets each source wrote, so a store that
 lost a source (deleted, rebuilt) is noticed and the source ingested again.
+
+A generated city with a past is ingested in date order, and a source with ``valid_from`` at that date
+(:mod:`cim.pipeline.dated`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,7 @@ import shapely
 
 from cim.errors import CimError, InvalidInput
 from cim.model import AssetBatch, Kind
+from cim.pipeline.dated import PastState, ingest_time, past_done, past_states
 from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline, SynthSource
 from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, mesh_path_for
@@ -117,18 +122,24 @@ def run_pipeline(
     stage = progress or (lambda name, total: lambda n: None)
     summary = RunSummary(pipeline=pipeline.name, store=store_url or pipeline.store)
     sources: list[GisSource | CityJsonSource | IfcSource] = [*pipeline.gis, *pipeline.cityjson, *pipeline.ifc]
+    generated: list[GisSource | CityJsonSource | IfcSource] = []
+    past: list[PastState] = []
     if pipeline.synth is not None:
-        generated, summary.synth = _synthesise(pipeline, stage)
+        generated, summary.synth, past = _synthesise(pipeline, stage)
         sources = [*generated, *sources]
+    baseline = past[0].day if past else None
     written = 0
     with open_store(summary.store) as store, MeshStore(mesh_path_for(store.url)) as meshes:
         state = SourceState(beside_meshes(meshes, ".sources.json"))
-        for source in sources:
-            result = _ingest(pipeline, source, store, meshes, state, force, stage)
+        # the past states oldest first, then the current files; a generated source the first time at the baseline
+        plan: list[tuple[Any, PastState | None, date | None]] = [(d.source, d, None) for d in past]
+        plan += [(s, None, baseline if i < len(generated) else None) for i, s in enumerate(sources)]
+        for source, dated, first in plan:
+            result = _ingest(pipeline, source, store, meshes, state, force, stage, past=dated, baseline=first)
             summary.sources.append(result)
             if not result.skipped:
                 written += sum(result.assets.values())
-        summary.removed = _prune(pipeline, sources, store, meshes, state)
+        summary.removed = _prune(pipeline, sources, store, meshes, state, past=[d.key for d in past])
         ingested = any(s.ok and not s.skipped for s in summary.sources)
         summary.sensors = _declare_sensors(pipeline, store, state, force=force or ingested)
         summary.cases = _declare_units(pipeline, store)
@@ -146,7 +157,7 @@ def run_pipeline(
 
 def _synthesise(
     pipeline: Pipeline, stage: StageProgress
-) -> tuple[list[GisSource | CityJsonSource | IfcSource], dict[str, Any]]:
+) -> tuple[list[GisSource | CityJsonSource | IfcSource], dict[str, Any], list[PastState]]:
     from cim.synth.generate import generate_city
 
     synth = pipeline.synth
@@ -174,16 +185,17 @@ def _synthesise(
         "reused": reused,
         **wanted,
         "layers": {k: v["rows"] for k, v in manifest["layers"].items()},
+        "history": [str(entry.get("date")) for entry in manifest.get("history", [])],
     }
     if not synth.include:
-        return [], info
+        return [], info, []
     layers: list[GisSource | CityJsonSource | IfcSource] = [
         GisSource(path=str((out / layer["file"]).resolve()), map=str(Path(layer["mapping"]).resolve()))
         for layer in manifest["layers"].values()
     ]
     models = [*_models(manifest), *manifest.get("landmarks", [])]
     towers = [IfcSource(path=str((out / name).resolve())) for name in models]
-    return [*layers, *towers], info
+    return [*layers, *towers], info, past_states(manifest, out)
 
 
 def written_as_asked(manifest: dict[str, Any], synth: SynthSource) -> bool:
@@ -214,7 +226,12 @@ def _ingest(
     state: SourceState,
     force: bool,
     stage: StageProgress,
+    *,
+    past: PastState | None = None,
+    baseline: date | None = None,
 ) -> SourceResult:
+    """Ingest one source unless unchanged. A ``past`` state is ingested at its date; a generated source at the
+    ``baseline`` the first time; a source with ``valid_from`` at that date; any other now."""
     kind = SOURCE_TYPES[type(source)]
     path = pipeline.resolve(source.path)
     result = SourceResult(type=kind, path=str(path))
@@ -223,14 +240,22 @@ def _ingest(
         result.skipped, result.details = True, {"missing": "optional source not present"}
         return result
     try:
-        key = _key(pipeline, source)
+        key = _key(pipeline, source) if past is None else past.key
         digest = _digest(pipeline, source, path)
-        previous = None if force else state.unchanged(key, digest, store)
+        if past is not None:
+            skip = past_done(past, digest, state.entries.get(past.key), store, force=force)
+            if skip is not None:
+                result.skipped, result.details = True, skip
+                return result
+        previous = None if force or past is not None else state.unchanged(key, digest, store)
         if previous is not None:
             result.skipped, result.source, result.assets = True, previous["source"], previous.get("assets", {})
             return result
-        advance = stage(f"{kind} {path.name}", None)
-        result.source, result.assets, result.details = _write(pipeline, source, path, store, meshes, advance)
+        at = ingest_time(store, source, past, baseline)
+        advance = stage(f"{kind} {path.name}" + (f" as of {at:%Y-%m-%d}" if at else ""), None)
+        result.source, result.assets, result.details = _write(pipeline, source, path, store, meshes, advance, at)
+        if at is not None:
+            result.details["valid_from"] = at.isoformat()
         state.remember(key, digest, result.source, sum(result.assets.values()), result.assets, pipeline=pipeline.name)
     except CimError as exc:
         result.ok, result.error = False, str(exc)
@@ -250,13 +275,19 @@ def _prune(
     store: Store,
     meshes: MeshStore,
     state: SourceState,
+    *,
+    past: list[str],
 ) -> list[str]:
-    """Delete what sources that left this pipeline wrote (assets and meshes); returns their source names."""
+    """Delete what sources that left this pipeline wrote (assets and meshes); returns their source names. A past
+    state that left (its source is the current layer's) is only forgotten."""
     current = {_key(pipeline, s) for s in sources if not (s.optional and not pipeline.resolve(s.path).exists())}
     current.add(f"sensors:{pipeline.name}")  # the pipeline's own sensors, kept by _declare_sensors
+    current.update(past)
     removed = []
     for key, entry in list(state.entries.items()):
-        if entry.get("pipeline") == pipeline.name and key not in current:
+        if key.startswith("history:") and key not in current:
+            state.forget(key)
+        elif entry.get("pipeline") == pipeline.name and key not in current:
             store.delete_assets(source=entry["source"])
             meshes.delete(source=entry["source"])
             state.forget(key)
@@ -358,6 +389,7 @@ def _write(
     store: Store,
     meshes: MeshStore,
     advance: Callable[[int], None],
+    at: datetime | None = None,
 ) -> tuple[str, dict[str, int], dict[str, Any]]:
     """One source through the one write path: its source name, its assets by kind, and its details."""
     from cim.gis.cityjson import CityJsonSummary
@@ -372,7 +404,7 @@ def _write(
         from cim.bim.georef import Placement
 
         placement = Placement(*source.place) if source.place is not None else None
-        ifc = write_source(store, path, read_as="ifc", meshes=meshes, placement=placement, progress=advance)
+        ifc = write_source(store, path, read_as="ifc", meshes=meshes, placement=placement, progress=advance, at=at)
         assert isinstance(ifc, IfcSummary)
         return (
             ifc_source_name(path),
@@ -381,12 +413,20 @@ def _write(
         )
     crs = parse_crs(source.crs) if source.crs else None
     if isinstance(source, CityJsonSource):
-        city = write_source(store, path, read_as="cityjson", crs=crs, meshes=meshes, progress=advance)
+        city = write_source(store, path, read_as="cityjson", crs=crs, meshes=meshes, progress=advance, at=at)
         assert isinstance(city, CityJsonSummary)
         return cityjson_source_name(path), city.assets, {"height_datum": city.height_datum}
     mapping = _mapping(pipeline, source, path)
     summary = write_source(
-        store, path, read_as="gis", mapping=mapping, layer=source.layer, crs=crs, meshes=meshes, progress=advance
+        store,
+        path,
+        read_as="gis",
+        mapping=mapping,
+        layer=source.layer,
+        crs=crs,
+        meshes=meshes,
+        progress=advance,
+        at=at,
     )
     assert isinstance(summary, LayerSummary)
     details = {

@@ -167,3 +167,14 @@ def check_as_of(db: SqlStore, when: datetime) -> datetime:
     if when < first:
         raise InvalidInput(f"as_of {when:%Y-%m-%d}", f"is before the model's history, which begins {first:%Y-%m-%d}")
     return when
+
+
+def source_changed_at(db: SqlStore, source: str) -> datetime | None:
+    """The latest time a version of ``source``'s assets began or ended, or None when the source has no history
+    (never ingested): a pipeline dates a source's first ingest, and skips a past state it has already gone beyond."""
+    p = db.dialect.param
+    rows = db.select_rows(
+        f"SELECT max(COALESCE(valid_to, valid_from)) AS latest FROM asset_versions WHERE source = {p}", [source]
+    )
+    latest = rows[0]["latest"] if rows else None
+    return None if latest is None else latest.astimezone(UTC)

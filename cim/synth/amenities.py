@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
-from cim.synth.buildings import PLOTS, Typology
+from cim.synth.buildings import PLOTS, REFERENCE_YEAR, Typology
 from cim.synth.grid import ARTERIAL_EVERY, BLOCK_H, BLOCK_W, PITCH_X, PITCH_Y, STREET_W, Edge, Frame, IntArray
+from cim.synth.history import BASELINE_YEAR, Past
 from cim.synth.layers import ids, join, pick
 from cim.synth.networks import Layer
 from cim.synth.places import District
@@ -32,6 +33,9 @@ LINES = {
 PAVEMENT = STREET_W / 2 - 3.0  # metres from the centreline
 OPERATORS = ("State Grid", "TELD", "Star Charge", "NIO", "Tesla")
 POLE_FUNCTIONS = ("lighting;camera;5g", "lighting;5g", "lighting;camera;environment", "lighting")
+#: Smart poles and chargers went in from 2016, more each year (a quarter more than the year before).
+INSTALLED_FROM = 2016
+INSTALL_GROWTH = 1.25
 
 
 def parks(district: District, frame: Frame, bi: IntArray, bj: IntArray, typology: IntArray) -> Layer:
@@ -97,8 +101,9 @@ def transit(
     return (exits, _points(frame, eu, ev)), (stops, _points(frame, bu, bv))
 
 
-def poles(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> Layer:
-    """Smart poles every 44 m along both pavements of the arterials."""
+def poles(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> tuple[Layer, Past]:
+    """Smart poles every 44 m along both pavements of the arterials, and their past (those put up since the
+    baseline were not there)."""
     arterial = np.flatnonzero(edges.arterial)
     per = 5
     e = np.repeat(arterial, per * 2)
@@ -110,20 +115,22 @@ def poles(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
     u = u0 + t * (u1 - u0) + np.where(horizontal, 0.0, side)
     v = v0 + t * (v1 - v0) + np.where(horizontal, side, 0.0)
     n = len(e)
+    years = install_years(n, rng)
     columns = {
         "pole_id": ids(f"SP-{district.code}-", 0, n),
         "functions": pick(POLE_FUNCTIONS, rng.integers(0, len(POLE_FUNCTIONS), n)),
         "height_m": rng.choice([8.0, 10.0, 12.0], n),
-        "install_year": rng.integers(2016, 2026, n),
+        "install_year": years,
         "district": np.full(n, district.name),
     }
-    return columns, _points(frame, u, v)
+    return (columns, _points(frame, u, v)), _installed(years)
 
 
 def chargers(
     district: District, frame: Frame, bi: IntArray, bj: IntArray, typology: IntArray, rng: np.random.Generator
-) -> Layer:
-    """Rows of 2–8 kerbside chargers along one block in eight."""
+) -> tuple[Layer, Past]:
+    """Rows of 2–8 kerbside chargers along one block in eight, and their past (those installed since the baseline
+    were not there)."""
     has = np.flatnonzero((rng.random(len(bi)) < 0.125) & (PLOTS[typology] > 0))
     count = rng.integers(2, 9, len(has))
     block = np.repeat(has, count)
@@ -132,16 +139,28 @@ def chargers(
     v = bj[block] * PITCH_Y + PAVEMENT
     n = len(block)
     fast = rng.random(n) < 0.4
+    years = install_years(n, rng)
     columns = {
         "charger_id": ids(f"EV-{district.code}-", 0, n, width=6),
         "operator": pick(OPERATORS, rng.integers(0, len(OPERATORS), n)),
         "power_kw": np.where(fast, rng.choice([60.0, 120.0, 180.0], n), 7.0),
         "connector": np.where(fast, "GB/T DC", "GB/T AC"),
-        "install_year": rng.integers(2016, 2026, n),
+        "install_year": years,
         "status": pick(("available", "in_use", "offline"), rng.choice(3, n, p=[0.6, 0.35, 0.05])),
         "district": np.full(n, district.name),
     }
-    return columns, _points(frame, u, v)
+    return (columns, _points(frame, u, v)), _installed(years)
+
+
+def install_years(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Install years from :data:`INSTALLED_FROM` to now, each year :data:`INSTALL_GROWTH` times the one before."""
+    years = np.arange(INSTALLED_FROM, REFERENCE_YEAR + 1)
+    weights = INSTALL_GROWTH ** (years - INSTALLED_FROM)
+    return rng.choice(years, n, p=weights / weights.sum())
+
+
+def _installed(year: np.ndarray) -> Past:
+    return Past(since=np.where(year > BASELINE_YEAR, year, 0))
 
 
 def _points(frame: Frame, u: np.ndarray, v: np.ndarray) -> pa.Array:

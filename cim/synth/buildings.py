@@ -17,7 +17,7 @@ from cim.synth.grid import BLOCK_H, BLOCK_W, PITCH_X, PITCH_Y, STREET_W, Frame, 
 from cim.synth.places import FloatArray, Profile
 
 PLOT_MARGIN = 3.0  # metres between a footprint and its plot's edge
-REFERENCE_YEAR = 2025  # the generator's "now": ages and install years never depend on the clock
+REFERENCE_YEAR = 2026  # the generator's "now": ages and install years never depend on the clock
 
 
 class Typology(IntEnum):

@@ -1,4 +1,5 @@
-"""The demo city generator: :func:`generate_city` writes one GeoParquet file per layer, seeded and deterministic.
+"""The demo city generator: :func:`generate_city` writes one GeoParquet file per layer, seeded and deterministic,
+and the earlier yearly states of the layers that change (:mod:`cim.synth.history`).
 
 >>> import tempfile, pathlib
 >>> with tempfile.TemporaryDirectory() as folder:
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -24,6 +26,7 @@ from cim.errors import InvalidInput
 from cim.synth import amenities, areas, networks, water
 from cim.synth.buildings import PLOTS, REFERENCE_YEAR, USES, Typology, attributes, footprints, to_world, typologies
 from cim.synth.grid import PITCH_X, PITCH_Y, candidate_blocks, cell_polygons, frame_of, nodes_of, streets_of
+from cim.synth.history import HistoryWriters, Past, history_manifest
 from cim.synth.landmarks import landmark_plots
 from cim.synth.layers import LAYERS, ids, join, pick
 from cim.synth.lifts import lifts
@@ -37,7 +40,7 @@ CHUNK_BLOCKS = 2_000  # blocks per written chunk (≤ 64,000 buildings): bounds 
 MAPPINGS = "pipelines/mappings"
 #: Raised whenever the generator's output changes for the same seed and sizes, so ``cim demo`` regenerates a city
 #: an older version wrote instead of reusing it (the manifest records the version that wrote it).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 #: Metres a block's grid cell (block and half its streets) keeps from the water and the landmarks' plots: the
 #: street furniture, metro exits and pipe offsets of its streets stay within it.
 CLEARANCE_M = 40.0
@@ -64,6 +67,7 @@ class SynthSummary:
     lifts_without_date: int = 0
     towers: list[str] = field(default_factory=list)
     landmarks: list[str] = field(default_factory=list)
+    history: dict[str, dict[str, int]] = field(default_factory=dict)  # rows per changing layer, by state date
 
 
 def mapping_file(layer: str) -> str:
@@ -80,10 +84,11 @@ def generate_city(
     landmarks: bool = True,
     progress: Progress | None = None,
 ) -> SynthSummary:
-    """Generate the demo city into ``out``: ``<layer>.parquet`` per layer, ``manifest.json`` naming each layer's
-    mapping, ``towers`` IFC towers and, with ``landmarks``, Lujiazui's landmark towers (:mod:`cim.synth.landmarks`).
-    No block stands in the water (:mod:`cim.synth.water`) or on a landmark's plot, whether or not the landmarks are
-    written. The same ``buildings`` and ``seed`` give byte-identical files."""
+    """Generate the demo city into ``out``: ``<layer>.parquet`` per layer, the earlier yearly states of the layers
+    that change under ``history/<date>/`` (:mod:`cim.synth.history`), ``manifest.json`` naming each layer's mapping
+    and listing the states, ``towers`` IFC towers and, with ``landmarks``, Lujiazui's landmark towers
+    (:mod:`cim.synth.landmarks`). No block stands in the water (:mod:`cim.synth.water`) or on a landmark's plot,
+    whether or not the landmarks are written. The same ``buildings`` and ``seed`` give byte-identical files."""
     if not 1 <= buildings <= MAX_BUILDINGS:
         raise InvalidInput(f"--buildings {buildings}", f"must be between 1 and {MAX_BUILDINGS:,}")
     if not 0 <= towers <= 8:
@@ -100,6 +105,12 @@ def generate_city(
             name: stack.enter_context(LayerWriter(out / f"{name}.parquet", schema=schema, geometry_types=types))
             for name, (schema, types) in LAYERS.items()
         }
+        past = stack.enter_context(HistoryWriters(out))
+
+        def write(layer: str, written: tuple[dict[str, Any], Any], history: Past) -> None:
+            writers[layer].write(*written)
+            past.write(layer, *written, history)
+
         writers["areas"].write(*areas.area_layer(seed))
         writers["water"].write(*water.water_layer())
         layouts = _layouts(centres, buildings, math.ceil(towers / 4), seed)
@@ -117,8 +128,8 @@ def generate_city(
                 return np.random.default_rng([seed, _index, stream])
 
             writers["roads"].write(*networks.roads(district, frame, edges, rng(2)))
-            pipe_layer, gas_sensors = networks.pipes(district, frame, edges, rng(3))
-            writers["pipes"].write(*pipe_layer)
+            pipe_layer, gas_sensors, pipe_past = networks.pipes(district, frame, edges, rng(3))
+            write("pipes", pipe_layer, pipe_past)
             pipe_columns = pipe_layer[0]
             for network, length in zip(
                 pipe_columns["network"].to_pylist(), pipe_columns["length_m"].to_pylist(), strict=True
@@ -133,12 +144,12 @@ def generate_city(
             exits, stops = amenities.transit(district, frame, ni, nj, edges, rng(5))
             writers["metro_exits"].write(*exits)
             writers["bus_stops"].write(*stops)
-            writers["poles"].write(*amenities.poles(district, frame, edges, rng(6)))
-            writers["chargers"].write(*amenities.chargers(district, frame, bi, bj, typ, rng(7)))
+            write("poles", *amenities.poles(district, frame, edges, rng(6)))
+            write("chargers", *amenities.chargers(district, frame, bi, bj, typ, rng(7)))
             first_building = first_lift = 0
             for chunk, start in enumerate(range(0, len(bi), CHUNK_BLOCKS)):
                 part = slice(start, start + CHUNK_BLOCKS)
-                b_layer, lift_layer, sensor_layer, ages = _buildings_chunk(
+                b_layer, (lift_layer, lift_past), sensor_layer, ages = _buildings_chunk(
                     district,
                     frame,
                     bi[part],
@@ -150,7 +161,7 @@ def generate_city(
                     rng(100 + chunk),
                 )
                 writers["buildings"].write(*b_layer)
-                writers["lifts"].write(*lift_layer)
+                write("lifts", lift_layer, lift_past)
                 writers["sensors"].write(*sensor_layer)
                 first_building += len(b_layer[1])
                 first_lift += len(lift_layer[1])
@@ -159,6 +170,7 @@ def generate_city(
                 if progress is not None:
                     progress(len(b_layer[1]))
     summary.layers = {name: w.rows for name, w in writers.items()}
+    summary.history = past.rows()
     summary.mains_km = {k: round(v / 1000, 1) for k, v in lengths.items()}
     if towers:
         # ifcopenshell loads only when towers are asked for
@@ -240,7 +252,7 @@ def _buildings_chunk(
     first_building: int,
     first_lift: int,
     rng: np.random.Generator,
-) -> tuple[Layer, Layer, Layer, tuple[int, int]]:
+) -> tuple[Layer, tuple[Layer, Past], Layer, tuple[int, int]]:
     fp = footprints(bi, bj, typ, limit, rng)
     attrs = attributes(fp.typology, district.profile, rng)
     n = len(fp.typology)
@@ -259,7 +271,7 @@ def _buildings_chunk(
     }
     world = to_world(fp.geometry, frame)
     ax, ay = frame.to_world(fp.anchor_u, fp.anchor_v)
-    lift_layer, sensor_layer = lifts(
+    lift_layer, sensor_layer, lift_past = lifts(
         building_ids=bids,
         lift_counts=attrs.lifts,
         storeys=attrs.storeys,
@@ -275,7 +287,7 @@ def _buildings_chunk(
     known = np.asarray(years.fill_null(REFERENCE_YEAR).to_numpy(zero_copy_only=False))
     ages = (int(np.sum(REFERENCE_YEAR - known > 15)), int(years.null_count))
     sensor_layer[0]["district"] = np.full(len(sensor_layer[1]), district.name)
-    return (columns, lonlat_wkb(world)), lift_layer, sensor_layer, ages
+    return (columns, lonlat_wkb(world)), (lift_layer, lift_past), sensor_layer, ages
 
 
 def _write_manifest(out: Path, summary: SynthSummary) -> None:
@@ -289,5 +301,6 @@ def _write_manifest(out: Path, summary: SynthSummary) -> None:
         },
         "towers": summary.towers,
         "landmarks": summary.landmarks,
+        "history": history_manifest(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -80,6 +80,7 @@ LAYERS: dict[str, tuple[pa.Schema, list[str]]] = {
                 ("pressure_class", _S),
                 ("length_m", _F),
                 ("district", _S),
+                ("inspected_on", _S),  # drainage: the last inspection's date (ISO), empty if none is known
             ]
         ),
         ["LineString"],

@@ -1,7 +1,9 @@
 """Lifts in the buildings' cores, with install years, and the status sensors on one lift in four.
 
 A lift was installed with its building, replaced once since (buildings older than 20 years, often), or retrofitted
-into a six-storey estate (Shanghai's programme since 2018); for some the date is unknown.
+into a six-storey estate (Shanghai's programme since 2018); for some the date is unknown. Their past
+(:mod:`cim.synth.history`): a lift replaced since the baseline was its original before; one retrofitted since was not
+there.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from cim.synth.buildings import REFERENCE_YEAR, Typology
+from cim.synth.history import BASELINE_YEAR, Past
 from cim.synth.layers import ids, join, pick
 from cim.synth.networks import Layer
 from cim.synth.places import FloatArray
@@ -32,9 +35,9 @@ def lifts(
     first_id: int,
     district_code: str,
     rng: np.random.Generator,
-) -> tuple[Layer, Layer]:
+) -> tuple[Layer, Layer, Past]:
     """Lifts of the buildings, as points in their cores (``x``, ``y``: each building's core in projected metres),
-    and their status sensors."""
+    their status sensors, and their past."""
     b = np.repeat(np.arange(len(lift_counts)), lift_counts)
     n = len(b)
     k = np.arange(n) - np.repeat(np.cumsum(lift_counts) - lift_counts, lift_counts)
@@ -42,10 +45,21 @@ def lifts(
     retrofit = typology[b] == Typology.SLAB
     replaced = ~retrofit & (REFERENCE_YEAR - built > 20) & (rng.random(n) < 0.45)
     year = np.where(retrofit, rng.integers(2018, REFERENCE_YEAR + 1, n), built + rng.integers(0, 2, n))
+    first = np.minimum(year, REFERENCE_YEAR)
     year = np.where(replaced, rng.integers(np.minimum(built + 20, REFERENCE_YEAR), REFERENCE_YEAR + 1), year)
     year = np.minimum(year, REFERENCE_YEAR)
     unknown = rng.random(n) < UNKNOWN_DATE_SHARE
     install_kind = np.select([unknown, retrofit, replaced], [3, 2, 1], 0)
+    recent = ~unknown & (year > BASELINE_YEAR)
+    past = Past(
+        since=np.where(recent & retrofit, year, 0),
+        changed=np.where(recent & replaced, year, 0),
+        before={
+            "install_year": first,
+            "install_date": join(pa.array(first).cast(pa.string()), "-01-01"),
+            "install_kind": np.full(n, "original"),
+        },
+    )
     lift_ids = ids(f"L-{district_code}-", first_id, n)
     parent = building_ids.take(pa.array(b))
     tall = storeys[b] >= 30
@@ -95,4 +109,4 @@ def lifts(
         "district": np.full(m, district_code),
     }
     lift_points = points_wkb(lx, ly)
-    return (columns, lift_points), (sensors, lift_points.take(pa.array(watched)))
+    return (columns, lift_points), (sensors, lift_points.take(pa.array(watched))), past

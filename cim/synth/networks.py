@@ -21,7 +21,16 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
+from cim.synth.buildings import REFERENCE_YEAR
 from cim.synth.grid import ARTERIAL_EVERY, PITCH_X, PITCH_Y, STREET_W, Edge, Frame, IntArray
+from cim.synth.history import (
+    BASELINE_YEAR,
+    DRAINAGE_INSPECTED_A_YEAR,
+    GAS_RENEWED_A_YEAR,
+    WATER_RENEWED_A_YEAR,
+    Past,
+    change_schedule,
+)
 from cim.synth.layers import LAYERS, ids, join, pick
 from cim.synth.places import District, FloatArray, Profile
 from cim.synth.writer import lonlat_wkb, points_wkb
@@ -45,7 +54,8 @@ MAINS = (
     Main("water", -7.0, (1.0, 1.5), (1.3, 2.0), (150, 200, 300), (500, 800, 1000), "valve"),
     Main("drainage", 0.0, (2.0, 3.5), (3.0, 5.0), (300, 400, 600, 800), (1000, 1200, 1500, 1800), "chamber"),
 )
-#: Years the mains of a district were laid (uniform), by profile.
+#: Years the mains of a district were laid (uniform, up to the history's baseline: later years are renewals), by
+#: profile.
 LAID: dict[Profile, tuple[int, int]] = {
     Profile.CBD: (1990, 2023),
     Profile.RIVERSIDE: (1955, 2024),
@@ -130,8 +140,9 @@ def roads(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
     return columns, lonlat_wkb(_lines(frame, u0, v0, u1, v1, 0.0))
 
 
-def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> tuple[Layer, Layer]:
-    """All three mains under every street, and the gas pressure sensors on one main in ten."""
+def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generator) -> tuple[Layer, Layer, Past]:
+    """All three mains under every street, the gas pressure sensors on one main in ten, and the mains' past: old gas
+    and water mains renewed (oldest first), drainage mains inspected (``inspected_on``), a share of each a year."""
     u0, v0, u1, v1 = edges.ends()
     arterial = edges.arterial
     n = len(u0)
@@ -149,8 +160,11 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
             "pressure_class",
             "length_m",
             "district",
+            "inspected_on",
         )
     }
+    changed: list[np.ndarray] = []
+    before: dict[str, list[Any]] = {"install_year": [], "material": [], "inspected_on": []}
     geometry = []
     lo, hi = LAID[district.profile]
     line = np.where(edges.horizontal, edges.j, edges.i)
@@ -161,12 +175,34 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         if main.network == "gas":
             diameter = np.where(trunk, rng.choice(TRUNK_MM, n), diameter)
         depth = np.round(np.where(arterial, rng.uniform(*main.deep, n), rng.uniform(*main.depth, n)), 2)
-        year = rng.integers(lo, hi, n)
+        laid = rng.integers(lo, min(hi, BASELINE_YEAR + 1), n)
+        material = _material(main.network, laid, diameter)
+        last_inspected = np.full(n, None, dtype=object)
+        if main.network == "drainage":
+            # the plan: the mains older than ten years inspected; three in ten were before the baseline
+            changed_years = change_schedule(laid <= REFERENCE_YEAR - 10, DRAINAGE_INSPECTED_A_YEAR, n, rng)
+            earlier = rng.random(n) < 0.3
+            last_inspected[earlier] = _dates(rng.integers(BASELINE_YEAR - 9, BASELINE_YEAR + 1, earlier.sum()), rng)
+            inspected = last_inspected.copy()
+            now = changed_years > 0
+            inspected[now] = _dates(changed_years[now], rng)
+            year, renewed_material = laid, material
+        else:
+            share = GAS_RENEWED_A_YEAR if main.network == "gas" else WATER_RENEWED_A_YEAR
+            changed_years = change_schedule(laid < 2005, share, n, rng, oldest=laid)
+            year = np.where(changed_years > 0, changed_years, laid)
+            renewed_material = _material(main.network, year, diameter)
+            inspected = last_inspected
+        changed.append(changed_years)
+        before["install_year"].append(laid)
+        before["material"].append(material)
+        before["inspected_on"].append(last_inspected)
+        columns["inspected_on"].append(inspected)
         columns["pipe_id"].append(ids(f"{main.network.upper()}-{district.code}-", 0, n))
         columns["name"].append(join(streets, f" {main.network} main"))
         columns["network"].append(np.full(n, main.network))
         columns["diameter_mm"].append(diameter)
-        columns["material"].append(_material(main.network, year, diameter))
+        columns["material"].append(renewed_material)
         columns["install_year"].append(year)
         columns["depth_m"].append(depth)
         columns["status"].append(np.full(n, "in_service"))
@@ -176,6 +212,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         columns["district"].append(np.full(n, district.name))
         geometry.append(_lines(frame, u0, v0, u1, v1, main.offset))
     layer = _concat(columns, "pipes")
+    past = Past(changed=np.concatenate(changed), before=_concat(before, "pipes"))
     lines = np.concatenate(geometry)
     # gas pressure sensors, one main in ten
     gas = np.flatnonzero(rng.random(n) < 0.1)
@@ -206,7 +243,7 @@ def pipes(district: District, frame: Frame, edges: Edge, rng: np.random.Generato
         "district": np.full(m, district.name),
     }
     midpoints = shapely.line_interpolate_point(lines[gas], 0.5, normalized=True)
-    return (layer, lonlat_wkb(lines)), (sensors, lonlat_wkb(np.asarray(midpoints, dtype=object)))
+    return (layer, lonlat_wkb(lines)), (sensors, lonlat_wkb(np.asarray(midpoints, dtype=object))), past
 
 
 def nodes(
@@ -243,7 +280,7 @@ def nodes(
         columns["depth_m"].append(np.round(rng.uniform(main.depth[0], main.deep[1], n), 2))
         columns["ground_m"].append(ground)
         columns["low_point"].append(low if main.network == "drainage" else np.zeros(n, bool))
-        columns["install_year"].append(rng.integers(lo, hi, n))
+        columns["install_year"].append(rng.integers(lo, min(hi, BASELINE_YEAR + 1), n))
         columns["district"].append(np.full(n, district.name))
         points.append(frame.to_world(u + main.offset, v + main.offset))
     layer = _concat(columns, "nodes")
@@ -283,6 +320,13 @@ def _concat(columns: dict[str, list[Any]], layer: str) -> dict[str, Any]:
         name: pa.concat_arrays([pa.array(part, type=schema.field(name).type, from_pandas=True) for part in parts])
         for name, parts in columns.items()
     }
+
+
+def _dates(years: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A day in each of ``years`` as ISO text, in its first 300 days (a date in the current year stays past)."""
+    first_days = np.asarray((years - 1970).astype("datetime64[Y]"), dtype="datetime64[D]")
+    days = first_days + rng.integers(0, 300, len(years)).astype("timedelta64[D]")
+    return np.datetime_as_string(days, unit="D").astype(object)
 
 
 def _lines(frame: Frame, u0: FloatArray, v0: FloatArray, u1: FloatArray, v1: FloatArray, offset: float) -> Any:

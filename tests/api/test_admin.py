@@ -143,6 +143,22 @@ def test_cim_ingest_of_geojson_and_ifc_goes_through_the_server_while_it_serves_r
     assert len(elements["features"]) == summary["assets"]["element"] > 0
 
 
+def test_cim_ingest_valid_from_goes_to_the_server_and_dates_the_ingest(
+    served: tuple[str, Path], data_dir: Path
+) -> None:
+    _, store = served
+    shelters = data_dir / "gis" / "TRANS_BusShelters.geojson"
+    result = cim("ingest", str(shelters), "--kind", "transit_stop", "--valid-from", "2024-05-01", "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    # dated 2024-05-01 by the server: an earlier date for the same source is refused, naming that change
+    earlier = cim(
+        "ingest", str(shelters), "--kind", "transit_stop", "--valid-from", "2023-01-01", "--store", str(store), "--json"
+    )
+    assert earlier.returncode == 2, earlier.stderr
+    error = json.loads(earlier.stdout)["files"][0]["error"]
+    assert "before the latest recorded change" in error and "2024-05-01T00:00:00+00:00" in error, error
+
+
 def test_cim_build_while_serving_swaps_in_tiles_the_server_then_serves(
     served: tuple[str, Path], tiles_dir: Path, data_dir: Path
 ) -> None:
