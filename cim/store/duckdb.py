@@ -36,6 +36,7 @@ from cim.model.schema import COLUMN_NAMES
 from cim.store.base import BBox
 from cim.store.history import MERGED, ROLLUP_COLUMNS, ROLLUPS, instant_sql
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
+from cim.store.migrations.v007_asset_versions import DUCKDB as V007_DUCKDB
 from cim.store.schema import BBOX_COLUMNS
 from cim.store.spatial_extension import load_spatial
 from cim.store.spatial_extension import spatial_extension_path as spatial_extension_path  # where benches import it
@@ -133,7 +134,7 @@ class DuckDBDialect(Dialect):
     def window(self, bbox: BBox, polygon: BaseGeometry | None) -> Where:
         west, south, east, north = bbox
         exact = shapely.to_wkb(polygon if polygon is not None else shapely.box(*bbox))
-        if self._store.window_share(bbox) < RTREE_WINDOW_SHARE:
+        if self.indexed_assets and self._store.window_share(bbox) < RTREE_WINDOW_SHARE:
             # Written so DuckDB's optimizer picks the R-tree index scan.
             return Where("ST_Intersects(geom, ST_GeomFromWKB(?))", [exact])
         # ST_Force2D hides the column from the R-tree optimizer, so the bbox columns prune instead.
@@ -422,6 +423,11 @@ class DuckDBStore(SqlStore):
             con.execute("DROP TABLE assets")
             con.execute("ALTER TABLE assets_sorted RENAME TO assets")
             self._create_asset_indexes()
+            # the versions in the same order: an as-of query's zone maps prune by kind and bbox as the assets' do
+            con.execute(V007_DUCKDB[0].replace("asset_versions", "versions_sorted", 1))
+            con.execute(f"INSERT INTO versions_sorted SELECT * FROM asset_versions ORDER BY {order}, id, valid_from")
+            con.execute("DROP TABLE asset_versions")
+            con.execute("ALTER TABLE versions_sorted RENAME TO asset_versions")
 
     def close(self) -> None:
         with self._lock, self._cursors_lock:

@@ -69,24 +69,29 @@ def feature_page(
     ids = db.select(page, [*where.params, *order_params, limit + 1, offset]).column("id")
     if len(ids) == 0:
         return None, False  # most map windows hold nothing: no empty table is built for them
-    rows = _rows_by_id(db, ids.to_pylist())
+    # the versions of a model as of a date have no key index: the page's condition lets zone maps prune the lookup
+    rows = _rows_by_id(db, ids.to_pylist(), within=None if db.as_of_time is None else where)
     # the rows in the page's order (an id the second step no longer finds was deleted in between: left out)
     position = pc.index_in(ids, value_set=rows.column("id"))
     ordered = as_schema(rows.take(position.drop_null()), ASSET_SCHEMA)
     return AssetBatch(ordered.slice(0, limit)), len(ids) > limit
 
 
-def _rows_by_id(db: SqlStore, keys: list[Any]) -> Any:
-    """The asset rows of ``keys`` (in no order)."""
+def _rows_by_id(db: SqlStore, keys: list[Any], *, within: Where | None = None) -> Any:
+    """The asset rows of ``keys`` (in no order), among those meeting ``within`` when given."""
     p = db.dialect.param
     columns = db.dialect.select_list()
+    also, params = ("", []) if within is None else (f" AND {within.sql}", list(within.params))
     if len(keys) <= ARRAY_IDS:
         return db.select(
-            f"SELECT {columns} FROM {db.assets_table} AS assets WHERE id IN ({', '.join([p] * len(keys))})", keys
+            f"SELECT {columns} FROM {db.assets_table} AS assets WHERE id IN ({', '.join([p] * len(keys))}){also}",
+            [*keys, *params],
         )
     if p == "%s":  # PostgreSQL: a text[] parameter
-        return db.select(f"SELECT {columns} FROM {db.assets_table} AS assets WHERE id = ANY({p})", [keys])
+        sql = f"SELECT {columns} FROM {db.assets_table} AS assets WHERE id = ANY({p}){also}"
+        return db.select(sql, [keys, *params])
     return db.select(
-        f"SELECT {columns} FROM {db.assets_table} AS assets SEMI JOIN (SELECT unnest({p}::VARCHAR[]) AS k) ON id = k",
-        [keys],
+        f"SELECT {columns} FROM {db.assets_table} AS assets SEMI JOIN (SELECT unnest({p}::VARCHAR[]) AS k) ON id = k "
+        f"WHERE TRUE{also}",
+        [keys, *params],
     )

@@ -37,6 +37,9 @@ class Dialect:
     #: Whether strings the backend joins itself (``string_agg``) come back faster than one row per string (a
     #: client library that makes a Python string of each row).
     joins_text_rows = False
+    #: Whether the asset table read has the backend's spatial index: False in a view of the model as of a date
+    #: (:meth:`SqlStore.as_of`), whose versions DuckDB keeps without an R-tree.
+    indexed_assets = True
 
     def column_type(self, name: str) -> str:
         raise NotImplementedError

@@ -76,6 +76,8 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
         view = copy.copy(self)
         view.as_of_time = versions.check_as_of(self, when)
         view.assets_table = versions.as_of_table(view.as_of_time)
+        view.dialect = copy.copy(self.dialect)
+        view.dialect.indexed_assets = False
         return view
 
     # --- what a backend supplies ---

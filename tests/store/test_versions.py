@@ -194,3 +194,17 @@ def test_concurrent_edits_of_one_asset_each_leave_a_version(store: Store) -> Non
     assert (int(rows[0]["n"]), int(rows[0]["current"])) == (31, 1)
     current = db.select_rows("SELECT material FROM asset_versions WHERE valid_to IS NULL")
     assert current[0]["material"] == store.get_asset("p1").material
+
+
+def test_an_items_page_as_of_a_date_in_a_small_window_reads_the_versions_then_after_optimize(history: Store) -> None:
+    from cim.queries.items import ItemsQuery, find_features
+
+    history.optimize()  # reorders the versions too (DuckDB): none is lost, the page reads them by window
+    db = sql_store(history)
+    assert db.select_rows("SELECT count(*) AS n FROM asset_versions")[0]["n"] == 7
+    window = (121.505, 31.225, 121.525, 31.245)  # p1 and p2 only
+    page = find_features(db.as_of(datetime(2022, 6, 30, tzinfo=UTC)), ItemsQuery(kind=Kind.PIPE, bbox=window))
+    assert [(a.id, a.install_date) for a in page.assets] == [("p1", date(1990, 5, 1)), ("p2", date(1985, 1, 1))]
+    assert page.matched == 2
+    now = find_features(history, ItemsQuery(kind=Kind.PIPE, bbox=window))
+    assert [(a.id, a.install_date) for a in now.assets] == [("p1", date(2022, 6, 1))]
