@@ -211,7 +211,13 @@ def measure(store: Store, target: Target, baseline: date, day: date) -> dict[str
         return {}
     if target.indicator in ("renewed_length", "renewed_count", "added_count"):
         change = "added" if target.indicator == "added_count" else "renewed"
-        window = Window(end_of_day(baseline), end_of_day(day))
+        # counted from the baseline, or from the model's first day when its history began later: what the first
+        # ingest wrote is the city as it was found, not what was added or renewed since
+        first, _ = history_span(sql_store(store))
+        start = max(end_of_day(baseline), first) if first is not None else end_of_day(baseline)
+        if start >= end_of_day(day):
+            return {}
+        window = Window(start, end_of_day(day))
         rows = change_summary(sql_store(store), window, by=("network", "district", "change"), kinds=[target.kind])
         network = target.where.get("network")
         out: dict[str | None, float] = {}

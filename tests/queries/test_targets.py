@@ -179,3 +179,20 @@ def test_targets_over_http_and_the_command_line_agree(city: Store, store_url: st
     assert refused.returncode == 2
     assert "error: target file broken.toml: target 1 (x): indicator 'joy'" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_flows_count_from_the_first_day_of_a_history_that_began_after_the_baseline(store: Store) -> None:
+    """A model whose history begins in 2023 (the plan's baseline is 2021): what its first ingest held is the city as
+    found, not 14 chargers added."""
+    later = {year: at for year, at in YEAR.items() if year >= 2023}
+    store.replace_source("areas", [AssetBatch.from_assets([district(*WEST), district(*EAST)])], at=later[2023])
+    for year, at in later.items():
+        mains, things = state(year)
+        store.replace_source("mains", [AssetBatch.from_assets(mains)], at=at)
+        store.replace_source("things", [AssetBatch.from_assets(things)], at=at)
+    got = by_id(target_progress(store, load_targets(PLAN, scale=0.01), date(2025, 12, 31)))
+    assert got["lifts_added"]["value"] == 2  # 2024 and 2025, not the two lifts found in 2023
+    # main 2 was renewed before the history began; main 1 (whose install date the fixture moves every year) after
+    assert got["gas_mains_renewed"]["value"] == pytest.approx(1.11, abs=0.01)
+    assert got["smart_chargers"]["stock_baseline_date"] == "2023-12-31"
+    assert got["smart_chargers"]["baseline_value"] == 8
