@@ -38,6 +38,10 @@ class ServerSettings(BaseSettings):
         description="origins whose pages may open /iot/live besides the server's own ('*': any); default: cors_origins",
     )
     ws_token: str | None = Field(None, description="token /iot/live requires (?token= or subprotocol token.<it>)")
+    reports_dir: Path = Field(
+        Path("reports"), description="where /reports/checkup-<year>.html|pdf are written when first asked (a cache)"
+    )
+    reports_targets: Path | None = Field(None, description="the plan's target file the served check-ups track")
     viewer_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "viewer",
         description="the CesiumJS viewer app (with its npm packages installed) served at /",

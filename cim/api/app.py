@@ -28,6 +28,7 @@ from cim.api import (
     ogc_features,
     preview,
     queries,
+    reports,
     search,
     tiles,
 )
@@ -54,6 +55,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     aggregates.router,
     queries.router,
     indicators.router,
+    reports.router,
     search.router,
     assets.router,
     tiles.router,

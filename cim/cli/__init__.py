@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("cim.cli.query", "query_app"),
     "store": ("cim.cli.store", "store_app"),
     "cases": ("cim.cli.cases", "cases_app"),
-    "report": ("cim.cli.cases", "report_app"),
+    "report": ("cim.cli.report", "report_app"),
 }
 
 

@@ -8,21 +8,29 @@ into place, so a reader never sees half a report).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
+import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cim.cases.reading import CITY_ZONE
 from cim.errors import CimError, InvalidInput
 from cim.model import Kind
 from cim.report import charts, html, pdf
 from cim.report.checkup import checkup
 from cim.store import AssetQuery, Store
+from cim.store.assessment import assess
+from cim.store.catalogue import assets_version
 
 log = logging.getLogger(__name__)
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
 #: The model's picture: pixels.
 PICTURE_SIZE = (1000, 620)
 #: Signs with a trend chart and signs with a map.
@@ -82,6 +90,39 @@ def write_checkup(
     }
 
 
+def cached_checkup(store: Store, *, year: int, out: Path, targets: Path | None = None) -> tuple[Path, Path]:
+    """The HTML and PDF of ``year``'s check-up in ``out``, written again only when the model, the year's cases or
+    the day changed since they were (a stamp beside them says what they were written from). One build at a time
+    per folder: requests arriving during it wait and then find the report fresh."""
+    html_path, pdf_path = (out / name for name in report_names(year))
+    stamp_path = out / f".checkup-{year}.stamp"
+    with _lock_for(out):
+        stamp = report_stamp(store, year, targets=targets)
+        try:
+            fresh = stamp_path.read_text() == stamp and html_path.is_file() and pdf_path.is_file()
+        except OSError:
+            fresh = False
+        if not fresh:
+            write_checkup(store, year=year, out=out, targets=targets)
+            _write(stamp_path, stamp.encode())
+    return html_path, pdf_path
+
+
+def report_stamp(store: Store, year: int, *, targets: Path | None = None) -> str:
+    """What a check-up is computed from: the model's version, today, the year's cases (their city figures) and the
+    target file's modification time."""
+    start = datetime(year, 1, 1, tzinfo=CITY_ZONE)
+    cases = assess(store, level="city", start=start, end=start.replace(year=year + 1))
+    mtime = targets.stat().st_mtime_ns if targets is not None and targets.is_file() else None
+    text = json.dumps([assets_version(store), datetime.now(UTC).date().isoformat(), cases, mtime], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _lock_for(folder: Path) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(str(folder.resolve()), threading.Lock())
+
+
 def _figures(store: Store, data: dict[str, Any]) -> dict[str, Any]:
     """The trend charts (the city) and maps (the districts) by name: ``trend:<sign>``, ``map:<sign>``,
     ``map:on_time_rate``."""
@@ -99,10 +140,10 @@ def _figures(store: Store, data: dict[str, Any]) -> dict[str, Any]:
     labels = {d["code"]: d["name"] or d["code"] for d in data["districts"]}
     for key in MAP_SIGNS:
         s = signs[key]
-        values = {code: v.get(key) for code, v in data["vitals"][year].items()}
+        by_district = {code: v.get(key) for code, v in data["vitals"][year].items()}
         figures[f"map:{key}"] = charts.district_map(
             shapes,
-            values,
+            by_district,
             labels,
             title=f"{s['zh']}  {s['en']} ({year})",
             unit=s["unit"],

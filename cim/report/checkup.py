@@ -123,7 +123,7 @@ def checkup(store: Store, year: int, *, targets: Path | None = None, now: dateti
     view = model_as_of(store, day)
     city_signs = vital_signs(view, as_of=day, now=now)
     start = end_of_day(date(year - 1, 12, 31))
-    changes = _changes(db, Window(start, end_of_day(day)), [d["code"] for d in districts])
+    changes = _changes(db, Window(start, end_of_day(day)), [str(d["code"]) for d in districts])
     cases = _cases(store, year, names)
     return {
         "year": year,
