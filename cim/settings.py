@@ -41,7 +41,8 @@ class ServerSettings(BaseSettings):
     reports_dir: Path = Field(
         Path("reports"), description="where /reports/checkup-<year>.html|pdf are written when first asked (a cache)"
     )
-    reports_targets: Path | None = Field(None, description="the plan's target file the served check-ups track")
+    targets_file: Path | None = Field(None, description="the plan's target file /targets tracks (queries/targets.py)")
+    targets_scale: float | None = Field(None, gt=0, description="the share of the city the model covers, for targets")
     viewer_dir: Path = Field(
         Path(__file__).resolve().parent.parent / "viewer",
         description="the CesiumJS viewer app (with its npm packages installed) served at /",

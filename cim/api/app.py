@@ -30,6 +30,7 @@ from cim.api import (
     queries,
     reports,
     search,
+    targets,
     tiles,
 )
 from cim.api.admin import build_admin_router
@@ -56,6 +57,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (
     queries.router,
     indicators.router,
     reports.router,
+    targets.router,
     search.router,
     assets.router,
     tiles.router,

@@ -24,7 +24,9 @@ Year = Annotated[int, Path(ge=1900, le=2999, description="the year of the check-
 
 def _report(store: StoreDep, resources: ResourcesDep, year: int, index: int) -> FileResponse:
     settings = resources.settings
-    paths = cached_checkup(store, year=year, out=settings.reports_dir, targets=settings.reports_targets)
+    paths = cached_checkup(
+        store, year=year, out=settings.reports_dir, targets=settings.targets_file, targets_scale=settings.targets_scale
+    )
     media = ("text/html; charset=utf-8", "application/pdf")[index]
     return FileResponse(paths[index], media_type=media, filename=paths[index].name, content_disposition_type="inline")
 

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("cim.cli.synth", "simulate"),
     "indicators": ("cim.cli.query", "indicators"),
     "render": ("cim.cli.query", "render"),
+    "targets": ("cim.cli.targets", "targets"),
     "serve": ("cim.cli.serve", "serve"),
     "run": ("cim.cli.pipeline", "run"),
     "merge": ("cim.cli.pipeline", "merge"),

@@ -78,12 +78,22 @@ def demo(
     # cancels as an error with a traceback. The demo has nothing left to do by then: take the signal quietly.
     previous = signal.signal(signal.SIGINT, lambda *_: None)
     try:
-        uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate, speedup))
+        targets = None if loaded.targets is None else (loaded.resolve(loaded.targets.file), loaded.targets.scale)
+        uvloop.run(_serve(loaded.store, Path(loaded.tiles), host, port, broker, rate, speedup, targets))
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rate: float, speedup: float) -> None:
+async def _serve(
+    store: str,
+    tiles: Path,
+    host: str,
+    port: int,
+    broker: str,
+    rate: float,
+    speedup: float,
+    targets: tuple[Path, float | None] | None = None,
+) -> None:
     import uvicorn
 
     from cim.api import create_app
@@ -96,7 +106,14 @@ async def _serve(store: str, tiles: Path, host: str, port: int, broker: str, rat
     token_file = write_token_file(token_folder(store), token)
     settings = AppSettings(
         store=StoreSettings(store=store),
-        server=ServerSettings(host=host, port=port, tiles_dir=tiles.parent, write_token=token),
+        server=ServerSettings(
+            host=host,
+            port=port,
+            tiles_dir=tiles.parent,
+            write_token=token,
+            targets_file=None if targets is None else targets[0],
+            targets_scale=None if targets is None else targets[1],
+        ),
         mqtt=MqttSettings(url=broker if broker_up else None),
         live=True,
         viewer=True,

@@ -37,6 +37,9 @@ def report_checkup(
     targets: Annotated[
         Path | None, typer.Option("--targets", help="the plan's target file (TOML) to track progress against")
     ] = None,
+    scale: Annotated[
+        float | None, typer.Option("--scale", help="the share of the city the model covers (default: the file's)")
+    ] = None,
     store: StoreOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
@@ -48,7 +51,7 @@ def report_checkup(
     if (remote := reading_server(store, server)) is not None:
         if targets is not None:
             raise InvalidInput(
-                f"--targets {targets}", "a server tracks its own target file (CIM_REPORTS_TARGETS); stop it or omit it"
+                f"--targets {targets}", "a server tracks its own target file (CIM_TARGETS_FILE); omit --targets"
             )
         written: dict[str, object] = {"year": year, "server": remote.url}
         try:
@@ -61,7 +64,7 @@ def report_checkup(
         result = written
     else:
         with open_existing_store(store) as opened:
-            result = write_checkup(opened, year=year, out=out, targets=targets)
+            result = write_checkup(opened, year=year, out=out, targets=targets, targets_scale=scale)
     if as_json:
         print_json(result)
         return

@@ -214,6 +214,14 @@ class CaseOptions(_Strict):
     deadline_scale: float = Field(1.0, gt=0, le=1000, description="every deadline × this (the demo: a day in minutes)")
 
 
+class TargetsSource(_Strict):
+    """The plan's targets this city is tracked against (:mod:`cim.queries.targets`): a target file and the share
+    of the city the model covers."""
+
+    file: str
+    scale: float | None = Field(None, gt=0, description="overrides the file's scale")
+
+
 class Pipeline(_Strict):
     name: str
     store: str = "data/city.duckdb"
@@ -230,6 +238,7 @@ class Pipeline(_Strict):
     units: list[UnitSource] = Field(default_factory=list)
     case_rules: list[CaseRuleSource] = Field(default_factory=list)
     cases: CaseOptions = Field(default_factory=CaseOptions)
+    targets: TargetsSource | None = None
     #: Directory of the pipeline file; paths of sources and mappings are relative to it.
     base: Path = Field(Path("."), exclude=True)
 

@@ -50,6 +50,7 @@ def write_checkup(
     year: int,
     out: Path,
     targets: Path | None = None,
+    targets_scale: float | None = None,
     picture: bool = True,
     now: datetime | None = None,
 ) -> dict[str, Any]:
@@ -59,11 +60,11 @@ def write_checkup(
     started = time.perf_counter()
     if targets is not None and not targets.is_file():
         raise InvalidInput(f"targets {targets}", "is not a file")
+    data = checkup(store, year, targets=targets, targets_scale=targets_scale, now=now)  # refusals before any file
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInput(f"out {out}", f"cannot be made: {exc.strerror}") from None
-    data = checkup(store, year, targets=targets, now=now)
     seconds["data"] = time.perf_counter() - started
     tick = time.perf_counter()
     figures = _figures(store, data)
@@ -90,20 +91,22 @@ def write_checkup(
     }
 
 
-def cached_checkup(store: Store, *, year: int, out: Path, targets: Path | None = None) -> tuple[Path, Path]:
+def cached_checkup(
+    store: Store, *, year: int, out: Path, targets: Path | None = None, targets_scale: float | None = None
+) -> tuple[Path, Path]:
     """The HTML and PDF of ``year``'s check-up in ``out``, written again only when the model, the year's cases or
     the day changed since they were (a stamp beside them says what they were written from). One build at a time
     per folder: requests arriving during it wait and then find the report fresh."""
     html_path, pdf_path = (out / name for name in report_names(year))
     stamp_path = out / f".checkup-{year}.stamp"
     with _lock_for(out):
-        stamp = report_stamp(store, year, targets=targets)
+        stamp = report_stamp(store, year, targets=targets) + f":{targets_scale}"
         try:
             fresh = stamp_path.read_text() == stamp and html_path.is_file() and pdf_path.is_file()
         except OSError:
             fresh = False
         if not fresh:
-            write_checkup(store, year=year, out=out, targets=targets)
+            write_checkup(store, year=year, out=out, targets=targets, targets_scale=targets_scale)
             _write(stamp_path, stamp.encode())
     return html_path, pdf_path
 

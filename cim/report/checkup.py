@@ -13,7 +13,6 @@ December, or today for the current year; a year in the future or before the mode
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from cim.queries.indicators import (
     vital_signs,
 )
 from cim.queries.params import end_of_day, model_as_of
+from cim.queries.targets import load_targets, plan_dict, target_progress
 from cim.store import AssetQuery, Store
 from cim.store.aggregates import area_names
 from cim.store.assessment import assess
@@ -101,8 +101,16 @@ def checkup_day(year: int, *, today: date | None = None) -> date:
     return min(date(year, 12, 31), today)
 
 
-def checkup(store: Store, year: int, *, targets: Path | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """The check-up of ``year`` as JSON-able data (see the module's docstring)."""
+def checkup(
+    store: Store,
+    year: int,
+    *,
+    targets: Path | None = None,
+    targets_scale: float | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The check-up of ``year`` as JSON-able data (see the module's docstring); ``targets`` is the plan's target
+    file (its ``scale`` replaced by ``targets_scale`` when given)."""
     now = now or datetime.now(UTC)
     day = checkup_day(year, today=now.date())
     db = sql_store(store)
@@ -138,7 +146,7 @@ def checkup(store: Store, year: int, *, targets: Path | None = None, now: dateti
         "vitals": vitals,
         "city_trend": city_trend,
         "changes": changes,
-        "targets": _targets(store, targets, day),
+        "targets": _targets(store, targets, targets_scale, day),
         "cases": cases,
         "ranking": _ranking(vitals[str(year)], districts, cases["districts"]),
     }
@@ -259,16 +267,15 @@ def _ranking(
     return out
 
 
-def _targets(store: Store, path: Path | None, day: date) -> list[dict[str, Any]] | None:
-    """The plan's targets and their progress as of ``day`` (:mod:`cim.queries.targets`), None without a file."""
+def _targets(store: Store, path: Path | None, scale: float | None, day: date) -> dict[str, Any] | None:
+    """The plan of the target file at ``path`` and its targets' progress as of ``day``
+    (:func:`cim.queries.targets.target_progress`, as ``/targets`` answers); None without a file, no targets
+    (``[]``) for a day before the plan's baseline."""
     if path is None:
         return None
-    try:
-        targets = importlib.import_module("cim.queries.targets")
-    except ModuleNotFoundError:
-        raise InvalidInput(f"targets {path}", "targets are not tracked by this version of cim yet") from None
-    progress = targets.target_progress(store, targets.load_targets(path), as_of=day)
-    return [p.to_dict() for p in progress]
+    plan = load_targets(path, scale=scale)
+    progress = target_progress(store, plan, day) if day >= plan.baseline else []
+    return {**plan_dict(plan), "targets": progress}
 
 
 def _metric_out(m: Metric) -> dict[str, str]:

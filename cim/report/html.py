@@ -140,38 +140,47 @@ def _changes(data: Mapping[str, Any]) -> str:
 
 def _targets(data: Mapping[str, Any]) -> str:
     out = [_h2("targets")]
-    targets = data["targets"]
-    if targets is None:
+    plan = data["targets"]
+    if plan is None:
         out.append(
             "<p class='note'>未给出目标文件（--targets）。<span class='en'>No target file was given "
             "(--targets FILE).</span></p>"
         )
         return "\n".join(out) + "</section>"
+    out.append(
+        f"<p class='note'>{escape(plan['plan'])} <span class='en'>{escape(plan['plan_en'])}</span> · "
+        f"基准日 baseline {plan['baseline']} · 期限 deadline {plan['deadline']} · 比例 scale {plan['scale']:g}</p>"
+    )
+    if not plan["targets"]:
+        out.append(f"<p class='note'>{data['as_of']} 早于规划基准日。<span class='en'>Before the plan's baseline."
+                   "</span></p>")  # fmt: skip
+        return "\n".join(out) + "</section>"
     head = ["目标 Target", "基准 Baseline", "目标值 Target", "当前 Value", "进度 Progress", "所需速度 Pace needed/yr",
             "当前速度 Pace/yr", "预测 Forecast", "按期 On track"]  # fmt: skip
     rows = []
-    for t in targets:
-        label = f"{escape(str(t.get('name_zh') or ''))} <span class='en'>{escape(str(t.get('name') or t['id']))}</span>"
+    for t in plan["targets"]:
         rows.append((t["id"], [
-            label, f"{_num(t.get('baseline_value'))} ({escape(str(t.get('baseline_date')))})",
-            f"{_num(t.get('target'))} {escape(str(t.get('unit') or ''))} ({escape(str(t.get('deadline')))})",
-            _cell(t.get("value"), "city", t["id"]), _percent(t.get("progress")), _num(t.get("pace_needed_per_year")),
-            _num(t.get("pace_per_year")), _num(t.get("forecast")),
+            _label({"zh": t["name"], "en": t["name_en"]}), _num(t.get("baseline_value")),
+            f"{_num(t.get('target'))} {escape(str(t.get('unit') or ''))}", _cell(t.get("value"), "city", t["id"]),
+            _percent(t.get("progress")), _num(t.get("pace_needed_per_year")), _num(t.get("pace_per_year")),
+            _num(t.get("forecast")),
             "<span class='good'>是 yes</span>" if t.get("on_track") else "<span class='bad'>否 no</span>",
         ]))  # fmt: skip
     out.append(_table("targets", head, rows, raw=True))
-    for t in targets:
-        if t.get("districts"):
-            rows = [
-                (d["code"], [_district(d), _cell(d.get("value"), d["code"], t["id"]), _percent(d.get("progress"))])
-                for d in t["districts"]
-            ]  # fmt: skip
-            out.append(f"<h3>{escape(str(t.get('name_zh') or ''))} <span class='en'>{escape(str(t.get('name') or ''))}"
-                       " per district</span></h3>")  # fmt: skip
-            out.append(
-                _table(f"target-districts:{t['id']}", ["区 District", "当前 Value", "进度 Progress"], rows, raw=True)
-            )
-    return "\n".join(out) + "</section>"
+    out.append("<details><summary>各区 <span class='en'>Per district</span></summary>")
+    codes = {d["code"] for t in plan["targets"] for d in t["districts"]}
+    values = {(t["id"], d["code"]): d.get("value") for t in plan["targets"] for d in t["districts"]}
+    rows = [
+        (
+            d["code"],
+            [_district(d), *(_cell(values.get((t["id"], d["code"])), d["code"], t["id"]) for t in plan["targets"])],
+        )
+        for d in data["districts"]
+        if d["code"] in codes
+    ]
+    head = ["区 District", *(f"{escape(t['name'])} ({escape(t['unit'])})" for t in plan["targets"])]
+    out.append(_table("target-districts", head, rows, raw=True))
+    return "\n".join(out) + "</details></section>"
 
 
 def _cases(data: Mapping[str, Any], charts: Mapping[str, str]) -> str:

@@ -128,17 +128,22 @@ def _changes(pdf: Any, data: Mapping[str, Any]) -> None:
 
 def _targets(pdf: Any, data: Mapping[str, Any]) -> None:
     _heading(pdf, "targets")
-    targets = data["targets"]
-    if targets is None:
+    plan = data["targets"]
+    if plan is None:
         _note(pdf, "未给出目标文件（--targets）。 No target file was given (--targets FILE).")
+        return
+    _note(pdf, f"{plan['plan']} {plan['plan_en']} · 基准日 baseline {plan['baseline']} · 期限 deadline "
+               f"{plan['deadline']} · 比例 scale {plan['scale']:g}")  # fmt: skip
+    if not plan["targets"]:
+        _note(pdf, f"{data['as_of']} 早于规划基准日。 Before the plan's baseline.")
         return
     head = ["目标 Target", "基准 Baseline", "目标值 Target", "当前 Value", "进度 Progress", "所需速度 Pace needed/yr",
             "当前速度 Pace/yr", "预测 Forecast", "按期 On track"]  # fmt: skip
-    rows = [[f"{t.get('name_zh') or ''} {t.get('name') or t['id']}", f"{_num(t.get('baseline_value'))}",
-             f"{_num(t.get('target'))} {t.get('unit') or ''}", _num(t.get("value")), _percent(t.get("progress")),
-             _num(t.get("pace_needed_per_year")), _num(t.get("pace_per_year")), _num(t.get("forecast")),
-             "是 yes" if t.get("on_track") else "否 no"] for t in targets]  # fmt: skip
-    _table(pdf, head, rows, first=70)
+    rows = [[f"{t['name']} {t['name_en']}", _num(t.get("baseline_value")), f"{_num(t.get('target'))} {t['unit']}",
+             _num(t.get("value")), _percent(t.get("progress")), _num(t.get("pace_needed_per_year")),
+             _num(t.get("pace_per_year")), _num(t.get("forecast")), "是 yes" if t.get("on_track") else "否 no"]
+            for t in plan["targets"]]  # fmt: skip
+    _table(pdf, head, rows, first=90)
 
 
 def _cases(pdf: Any, data: Mapping[str, Any], images: Mapping[str, bytes]) -> None:

@@ -26,9 +26,11 @@ from cim.report.build import write_checkup
 from cim.report.checkup import checkup, checkup_day
 from cim.settings import AppSettings, ServerSettings, StoreSettings
 from cim.store import Store, open_store
-from tests.report.city import add_cases, build_city, generate
+from tests.report.city import ROOT, add_cases, build_city, generate
 
 YEAR = 2026
+TARGETS = ROOT / "pipelines" / "targets" / "shanghai-renewal.toml"
+SCALE = 0.001
 SECTIONS = ("vitals", "changes", "targets", "cases", "ranking", "pictures")
 
 
@@ -52,7 +54,7 @@ def written(tmp_path_factory: pytest.TempPathFactory, synth: Path) -> Iterator[t
     with open_store(url) as store:
         build_city(store, synth)
         streets = add_cases(store)
-        result = write_checkup(store, year=YEAR, out=folder / "reports")
+        result = write_checkup(store, year=YEAR, out=folder / "reports", targets=TARGETS, targets_scale=SCALE)
     yield url, result, streets
 
 
@@ -152,7 +154,8 @@ def test_the_html_has_every_section_and_district_with_the_numbers_the_api_answer
         # the old lifts per district, as /collections/lift/aggregate answers them
         day = checkup_day(YEAR)
         cutoff = years_before(day, 15) - timedelta(days=1)
-        with TestClient(create_app(AppSettings(store=StoreSettings(store=url)))) as client:
+        server = ServerSettings(targets_file=TARGETS, targets_scale=SCALE)
+        with TestClient(create_app(AppSettings(store=StoreSettings(store=url), server=server))) as client:
             answer = client.get(
                 "/collections/lift/aggregate", params={"group_by": "district", "datetime": f"../{cutoff}"}
             )
@@ -162,6 +165,10 @@ def test_the_html_has_every_section_and_district_with_the_numbers_the_api_answer
                 if code is not None:
                     assert number(page.cells[("district-vitals", code, "old_lifts", None)]) == group["count"]
             signs = {i["id"]: i["value"] for i in client.get("/indicators").json()["indicators"]}
+            targets = client.get("/targets", params={"as_of": day.isoformat()}).json()["targets"]
+        assert targets and page.rows["targets"] == [t["id"] for t in targets]
+        for target in targets:  # the plan's targets as /targets answers them
+            assert number(page.cells[("targets", "city", target["id"], None)]) == target["value"]
         for key in ("old_lifts", "old_gas_mains_km", "homes_near_park", "stops_near_metro"):
             assert number(page.cells[("district-vitals", "city", key, None)]) == signs[key]
     # cases: Huangpu's three streets had 5 + 6 + 7 cases, 1 + 2 + 3 on time; the first street is the worst

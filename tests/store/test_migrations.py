@@ -3,6 +3,7 @@ and keeps every row; a newer store is refused; a step that fails or a process ki
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from cim.errors import StoreError, StoreUnavailable
-from cim.model import Kind
+from cim.model import AssetBatch, Kind
 from cim.store import AssetQuery, open_store
 from cim.store.duckdb import DuckDBStore
 from cim.store.meshes import MeshStore, mesh_path_for
@@ -105,11 +106,25 @@ def assert_upgraded_from_v1(store: SqlStore) -> None:
     assert all(row["applied_at"] is not None for row in history[1:])
 
 
+def assert_history_seeded(store: SqlStore) -> None:
+    """Step 7 gave every asset one current version, from the upgrade, whose hash is the one a change compares: an
+    unchanged asset written again adds no version, a changed one does."""
+    rows = store.select_rows("SELECT id, change, valid_to FROM asset_versions ORDER BY id")
+    assert [(r["id"], r["change"], r["valid_to"]) for r in rows] == [
+        (i, "migrate", None) for i in ("b1", "lift-1", "p1", "s1")
+    ]
+    store.upsert_assets(AssetBatch.from_assets([store.get_asset("b1")]))
+    store.upsert_assets(AssetBatch.from_assets([dataclasses.replace(store.get_asset("p1"), status="renewed")]))
+    counts = store.select_rows("SELECT id, count(*) AS n FROM asset_versions GROUP BY id ORDER BY id")
+    assert [(r["id"], int(r["n"])) for r in counts] == [("b1", 1), ("lift-1", 1), ("p1", 2), ("s1", 1)]
+
+
 def test_a_v1_duckdb_store_upgrades_in_place_and_keeps_every_row(tmp_path: Path) -> None:
     path = v1_duckdb(tmp_path)
     with DuckDBStore(path) as store:
         assert_upgraded_from_v1(store)
         assert_the_fixture_data_is_all_there(store)
+        assert_history_seeded(store)
     with MeshStore(mesh_path_for(str(path)), read_only=True) as meshes:
         mesh = meshes.get(["b1"]).to_meshes()[0]
         assert mesh.color == (1.0, 0.0, 0.0, 1.0) and mesh.triangles.tolist() == [[0, 1, 2]]
@@ -122,6 +137,7 @@ def test_a_v1_postgis_schema_upgrades_in_place_and_keeps_every_row(v1_postgis: s
     with PostGISStore(v1_postgis) as store:
         assert_upgraded_from_v1(store)
         assert_the_fixture_data_is_all_there(store)
+        assert_history_seeded(store)
     with PostGISStore(v1_postgis) as again:
         assert again.schema_upgrade is None
 
