@@ -1,8 +1,9 @@
 """A small generated city with a hand-made history for the check-up tests: the demo generator's 2,000 buildings
-ingested on 1 January 2022, then a change a year, each known here, and cases in 2026.
+ingested on 1 July 2021 (before the plan's baseline, 2021-12-31, so its flows count from a model that was there),
+then a change a year, each known here, and cases in 2026.
 
 =========  ==========================================================================================
-2022-01-01  every layer ingested
+2021-07-01  every layer ingested
 2023-06-01  the 30 oldest gas mains renewed (installed 2023-05-01, PE)
 2024-06-01  40 lifts added; the 20 oldest water mains renewed
 2025-06-01  30 chargers and 20 poles installed
@@ -27,7 +28,7 @@ from cim.store.areas import area_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDINGS = 2000
-INGESTED = datetime(2022, 1, 1, tzinfo=UTC)
+INGESTED = datetime(2021, 7, 1, tzinfo=UTC)
 #: (when, what): the changes made after the ingest, as the module's docstring lists them.
 RENEWED = {2023: {"gas": 30}, 2024: {"water": 20}, 2026: {"gas": 25, "drainage": 25}}
 ADDED = {2024: {Kind.LIFT: 40}, 2025: {Kind.CHARGER: 30, Kind.POLE: 20}, 2026: {Kind.LIFT: 30, Kind.CHARGER: 40}}

@@ -98,7 +98,7 @@ def number(text: str) -> float | None:
 def test_the_checkup_counts_the_years_changes_and_cases_made_by_hand(city: Store) -> None:
     data = checkup(city, 2025)
     assert data["as_of"] == "2025-12-31"
-    assert data["years"] == ["2022", "2023", "2024", "2025"]  # the history begins in 2022
+    assert data["years"] == ["2021", "2022", "2023", "2024", "2025"]
     assert len(data["districts"]) == 16
     changes = data["changes"]["city"]
     assert (changes["chargers_added"], changes["poles_added"], changes["lifts_added"]) == (30, 20, 0)
@@ -125,8 +125,8 @@ def test_the_checkup_counts_the_years_changes_and_cases_made_by_hand(city: Store
 
 
 def test_a_year_before_the_history_or_in_the_future_is_refused(city: Store) -> None:
-    with pytest.raises(InvalidInput, match="year 2021 — is before the model's history, which begins 2022-01-01"):
-        checkup(city, 2021)
+    with pytest.raises(InvalidInput, match="year 2020 — is before the model's history, which begins 2021-07-01"):
+        checkup(city, 2020)
     next_year = date.today().year + 1
     with pytest.raises(InvalidInput, match=f"year {next_year} — is in the future"):
         checkup(city, next_year)
@@ -169,6 +169,7 @@ def test_the_html_has_every_section_and_district_with_the_numbers_the_api_answer
         assert targets and page.rows["targets"] == [t["id"] for t in targets]
         for target in targets:  # the plan's targets as /targets answers them
             assert number(page.cells[("targets", "city", target["id"], None)]) == target["value"]
+        assert number(page.cells[("targets", "city", "lifts_added", None)]) == 40 + 30  # added in 2024 and 2026
         for key in ("old_lifts", "old_gas_mains_km", "homes_near_park", "stops_near_metro"):
             assert number(page.cells[("district-vitals", "city", key, None)]) == signs[key]
     # cases: Huangpu's three streets had 5 + 6 + 7 cases, 1 + 2 + 3 on time; the first street is the worst
@@ -226,5 +227,5 @@ def test_the_server_writes_the_report_once_and_serves_it_again(
         pdf = client.get(f"/reports/checkup-{YEAR}.pdf")
         assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
         assert (tmp_path / "served" / f"checkup-{YEAR}.html").stat().st_mtime_ns == written_at  # not written again
-        refused = client.get("/reports/checkup-2019.pdf")
+        refused = client.get("/reports/checkup-2020.pdf")
         assert refused.status_code == 400 and "before the model's history" in refused.json()["why"]
