@@ -38,6 +38,9 @@ class ServerSettings(BaseSettings):
         description="origins whose pages may open /iot/live besides the server's own ('*': any); default: cors_origins",
     )
     ws_token: str | None = Field(None, description="token /iot/live requires (?token= or subprotocol token.<it>)")
+    reports_dir: Path = Field(
+        Path("reports"), description="where /reports/checkup-<year>.html|pdf are written when first asked (a cache)"
+    )
     targets_file: Path | None = Field(None, description="the plan's target file /targets tracks (queries/targets.py)")
     targets_scale: float | None = Field(None, gt=0, description="the share of the city the model covers, for targets")
     viewer_dir: Path = Field(

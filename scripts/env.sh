@@ -99,4 +99,6 @@ ensure_chromium() {  # Debian's Chromium drives the viewer's browser tests (neve
 
 ensure_render() {  # Mesa's EGL: pyvista/VTK render the asset pictures off-screen with it, no X server (cim/render.py)
   if ! ldconfig -p | grep -q 'libEGL_mesa\.so\.0'; then apt_install libegl1 libegl-mesa0 libgl1-mesa-dri; fi
+  # A CJK font: the check-up's charts and PDF (cim/report) are Chinese first; fontconfig finds it (fc-list).
+  if ! fc-list :lang=zh 2>/dev/null | grep -q .; then apt_install fontconfig fonts-wqy-microhei; fi
 }

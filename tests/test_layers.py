@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"cim.bim", "cim.gis", "cim.synth"},  # sources: files in, batches out
     {"cim.store"},  # DuckDB and PostGIS stores, their SQL and migrations
     {"cim.queries", "cim.tiling", "cim.iot", "cim.render", "cim.cases"},  # readers: questions, tiles, live state, cases
-    {"cim.pipeline"},  # orchestration: sources → store → tiling
+    {"cim.pipeline", "cim.report"},  # orchestration: sources → store → tiling; reports over the readers
     {"cim.api"},  # the web layer
     {"cim.cli"},  # the command line
     {"cim.__main__"},  # python -m cim

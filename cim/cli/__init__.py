@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "store": ("cim.cli.store", "store_app"),
     "changes": ("cim.cli.changes", "changes"),
     "cases": ("cim.cli.cases", "cases_app"),
-    "report": ("cim.cli.cases", "report_app"),
+    "report": ("cim.cli.report", "report_app"),
 }
 
 
