@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from cim.api.deps import KindDep, StoreDep, query_params
-from cim.api.schemas import errors
+from cim.api.schemas import AsOfParam, errors
 from cim.queries.aggregates import AggregateOut, aggregate_json, parse_group_by
 from cim.queries.cql import parse_filter
 from cim.queries.items import parse_datetime
-from cim.queries.params import BBOX_PATTERN, parse_bbox, parse_date
+from cim.queries.params import BBOX_PATTERN, parse_bbox, store_as_of
 from cim.store.aggregates import AGE_BANDS, GROUP_KEYS, MAX_GROUP_KEYS, UNKNOWN_AGE
 from cim.store.sqlstore import sql_store
 
@@ -35,6 +35,7 @@ row per group), not a conformance class.
   on buildings, an area level on areas) is a 400.
 - `length_m`: metres on the spheroid, lines only; `area_m2`: square metres on the spheroid, polygons only; null when
   the group holds no line (polygon). Both to 0.1.
+- `as_of`: the assets counted are those of the model as it stood at the end of that day.
 - Groups are sorted by their keys (age bands in age order), null last; `total` sums every group.
 """
 
@@ -48,10 +49,7 @@ class AggregateParams:
             examples=["district", "network,age_band"],
         ),
     ]
-    as_of: Annotated[
-        str | None,
-        Query(description="the date age bands are counted to (default today)", json_schema_extra={"format": "date"}),
-    ] = None
+    as_of: AsOfParam = None
     bbox: Annotated[str | None, Query(description="west,south,east,north in lon/lat (CRS84)", pattern=BBOX_PATTERN)] = (
         None
     )
@@ -72,6 +70,7 @@ class AggregateParams:
 def get_aggregate(
     kind: KindDep, store: StoreDep, params: Annotated[AggregateParams, query_params(AggregateParams)]
 ) -> AggregateOut:
+    store, day = store_as_of(store, params.as_of)
     condition = None
     if params.filter is not None and params.filter.strip():
         condition = parse_filter(params.filter, lang=params.filter_lang, kind=kind, dialect=sql_store(store).dialect)
@@ -79,7 +78,7 @@ def get_aggregate(
         store,
         kind=kind,
         group_by=parse_group_by(params.group_by),
-        as_of=parse_date(params.as_of, what="as_of") if params.as_of is not None else None,
+        as_of=day,
         bbox=parse_bbox(params.bbox) if params.bbox is not None else None,
         installed=parse_datetime(params.datetime) if params.datetime is not None else None,
         condition=condition,

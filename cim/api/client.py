@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ log = logging.getLogger("cim.api.client")
 
 #: The announcement beside a DuckDB store: ``city.duckdb`` → ``city.server.json``.
 SIDECAR_SUFFIX = ".server.json"
+#: The same announcement in the tiles folder a server serves (any store): a build as of a day refuses to write there.
+SERVED_MARKER = ".cim-server.json"
 #: Seconds to keep trying a server that was announced but does not answer yet (it may be starting).
 CONNECT_WAIT_S = 10.0
 #: Seconds between two looks at a running job.
@@ -64,11 +67,10 @@ def sidecar_for(store_url: str) -> Path | None:
 
 @contextmanager
 def announce(store_url: str, *, host: str, port: int, tiles_dir: Path) -> Iterator[None]:
-    """Write the announcement for as long as the block runs (a DuckDB store only), then remove it."""
+    """Write the announcement for as long as the block runs (beside a DuckDB store; in the tiles folder, hidden, for
+    any store: :func:`serving_folder`), then remove it."""
     sidecar = sidecar_for(store_url)
-    if sidecar is None:
-        yield
-        return
+    marker = tiles_dir / SERVED_MARKER
     local_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     url = f"http://[{local_host}]:{port}" if ":" in local_host else f"http://{local_host}:{port}"
     store_path = Path(store_url.removeprefix("duckdb://"))
@@ -79,19 +81,23 @@ def announce(store_url: str, *, host: str, port: int, tiles_dir: Path) -> Iterat
         "tiles_dir": str(tiles_dir.resolve()),
         "started": time.time(),
     }
-    written = False
-    try:
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        temporary = sidecar.with_name(f".{sidecar.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(body, indent=1), encoding="utf-8")
-        temporary.replace(sidecar)
-        written = True
-    except OSError as exc:
-        log.warning("cannot write %s (%s): cim ingest/build/info will not find this server", sidecar, exc.strerror)
+    written: list[Path] = []
+    for path in (sidecar, marker):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}")
+            temporary.write_text(json.dumps(body, indent=1), encoding="utf-8")
+            temporary.replace(path)
+            written.append(path)
+        except OSError as exc:
+            log.warning("cannot write %s (%s): cim ingest/build/info will not find this server", path, exc.strerror)
 
     def remove() -> None:
-        if written and _read_sidecar(sidecar).get("pid") == os.getpid():
-            sidecar.unlink(missing_ok=True)
+        for path in written:
+            if _read_sidecar(path).get("pid") == os.getpid():
+                path.unlink(missing_ok=True)
 
     # uvicorn ends on SIGTERM by raising it again once it has shut down, with the handler found before it ran:
     # this one, which removes the announcement and then lets the signal end the process as it would have
@@ -111,6 +117,16 @@ def announce(store_url: str, *, host: str, port: int, tiles_dir: Path) -> Iterat
         if in_main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         remove()
+
+
+def serving_folder(path: Path) -> tuple[Path, str] | None:
+    """(the tiles folder, the server's URL) when ``path`` lies in a tiles folder a live ``cim serve`` serves (its
+    hidden marker, which the tiles route never serves), else None."""
+    for folder in Path(os.path.abspath(path)).parents:
+        found = _read_sidecar(folder / SERVED_MARKER)
+        if found and _alive(found.get("pid")):
+            return folder, str(found.get("url"))
+    return None
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
@@ -365,10 +381,16 @@ def ingest_through(server: Server, files: list[str], options: dict[str, Any], pr
 
 
 def build_through(
-    server: Server, out: Path, progress: Progress, compress: str = "meshopt", *, implicit: bool | None = None
+    server: Server,
+    out: Path,
+    progress: Progress,
+    compress: str = "meshopt",
+    *,
+    implicit: bool | None = None,
+    as_of: date | None = None,
 ) -> dict[str, Any]:
-    """``cim build --out OUT`` through the server: the tileset OUT names inside its tiles folder. The job's result,
-    with ``path`` the version folder as a local build names it."""
+    """``cim build --out OUT [--as-of DAY]`` through the server: the tileset OUT names inside its tiles folder. The
+    job's result, with ``path`` the version folder as a local build names it."""
     client = AdminClient(server)
     name = out.name
     if server.tiles_dir is not None:
@@ -381,7 +403,10 @@ def build_through(
                 f"is not in the tiles folder the {server.describe()} serves ({server.tiles_dir}); "
                 f"give --out {server.tiles_dir / out.name}",
             ) from None
-    job = _run(client, {"action": "build", "tileset": name, "compress": compress, "implicit": implicit}, progress)
+    spec = {"action": "build", "tileset": name, "compress": compress, "implicit": implicit}
+    if as_of is not None:
+        spec["as_of"] = as_of.isoformat()
+    job = _run(client, spec, progress)
     if job["state"] == "failed":
         raise _job_error(job["error"])
     result = dict(job["result"])

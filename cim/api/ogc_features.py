@@ -32,6 +32,7 @@ from cim.api.formats import (
 )
 from cim.api.geojson import column_names, feature, geometry_fragments, property_name
 from cim.api.schemas import (
+    AsOfParam,
     CollectionOut,
     CollectionsOut,
     ConformanceOut,
@@ -47,7 +48,7 @@ from cim.model import Kind
 from cim.queries import ItemsQuery, find_features
 from cim.queries.cql import parse_filter
 from cim.queries.items import find_feature, parse_datetime, parse_sortby
-from cim.queries.params import BBOX_PATTERN, parse_bbox
+from cim.queries.params import BBOX_PATTERN, parse_bbox, store_as_of
 from cim.store import Store
 from cim.store.catalogue import KindCatalogue, assets_version, kind_catalogue
 from cim.store.sqlstore import sql_store
@@ -148,6 +149,7 @@ class ItemsParams:
     ] = "results"
     f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
     geometry: CsvGeometryParam = "wkt"
+    as_of: AsOfParam = None
 
 
 def _get(
@@ -281,7 +283,8 @@ def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
 ) -> Response:
     fmt = negotiate(request, params.f)
-    version = assets_version(store)
+    store, _ = store_as_of(store, params.as_of)
+    version = assets_version(store)  # a view as of a date has its own: no page count of another date is reused
     catalogue = _catalogue_if_needed(store, kind, params, version)
     keys = catalogue.keys if catalogue is not None else {}
     query = ItemsQuery(
@@ -360,8 +363,10 @@ def item(
     feature_id: str,
     store: StoreDep,
     f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None,
+    as_of: AsOfParam = None,
 ) -> Response:
     fmt = negotiate(request, f)
+    store, _ = store_as_of(store, as_of)
     asset = find_feature(store, feature_id, kind=kind)
     body = feature(asset)
     body["links"] = [

@@ -6,23 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from cim.api.deps import StoreDep, json_body, query_params
 from cim.api.formats import CsvGeometryParam, OutputFormat, features_response, negotiate
-from cim.api.schemas import errors
+from cim.api.schemas import AsOfParam, errors
 from cim.errors import InvalidInput
 from cim.model import Kind
 from cim.queries import buried_pipes, within_distance
 from cim.queries.answer_features import buried_pipes_features, old_lifts_features, within_distance_features
 from cim.queries.domain import BuriedPipesOut, OldLiftsOut, WithinDistanceOut, old_lifts, old_lifts_json
-from cim.queries.params import BBOX_PATTERN, bbox_area, parse_area, parse_bbox, parse_date
+from cim.queries.params import BBOX_PATTERN, bbox_area, parse_area, parse_bbox, store_as_of
+from cim.store import Store
 
 router = APIRouter(prefix="/queries", tags=["queries"])
 
-DATE = {"format": "date"}
 _POLYGON = {
     "type": "object",
     "required": ["type", "coordinates"],
@@ -128,14 +129,12 @@ def get_old_lifts(
     request: Request,
     store: StoreDep,
     years: Annotated[float, Query(ge=0, le=500, description="age in years a lift must exceed")] = 15,
-    as_of: Annotated[
-        str | None, Query(description="the date ages are counted to (default today)", json_schema_extra=DATE)
-    ] = None,
+    as_of: AsOfParam = None,
     f: FormatParam = None,
     geometry: CsvGeometryParam = "wkt",
 ) -> Response:
     fmt = negotiate(request, f, ANSWER_FORMATS)
-    day = parse_date(as_of, what="as_of") if as_of is not None else None
+    store, day = store_as_of(store, as_of)
     if fmt is OutputFormat.JSON:
         # The store writes the JSON (tens of thousands of lifts in a city); it is sent as it is, not re-encoded.
         return Response(content=old_lifts_json(store, years=years, as_of=day), media_type="application/json")
@@ -148,9 +147,7 @@ class PipeFilters:
     network: Annotated[str | None, Query(description="gas, water, drainage, sewer … (all when omitted)")] = None
     older_than: Annotated[float | None, Query(ge=0, le=500, description="installed more than N years ago")] = None
     deeper_than: Annotated[float | None, Query(ge=0, le=1000, description="depth_m greater than D metres")] = None
-    as_of: Annotated[
-        str | None, Query(description="the date ages are counted to (default today)", json_schema_extra=DATE)
-    ] = None
+    as_of: AsOfParam = None
 
 
 @router.get(
@@ -168,7 +165,8 @@ def get_buried_pipes(
     geometry: CsvGeometryParam = "wkt",
 ) -> Any:
     fmt = negotiate(request, f, ANSWER_FORMATS)
-    answer = _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)))
+    store, day = store_as_of(store, filters.as_of)
+    answer = _buried_pipes(store, filters, bbox_area(parse_bbox(bbox)), day)
     return _answer(fmt, request, "buried-pipes", answer, lambda: buried_pipes_features(store, answer), geometry)
 
 
@@ -194,7 +192,9 @@ def post_buried_pipes(
         filters = PipeFilters(**{k: _typed(k, v) for k, v in merged.items()})
         body = body["area"]
     fmt = negotiate(request, f, ANSWER_FORMATS)
-    answer = _buried_pipes(store, filters, parse_area(body))
+    area = parse_area(body)
+    store, day = store_as_of(store, filters.as_of)
+    answer = _buried_pipes(store, filters, area, day)
     return _answer(fmt, request, "buried-pipes", answer, lambda: buried_pipes_features(store, answer), geometry)
 
 
@@ -227,14 +227,14 @@ def _typed(name: str, value: Any) -> Any:
     return float(value)
 
 
-def _buried_pipes(store: StoreDep, filters: PipeFilters, area: Any) -> BuriedPipesOut:
+def _buried_pipes(store: Store, filters: PipeFilters, area: Any, day: date | None) -> BuriedPipesOut:
     return buried_pipes(
         store,
         area=area,
         network=filters.network,
         older_than=filters.older_than,
         deeper_than=filters.deeper_than,
-        as_of=parse_date(filters.as_of, what="as_of") if filters.as_of is not None else None,
+        as_of=day,
     )
 
 
@@ -254,16 +254,19 @@ def get_within_distance(
         str | None, Query(description="only assets of `kind` in this lon/lat bbox", pattern=BBOX_PATTERN)
     ] = None,
     beyond: Annotated[bool, Query(description="list those with none that near instead")] = False,
+    as_of: AsOfParam = None,
     f: FormatParam = None,
     geometry: CsvGeometryParam = "wkt",
 ) -> Any:
     fmt = negotiate(request, f, ANSWER_FORMATS)
+    bounds = parse_bbox(bbox) if bbox else None
+    store, _ = store_as_of(store, as_of)
     answer = within_distance(
         store,
         kind=kind,
         near_kind=near,
         distance_m=distance,
-        bbox=parse_bbox(bbox) if bbox else None,
+        bbox=bounds,
         beyond=beyond,
     )
     title = f"{kind}-{'beyond' if beyond else 'within'}-{distance:g}m-of-{near}"

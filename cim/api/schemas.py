@@ -6,11 +6,22 @@ schemathesis (tests/api/test_openapi.py) checks every answer against it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 GEOJSON = "application/geo+json"
+
+#: What ``as_of`` means wherever it is taken (issue 26), in both of the interface's languages.
+AS_OF_DESCRIPTION = (
+    "The model as it stood at the end of this day (UTC), YYYY-MM-DD; ages are counted to it. Default: today, the "
+    "current model. A day in the future or before the model's history begins is a 400. / "
+    "按该日（UTC）结束时的模型状态作答，格式 YYYY-MM-DD，年龄也计算到该日；缺省为今天，即当前模型。"
+    "未来的日期或早于模型历史起点的日期返回 400。"
+)
+#: The ``as_of`` query parameter (read by :func:`cim.queries.params.store_as_of`).
+AsOfParam = Annotated[str | None, Query(description=AS_OF_DESCRIPTION, json_schema_extra={"format": "date"})]
 
 
 class ErrorOut(BaseModel):

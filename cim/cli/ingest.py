@@ -13,9 +13,11 @@ import typer
 from rich.table import Table
 
 from cim.cli.options import (
+    AsOfOption,
     JsonOption,
     ServerOption,
     StoreOption,
+    as_of_day,
     console,
     open_existing_store,
     print_json,
@@ -165,59 +167,89 @@ def build(
             " default: implicit for a layer of more than 3,000 tiles",
         ),
     ] = None,
+    as_of: AsOfOption = None,
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
-    server holds the store, it builds them into its tiles folder (--out names the tileset there)."""
+    server holds the store, it builds them into its tiles folder (--out names the tileset there). With --as-of, the
+    city as the model stood at the end of that day (meshes are those kept now: an asset of then whose mesh is gone
+    is counted as having none)."""
     from cim.tiling.build import BuildSummary, GroupSummary
 
     summary: BuildSummary
     if compress not in ("meshopt", "none"):
         raise InvalidInput(f"--compress {compress}", "give meshopt or none")
+    day = as_of_day(as_of)
     if (remote := _serving(store, server, write=True)) is not None:
         from cim.api.client import build_through
 
         with progress_bars(quiet=as_json) as progress:
-            built = build_through(remote, out, progress, compress, implicit=implicit)
+            built = build_through(remote, out, progress, compress, implicit=implicit, as_of=day)
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json, compress, implicit)
+        summary = _build_here(store, out, as_json, compress, implicit, day)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
-        sys.stderr.write(f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples})\n")
+        gone = f"; meshes are kept for the current model only, as of {day} theirs may be gone" if day else ""
+        sys.stderr.write(
+            f"warning: {summary.without_mesh} assets have no mesh and are not drawn (e.g. {examples}){gone}\n"
+        )
     if summary.degenerate_triangles:
         sys.stderr.write(f"warning: {summary.degenerate_triangles} degenerate triangles dropped\n")
     if as_json:
-        print_json(summary.to_json())
+        print_json({**summary.to_json(), "as_of": None if day is None else day.isoformat(),
+                    "without_mesh": summary.without_mesh})  # fmt: skip
         return
-    table = Table("tileset", "tiles", "features", "bytes", title=f"{out} → {summary.path}")
+    when = "" if day is None else f" as of {day}"
+    table = Table("tileset", "tiles", "features", "bytes", title=f"{out}{when} → {summary.path}")
     for group, figures in summary.tilesets.items():
         table.add_row(group, f"{figures.tiles:,}", f"{figures.features:,}", f"{figures.bytes:,}")
     console.print(table)
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
+    if summary.without_mesh:
+        console.print(f"assets without a mesh: {summary.without_mesh:,}")
 
 
 def _build_here(
-    store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None
+    store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None, day: date | None = None
 ) -> BuildSummary:
+    from cim.queries.params import model_as_of
     from cim.store import open_store
     from cim.store.meshes import MeshStore, mesh_path_for
     from cim.tiling.build import build_tiles
 
+    if day is not None:
+        _refuse_served(out)
     with (
         open_store(store_url(store), spatial=False) as opened,  # a build reads no geometry and writes no asset
         MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
         progress_bars(quiet=as_json) as progress,
     ):
         task = progress.add_task("tiles", total=None)
+        # as of a day: the view's row hashes are those of then, so the incremental build reuses a previous
+        # version's tile only where every row and mesh in it hashes the same (cim/tiling/incremental.py)
         return build_tiles(
-            opened,
+            model_as_of(opened, day),
             meshes,
             out,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             compress=compress,
             implicit=implicit,
+        )
+
+
+def _refuse_served(out: Path) -> None:
+    """A build as of a day written here may not go into a folder a running server serves (it would swap the past in
+    under the viewers' feet, outside the server's job queue): send it to that server, or write it elsewhere."""
+    from cim.api.client import serving_folder
+
+    served = serving_folder(out)
+    if served is not None:
+        raise InvalidInput(
+            f"--out {out}",
+            f"is in the tiles folder {served[0]} that cim serve at {served[1]} serves; an as-of build there goes "
+            f"through that server (--server {served[1]}, with CIM_WRITE_TOKEN), or give --out another folder",
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -38,6 +39,16 @@ ServerOption = Annotated[
         show_default=False,
         help="send the work to this running cim serve, e.g. http://127.0.0.1:8000 [env: CIM_SERVER; default: the "
         "server holding the DuckDB store, if one runs]",
+    ),
+]
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        show_default=False,
+        help="answer from the model as it stood at the end of this day, YYYY-MM-DD (ages are counted to it; default "
+        "today, the current model) / 按该日结束时的模型作答",
     ),
 ]
 
@@ -138,6 +149,13 @@ def _query_value(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def as_of_day(text: str | None) -> date | None:
+    """An ``--as-of`` value read (YYYY-MM-DD), or None when not given."""
+    from cim.queries.params import parse_date
+
+    return parse_date(text, what="--as-of") if text else None
 
 
 def print_json(value: Any) -> None:

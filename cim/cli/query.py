@@ -15,9 +15,11 @@ import typer
 from rich.table import Table
 
 from cim.cli.options import (
+    AsOfOption,
     JsonOption,
     ServerOption,
     StoreOption,
+    as_of_day,
     ask_server,
     console,
     open_existing_store,
@@ -33,20 +35,24 @@ if TYPE_CHECKING:
 query_app = typer.Typer(help="Ask the city model: old lifts, buried pipes, assets within a distance.")
 
 
-def indicators(store: StoreOption = None, server: ServerOption = None, as_json: JsonOption = False) -> None:
+def indicators(
+    store: StoreOption = None, server: ServerOption = None, as_of: AsOfOption = None, as_json: JsonOption = False
+) -> None:
     """The city vital signs: old lifts, old buried mains, homes near parks, stops near metro exits, live state."""
     from cim.queries.indicators import vital_signs
+    from cim.queries.params import model_as_of
 
+    day = as_of_day(as_of)
     result: Any
     if (remote := reading_server(store, server)) is not None:
-        result = json.loads(ask_server(remote, "/indicators"))
+        result = json.loads(ask_server(remote, "/indicators", params={"as_of": day}))
     else:
         with open_existing_store(store) as opened:
-            result = vital_signs(opened)
+            result = vital_signs(model_as_of(opened, day), as_of=day)
     if as_json:
         print_json(result)
         return
-    table = Table("indicator", "value", "of", title=f"city vital signs at {result['computed_at']}")
+    table = Table("indicator", "value", "of", title=f"city vital signs as of {result['as_of']}")
     for item in result["indicators"]:
         value = "-" if item["value"] is None else f"{item['value']:,} {item['unit']}"
         table.add_row(item["label"], value, "" if item["total"] is None else f"{item['total']:,}")
@@ -83,21 +89,21 @@ def render(
 def old_lifts_command(
     store: StoreOption = None,
     years: Annotated[float, typer.Option(help="a lift older than this many years is old")] = 15,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="count ages to this date (default today)")] = None,
+    as_of: AsOfOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Buildings with lifts older than N years; lifts with no install date listed apart."""
     from cim.queries import old_lifts
-    from cim.queries.params import parse_date
+    from cim.queries.params import model_as_of
 
-    day = parse_date(as_of, what="--as-of") if as_of else None
+    day = as_of_day(as_of)
     result: Any
     if (remote := reading_server(store, server)) is not None:
         result = json.loads(ask_server(remote, "/queries/old-lifts", params={"years": years, "as_of": day}))
     else:
         with open_existing_store(store) as opened:
-            result = old_lifts(opened, years=years, as_of=day)
+            result = old_lifts(model_as_of(opened, day), years=years, as_of=day)
     if as_json:
         print_json(result)
         return
@@ -121,13 +127,13 @@ def buried_pipes_command(
     bbox: Annotated[str | None, typer.Option(help="west,south,east,north instead of --area")] = None,
     older_than: Annotated[float | None, typer.Option("--older-than", help="installed more than N years ago")] = None,
     deeper_than: Annotated[float | None, typer.Option("--deeper-than", help="depth greater than D m")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="count ages to this date (default today)")] = None,
+    as_of: AsOfOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Below-ground pipes inside an area, with their length inside it."""
     from cim.queries import buried_pipes
-    from cim.queries.params import bbox_area, parse_area, parse_bbox, parse_date
+    from cim.queries.params import bbox_area, model_as_of, parse_area, parse_bbox
 
     if (area is None) == (bbox is None):
         raise InvalidInput("buried-pipes options", "give exactly one of --area FILE.geojson or --bbox W,S,E,N")
@@ -143,7 +149,7 @@ def buried_pipes_command(
     else:
         assert bbox is not None
         polygon = bbox_area(parse_bbox(bbox))
-    day = parse_date(as_of, what="--as-of") if as_of else None
+    day = as_of_day(as_of)
     result: Any
     if (remote := reading_server(store, server)) is not None:
         filters = {"network": network, "older_than": older_than, "deeper_than": deeper_than, "as_of": day}
@@ -154,7 +160,12 @@ def buried_pipes_command(
     else:
         with open_existing_store(store) as opened:
             result = buried_pipes(
-                opened, area=polygon, network=network, older_than=older_than, deeper_than=deeper_than, as_of=day
+                model_as_of(opened, day),
+                area=polygon,
+                network=network,
+                older_than=older_than,
+                deeper_than=deeper_than,
+                as_of=day,
             )
     if as_json:
         print_json(result)
@@ -176,22 +187,25 @@ def within_distance_command(
     store: StoreOption = None,
     bbox: Annotated[str | None, typer.Option(help="only assets of --kind inside west,south,east,north")] = None,
     beyond: Annotated[bool, typer.Option("--beyond", help="list those with none that near instead")] = False,
+    as_of: AsOfOption = None,
     server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Assets of one kind within (or, with --beyond, farther than) D metres of assets of another kind."""
     from cim.queries import within_distance
-    from cim.queries.params import parse_bbox
+    from cim.queries.params import model_as_of, parse_bbox
 
     kinds, box = (parse_kind(kind), parse_kind(near)), parse_bbox(bbox) if bbox else None
+    day = as_of_day(as_of)
     result: Any
     if (remote := reading_server(store, server)) is not None:
         asked = {"kind": kinds[0].value, "near": kinds[1].value, "distance": distance, "bbox": bbox, "beyond": beyond}
-        result = json.loads(ask_server(remote, "/queries/within-distance", params=asked))
+        result = json.loads(ask_server(remote, "/queries/within-distance", params={**asked, "as_of": day}))
     else:
         with open_existing_store(store) as opened:
+            view = model_as_of(opened, day)
             result = within_distance(
-                opened, kind=kinds[0], near_kind=kinds[1], distance_m=distance, bbox=box, beyond=beyond
+                view, kind=kinds[0], near_kind=kinds[1], distance_m=distance, bbox=box, beyond=beyond
             )
     if as_json:
         print_json(result)
@@ -218,24 +232,25 @@ def aggregate_command(
     ],
     store: StoreOption = None,
     server: ServerOption = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="count age bands to this date (default today)")] = None,
+    as_of: AsOfOption = None,
     bbox: Annotated[str | None, typer.Option(help="only assets inside west,south,east,north")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Counts, lengths (m) and areas (m²) of one kind's assets, grouped: as GET /collections/{kind}/aggregate."""
     from cim.queries.aggregates import aggregate_json, parse_group_by
-    from cim.queries.params import parse_bbox, parse_date
+    from cim.queries.params import model_as_of, parse_bbox
 
+    day = as_of_day(as_of)
     if (remote := reading_server(store, server)) is not None:
         path = f"/collections/{quote(kind, safe='')}/aggregate"
-        result = json.loads(ask_server(remote, path, params={"group_by": group_by, "as_of": as_of, "bbox": bbox}))
+        result = json.loads(ask_server(remote, path, params={"group_by": group_by, "as_of": day, "bbox": bbox}))
     else:
         with open_existing_store(store) as opened:
             result = aggregate_json(
-                opened,
+                model_as_of(opened, day),
                 kind=parse_kind(kind),
                 group_by=parse_group_by(group_by),
-                as_of=parse_date(as_of, what="--as-of") if as_of else None,
+                as_of=day,
                 bbox=parse_bbox(bbox) if bbox else None,
             )
     if as_json:

@@ -33,6 +33,7 @@ from cim.store.questions import (
     old_lift_fragments,
     refresh_lift_register,
 )
+from cim.store.sqlstore import sql_store
 
 #: How many children an asset detail lists (a building may hold tens of thousands of elements).
 MAX_CHILDREN = 1_000
@@ -154,7 +155,10 @@ def old_lifts_json(store: Store, *, years: float = 15, as_of: date | None = None
     as_of = as_of or date.today()
     stamp = refresh_lift_register(store)
     cutoff = years_before(as_of, years)
-    key = (store, stamp, as_of, cutoff)  # the store itself, not its id: the cache keeps it, so no other takes its id
+    # the store itself, not its id: the cache keeps it, so no other takes its id; a view as of a date is a new
+    # object at every request: its store, with the stamp of its own register (which holds the date)
+    db = sql_store(store)
+    key = (db.view_of or db, stamp, as_of, cutoff)
     cached = _OLD_LIFTS.get(key)
     if cached is not None:
         return cached

@@ -15,6 +15,7 @@ from typing_extensions import TypedDict
 from cim.model import Kind
 from cim.queries.domain import years_before
 from cim.store import AssetQuery, Store
+from cim.store.sqlstore import sql_store
 from cim.store.vitals import buried_lengths, dated_counts, near_counts
 
 OLD_LIFT_YEARS = 15
@@ -41,7 +42,9 @@ class IndicatorsOut(TypedDict):
 
 
 def vital_signs(store: Store, *, as_of: date | None = None, now: datetime | None = None) -> IndicatorsOut:
-    """Every indicator, computed now (``as_of`` is the date ages are counted to)."""
+    """Every indicator, computed now (``as_of`` is the date ages are counted to). Given the model as of a past day
+    (:func:`cim.queries.params.model_as_of`), the indicators are the model's then; the live ones (sensors
+    reporting, open alerts) have no history and no value then."""
     as_of = as_of or date.today()
     now = now or datetime.now(UTC)
     indicators = [
@@ -120,6 +123,13 @@ def _near_share(
 
 def _live(store: Store, now: datetime) -> list[IndicatorOut]:
     sensors = store.count_assets(AssetQuery(kinds=(Kind.SENSOR,)))
+    if sql_store(store).as_of_time is not None:
+        return [
+            _out("sensors_reporting", "Sensors reporting", None, "sensors", sensors,
+                 "live state: known now only, not for the model as of a past day"),
+            _out("open_alerts", "Open alerts", None, "alerts", None,
+                 "live state: known now only, not for the model as of a past day"),
+        ]  # fmt: skip
     latest = store.latest_states()
     reporting = sum(1 for r in latest.values() if now - r.time <= REPORTING_WINDOW)
     alerts = store.alerts(open=True) if hasattr(store, "alerts") else []

@@ -73,8 +73,22 @@ def end_of_day(day: date) -> datetime:
 def model_as_of(store: Store, day: date | None) -> Store:
     """``store`` as the model stood at the end of ``day`` (:meth:`~cim.store.sqlstore.SqlStore.as_of`; a day in
     the future or before the history begins is :class:`InvalidInput` naming ``as_of``), or ``store`` itself when
-    no day is given."""
-    return store if day is None else sql_store(store).as_of(end_of_day(day))
+    no day is given.
+
+    Today's end is now, and the model now is the store itself: it is checked like any day but answered by the
+    store, so "today" shares the current model's derived tables and cached answers (a view at ``now`` would be
+    a new date, and a rebuilt table, at every request)."""
+    if day is None:
+        return store
+    view = sql_store(store).as_of(end_of_day(day))
+    return store if day >= datetime.now(UTC).date() else view
+
+
+def store_as_of(store: Store, as_of: str | None) -> tuple[Store, date | None]:
+    """An ``as_of`` parameter (YYYY-MM-DD, or None) read: the model as of that day (:func:`model_as_of`) and the
+    day, which ages are counted to (None: the store itself, ages counted to today)."""
+    day = parse_date(as_of, what="as_of") if as_of is not None else None
+    return model_as_of(store, day), day
 
 
 def parse_area(value: Any) -> BaseGeometry:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +15,10 @@ from cim.store.sql import Dialect
 
 #: The ``cim_meta`` key counting committed asset writes.
 VERSION_KEY = "assets_version"
+#: Derived tables kept per name for views of the model as of a date: one per date asked, the least recently built
+#: dropped when another date needs one (a lift register, an area map of every asset: each date's is its own).
+MAX_AS_OF_TABLES = 4
+_BUILT = "derived-built:"
 
 
 class DerivedTables:
@@ -44,7 +48,8 @@ class DerivedTables:
     def refresh_derived(self, name: str, select_sql: str) -> tuple[str, str]:
         """:meth:`derived_table`, returning the version stamp of the data the table now holds (it changes whenever
         the table is rebuilt: a key for caching answers computed from it) and the table's name. A view as of a date
-        keeps its own table (``<name>_as_of``), one per name, rebuilt when the date asked changes."""
+        has a table of its date (``<name>_as_of_<time>``): two requests as of two dates never read one table that
+        the other rebuilt between its refresh and its read; at most :data:`MAX_AS_OF_TABLES` dates are kept."""
         name = self.derived_name(name)
         digest = hashlib.sha256(select_sql.encode()).hexdigest()[:16]
         stamp_key = f"derived:{name}"
@@ -59,11 +64,28 @@ class DerivedTables:
                     self._execute(f"CREATE TABLE {name} AS {select_sql}")
                     self._derived(name)
                     self._set_meta(stamp_key, stamp)
+                    if self.as_of_time is not None:
+                        self._drop_old_as_of(name)
         return stamp, name
 
     def derived_name(self, name: str) -> str:
-        """The name of the derived table ``name`` in this store, or in this view as of a date."""
-        return name if self.as_of_time is None else f"{name}_as_of"
+        """The name of the derived table ``name`` in this store, or in this view as of a date (one per date)."""
+        if self.as_of_time is None:
+            return name
+        return f"{name}_as_of_{self.as_of_time.astimezone(UTC):%Y%m%d%H%M%S%f}"
+
+    def _drop_old_as_of(self, built: str) -> None:
+        """Inside the transaction that built the as-of table ``built``: note when, and drop the tables of the same
+        name for other dates beyond the :data:`MAX_AS_OF_TABLES` built last."""
+        p = self.dialect.param
+        self._set_meta(_BUILT + built, datetime.now(UTC).isoformat())
+        family = built[: built.rindex("_as_of_") + len("_as_of_")]
+        rows = self._fetch(f"SELECT key, value FROM cim_meta WHERE key LIKE {p}", [f"{_BUILT}{family}%"]).to_pylist()
+        rows.sort(key=lambda r: (r["value"], r["key"]), reverse=True)
+        for row in rows[MAX_AS_OF_TABLES:]:
+            old = row["key"].removeprefix(_BUILT)
+            self._execute(f"DROP TABLE IF EXISTS {old}")
+            self._execute(f"DELETE FROM cim_meta WHERE key IN ({p}, {p})", [row["key"], f"derived:{old}"])
 
     def _derived_stamps(self, stamp_key: str, digest: str) -> tuple[str | None, str]:
         """(the stamp the derived table was built with, the stamp it needs now)."""

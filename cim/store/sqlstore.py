@@ -69,11 +69,14 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
     assets_table: str = "assets"
     #: The date of a view made by :meth:`as_of`; None for the store itself.
     as_of_time: datetime | None = None
+    #: The store a view made by :meth:`as_of` reads (a key for answers cached across views); None for the store.
+    view_of: SqlStore | None = None
 
     def as_of(self, when: datetime) -> SqlStore:
         """A read-only view of the model as it stood at ``when``: the same store, whose queries read the asset
         versions valid then. A time in the future, or before the history begins, is :class:`InvalidInput`."""
         view = copy.copy(self)
+        view.view_of = self.view_of or self
         view.as_of_time = versions.check_as_of(self, when)
         view.assets_table = versions.as_of_table(view.as_of_time)
         view.dialect = copy.copy(self.dialect)

@@ -159,13 +159,14 @@ def check_as_of(db: SqlStore, when: datetime) -> datetime:
     """``when`` in UTC, or a clear refusal: a date in the future, or before the model's history begins."""
     now = datetime.now(UTC)
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    day = when.date().isoformat()  # 0379-03-07, where strftime's %Y would write 379
     if when > now + _SKEW:
-        raise InvalidInput(f"as_of {when:%Y-%m-%d}", f"is in the future (today is {now:%Y-%m-%d})")
+        raise InvalidInput(f"as_of {day}", f"is in the future (today is {now:%Y-%m-%d})")
     first, _ = history_span(db)
     if first is None:
-        raise InvalidInput(f"as_of {when:%Y-%m-%d}", "the model has no history yet (nothing was ingested)")
+        raise InvalidInput(f"as_of {day}", "the model has no history yet (nothing was ingested)")
     if when < first:
-        raise InvalidInput(f"as_of {when:%Y-%m-%d}", f"is before the model's history, which begins {first:%Y-%m-%d}")
+        raise InvalidInput(f"as_of {day}", f"is before the model's history, which begins {first:%Y-%m-%d}")
     return when
 
 

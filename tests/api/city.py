@@ -11,6 +11,8 @@ from cim.model import Asset, AssetBatch, Kind, Reading
 from cim.store import Store
 
 AS_OF = date(2026, 5, 1)
+#: When the city's assets were recorded: its history begins before AS_OF, so the model as of AS_OF is this city.
+RECORDED = datetime(2020, 1, 1, tzinfo=UTC)
 X, Y = 121.50, 31.23
 #: a 1 km-ish square window (lon 121.50..121.51, lat 31.23..31.239) holding the pipes below
 AREA = (121.50, 31.23, 121.51, 31.239)
@@ -124,7 +126,7 @@ def city_assets() -> list[Asset]:
 
 
 def build_city(store: Store) -> None:
-    store.upsert_assets(AssetBatch.from_assets(city_assets()))
+    store.upsert_assets(AssetBatch.from_assets(city_assets()), at=RECORDED)
     t0 = datetime(2026, 4, 30, 8, 0, tzinfo=UTC)
     store.append_readings(
         [Reading(sensor_id="sensor-1", time=t0 + timedelta(minutes=m), value=float(m)) for m in range(3)]

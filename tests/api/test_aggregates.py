@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from cim.model import AssetBatch
 from cim.store import open_store
+from tests.api.city import RECORDED
 from tests.store.test_aggregates import buildings, length, pipes
 from tests.store.test_areas import area_assets
 
@@ -21,7 +22,7 @@ from tests.store.test_areas import area_assets
 def city_url(store_url: str) -> str:
     """Areas, pipes and buildings (tests/store/test_aggregates.py), nothing else: the references are known."""
     with open_store(store_url) as store:
-        store.upsert_assets(AssetBatch.from_assets([*area_assets(), *pipes(), *buildings()]))
+        store.upsert_assets(AssetBatch.from_assets([*area_assets(), *pipes(), *buildings()]), at=RECORDED)
     return store_url
 
 
