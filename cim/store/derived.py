@@ -15,9 +15,10 @@ from cim.store.sql import Dialect
 
 #: The ``cim_meta`` key counting committed asset writes.
 VERSION_KEY = "assets_version"
-#: Derived tables kept per name for views of the model as of a date: one per date asked, the least recently built
+#: Derived tables kept per name for views of the model as of a date (the check-up reads 7: five year-ends, the
+#: plan's baseline and the day): one per date asked, the least recently built
 #: dropped when another date needs one (a lift register, an area map of every asset: each date's is its own).
-MAX_AS_OF_TABLES = 4
+MAX_AS_OF_TABLES = 8
 _BUILT = "derived-built:"
 
 

@@ -75,6 +75,7 @@ _DUCKDB_TYPES = {
 
 class DuckDBDialect(Dialect):
     param = "?"
+    snapshots_as_of = True
 
     def __init__(self, store: DuckDBStore) -> None:
         self._store = store

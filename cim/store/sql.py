@@ -40,6 +40,12 @@ class Dialect:
     #: Whether the asset table read has the backend's spatial index: False in a view of the model as of a date
     #: (:meth:`SqlStore.as_of`), whose versions DuckDB keeps without an R-tree.
     indexed_assets = True
+    #: Whether a view of the model as of a date copies the versions valid then into a table of their own (a derived
+    #: table, one per date, rebuilt when the assets change) instead of reading them through a subquery. DuckDB: a
+    #: join of the subquery with itself (homes within 500 m of a park) ran past the 60 s limit at 1M assets where
+    #: the copy took 14.5 s once and the join 11.3 s, as over the current table (bench/versions_bench.py).
+    #: PostgreSQL plans the subquery into the versions' own indexes.
+    snapshots_as_of = False
 
     def column_type(self, name: str) -> str:
         raise NotImplementedError

@@ -81,6 +81,8 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
         view.assets_table = versions.as_of_table(view.as_of_time)
         view.dialect = copy.copy(self.dialect)
         view.dialect.indexed_assets = False
+        if self.dialect.snapshots_as_of:
+            view.assets_table = view.derived_table("assets_snapshot", f"SELECT * FROM {view.assets_table} AS v")
         return view
 
     # --- what a backend supplies ---
