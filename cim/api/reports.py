@@ -35,7 +35,10 @@ def _report(store: StoreDep, resources: ResourcesDep, year: int, index: int) -> 
     "/checkup-{year}.html",
     summary="The annual city check-up as an HTML page (城市体检报告): offline, charts and maps inline",
     response_class=FileResponse,
-    responses={200: {"content": {"text/html": {}}, "description": "the report"}, **errors(400)},
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "the report"},
+        **errors(400),
+    },
 )
 def get_checkup_html(year: Year, store: StoreDep, resources: ResourcesDep) -> FileResponse:
     return _report(store, resources, year, 0)
@@ -45,7 +48,13 @@ def get_checkup_html(year: Year, store: StoreDep, resources: ResourcesDep) -> Fi
     "/checkup-{year}.pdf",
     summary="The annual city check-up as a PDF (城市体检报告)",
     response_class=FileResponse,
-    responses={200: {"content": {"application/pdf": {}}, "description": "the report"}, **errors(400)},
+    responses={
+        200: {
+            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the report",
+        },
+        **errors(400),
+    },
 )
 def get_checkup_pdf(year: Year, store: StoreDep, resources: ResourcesDep) -> FileResponse:
     return _report(store, resources, year, 1)
