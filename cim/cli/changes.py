@@ -48,7 +48,8 @@ def changes(
     as_json: JsonOption = False,
 ) -> None:
     """What changed between two days, both included: assets added, removed, renewed or changed, with the changed
-    fields before and after and their district; with --by, counts and km per group (as GET /changes[/summary])."""
+    fields before and after and their district; with --by, counts and km per group (as GET /changes and
+    /changes/summary)."""
     from cim.queries.changes import change_summary_json, parse_by, parse_days, parse_kinds
     from cim.queries.changes import changes as changed_assets
 
