@@ -27,7 +27,7 @@ _cache_lock = threading.Lock()
     "/indicators",
     summary="City vital signs, each with its definition and time of computation",
     response_model=IndicatorsOut,
-    responses=errors(),
+    responses=errors(400),
 )
 def get_indicators(store: StoreDep, as_of: AsOfParam = None) -> Any:
     """The vital signs now, or of the model as of a day (the live ones — sensors reporting, open alerts — are

@@ -93,7 +93,12 @@ def test_vital_signs_as_of_a_date_and_now_are_each_their_own(client: TestClient)
 
 @pytest.mark.parametrize(
     ("as_of", "why"),
-    [("2999-01-01", "is in the future"), ("2021-06-30", "before the model's history"), ("yesterday", "not a date")],
+    [
+        ("2999-01-01", "is in the future"),
+        ("2021-06-30", "before the model's history"),
+        ("yesterday", "not a date"),
+        ("", "not a date"),
+    ],
 )
 @pytest.mark.parametrize(
     "path", ["/collections/pipe/items", "/collections/pipe/items/p1", "/queries/old-lifts", "/indicators"]

@@ -198,6 +198,10 @@ def test_cases_are_an_ogc_collection_with_number_matched(client: TestClient) -> 
     html = client.get(f"/collections/cases/items/{one}", headers={"Accept": "text/html"})
     assert html.headers["content-type"].startswith("text/html") and one in html.text
     assert client.get("/collections/cases/items", params={"geometry": "null"}).status_code == 400
+    for path in ("/collections/cases/items", f"/collections/cases/items/{one}"):  # as_of is the assets' history
+        refused = client.get(path, params={"as_of": "2026-01-01"})
+        assert refused.status_code == 400 and refused.json()["what"].startswith("as_of")
+        assert "GET /cases/{id}" in refused.json()["why"]
 
 
 def test_heat_and_assessment_by_level(client: TestClient) -> None:
