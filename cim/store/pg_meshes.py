@@ -361,6 +361,8 @@ class PgMeshStore(MeshStore):
             for data in copy:
                 buffer += data
         types = {**{n: _ARROW_TYPES[n] for n in names[:-1]}, "digest": pa.int64()}
+        if not buffer:  # Arrow reads no empty CSV
+            return pa.table({n: pa.array([], types[n]) for n in names[:-1]} | {"digest": pa.array([], pa.uint64())})
         table = pacsv.read_csv(
             pa.py_buffer(bytes(buffer)),
             read_options=pacsv.ReadOptions(column_names=names),
