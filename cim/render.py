@@ -96,11 +96,13 @@ def check_size(*, width: int, height: int) -> None:
             raise InvalidInput(f"{name} {value}", f"must be between {MIN_SIZE} and {MAX_SIZE} pixels")
 
 
-def open_meshes_for(store: Store) -> MeshStore | None:
-    """The store's meshes, read-only, or None when the store (DuckDB) has no mesh file."""
-    if duckdb_path(store.url) is None:
+def open_meshes_for(store: str | Store) -> MeshStore | None:
+    """The meshes of the store (its URL or the opened store), read-only, or None when a DuckDB store has no mesh
+    file."""
+    url = store if isinstance(store, str) else store.url
+    if duckdb_path(url) is None:
         return open_meshes(store, read_only=True)
-    path = Path(mesh_path_for(store.url))
+    path = Path(mesh_path_for(url))
     try:
         return MeshStore(path, read_only=True) if path.is_file() else None
     except duckdb.ConnectionException:  # this process writes it now (a server's ingest job): draw the footprints

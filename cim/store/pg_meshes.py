@@ -212,7 +212,10 @@ class PgMeshStore(MeshStore):
     def __init__(self, store_url: str, *, read_only: bool = False, pool_size: int = 4) -> None:
         self._url = store_url
         self._conninfo, self._schema, self._display = _parse_url(store_url)
-        self.read_only = read_only
+        self.refuses_writes = read_only
+        # False whatever the session: tiling's process pool (cim/tiling/encode.py) reads ``read_only`` as "workers
+        # may open ``path`` themselves", a DuckDB file; for these meshes this process reads and hands them over.
+        self.read_only = False
         #: The local file a release before schema step 8 kept the meshes in (and beside which run state is kept).
         self.path = mesh_path_for(self._display)
         try:
@@ -251,7 +254,7 @@ class PgMeshStore(MeshStore):
         con.execute("SET max_parallel_workers_per_gather = 0")
         con.execute("SET statement_timeout = 0")  # a city's meshes take minutes to write
         con.execute(pgsql.SQL("SET search_path TO {}, public").format(pgsql.Identifier(self._schema)))
-        if self.read_only:
+        if self.refuses_writes:
             con.execute("SET default_transaction_read_only = on")
 
     @contextmanager
@@ -380,14 +383,13 @@ class PgMeshStore(MeshStore):
         ids = asset_ids.to_pylist() if isinstance(asset_ids, pa.Array | pa.ChunkedArray) else list(asset_ids)
         if any(not isinstance(i, str) for i in ids):
             raise InvalidInput("mesh asset ids", "must be strings")
-        columns = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
+        tables = []
         with self._connection() as con, con.cursor(binary=True) as cur:
-            cur.execute(
-                f"SELECT {columns} FROM unnest(%s::text[]) WITH ORDINALITY AS w(asset_id, ord) "
-                "JOIN meshes m USING (asset_id) ORDER BY w.ord",
-                [ids],
-            )
-            return _to_arrow(cur.fetchall())
+            for lo in range(0, len(ids), _IDS_PER_READ):
+                cur.execute(_READ_COLUMNS, [ids[lo : lo + _IDS_PER_READ]])
+                row = cur.fetchone()
+                tables.append(_columns_to_arrow(row))
+        return pa.concat_tables(tables) if tables else _to_arrow([])
 
     def iter_grouped(self, keys: pa.Table, *, rows_per_fetch: int = 20_000) -> Iterator[tuple[int, MeshBatch]]:
         """As :meth:`MeshStore.iter_grouped`: meshes grouped by the integer ``key`` of each ``asset_id``, in key
@@ -407,6 +409,57 @@ class PgMeshStore(MeshStore):
                     for rows in _fetches(cur, rows_per_fetch)
                 )
                 yield from group_by_key(tables)
+
+
+# One row of whole columns, each packed into a bytea in the order asked (ord): Arrow takes them with np.frombuffer,
+# where a row per mesh made a Python tuple and objects each (measured in bench/mesh_store_bench.py).
+_READ_COLUMNS = """
+SELECT array_agg(m.asset_id ORDER BY w.ord), array_agg(m.source ORDER BY w.ord),
+  string_agg(float8send(m.lon) || float8send(m.lat) || float8send(m.h), '' ORDER BY w.ord),
+  string_agg(int4send(m.vertex_count) || int4send(m.triangle_count), '' ORDER BY w.ord),
+  string_agg(int4send(octet_length(m.vertices)) || int4send(octet_length(m.triangles)), '' ORDER BY w.ord),
+  string_agg(m.vertices, '' ORDER BY w.ord), string_agg(m.triangles, '' ORDER BY w.ord),
+  string_agg(CASE WHEN m.color IS NULL THEN '\\x00000000000000000000000000000000'::bytea ELSE float4send(m.color[1])
+    || float4send(m.color[2]) || float4send(m.color[3]) || float4send(m.color[4]) END, '' ORDER BY w.ord),
+  string_agg(CASE WHEN m.color IS NULL THEN '\\x00'::bytea ELSE '\\x01'::bytea END, '' ORDER BY w.ord)
+FROM unnest(%s::text[]) WITH ORDINALITY AS w(asset_id, ord) JOIN meshes m USING (asset_id)
+"""
+#: Ids per read: a read's blobs go in one bytea value (at most 1 GB in PostgreSQL).
+_IDS_PER_READ = 20_000
+
+
+def _columns_to_arrow(row: tuple[Any, ...] | None) -> pa.Table:
+    """:data:`_READ_COLUMNS`'s row as the DuckDB mesh file's Arrow table (same names, types and order)."""
+    if row is None or row[0] is None:
+        return _to_arrow([])
+    ids, sources, origins, counts, lengths, vertices, triangles, colors, has_color = row
+    n = len(ids)
+    origin = np.frombuffer(origins, ">f8").reshape(n, 3).astype(np.float64)
+    count = np.frombuffer(counts, ">i4").reshape(n, 2).astype(np.int32)
+    length = np.frombuffer(lengths, ">i4").reshape(n, 2).astype(np.int64)
+    blobs = []
+    for k, data in enumerate((vertices, triangles)):
+        offsets = np.concatenate([[0], np.cumsum(length[:, k])]).astype(np.int64)
+        large = pa.LargeBinaryArray.from_buffers(
+            pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+        blobs.append(large.cast(pa.binary()))
+    mask = np.frombuffer(has_color, np.uint8) == 0
+    values = pa.array(np.frombuffer(colors, ">f4").astype(np.float32))
+    return pa.table(
+        {
+            "asset_id": pa.array(ids, pa.string()),
+            "source": pa.array(sources, pa.string()),
+            "lon": origin[:, 0],
+            "lat": origin[:, 1],
+            "h": origin[:, 2],
+            "vertex_count": count[:, 0],
+            "triangle_count": count[:, 1],
+            "vertices": blobs[0],
+            "triangles": blobs[1],
+            "color": pa.FixedSizeListArray.from_arrays(values, 4, mask=pa.array(mask)),
+        }
+    )
 
 
 def _fetches(cur: psycopg.Cursor[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
