@@ -230,6 +230,7 @@ class PgMeshStore(MeshStore):
             from cim.store import open_store
 
             open_store(store_url).close()
+        self._copy_legacy_file()  # a reader's open too: a first build after the upgrade finds the meshes
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
@@ -240,8 +241,6 @@ class PgMeshStore(MeshStore):
             name=f"cim-meshes-{self._schema}",
             open=True,
         )
-        if not read_only:
-            self._copy_legacy_file()
 
     @property
     def location(self) -> str:
@@ -272,14 +271,18 @@ class PgMeshStore(MeshStore):
         empty and the file is on this machine. An advisory lock makes two processes opening at once copy once."""
         if not self.path.is_file():
             return
-        with self._connection() as con, con.transaction():
+        with (
+            psycopg.connect(self._conninfo, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as con,
+            con.transaction(),
+        ):
+            con.execute(pgsql.SQL("SET LOCAL search_path TO {}, public").format(pgsql.Identifier(self._schema)))
             con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"cim-meshes:{self._schema}"])
             if con.execute("SELECT EXISTS (SELECT 1 FROM meshes)").fetchone()[0]:  # type: ignore[index]
                 return
             try:
                 legacy = MeshStore(self.path, read_only=True)
-            except StoreUnavailable as exc:
-                log.warning("meshes of %s: the old mesh file was not copied in (%s)", self._display, exc.why)
+            except (StoreUnavailable, duckdb.Error) as exc:  # held by a writer of this process, or not DuckDB's
+                log.warning("meshes of %s: the old mesh file %s was not copied in (%s)", self._display, self.path, exc)
                 return
             copied = 0
             with legacy:

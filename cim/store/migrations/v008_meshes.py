@@ -7,7 +7,7 @@ without reading the blobs. Vertices and triangles are float32 and uint32 arrays 
 uncompressed (``STORAGE EXTERNAL``), a write spends no time trying.
 
 A store written before this step finds its meshes in the old local file (``data/meshes/…``): the first
-``PgMeshStore`` opened for writing on that machine copies them in. DuckDB keeps its mesh file; this step does
+``PgMeshStore`` opened on that machine copies them in. DuckDB keeps its mesh file; this step does
 nothing there.
 """
 
