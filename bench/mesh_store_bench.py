@@ -9,6 +9,8 @@ blobs (vertices and triangles) and the PostgreSQL/DuckDB ratio of each.
     .venv/bin/python bench/mesh_store_bench.py -n 20000 --rounds 1
 
 Target (issue 27): none set; the figures say what moving a cluster's meshes into PostGIS costs.
+Measured (2 shared cores, load average ~8, 100,000 meshes, 57 MB): write DuckDB 2.19 s / PostgreSQL 4.16 s (1.9×),
+digests 0.19 / 0.48 s (2.5×), build-style reads 2.86 / 4.80 s (1.7×); under a load of ~30 the two were even.
 """
 
 from __future__ import annotations
