@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 from cim.errors import CimError, InvalidInput, NotFound
 from cim.geodesy import METRES_PER_DEGREE, enu_rotation, lonlat_to_ecef
 from cim.model import AssetBatch, MeshBatch
-from cim.store import AssetQuery, Store
-from cim.store.meshes import MeshStore, mesh_path_for
+from cim.store import AssetQuery, Store, duckdb_path
+from cim.store.meshes import MeshStore, mesh_path_for, open_meshes
 
 if TYPE_CHECKING:
     import pyvista as pv
@@ -96,9 +96,13 @@ def check_size(*, width: int, height: int) -> None:
             raise InvalidInput(f"{name} {value}", f"must be between {MIN_SIZE} and {MAX_SIZE} pixels")
 
 
-def open_meshes_for(store_url: str) -> MeshStore | None:
-    """The mesh file beside the store, read-only, or None when the store has none."""
-    path = Path(mesh_path_for(store_url))
+def open_meshes_for(store: str | Store) -> MeshStore | None:
+    """The meshes of the store (its URL or the opened store), read-only, or None when a DuckDB store has no mesh
+    file."""
+    url = store if isinstance(store, str) else store.url
+    if duckdb_path(url) is None:
+        return open_meshes(store, read_only=True)
+    path = Path(mesh_path_for(url))
     try:
         return MeshStore(path, read_only=True) if path.is_file() else None
     except duckdb.ConnectionException:  # this process writes it now (a server's ingest job): draw the footprints

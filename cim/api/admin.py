@@ -343,10 +343,10 @@ def _build(
     implicit: bool | None = None,
     as_of: str | None = None,
 ) -> dict[str, Any]:
-    from cim.store.meshes import mesh_path_for
+    from cim.store.meshes import has_meshes
     from cim.tiling.build import build_tiles
 
-    if not mesh_path_for(runner.store.url).is_file():
+    if not has_meshes(runner.store):
         raise InvalidInput("store", "has no meshes yet: ingest layers before building tiles")
     bars = job.bars()
     task = bars.add_task("tiles", total=None)

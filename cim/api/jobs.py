@@ -40,7 +40,7 @@ from cim.api.errors import RequestTooLarge
 from cim.errors import CimError, InvalidInput, NotFound, StoreUnavailable
 from cim.settings import AdminSettings
 from cim.store import Store
-from cim.store.meshes import MeshStore, mesh_path_for
+from cim.store.meshes import MeshStore, open_meshes
 
 log = logging.getLogger("cim.api.jobs")
 
@@ -357,11 +357,10 @@ class JobRunner:
     def open_meshes(self, *, read_only: bool) -> MeshStore:
         """The store's mesh file. A request may hold it open read-only for a moment (a preview picture), and DuckDB
         opens a file in one way at a time within a process: wait for it rather than fail."""
-        path = mesh_path_for(self.store.url)
         deadline = time.monotonic() + MESH_OPEN_WAIT_S
         while True:
             try:
-                return MeshStore(path, read_only=read_only)
+                return open_meshes(self.store, read_only=read_only)
             except duckdb.ConnectionException:
                 if time.monotonic() > deadline:
                     raise StoreUnavailable("mesh file", "is held by another reader; try again") from None

@@ -90,7 +90,7 @@ def build_preview_router(*, cache: PictureCache | None = None) -> APIRouter:
         resources: ResourcesDep,
         request: Request,
     ) -> Response:
-        meshes = open_meshes_for(resources.store.url)
+        meshes = open_meshes_for(resources.store)
         try:
             with scene_lock:  # one mesh-file open and scene at a time; taken and released in this thread
                 scene = load_scene(resources.store, meshes, asset_id)

@@ -27,7 +27,7 @@ from cim.api.jobs import Job, JobRunner, QueueFull
 from cim.errors import InvalidInput
 from cim.model import AssetBatch, Kind
 from cim.store import AssetQuery
-from cim.store.meshes import MeshStore, mesh_path_for
+from cim.store.meshes import MeshStore, has_meshes
 from cim.tiling.groups import TILED_KINDS, is_ifc_source
 
 log = logging.getLogger("cim.api.tile_refresh")
@@ -75,7 +75,7 @@ class TileRefresher:
             ids, self._touched = sorted(self._touched), set()
             self._waiting = None
         store = self.runner.store
-        if not mesh_path_for(store.url).is_file():
+        if not has_meshes(store):
             raise InvalidInput("store", "has no meshes yet: ingest layers before building tiles")
         with self.runner.open_meshes(read_only=False) as meshes:
             reshaped = refresh_meshes(store.find_batch(AssetQuery(ids=ids)), ids, meshes)

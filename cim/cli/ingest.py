@@ -118,11 +118,11 @@ def ingest(
     else:
         from cim.pipeline.files import ingest_files
         from cim.store import open_store
-        from cim.store.meshes import MeshStore, mesh_path_for
+        from cim.store.meshes import open_meshes
 
         with (
             open_store(store_url(store)) as opened,
-            MeshStore(mesh_path_for(opened.url)) as meshes,
+            open_meshes(store_url(store)) as meshes,
             progress_bars(quiet=as_json) as progress,
         ):
             ingested = ingest_files(
@@ -216,14 +216,14 @@ def _build_here(
 ) -> BuildSummary:
     from cim.queries.params import model_as_of
     from cim.store import open_store
-    from cim.store.meshes import MeshStore, mesh_path_for
+    from cim.store.meshes import open_meshes
     from cim.tiling.build import build_tiles
 
     if day is not None:
         _refuse_served(out)
     with (
         open_store(store_url(store), spatial=False) as opened,  # a build reads no geometry and writes no asset
-        MeshStore(mesh_path_for(opened.url), read_only=True) as meshes,
+        open_meshes(store_url(store), read_only=True) as meshes,
         progress_bars(quiet=as_json) as progress,
     ):
         task = progress.add_task("tiles", total=None)

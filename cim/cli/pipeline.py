@@ -85,11 +85,11 @@ def merge(
     from cim.pipeline.merge import merge_buildings
     from cim.pipeline.run import beside_meshes
     from cim.store import open_store
-    from cim.store.meshes import MeshStore, mesh_path_for
+    from cim.store.meshes import open_meshes
 
     if prefer not in ("gis", "bim"):
         raise InvalidInput(f"--prefer {prefer!r}", "must be gis or bim")
-    with open_store(store_url(store)) as opened, MeshStore(mesh_path_for(opened.url)) as meshes:
+    with open_store(store_url(store)) as opened, open_meshes(store_url(store)) as meshes:
         report = merge_buildings(opened, meshes, prefer=prefer, state=beside_meshes(meshes, ".merges.json"))
     if as_json:
         print_json(report.to_dict())

@@ -75,7 +75,7 @@ def render(
         png = ask_server(remote, f"/assets/{quote(asset_id, safe='')}/preview.png", params=size)
     else:
         with open_existing_store(store) as opened:
-            meshes = open_meshes_for(opened.url)
+            meshes = open_meshes_for(opened)
             try:
                 png = render_asset(opened, meshes, asset_id, width=width, height=height)
             finally:

@@ -27,7 +27,7 @@ from cim.model import AssetBatch, Kind
 from cim.pipeline.dated import PastState, ingest_time, past_done, past_states
 from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline, SynthSource
 from cim.store import AssetQuery, Store, open_store
-from cim.store.meshes import MeshStore, mesh_path_for
+from cim.store.meshes import MeshStore, open_meshes
 
 if TYPE_CHECKING:
     from cim.gis.mapping import LayerMapping
@@ -129,7 +129,7 @@ def run_pipeline(
         sources = [*generated, *sources]
     baseline = past[0].day if past else None
     written = 0
-    with open_store(summary.store) as store, MeshStore(mesh_path_for(store.url)) as meshes:
+    with open_store(summary.store) as store, open_meshes(summary.store) as meshes:
         state = SourceState(beside_meshes(meshes, ".sources.json"))
         # the past states oldest first, then the current files; a generated source the first time at the baseline
         plan: list[tuple[Any, PastState | None, date | None]] = [(d.source, d, None) for d in past]

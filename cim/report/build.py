@@ -170,7 +170,7 @@ def _picture(store: Store, data: dict[str, Any]) -> bytes | None:
     tallest = max(buildings, key=lambda a: (a.z_max or 0.0, a.id), default=None)
     if tallest is None:
         return None
-    meshes = open_meshes_for(store.url)
+    meshes = open_meshes_for(store)
     try:
         image = render_asset(store, meshes, tallest.id, width=PICTURE_SIZE[0], height=PICTURE_SIZE[1])
     except CimError as exc:  # RenderUnavailable above all: the report goes out without the picture

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from cim.errors import InvalidInput, StoreError, StoreUnavailable
 from cim.model import MeshBatch
-from cim.store import duckdb_path
+from cim.store import Store, duckdb_path
 from cim.store.base import ClosedOnExit
 
 # One row per asset: replacing() deletes an id before writing it again, so no index is needed to keep ids unique
@@ -159,6 +159,17 @@ class MeshStore(ClosedOnExit):
             "DELETE FROM meshes WHERE token IS NOT NULL AND NOT starts_with(token, ?)", [f"{os.getpid()}-"]
         )
 
+    @property
+    def location(self) -> str:
+        """Where a worker opens these meshes (:func:`open_mesh_reader`): the mesh file's path."""
+        return str(self.path)
+
+    def scan(self, *, rows_per_fetch: int = 20_000) -> Iterator[pa.Table]:
+        """Every mesh row (as :meth:`get_table` gives them), a fetch at a time."""
+        reader = self._con.execute(f"SELECT {_COLUMNS} FROM meshes WHERE {self._live}").to_arrow_reader(rows_per_fetch)
+        for record_batch in reader:
+            yield pa.Table.from_batches([record_batch])
+
     def close(self) -> None:
         self._con.close()
 
@@ -263,21 +274,63 @@ class MeshStore(ClosedOnExit):
                 f"SELECT k.key, {_COLUMNS} FROM meshes JOIN mesh_keys k USING (asset_id) WHERE {self._live} "
                 "ORDER BY k.key, asset_id"
             ).to_arrow_reader(rows_per_fetch)
-            pending: list[pa.Table] = []
-            current: int | None = None
-            for record_batch in reader:
-                table = pa.Table.from_batches([record_batch])
-                key_column = table.column("key").to_numpy()
-                starts = np.flatnonzero(np.diff(key_column)) + 1
-                bounds = [0, *starts.tolist(), len(key_column)]
-                for lo, hi in itertools.pairwise(bounds):
-                    key = int(key_column[lo])
-                    if current is not None and key != current:
-                        yield current, MeshBatch.from_table(pa.concat_tables(pending))
-                        pending = []
-                    current = key
-                    pending.append(table.slice(lo, hi - lo))
-            if current is not None:
-                yield current, MeshBatch.from_table(pa.concat_tables(pending))
+            yield from group_by_key(pa.Table.from_batches([record_batch]) for record_batch in reader)
         finally:
             self._con.unregister("mesh_keys")
+
+
+def group_by_key(tables: Iterable[pa.Table]) -> Iterator[tuple[int, MeshBatch]]:
+    """Mesh rows with an integer ``key`` column, sorted by it and fetched a table at a time, as ``(key, meshes)``
+    once per key."""
+    pending: list[pa.Table] = []
+    current: int | None = None
+    for table in tables:
+        key_column = table.column("key").to_numpy()
+        starts = np.flatnonzero(np.diff(key_column)) + 1
+        bounds = [0, *starts.tolist(), len(key_column)]
+        for lo, hi in itertools.pairwise(bounds):
+            if hi == lo:
+                continue
+            key = int(key_column[lo])
+            if current is not None and key != current:
+                yield current, MeshBatch.from_table(pa.concat_tables(pending))
+                pending = []
+            current = key
+            pending.append(table.slice(lo, hi - lo))
+    if current is not None:
+        yield current, MeshBatch.from_table(pa.concat_tables(pending))
+
+
+#: A tile worker's DuckDB settings: one thread and a small cache each, as the build's processes share the machine.
+READER_SETTINGS: dict[str, str | int] = {"threads": 1, "memory_limit": "300MB"}
+
+
+def open_meshes(store: str | Store, *, read_only: bool = False) -> MeshStore:
+    """The meshes of the store (its URL, or the opened store): the mesh file beside a DuckDB store
+    (:class:`MeshStore`), the ``meshes`` table of a PostgreSQL store (:class:`~cim.store.pg_meshes.PgMeshStore`)."""
+    # an opened PostgreSQL store's url has no password; its connect_url is the one it was opened with
+    store_url = store if isinstance(store, str) else str(getattr(store, "connect_url", store.url))
+    if duckdb_path(store_url) is not None:
+        return MeshStore(mesh_path_for(store_url), read_only=read_only)
+    from cim.store.pg_meshes import PgMeshStore
+
+    return PgMeshStore(store_url, read_only=read_only)
+
+
+def open_mesh_reader(location: str) -> MeshStore:
+    """A read-only mesh store from its :attr:`~MeshStore.location` (a mesh file's path or a PostgreSQL store URL):
+    how a tile worker, in another process or on another machine, opens the meshes the build was given."""
+    if "://" in location and not location.startswith("duckdb://"):
+        from cim.store.pg_meshes import PgMeshStore
+
+        return PgMeshStore(location, read_only=True, pool_size=1)
+    return MeshStore(location.removeprefix("duckdb://"), read_only=True, settings=READER_SETTINGS)
+
+
+def has_meshes(store: Store) -> bool:
+    """Whether the store has meshes to tile: its mesh file exists (DuckDB) or its mesh table has a row
+    (PostgreSQL)."""
+    if duckdb_path(store.url) is not None:
+        return mesh_path_for(store.url).is_file()
+    with open_meshes(store, read_only=True) as meshes:
+        return meshes.count() > 0

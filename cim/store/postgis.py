@@ -144,6 +144,8 @@ class PostGISStore(SqlStore):
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
         self._conninfo, self.schema, self._display = _parse_url(url)
+        #: The URL as given, credentials included, for the mesh store (:func:`cim.store.meshes.open_meshes`).
+        self.connect_url = url
         self.read_timeout_s = read_timeout_s
         self.dialect = PostGISDialect()
         self._local = threading.local()  # the connection of the change this thread is in, if any
