@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiles_bench import change_some, load, write_city  # noqa: E402
+from tiles_bench import change_some, load, write_city
 
 # One build in a fresh process: argv = store, out, options as JSON. Prints a JSON line with its figures. Runs under
 # either code base (the old one has no ``cluster``), so it uses only what both have.

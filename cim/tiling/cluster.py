@@ -46,6 +46,8 @@ class ClusterStart:
                 processes=True,
                 dashboard_address=None,
                 silence_logs=logging.ERROR,
+                # the scheduler's health routes on a free port, not 8787 (taken by another build or cluster)
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             )
             client = Client(self._local)
         else:
