@@ -58,6 +58,11 @@ class AdminSettings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="largest file one upload may send")
     max_queued_jobs: int = Field(8, ge=1, description="jobs waiting behind the running one; more get 503")
     upload_dir: Path | None = Field(None, description="where uploads wait for their job (default: a temp folder)")
+    dask_cluster: str | None = Field(
+        None,
+        validation_alias="CIM_DASK_CLUSTER",
+        description="Dask scheduler whose workers encode build jobs' tiles (default: a local cluster per job)",
+    )
 
 
 class MqttSettings(BaseSettings):

@@ -358,6 +358,7 @@ def _build(
             progress=lambda done, total: bars.update(task, completed=done, total=total),
             compress=compress,
             implicit=implicit,
+            cluster=runner.settings.dask_cluster,  # else a local cluster for this job, stopped after it
         )
     return {
         **summary.to_json(),

@@ -168,6 +168,17 @@ def build(
         ),
     ] = None,
     as_of: AsOfOption = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            envvar="CIM_DASK_CLUSTER",
+            show_default=False,
+            help="Dask scheduler whose workers encode the tiles, e.g. tcp://scheduler:8786 (they read the meshes"
+            " and write into the folder of --out, so both must be shared with them) [env: CIM_DASK_CLUSTER;"
+            " default: a local cluster of one worker per CPU]",
+        ),
+    ] = None,
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
     server holds the store, it builds them into its tiles folder (--out names the tileset there). With --as-of, the
@@ -180,6 +191,8 @@ def build(
         raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     day = as_of_day(as_of)
     if (remote := _serving(store, server, write=True)) is not None:
+        if cluster is not None:
+            raise InvalidInput(f"--cluster {cluster}", "a build through a running server uses its CIM_DASK_CLUSTER")
         from cim.api.client import build_through
 
         with progress_bars(quiet=as_json) as progress:
@@ -188,7 +201,7 @@ def build(
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
     else:
-        summary = _build_here(store, out, as_json, compress, implicit, day)
+        summary = _build_here(store, out, as_json, compress, implicit, day, cluster)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         gone = f"; meshes are kept for the current model only, as of {day} theirs may be gone" if day else ""
@@ -212,7 +225,13 @@ def build(
 
 
 def _build_here(
-    store: str | None, out: Path, as_json: bool, compress: str, implicit: bool | None = None, day: date | None = None
+    store: str | None,
+    out: Path,
+    as_json: bool,
+    compress: str,
+    implicit: bool | None = None,
+    day: date | None = None,
+    cluster: str | None = None,
 ) -> BuildSummary:
     from cim.queries.params import model_as_of
     from cim.store import open_store
@@ -236,6 +255,7 @@ def _build_here(
             progress=lambda done, total: progress.update(task, completed=done, total=total),
             compress=compress,
             implicit=implicit,
+            cluster=cluster,
         )
 
 

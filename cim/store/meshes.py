@@ -61,6 +61,16 @@ def mesh_path_for(store_url: str) -> Path:
     return Path("data") / "meshes" / f"{readable}-{digest}.duckdb"
 
 
+#: A reader in a build's worker: one thread (there is a worker per CPU) and a small cache, else each worker keeps
+#: the blocks of the whole file it scanned.
+_READER_SETTINGS: dict[str, str | int] = {"threads": 1, "memory_limit": "300MB"}
+
+
+def open_mesh_reader(location: str) -> MeshStore:
+    """The meshes at ``location`` (:attr:`MeshStore.location`) opened read-only, as a build's worker reads them."""
+    return MeshStore(location, read_only=True, settings=_READER_SETTINGS)
+
+
 class MeshWriter:
     """Stages mesh batches for one :meth:`MeshStore.replacing` block: each batch is committed at once, with the
     block's token, so memory stays bounded however large the source; the block's end puts them in place in one
@@ -150,6 +160,11 @@ class MeshStore(ClosedOnExit):
                 self._live = "TRUE"  # a file of the earlier layout, read as it is: it staged rows elsewhere
         except duckdb.IOException as exc:
             raise StoreUnavailable(f"mesh file {self.path}", f"cannot be opened: {exc}") from None
+
+    @property
+    def location(self) -> str:
+        """Where another process opens these meshes for reading (:func:`open_mesh_reader`)."""
+        return str(self.path)
 
     def _forget_dead_writers(self) -> None:
         """Delete rows staged by another process, which died inside a :meth:`replacing` block: DuckDB lets one

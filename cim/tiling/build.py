@@ -4,10 +4,12 @@
    a 64-bit digest of each mesh — no mesh is read yet); a quadtree per group; per tile a content hash of its
    metadata rows and mesh digests (:mod:`cim.tiling.plan`).
 2. **Encode** (:mod:`cim.tiling.encode`), only the tiles whose hash is not in the previous version (unchanged
-   tiles are hard-linked from it): runs of consecutive tiles go to worker processes, which read their meshes from
-   the mesh file themselves and write one glb per tile (:mod:`cim.tiling.glb`, meshopt-compressed by default), so
-   this process only plans. At most ``2 × workers`` runs are in flight: memory holds a few runs whatever the size of
-   the city. A rebuild of few assets encodes here: starting workers would cost more than it saves.
+   tiles are hard-linked from it): runs of consecutive tiles are tasks on a Dask distributed cluster
+   (:mod:`cim.tiling.cluster`: one at ``cluster``, else a local one started while this process plans), whose
+   workers read their meshes themselves and write one glb per tile (:mod:`cim.tiling.glb`, meshopt-compressed by
+   default) into the version folder (a folder the workers share), so this process only plans. At most two runs per
+   worker thread are in flight: memory holds a few runs whatever the size of the city. A rebuild of few assets
+   encodes here (without a ``cluster`` given): starting a local cluster would cost more than it saves.
 3. **Publish**: tileset.json files (:mod:`cim.tiling.tileset`) and ``build.json`` (hash, box and size of every
    tile) go into a new version folder ``.<name>.versions/<version>`` beside ``<name>``, which is a symbolic link
    swapped to the new version by one atomic rename. A build that fails or is killed leaves the link on the
@@ -21,7 +23,6 @@ import os
 import shutil
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from cim.errors import InvalidInput
 from cim.store.base import Store
 from cim.store.meshes import MeshStore
 from cim.tiling.assets import read_assets_and_hashes
-from cim.tiling.encode import IN_PROCESS_ASSETS, Encoder, Progress, start_pool
+from cim.tiling.cluster import ClusterStart
+from cim.tiling.encode import IN_PROCESS_ASSETS, Encoder, Progress
 from cim.tiling.implicit import (
     AUTO_TILES,
     ImplicitTile,
@@ -94,15 +96,18 @@ def build_tiles(
     workers: int | None = None,
     implicit: bool | None = None,
     compress: str = "meshopt",
+    cluster: str | None = None,
 ) -> BuildSummary:
     """Build the tilesets of ``store`` (meshes from ``meshes``) into ``out_dir`` (e.g. ``tiles/city``), swapping the
-    new version in only when complete. ``progress(done, total)`` is called per tile; ``workers`` is the number of
-    encoding processes (default: one per CPU, and a rebuild of fewer than :data:`IN_PROCESS_ASSETS` assets in this
-    process; 1 encodes in this process). Workers read their tiles' meshes from the mesh file themselves when
-    ``meshes`` is open read-only; else this process reads and hands them over. ``compress`` is one of
-    :data:`COMPRESSIONS`; a previous version written with another one is not reused. ``implicit``: write every group
-    as an implicit tileset (:mod:`cim.tiling.implicit`); None decides by size (a group of more than
-    :data:`~cim.tiling.implicit.AUTO_TILES` tiles), False keeps the explicit tree."""
+    new version in only when complete. ``progress(done, total)`` is called per tile as tasks complete.
+    ``cluster``: the address of a Dask scheduler (e.g. ``tcp://scheduler:8786``) whose workers encode the tiles;
+    they read the meshes from ``meshes.location`` and write into the folder beside ``out_dir``, so both must be
+    shared with them. Without it, a local cluster of ``workers`` processes (default: one per CPU, and a rebuild of
+    fewer than :data:`IN_PROCESS_ASSETS` assets in this process; 1 encodes in this process). Workers read their
+    tiles' meshes themselves when ``meshes`` is open read-only; else this process reads and hands them over.
+    ``compress`` is one of :data:`COMPRESSIONS`; a previous version written with another one is not reused.
+    ``implicit``: write every group as an implicit tileset (:mod:`cim.tiling.implicit`); None decides by size (a
+    group of more than :data:`~cim.tiling.implicit.AUTO_TILES` tiles), False keeps the explicit tree."""
     if compress not in COMPRESSIONS:
         raise InvalidInput(f"compression {compress!r}", f"is not one of {', '.join(COMPRESSIONS)}")
     started = time.perf_counter()
@@ -113,7 +118,14 @@ def build_tiles(
     # a previous version whose tiles are encoded otherwise has nothing to reuse (but is kept for its readers)
     reusable = previous_dir if previous_dir is not None and compression_of(previous_dir) == compress else None
     count = workers or os.cpu_count() or 1
-    pool: ProcessPoolExecutor | None = None
+    start: ClusterStart | None = None
+
+    def use_cluster(assets: int) -> ClusterStart | None:
+        """The cluster to encode on, reached or started now (while this process plans); None: encode here."""
+        if cluster is not None or (count > 1 and (workers or assets >= IN_PROCESS_ASSETS)):
+            return ClusterStart(cluster, count)
+        return None
+
     partial: Path | None = None
     try:
         previous = _read_manifest(reusable)
@@ -124,16 +136,14 @@ def build_tiles(
             plan, state, rows, mesh_digests, extra = changes
             missing = [""] * int(extra["without_mesh"])
             missing[: len(extra["without_mesh_examples"])] = extra["without_mesh_examples"]
-            if count > 1 and (workers or plan.assets.num_rows >= IN_PROCESS_ASSETS):
-                pool = start_pool(count)
+            start = use_cluster(plan.assets.num_rows)
         else:
             assets, hashes = read_assets_and_hashes(store)
             if not assets.num_rows:
                 raise InvalidInput(
                     f"store {store.url}", "holds no assets to tile (buildings, BIM, pipes and nodes, points)"
                 )
-            if count > 1 and (workers or assets.num_rows >= IN_PROCESS_ASSETS):
-                pool = start_pool(count)  # workers start (imports take a second or two) while this process plans
+            start = use_cluster(assets.num_rows)  # a local cluster starts while this process plans
             assets, missing, index = _join_meshes(assets, meshes)
             if not assets.num_rows:
                 raise InvalidInput(
@@ -150,7 +160,7 @@ def build_tiles(
         if written_plan is not plan:
             implicit_directories(written_plan, partial)
         encoder = Encoder(written_plan, partial, previous, reusable, progress, compress)
-        encoder.run(meshes, pool, count, auto=workers is None)
+        encoder.run(meshes, start.client if start is not None else None, auto=workers is None and cluster is None)
         summary = _publish(partial, written_plan, encoder.tiles, limits, compress)
         if rows is not None and state is not None:
             extra = {"without_mesh": len(missing), "without_mesh_examples": missing[:5]}
@@ -162,8 +172,8 @@ def build_tiles(
             shutil.rmtree(partial, ignore_errors=True)
         raise
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if start is not None:
+            start.close()
     _clean(versions, keep={version.name, previous_dir.name if previous_dir else ""})
     return BuildSummary(
         path=str(version),
@@ -286,7 +296,10 @@ def _publish(
         written[name] = group_tileset(group_nodes, plan.roots[name], limits.keep_ratio)
         summary[name].bytes += write_json(folder / name / "tileset.json", written[name][0])
     write_json(folder / "tileset.json", root_tileset(written))
-    write_json(folder / MANIFEST, {"format": FORMAT, "compress": compress, "implicit": False, "tiles": tiles})
+    write_json(
+        folder / MANIFEST,
+        {"format": FORMAT, "compress": compress, "implicit": False, "tiles": _in_plan_order(plan, tiles)},
+    )
     return summary
 
 
@@ -314,7 +327,10 @@ def _publish_implicit(
         written[name] = (tileset, region)
         summary[name].bytes += write_json(folder / name / "tileset.json", tileset) + subtree_bytes
     write_json(folder / "tileset.json", implicit_root_tileset(written))
-    write_json(folder / MANIFEST, {"format": FORMAT, "compress": compress, "implicit": True, "tiles": tiles})
+    write_json(
+        folder / MANIFEST,
+        {"format": FORMAT, "compress": compress, "implicit": True, "tiles": _in_plan_order(plan, tiles)},
+    )
     return summary
 
 
@@ -335,3 +351,8 @@ def _clean(versions: Path, keep: set[str]) -> None:
     for entry in versions.iterdir():
         if entry.name not in keep:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _in_plan_order(plan: Plan, tiles: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The manifest's tiles in plan order, not in the order tasks completed: the same build, the same bytes."""
+    return {name: tiles[name] for name in (f"{t.group}/{t.file}" for t in plan.tiles)}

@@ -1,30 +1,35 @@
-"""Encoding a build's tiles: runs of consecutive tiles (:data:`CHUNK_ASSETS` assets at most) go to worker processes,
-which fetch the run's meshes from the mesh file in one query each (:meth:`~cim.store.meshes.MeshStore.get_table`;
-the file is opened read-only by every worker), write one glb per tile (:mod:`cim.tiling.glb`, compressed by
-:mod:`cim.tiling.compress` when the build asks) and return what the tileset and manifest need. Unchanged tiles are
-hard-linked from the previous version instead. A rebuild of few assets encodes in the calling process.
+"""Encoding a build's tiles: runs of consecutive tiles (:data:`CHUNK_ASSETS` assets at most) are tasks on a Dask
+distributed cluster (:mod:`cim.tiling.cluster`). A task carries its tiles' property rows (compact Arrow) and the
+meshes' location; the worker fetches the run's meshes in one query (:func:`~cim.store.meshes.open_mesh_reader`,
+opened once per worker), writes one glb per tile (:mod:`cim.tiling.glb`, compressed by :mod:`cim.tiling.compress`
+when the build asks) under a temporary name renamed into place, and returns what the tileset and manifest need. A
+task rerun (it raised, or its worker died) writes the same bytes again. Unchanged tiles are hard-linked from the
+previous version instead. A rebuild of few assets encodes in the calling process through the same function.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cim.errors import CimError, InvalidInput
 from cim.model import MeshBatch
-from cim.store.meshes import MeshStore
+from cim.store.meshes import MeshStore, open_mesh_reader
+from cim.tiling.cluster import TASK_RETRIES, encoding_threads
 from cim.tiling.compress import compress_glb
 from cim.tiling.glb import encode_tile
 from cim.tiling.plan import PROPERTY_COLUMNS, Plan, PlannedTile
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 Progress = Callable[[int, int], None]
 
@@ -33,6 +38,8 @@ Progress = Callable[[int, int], None]
 CHUNK_ASSETS = 100_000
 #: Fewer assets than this to encode (an incremental build): encode in this process, starting workers costs more.
 IN_PROCESS_ASSETS = 60_000
+#: The suffix of a glb being written; what a killed task leaves under it is removed before the build is published.
+PART_SUFFIX = ".part"
 _ROW_COLUMNS = ("id", "kind", *(c for c in PROPERTY_COLUMNS if c not in ("id", "kind")))
 
 
@@ -40,11 +47,11 @@ _ROW_COLUMNS = ("id", "kind", *(c for c in PROPERTY_COLUMNS if c not in ("id", "
 class _Chunk:
     """A job: tiles ``(number, path, origin, lo, hi)`` with rows ``lo:hi`` of ``rows`` (asset id, kind and
     properties, in plan order). Its meshes come as ``meshes`` (fetched by the parent) or the worker reads them from
-    the mesh file at ``mesh_path`` (opened read-only once per worker)."""
+    ``mesh_location`` (:func:`~cim.store.meshes.open_mesh_reader`, once per worker)."""
 
     tiles: list[tuple[int, str, tuple[float, float, float], int, int]]
     rows: pa.Table
-    mesh_path: str | None = None
+    mesh_location: str | None = None
     meshes: pa.Table | None = None
     compress: str = "meshopt"
 
@@ -56,21 +63,8 @@ class _Failed:
     why: str
 
 
+#: A worker's mesh readers by location, opened by its first task and kept for the next ones.
 _WORKER_MESHES: dict[str, MeshStore] = {}
-#: A worker's mesh file connection: one thread (there is a worker per CPU) and a small cache, else each worker
-#: keeps the blocks of the whole file it scanned.
-_WORKER_DUCKDB: dict[str, str | int] = {"threads": 1, "memory_limit": "300MB"}
-
-
-def start_pool(workers: int) -> ProcessPoolExecutor:
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-    for _ in range(workers):
-        pool.submit(_warm_up)  # one process each: spawned on submit while none is idle
-    return pool
-
-
-def _warm_up() -> None:
-    """Worker: nothing; unpickling this imported the encoder."""
 
 
 def _encode_chunk(chunk: _Chunk) -> list[tuple[int, dict[str, Any]]] | _Failed:
@@ -78,12 +72,10 @@ def _encode_chunk(chunk: _Chunk) -> list[tuple[int, dict[str, Any]]] | _Failed:
     need."""
     table = chunk.meshes
     if table is None:
-        assert chunk.mesh_path is not None
-        meshes = _WORKER_MESHES.get(chunk.mesh_path)
+        assert chunk.mesh_location is not None
+        meshes = _WORKER_MESHES.get(chunk.mesh_location)
         if meshes is None:
-            meshes = _WORKER_MESHES[chunk.mesh_path] = MeshStore(
-                chunk.mesh_path, read_only=True, settings=_WORKER_DUCKDB
-            )
+            meshes = _WORKER_MESHES[chunk.mesh_location] = open_mesh_reader(chunk.mesh_location)
         table = meshes.get_table(chunk.rows.column("id"))
     if table.num_rows != chunk.rows.num_rows:
         return _Failed("the mesh file changed during the build (meshes added or removed); build again")
@@ -103,7 +95,7 @@ def _encode_chunk(chunk: _Chunk) -> list[tuple[int, dict[str, Any]]] | _Failed:
         )
         content = encode_tile(origin, batch, tables)
         glb = compress_glb(content.glb) if chunk.compress == "meshopt" else content.glb
-        Path(path).write_bytes(glb)
+        _write_whole(Path(path), glb)
         info = {
             "bytes": len(glb),
             "features": content.features,
@@ -115,9 +107,23 @@ def _encode_chunk(chunk: _Chunk) -> list[tuple[int, dict[str, Any]]] | _Failed:
     return out
 
 
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` under a name of this attempt's own, then rename it into place: a task killed half-way leaves
+    a part file (removed before publishing), never a torn glb, and a rerun replaces the file with the same bytes."""
+    part = path.with_name(f".{path.name}.{uuid.uuid4().hex}{PART_SUFFIX}")
+    part.write_bytes(data)
+    os.replace(part, path)
+
+
+def remove_parts(folder: Path) -> None:
+    """Remove what tasks killed mid-write left in ``folder`` (they reran and wrote their glbs whole)."""
+    for part in folder.rglob(f".*{PART_SUFFIX}"):
+        part.unlink(missing_ok=True)
+
+
 class Encoder:
-    """Links unchanged tiles and encodes the others in chunks of consecutive tiles: in worker processes that read
-    their meshes from the mesh file themselves (so this process only plans), or here when few assets changed."""
+    """Links unchanged tiles and encodes the others in chunks of consecutive tiles: as tasks on a Dask cluster whose
+    workers read their meshes themselves (so this process only plans), or here when few assets changed."""
 
     def __init__(
         self,
@@ -133,7 +139,9 @@ class Encoder:
         self.tiles: dict[str, dict[str, Any]] = {}
         self.written = self.degenerate = self.done = 0
 
-    def run(self, meshes: MeshStore, pool: ProcessPoolExecutor | None, workers: int, *, auto: bool) -> None:
+    def run(self, meshes: MeshStore, cluster: Callable[[], Client] | None, *, auto: bool) -> None:
+        """Encode what is not reused: on the cluster ``cluster()`` connects to, or here when there is none (or,
+        ``auto``, when few assets are to encode); ``cluster`` is only called when the cluster is used."""
         plan = self.plan
         todo: list[int] = []
         for group in {t.group for t in plan.tiles}:
@@ -145,25 +153,48 @@ class Encoder:
         if not todo:
             return
         assets = sum(plan.tiles[n].hi - plan.tiles[n].lo for n in todo)
-        chunks = self._chunks(todo, min(CHUNK_ASSETS, -(-assets // (2 * workers))))
-        if pool is None or len(chunks) == 1 or (auto and assets < IN_PROCESS_ASSETS):
+        if cluster is None or (auto and assets < IN_PROCESS_ASSETS):
             for numbers in self._chunks(todo, CHUNK_ASSETS):  # each query costs a scan of the mesh ids: few
                 chunk = self._chunk(numbers)
                 chunk.meshes = meshes.get_table(chunk.rows.column("id"))
                 self._collect(numbers, _encode_chunk(chunk), meshes)
             return
+        self._run_on(cluster(), todo, assets, meshes)
+        remove_parts(self.folder)
+
+    def _run_on(self, client: Client, todo: list[int], assets: int, meshes: MeshStore) -> None:
+        """Submit the chunks as tasks, at most two per worker thread in flight (memory holds a few chunks whatever
+        the size of the city), collecting each as it completes; a failure cancels the rest."""
+        from distributed import as_completed
+
+        threads = encoding_threads(client)
+        chunks = iter(self._chunks(todo, min(CHUNK_ASSETS, -(-assets // (2 * threads)))))
         own_reads = bool(getattr(meshes, "read_only", False))  # else the file is locked to this process
-        pending: dict[Future[Any], list[int]] = {}
-        for numbers in chunks:
+        build = uuid.uuid4().hex[:12]
+        pending: dict[Any, list[int]] = {}  # by task key
+
+        def submit(numbers: list[int]) -> Any:
             chunk = self._chunk(numbers, compact=True)
             if own_reads:
-                chunk.mesh_path = str(meshes.path)
+                chunk.mesh_location = meshes.location
             else:
                 chunk.meshes = meshes.get_table(chunk.rows.column("id"))
-            pending[pool.submit(_encode_chunk, chunk)] = numbers
-            if len(pending) >= 2 * workers:
-                self._drain(pending, wait(pending, return_when="FIRST_COMPLETED").done, meshes)
-        self._drain(pending, wait(pending).done, meshes)
+            future = client.submit(
+                _encode_chunk, chunk, key=f"cim-encode-{build}-{numbers[0]}", retries=TASK_RETRIES, pure=False
+            )
+            pending[future.key] = numbers
+            return future
+
+        first = [submit(numbers) for numbers in _take(chunks, 2 * threads)]
+        running = as_completed(first, loop=client.loop)
+        try:
+            for future in running:
+                self._collect(pending.pop(future.key), future.result(), meshes)
+                for numbers in _take(chunks, 1):
+                    running.add(submit(numbers))
+        except BaseException:
+            client.cancel(list(running.futures), force=True)
+            raise
 
     def _chunks(self, todo: list[int], most: int) -> list[list[int]]:
         """The tiles to encode in runs of at most ``most`` assets (or one tile), in plan order: each run's meshes
@@ -194,10 +225,6 @@ class Encoder:
         if compact:
             rows = pa.Table.from_arrays([pa.concat_arrays(c.chunks) for c in rows.columns], schema=rows.schema)
         return _Chunk(tiles=entries, rows=rows, compress=self.compress)
-
-    def _drain(self, pending: dict[Future[Any], list[int]], done: set[Future[Any]], meshes: MeshStore) -> None:
-        for future in done:
-            self._collect(pending.pop(future), future.result(), meshes)
 
     def _reuse(self, tile: PlannedTile) -> bool:
         name = f"{tile.group}/{tile.file}"
@@ -231,6 +258,10 @@ class Encoder:
         self.done += step
         if self.progress is not None:
             self.progress(self.done, len(self.plan.tiles))
+
+
+def _take(items: Iterator[list[int]], count: int) -> list[list[int]]:
+    return [item for _, item in zip(range(count), items, strict=False)]
 
 
 def _unreadable(plan: Plan, meshes: MeshStore, numbers: list[int], why: str) -> CimError:
