@@ -61,16 +61,6 @@ def mesh_path_for(store_url: str) -> Path:
     return Path("data") / "meshes" / f"{readable}-{digest}.duckdb"
 
 
-#: A reader in a build's worker: one thread (there is a worker per CPU) and a small cache, else each worker keeps
-#: the blocks of the whole file it scanned.
-_READER_SETTINGS: dict[str, str | int] = {"threads": 1, "memory_limit": "300MB"}
-
-
-def open_mesh_reader(location: str) -> MeshStore:
-    """The meshes at ``location`` (:attr:`MeshStore.location`) opened read-only, as a build's worker reads them."""
-    return MeshStore(location, read_only=True, settings=_READER_SETTINGS)
-
-
 class MeshWriter:
     """Stages mesh batches for one :meth:`MeshStore.replacing` block: each batch is committed at once, with the
     block's token, so memory stays bounded however large the source; the block's end puts them in place in one
@@ -175,9 +165,10 @@ class MeshStore(ClosedOnExit):
         )
 
     @property
-    def location(self) -> str:
-        """Where a worker opens these meshes (:func:`open_mesh_reader`): the mesh file's path."""
-        return str(self.path)
+    def shared_reads(self) -> bool:
+        """Whether other processes (a build's workers) may open :attr:`location` to read while this one has it: a
+        mesh file opened read-only; one opened for writing is locked to this process."""
+        return self.read_only
 
     def scan(self, *, rows_per_fetch: int = 20_000) -> Iterator[pa.Table]:
         """Every mesh row (as :meth:`get_table` gives them), a fetch at a time."""

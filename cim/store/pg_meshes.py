@@ -212,10 +212,7 @@ class PgMeshStore(MeshStore):
     def __init__(self, store_url: str, *, read_only: bool = False, pool_size: int = 4) -> None:
         self._url = store_url
         self._conninfo, self._schema, self._display = _parse_url(store_url)
-        self.refuses_writes = read_only
-        # False whatever the session: tiling's process pool (cim/tiling/encode.py) reads ``read_only`` as "workers
-        # may open ``path`` themselves", a DuckDB file; for these meshes this process reads and hands them over.
-        self.read_only = False
+        self.refuses_writes = self.read_only = read_only
         #: The local file a release before schema step 8 kept the meshes in (and beside which run state is kept).
         self.path = mesh_path_for(self._display)
         try:
@@ -241,6 +238,11 @@ class PgMeshStore(MeshStore):
             name=f"cim-meshes-{self._schema}",
             open=True,
         )
+
+    @property
+    def shared_reads(self) -> bool:
+        """Always: any number of sessions, on any machine that reaches the database, read while one writes."""
+        return True
 
     @property
     def location(self) -> str:

@@ -169,7 +169,7 @@ class Encoder:
 
         threads = encoding_threads(client)
         chunks = iter(self._chunks(todo, min(CHUNK_ASSETS, -(-assets // (2 * threads)))))
-        own_reads = bool(getattr(meshes, "read_only", False))  # else the file is locked to this process
+        own_reads = meshes.shared_reads  # else the mesh file is locked to this process: it reads for the tasks
         build = uuid.uuid4().hex[:12]
         pending: dict[Any, list[int]] = {}  # by task key
 
