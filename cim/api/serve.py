@@ -6,7 +6,7 @@ on one listening socket; each builds its own app with :func:`worker_app` from th
 :data:`SETTINGS_ENV` (a spawned process gets its parent's environment, not its objects) and answers tiles with
 :func:`worker_protocol`. Only a PostgreSQL store may have several: one process at a time may write a DuckDB file.
 What one worker would otherwise hold alone is shared through the store, PostgreSQL's LISTEN/NOTIFY and the MQTT
-broker (docs/scale.md, "Many servers, one store").
+broker (docs/architecture.md, "Many servers, one store").
 """
 
 from __future__ import annotations
