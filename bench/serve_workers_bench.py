@@ -217,7 +217,12 @@ async def live_pushes(base: str, clients: int = 20, readings: int = 50) -> str:
     reached = {w: sum([v == last for v in await asyncio.gather(*map(last_of, c))]) for w, c in by_worker.items()}
     elapsed = time.perf_counter() - started
     await asyncio.gather(*(ws.close() for ws in sockets))  # type: ignore[attr-defined]
-    lines = [f"live: {readings} readings posted in {elapsed:.1f} s; accepted per worker {taken}"]
+    relays: dict[str, dict[str, object]] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        for _ in range(20):  # each worker's relay counts (fresh connections reach either)
+            stats = (await http.get("/iot/stats", headers={"Connection": "close"})).json()["live_relay"]
+            relays[stats["origin"]] = {k: stats[k] for k in ("sent", "received", "peers", "reconnects", "bad")}
+    lines = [f"live: {readings} readings posted in {elapsed:.1f} s; accepted per worker {taken}; relays {relays}"]
     lines += [f"  clients of {w}: {reached[w]}/{len(c)} got the last state" for w, c in by_worker.items()]
     return "\n".join(lines)
 
