@@ -17,6 +17,11 @@ class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
 
     store: str = Field("data/city.duckdb", description="DuckDB file path, duckdb:///path or postgresql://… URL")
+    store_read_url: str | None = Field(
+        None,
+        description="a PostgreSQL streaming replica of the store: the server's read-only requests go there "
+        "(cim/api/replica.py)",
+    )
 
 
 class ServerSettings(BaseSettings):
@@ -26,6 +31,7 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="server processes on the one port (a PostgreSQL store only)")
     tiles_dir: Path = Path("tiles")
     write_token: str | None = Field(None, description="bearer token every write endpoint requires")
     cors_origins: list[str] = Field(default_factory=list)

@@ -46,6 +46,22 @@ ensure_postgres() {
   if [ ! -f "/usr/share/postgresql/$version/extension/postgis.control" ]; then
     apt_install "postgresql-$version-postgis-3"
   fi
+  ensure_replication "$version"
+}
+
+ensure_replication() {  # the read-replica tests make a standby with pg_basebackup (tests/replica.py)
+  local version="$1" hba="/etc/postgresql/$1/main/pg_hba.conf"
+  if ! as_root grep -qE '^(local|host)[[:space:]]+replication' "$hba"; then
+    say "allowing local replication connections in $hba"
+    printf 'local replication all trust\nhost replication all 127.0.0.1/32 trust\n' | as_root tee -a "$hba" >/dev/null
+    psql -h 127.0.0.1 -U postgres -qAtc 'SELECT pg_reload_conf()' >/dev/null
+  fi
+  local level; level="$(psql -h 127.0.0.1 -U postgres -qAtc 'SHOW wal_level')"
+  if [ "$level" = minimal ]; then
+    say "wal_level replica (a restart of PostgreSQL $version)"
+    psql -h 127.0.0.1 -U postgres -qAtc "ALTER SYSTEM SET wal_level = replica" >/dev/null
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+  fi
 }
 
 ensure_mosquitto() {

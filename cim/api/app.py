@@ -7,6 +7,7 @@ place other modules plug in. ``alerts`` fills the ``alerts`` list of ``/assets/{
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -40,8 +41,10 @@ from cim.api.admission import AdmissionControl, AdmissionLimits
 from cim.api.deps import AlertLookup, Probe, Resources, no_alerts
 from cim.api.errors import install_error_handlers
 from cim.api.openapi import install_openapi
+from cim.api.replica import ReadRouting
 from cim.api.tilefiles import TileFiles
-from cim.settings import AppSettings
+from cim.api.workers import claim_worker_slot
+from cim.settings import AppSettings, MqttSettings
 from cim.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -88,7 +91,12 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
         store = await run_in_threadpool(open_store, settings.store.store)
         service = None
         case_service = None
+        reads = None
+        watching = None
         try:
+            if settings.store.store_read_url is not None:
+                reads = await ReadRouting.open(store, settings.store.store_read_url)
+                watching = asyncio.create_task(reads.watch(), name="cim-read-replica-watch")
             if settings.live:
                 service = await _start_iot(settings)
             case_service = await _start_cases(settings, service, reader=store)
@@ -100,6 +108,7 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
                 probes={} if service is None else _iot_probes(service),
                 iot=service,
                 cases=case_service,
+                reads=reads,
             )
             log.info("serving store %s and tiles from %s", store.url, settings.server.tiles_dir)
             yield
@@ -110,6 +119,11 @@ def create_app(settings: AppSettings, *, routers: Sequence[APIRouter] = (), aler
             if case_service is not None:  # after the IoT service: its last alerts still become cases
                 await case_service.stop()
                 case_service.store.close()
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
+            if reads is not None:
+                reads.close()
             store.close()
 
     app = FastAPI(
@@ -161,6 +175,8 @@ async def _start_iot(settings: AppSettings) -> IotService:
     mqtt = settings.mqtt
     if mqtt.client_id is None:  # one per serving process, the same at its restarts: its session resumes
         mqtt = mqtt.model_copy(update={"client_id": client_id_for(url, port=settings.server.port)})
+    if settings.server.workers > 1:  # worker processes of one cim serve: each its own session, sharing the topic
+        mqtt = _worker_mqtt(mqtt, claim_worker_slot(mqtt.client_id or "cim", settings.server.workers))
     own_spool = mqtt.client_id if mqtt.share_group else None
     service = IotService(
         store,
@@ -174,6 +190,14 @@ async def _start_iot(settings: AppSettings) -> IotService:
         store.close()
         raise
     return service
+
+
+def _worker_mqtt(mqtt: MqttSettings, slot: int) -> MqttSettings:
+    """A worker's MQTT settings: its client id is the server's with its slot (the same when the worker is made
+    again after a crash, so its session and queued share resume), in a share group of the server's workers (the
+    given group, else one named after the server's client id): the broker hands each reading to one of them."""
+    base = mqtt.client_id or "cim"
+    return mqtt.model_copy(update={"client_id": f"{base}-w{slot}", "share_group": mqtt.share_group or base})
 
 
 async def _start_cases(settings: AppSettings, iot: IotService | None, *, reader: Store) -> CaseService:

@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from cim.api.errors import Forbidden, RequestTooLarge, Unauthorized
+from cim.api.replica import PRIMARY_HEADER
 from cim.api.tilefiles import TileFiles
 from cim.errors import InvalidInput
 from cim.model import Kind, parse_kind
@@ -25,6 +26,7 @@ from cim.settings import ServerSettings
 from cim.store import Store
 
 if TYPE_CHECKING:
+    from cim.api.replica import ReadRouting
     from cim.cases import CaseService
     from cim.iot import IotService
 
@@ -57,6 +59,7 @@ class Resources:
     probes: dict[str, Probe] = field(default_factory=dict)
     iot: IotService | None = None  # live sensors (cim.api.iot), when the app serves them
     cases: CaseService | None = None  # cases and machine dispatch (cim.api.cases)
+    reads: ReadRouting | None = None  # a streaming replica for read-only requests (cim.api.replica)
 
 
 async def get_resources(connection: HTTPConnection) -> Resources:  # async: a sync dependency costs a thread hop
@@ -67,11 +70,17 @@ async def get_resources(connection: HTTPConnection) -> Resources:  # async: a sy
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_store(resources: ResourcesDep) -> Store:
+async def get_store(resources: ResourcesDep, connection: HTTPConnection) -> Store:
     """The store. Backends serve many threads at once (DuckDB: a read cursor per reading thread; PostGIS: a
     connection pool), so no request waits for another here: a process-wide lock taken in the event loop and held
-    across the hand-off to a worker thread once deadlocked the server at 41 concurrent requests (issue 19)."""
-    return resources.store
+    across the hand-off to a worker thread once deadlocked the server at 41 concurrent requests (issue 19).
+    With a read replica, a GET or HEAD gets the replica (unless it asks for the primary, :mod:`cim.api.replica`)."""
+    reads = resources.reads
+    if reads is None or connection.scope.get("method") not in ("GET", "HEAD"):
+        return resources.store
+    if connection.headers.get(PRIMARY_HEADER, "").lower() == "primary":
+        return resources.store
+    return reads.for_read()
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

@@ -328,7 +328,9 @@ def build_router(gate: LiveGate | None = None) -> APIRouter:
 
 async def live(websocket: WebSocket, iot: Iot) -> None:
     """A snapshot (``{"type": "snapshot", "states": [...], "alerts": [...]}``), then coalesced updates."""
-    await websocket.accept(subprotocol=getattr(websocket.state, "subprotocol", None))
+    # the serving process, as the live relay names it: with several workers a client (a test) knows which it has
+    server = [(b"cim-server", iot.relay.origin.encode())] if iot.relay is not None else None
+    await websocket.accept(subprotocol=getattr(websocket.state, "subprotocol", None), headers=server)
     client = iot.hub.connect()
     receiver = asyncio.create_task(_until_disconnect(websocket, client.close))
     try:

@@ -16,6 +16,8 @@ pool connections (PostGIS); the event loop only queues jobs and reads their stat
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import logging
 import queue
@@ -26,7 +28,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -265,6 +268,20 @@ class Job:
         return self.progress
 
 
+@contextmanager
+def one_writer_at_a_time(tiles_dir: Path) -> Iterator[None]:
+    """Held while a job runs: the jobs of every process serving ``tiles_dir`` on this machine (the workers of
+    ``cim serve --workers N``) run one at a time, as one process's jobs do, since they write the same mesh file and
+    tilesets. A lock file (``flock``), released by the kernel when its process ends however it ends."""
+    digest = hashlib.sha256(str(tiles_dir.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"cim-write-jobs-{digest}.lock", "ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # waits for the other worker's job
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class JobRunner:
     """The server's write jobs: a bounded queue and one worker thread (see the module docstring)."""
 
@@ -332,9 +349,10 @@ class JobRunner:
             if self._stopping.is_set():
                 self._finish(job, error="job — not run: the server shut down before its turn")
                 continue
-            job.state, job.started = "running", time.time()
             try:
-                result = job.work(job)
+                with one_writer_at_a_time(self.tiles_dir):  # the worker processes of one cim serve --workers N
+                    job.state, job.started = "running", time.time()
+                    result = job.work(job)
             except CimError as exc:
                 self._finish(job, error=job.clean(f"{exc.what} — {exc.why}"))
             except Exception as exc:

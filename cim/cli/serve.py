@@ -30,12 +30,26 @@ def serve(
             "message goes to one of them) [env: CIM_MQTT_SHARE_GROUP]",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="server processes answering on the one port; more than 1 needs a PostgreSQL store [env: CIM_WORKERS]",
+        ),
+    ] = None,
+    read_url: Annotated[
+        str | None,
+        typer.Option(
+            "--read-url",
+            help="a streaming replica of the PostgreSQL store for read-only requests [env: CIM_STORE_READ_URL]",
+        ),
+    ] = None,
     access_log: Annotated[
         bool, typer.Option("--access-log", help="log a line per request (costs ~7% of a loaded server's time)")
     ] = False,
 ) -> None:
     """Serve the viewer, the tiles, OGC API – Features, the queries and live sensor state over HTTP."""
-    from cim.api.serve import run_server
+    from cim.api.serve import check_scale_out, run_server
     from cim.settings import AppSettings, MqttSettings, ServerSettings, StoreSettings
 
     server = ServerSettings()
@@ -48,6 +62,10 @@ def serve(
         if not 1 <= port <= 65535:
             raise InvalidInput(f"--port {port}", "must be between 1 and 65535")
         changes["port"] = port
+    if workers is not None:
+        if not 1 <= workers <= 64:
+            raise InvalidInput(f"--workers {workers}", "must be between 1 and 64")
+        changes["workers"] = workers
     server = server.model_copy(update=changes)
     if not server.tiles_dir.is_dir():
         raise InvalidInput(f"tiles folder {server.tiles_dir}", "does not exist; build tiles first or give --tiles DIR")
@@ -58,8 +76,12 @@ def serve(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput("MQTT settings", str(first["msg"]).removeprefix("Value error, ")) from None
+    store_settings = StoreSettings()
+    given_store = {"store": store, "store_read_url": read_url}
+    store_settings = store_settings.model_copy(update={k: v for k, v in given_store.items() if v is not None})
+    check_scale_out(store_settings, server)
     settings = AppSettings(
-        store=StoreSettings(store=store) if store else StoreSettings(),
+        store=store_settings,
         server=server,
         mqtt=broker,
         live=True,

@@ -338,7 +338,11 @@ def apply_remote(
         except (KeyError, TypeError, ValueError, CimError):
             continue
         current = latest.get(reading.sensor_id)
-        if reading.sensor_id in sensors and (current is None or reading.time >= current.time):
+        if current is not None and reading.time < current.time:
+            # older than what this server already pushed (its own newer reading overtook the relay): pushed now, it
+            # would move every client of this server back to a stale state until the sensor's next reading
+            continue
+        if reading.sensor_id in sensors:
             latest[reading.sensor_id] = reading
             engine.last_seen[reading.sensor_id] = now
         states[reading.sensor_id] = json.dumps(item)

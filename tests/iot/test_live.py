@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cim.iot.live import LiveHub
+from cim.iot.live import LiveHub, reading_json
+from cim.iot.relay import RemoteChanges, apply_remote
+from cim.iot.rules import RuleEngine
 from cim.model import Reading
 
 pytestmark = pytest.mark.anyio
@@ -53,3 +55,21 @@ async def _publish_and_take(hub: LiveHub, client: object, readings: list[Reading
     message = await client.next_message()  # type: ignore[attr-defined]
     assert message is not None
     return str(message)
+
+
+async def test_a_relayed_state_older_than_this_servers_own_does_not_move_its_clients_back() -> None:
+    # another server's reading 1 arrives over the relay after this server pushed its own reading 2 (the relay's tick
+    # is later than this server's): the clients keep reading 2
+    hub = LiveHub(min_interval=0.01)
+    client = hub.connect()
+    own = state(1, 2)
+    latest = {own.sensor_id: own}
+    assert json.loads(await asyncio.wait_for(_publish_and_take(hub, client, [own]), 2))["states"][0]["value"] == 2.0
+    older, newer = reading_json(state(1, 1)), reading_json(state(1, 3))
+    engine = RuleEngine()
+    apply_remote(RemoteChanges("other", states=[json.loads(older)]), latest=latest, sensors={}, engine=engine, hub=hub)
+    await asyncio.sleep(0.1)  # the hub's ticks: what it was given has gone to the client
+    apply_remote(RemoteChanges("other", states=[json.loads(newer)]), latest=latest, sensors={}, engine=engine, hub=hub)
+    message = json.loads(await asyncio.wait_for(client.next_message(), 2))
+    assert [s["value"] for s in message["states"]] == [3.0]
+    hub.close()
