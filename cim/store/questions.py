@@ -211,7 +211,14 @@ def _near_rows(
     p = db.dialect.param
     near, distance = near_terms(db.dialect, distance_m, extent)
     centre = "(a.min_x + a.max_x) / 2 AS lon, (a.min_y + a.max_y) / 2 AS lat"
-    if beyond:
+    if beyond and db.dialect.near_side_first:
+        ids = near_ids(db, selected, near_kind=near_kind, distance_m=distance_m, extent=extent)
+        sql = (
+            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM {table} a WHERE {selected.sql} "
+            f"AND a.geom IS NOT NULL AND a.id NOT IN ({ids.sql}) ORDER BY a.id"
+        )
+        params = [*selected.params, *ids.params]
+    elif beyond:
         sql = (
             f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM {table} a WHERE {selected.sql} "
             f"AND a.geom IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {table} b WHERE b.kind = {p} AND {near.sql} "
@@ -229,9 +236,30 @@ def _near_rows(
     return rows
 
 
+def near_ids(db: SqlStore, selected: Where, *, near_kind: Kind, distance_m: float, extent: BBox) -> Where:
+    """A query of the ids of the assets ``selected`` picks (a condition on the asset table read as ``a``) with an
+    asset of ``near_kind`` within ``distance_m``, driven from those near assets: one index probe each for the
+    selected assets around it (:attr:`~cim.store.sql.Dialect.near_side_first`). The same pairs as
+    :func:`near_terms`' condition: a margin around one bounding box meets the other either way round."""
+    s, p, table = db.dialect, db.dialect.param, db.assets_table
+    _, distance = near_terms(s, distance_m, extent)
+    around = s.near("b", "a", *_margin(distance_m, extent))
+    sql = (
+        f"SELECT DISTINCT h.id FROM (SELECT id, geom, min_x, min_y, max_x, max_y FROM {table} AS b "
+        f"WHERE b.kind = {p}) b "
+        f"CROSS JOIN LATERAL (SELECT a.id FROM {table} a WHERE {around.sql} AND {selected.sql} "
+        f"AND {distance} <= {p}) h"
+    )
+    return Where(sql, [str(near_kind), *around.params, *selected.params, distance_m])
+
+
+def _margin(distance_m: float, extent: BBox) -> tuple[float, float]:
+    return degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
+
+
 def near_terms(s: Dialect, distance_m: float, extent: BBox) -> tuple[Where, str]:
     """For assets ``a`` and ``b`` around ``extent``: the bbox pruning condition that keeps every pair within
     ``distance_m``, and the SQL of their exact distance in metres."""
     lon0, lat0 = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
-    dlon, dlat = degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
+    dlon, dlat = _margin(distance_m, extent)
     return s.near("a", "b", dlon, dlat), s.distance_m("a.geom", "b.geom", utm_epsg=utm_epsg(lon0, lat0))

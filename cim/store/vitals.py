@@ -10,7 +10,7 @@ from cim.model import Kind
 from cim.store.aggregates import aggregate
 from cim.store.base import AssetQuery, BBox, Store
 from cim.store.near_bands import PER_BAND, Band, bands_for, run_bands
-from cim.store.questions import BELOW_GROUND, near_terms
+from cim.store.questions import BELOW_GROUND, near_ids, near_terms
 from cim.store.sql import Where
 from cim.store.sqlstore import sql_store
 
@@ -60,6 +60,17 @@ def near_counts(
 
     def band_counts(band: Band) -> tuple[int, int]:
         within = band.where(db.dialect, "assets")
+        if db.dialect.near_side_first:
+            inside = band.where(db.dialect, "a")  # the query's own columns are unqualified: the table read as a
+            ids = near_ids(db, Where(f"{where.sql} AND {inside.sql}", [*where.params, *inside.params]),
+                           near_kind=near_kind, distance_m=distance_m, extent=extent)  # fmt: skip
+            sql = (
+                f"SELECT (SELECT count(*) FROM {db.assets_table} AS assets WHERE {where.sql} AND {within.sql}) "
+                f"AS total, "
+                f"(SELECT count(*) FROM ({ids.sql}) n) AS near"
+            )
+            row = db.select(sql, [*where.params, *within.params, *ids.params]).to_pylist()[0]
+            return int(row["total"] or 0), int(row["near"] or 0)
         sql = (
             f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM {db.assets_table} AS assets "
             f"WHERE {where.sql} AND {within.sql}) "

@@ -96,6 +96,10 @@ def test_banded_within_distance_equals_the_one_statement(layer: Store) -> None:
             assert banded == whole, (distance_m, beyond)
             assert len(whole) > 0
             assert [r["id"] for r in banded] == sorted(r["id"] for r in banded)
+        # beyond is the complement of near among the homes with a geometry (the two are written apart)
+        near = {r["id"] for r in _rows(layer, distance_m, beyond=False, banded=True)}
+        far = {r["id"] for r in _rows(layer, distance_m, beyond=True, banded=True)}
+        assert not near & far and len(near | far) == 461
 
 
 def test_a_home_finds_its_park_in_the_next_band(layer: Store) -> None:
