@@ -21,7 +21,7 @@ homes      store     one statement          bands (this module)     dask: 2 work
                      counts / beyond list   counts / beyond list    band reading the store, geopandas sjoin
 =========  ========  =====================  ======================  =====================================
 1M         DuckDB    55.6 s / 70.1 s        42.1 s / 50.6 s         154.5 s (workers 567 MB each)
-1M         PostGIS   over 60 s: refused (a)20.5 s / 33.7 s         60.8 s (workers 537 MB each)
+1M         PostGIS   refused, > 60 s (a)    20.5 s / 33.7 s         60.8 s (workers 537 MB each)
 =========  ========  =====================  ======================  =====================================
 
 (a) the statement driven from the homes; driven from the parks (:attr:`~cim.store.sql.Dialect.near_side_first`) the
