@@ -22,14 +22,20 @@ homes      store     one statement          bands (this module)     dask: 2 work
 =========  ========  =====================  ======================  =====================================
 1M         DuckDB    55.6 s / 70.1 s        42.1 s / 50.6 s         154.5 s (workers 567 MB each)
 1M         PostGIS   refused, > 60 s (a)    20.5 s / 33.7 s         60.8 s (workers 537 MB each)
+3M         DuckDB    60.8 s / 87.6 s        52.7 s / 48.1 s         91.5 s (workers 665 MB each)
+3M         PostGIS   41.1 s / 85.8 s (a)    34.1 s / 96.6 s         84.5 s (workers 536 MB each)
 =========  ========  =====================  ======================  =====================================
 
 (a) the statement driven from the homes; driven from the parks (:attr:`~cim.store.sql.Dialect.near_side_first`) the
 one statement takes 31.9 s / 45.8 s. Same answers on both store paths (counts, and the beyond list's ids hashed);
 the dask path measures in UTM through pyproj, so its count differs from PostGIS's geography by 33 homes at the
-500 m edge. Peak RSS of the asking process: counts 160 MB, the 774k-row beyond list 540 MB on PostGIS, either
-path (the answer, not the join, holds the memory). Dask pays its cluster start (5-15 s) and moving the layer out
-of the database as WKB into geopandas; the store's index does the join where the data is.
+500 m edge (169 at 3M). Peak RSS of the asking process after the counts: DuckDB 2,028 MB in one statement, 829 MB
+by bands at 3M (bounded by a band); PostGIS 160 MB either way (the server joins). A beyond list holds its answer
+(2.3M rows at 3M: 1.2-2.2 GB) whatever the path. 10M was not loaded within the time box here (PostGIS wrote 1M in
+300 s under this load): each band is 250k homes whatever the city, so 10M is 40 bands, about 3.3× the 3M time
+(DuckDB counts ~175 s, PostGIS ~115 s on 2 cores) at the 3M memory; one statement keeps growing with the city.
+Dask pays its cluster start (1.5-15 s) and moving the layer out of the database as WKB into geopandas; the store's
+index does the join where the data is.
 """
 
 from __future__ import annotations
