@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 from cim.model import Kind
 from cim.store.aggregates import aggregate
 from cim.store.areas import asset_areas
 from cim.store.base import AssetQuery, BBox, Store
+from cim.store.near_bands import PER_BAND, Band, bands_for, run_bands
 from cim.store.questions import BELOW_GROUND, near_terms
 from cim.store.sql import Where
 from cim.store.sqlstore import sql_store
@@ -51,19 +53,40 @@ def buried_lengths_by_district(
 
 
 def near_counts_by_district(
-    store: Store, *, query: AssetQuery, near_kind: Kind, distance_m: float, extent: BBox
+    store: Store,
+    *,
+    query: AssetQuery,
+    near_kind: Kind,
+    distance_m: float,
+    extent: BBox,
+    banded: bool | None = None,
+    per_band: int = PER_BAND,
 ) -> dict[str | None, tuple[int, int]]:
     """Per district code: (the assets ``query`` selects, those with an asset of ``near_kind`` within
-    ``distance_m`` metres); ``extent`` covers them. Districts with no such asset are missing."""
+    ``distance_m`` metres); ``extent`` covers them. Districts with no such asset are missing. By bands of the
+    assets past :data:`~cim.store.near_bands.BANDED_FROM` of them, as :func:`cim.store.vitals.near_counts`."""
     db = sql_store(store)
     p = db.dialect.param
     where = db.dialect.where(query)
     near, distance = near_terms(db.dialect, distance_m, extent)
-    sql = (
-        f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM {db.assets_table} AS assets WHERE {where.sql}) "
-        f"SELECT ar.district AS district, count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM {db.assets_table} b "
-        f"WHERE b.kind = {p} AND {near.sql} AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near "
-        f"FROM a LEFT JOIN {asset_areas(store)} ar ON ar.id = a.id GROUP BY ar.district"
-    )
-    rows = db.select(sql, [*where.params, str(near_kind), *near.params, distance_m]).to_pylist()
-    return {row["district"]: (int(row["total"] or 0), int(row["near"] or 0)) for row in rows}
+    areas = asset_areas(store)
+
+    def band_counts(band: Band) -> list[dict[str, Any]]:
+        within = band.where(db.dialect, "assets")
+        sql = (
+            f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM {db.assets_table} AS assets "
+            f"WHERE {where.sql} AND {within.sql}) "
+            f"SELECT ar.district AS district, count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM "
+            f"{db.assets_table} b WHERE b.kind = {p} AND {near.sql} AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near "
+            f"FROM a LEFT JOIN {areas} ar ON ar.id = a.id GROUP BY ar.district"
+        )
+        params = [*where.params, *within.params, str(near_kind), *near.params, distance_m]
+        rows: list[dict[str, Any]] = db.select(sql, params).to_pylist()
+        return rows
+
+    counts: dict[str | None, tuple[int, int]] = {}
+    for rows in run_bands(bands_for(db, where, "assets", banded=banded, per_band=per_band), band_counts):
+        for row in rows:
+            total, near_ = counts.get(row["district"], (0, 0))
+            counts[row["district"]] = (total + int(row["total"] or 0), near_ + int(row["near"] or 0))
+    return counts

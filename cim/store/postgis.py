@@ -68,6 +68,7 @@ _SESSION_SETTINGS = (
 
 
 class PostGISDialect(Dialect):
+    near_side_first = True
     param = "%s"
     joins_text_rows = True  # psycopg makes a Python string of each row (65k: 90 ms)
 

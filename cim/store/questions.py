@@ -16,8 +16,9 @@ from shapely.geometry.base import BaseGeometry
 from cim.geodesy import degrees_for, utm_epsg
 from cim.model import Kind
 from cim.store.base import AssetQuery, BBox, Store
+from cim.store.near_bands import PER_BAND, Band, bands_for, run_bands
 from cim.store.sql import Dialect, Where
-from cim.store.sqlstore import sql_store
+from cim.store.sqlstore import SqlStore, sql_store
 
 #: How far up from a lift the building is looked for (lift → space → storey → building).
 MAX_PARENT_HOPS = 4
@@ -162,43 +163,103 @@ def buried_pipe_rows(
 
 
 def near_rows(
-    store: Store, *, kind: Kind, near_kind: Kind, distance_m: float, extent: BBox, bbox: BBox | None, beyond: bool
+    store: Store,
+    *,
+    kind: Kind,
+    near_kind: Kind,
+    distance_m: float,
+    extent: BBox,
+    bbox: BBox | None,
+    beyond: bool,
+    banded: bool | None = None,
+    per_band: int = PER_BAND,
 ) -> list[dict[str, Any]]:
     """``id``, ``name``, ``lon``/``lat`` (bbox centre), ``near_id`` and ``distance_m`` (metres on the ground) of
     each asset of ``kind`` (inside ``bbox`` when given) with its nearest asset of ``near_kind`` within
-    ``distance_m``; with ``beyond``, those with none that near (``near_id`` and ``distance_m`` NULL). ``extent``
-    covers the assets asked about (it sets the pruning margin and, for DuckDB, the UTM zone)."""
+    ``distance_m``; with ``beyond``, those with none that near (``near_id`` and ``distance_m`` NULL); by id.
+    ``extent`` covers the assets asked about (it sets the pruning margin and, for DuckDB, the UTM zone).
+
+    From :data:`~cim.store.near_bands.BANDED_FROM` assets asked about (or with ``banded``) the statement runs by
+    bands of them side by side (:mod:`cim.store.near_bands`), answering the same rows."""
     db = sql_store(store)
-    table = db.assets_table
     p = db.dialect.param
-    near, distance = near_terms(db.dialect, distance_m, extent)
     a_where = f"a.kind = {p}"
     a_params: list[Any] = [str(kind)]
     if bbox is not None:
         a_where += f" AND a.max_x >= {p} AND a.min_x <= {p} AND a.max_y >= {p} AND a.min_y <= {p}"
         a_params += [bbox[0], bbox[2], bbox[1], bbox[3]]
+    selected = Where(a_where, a_params)
+    bands = bands_for(db, selected, "a", banded=banded, per_band=per_band)
+
+    def band_rows(band: Band) -> list[dict[str, Any]]:
+        within = band.where(db.dialect, "a")
+        return _near_rows(db, Where(f"{a_where} AND {within.sql}", [*a_params, *within.params]),
+                          near_kind=near_kind, distance_m=distance_m, extent=extent, beyond=beyond)  # fmt: skip
+
+    parts = run_bands(bands, band_rows)
+    if len(parts) == 1:
+        return parts[0]
+    # each band comes sorted by id; the stores list ids in byte order (DuckDB; PostgreSQL with the C collation)
+    return sorted((row for part in parts for row in part), key=lambda row: row["id"])
+
+
+def _near_rows(
+    db: SqlStore, selected: Where, *, near_kind: Kind, distance_m: float, extent: BBox, beyond: bool
+) -> list[dict[str, Any]]:
+    """:func:`near_rows` for the assets ``selected`` picks (a condition on the asset table read as ``a``)."""
+    table = db.assets_table
+    p = db.dialect.param
+    near, distance = near_terms(db.dialect, distance_m, extent)
     centre = "(a.min_x + a.max_x) / 2 AS lon, (a.min_y + a.max_y) / 2 AS lat"
-    if beyond:
+    if beyond and db.dialect.near_side_first:
+        ids = near_ids(db, selected, near_kind=near_kind, distance_m=distance_m, extent=extent)
         sql = (
-            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM {table} a WHERE {a_where} "
+            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM {table} a WHERE {selected.sql} "
+            f"AND a.geom IS NOT NULL AND a.id NOT IN ({ids.sql}) ORDER BY a.id"
+        )
+        params = [*selected.params, *ids.params]
+    elif beyond:
+        sql = (
+            f"SELECT a.id, a.name, {centre}, NULL AS near_id, NULL AS distance_m FROM {table} a WHERE {selected.sql} "
             f"AND a.geom IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {table} b WHERE b.kind = {p} AND {near.sql} "
             f"AND {distance} <= {p}) ORDER BY a.id"
         )
-        params = [*a_params, str(near_kind), *near.params, distance_m]
+        params = [*selected.params, str(near_kind), *near.params, distance_m]
     else:
         sql = (
             f"SELECT DISTINCT ON (a.id) a.id, a.name, {centre}, b.id AS near_id, {distance} AS distance_m "
             f"FROM {table} a JOIN {table} b ON b.kind = {p} AND {near.sql} "
-            f"WHERE {a_where} AND {distance} <= {p} ORDER BY a.id, distance_m, b.id"
+            f"WHERE {selected.sql} AND {distance} <= {p} ORDER BY a.id, distance_m, b.id"
         )
-        params = [str(near_kind), *near.params, *a_params, distance_m]
+        params = [str(near_kind), *near.params, *selected.params, distance_m]
     rows: list[dict[str, Any]] = db.select(sql, params).to_pylist()
     return rows
+
+
+def near_ids(db: SqlStore, selected: Where, *, near_kind: Kind, distance_m: float, extent: BBox) -> Where:
+    """A query of the ids of the assets ``selected`` picks (a condition on the asset table read as ``a``) with an
+    asset of ``near_kind`` within ``distance_m``, driven from those near assets: one index probe each for the
+    selected assets around it (:attr:`~cim.store.sql.Dialect.near_side_first`). The same pairs as
+    :func:`near_terms`' condition: a margin around one bounding box meets the other either way round."""
+    s, p, table = db.dialect, db.dialect.param, db.assets_table
+    _, distance = near_terms(s, distance_m, extent)
+    around = s.near("b", "a", *_margin(distance_m, extent))
+    sql = (
+        f"SELECT DISTINCT h.id FROM (SELECT id, geom, min_x, min_y, max_x, max_y FROM {table} AS b "
+        f"WHERE b.kind = {p}) b "
+        f"CROSS JOIN LATERAL (SELECT a.id FROM {table} a WHERE {around.sql} AND {selected.sql} "
+        f"AND {distance} <= {p}) h"
+    )
+    return Where(sql, [str(near_kind), *around.params, *selected.params, distance_m])
+
+
+def _margin(distance_m: float, extent: BBox) -> tuple[float, float]:
+    return degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
 
 
 def near_terms(s: Dialect, distance_m: float, extent: BBox) -> tuple[Where, str]:
     """For assets ``a`` and ``b`` around ``extent``: the bbox pruning condition that keeps every pair within
     ``distance_m``, and the SQL of their exact distance in metres."""
     lon0, lat0 = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
-    dlon, dlat = degrees_for(distance_m, max(abs(extent[1]), abs(extent[3])))
+    dlon, dlat = _margin(distance_m, extent)
     return s.near("a", "b", dlon, dlat), s.distance_m("a.geom", "b.geom", utm_epsg=utm_epsg(lon0, lat0))

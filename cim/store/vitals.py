@@ -9,7 +9,8 @@ from datetime import date
 from cim.model import Kind
 from cim.store.aggregates import aggregate
 from cim.store.base import AssetQuery, BBox, Store
-from cim.store.questions import BELOW_GROUND, near_terms
+from cim.store.near_bands import PER_BAND, Band, bands_for, run_bands
+from cim.store.questions import BELOW_GROUND, near_ids, near_terms
 from cim.store.sql import Where
 from cim.store.sqlstore import sql_store
 
@@ -40,19 +41,46 @@ def buried_lengths(store: Store, *, networks: Sequence[str], installed_before: d
 
 
 def near_counts(
-    store: Store, *, query: AssetQuery, near_kind: Kind, distance_m: float, extent: BBox
+    store: Store,
+    *,
+    query: AssetQuery,
+    near_kind: Kind,
+    distance_m: float,
+    extent: BBox,
+    banded: bool | None = None,
+    per_band: int = PER_BAND,
 ) -> tuple[int, int]:
     """(the assets ``query`` selects, those with an asset of ``near_kind`` within ``distance_m`` metres);
-    ``extent`` covers them."""
+    ``extent`` covers them. Past :data:`~cim.store.near_bands.BANDED_FROM` assets (or with ``banded``) counted by
+    bands of them side by side (:mod:`cim.store.near_bands`): the same figures, memory bounded by a band."""
     db = sql_store(store)
     p = db.dialect.param
     where = db.dialect.where(query)
     near, distance = near_terms(db.dialect, distance_m, extent)
-    sql = (
-        f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM {db.assets_table} AS assets WHERE {where.sql}) "
-        f"SELECT count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM {db.assets_table} b "
-        f"WHERE b.kind = {p} AND {near.sql} "
-        f"AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near FROM a"
-    )
-    row = db.select(sql, [*where.params, str(near_kind), *near.params, distance_m]).to_pylist()[0]
-    return int(row["total"] or 0), int(row["near"] or 0)
+
+    def band_counts(band: Band) -> tuple[int, int]:
+        within = band.where(db.dialect, "assets")
+        if db.dialect.near_side_first:
+            inside = band.where(db.dialect, "a")  # the query's own columns are unqualified: the table read as a
+            ids = near_ids(db, Where(f"{where.sql} AND {inside.sql}", [*where.params, *inside.params]),
+                           near_kind=near_kind, distance_m=distance_m, extent=extent)  # fmt: skip
+            sql = (
+                f"SELECT (SELECT count(*) FROM {db.assets_table} AS assets WHERE {where.sql} AND {within.sql}) "
+                f"AS total, "
+                f"(SELECT count(*) FROM ({ids.sql}) n) AS near"
+            )
+            row = db.select(sql, [*where.params, *within.params, *ids.params]).to_pylist()[0]
+            return int(row["total"] or 0), int(row["near"] or 0)
+        sql = (
+            f"WITH a AS (SELECT id, geom, min_x, min_y, max_x, max_y FROM {db.assets_table} AS assets "
+            f"WHERE {where.sql} AND {within.sql}) "
+            f"SELECT count(*) AS total, sum(CASE WHEN EXISTS (SELECT 1 FROM {db.assets_table} b "
+            f"WHERE b.kind = {p} AND {near.sql} "
+            f"AND {distance} <= {p}) THEN 1 ELSE 0 END) AS near FROM a"
+        )
+        params = [*where.params, *within.params, str(near_kind), *near.params, distance_m]
+        row = db.select(sql, params).to_pylist()[0]
+        return int(row["total"] or 0), int(row["near"] or 0)
+
+    counts = run_bands(bands_for(db, where, "assets", banded=banded, per_band=per_band), band_counts)
+    return sum(total for total, _ in counts), sum(near for _, near in counts)
