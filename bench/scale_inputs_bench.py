@@ -212,11 +212,9 @@ def median_ms(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...], 
     return statistics.median(times) * 1000
 
 
-def reads(city: pa.Table, codes: list[str]) -> list[tuple[str, str, Callable[[str], tuple[Any, ...]]]]:
+def reads(some_id: str, its_district: str) -> list[tuple[str, str, Callable[[str], tuple[Any, ...]]]]:
     """(name, SQL with {t} for the table, parameters) of the API's typical reads."""
     mid_district = "310104"  # Xuhui: central, mid-sized
-    some_id = city.column("id")[len(city) // 2].as_py()
-    its_district = city.column("district")[len(city) // 2].as_py()
     box = (121.465, 31.222, 121.485, 31.238)  # 1.9 × 1.8 km around People's Square, across district borders
     envelope = "ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
     page = (
@@ -287,8 +285,19 @@ def versions(conn: psycopg.Connection[Any], n: int) -> None:
     )
 
 
-def one_size(url: str, n: int, runs: int, keep: bool, with_versions: bool) -> None:
+def one_size(url: str, n: int, runs: int, keep: bool, with_versions: bool, reuse: bool = False) -> None:
     schema = f"scale_bench_{n}"
+    if reuse:  # the tables of a run with --keep (or one stopped after its load): the reads only
+        print(f"\n== {n:,} buildings, schema {schema} as loaded before")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"SET search_path = {schema}, public")
+            for setting in SESSION:
+                conn.execute(setting)
+            conn.execute("DROP INDEX IF EXISTS flat_district_idx")
+            measure_reads(conn, n, runs, with_versions)
+            if not keep:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        return
     codes = sorted(DISTRICT_NAMES)
     start = time.perf_counter()
     city = buildings(n, seed=n)
@@ -325,24 +334,32 @@ def one_size(url: str, n: int, runs: int, keep: bool, with_versions: bool) -> No
                 f"  {code:>7} {DISTRICT_NAMES.get(code, ('', 'default'))[1]:<10} {int(counts.get(code, 0)):>9,} "
                 f"{parted_s.get(code, 0):6.1f} | {flat_s.get(code, 0):6.1f}  {total / 2**20:8.1f} {index / 2**20:8.1f}"
             )
-        print(f"reads, median of {runs} (ms): one table | partitioned (partitions read of {len(codes) + 1})")
-        for name, sql, params in reads(city, codes):
-            flat_ms = median_ms(conn, sql.format(t="flat"), params("flat"), runs)
-            parted_ms = median_ms(conn, sql.format(t="parted"), params("parted"), runs)
-            touched = partitions_touched(conn, sql.format(t="parted"), params("parted"))
-            print(f"  {name:<38} {flat_ms:9.1f} | {parted_ms:9.1f}  ({touched} partitions)")
-        # the fair rival of a partition key: the one table with a btree on district
-        start = time.perf_counter()
-        conn.execute("CREATE INDEX ON flat (district)")
-        conn.execute("ANALYZE flat")
-        print(f"one table + a btree on district (made in {time.perf_counter() - start:.1f} s), median of {runs} (ms):")
-        for name, sql, params in reads(city, codes):
-            if "district" in sql:
-                print(f"  {name:<38} {median_ms(conn, sql.format(t='flat'), params('flat'), runs):9.1f}")
-        if with_versions:
-            versions(conn, n)
+        measure_reads(conn, n, runs, with_versions)
         if not keep:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def measure_reads(conn: psycopg.Connection[Any], n: int, runs: int, with_versions: bool) -> None:
+    """The reads on both tables (loaded by :func:`one_size`), then the one table with a district index."""
+    row = conn.execute("SELECT id, district FROM flat ORDER BY id OFFSET %s LIMIT 1", (n // 2,)).fetchone()
+    assert row is not None
+    some_id, its_district = row
+    print(f"reads, median of {runs} (ms): one table | partitioned (partitions read of {len(DISTRICT_NAMES) + 1})")
+    for name, sql, params in reads(some_id, its_district):
+        flat_ms = median_ms(conn, sql.format(t="flat"), params("flat"), runs)
+        parted_ms = median_ms(conn, sql.format(t="parted"), params("parted"), runs)
+        touched = partitions_touched(conn, sql.format(t="parted"), params("parted"))
+        print(f"  {name:<38} {flat_ms:9.1f} | {parted_ms:9.1f}  ({touched} partitions)")
+    # the fair rival of a partition key: the one table with a btree on district
+    start = time.perf_counter()
+    conn.execute("CREATE INDEX ON flat (district)")
+    conn.execute("ANALYZE flat")
+    print(f"one table + a btree on district (made in {time.perf_counter() - start:.1f} s), median of {runs} (ms):")
+    for name, sql, params in reads(some_id, its_district):
+        if "district" in sql:
+            print(f"  {name:<38} {median_ms(conn, sql.format(t='flat'), params('flat'), runs):9.1f}")
+    if with_versions:
+        versions(conn, n)
 
 
 def notify_rate(url: str, count: int) -> None:
@@ -466,6 +483,7 @@ def main() -> None:
     parser.add_argument("--notifies", type=int, default=20000, help="NOTIFYs sent per round")
     parser.add_argument("--no-versions", action="store_true", help="skip asset_versions and its VACUUM")
     parser.add_argument("--keep", action="store_true", help="keep the schemas scale_bench_<n>")
+    parser.add_argument("--reuse", action="store_true", help="measure the reads on the kept schemas, no load")
     parser.add_argument("--planner-sizes", default="300000,1000000,3000000", help="buildings for the planner's RSS")
     parser.add_argument("--only", choices=("tables", "planner", "notify"), help="run one stage only")
     parser.add_argument("--planner-child", help=argparse.SUPPRESS)
@@ -477,7 +495,7 @@ def main() -> None:
         print(f"PostgreSQL {conn.info.server_version}, {conn.execute('SELECT postgis_lib_version()').fetchone()[0]}")  # type: ignore[index]
     if args.only in (None, "tables"):
         for n in (int(s) for s in args.sizes.split(",")):
-            one_size(args.url, n, args.runs, args.keep, not args.no_versions)
+            one_size(args.url, n, args.runs, args.keep, not args.no_versions, args.reuse)
     if args.only in (None, "planner"):
         print("\ntile planner (read_assets_and_hashes + plan_tiles) on a PostGIS store, in a child process:")
         for n in (int(s) for s in args.planner_sizes.split(",")):
