@@ -1,25 +1,17 @@
 """Measured inputs of ``docs/scale.md``: the asset table in PostGIS as one table and partitioned by district.
 
-For each size (default 1M and 3M synthetic LOD1 buildings over Shanghai's 16 real districts), in a schema of its own
-on the PostgreSQL at ``--url``, the bench:
-
-1. makes the asset table twice — as one table (schema step 1's columns and every index steps 1 and 6 give it) and
-   declaratively partitioned ``LIST (district)``, one partition per district code and a default one — each with a
-   ``district`` column, since partitioning by area needs the area on the row (today it lives in a derived table,
-   :mod:`cim.store.areas`);
-2. loads both district by district with ``COPY`` into the indexed, empty tables (as an ingest writes), timing each
-   district's load;
-3. reports bytes per building (``pg_total_relation_size``) and index bytes per partition;
-4. times the API's typical reads on both, medians of ``--runs``, with the partitions each plan touches read from
-   ``EXPLAIN (ANALYZE)`` (a pruned partition never appears): a bbox items page, the count per district, the count
-   of one district, an ST_DWithin join inside one district, an id lookup (with and without its district);
-5. on the one table, adds ``asset_versions`` (schema step 7) with one version per building, closes and rewrites 10%
-   of them as a re-ingest would, and times ``VACUUM`` of the history;
-
-and once: ``NOTIFY`` throughput to one listener, and the connections PostgreSQL allows against the store's pool.
-
-Buildings are 4-corner footprints 8–40 m across; half are spread evenly over the districts' land, half fall in a
-Gaussian of 8 km around People's Square, so central districts are dense and Pudong is the largest partition.
+For each size (default 1M and 3M synthetic LOD1 buildings over Shanghai's 16 real districts), in a schema of its own:
+1. the asset table twice, with schema steps 1 and 6's columns and indexes plus ``district`` (partitioning by area
+   needs the area on the row; today it is in a derived table, :mod:`cim.store.areas`): one table, and
+   ``PARTITION BY LIST (district)`` with one partition per district code and a default one;
+2. both loaded district by district with ``COPY`` into the indexed tables (as an ingest writes), each timed;
+   bytes per building (``pg_total_relation_size``) and per partition;
+3. the API's typical reads on both (medians of ``--runs``; partitions read from ``EXPLAIN (ANALYZE)``, where a
+   pruned one never appears), then on the one table with a btree on district;
+4. ``asset_versions`` (step 7) beside the one table, 10% of it rewritten as a re-ingest would, ``VACUUM`` timed.
+Then the tile planner's RSS per million assets (a child process on a real store), ``NOTIFY`` throughput to one
+listener, and the connections PostgreSQL allows against the store's pool. Footprints have 4 corners, 8–40 m; half
+spread over land, half in a Gaussian of 8 km around People's Square (Pudong is the largest partition).
 
     PYTHONPATH=. .venv/bin/python bench/scale_inputs_bench.py                    # 1M and 3M buildings
     PYTHONPATH=. .venv/bin/python bench/scale_inputs_bench.py --sizes 200000 --runs 3   # a quick look
