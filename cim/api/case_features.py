@@ -27,7 +27,7 @@ from cim.api.ogc_features import (
     collection_json,
     formats_content,
 )
-from cim.api.schemas import AsOfParam, CollectionOut, FeatureCollectionOut, FeatureOut, QueryablesOut, errors
+from cim.api.schemas import CollectionOut, FeatureCollectionOut, FeatureOut, QueryablesOut, errors
 from cim.errors import InvalidInput
 from cim.queries.params import BBOX_PATTERN, parse_bbox
 
@@ -150,11 +150,10 @@ async def items(
     ] = "results",
     f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None,
     geometry: CsvGeometryParam = "wkt",
-    as_of: AsOfParam = None,
 ) -> Response:
     from cim.store.cases import CaseFilter
 
-    _refuse_as_of(as_of)
+    _refuse_as_of(request)
     fmt = negotiate(request, f)
     if filter_ is not None:
         raise InvalidInput("parameter filter", "the cases collection takes its queryables as parameters, not CQL2")
@@ -203,18 +202,20 @@ async def item(
     cases: Cases,
     feature_id: str,
     f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None,
-    as_of: AsOfParam = None,
 ) -> Response:
-    _refuse_as_of(as_of)
+    _refuse_as_of(request)
     fmt = negotiate(request, f)
     case, _ = await cases.get(feature_id)
     body = case_feature(case, units=cases.units, now=datetime.now(UTC))
     return feature_response(fmt, request=request, title=f"case {case.id}", body=body)
 
 
-def _refuse_as_of(as_of: str | None) -> None:
-    """``as_of`` is a parameter of every collection's items (the asset kinds' history); cases keep theirs as a log
-    of transitions, so the model as of a day does not apply to them: said, rather than ignored."""
+def _refuse_as_of(request: Request) -> None:
+    """``as_of`` is a parameter of every collection's items (the asset kinds' history), which a client may send to
+    ``/collections/{collectionId}/…`` with ``cases`` as the collection. Cases keep their past as a log of
+    transitions, so the model as of a day does not apply to them: said, rather than ignored (and not offered in
+    these routes' own parameters)."""
+    as_of = request.query_params.get("as_of")
     if as_of is not None:
         raise InvalidInput(
             f"as_of {as_of!r}",
