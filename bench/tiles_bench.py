@@ -260,7 +260,7 @@ class _PygltfWriter(glb._Writer):
             buffers=[pygltflib.Buffer(byteLength=len(binary))] if self.views else [],
             extensions={
                 "EXT_structural_metadata": {
-                    "schema": properties.schema_for(self.kinds),
+                    "schema": properties.schema_of_tables(self.kinds),
                     "propertyTables": self.tables,
                 }
             },
