@@ -12,7 +12,7 @@ import pytest
 
 from cim.cli import main
 from cim.store import open_store
-from cim.store.meshes import MeshStore, mesh_path_for
+from cim.store.meshes import open_meshes
 from tests.unchanged import Snapshot, snapshot
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -122,7 +122,7 @@ def city(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     else:
         url = f"{request.getfixturevalue('postgres_url')}?schema=t_cli_{uuid.uuid4().hex[:10]}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)  # a PostGIS store keeps its meshes under ./data/meshes
+        patch.chdir(folder)  # relative paths the commands write land in the test's folder
         with pytest.raises(SystemExit) as done:
             main(["ingest", SHELTERS, "--kind", "transit_stop", "--store", url, "--json"])
         assert done.value.code == 0
@@ -138,7 +138,7 @@ def city(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def content(url: str, folder: Path) -> Snapshot:
-    with open_store(url) as store, MeshStore(folder / mesh_path_for(url), read_only=True) as meshes:
+    with open_store(url) as store, open_meshes(url, read_only=True) as meshes:  # PostGIS: its meshes table
         return snapshot(store, meshes)
 
 
