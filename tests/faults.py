@@ -69,15 +69,52 @@ def stop_pid(process: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None
             process.wait(timeout=10)
 
 
-class PrivatePostgres:
-    """A PostgreSQL cluster of the test's own (initdb, pg_ctl), trust authentication on 127.0.0.1:``port``."""
+class PostgresFolder:
+    """A PostgreSQL data folder of the ``postgres`` user in a temporary folder, for a server on a free port:
+    what a private cluster and a replica (tests/replica.py) share — commands run as that user, a fast stop, and
+    the folder removed with the server stopped by the pid it wrote."""
 
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="cim-pg-"))
+    #: Seconds a command (initdb, pg_basebackup, pg_ctl) may take.
+    command_timeout = 120
+
+    def __init__(self, prefix: str) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix=prefix))
         self.folder.chmod(0o755)
         self.data = self.folder / "data"
         self.port = free_port()
         shutil.chown(self.folder, "postgres", "postgres")
+
+    def _as_postgres(self, *command: object) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *map(str, command)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=self.command_timeout,
+        )
+
+    def stop(self) -> None:
+        """A fast shutdown (clients are cut off, as when the database is restarted under them)."""
+        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def destroy(self) -> None:
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():  # our postmaster, by the pid it wrote
+            try:
+                self.stop()
+            except subprocess.SubprocessError:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivatePostgres(PostgresFolder):
+    """A PostgreSQL cluster of the test's own (initdb, pg_ctl), trust authentication on 127.0.0.1:``port``."""
+
+    def __init__(self) -> None:
+        super().__init__("cim-pg-")
         self._as_postgres(
             PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"
         )
@@ -87,15 +124,6 @@ class PrivatePostgres:
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 32MB\n"
                 "max_connections = 50\njit = off\n"
             )
-
-    def _as_postgres(self, *command: object) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *map(str, command)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=120,
-        )
 
     @property
     def url(self) -> str:
@@ -109,25 +137,9 @@ class PrivatePostgres:
             PG_BIN / "pg_ctl", "-D", self.data, "-l", self.folder / "server.log", "-w", "-t", "60", "start"
         )
 
-    def stop(self) -> None:
-        """A fast shutdown (clients are cut off, as when the database is restarted under them)."""
-        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop")
-
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def destroy(self) -> None:
-        pid_file = self.data / "postmaster.pid"
-        if pid_file.exists():  # our postmaster, by the pid it wrote
-            try:
-                self.stop()
-            except subprocess.SubprocessError:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class PrivateMosquitto:

@@ -3,28 +3,23 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 
-from tests.faults import PG_BIN, free_port
+from tests.faults import PG_BIN, PostgresFolder
 
 
-class Replica:
-    """A hot standby of the cluster at ``primary_port``; :meth:`stop` and :meth:`start` take it away and back."""
+class Replica(PostgresFolder):
+    """A hot standby of the cluster at ``primary_port``; :meth:`stop` (a fast shutdown: its clients are cut off, as
+    when a replica host goes away) and :meth:`start` take it away and back."""
+
+    command_timeout = 180  # the base backup copies the whole shared cluster
 
     def __init__(self, primary_port: int = 5432) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="cim-replica-"))
-        self.folder.chmod(0o755)
-        shutil.chown(self.folder, "postgres", "postgres")
-        self.data = self.folder / "data"
-        self.port = free_port()
+        super().__init__("cim-replica-")
         self._as_postgres(
             PG_BIN / "pg_basebackup",
             *("-h", "127.0.0.1", "-p", primary_port, "-U", "postgres", "-D", self.data),
@@ -40,15 +35,6 @@ class Replica:
         (self.data / "pg_ident.conf").write_text("")
         for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
             shutil.chown(self.data / name, "postgres", "postgres")
-
-    def _as_postgres(self, *command: object) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *map(str, command)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=180,
-        )
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -75,19 +61,3 @@ class Replica:
     def _log(self) -> str:
         log = self.folder / "server.log"
         return log.read_text()[-2000:] if log.exists() else "(no log)"
-
-    def stop(self) -> None:
-        """A fast shutdown: its clients are cut off, as when a replica host goes away."""
-        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def destroy(self) -> None:
-        pid_file = self.data / "postmaster.pid"
-        if pid_file.exists():  # our postmaster, by the pid it wrote
-            try:
-                self.stop()
-            except subprocess.SubprocessError:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -206,7 +206,8 @@ def copy_table(con: psycopg.Connection[Any], target: str, table: pa.Table, sourc
 class PgMeshStore(MeshStore):
     """The meshes of the PostgreSQL store at ``store_url``, with the interface of
     :class:`~cim.store.meshes.MeshStore`. It subclasses it so that code typed against the mesh file (tiling) takes
-    it too, and overrides every method: it shares no state with it. ``read_only`` sessions refuse writes (PostgreSQL's
+    it too, and overrides every method that reads or writes (``replace_source`` is inherited: it calls
+    :meth:`replacing`); it shares no state with it. ``read_only`` sessions refuse writes (PostgreSQL's
     ``default_transaction_read_only``); many may read at once, on any machine that reaches the database."""
 
     def __init__(self, store_url: str, *, read_only: bool = False, pool_size: int = 4) -> None:
@@ -323,12 +324,6 @@ class PgMeshStore(MeshStore):
                 raise StoreError(
                     f"meshes of source {source!r}", f"could not be saved, nothing was written: {_first_line(exc)}"
                 ) from None
-
-    def replace_source(self, source: str, batches: Iterable[MeshBatch]) -> int:
-        with self.replacing(source) as writer:
-            for batch in batches:
-                writer.add(batch)
-        return writer.written
 
     def add(self, source: str, batch: MeshBatch) -> int:
         """Insert or replace these meshes (by asset id) under ``source``, keeping the source's other meshes."""
