@@ -120,7 +120,7 @@ def local_server(made: dict[str, Path]) -> Iterator[tuple[str, http.server.Threa
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 — the standard library's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
