@@ -46,7 +46,7 @@ export class Layers {
         const mount = c.extras?.mount;
         if (uri.startsWith("external/") && mount) {
           const title = [c.extras.title_zh || c.extras.title || mount, c.extras.title || mount];
-          return { name: `ext-${mount}`, url: `${base}/${uri}`, title, external: true };
+          return { name: `ext-${mount}`, url: `${base}/${uri}`, title, external: true, transform: c.transform };
         }
         return { name: uri.split("/")[0].replace(/\.json$/, ""), url: `${base}/${uri}` };
       });
@@ -57,7 +57,7 @@ export class Layers {
     return [...this.groups.keys()];
   }
 
-  async addGroup({ name, url, title, external }, show, onFirstTile) {
+  async addGroup({ name, url, title, external, transform }, show, onFirstTile) {
     const checkbox = el("input", { type: "checkbox", "data-layer": name, checked: show });
     const note = el("span", { class: "note" });
     const text = bi(...(title ?? LABELS[name] ?? [name, name]));
@@ -81,6 +81,8 @@ export class Layers {
         environmentMapOptions: { enabled: false },
       });
       tileset.show = checkbox.checked;
+      // Loaded alone, a mount's tileset is placed by the transform its child in the root tileset carries.
+      if (transform?.length === 16) tileset.modelMatrix = Cesium.Matrix4.fromArray(transform);
       tileset.tileFailed.addEventListener((event) => {
         note.replaceChildren(" ", bi("（部分瓦片加载失败）", "(some tiles failed)"));
         console.warn(`tile of ${name} failed: ${event.url}: ${event.message}`);
