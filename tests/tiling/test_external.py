@@ -6,7 +6,10 @@ by trimesh) placed with a transform, one our own build wrote from another store;
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -315,3 +318,26 @@ def test_two_tilesets_of_one_name_are_refused(tmp_path: Path) -> None:
         load_pipeline(tmp_path / "p.toml")
     local = Pipeline(name="p", tilesets=[{"name": "a", "url": "http://[::1]:9/t/tileset.json"}])  # type: ignore[list-item]
     assert local.tilesets[0].url is not None
+
+
+def _cim(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "220"}
+    return subprocess.run([sys.executable, "-m", "cim", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cim_build_mounts_what_it_is_told_and_refuses_bad_mounts(tmp_path: Path, made: dict[str, Path]) -> None:
+    write_city(tmp_path / "city.duckdb", *small_city(6))
+    third = Path(shutil.copytree(made["third"], tmp_path / "third"))
+    store, out = str(tmp_path / "city.duckdb"), str(tmp_path / "tiles" / "city")
+    done = _cim("build", "--store", store, "--out", out, "--mount", f"mesh={third}")
+    assert done.returncode == 0, done.stderr
+    assert "external tilesets mounted: mesh" in done.stdout
+    assert read_mounts((tmp_path / "tiles" / "city").resolve())["mounts"][0]["name"] == "mesh"
+    for given, message in [
+        ("bad", "error: --mount bad — give NAME=PATH_OR_URL"),
+        ("m=http://example.com/t.json", "error: --mount m — host 'example.com' is not this machine"),
+        (f"m={tmp_path / 'nowhere'}", 'error: tileset "m" path — is not a folder holding tileset.json'),
+    ]:
+        done = _cim("build", "--store", store, "--out", out, "--mount", given)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
