@@ -88,7 +88,7 @@ class Mounts:
                 continue
             mounts = self._mounts(Path(self.root, *parts[:i]))
             record = mounts.get(parts[i + 1])
-            if record is not None:
+            if record is not None and (record.get("folder") or record.get("url")):
                 folder = Path(record["folder"]) if record.get("folder") else None
                 return Mounted(parts[i + 1], folder, record.get("url"), "/".join(parts[i + 2 :]))
             if mounts:
