@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cim.errors import NotFound, UpstreamError
+from cim.errors import InvalidInput, NotFound, UpstreamError
 from cim.tiling.external import PREFIX, read_mounts
 from cim.tiling.external_check import OPENER, TIMEOUT_S, check_local_url
 
@@ -67,6 +67,8 @@ class Mounted:
             if exc.code in (404, 410):
                 raise NotFound(what, "its server has no such file") from None
             raise UpstreamError(what, f"its server answered {exc.code}") from None
+        except InvalidInput:  # a redirect off this machine (the opener follows local ones only)
+            raise UpstreamError(what, "its server redirected off this machine") from None
         except OSError:
             raise UpstreamError(
                 f'external tileset "{self.name}"', "its server on this machine does not answer; is it running?"

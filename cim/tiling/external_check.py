@@ -149,6 +149,8 @@ class UrlSource:
             if exc.code in (404, 410):
                 raise Missing(relative) from None
             raise OSError(f"answered {exc.code} {exc.reason}") from None
+        except InvalidInput as exc:  # a redirect off this machine (_LocalRedirects)
+            raise OSError(f"its server redirected it off this machine ({exc.why})") from None
 
     def read(self, relative: str, limit: int | None = None) -> bytes:
         return self.open(relative, limit=limit)[1]

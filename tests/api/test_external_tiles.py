@@ -160,3 +160,32 @@ def test_cim_serve_finds_the_mounts_after_a_restart(tiles: Path, tmp_path: Path)
                 f"{base}/tiles/city/external/mesh/sphere.glb", headers={"If-None-Match": first.headers["etag"]}
             )
             assert second.status_code == 304
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    """Sends every request off this machine."""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", "http://example.com/tileset.json")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_redirect_off_this_machine_is_refused(tiles: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tileset.json"
+        summary = mount_tilesets(tiles / "city", [MountSpec("away", url=url)])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert summary.errors == [
+        'tileset "away" tileset.json — cannot be read: its server redirected it off this machine '
+        "(host 'example.com' is not this machine; only localhost, 127.0.0.1 or ::1)"
+    ]

@@ -341,3 +341,17 @@ def test_cim_build_mounts_what_it_is_told_and_refuses_bad_mounts(tmp_path: Path,
         done = _cim("build", "--store", store, "--out", out, "--mount", given)
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_implicit_city_root_region_grows_to_hold_a_mount(third: Path) -> None:
+    from cim.tiling.external import with_mounts
+
+    region = [np.radians(121.50), np.radians(31.20), np.radians(121.51), np.radians(31.21), -20.0, 300.0]
+    built = {"asset": {"version": "1.1"}, "geometricError": 50.0, "root": {"boundingVolume": {"region": region},
+             "geometricError": 50.0, "refine": "ADD", "children": []}}  # fmt: skip
+    record = check_mount(MountSpec("mesh", path=third, matrix=tuple(place_matrix(*PLACE))))
+    grown = with_mounts(built, [record])["root"]["boundingVolume"]["region"]
+    west, south, east, north, low, high = grown
+    assert west <= np.radians(PLACE[0]) <= east and south <= np.radians(PLACE[1]) <= north
+    assert low == -20.0 and high >= PLACE[2] + 240.0 - 1.0  # the column's top
+    assert built["root"]["children"] == []  # the built root is kept as it was
