@@ -355,3 +355,17 @@ def test_an_implicit_city_root_region_grows_to_hold_a_mount(third: Path) -> None
     assert west <= np.radians(PLACE[0]) <= east and south <= np.radians(PLACE[1]) <= north
     assert low == -20.0 and high >= PLACE[2] + 240.0 - 1.0  # the column's top
     assert built["root"]["children"] == []  # the built root is kept as it was
+
+
+def test_a_pipeline_with_tilesets_but_no_tiles_folder_says_so(tmp_path: Path, third: Path) -> None:
+    pipeline = Pipeline(
+        name="no-tiles",
+        store=str(tmp_path / "city.duckdb"),
+        tilesets=[{"name": "mesh", "path": str(third)}],  # type: ignore[list-item]
+    )
+    summary = run_pipeline(pipeline)
+    assert not summary.ok
+    assert summary.tilesets == {
+        "mounted": [],
+        "errors": ["tilesets — need the pipeline's tiles folder (tiles = …) to mount into"],
+    }
