@@ -1,6 +1,7 @@
 """``/tiles/<city>/external/<name>/…``: the files of a tileset mounted beside the city (cim/api/mounted.py) — from its
 folder (ETag, 304, gzip as the city's own; no way out of the folder; a vanished folder a clear 404) or proxied from
-a server on this machine (a stopped server a clear 502) — in-process and from ``cim serve`` after a restart.
+a server on this machine (a stopped server a clear 502) — in-process and from ``cim serve`` after a restart, where
+a second client (loaders.gl) follows the root into the mount and places its content where the transform says.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pyproj
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,6 +24,7 @@ from cim.settings import AppSettings, ServerSettings, StoreSettings
 from cim.tiling.external import MountSpec, mount_tilesets, place_matrix
 from tests.api.conftest import cim_serve
 from tests.tiling.external_tilesets import neighbour_tileset, third_party_tileset
+from tests.tiling.second_client import run_reader
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +156,7 @@ def test_a_url_mount_of_a_stopped_server_is_refused_on_mount(tiles: Path) -> Non
 
 
 def test_cim_serve_finds_the_mounts_after_a_restart(tiles: Path, tmp_path: Path) -> None:
-    for _ in range(2):  # two server processes: the mounts are read from the tiles folder, not remembered
+    for restart in range(2):  # two server processes: the mounts are read from the tiles folder, not remembered
         with cim_serve(str(tmp_path / "s.duckdb"), tiles, tmp_path / "serve.log") as base, httpx.Client() as http:
             first = http.get(f"{base}/tiles/city/external/mesh/sphere.glb")
             assert first.status_code == 200 and first.content[:4] == b"glTF"
@@ -160,6 +164,19 @@ def test_cim_serve_finds_the_mounts_after_a_restart(tiles: Path, tmp_path: Path)
                 f"{base}/tiles/city/external/mesh/sphere.glb", headers={"If-None-Match": first.headers["etag"]}
             )
             assert second.status_code == 304
+            if restart:
+                continue
+            # a second client (loaders.gl) follows the root into the mount, loads its glb and b3dm, and puts the
+            # sphere where the mount's transform says: 120 m above (121.5, 31.23, 0)
+            status, report = run_reader(f"{base}/tiles/city/tileset.json", features=0)
+            assert status == 0, report["errors"][:3]
+            contents = {c["uri"].rpartition("external/")[2]: c for c in report["contents"]}
+            assert {"mesh/sphere.glb", "mesh/column.b3dm"} <= set(contents), sorted(contents)
+            low, high = np.asarray(contents["mesh/sphere.glb"]["ecefBounds"], np.float64)
+            expected = pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True).transform(
+                121.5, 31.23, 120
+            )
+            assert np.linalg.norm((low + high) / 2 - np.asarray(expected)) < 1.0
 
 
 class _Redirect(http.server.BaseHTTPRequestHandler):
