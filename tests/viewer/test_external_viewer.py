@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from cim.tiling.external import MountSpec, mount_tilesets, place_matrix
+from tests.tiling.conftest import M_LAT, M_LON
 from tests.tiling.external_tilesets import neighbour_tileset, third_party_tileset
 from tests.viewer.conftest import CESIUM, VIEWER, City, Watch, free_port, watched_page
 from tests.viewer.test_viewer import MAP, open_viewer, pixels, settle, wait_for_tiles
@@ -83,6 +84,14 @@ def mounted(city: City, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         server.should_exit = True
         thread.join(timeout=15)
 
+
+#: Where a place (lon, lat, height) is drawn in the window: [x, y].
+WINDOW_AT = """([lon, lat, height]) => {
+  const { viewer, Cesium } = window.cim;
+  const place = Cesium.Cartesian3.fromDegrees(lon, lat, height);
+  const at = Cesium.SceneTransforms.worldToWindowCoordinates(viewer.scene, place);
+  return [at.x, at.y];
+}"""
 
 TILES_OF = """(name) => {
   const tileset = window.cim.viewer.scene.primitives._primitives.find((p) => p.cimGroup === name);
@@ -186,6 +195,17 @@ def test_mounted_tilesets_are_listed_loaded_and_drawn_beside_the_city(browser: A
         changed = changed_share(tab, with_neighbour, tab.screenshot(), NEIGHBOUR_BOX)
         print(f"switching the neighbour's buildings off changes {changed:.1%} of their part of the map")
         assert changed > 0.05, changed
+        # a neighbour's tower picked: its tile properties and the tileset's title, no asset detail asked of this city
+        tab.locator('input[data-layer="ext-neighbour"]').check()
+        settle(tab, 1)
+        assets: list[str] = []
+        tab.on("request", lambda r: assets.append(r.url) if "/assets/" in r.url else None)
+        at = tab.evaluate(WINDOW_AT, [NEIGHBOUR_AT[0] + 2 * 90 / M_LON, NEIGHBOUR_AT[1] + 3 * 90 / M_LAT, 150.0])
+        tab.mouse.click(at[0], at[1])
+        tab.wait_for_selector("#inspect-panel:not([hidden])", timeout=10_000)
+        assert "Neighbour 11" in tab.locator("#inspect-title").inner_text()
+        assert "邻区建筑 Neighbour's buildings" in tab.locator("#inspect-body").inner_text()
+        assert not assets, assets
         # the vanished mount: its note, and the server's reason as the switch's tooltip
         gone = tab.locator("#layer-ext-gone")
         tab.wait_for_function("document.querySelector('#layer-ext-gone')?.title?.length > 0", timeout=30_000)

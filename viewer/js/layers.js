@@ -97,6 +97,7 @@ export class Layers {
         this.viewer.scene.requestRender();
       });
       tileset.cimGroup = name;
+      if (external) tileset.cimExternal = title; // [zh, en]: the inspector shows it, and asks the server nothing
       this.viewer.scene.primitives.add(tileset);
       // A mounted tileset's features are not this city's assets: no asset styling (colours by id, kinds hidden).
       if (!external) this.styler.attach(tileset, this.viewer.scene);
