@@ -23,17 +23,14 @@ from cim.api import create_app
 from cim.settings import AppSettings, ServerSettings, StoreSettings
 from cim.tiling.external import MountSpec, mount_tilesets, place_matrix
 from tests.api.conftest import cim_serve
-from tests.tiling.external_tilesets import neighbour_tileset, third_party_tileset
+from tests.tiling.external_tilesets import made_once
 from tests.tiling.second_client import run_reader
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("external-api")
-    return {
-        "third": third_party_tileset(base / "third"),
-        "city": neighbour_tileset(base / "neighbour", 121.515, 31.225),
-    }
+    made = made_once(tmp_path_factory)
+    return {"third": made["third"], "city": made["neighbour"]}
 
 
 @pytest.fixture

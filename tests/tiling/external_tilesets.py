@@ -5,6 +5,9 @@
   (0, 0, 0), z up, to be placed with a transform;
 - :func:`neighbour_tileset`: a neighbour's buildings, built by our own ``build_tiles`` from another store (ECEF,
   a root with one external tileset per group).
+
+Each is made once per test session (:func:`made_once`, in the session's temporary folder); tests that change one
+work on a copy.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from shapely.geometry import box
 
 from cim.model import Asset, Kind
@@ -78,3 +82,19 @@ def neighbour_tileset(folder: Path, lon: float, lat: float) -> Path:
     with open_store(str(store)) as opened, MeshStore(mesh_path_for(opened.url)) as mesh_store:
         build_tiles(opened, mesh_store, out, workers=1)
     return out
+
+
+_MADE: dict[tuple[str, float, float], Path] = {}
+
+
+def made_once(factory: pytest.TempPathFactory, lon: float = 121.515, lat: float = 31.225) -> dict[str, Path]:
+    """The third-party tileset and a neighbour's build at (``lon``, ``lat``), made the first time a test session asks
+    (three test modules mount them: each would pay node's and a build's start-up again)."""
+    base = factory.getbasetemp()
+    key = (str(base), lon, lat)
+    if key not in _MADE:
+        _MADE[key] = neighbour_tileset(factory.mktemp("neighbour"), lon, lat)
+    third_key = (str(base), 0.0, 0.0)
+    if third_key not in _MADE:
+        _MADE[third_key] = third_party_tileset(factory.mktemp("third-party") / "third")
+    return {"third": _MADE[third_key], "neighbour": _MADE[key]}

@@ -24,12 +24,7 @@ from cim.pipeline.run import run_pipeline
 from cim.tiling.external import MOUNTS, MountSpec, check_mount, mount_tilesets, place_matrix, read_mounts
 from tests.tiling.checks import validate_tileset_schema
 from tests.tiling.conftest import small_city, write_city
-from tests.tiling.external_tilesets import (
-    COLUMN_AT,
-    SPHERE_UP,
-    neighbour_tileset,
-    third_party_tileset,
-)
+from tests.tiling.external_tilesets import COLUMN_AT, SPHERE_UP, made_once
 
 PLACE = (121.4990, 31.2330, 5.0, 30.0)
 TO_ECEF = pyproj.Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
@@ -39,11 +34,7 @@ GEOD = pyproj.Geod(ellps="WGS84")
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The third-party tileset and a neighbour's built tiles, made once (copied by tests that change them)."""
-    base = tmp_path_factory.mktemp("external")
-    return {
-        "third": third_party_tileset(base / "third"),
-        "neighbour": neighbour_tileset(base / "neighbour", 121.515, 31.225),
-    }
+    return made_once(tmp_path_factory)
 
 
 @pytest.fixture

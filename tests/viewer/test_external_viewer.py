@@ -22,7 +22,7 @@ import pytest
 
 from cim.tiling.external import MountSpec, mount_tilesets, place_matrix
 from tests.tiling.conftest import M_LAT, M_LON
-from tests.tiling.external_tilesets import neighbour_tileset, third_party_tileset
+from tests.tiling.external_tilesets import made_once
 from tests.viewer.conftest import CESIUM, VIEWER, City, Watch, free_port, watched_page
 from tests.viewer.test_viewer import MAP, open_viewer, pixels, settle, wait_for_tiles
 
@@ -51,9 +51,9 @@ def mounted(city: City, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     base = tmp_path_factory.mktemp("viewer-external")
     tiles = base / "tiles"
     shutil.copytree(city.tiles.joinpath("city").resolve(), tiles / "city")
-    third = third_party_tileset(base / "third")
+    made = made_once(tmp_path_factory, *NEIGHBOUR_AT)
+    third, neighbour = made["third"], made["neighbour"]
     gone = Path(shutil.copytree(third, base / "gone"))
-    neighbour = neighbour_tileset(base / "neighbour", *NEIGHBOUR_AT)
     specs = [
         MountSpec(
             "mesh", path=third, matrix=tuple(place_matrix(*MESH_PLACE)), title="Reality mesh", title_zh="实景模型"
