@@ -22,7 +22,7 @@ from typing import Any
 
 from cim.errors import InvalidInput, NotFound, UpstreamError
 from cim.tiling.external import PREFIX, read_mounts
-from cim.tiling.external_check import OPENER, TIMEOUT_S, check_local_url
+from cim.tiling.external_check import OPENER, TIMEOUT_S, check_local_url, gunzip
 
 #: How long a proxied file is answered from memory before it is fetched again.
 URL_TTL_S = 10.0
@@ -62,7 +62,10 @@ class Mounted:
         what = f'external tileset "{self.name}" {self.rest[:200]}'
         try:
             with OPENER.open(urllib.request.Request(url), timeout=TIMEOUT_S) as response:
-                return response.read(), response.headers.get_content_type()
+                body = response.read()
+                if response.headers.get("Content-Encoding", "").lower() == "gzip":  # served as stored, gzipped
+                    body = gunzip(body, what=self.rest)
+                return body, response.headers.get_content_type()
         except urllib.error.HTTPError as exc:
             if exc.code in (404, 410):
                 raise NotFound(what, "its server has no such file") from None

@@ -18,12 +18,14 @@ the standard library only: the runtime has no HTTP client of its own.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import posixpath
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 VERSIONS = ("1.0", "1.1")
 #: The magic bytes each content type starts with (3D Tiles 1.1, "Tile formats"; glb: glTF 2.0 "Binary glTF").
 MAGIC = {".glb": b"glTF", ".b3dm": b"b3dm", ".i3dm": b"i3dm", ".pnts": b"pnts", ".cmpt": b"cmpt", ".subtree": b"subt"}
+GZIP_MAGIC = b"\x1f\x8b"
 BOUNDING_LENGTHS = {"box": 12, "region": 6, "sphere": 4}
 TIMEOUT_S = 10.0
 
@@ -143,8 +146,11 @@ class UrlSource:
         request = urllib.request.Request(self.url_of(relative), method=method, headers=headers)
         try:
             with OPENER.open(request, timeout=TIMEOUT_S) as response:
-                body = b"" if method == "HEAD" else response.read(limit) if limit else response.read()
-                return int(response.status), body
+                if method == "HEAD":
+                    return int(response.status), b""
+                if response.headers.get("Content-Encoding", "").lower() == "gzip":  # stored gzipped: read it whole
+                    return int(response.status), gunzip(response.read(), what=relative)[:limit]
+                return int(response.status), response.read(limit) if limit else response.read()
         except urllib.error.HTTPError as exc:
             if exc.code in (404, 410):
                 raise Missing(relative) from None
@@ -160,7 +166,26 @@ class UrlSource:
             self.open(relative, method="HEAD")
         except Missing:
             return False
+        except OSError as exc:
+            if "answered 405" not in str(exc) and "answered 501" not in str(exc):
+                raise
+            return self.exists_by_get(relative)  # a server that does not answer HEAD
         return True
+
+    def exists_by_get(self, relative: str) -> bool:
+        try:
+            self.open(relative, limit=1)
+        except Missing:
+            return False
+        return True
+
+
+def gunzip(data: bytes, *, what: str) -> bytes:
+    """The bytes a gzip body holds; OSError when it is not gzip."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error):
+        raise OSError(f"{what!r} says it is gzipped but is not") from None
 
 
 def resolve_uri(referrer: str, uri: str) -> str:
@@ -188,6 +213,8 @@ def read_tileset_json(source: TilesetSource, relative: str, what: str) -> dict[s
         raise InvalidInput(what, "no such file in the mounted tileset") from None
     except OSError as exc:
         raise InvalidInput(what, f"cannot be read: {exc}") from None
+    if data.startswith(GZIP_MAGIC):
+        raise InvalidInput(what, "is gzipped as a file; ungzip the tileset first (3d-tiles-tools ungzip)")
     try:
         doc = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -248,6 +275,8 @@ def _check_content(source: TilesetSource, target: str, what: str, counts: dict[s
 def check_magic(target: str, head: bytes, what: str) -> None:
     """A content's first bytes match its type: the magic its extension promises, or (other names) one of the
     content magics or a JSON document (a glTF JSON or a tileset)."""
+    if head.startswith(GZIP_MAGIC):
+        raise InvalidInput(what, f"{target!r} is gzipped as a file; ungzip the tileset first (3d-tiles-tools ungzip)")
     suffix = posixpath.splitext(target)[1].lower()
     expected = MAGIC.get(suffix)
     if expected is not None:

@@ -203,3 +203,41 @@ def test_a_redirect_off_this_machine_is_refused(tiles: Path) -> None:
         'tileset "away" tileset.json — cannot be read: its server redirected it off this machine '
         "(host 'example.com' is not this machine; only localhost, 127.0.0.1 or ::1)"
     ]
+
+
+class _Gzipped(http.server.SimpleHTTPRequestHandler):
+    """Serves a tileset stored gzipped (``3d-tiles-tools gzip``) as such servers do: Content-Encoding: gzip."""
+
+    def end_headers(self) -> None:
+        self.send_header("Content-Encoding", "gzip")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_gzipped_tileset_is_refused_from_a_folder_and_read_from_a_server(
+    client: TestClient, tiles: Path, made: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.tiling.external_tilesets import tiles_tools
+
+    tiles_tools("gzip", "-i", str(made["third"]), "-o", str(tmp_path / "gzipped"), cwd=tmp_path)
+    summary = mount_tilesets(tiles / "city", [MountSpec("packed", path=tmp_path / "gzipped")], keep_others=True)
+    assert summary.errors == [
+        'tileset "packed" tileset.json — is gzipped as a file; ungzip the tileset first (3d-tiles-tools ungzip)'
+    ]
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Gzipped, directory=str(tmp_path / "gzipped"))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tileset.json"
+        summary = mount_tilesets(tiles / "city", [MountSpec("packed", url=url)], keep_others=True)
+        assert summary.mounted == ["packed"], summary
+        served = client.get("/tiles/city/external/packed/sphere.glb", headers={"Accept-Encoding": "identity"})
+        assert served.status_code == 200 and served.content == (made["third"] / "sphere.glb").read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
