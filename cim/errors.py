@@ -52,6 +52,10 @@ class NotPermitted(CimError):
     """The caller is known but may not do this (HTTP 403): a unit acting on another unit's case."""
 
 
+class UpstreamError(CimError):
+    """A server this one relies on for an answer (a mounted tileset's, on this machine) did not give it (HTTP 502)."""
+
+
 class StoreError(CimError):
     """The store refused an operation; nothing of the failed operation was written."""
 

@@ -95,6 +95,14 @@ ensure_node_tools() {
     say "installing loaders.gl for the tiling tests (npm ci)"
     (cd "$ROOT/tools/tiles-reader" && npm ci --no-audit --no-fund --silent >/dev/null)
   fi
+  # CesiumGS 3d-tiles-tools: the external tileset the mount tests put beside the city is written by it
+  # (tests/tiling/external_tilesets.py). Without install scripts: its native add-ons (sharp, sqlite) download
+  # prebuilt binaries, which fails offline, and the commands used here need neither.
+  if [ ! -x "$ROOT/tools/tiles-tools/node_modules/.bin/3d-tiles-tools" ] \
+    || [ "$ROOT/tools/tiles-tools/package-lock.json" -nt "$ROOT/tools/tiles-tools/node_modules/.package-lock.json" ]; then
+    say "installing 3d-tiles-tools for the external tileset tests (npm ci)"
+    (cd "$ROOT/tools/tiles-tools" && npm ci --ignore-scripts --no-audit --no-fund --silent >/dev/null)
+  fi
 }
 
 ensure_viewer() {

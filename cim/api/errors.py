@@ -16,7 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from cim.errors import CimError, Conflict, InvalidInput, NotFound, NotPermitted, StoreError, StoreUnavailable
+from cim.errors import (
+    CimError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    StoreError,
+    StoreUnavailable,
+    UpstreamError,
+)
 
 log = logging.getLogger("cim.api")
 
@@ -45,6 +54,7 @@ STATUS: tuple[tuple[type[CimError], int], ...] = (
     (Forbidden, 403),
     (NotPermitted, 403),
     (Conflict, 409),
+    (UpstreamError, 502),
     (StoreUnavailable, 503),
     (StoreError, 500),
 )
@@ -80,6 +90,8 @@ async def _cim_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         # The message names where the store is (a file, a database user and host): the log has it, not the client.
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        if isinstance(exc, UpstreamError):  # names a mounted tileset, never its address
+            return error_response(status, "BadGateway", exc.what, exc.why)
         if isinstance(exc, StoreUnavailable):
             return error_response(status, "ServiceUnavailable", "store", "is unavailable; try again later")
         return error_response(status, "ServerError", "request", "the store failed to answer; see the server log")

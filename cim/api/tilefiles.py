@@ -2,20 +2,26 @@
 
 A request path may never reach outside the folder: ``..`` segments (also when sent percent-encoded), absolute paths,
 NUL bytes and hidden segments are refused, and a path whose real location (symlinks followed) is outside the folder
-is not found. Files are cached by (path, mtime, size), so a rebuilt tileset is picked up at once, each with its
-response headers prepared (:class:`Encoded`), so that a cached answer costs one ``stat`` and no header building.
+is not found. ``<city>/external/<name>/…`` paths are the files of a tileset mounted beside the city
+(:mod:`cim.api.mounted`): a folder read the same way, or a URL on this machine fetched. Files are cached by (path,
+mtime, size), so a rebuilt tileset is picked up at once, each with its response headers prepared (:class:`Encoded`),
+so that a cached answer costs one ``stat`` and no header building.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from cim.api.mounted import URL_TTL_S, Mounted, Mounts
 from cim.errors import InvalidInput, NotFound
+from cim.tiling.external import PREFIX
 
 CONTENT_TYPES = {
     ".json": "application/json",
@@ -116,9 +122,12 @@ class TileFiles:
         self._lock = threading.Lock()
         # Request paths resolve() accepted → (that path under the root, cache key, device and inode of the file)
         self._known: dict[str, tuple[str, str, int, int]] = {}
+        self.mounts = Mounts(self.root)
+        self._fetched: OrderedDict[str, tuple[float, TileFile]] = OrderedDict()  # URL mounts' files, briefly
 
     def resolve(self, relative: str) -> Path:
-        """The file ``relative`` names under the root, or InvalidInput (a path that tries to leave) / NotFound."""
+        """The file ``relative`` names under the root, or InvalidInput (a path that tries to leave) / NotFound.
+        A file of a URL mount has no path: :class:`_Remote` (:meth:`get` fetches it)."""
         what = f"tile path {relative[:200]!r}"
         if "\x00" in relative or "\\" in relative:
             raise InvalidInput(what, "contains a NUL byte or a backslash")
@@ -129,6 +138,11 @@ class TileFiles:
             raise InvalidInput(what, "contains '..' or '.' segments; paths may not leave the tiles folder")
         if any(part.startswith(".") for part in parts):
             raise NotFound(what, "no such file in the tiles folder")
+        mounted = self.mounts.locate(parts)
+        if mounted is not None:
+            if mounted.folder is None:
+                raise _Remote(mounted)
+            return mounted.path()
         root = self.root.resolve()
         try:
             path = (root / relative).resolve(strict=True)
@@ -141,7 +155,10 @@ class TileFiles:
     def cached(self, relative: str) -> TileFile | None:
         """The file if its body is cached and unchanged on disk (checked by path, mtime and size), else None;
         raises like :meth:`get` for a path that is refused or missing. Cheap enough for the event loop."""
-        path = self.resolve(relative)
+        try:
+            path = self.resolve(relative)
+        except _Remote:
+            return None  # fetched by get(), in a thread
         try:
             stat = path.stat()
         except OSError:
@@ -171,6 +188,8 @@ class TileFiles:
         return self._hit(key, stat.st_mtime_ns, stat.st_size)
 
     def _know(self, relative: str, key: str, stat: os.stat_result) -> None:
+        if PREFIX in relative.split("/"):
+            return  # a mounted folder's file: the route answers it (a mount can be taken away)
         if len(self._known) >= KNOWN_PATHS:
             self._known.clear()
         self._known[relative] = (os.path.join(self.root, relative), key, stat.st_dev, stat.st_ino)
@@ -184,7 +203,10 @@ class TileFiles:
         return None
 
     def get(self, relative: str) -> TileFile:
-        path = self.resolve(relative)
+        try:
+            path = self.resolve(relative)
+        except _Remote as remote:
+            return self._fetch(remote.mounted)
         try:
             stat = path.stat()
         except OSError:
@@ -199,19 +221,29 @@ class TileFiles:
         except OSError:
             raise NotFound(f"tile path {relative[:200]!r}", "cannot be read") from None
         content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
-        compress = content_type in COMPRESSIBLE and len(body) > 256
-        tile = TileFile(
-            path=path,
-            content_type=content_type,
-            plain=Encoded.of(body, f'"{etag}"', content_type, gzipped=False),
-            gzipped=Encoded.of(gzip.compress(body, compresslevel=6), f'"{etag}-gz"', content_type, gzipped=True)
-            if compress
-            else None,
-        )
+        tile = _tile_file(path, body, f"{stat.st_mtime_ns:x}-{stat.st_size:x}", content_type)
         if tile.size <= LARGEST_CACHED:
             self._remember(key, stat.st_mtime_ns, stat.st_size, tile)
             self._know(relative, key, stat)
+        return tile
+
+    def _fetch(self, mounted: Mounted) -> TileFile:
+        """A URL mount's file: from memory for :data:`URL_TTL_S` seconds, else fetched (an ETag of its bytes)."""
+        key = f"{mounted.url}{mounted.rest}"
+        now = time.monotonic()
+        with self._lock:
+            hit = self._fetched.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        body, _ = mounted.fetch()
+        suffix = os.path.splitext(mounted.rest)[1].lower()
+        content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
+        tile = _tile_file(Path(mounted.rest), body, hashlib.sha256(body).hexdigest()[:24], content_type)
+        if tile.size <= LARGEST_CACHED:
+            with self._lock:
+                self._fetched[key] = (now + URL_TTL_S, tile)
+                while len(self._fetched) > 256:
+                    self._fetched.popitem(last=False)
         return tile
 
     def _remember(self, key: str, mtime: int, size: int, tile: TileFile) -> None:
@@ -224,3 +256,24 @@ class TileFiles:
             while self._cached_bytes > CACHE_BYTES and self._cache:
                 _, (_, _, dropped) = self._cache.popitem(last=False)
                 self._cached_bytes -= dropped.size
+
+
+class _Remote(Exception):  # control flow inside TileFiles, never seen outside
+    """Raised by :meth:`TileFiles.resolve` for a file of a URL mount."""
+
+    def __init__(self, mounted: Mounted) -> None:
+        super().__init__(mounted.name)
+        self.mounted = mounted
+
+
+def _tile_file(path: Path, body: bytes, etag: str, content_type: str) -> TileFile:
+    """A file's replies, with a gzipped form for compressible types."""
+    compress = content_type in COMPRESSIBLE and len(body) > 256
+    return TileFile(
+        path=path,
+        content_type=content_type,
+        plain=Encoded.of(body, f'"{etag}"', content_type, gzipped=False),
+        gzipped=Encoded.of(gzip.compress(body, compresslevel=6), f'"{etag}-gz"', content_type, gzipped=True)
+        if compress
+        else None,
+    )

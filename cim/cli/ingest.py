@@ -20,6 +20,7 @@ from cim.cli.options import (
     as_of_day,
     console,
     open_existing_store,
+    print_error,
     print_json,
     store_url,
 )
@@ -179,6 +180,14 @@ def build(
             " default: a local cluster of one worker per CPU]",
         ),
     ] = None,
+    mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mount",
+            help="NAME=PATH_OR_URL: an existing 3D Tiles tileset (a folder holding tileset.json, or a URL on this"
+            " machine) to show beside the city, checked first; repeat for more. Mounts made before are kept",
+        ),
+    ] = None,
 ) -> None:
     """Build the store's 3D Tiles (root + buildings, bim, underground, points); unchanged tiles are kept. While a
     server holds the store, it builds them into its tiles folder (--out names the tileset there). With --as-of, the
@@ -190,7 +199,10 @@ def build(
     if compress not in ("meshopt", "none"):
         raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     day = as_of_day(as_of)
+    mounts = _mount_specs(mount or [])
     if (remote := _serving(store, server, write=True)) is not None:
+        if mounts:
+            raise InvalidInput("--mount", "a build through a running server cannot mount; use a pipeline")
         if cluster is not None:
             raise InvalidInput(f"--cluster {cluster}", "a build through a running server uses its CIM_DASK_CLUSTER")
         from cim.api.client import build_through
@@ -210,9 +222,12 @@ def build(
         )
     if summary.degenerate_triangles:
         sys.stderr.write(f"warning: {summary.degenerate_triangles} degenerate triangles dropped\n")
+    mounted = _mount(out, mounts)
     if as_json:
         print_json({**summary.to_json(), "as_of": None if day is None else day.isoformat(),
-                    "without_mesh": summary.without_mesh})  # fmt: skip
+                    "without_mesh": summary.without_mesh, **({"mounts": mounted} if mounted else {})})  # fmt: skip
+        if mounted and mounted["errors"]:
+            raise typer.Exit(2)
         return
     when = "" if day is None else f" as of {day}"
     table = Table("tileset", "tiles", "features", "bytes", title=f"{out}{when} → {summary.path}")
@@ -222,6 +237,38 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
     if summary.without_mesh:
         console.print(f"assets without a mesh: {summary.without_mesh:,}")
+    if mounted:
+        if mounted["mounted"]:
+            console.print(f"external tilesets mounted: {', '.join(mounted['mounted'])}")
+        for error in mounted["errors"]:
+            print_error(error)
+        if mounted["errors"]:
+            raise typer.Exit(2)
+
+
+def _mount_specs(given: list[str]) -> list[Any]:
+    """``NAME=PATH_OR_URL`` options as mount specs (:mod:`cim.tiling.external`), names and URLs checked."""
+    import re
+
+    from cim.tiling.external import MountSpec
+    from cim.tiling.external_check import check_local_url
+
+    specs = []
+    for item in given:
+        name, sep, where = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", name) or not where:
+            raise InvalidInput(f"--mount {item[:80]}", "give NAME=PATH_OR_URL, NAME a slug (a-z, 0-9, -)")
+        if where.startswith(("http://", "https://")):
+            specs.append(MountSpec(name, url=check_local_url(where, what=f"--mount {name}")))
+        else:
+            specs.append(MountSpec(name, path=Path(where)))
+    return specs
+
+
+def _mount(out: Path, specs: list[Any]) -> dict[str, Any] | None:
+    from cim.tiling.external import mount_tilesets
+
+    return mount_tilesets(out, specs, keep_others=True).to_dict() if specs else None
 
 
 def _build_here(

@@ -72,6 +72,11 @@ def _print(summary: RunSummary) -> None:
             f"{g} {t['tiles']} tiles/{t['features']:,} features" for g, t in summary.tiles["tilesets"].items()
         )
         console.print(f"tiles in {summary.tiles['out']}: {groups}")
+    if summary.tilesets:
+        for error in summary.tilesets["errors"]:
+            print_error(error)
+        if summary.tilesets["mounted"]:
+            console.print(f"external tilesets mounted: {', '.join(summary.tilesets['mounted'])}")
     console.print(f"done in {summary.seconds:.1f} s")
 
 

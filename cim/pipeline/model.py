@@ -68,6 +68,15 @@
     join_distance_m = 200
     join_window_s = 3600
 
+    [[tilesets]]                            # an existing 3D Tiles tileset shown beside the city (cim.tiling.external)
+    name = "lujiazui-mesh"                  # a slug: served at /tiles/<city>/external/<name>/…
+    path = "meshes/lujiazui"                # a folder holding tileset.json (relative to this file), or
+    # url = "http://127.0.0.1:9000/mesh/tileset.json"   # a tileset served on this machine
+    place = [121.505, 31.236, 0.0, 30.0]    # optional: lon, lat, height, heading° of its local frame (or matrix =
+                                            # 16 numbers, column-major as 3D Tiles)
+    title = "Lujiazui reality mesh"
+    title_zh = "陆家嘴实景模型"
+
     [cases]
     require_all_categories = false          # true: every category needs a unit everywhere, not only declared ones
     deadline_scale = 1.0                    # every deadline × this (the demo runs a day of deadlines in minutes)
@@ -234,6 +243,39 @@ class TargetsSource(_Strict):
     scale: float | None = Field(None, gt=0, description="overrides the file's scale")
 
 
+class TilesetMount(_Strict):
+    """An existing 3D Tiles tileset mounted beside the city's (:mod:`cim.tiling.external`)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="a slug: lower-case letters, digits, -")
+    path: str | None = Field(None, description="a folder holding tileset.json, relative to the pipeline file")
+    url: str | None = Field(None, description="a tileset JSON served on this machine (localhost, 127.0.0.1, ::1)")
+    place: tuple[float, float, float, float] | tuple[float, float, float] | None = Field(
+        None, description="lon, lat, height (ellipsoidal m), heading° of the tileset's local east-north-up frame"
+    )
+    matrix: tuple[float, ...] | None = Field(None, description="16 numbers: a column-major transform, as 3D Tiles")
+    title: str | None = None
+    title_zh: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> TilesetMount:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of path or url")
+        if self.url is not None:
+            from cim.tiling.external_check import check_local_url
+
+            try:
+                check_local_url(self.url)
+            except InvalidInput as exc:
+                raise ValueError(exc.why) from None
+        if self.place is not None and self.matrix is not None:
+            raise ValueError("give place or matrix, not both")
+        if self.matrix is not None and len(self.matrix) != 16:
+            raise ValueError(f"matrix has {len(self.matrix)} numbers; a 4×4 transform has 16")
+        if self.place is not None and not (-180 <= self.place[0] <= 180 and -90 <= self.place[1] <= 90):
+            raise ValueError("place is lon, lat (degrees), height, heading°: lon or lat out of range")
+        return self
+
+
 class Pipeline(_Strict):
     name: str
     store: str = "data/city.duckdb"
@@ -251,8 +293,17 @@ class Pipeline(_Strict):
     case_rules: list[CaseRuleSource] = Field(default_factory=list)
     cases: CaseOptions = Field(default_factory=CaseOptions)
     targets: TargetsSource | None = None
+    tilesets: list[TilesetMount] = Field(default_factory=list)
     #: Directory of the pipeline file; paths of sources and mappings are relative to it.
     base: Path = Field(Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_mounts(self) -> Pipeline:
+        names = [t.name for t in self.tilesets]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"tilesets: the name {', '.join(twice)} is given twice")
+        return self
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path)

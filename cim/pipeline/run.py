@@ -64,11 +64,17 @@ class RunSummary:
     merge: dict[str, Any] | None = None
     tiles: dict[str, Any] | None = None
     cases: dict[str, Any] | None = None
+    tilesets: dict[str, Any] | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(s.ok for s in self.sources) and not self.sensors["errors"] and not (self.cases or {}).get("errors")
+        return (
+            all(s.ok for s in self.sources)
+            and not self.sensors["errors"]
+            and not (self.cases or {}).get("errors")
+            and not (self.tilesets or {}).get("errors")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -151,6 +157,7 @@ def run_pipeline(
         out = tiles_dir or pipeline.tiles
         if out is not None and (changed or force or not (Path(out) / "tileset.json").exists()):
             summary.tiles = _build(store, meshes, Path(out), stage)
+    summary.tilesets = _mount(pipeline, Path(out) if out is not None else None)
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 
@@ -463,6 +470,28 @@ def _build(store: Store, meshes: MeshStore, out: Path, stage: StageProgress) -> 
 
     built = build_tiles(store, meshes, out, progress=tile_progress)
     return {"out": str(out), **built.to_json()}
+
+
+def _mount(pipeline: Pipeline, out: Path | None) -> dict[str, Any] | None:
+    """Check and mount the pipeline's ``[[tilesets]]`` beside its built tiles (and unmount those it no longer
+    names); None when there is nothing to do."""
+    from cim.tiling.external import MountSpec, mount_tilesets, place_matrix, read_mounts
+
+    if out is None:
+        if pipeline.tilesets:
+            return {"mounted": [], "errors": ["tilesets — need the pipeline's tiles folder (tiles = …) to mount into"]}
+        return None
+    if not pipeline.tilesets and not read_mounts(out.resolve()).get("mounts"):
+        return None
+    specs = []
+    for t in pipeline.tilesets:
+        matrix = tuple(place_matrix(*t.place)) if t.place is not None else t.matrix
+        path = pipeline.resolve(t.path) if t.path is not None else None
+        specs.append(MountSpec(t.name, path=path, url=t.url, matrix=matrix, title=t.title, title_zh=t.title_zh))
+    try:
+        return mount_tilesets(out, specs).to_dict()
+    except CimError as exc:
+        return {"mounted": [], "errors": [str(exc)]}
 
 
 def _digest(pipeline: Pipeline, source: GisSource | CityJsonSource | IfcSource, path: Path) -> str:

@@ -11,7 +11,8 @@
    worker thread are in flight: memory holds a few runs whatever the size of the city. A rebuild of few assets
    encodes here (without a ``cluster`` given): starting a local cluster would cost more than it saves.
 3. **Publish**: tileset.json files (:mod:`cim.tiling.tileset`) and ``build.json`` (hash, box and size of every
-   tile) go into a new version folder ``.<name>.versions/<version>`` beside ``<name>``, which is a symbolic link
+   tile), with the external tilesets the previous version had mounted (:mod:`cim.tiling.external`), go into a new
+   version folder ``.<name>.versions/<version>`` beside ``<name>``, which is a symbolic link
    swapped to the new version by one atomic rename. A build that fails or is killed leaves the link on the
    previous, complete version.
 """
@@ -37,6 +38,7 @@ from cim.store.meshes import MeshStore
 from cim.tiling.assets import read_assets_and_hashes
 from cim.tiling.cluster import ClusterStart
 from cim.tiling.encode import IN_PROCESS_ASSETS, Encoder, Progress
+from cim.tiling.external import carry_mounts
 from cim.tiling.implicit import (
     AUTO_TILES,
     ImplicitTile,
@@ -162,6 +164,7 @@ def build_tiles(
         encoder = Encoder(written_plan, partial, previous, reusable, progress, compress)
         encoder.run(meshes, start.client if start is not None else None, auto=workers is None and cluster is None)
         summary = _publish(partial, written_plan, encoder.tiles, limits, compress)
+        carry_mounts(previous_dir, partial)  # external tilesets mounted beside the previous version stay
         if rows is not None and state is not None:
             extra = {"without_mesh": len(missing), "without_mesh_examples": missing[:5]}
             save_state(partial, plan, state, rows, mesh_digests, limits, extra)

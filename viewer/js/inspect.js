@@ -46,7 +46,9 @@ export class Inspector {
         // The tiles store decimals as float32: 1.09 reads back as 1.090000033378601; 7 digits are what it holds.
         metadata[name] = typeof value === "number" && !Number.isInteger(value) ? Number(value.toPrecision(7)) : value;
       }
-      this.open(String(picked.getProperty("id")), metadata);
+      const title = picked.tileset?.cimExternal; // a mounted tileset's feature is not an asset of this city
+      if (title) this.open(String(picked.getProperty("id") ?? title[1]), { ...metadata, tileset: title.join(" ") }, { detail: false });
+      else this.open(String(picked.getProperty("id")), metadata);
     } else if (picked?.id?.cimAssetId) {
       this.open(picked.id.cimAssetId, {}); // a marker (sensor, alert) carries the asset id it stands for
     } else if (picked?.id instanceof Cesium.Entity && picked.id.properties?.name) {

@@ -1,5 +1,7 @@
 // The root tileset's layer groups (buildings, bim, underground, points), each loaded as its own tileset so it can be
-// switched alone. A group that fails to load gets a visible note and the others still work.
+// switched alone, and the external tilesets mounted beside them (a reality mesh, a neighbour's buildings: children
+// whose content is `external/<name>/…`, with their title in extras), listed by their title. A layer that fails to
+// load gets a visible note (for a mount, the server's reason as its tooltip) and the others still work.
 import * as Cesium from "./cesium.js";
 import { getJSON } from "./api.js";
 import { bi } from "./i18n.js";
@@ -12,6 +14,17 @@ const LABELS = {
   points: ["点状设施", "Point assets"],
   city: ["城市模型", "City"],
 };
+
+/** Why the server would not give a tileset: the `why` of its JSON error body (a vanished folder, a stopped server). */
+async function reason(url) {
+  try {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    return body.why ?? body.description ?? `HTTP ${response.status}`;
+  } catch {
+    return "";
+  }
+}
 
 export class Layers {
   constructor(viewer, styler, onChange) {
@@ -27,9 +40,16 @@ export class Layers {
     const root = await getJSON(`${base}/tileset.json`);
     const children = root.root?.children ?? [];
     let groups = children
-      .map((c) => c.content?.uri)
-      .filter((uri) => uri?.endsWith(".json"))
-      .map((uri) => ({ name: uri.split("/")[0].replace(/\.json$/, ""), url: `${base}/${uri}` }));
+      .filter((c) => c.content?.uri?.endsWith(".json"))
+      .map((c) => {
+        const uri = c.content.uri;
+        const mount = c.extras?.mount;
+        if (uri.startsWith("external/") && mount) {
+          const title = [c.extras.title_zh || c.extras.title || mount, c.extras.title || mount];
+          return { name: `ext-${mount}`, url: `${base}/${uri}`, title, external: true, transform: c.transform };
+        }
+        return { name: uri.split("/")[0].replace(/\.json$/, ""), url: `${base}/${uri}` };
+      });
     if (!groups.length) groups = [{ name: "city", url: `${base}/tileset.json` }]; // a single, non-grouped tileset
     let resolveFirst;
     this.firstTile = new Promise((resolve) => (resolveFirst = resolve));
@@ -37,10 +57,12 @@ export class Layers {
     return [...this.groups.keys()];
   }
 
-  async addGroup({ name, url }, show, onFirstTile) {
+  async addGroup({ name, url, title, external, transform }, show, onFirstTile) {
     const checkbox = el("input", { type: "checkbox", "data-layer": name, checked: show });
     const note = el("span", { class: "note" });
-    const label = el("label", { class: "switch", id: `layer-${name}` }, checkbox, bi(...(LABELS[name] ?? [name, name])), note);
+    const text = bi(...(title ?? LABELS[name] ?? [name, name]));
+    const label = el("label", { class: "switch", id: `layer-${name}` }, checkbox, text, note);
+    if (external) label.dataset.external = "true";
     $("layer-switches").append(label);
     const entry = { name, checkbox, note, tileset: undefined };
     this.groups.set(name, entry);
@@ -59,6 +81,8 @@ export class Layers {
         environmentMapOptions: { enabled: false },
       });
       tileset.show = checkbox.checked;
+      // Loaded alone, a mount's tileset is placed by the transform its child in the root tileset carries.
+      if (transform?.length === 16) tileset.modelMatrix = Cesium.Matrix4.fromArray(transform);
       tileset.tileFailed.addEventListener((event) => {
         note.replaceChildren(" ", bi("（部分瓦片加载失败）", "(some tiles failed)"));
         console.warn(`tile of ${name} failed: ${event.url}: ${event.message}`);
@@ -73,13 +97,16 @@ export class Layers {
         this.viewer.scene.requestRender();
       });
       tileset.cimGroup = name;
+      if (external) tileset.cimExternal = title; // [zh, en]: the inspector shows it, and asks the server nothing
       this.viewer.scene.primitives.add(tileset);
-      this.styler.attach(tileset, this.viewer.scene);
+      // A mounted tileset's features are not this city's assets: no asset styling (colours by id, kinds hidden).
+      if (!external) this.styler.attach(tileset, this.viewer.scene);
       entry.tileset = tileset;
     } catch (err) {
       note.replaceChildren(" ", bi("（加载失败）", "(failed to load)"));
       checkbox.disabled = true;
       console.warn(`tileset ${name} failed to load: ${err.message ?? err}`);
+      if (external) label.title = await reason(url);
     }
   }
 
