@@ -139,16 +139,22 @@ def mesh_surfaces(points: F64, triangles: npt.NDArray[np.uint32]) -> Surfaces:
 
 
 def pos_list(ring: F64) -> str:
-    """A ring's coordinates as a ``gml:posList`` (x y z …)."""
-    return " ".join(f"{v:.{DECIMALS}f}" for v in ring.ravel())
+    """A ring's coordinates as a ``gml:posList`` (x y z …), formatted in one C call (a Python format per number was
+    a tenth of the export's time)."""
+    values = ring.ravel().tolist()
+    return (_FORMAT * len(values))[:-1] % tuple(values)
+
+
+_FORMAT = f"%.{DECIMALS}f "
+_POLYGON, _LINEAR_RING, _POS_LIST = (f"{{{GML}}}{name}" for name in ("Polygon", "LinearRing", "posList"))
+_SIDES = (f"{{{GML}}}exterior", f"{{{GML}}}interior")
+_GML_ID = f"{{{GML}}}id"
 
 
 def write_polygon(xf: Any, rings: Sequence[F64], polygon_id: str | None = None) -> None:
-    attributes = {f"{{{GML}}}id": polygon_id} if polygon_id else {}
-    with xf.element(f"{{{GML}}}Polygon", attributes):
+    with xf.element(_POLYGON, {_GML_ID: polygon_id} if polygon_id else {}):
         for n, ring in enumerate(rings):
-            side = "exterior" if n == 0 else "interior"
-            with nested(xf, f"{{{GML}}}{side}", f"{{{GML}}}LinearRing", f"{{{GML}}}posList"):
+            with xf.element(_SIDES[n > 0]), xf.element(_LINEAR_RING), xf.element(_POS_LIST):
                 xf.write(pos_list(ring))
 
 
