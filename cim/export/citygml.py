@@ -45,6 +45,7 @@ from cim.export.citygml_attributes import (
     TYPE_KEYS,
     address_keys,
     address_of,
+    code_keys,
     codes,
     escaped,
     gml_id,
@@ -294,8 +295,8 @@ class _Writer:
                 write_height(xf, asset.height_m, measured=True)
             elif asset.z_min is not None and asset.z_max is not None and asset.z_max > asset.z_min:
                 write_height(xf, asset.z_max - asset.z_min, measured=False)
-            for key, code in codes(asset.props):
-                leaf(xf, f"{{{BLDG}}}{key}", code)
+            for key, code, space in codes(asset.props):
+                leaf(xf, f"{{{BLDG}}}{key}", code, {"codeSpace": space} if space else None)
             if asset.storeys is not None:
                 leaf(xf, f"{{{BLDG}}}storeysAboveGround", str(asset.storeys))
             for address in address_of(asset.props):
@@ -366,7 +367,7 @@ def mesh_lod(asset: Asset) -> float:
 def _generic_values(asset: Asset) -> dict[str, Any]:
     """What becomes generic attributes: the props not written otherwise, then the typed columns CityGML has no
     place for."""
-    skipped = address_keys(asset.props) | {"class", "function", "usage", "roofType"}
+    skipped = address_keys(asset.props) | code_keys(asset.props)
     values: dict[str, Any] = {k: v for k, v in asset.props.items() if k not in skipped}
     for name in ("status", "material", "source"):
         value = getattr(asset, name)

@@ -43,7 +43,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 #: Property keys that say an asset is a building part (CityJSON's and CityGML's type, kept by the importers).
-TYPE_KEYS = ("cityjson.type", "citygml.type", "type")
+TYPE_KEYS = ("cityjson.type", "citygml.class", "citygml.type", "type")
 #: Property keys written as the building's own codes, in the order CityGML 3.0 wants them.
 CODE_KEYS = ("class", "function", "usage", "roofType")
 _ADDRESS_FIELDS = {
@@ -191,17 +191,29 @@ def write_height(xf: Any, value: float, *, measured: bool) -> None:
         leaf(xf, f"{{{CON}}}value", f"{value:.3f}", {"uom": "m"})
 
 
-def codes(props: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The building's ``class``/``function``/``usage``/``roofType`` codes in ``props`` (a list gives several)."""
-    found = []
+def codes(props: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
+    """The building's ``class``/``function``/``usage``/``roofType`` codes in ``props``, each with its codeSpace:
+    under their own names (a list gives several) or as the CityGML importer keeps them, ``citygml.<name>`` (several
+    joined by ``;``) with ``citygml.<name>.codeSpace``. ``citygml.class`` is not read: the importer keeps the
+    object's class name there."""
+    found: list[tuple[str, str, str | None]] = []
     for key in CODE_KEYS:
-        value = props.get(key)
+        value, space = props.get(key), props.get(f"{key}.codeSpace")
+        if value is None and key != "class":
+            value, space = props.get(f"citygml.{key}"), props.get(f"citygml.{key}.codeSpace")
+            value = value.split(";") if isinstance(value, str) else value
         for item in value if isinstance(value, list) else [value]:
             if item is not None and str(item).strip():
-                found.append((key, str(item).strip()))
+                found.append((key, str(item).strip(), str(space) if space else None))
                 if key in ("class", "roofType"):  # at most one of each
                     break
     return found
+
+
+def code_keys(props: Mapping[str, Any]) -> set[str]:
+    """The keys of ``props`` :func:`codes` reads (left out of the generic attributes)."""
+    names = {*CODE_KEYS, *(f"citygml.{k}" for k in CODE_KEYS[1:])}
+    return {k for k in props if k in names or k.removesuffix(".codeSpace") in names}
 
 
 @contextmanager

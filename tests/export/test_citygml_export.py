@@ -389,6 +389,51 @@ def test_an_export_killed_mid_write_leaves_nothing_at_out(exported: Exported, tm
     assert not out.exists()
 
 
+def test_the_citygml_importer_s_props_become_codes_address_and_parts_again(store: Store, tmp_path: Path) -> None:
+    """The keys the CityGML importer keeps (branch citygml, cim/gis/citygml_attributes.py) read back as CityGML."""
+    footprint = shapely.box(121.47, 31.23, 121.4702, 31.2301)
+    building = Asset(
+        id="BLD_1",
+        kind=Kind.BUILDING,
+        geom=footprint,
+        z_min=4.0,
+        z_max=20.0,
+        props={
+            "citygml.class": "Building",
+            "citygml.function": "1000;1010",
+            "citygml.function.codeSpace": "https://example.org/function.xml",
+            "address": "Am Hang 15, 85665 Moosach",
+            "address.street": "Am Hang",
+            "address.number": "15",
+            "address.postcode": "85665",
+            "address.locality": "Moosach",
+        },
+    )
+    part = Asset(
+        id="BLD_1_part",
+        kind=Kind.ELEMENT,
+        parent_id="BLD_1",
+        geom=footprint,
+        z_min=4.0,
+        z_max=8.0,
+        props={"citygml.class": "BuildingPart"},
+    )
+    store.upsert_assets(AssetBatch.from_assets([building, part]))
+    write_citygml(store, None, tmp_path / "city.gml")
+    written = etree.parse(str(tmp_path / "city.gml")).find(".//bldg:Building", NS)
+    functions = written.findall("bldg:function", NS)
+    assert [(f.text, f.get("codeSpace")) for f in functions] == [
+        ("1000", "https://example.org/function.xml"),
+        ("1010", "https://example.org/function.xml"),
+    ]
+    address = written.find("bldg:address/core:Address/core:xalAddress/xAL:Address", NS)
+    assert [etree.QName(e).localname for e in address] == ["FreeTextAddress", "Locality", "Thoroughfare", "PostCode"]
+    assert address.findtext("xAL:FreeTextAddress/xAL:AddressLine", namespaces=NS) == "Am Hang 15, 85665 Moosach"
+    names = written.xpath("core:genericAttribute/gen:*/gen:name/text()", namespaces=NS)
+    assert not [n for n in names if n.startswith(("address", "citygml.function"))]
+    assert written.xpath("bldg:buildingPart/bldg:BuildingPart/gml:identifier/text()", namespaces=NS) == ["BLD_1_part"]
+
+
 def test_an_empty_selection_is_a_valid_empty_city_model(store: Store, tmp_path: Path) -> None:
     summary = write_citygml(store, None, tmp_path / "empty.gml")
     doc = etree.parse(str(tmp_path / "empty.gml"))
