@@ -29,6 +29,7 @@ from cim.api import (
     indicators,
     ogc_edit,
     ogc_features,
+    originals,
     preview,
     queries,
     reports,
@@ -57,6 +58,7 @@ log = logging.getLogger("cim.api")
 CORE_ROUTERS: tuple[APIRouter, ...] = (
     case_features.router,  # /collections/cases before the asset kinds' /collections/{collectionId}
     ogc_features.router,
+    originals.router,  # /collections/{collectionId}/items/{feature_id}/ifc: a BIM feature's original file
     ogc_edit.router,
     aggregates.router,
     queries.router,

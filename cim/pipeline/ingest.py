@@ -21,6 +21,7 @@ from cim.model import AssetBatch, MeshBatch
 from cim.model.source import Marker, Progress, SourceRead
 from cim.store import AssetQuery, Store
 from cim.store.meshes import MeshStore, MeshWriter
+from cim.store.originals import OriginalFile
 
 if TYPE_CHECKING:
     from pyproj import CRS
@@ -73,7 +74,9 @@ def write_source(
     opened: AbstractContextManager[SourceRead[Summary]]
     path = Path(path)
     kind = read_as or file_type(path)
+    original = None
     if kind == "ifc":
+        original = OriginalFile(path, path.name)  # kept byte for byte beside its assets: `cim export --format ifc`
         from cim.bim.source import read_ifc  # ifcopenshell loads only when an IFC file is given
 
         opened = read_ifc(path, placement=placement, with_meshes=meshes is not None)
@@ -88,7 +91,7 @@ def write_source(
 
         opened = read_layer(path, mapping, layer=layer, crs=crs)
     with opened as read:
-        return _write(store, read, meshes=meshes, progress=progress, allow_empty=allow_empty, at=at)
+        return _write(store, read, meshes=meshes, progress=progress, allow_empty=allow_empty, at=at, original=original)
 
 
 def _write(
@@ -99,11 +102,13 @@ def _write(
     progress: Progress | None = None,
     allow_empty: bool = False,
     at: datetime | None = None,
+    original: OriginalFile | None = None,
 ) -> Summary:
-    """Write an opened source: its assets in one store transaction, its meshes in one mesh-file transaction that
-    commits after it, and its summary. Meshes made from the assets (:attr:`SourceRead.derive_meshes`) are made and
-    staged on a second thread while the store writes the assets: numpy, GEOS and DuckDB release the GIL, so the two
-    overlap on two cores; one batch in flight keeps memory bounded."""
+    """Write an opened source: its assets (and its ``original`` file, :mod:`cim.store.originals`) in one store
+    transaction, its meshes in one mesh-file transaction that commits after it, and its summary. Meshes made from
+    the assets (:attr:`SourceRead.derive_meshes`) are made and staged on a second thread while the store writes the
+    assets: numpy, GEOS and DuckDB release the GIL, so the two overlap on two cores; one batch in flight keeps
+    memory bounded."""
     stored = 0 if allow_empty else store.count_assets(AssetQuery(where={"source": read.source}))
     with _mesh_writer(meshes, read.source) as writer, ThreadPoolExecutor(1) as staging:
         pending: list[Future[None]] = []
@@ -128,7 +133,7 @@ def _write(
 
         batches = assets()
         try:
-            written = store.replace_source(read.source, batches, at=at)
+            written = store.replace_source(read.source, batches, at=at, original=original)
         finally:
             batches.close()  # the reader stops, and a staged put-in-place is waited for, before the meshes' block ends
         _wait(pending)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import IO, TYPE_CHECKING, Protocol, Self
 
 from shapely.geometry.base import BaseGeometry
 
@@ -18,6 +18,9 @@ from cim.errors import InvalidInput
 from cim.model import Alert, Asset, AssetBatch, Kind, Reading
 from cim.store.history import SeriesPoint
 from cim.store.schema import FILTERABLE_COLUMNS
+
+if TYPE_CHECKING:
+    from cim.store.originals import OriginalFile, StoredOriginal
 
 Scalar = str | int | float | bool
 BBox = tuple[float, float, float, float]
@@ -97,11 +100,19 @@ class Store(Protocol):
         ``change`` (``edit``, ``merge`` …) of ``by``."""
         ...
 
-    def replace_source(self, source: str, batches: Iterable[AssetBatch], *, at: datetime | None = None) -> int:
+    def replace_source(
+        self,
+        source: str,
+        batches: Iterable[AssetBatch],
+        *,
+        at: datetime | None = None,
+        original: OriginalFile | None = None,
+    ) -> int:
         """Replace every asset of ``source`` by the batches' assets, in one transaction: a re-ingest drops what
         left the source, and a failure half-way leaves the previous version whole. Returns the number written.
         What changed is versioned at ``at`` (default now; never before the source's latest change, nor later
-        than now): what left the source ends there, what is new or changed begins."""
+        than now): what left the source ends there, what is new or changed begins. The source's original file
+        (:mod:`cim.store.originals`) is replaced in the same transaction by ``original`` (None: it keeps none)."""
         ...
 
     def delete_assets(
@@ -113,7 +124,17 @@ class Store(Protocol):
         by: str | None = None,
     ) -> int:
         """Delete the assets with these ids and/or from this source. Returns the number deleted. Their versions end
-        at ``at`` (default now); their past stays."""
+        at ``at`` (default now); their past stays. A source deleted whole (no ``ids``) loses its original file."""
+        ...
+
+    def originals(self, sources: Sequence[str]) -> dict[str, StoredOriginal]:
+        """The original files kept for these sources (an ingested IFC file), by source; a source without one is
+        left out."""
+        ...
+
+    def copy_original(self, source: str, out: IO[bytes]) -> StoredOriginal | None:
+        """Write the original file of ``source`` to ``out``, byte for byte and checked against its SHA-256: the
+        file of one ingest even when a re-ingest replaces it meanwhile. None when the source keeps none."""
         ...
 
     def optimize(self) -> None:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import pyarrow as pa
@@ -26,6 +26,7 @@ from cim.store.guard import ChangeGuard
 from cim.store.history import instant_sql
 from cim.store.history_queries import HistoryQueries
 from cim.store.migrations import Database, Upgrade
+from cim.store.originals import OriginalFile, StoredOriginal, copy_original, originals_of, replace_original
 from cim.store.sql import Dialect
 
 READINGS_SCHEMA = pa.schema(
@@ -146,7 +147,14 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
         self._changed()
         return len(batch)
 
-    def replace_source(self, source: str, batches: Iterable[AssetBatch], *, at: datetime | None = None) -> int:
+    def replace_source(
+        self,
+        source: str,
+        batches: Iterable[AssetBatch],
+        *,
+        at: datetime | None = None,
+        original: OriginalFile | None = None,
+    ) -> int:
         written = 0
         when = versions.change_time(at)
         scope = versions.source_scope(self, source)
@@ -158,6 +166,7 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
                 if len(batch):
                     self._load_assets(batch)
                     written += len(batch)
+            replace_original(self, source, original)  # the assets and their original: one ingest, one transaction
             versions.record(self, scope, when, change="ingest", by=source)
         self._changed()
         return written
@@ -191,6 +200,8 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
         with self._changing("deleting assets"):
             when = versions.check_time(self, scope, when, asked=at is not None)
             count = self._execute("DELETE FROM assets WHERE " + " AND ".join(clauses), params)
+            if ids is None and source is not None:
+                replace_original(self, source, None)  # the source is gone: its original with it
             versions.record(self, scope, when, change="remove", by=by or source)
             self._assets_changed()
         self._changed()
@@ -286,6 +297,12 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
             sql += f" OFFSET {p}"
             params.append(query.offset)
         return AssetBatch(as_schema(self._fetch(sql, params), ASSET_SCHEMA))
+
+    def originals(self, sources: Sequence[str]) -> dict[str, StoredOriginal]:
+        return originals_of(self, sources)
+
+    def copy_original(self, source: str, out: IO[bytes]) -> StoredOriginal | None:
+        return copy_original(self, source, out)
 
     def select(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         """Run one read-only query written in this backend's dialect (``self.dialect``); every value a caller gave

@@ -356,7 +356,7 @@ def test_a_failed_write_stops_the_reader_and_its_geometry_children(
 
     monkeypatch.setattr(ingest._ReaderProcess, "close", noting_its_group)
 
-    def fails_after_one_batch(source, batches, *, at=None):  # type: ignore[no-untyped-def]
+    def fails_after_one_batch(source, batches, *, at=None, original=None):  # type: ignore[no-untyped-def]
         next(iter(batches))
         raise RuntimeError("the disk is full")
 
