@@ -72,3 +72,65 @@ def _newell_normal(ring: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             np.sum((ring[:, 0] - following[:, 0]) * (ring[:, 1] + following[:, 1])),
         ]
     )
+
+
+def triangulate_rings(
+    points: npt.NDArray[np.float64], ring_sizes: npt.NDArray[np.int64], rings_per_surface: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """:func:`triangulate` for surfaces whose rings lie one after another in ``points`` (``ring_sizes`` points
+    each, ``rings_per_surface`` rings per surface, outer first), in bulk: the convex one-ring surfaces of up to
+    :data:`_FAN_MAX` points (triangles, most walls and roofs) are fanned in numpy, the rest go through earcut.
+
+    >>> square = np.array([[0, 0, 0], [1e-4, 0, 0], [1e-4, 1e-4, 0], [0, 1e-4, 0]], dtype=np.float64)
+    >>> triangulate_rings(square, np.array([4]), np.array([1])).tolist()
+    [[0, 1, 2], [0, 2, 3]]
+    """
+    ring_starts = np.concatenate([[0], np.cumsum(ring_sizes)[:-1]]).astype(np.int64)
+    first_ring = np.concatenate([[0], np.cumsum(rings_per_surface)[:-1]]).astype(np.int64)
+    sizes = ring_sizes[first_ring]
+    fanned = np.zeros(len(first_ring), dtype=bool)
+    out: list[npt.NDArray[np.int64]] = []
+    for size in np.unique(sizes[(rings_per_surface == 1) & (sizes <= _FAN_MAX)]):
+        chosen = np.flatnonzero((rings_per_surface == 1) & (sizes == size))
+        index = ring_starts[first_ring[chosen]][:, None] + np.arange(size)
+        xyz = points[index] * _DEGREE_SCALE
+        following = np.roll(xyz, -1, axis=1)
+        normal = np.stack(
+            [
+                np.sum((xyz[..., 1] - following[..., 1]) * (xyz[..., 2] + following[..., 2]), axis=1),
+                np.sum((xyz[..., 2] - following[..., 2]) * (xyz[..., 0] + following[..., 0]), axis=1),
+                np.sum((xyz[..., 0] - following[..., 0]) * (xyz[..., 1] + following[..., 1]), axis=1),
+            ],
+            axis=1,
+        )
+        flat = ~normal.any(axis=1)
+        fanned[chosen[flat]] = True  # no plane: no triangle, as triangulate does
+        if size == 3:
+            convex = ~flat
+        else:
+            drop = np.argmax(np.abs(normal), axis=1)
+            keep = np.array([[1, 2], [0, 2], [0, 1]])[drop]
+            uv = np.take_along_axis(xyz, np.broadcast_to(keep[:, None, :], (len(xyz), size, 2)), axis=2)
+            edge = np.roll(uv, -1, axis=1) - uv
+            turn = edge[..., 0] * np.roll(edge, -1, axis=1)[..., 1] - edge[..., 1] * np.roll(edge, -1, axis=1)[..., 0]
+            convex = ~flat & ((turn >= 0).all(axis=1) | (turn <= 0).all(axis=1))
+        fan = index[convex]
+        steps = np.arange(1, size - 1)
+        triangles = np.stack(
+            [np.repeat(fan[:, :1], size - 2, axis=1), fan[:, steps], fan[:, steps + 1]], axis=2
+        ).reshape(-1, 3)
+        out.append(triangles)
+        fanned[chosen[convex]] = True
+    rest = np.flatnonzero(~fanned)
+    if len(rest):
+        surfaces = []
+        for surface in rest:
+            first = int(first_ring[surface])
+            rings = range(first, first + int(rings_per_surface[surface]))
+            surfaces.append([list(range(ring_starts[r], ring_starts[r] + ring_sizes[r])) for r in rings])
+        out.append(triangulate(surfaces, points))
+    return np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
+
+
+#: The most points a one-ring surface may have to be fanned in bulk when convex.
+_FAN_MAX = 16

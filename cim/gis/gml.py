@@ -1,0 +1,494 @@
+"""GML as CityGML uses it, read safely and one city object at a time: the XML stream, ``srsName``, geometry.
+
+- :func:`open_citygml` streams a ``.gml`` / ``.xml`` / ``.citygml`` file (or its ``.gz``) with ``lxml.etree.iterparse``:
+  one top-level ``cityObjectMember`` at a time, freed once handled, so memory stays flat whatever the file's size.
+  A DOCTYPE that declares entities or an external DTD is refused before parsing (XML bombs, ``file:///etc/passwd``
+  entities); the parser never expands entities, loads a DTD or touches the network either.
+- :func:`srs_frame` reads ``srsName`` in its usual forms (``EPSG:25832``, ``urn:ogc:def:crs:EPSG::6697``,
+  ``http://www.opengis.net/def/crs/EPSG/0/6697``, compound ``urn:ogc:def:crs,crs:EPSG::25832,crs:EPSG::5783``, the
+  AdV URNs of German survey data) into a transform to WGS84 lon/lat with the heights' datum named.
+- :func:`surfaces` gives the polygons (rings of raw coordinates) under a geometry property: Polygon, Triangle,
+  PolygonPatch inside MultiSurface, CompositeSurface, Solid, MultiSolid, TIN …, following ``xlink:href="#id"``.
+
+Axis order: coordinates of a geographic CRS are read in the CRS's declared order (EPSG:6697 and EPSG:4326 are lat,
+lon); projected ones easting first, as the files are written in practice even where EPSG declares northing first
+(Gauss-Krüger EPSG:31468 files give the Rechtswert first).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, cast
+
+import numpy as np
+import numpy.typing as npt
+from lxml import etree
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from cim.errors import InvalidInput
+
+#: CityGML versions by the namespace of the CityModel element.
+VERSIONS = {
+    "http://www.opengis.net/citygml/1.0": "1.0",
+    "http://www.opengis.net/citygml/2.0": "2.0",
+    "http://www.opengis.net/citygml/3.0": "3.0",
+}
+GML_NAMESPACES = ("http://www.opengis.net/gml", "http://www.opengis.net/gml/3.2")
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+GML_IDS = tuple(f"{{{ns}}}id" for ns in GML_NAMESPACES)
+SUFFIXES = (".gml", ".xml", ".citygml")
+#: How much of the (decompressed) start of a file is read to find its root element and any DOCTYPE.
+_HEAD_BYTES = 256 * 1024
+#: AdV CRS names (German survey authorities' URNs ``urn:adv:crs:<horizontal>*<height>``) as EPSG codes.
+ADV_CRS: dict[str, int] = {
+    "DE_DHDN_3GK2": 31466,
+    "DE_DHDN_3GK3": 31467,
+    "DE_DHDN_3GK4": 31468,
+    "DE_DHDN_3GK5": 31469,
+    "ETRS89_UTM32": 25832,
+    "ETRS89_UTM33": 25833,
+    "DE_DHHN92_NH": 5783,
+    "DE_DHHN2016_NH": 7837,
+}
+_EPSG_CODE = re.compile(r"EPSG(?:/[\d.]+/|:[\d.]*:|:)(\d+)", re.IGNORECASE)
+_ROOT_TAG = re.compile(rb"<([A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)([^>]*)>")
+_POLYGON_NAMES = frozenset({"Polygon", "Triangle", "PolygonPatch", "Rectangle"})
+_RING_NAMES = frozenset({"LinearRing", "Ring"})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SrsFrame:
+    """How coordinates given in one ``srsName`` become lon/lat/height, and the datum of those heights."""
+
+    name: str
+    crs: CRS
+    to_wgs84: Transformer
+    lat_first: bool
+    height_datum: str
+
+    def lonlat(self, xyz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """lon, lat, height of (n, 3) coordinates in this frame; NaN rows where a point is no place on Earth."""
+        x, y = (xyz[:, 1], xyz[:, 0]) if self.lat_first else (xyz[:, 0], xyz[:, 1])
+        with np.errstate(all="ignore"):
+            lon, lat = self.to_wgs84.transform(x, y, errcheck=False)
+        points = np.column_stack([lon, lat, xyz[:, 2]])
+        bad = ~np.isfinite(points).all(axis=1) | (np.abs(points[:, 0]) > 180) | (np.abs(points[:, 1]) > 90)
+        points[bad] = np.nan
+        return points
+
+
+def srs_frame(name: str, *, what: str) -> SrsFrame:
+    """The frame of an ``srsName``; an error naming ``what`` when it names no CRS pyproj knows."""
+    return _srs_frame(name.strip(), what)
+
+
+@lru_cache(maxsize=64)
+def _srs_frame(name: str, what: str) -> SrsFrame:
+    codes: list[int]
+    if name.lower().startswith("urn:adv:crs:"):
+        parts = name[len("urn:adv:crs:") :].split("*")
+        unknown = [p for p in parts if p not in ADV_CRS]
+        if unknown:
+            known = ", ".join(sorted(ADV_CRS))
+            raise InvalidInput(
+                f"{what} srsName {name!r}", f"AdV CRS {unknown[0]!r} is not one this reader maps ({known})"
+            )
+        codes = [ADV_CRS[p] for p in parts]
+    else:
+        codes = [int(c) for c in _EPSG_CODE.findall(name)]
+    try:
+        if codes:
+            crs = CRS.from_epsg(codes[0])
+            vertical = CRS.from_epsg(codes[1]) if len(codes) > 1 else None
+        else:
+            crs, vertical = CRS.from_user_input(name), None
+    except CRSError:
+        raise InvalidInput(f"{what} srsName {name!r}", "names no CRS pyproj knows; give one with --crs") from None
+    horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
+    if vertical is None and crs.is_compound and len(crs.sub_crs_list) > 1:
+        vertical = crs.sub_crs_list[1]
+    if vertical is not None:
+        datum = f"{vertical.name} (orthometric, kept as given)"
+    elif horizontal.is_geographic and len(horizontal.axis_info) == 3:
+        datum = f"ellipsoidal ({horizontal.name})"
+    else:
+        datum = "as given in the file (no vertical CRS declared)"
+    lat_first = horizontal.is_geographic and horizontal.axis_info[0].direction == "north"
+    to_wgs84 = Transformer.from_crs(horizontal, "EPSG:4326", always_xy=True)
+    label = horizontal.to_string() if vertical is None else f"{horizontal.to_string()}+{vertical.to_string()}"
+    return SrsFrame(name=label, crs=crs, to_wgs84=to_wgs84, lat_first=lat_first, height_datum=datum)
+
+
+# --- the stream ---
+def is_citygml(path: Path) -> bool:
+    """Whether ``path`` is read as CityGML: a GML/XML name (``.gz`` too) whose start has a ``CityModel``."""
+    name = path.name.lower().removesuffix(".gz")
+    if not name.endswith(SUFFIXES) or not path.is_file():
+        return False
+    try:
+        with _open_bytes(path) as f:
+            head = f.read(_HEAD_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return path.name.lower().endswith(".gz")  # a broken gzip of a .gml: the CityGML reader says what is wrong
+    return b"CityModel" in head
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    if path.name.lower().endswith(".gz"):
+        return cast("IO[bytes]", gzip.GzipFile(path, "rb"))
+    return path.open("rb")
+
+
+@dataclass
+class XmlStream:
+    """A CityGML file being streamed: its version, root and top-level members (see :func:`open_citygml`)."""
+
+    path: Path
+    version: str
+    namespace: str
+    root: etree._Element
+    events: Iterator[tuple[str, etree._Element]]
+    file: IO[bytes]
+
+    def members(self) -> Iterator[etree._Element]:
+        """Each top-level ``cityObjectMember``'s content element, freed after the caller is done with it. The XML's
+        own errors (it ends early, a tag mismatch) raise ``etree.XMLSyntaxError`` here, after the members before."""
+        root = self.root
+        for event, element in self.events:
+            if event != "end" or element.getparent() is not root:
+                continue
+            if element.tag.endswith("cityObjectMember") or element.tag.endswith("featureMember"):
+                for child in element:
+                    if isinstance(child.tag, str):
+                        yield child
+            element.clear()
+            while element.getprevious() is not None:  # the members and headers before it
+                del root[0]
+
+    def envelope_srs(self) -> tuple[str | None, int | None]:
+        """The CityModel's own ``boundedBy`` envelope srsName and srsDimension (read before the first member)."""
+        for child in self.root:
+            if isinstance(child.tag, str) and child.tag.endswith("boundedBy"):
+                for envelope in child:
+                    name = envelope.get("srsName")
+                    dimension = envelope.get("srsDimension")
+                    return name, int(dimension) if dimension and dimension.isdigit() else None
+        return None, None
+
+    def open_object_id(self) -> str | None:
+        """The gml:id of the member being read when the XML broke, if its start tag was read."""
+        if not len(self.root):
+            return None
+        last = self.root[-1]
+        for child in last:
+            if isinstance(child.tag, str):
+                return gml_id(child)
+        return None
+
+
+def open_citygml(path: Path) -> XmlStream:
+    """``path`` opened for streaming, its root checked: a CityGML CityModel of a known version. A file that is no
+    XML, declares entities, or is another version raises :class:`InvalidInput` here, before anything is read."""
+    if not path.is_file():
+        raise InvalidInput(f"file {path}", "does not exist")
+    try:
+        with _open_bytes(path) as f:
+            head = f.read(_HEAD_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidInput(f"file {path}", f"cannot be read as gzip: {exc}") from None
+    _refuse_entities(head, path)
+    namespace, local = _root_tag(head, path)
+    if local != "CityModel":
+        raise InvalidInput(f"file {path}", f"is not CityGML: its root element is {local!r}, not CityModel")
+    version = VERSIONS.get(namespace)
+    if version is None:
+        raise InvalidInput(
+            f"file {path}",
+            f"is CityGML of an unknown version: namespace {namespace!r}; this reader knows CityGML 1.0, 2.0 and 3.0",
+        )
+    file = _open_bytes(path)
+    events = etree.iterparse(
+        file,
+        events=("start", "end"),
+        tag=(f"{{{namespace}}}CityModel", "{*}cityObjectMember", "{*}featureMember", "{*}appearanceMember"),
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+    try:
+        _, root = next(events)
+    except (etree.XMLSyntaxError, EOFError, zlib.error, OSError) as exc:
+        file.close()
+        raise InvalidInput(f"file {path}", f"is not well-formed XML: {exc}") from None
+    return XmlStream(path=path, version=version, namespace=namespace, root=root, events=events, file=file)
+
+
+def _refuse_entities(head: bytes, path: Path) -> None:
+    """A DOCTYPE declaring entities or naming an external DTD is refused: CityGML has no use for either, and they
+    are how XML bombs (billion laughs) and external-entity reads (``file:///etc/passwd``) come in."""
+    start = head.find(b"<!DOCTYPE")
+    if start < 0:
+        return
+    doctype = head[start : head.find(b">", start) + 1 if b"[" not in head[start : start + 400] else len(head)]
+    if b"<!ENTITY" in head or re.search(rb"<!DOCTYPE\s+[\w:.-]+\s+(SYSTEM|PUBLIC)", doctype):
+        raise InvalidInput(
+            f"file {path}",
+            "declares XML entities or an external DTD in its DOCTYPE; refused unread (entity expansion is how XML "
+            "bombs and external-file reads work, and CityGML needs neither)",
+        )
+
+
+def _root_tag(head: bytes, path: Path) -> tuple[str, str]:
+    """The namespace and local name of the first element, read from the file's start."""
+    text = re.sub(rb"<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>", b"", head, flags=re.DOTALL)
+    match = _ROOT_TAG.search(text)
+    if match is None or not text.lstrip().startswith(b"<"):
+        raise InvalidInput(f"file {path}", "is not XML: no root element at its start")
+    prefix = (match.group(1) or b"")[:-1]
+    attribute = b"xmlns:" + prefix if prefix else b"xmlns"
+    declared = re.search(re.escape(attribute) + rb"\s*=\s*[\"']([^\"']*)[\"']", match.group(3))
+    namespace = declared.group(1).decode("utf-8", "replace") if declared else ""
+    return namespace, match.group(2).decode("utf-8", "replace")
+
+
+# --- geometry ---
+def local_name(element: etree._Element) -> str:
+    tag = element.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def gml_id(element: etree._Element) -> str | None:
+    return element.get(GML_IDS[0]) or element.get(GML_IDS[1])
+
+
+class GeometryProblem(Exception):
+    """Why a geometry cannot be read: ``rule`` (a finding's rule) and ``detail``."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"{rule}: {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """One polygon: its rings (outer first) as raw (n, 3) coordinates without the closing point, and the srsName
+    and dimension that apply to it (None: the default of the member or file)."""
+
+    rings: list[npt.NDArray[np.float64]]
+    srs: str | None
+
+
+def surfaces(
+    props: list[etree._Element], ids: IdIndex, srs: str | None, dimension: int | None, dropped: list[str]
+) -> list[list[Surface]]:
+    """Every polygon under each geometry property of ``props``, xlinks followed (member first, then recent
+    members). A ring with fewer than 3 distinct points is left out (a polygon whose outer ring it is too) and its
+    polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a broken xlink or unreadable numbers."""
+    fast = _plain_surfaces(props, srs, dimension)
+    if fast is not None:
+        return fast
+    return [list(_walk(prop, ids, srs, dimension, False, 0, dropped)) for prop in props]
+
+
+_PLAIN_BLOCKERS = ("{*}OrientableSurface", "{*}coordinates", "{*}pos", "{*}pointProperty")
+_POLYGON_TAGS = tuple(f"{{*}}{name}" for name in sorted(_POLYGON_NAMES))
+_LINKS_AND_SRS = etree.XPath("count(.//@*[local-name()='href' or local-name()='srsName'])")
+
+
+def _plain_surfaces(props: list[etree._Element], srs: str | None, dimension: int | None) -> list[list[Surface]] | None:
+    """The common case read in bulk (one numpy conversion per ring, checks vectorised): 3D posLists only, no
+    xlink, no orientation flip, at most one srsName on each geometry itself, every ring good. None: read them by
+    :func:`_walk`, which handles the rest one element at a time and says what is wrong."""
+    texts: list[str] = []
+    per_polygon: list[int] = []
+    polygons_per_prop: list[int] = []
+    srs_of: list[str | None] = []
+    for prop in props:
+        if len(prop) != 1 or next(prop.iter(*_PLAIN_BLOCKERS), None) is not None:
+            return None
+        geometry = prop[0]
+        own = geometry.get("srsName")
+        if _LINKS_AND_SRS(prop) != (1 if own else 0):
+            return None
+        given = geometry.get("srsDimension")
+        if (int(given) if given and given.isdigit() else dimension or 3) != 3:
+            return None
+        srs_of.append(own or srs)
+        polygons = list(prop.iter(*_POLYGON_TAGS))
+        polygons_per_prop.append(len(polygons))
+        for polygon in polygons:
+            lists = polygon.findall(".//{*}posList")
+            if not lists or any(p.get("srsDimension") not in (None, "3") for p in lists):
+                return None
+            per_polygon.append(len(lists))
+            texts.extend(p.text or "" for p in lists)
+    if not texts:
+        return None
+    rings = _plain_rings(texts)
+    if rings is None:
+        return None
+    out: list[list[Surface]] = []
+    ring_at = polygon_at = 0
+    for prop_srs, count in zip(srs_of, polygons_per_prop, strict=True):
+        found = []
+        for n in per_polygon[polygon_at : polygon_at + count]:
+            found.append(Surface(rings=rings[ring_at : ring_at + n], srs=prop_srs))
+            ring_at += n
+        polygon_at += count
+        out.append(found)
+    return out
+
+
+def _plain_rings(texts: list[str]) -> list[npt.NDArray[np.float64]] | None:
+    """posList texts as (n, 3) rings without their closing point, or None when one is not a closed ring of 3
+    distinct points (or not numbers)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            arrays = [np.fromstring(text, sep=" ") for text in texts]
+        except (DeprecationWarning, ValueError):
+            return None
+    sizes = np.array([a.size for a in arrays])
+    if (sizes % 3).any() or (sizes < 12).any():  # a closed ring of 3 points has 4
+        return None
+    xyz = np.concatenate(arrays).reshape(-1, 3)
+    counts = sizes // 3
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ends = starts + counts - 1
+    if not (xyz[starts] == xyz[ends]).all():
+        return None
+    keep = np.ones(len(xyz), dtype=bool)
+    keep[ends] = False
+    xyz, counts = xyz[keep], counts - 1
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    unlike_first = (xyz != np.repeat(xyz[starts], counts, axis=0)).any(axis=1)
+    second = np.minimum.reduceat(np.where(unlike_first, np.arange(len(xyz)), len(xyz)), starts)
+    if (second >= len(xyz)).any():
+        return None
+    unlike_both = unlike_first & (xyz != np.repeat(xyz[second], counts, axis=0)).any(axis=1)
+    if not np.maximum.reduceat(unlike_both, starts).all():
+        return None
+    return np.split(xyz, starts[1:])
+
+
+def _walk(
+    element: etree._Element,
+    ids: IdIndex,
+    srs: str | None,
+    dimension: int | None,
+    reverse: bool,
+    depth: int,
+    dropped: list[str],
+) -> Iterator[Surface]:
+    if depth > 40:
+        raise GeometryProblem("malformed_object", "geometry nests deeper than 40 levels (an xlink cycle?)")
+    srs = element.get("srsName") or srs
+    given = element.get("srsDimension")
+    dimension = int(given) if given and given.isdigit() else dimension
+    href = element.get(XLINK_HREF)
+    if href is not None and not len(element):
+        target = ids.find(href)
+        if target is None:
+            raise GeometryProblem("broken_xlink", href)
+        yield from _walk(target, ids, srs, dimension, reverse, depth + 1, dropped)
+        return
+    name = local_name(element)
+    if name in _POLYGON_NAMES:
+        read = [_ring(r, dimension, element) for r in element.iter("{*}LinearRing", "{*}Ring")]
+        if not read:
+            return
+        if any(r is None for r in read):
+            dropped.append(gml_id(element) or "a polygon without gml:id")
+        rings = [r for r in read if r is not None]
+        if read[0] is not None:
+            yield Surface(rings=[r[::-1] for r in rings] if reverse else rings, srs=srs)
+        return
+    if name == "OrientableSurface" and element.get("orientation") == "-":
+        reverse = not reverse
+    for child in element:
+        if isinstance(child.tag, str):
+            yield from _walk(child, ids, srs, dimension, reverse, depth + 1, dropped)
+
+
+def _ring(ring: etree._Element, dimension: int | None, polygon: etree._Element) -> npt.NDArray[np.float64] | None:
+    """The ring's points without the closing one, or None when fewer than 3 of them are distinct."""
+    texts: list[str] = []
+    for child in ring:
+        name = local_name(child)
+        given = child.get("srsDimension")
+        if given and given.isdigit():
+            dimension = int(given)
+        if name in ("posList", "pos"):
+            texts.append(child.text or "")
+        elif name == "coordinates":  # GML 3.1 / CityGML 1.0: "x,y,z x,y,z"
+            texts.append((child.text or "").replace(child.get("cs", ","), " "))
+        elif name == "pointProperty" or name == "Point":
+            texts.extend(p.text or "" for p in child.iter("{*}pos"))
+    where = gml_id(polygon) or "a polygon without gml:id"
+    try:
+        numbers = np.array(" ".join(texts).split(), dtype=np.float64)
+    except ValueError:
+        raise GeometryProblem("unreadable_coordinates", where) from None
+    dim = dimension or 3
+    if dim not in (2, 3) or numbers.size % dim:
+        raise GeometryProblem("unreadable_coordinates", where)
+    xyz = numbers.reshape(-1, dim)
+    if dim == 2:
+        xyz = np.column_stack([xyz, np.zeros(len(xyz))])
+    if len(xyz) > 1 and np.array_equal(xyz[0], xyz[-1]):
+        xyz = xyz[:-1]
+    if len(xyz) < 3:
+        return None
+    other = (xyz != xyz[0]).any(axis=1)  # 3 distinct points: one unlike the first, and one unlike both
+    if not other.any():
+        return None
+    third = other & (xyz != xyz[int(np.argmax(other))]).any(axis=1)
+    return xyz if third.any() else None
+
+
+class IdIndex:
+    """gml:id → element within the member being read, built on the first xlink, then a bounded memory of the ids
+    of recent members (a reference to a polygon of an earlier member still resolves)."""
+
+    def __init__(self, recent_limit: int = 50_000) -> None:
+        self._member: dict[str, etree._Element] | None = None
+        self._element: etree._Element | None = None
+        self._recent: dict[str, etree._Element] = {}
+        self._limit = recent_limit
+
+    def start(self, member: etree._Element) -> None:
+        if self._member is not None:  # keep the last member's ids for later references (copies: it is freed)
+            for key, element in self._member.items():
+                if local_name(element) in _POLYGON_NAMES:
+                    self._recent[key] = _copy(element)
+            while len(self._recent) > self._limit:
+                del self._recent[next(iter(self._recent))]
+        self._member, self._element = None, member
+
+    def find(self, href: str) -> etree._Element | None:
+        key = href.strip().removeprefix("#")
+        if self._member is None:
+            self._member = {}
+            if self._element is not None:
+                for element in self._element.iter():
+                    found = gml_id(element) if isinstance(element.tag, str) else None
+                    if found:
+                        self._member[found] = element
+        found = self._member.get(key)
+        return found if found is not None else self._recent.get(key)
+
+
+def _copy(element: etree._Element) -> etree._Element:
+    return etree.fromstring(etree.tostring(element))
