@@ -111,6 +111,7 @@ class _Shape:
     points: npt.NDArray[np.float64]
     triangles: npt.NDArray[np.int64]
     classes: list[tuple[str, int]]  # (class, triangles) in order
+    members: dict[str, int]  # class → how many of its surfaces (geometry properties) the shape has
     lod: int
     frame: gml.SrsFrame
 
@@ -140,13 +141,10 @@ class CityGmlRead:
         ids = gml.IdIndex()
         assets: list[Asset] = []
         shapes: list[tuple[str, _Shape]] = []
-        default: tuple[str | None, int | None] | None = None
         try:
             for member in stream.members():
-                if default is None:
-                    default = stream.envelope_srs()
                 ids.start(member)
-                self._member(member, ids, default, assets, shapes)
+                self._member(member, ids, stream.envelope or (None, None), assets, shapes)
                 if progress is not None:
                     progress(1)
                 if len(assets) >= BATCH_OBJECTS:
@@ -321,7 +319,17 @@ class CityGmlRead:
             ring_at, surface_at = ring_at + rings, surface_at + len(group)
             triangles.append(found_triangles)
             classes.append((class_name, len(found_triangles)))
-        return _Shape(points=points, triangles=np.concatenate(triangles), classes=classes, lod=lod, frame=frame)
+        members: dict[str, int] = {}
+        for class_name, _ in chosen:
+            members[class_name] = members.get(class_name, 0) + 1
+        return _Shape(
+            points=points,
+            triangles=np.concatenate(triangles),
+            classes=classes,
+            members=members,
+            lod=lod,
+            frame=frame,
+        )
 
     def _frame(self, names: set[str | None]) -> gml.SrsFrame | str:
         """The one frame of an object's geometries (``--crs`` first), or the rule that rejects it."""
@@ -373,7 +381,8 @@ def _geometry_properties(
 
 
 def _surface_stats(shape: _Shape) -> dict[str, float | int]:
-    """Triangles and area (m²) by surface class, e.g. ``citygml.WallSurface.area_m2``."""
+    """Surfaces, triangles and area (m²) by thematic surface class, e.g. ``citygml.WallSurface.count`` and
+    ``citygml.WallSurface.area_m2``."""
     if not any(_THEMATIC.search(class_name) for class_name, _ in shape.classes):
         return {}
     origin = (float(shape.points[0, 0]), float(shape.points[0, 1]), float(shape.points[0, 2]))
@@ -384,6 +393,7 @@ def _surface_stats(shape: _Shape) -> dict[str, float | int]:
     at = 0
     for class_name, count in shape.classes:
         key = f"citygml.{class_name}"
+        stats[f"{key}.count"] = shape.members.get(class_name, 0)
         stats[f"{key}.triangles"] = int(stats.get(f"{key}.triangles", 0)) + count
         stats[f"{key}.area_m2"] = round(
             float(stats.get(f"{key}.area_m2", 0.0)) + float(areas[at : at + count].sum()), 2

@@ -8,8 +8,9 @@
   ``gen:value``, ``GenericAttributeSet``): by their own name (a set's as ``<set>.<name>``), numbers as numbers.
 - Addresses, xAL 2.0 (``AddressDetails``) and xAL 3.0 (``Address``): one readable ``address`` and its parts as
   ``address.street``, ``address.number``, ``address.postcode``, ``address.locality``, ``address.country``.
-- PLATEAU's i-UR ADE (``uro``): every value as ``uro.<path>``; a utility pipe's ``uro:year``,
-  ``uro:innerDiamiter`` (sic) and ``uro:minDepth`` / ``maxDepth`` feed ``install_date``, ``diameter_mm``, ``depth_m``.
+- PLATEAU's i-UR ADE (``uro``): every value as ``uro.<property>.<path>`` (``uro.buildingDetails.city``); a
+  utility pipe's ``uro:year``, ``uro:innerDiamiter`` (sic) and ``uro:minDepth`` / ``maxDepth`` feed
+  ``install_date``, ``diameter_mm``, ``depth_m``.
 
 A value that is not what its element says (``measuredHeight`` "2.8（テスト）") is left out of the typed column, kept
 in ``props`` as written, and reported as a finding naming the object and the field.
@@ -102,7 +103,12 @@ def read_attributes(element: etree._Element) -> Attributes:
         if name.startswith("lod") or name in _NOT_ATTRIBUTES:
             continue
         if "/uro/" in namespace:
-            _uro(child, "uro", props)
+            if len(child):
+                _uro(child, f"uro.{name}", props)
+            elif child.text and child.text.strip():  # a value right on the object (a pipe's diameter)
+                props[f"uro.{name}"] = child.text.strip()
+                if child.get("uom"):
+                    props[f"uro.{name}.uom"] = child.get("uom")
         elif namespace.startswith("http://www.opengis.net/gml"):
             if name == "name" and child.text and found.name is None:
                 found.name = child.text.strip()
@@ -285,8 +291,6 @@ def _uro(element: etree._Element, path: str, props: dict[str, Any]) -> None:
                 props[step] = value
             if child.get("uom"):
                 props[f"{step}.uom"] = child.get("uom")
-    if not len(element) and element.text and element.text.strip() and path == "uro":
-        props[f"uro.{local_name(element)}"] = element.text.strip()
 
 
 def _pipe_fields(found: Attributes) -> None:

@@ -157,6 +157,8 @@ class XmlStream:
     root: etree._Element
     events: Iterator[tuple[str, etree._Element]]
     file: IO[bytes]
+    #: the CityModel's envelope (srsName, srsDimension), known once the first member is read
+    envelope: tuple[str | None, int | None] | None = None
 
     def members(self) -> Iterator[etree._Element]:
         """Each top-level ``cityObjectMember``'s content element, freed after the caller is done with it. The XML's
@@ -165,15 +167,17 @@ class XmlStream:
         for event, element in self.events:
             if event != "end" or element.getparent() is not root:
                 continue
+            if self.envelope is None:
+                self.envelope = self._envelope()
+            while element.getprevious() is not None:  # the members and headers before it
+                del root[0]
             if element.tag.endswith("cityObjectMember") or element.tag.endswith("featureMember"):
                 for child in element:
                     if isinstance(child.tag, str):
                         yield child
             element.clear()
-            while element.getprevious() is not None:  # the members and headers before it
-                del root[0]
 
-    def envelope_srs(self) -> tuple[str | None, int | None]:
+    def _envelope(self) -> tuple[str | None, int | None]:
         """The CityModel's own ``boundedBy`` envelope srsName and srsDimension (read before the first member)."""
         for child in self.root:
             if isinstance(child.tag, str) and child.tag.endswith("boundedBy"):
