@@ -17,7 +17,6 @@ lon); projected ones easting first, as the files are written in practice even wh
 
 from __future__ import annotations
 
-import gzip
 import re
 import warnings
 import zlib
@@ -134,17 +133,68 @@ def is_citygml(path: Path) -> bool:
     if not name.endswith(SUFFIXES) or not path.is_file():
         return False
     try:
-        with _open_bytes(path) as f:
-            head = f.read(_HEAD_BYTES)
-    except (OSError, EOFError, zlib.error):
+        head = _head(path)
+    except (OSError, zlib.error):
         return path.name.lower().endswith(".gz")  # a broken gzip of a .gml: the CityGML reader says what is wrong
     return b"CityModel" in head
 
 
+def _head(path: Path) -> bytes:
+    """The file's first bytes (decompressed), as many as there are when a gzip stream ends early."""
+    chunks: list[bytes] = []
+    size = 0
+    with _open_bytes(path) as f:
+        while size < _HEAD_BYTES:
+            try:
+                chunk = f.read(16 * 1024)
+            except EOFError:  # a cut gzip: what came before still counts (the members are reported as they come)
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
 def _open_bytes(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz"):
-        return cast("IO[bytes]", gzip.GzipFile(path, "rb"))
+        return cast("IO[bytes]", _Gunzip(path.open("rb")))
     return path.open("rb")
+
+
+class _Gunzip:
+    """A gzip file's bytes as they decompress. Unlike :class:`gzip.GzipFile`, a stream that ends early gives every
+    byte before the cut and then ends, so the XML parser reports where the document breaks off (and the members
+    before it are kept); corrupt data raises ``zlib.error``."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(wbits=31)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = self._raw.read(32 * 1024)  # small: the buffer is copied on every read
+            if not chunk:
+                break
+            self._buffer += self._inflate.decompress(chunk)
+            while self._inflate.eof and self._inflate.unused_data:  # a file of several gzip members
+                rest = self._inflate.unused_data
+                self._inflate = zlib.decompressobj(wbits=31)
+                self._buffer += self._inflate.decompress(rest)
+        if size < 0:
+            size = len(self._buffer)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _Gunzip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -204,9 +254,8 @@ def open_citygml(path: Path) -> XmlStream:
     if not path.is_file():
         raise InvalidInput(f"file {path}", "does not exist")
     try:
-        with _open_bytes(path) as f:
-            head = f.read(_HEAD_BYTES)
-    except (OSError, EOFError, zlib.error) as exc:
+        head = _head(path)
+    except (OSError, zlib.error) as exc:
         raise InvalidInput(f"file {path}", f"cannot be read as gzip: {exc}") from None
     _refuse_entities(head, path)
     namespace, local = _root_tag(head, path)
