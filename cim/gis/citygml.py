@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from cim.gis import surfaces as surface_geometry
 from cim.gis.citygml_attributes import PIPE_NETWORKS, read_attributes
 from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
+from cim.gis.rings import triangulate_rings
 from cim.model import Asset, AssetBatch, Kind, MeshBatch
 from cim.model.source import Progress
 
@@ -225,7 +227,7 @@ class CityGmlRead:
             self._object(part, asset_id, ids, default, assets, shapes)
         dropped: list[str] = []
         try:
-            shape = self._shape(props_lists, ids, default, dropped)
+            shape = self._shape(element, props_lists, ids, default, dropped)
         except gml.GeometryProblem as problem:
             self._findings.add(problem.rule, one, problem.detail)
             return
@@ -235,7 +237,7 @@ class CityGmlRead:
         if isinstance(shape, str):
             self._findings.add(shape, one)
             return
-        footprint = surface_geometry.footprint(shape.triangles, shape.points) if len(shape.triangles) else None
+        footprint = surface_geometry.footprint(_ground(shape), shape.points) if len(shape.triangles) else None
         if footprint is None:
             self._findings.add("empty_geometry", one)
             return
@@ -275,6 +277,7 @@ class CityGmlRead:
 
     def _shape(
         self,
+        scope: etree._Element,
         found: dict[int, list[tuple[str, etree._Element]]],
         ids: gml.IdIndex,
         default: tuple[str | None, int | None],
@@ -288,7 +291,7 @@ class CityGmlRead:
         thematic = [(c, p) for c, p in chosen if _THEMATIC.search(c)]
         chosen = thematic or chosen
         by_class: dict[str, list[gml.Surface]] = {}
-        read = gml.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
+        read = gml.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped, scope)
         for (class_name, _), found_surfaces in zip(chosen, read, strict=True):
             by_class.setdefault(class_name, []).extend(found_surfaces)
         every = [s for group in by_class.values() for s in group]
@@ -304,21 +307,13 @@ class CityGmlRead:
             return "outside_lonlat"
         ring_sizes = np.array([len(ring) for s in every for ring in s.rings], dtype=np.int64)
         rings_per_surface = np.array([len(s.rings) for s in every], dtype=np.int64)
-        triangles, classes, ring_at, surface_at = [], [], 0, 0
-        for class_name, group in by_class.items():  # one class at a time: their triangles are counted apart
-            rings = int(rings_per_surface[surface_at : surface_at + len(group)].sum())
-            offset = int(ring_sizes[:ring_at].sum())
-            found_triangles = (
-                surface_geometry.triangulate_rings(
-                    points[offset:],
-                    ring_sizes[ring_at : ring_at + rings],
-                    rings_per_surface[surface_at : surface_at + len(group)],
-                )
-                + offset
-            )
-            ring_at, surface_at = ring_at + rings, surface_at + len(group)
-            triangles.append(found_triangles)
-            classes.append((class_name, len(found_triangles)))
+        found_triangles, surface_of = triangulate_rings(points, ring_sizes, rings_per_surface)
+        class_of_surface = np.repeat(np.arange(len(by_class)), [len(group) for group in by_class.values()])
+        class_of = class_of_surface[surface_of]
+        order = np.argsort(class_of, kind="stable")  # the triangles grouped by class, in the classes' order
+        counts = np.bincount(class_of, minlength=len(by_class))
+        triangles = [found_triangles[order]]
+        classes = list(zip(by_class, counts.tolist(), strict=True))
         members: dict[str, int] = {}
         for class_name, _ in chosen:
             members[class_name] = members.get(class_name, 0) + 1
@@ -362,22 +357,51 @@ def _geometry_properties(
         node, owner = stack.pop()
         for child in node:
             tag = child.tag
-            if not isinstance(tag, str) or any(ns in tag[: tag.find("}") + 1] for ns in _NOT_SHAPE_NAMESPACES):
+            if not isinstance(tag, str):
                 continue
-            name = gml.local_name(child)
-            lod = _LOD.match(name)
-            if lod is not None:
-                if "Point" not in name and "Curve" not in name and "ImplicitRepresentation" not in name:
-                    found.setdefault(int(lod.group(1)), []).append((owner, child))
-            elif name in PARTS:
+            role, value = _role(tag)
+            if role == _GEOMETRY:
+                found.setdefault(int(value), []).append((owner, child))
+            elif role == _PART:
                 parts.append(child)
-            elif name[:1].isupper():
-                stack.append((child, name))
-            elif len(child):
+            elif role == _OBJECT:
+                stack.append((child, value))
+            elif role == _PROPERTY and len(child):
                 stack.append((child, owner))
     for lists in found.values():
         lists.reverse()  # document order
     return found
+
+
+_SKIP, _GEOMETRY, _PART, _OBJECT, _PROPERTY = range(5)
+
+
+@lru_cache(maxsize=4096)
+def _role(tag: str) -> tuple[int, str]:
+    """What an element is to the geometry walk, by its tag (few distinct tags: cached): attributes, appearance and
+    ADE data are skipped; ``lodN…`` surfaces and solids are geometry (points, curves and implicit ones not)."""
+    namespace, _, name = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    if any(ns in namespace for ns in _NOT_SHAPE_NAMESPACES):
+        return _SKIP, ""
+    lod = _LOD.match(name)
+    if lod is not None:
+        if "Point" in name or "Curve" in name or "ImplicitRepresentation" in name:
+            return _SKIP, ""
+        return _GEOMETRY, lod.group(1)
+    if name in PARTS:
+        return _PART, name
+    return (_OBJECT, name) if name[:1].isupper() else (_PROPERTY, name)
+
+
+def _ground(shape: _Shape) -> npt.NDArray[np.int64]:
+    """The triangles a footprint is made of: the ground surfaces' where the object has them (what a building stands
+    on, and one union of few triangles), else all of them."""
+    at = 0
+    for class_name, count in shape.classes:
+        if class_name == "GroundSurface" and count:
+            return shape.triangles[at : at + count]
+        at += count
+    return shape.triangles
 
 
 def _surface_stats(shape: _Shape) -> dict[str, float | int]:

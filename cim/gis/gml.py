@@ -222,9 +222,12 @@ class XmlStream:
             while element.getprevious() is not None:  # the members and headers before it
                 del root[0]
             if element.tag.endswith("cityObjectMember") or element.tag.endswith("featureMember"):
-                for child in element:
-                    if isinstance(child.tag, str):
-                        yield child
+                children = [child for child in element if isinstance(child.tag, str)]
+                yield from children
+                # emptied while still in the tree: lxml frees a subtree no Python object points into at once, but
+                # walks all of it to move it to a document of its own when one does (the caller's last member)
+                for child in children:
+                    child.clear()
             element.clear()
 
     def _envelope(self) -> tuple[str | None, int | None]:
@@ -344,64 +347,69 @@ class Surface:
 
 
 def surfaces(
-    props: list[etree._Element], ids: IdIndex, srs: str | None, dimension: int | None, dropped: list[str]
+    props: list[etree._Element],
+    ids: IdIndex,
+    srs: str | None,
+    dimension: int | None,
+    dropped: list[str],
+    scope: etree._Element,
 ) -> list[list[Surface]]:
-    """Every polygon under each geometry property of ``props``, xlinks followed (member first, then recent
-    members). A ring with fewer than 3 distinct points is left out (a polygon whose outer ring it is too) and its
-    polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a broken xlink or unreadable numbers."""
-    fast = _plain_surfaces(props, srs, dimension)
-    if fast is not None:
-        return fast
-    return [list(_walk(prop, ids, srs, dimension, False, 0, dropped)) for prop in props]
+    """Every polygon under each geometry property of ``props`` (all inside ``scope``, the city object), xlinks
+    followed (member first, then recent members). A ring with fewer than 3 distinct points is left out (a polygon
+    whose outer ring it is too) and its polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a
+    broken xlink or unreadable numbers.
 
-
-_PLAIN_BLOCKERS = ("{*}OrientableSurface", "{*}coordinates", "{*}pos", "{*}pointProperty")
-_POLYGON_TAGS = tuple(f"{{*}}{name}" for name in sorted(_POLYGON_NAMES))
-_LINKS_AND_SRS = etree.XPath("count(.//@*[local-name()='href' or local-name()='srsName'])")
-
-
-def _plain_surfaces(props: list[etree._Element], srs: str | None, dimension: int | None) -> list[list[Surface]] | None:
-    """The common case read in bulk (one numpy conversion per ring, checks vectorised): 3D posLists only, no
-    xlink, no orientation flip, at most one srsName on each geometry itself, every ring good. None: read them by
-    :func:`_walk`, which handles the rest one element at a time and says what is wrong."""
+    The common case is read in bulk (one numpy conversion per ring, checks vectorised): one-ring polygons with
+    3D posLists, no xlink, no orientation flip, an srsName at most on the geometry itself. The properties that
+    are not so, and any whose rings fail a check, are read one element at a time by :func:`_walk`, which handles
+    everything and says what is wrong."""
+    if dimension not in (None, 3):
+        return [list(_walk(prop, ids, srs, dimension, False, 0, dropped)) for prop in props]
+    chosen = {prop: n for n, prop in enumerate(props)}
+    special = [False] * len(props)
+    own_srs: list[str | None] = [srs] * len(props)
+    for element in [*_SPECIAL_ATTRIBUTES(scope), *scope.iter(*_SPECIAL_TAGS)]:
+        parent = element.getparent()
+        plain_srs = element.get(XLINK_HREF) is None and element.get("srsDimension") in (None, "3")
+        if element.get("srsName") and parent in chosen and plain_srs:
+            own_srs[chosen[parent]] = element.get("srsName")
+            continue
+        for ancestor in element.iterancestors():
+            if ancestor in chosen:
+                special[chosen[ancestor]] = True
+                break
+            if ancestor is scope:
+                break
     texts: list[str] = []
-    per_polygon: list[int] = []
-    polygons_per_prop: list[int] = []
-    srs_of: list[str | None] = []
-    for prop in props:
-        if len(prop) != 1 or next(prop.iter(*_PLAIN_BLOCKERS), None) is not None:
-            return None
-        geometry = prop[0]
-        own = geometry.get("srsName")
-        if _LINKS_AND_SRS(prop) != (1 if own else 0):
-            return None
-        given = geometry.get("srsDimension")
-        if (int(given) if given and given.isdigit() else dimension or 3) != 3:
-            return None
-        srs_of.append(own or srs)
-        polygons = list(prop.iter(*_POLYGON_TAGS))
-        polygons_per_prop.append(len(polygons))
-        for polygon in polygons:
-            lists = polygon.findall(".//{*}posList")
-            if not lists or any(p.get("srsDimension") not in (None, "3") for p in lists):
-                return None
-            per_polygon.append(len(lists))
-            texts.extend(p.text or "" for p in lists)
-    if not texts:
-        return None
-    rings = _plain_rings(texts)
-    if rings is None:
-        return None
+    rings_per_prop: list[int] = []
+    for prop, slow in zip(props, special, strict=True):
+        lists = [] if slow else [p.text or "" for p in prop.iter("{*}posList")]
+        rings_per_prop.append(len(lists))
+        texts.extend(lists)
+    rings = _plain_rings(texts) if texts else []
+    if rings is None:  # a ring to drop or numbers to report somewhere: every property the slow way
+        special = [True] * len(props)
     out: list[list[Surface]] = []
-    ring_at = polygon_at = 0
-    for prop_srs, count in zip(srs_of, polygons_per_prop, strict=True):
-        found = []
-        for n in per_polygon[polygon_at : polygon_at + count]:
-            found.append(Surface(rings=rings[ring_at : ring_at + n], srs=prop_srs))
-            ring_at += n
-        polygon_at += count
-        out.append(found)
+    at = 0
+    for n, prop in enumerate(props):
+        if special[n]:
+            out.append(list(_walk(prop, ids, srs, dimension, False, 0, dropped)))
+        else:
+            count = rings_per_prop[n]
+            out.append([Surface(rings=[ring], srs=own_srs[n]) for ring in (rings or [])[at : at + count]])
+        at += rings_per_prop[n]
     return out
+
+
+#: Elements the bulk path leaves to :func:`_walk`: orientation flips, coordinates not in posLists, holes.
+_SPECIAL_TAGS = tuple(
+    f"{{*}}{name}" for name in ("OrientableSurface", "coordinates", "pos", "pointProperty", "interior", "Ring")
+)
+#: … and xlinks, srsNames, 2D coordinates (an srsName right on a property's geometry is read in bulk).
+_SPECIAL_ATTRIBUTES = etree.XPath(
+    ".//*[@xl:href or @srsName or (@srsDimension and @srsDimension != '3')]",
+    namespaces={"xl": "http://www.w3.org/1999/xlink"},
+)
 
 
 def _plain_rings(texts: list[str]) -> list[npt.NDArray[np.float64]] | None:
