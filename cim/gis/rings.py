@@ -39,7 +39,7 @@ def triangulate_rings(
     planar = normals.any(axis=1)
     sizes = ring_sizes[first_ring]
     one_ring = (rings_per_surface == 1) & planar
-    done = ~planar
+    done: npt.NDArray[np.bool_] = np.logical_not(planar)
     triangles: list[npt.NDArray[np.int64]] = []
     owners: list[npt.NDArray[np.int64]] = []
     for size in np.unique(sizes[one_ring & (sizes <= FAN_MAX)]):
