@@ -257,3 +257,35 @@ def test_one_citygml_ingest_on_both_backends_with_meshes(store: Store, tmp_path:
         assert extent.tolist() == pytest.approx([10.0, 5.0, 5.0], abs=0.15)
         again = ingest(store, path, meshes)  # re-ingesting replaces, never doubles
         assert again.assets == summary.assets and store.count_by_kind() == {"building": 1, "element": 1}
+
+
+def test_a_pipeline_names_citygml_files_and_skips_them_when_unchanged(tmp_path: Path, data_dir: Path) -> None:
+    from cim.pipeline.model import load_pipeline
+    from cim.pipeline.run import run_pipeline
+
+    path = tmp_path / "city.toml"
+    store_url = str(tmp_path / "city.duckdb")
+    path.write_text(
+        f"""
+name = "citygml-city"
+store = "{store_url}"
+
+[[citygml]]
+path = "{citygml(data_dir, "sewer_53403039_unf_6697.gml")}"
+
+[[citygml]]
+path = "{tmp_path / "missing.gml"}"
+optional = true
+""",
+        encoding="utf-8",
+    )
+    pipeline = load_pipeline(path)
+    first = run_pipeline(pipeline)
+    sewer, missing = first.sources
+    assert (sewer.type, sewer.ok, sewer.assets) == ("citygml", True, {"node": 3, "pipe": 3})
+    assert sewer.source == "sewer_53403039_unf_6697.gml:citygml" and "JGD2011" in sewer.details["height_datum"]
+    assert missing.skipped
+    second = run_pipeline(pipeline)
+    assert second.sources[0].skipped  # unchanged: not read again
+    with open_store(store_url) as store:
+        assert store.count_by_kind() == {"node": 3, "pipe": 3}
