@@ -289,3 +289,47 @@ optional = true
     assert second.sources[0].skipped  # unchanged: not read again
     with open_store(store_url) as store:
         assert store.count_by_kind() == {"node": 3, "pipe": 3}
+
+
+CITYGML_1_0 = """<?xml version="1.0" encoding="UTF-8"?>
+<CityModel xmlns="http://www.opengis.net/citygml/1.0" xmlns:gml="http://www.opengis.net/gml"
+  xmlns:bldg="http://www.opengis.net/citygml/building/1.0" xmlns:gen="http://www.opengis.net/citygml/generics/1.0">
+ <gml:boundedBy><gml:Envelope srsName="EPSG:25833"><gml:pos>0 0 0</gml:pos><gml:pos>1 1 1</gml:pos></gml:Envelope>
+ </gml:boundedBy>
+ <cityObjectMember>
+  <bldg:Building gml:id="BLDG_1">
+   <gen:stringAttribute name="Bezirk"><gen:value>Mitte</gen:value></gen:stringAttribute>
+   <gen:doubleAttribute name="Dachneigung"><gen:value>35.5</gen:value></gen:doubleAttribute>
+   <bldg:function>31001_1000</bldg:function>
+   <bldg:yearOfConstruction>1911</bldg:yearOfConstruction>
+   <bldg:measuredHeight uom="#m">12.0</bldg:measuredHeight>
+   <bldg:storeysAboveGround>4</bldg:storeysAboveGround>
+   <bldg:lod1Solid><gml:Solid><gml:exterior><gml:CompositeSurface>
+    <gml:surfaceMember><gml:OrientableSurface orientation="-"><gml:baseSurface><gml:Polygon><gml:exterior>
+     <gml:LinearRing><gml:coordinates>389000,5819000,34 389000,5819010,34 389010,5819010,34 389010,5819000,34
+      389000,5819000,34</gml:coordinates></gml:LinearRing></gml:exterior></gml:Polygon></gml:baseSurface>
+    </gml:OrientableSurface></gml:surfaceMember>
+    <gml:surfaceMember><gml:Polygon><gml:exterior><gml:LinearRing>
+     <gml:pos>389000 5819000 46</gml:pos><gml:pos>389010 5819000 46</gml:pos><gml:pos>389010 5819010 46</gml:pos>
+     <gml:pos>389000 5819010 46</gml:pos><gml:pos>389000 5819000 46</gml:pos>
+    </gml:LinearRing></gml:exterior></gml:Polygon></gml:surfaceMember>
+   </gml:CompositeSurface></gml:exterior></gml:Solid></bldg:lod1Solid>
+  </bldg:Building>
+ </cityObjectMember>
+</CityModel>
+"""
+
+
+def test_citygml_1_0_with_gml_coordinates_pos_and_a_flipped_surface(duck: Store, tmp_path: Path) -> None:
+    path = tmp_path / "berlin.xml"
+    path.write_text(CITYGML_1_0, encoding="utf-8")
+    assert file_type(path) == "citygml"
+    summary = ingest(duck, path)
+    assert summary.version == "1.0" and summary.assets == {"building": 1} and summary.lods == {"lod1": 1}
+    building = duck.get_asset("berlin:BLDG_1")
+    assert building.props["Bezirk"] == "Mitte" and building.props["Dachneigung"] == 35.5
+    assert building.install_date == date(1911, 1, 1) and building.height_m == 12.0 and building.storeys == 4
+    assert (building.z_min, building.z_max) == (34.0, 46.0)
+    lon, lat = Transformer.from_crs("EPSG:25833", "EPSG:4326", always_xy=True).transform(389005.0, 5819005.0)
+    assert building.geom is not None and building.geom.area > 0
+    assert shapely.distance(building.geom.centroid, shapely.Point(lon, lat)) * METRES_PER_DEGREE_LAT < 1.0
