@@ -25,20 +25,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from lxml import etree
 from pyproj import CRS
 
 from cim.errors import InvalidInput
-from cim.geodesy import lonlat_to_enu
 from cim.gis import gml
-from cim.gis import surfaces as surface_geometry
-from cim.gis.citygml_attributes import PIPE_NETWORKS, read_attributes
+from cim.gis.citygml_attributes import PIPE_NETWORKS, Attributes, read_attributes
+from cim.gis.citygml_shapes import Pending, Shaped, shape_batch
 from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
-from cim.gis.rings import triangulate_rings
 from cim.model import Asset, AssetBatch, Kind, MeshBatch
 from cim.model.source import Progress
 
@@ -107,15 +105,15 @@ def read_citygml(path: Path, *, crs: CRS | None = None) -> Iterator[CityGmlRead]
 
 
 @dataclass
-class _Shape:
-    """One object's triangles over its own lon/lat/height points, with each triangle's surface class."""
+class _Details:
+    """What an object's asset takes from its element, kept while its shape waits for the rest of its batch."""
 
-    points: npt.NDArray[np.float64]
-    triangles: npt.NDArray[np.int64]
-    classes: list[tuple[str, int]]  # (class, triangles) in order
-    members: dict[str, int]  # class → how many of its surfaces (geometry properties) the shape has
+    class_name: str
+    kind: Kind
+    parent_id: str | None
     lod: int
-    frame: gml.SrsFrame
+    attributes: Attributes
+    props: dict[str, Any]
 
 
 class CityGmlRead:
@@ -141,18 +139,16 @@ class CityGmlRead:
     def items(self, progress: Progress | None) -> Generator[AssetBatch | MeshBatch, None, None]:
         stream = self._stream
         ids = gml.IdIndex()
-        assets: list[Asset] = []
-        shapes: list[tuple[str, _Shape]] = []
+        pending: list[Pending] = []
         try:
             for member in stream.members():
                 ids.start(member)
-                self._member(member, ids, stream.envelope or (None, None), assets, shapes)
+                self._member(member, ids, stream.envelope or (None, None), pending)
                 if progress is not None:
                     progress(1)
-                if len(assets) >= BATCH_OBJECTS:
-                    yield _meshes(shapes)
-                    yield AssetBatch.from_assets(assets)
-                    assets, shapes = [], []
+                if len(pending) >= BATCH_OBJECTS:
+                    yield from self._flush(pending)
+                    pending = []
         except (etree.XMLSyntaxError, EOFError, zlib.error, OSError) as exc:
             line = getattr(exc, "lineno", None)
             where = f"line {line}: " if line else ""
@@ -160,8 +156,25 @@ class CityGmlRead:
             self._findings.add(
                 "xml_broken", np.array([self._id(stream.open_object_id() or "?")], dtype=object), where + message
             )
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[Pending]) -> Iterator[AssetBatch | MeshBatch]:
+        """The assets and meshes of a batch of objects read."""
+        if not pending:
+            return
+        shaped, meshes = shape_batch(pending)
+        assets: list[Asset] = []
+        for item, result in zip(pending, shaped, strict=True):
+            one = np.array([item.asset_id], dtype=object)
+            if isinstance(result, str):
+                self._findings.add(result, one)
+                continue
+            details: _Details = item.details
+            for rule, field_name in details.attributes.problems:
+                self._findings.add(rule, one, field_name)
+            assets.append(self._asset(item.asset_id, details, result))
+        yield meshes
         if assets:
-            yield _meshes(shapes)
             yield AssetBatch.from_assets(assets)
 
     def refuse_empty(self, stored: int) -> None:
@@ -192,14 +205,13 @@ class CityGmlRead:
         element: etree._Element,
         ids: gml.IdIndex,
         default: tuple[str | None, int | None],
-        assets: list[Asset],
-        shapes: list[tuple[str, _Shape]],
+        pending: list[Pending],
     ) -> None:
         srs, dimension = default
         for child in element:  # a member's own envelope names its CRS where the CityModel has none
             if isinstance(child.tag, str) and child.tag.endswith("boundedBy") and len(child):
                 srs = child[0].get("srsName") or srs
-        self._object(element, None, ids, (srs, dimension), assets, shapes)
+        self._object(element, None, ids, (srs, dimension), pending)
 
     def _object(
         self,
@@ -207,8 +219,7 @@ class CityGmlRead:
         parent_id: str | None,
         ids: gml.IdIndex,
         default: tuple[str | None, int | None],
-        assets: list[Asset],
-        shapes: list[tuple[str, _Shape]],
+        pending: list[Pending],
     ) -> None:
         self._read += 1
         class_name = gml.local_name(element)
@@ -222,108 +233,96 @@ class CityGmlRead:
             self._findings.add(SKIPPED[class_name], one)
             return
         parts: list[etree._Element] = []
-        props_lists = _geometry_properties(element, parts)
+        properties = _geometry_properties(element, parts)
         for part in parts:
-            self._object(part, asset_id, ids, default, assets, shapes)
+            self._object(part, asset_id, ids, default, pending)
         dropped: list[str] = []
         try:
-            shape = self._shape(element, props_lists, ids, default, dropped)
+            read = self._polygons(asset_id, properties, ids, default, dropped)
         except gml.GeometryProblem as problem:
             self._findings.add(problem.rule, one, problem.detail)
             return
         finally:
             for polygon in dropped:
                 self._findings.add("too_few_points", one, f"polygon {polygon}")
-        if isinstance(shape, str):
-            self._findings.add(shape, one)
+        if isinstance(read, str):
+            self._findings.add(read, one)
             return
-        footprint = surface_geometry.footprint(_ground(shape), shape.points) if len(shape.triangles) else None
-        if footprint is None:
-            self._findings.add("empty_geometry", one)
-            return
-        attributes = read_attributes(element)
-        for rule, field_name in attributes.problems:
-            self._findings.add(rule, one, field_name)
-        kind = Kind.ELEMENT if class_name in PARTS else KINDS.get(class_name, Kind.ELEMENT)
-        z = shape.points[np.unique(shape.triangles), 2]
-        props = {"citygml.class": class_name, "citygml.lod": shape.lod, **attributes.props}
+        props: dict[str, Any] = _sub_objects(element)
         if class_name.startswith("Tunnel"):
             props["tunnel"] = True
-        props.update(_surface_stats(shape))
-        props.update(_sub_objects(element))
-        height = attributes.measured_height if attributes.measured_height is not None else float(z.max() - z.min())
-        assets.append(
-            Asset(
-                id=asset_id,
-                kind=kind,
-                geom=footprint,
-                name=attributes.name,
-                parent_id=parent_id,
-                source=self.source,
-                z_min=float(z.min()),
-                z_max=float(z.max()),
-                install_date=attributes.install_date,
-                height_m=height if kind in (Kind.BUILDING, Kind.BRIDGE, Kind.ELEMENT) else None,
-                storeys=attributes.storeys if kind is Kind.BUILDING else None,
-                network=PIPE_NETWORKS.get(class_name) if kind is Kind.PIPE else None,
-                diameter_mm=attributes.diameter_mm if kind in (Kind.PIPE, Kind.NODE) else None,
-                depth_m=attributes.depth_m if kind in (Kind.PIPE, Kind.NODE) else None,
-                props=props,
-            )
-        )
-        shapes.append((asset_id, shape))
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        self._lods[f"lod{shape.lod}"] = self._lods.get(f"lod{shape.lod}", 0) + 1
+        kind = Kind.ELEMENT if class_name in PARTS else KINDS.get(class_name, Kind.ELEMENT)
+        read.details = _Details(class_name, kind, parent_id, read.details, read_attributes(element), props)
+        pending.append(read)
 
-    def _shape(
+    def _asset(self, asset_id: str, details: _Details, shaped: Shaped) -> Asset:
+        attributes, kind = details.attributes, details.kind
+        props = {"citygml.class": details.class_name, "citygml.lod": details.lod, **attributes.props}
+        props.update(shaped.stats)
+        props.update(details.props)
+        measured = attributes.measured_height
+        height = measured if measured is not None else shaped.z_max - shaped.z_min
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        self._lods[f"lod{details.lod}"] = self._lods.get(f"lod{details.lod}", 0) + 1
+        return Asset(
+            id=asset_id,
+            kind=kind,
+            geom=shaped.footprint,
+            name=attributes.name,
+            parent_id=details.parent_id,
+            source=self.source,
+            z_min=shaped.z_min,
+            z_max=shaped.z_max,
+            install_date=attributes.install_date,
+            height_m=height if kind in (Kind.BUILDING, Kind.BRIDGE, Kind.ELEMENT) else None,
+            storeys=attributes.storeys if kind is Kind.BUILDING else None,
+            network=PIPE_NETWORKS.get(details.class_name) if kind is Kind.PIPE else None,
+            diameter_mm=attributes.diameter_mm if kind in (Kind.PIPE, Kind.NODE) else None,
+            depth_m=attributes.depth_m if kind in (Kind.PIPE, Kind.NODE) else None,
+            props=props,
+        )
+
+    def _polygons(
         self,
-        scope: etree._Element,
+        asset_id: str,
         found: dict[int, list[tuple[str, etree._Element]]],
         ids: gml.IdIndex,
         default: tuple[str | None, int | None],
         dropped: list[str],
-    ) -> _Shape | str:
-        """The object's triangles at its best LoD, or the rule that rejects it."""
+    ) -> Pending | str:
+        """The object's polygons at its best LoD (its LoD in ``details``), or the rule that rejects it."""
         if not found:
             return "empty_geometry"
         lod = max((n for n in found if n <= 3), default=max(found))
         chosen = found[lod]
         thematic = [(c, p) for c, p in chosen if _THEMATIC.search(c)]
         chosen = thematic or chosen
-        by_class: dict[str, list[gml.Surface]] = {}
-        read = gml.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped, scope)
-        for (class_name, _), found_surfaces in zip(chosen, read, strict=True):
-            by_class.setdefault(class_name, []).extend(found_surfaces)
-        every = [s for group in by_class.values() for s in group]
+        by_class: dict[str, list[gml.Polygons]] = {}
+        read = gml.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
+        for (class_name, _), polygons in zip(chosen, read, strict=True):
+            by_class.setdefault(class_name, []).extend(polygons)
+        every = [p for group in by_class.values() for p in group]
         if not every:
             return "empty_geometry"
-        names = {s.srs for s in every}
-        frame = self._frame(names)
+        frame = self._frame({p.srs for p in every})
         if isinstance(frame, str):
             return frame
-        raw = np.concatenate([ring for s in every for ring in s.rings])
-        points = frame.lonlat(raw)
-        if np.isnan(points[:, 0]).any():
-            return "outside_lonlat"
-        ring_sizes = np.array([len(ring) for s in every for ring in s.rings], dtype=np.int64)
-        rings_per_surface = np.array([len(s.rings) for s in every], dtype=np.int64)
-        found_triangles, surface_of = triangulate_rings(points, ring_sizes, rings_per_surface)
-        class_of_surface = np.repeat(np.arange(len(by_class)), [len(group) for group in by_class.values()])
-        class_of = class_of_surface[surface_of]
-        order = np.argsort(class_of, kind="stable")  # the triangles grouped by class, in the classes' order
-        counts = np.bincount(class_of, minlength=len(by_class))
-        triangles = [found_triangles[order]]
-        classes = list(zip(by_class, counts.tolist(), strict=True))
         members: dict[str, int] = {}
         for class_name, _ in chosen:
             members[class_name] = members.get(class_name, 0) + 1
-        return _Shape(
-            points=points,
-            triangles=np.concatenate(triangles),
-            classes=classes,
-            members=members,
-            lod=lod,
+        return Pending(
+            asset_id=asset_id,
             frame=frame,
+            raw=np.concatenate([p.xyz for p in every]),
+            ring_sizes=np.concatenate([p.ring_sizes for p in every]),
+            rings_per_surface=np.concatenate([p.rings_per_polygon for p in every]),
+            surface_class=np.repeat(
+                np.arange(len(by_class)), [sum(len(p.rings_per_polygon) for p in group) for group in by_class.values()]
+            ),
+            classes=list(by_class),
+            members=members,
+            thematic=bool(thematic),
+            details=lod,
         )
 
     def _frame(self, names: set[str | None]) -> gml.SrsFrame | str:
@@ -393,39 +392,6 @@ def _role(tag: str) -> tuple[int, str]:
     return (_OBJECT, name) if name[:1].isupper() else (_PROPERTY, name)
 
 
-def _ground(shape: _Shape) -> npt.NDArray[np.int64]:
-    """The triangles a footprint is made of: the ground surfaces' where the object has them (what a building stands
-    on, and one union of few triangles), else all of them."""
-    at = 0
-    for class_name, count in shape.classes:
-        if class_name == "GroundSurface" and count:
-            return shape.triangles[at : at + count]
-        at += count
-    return shape.triangles
-
-
-def _surface_stats(shape: _Shape) -> dict[str, float | int]:
-    """Surfaces, triangles and area (m²) by thematic surface class, e.g. ``citygml.WallSurface.count`` and
-    ``citygml.WallSurface.area_m2``."""
-    if not any(_THEMATIC.search(class_name) for class_name, _ in shape.classes):
-        return {}
-    origin = (float(shape.points[0, 0]), float(shape.points[0, 1]), float(shape.points[0, 2]))
-    enu = lonlat_to_enu(shape.points[:, 0], shape.points[:, 1], shape.points[:, 2], origin)
-    corners = enu[shape.triangles]
-    areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
-    stats: dict[str, float | int] = {}
-    at = 0
-    for class_name, count in shape.classes:
-        key = f"citygml.{class_name}"
-        stats[f"{key}.count"] = shape.members.get(class_name, 0)
-        stats[f"{key}.triangles"] = int(stats.get(f"{key}.triangles", 0)) + count
-        stats[f"{key}.area_m2"] = round(
-            float(stats.get(f"{key}.area_m2", 0.0)) + float(areas[at : at + count].sum()), 2
-        )
-        at += count
-    return stats
-
-
 def _sub_objects(element: etree._Element) -> dict[str, int]:
     """How many nested city objects of each class (a road's sections, traffic spaces …) make its shape."""
     counts: dict[str, int] = {}
@@ -433,18 +399,3 @@ def _sub_objects(element: etree._Element) -> dict[str, int]:
         key = f"citygml.{gml.local_name(node)}.count"
         counts[key] = counts.get(key, 0) + 1
     return counts
-
-
-def _meshes(shapes: list[tuple[str, _Shape]]) -> MeshBatch:
-    if not shapes:
-        return MeshBatch.empty()
-    ids, origins, vertices, triangles = [], [], [], []
-    for asset_id, shape in shapes:
-        used, local = np.unique(shape.triangles, return_inverse=True)
-        own = shape.points[used]
-        origin = (float(own[:, 0].mean()), float(own[:, 1].mean()), float(own[:, 2].min()))
-        ids.append(asset_id)
-        origins.append(origin)
-        vertices.append(lonlat_to_enu(own[:, 0], own[:, 1], own[:, 2], origin).astype(np.float32))
-        triangles.append(local.reshape(-1, 3).astype(np.uint32))
-    return MeshBatch.build(ids, origins, vertices, triangles)

@@ -60,7 +60,6 @@ ADV_CRS: dict[str, int] = {
 _EPSG_CODE = re.compile(r"EPSG(?:/[\d.]+/|:[\d.]*:|:)(\d+)", re.IGNORECASE)
 _ROOT_TAG = re.compile(rb"<([A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)([^>]*)>")
 _POLYGON_NAMES = frozenset({"Polygon", "Triangle", "PolygonPatch", "Rectangle"})
-_RING_NAMES = frozenset({"LinearRing", "Ring"})
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -346,85 +345,136 @@ class Surface:
     srs: str | None
 
 
-def surfaces(
-    props: list[etree._Element],
-    ids: IdIndex,
-    srs: str | None,
-    dimension: int | None,
-    dropped: list[str],
-    scope: etree._Element,
-) -> list[list[Surface]]:
-    """Every polygon under each geometry property of ``props`` (all inside ``scope``, the city object), xlinks
-    followed (member first, then recent members). A ring with fewer than 3 distinct points is left out (a polygon
-    whose outer ring it is too) and its polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a
-    broken xlink or unreadable numbers.
+@dataclass(frozen=True, slots=True)
+class Polygons:
+    """The polygons of one geometry property: their rings one after another in ``xyz`` (raw coordinates, no
+    closing point), ``ring_sizes`` points each, ``rings_per_polygon`` rings each (outer first); one srsName
+    (None: the default of the member or file)."""
 
-    The common case is read in bulk (one numpy conversion per ring, checks vectorised): one-ring polygons with
-    3D posLists, no xlink, no orientation flip, an srsName at most on the geometry itself. The properties that
-    are not so, and any whose rings fail a check, are read one element at a time by :func:`_walk`, which handles
-    everything and says what is wrong."""
-    if dimension not in (None, 3):
-        return [list(_walk(prop, ids, srs, dimension, False, 0, dropped)) for prop in props]
-    chosen = {prop: n for n, prop in enumerate(props)}
-    special = [False] * len(props)
-    own_srs: list[str | None] = [srs] * len(props)
-    for element in [*_SPECIAL_ATTRIBUTES(scope), *scope.iter(*_SPECIAL_TAGS)]:
-        parent = element.getparent()
-        plain_srs = element.get(XLINK_HREF) is None and element.get("srsDimension") in (None, "3")
-        if element.get("srsName") and parent in chosen and plain_srs:
-            own_srs[chosen[parent]] = element.get("srsName")
-            continue
-        for ancestor in element.iterancestors():
-            if ancestor in chosen:
-                special[chosen[ancestor]] = True
-                break
-            if ancestor is scope:
-                break
+    xyz: npt.NDArray[np.float64]
+    ring_sizes: npt.NDArray[np.int64]
+    rings_per_polygon: npt.NDArray[np.int64]
+    srs: str | None
+
+    @staticmethod
+    def of(found: list[Surface]) -> list[Polygons]:
+        """Polygons read one by one, grouped by srsName."""
+        groups: dict[str | None, list[Surface]] = {}
+        for surface in found:
+            groups.setdefault(surface.srs, []).append(surface)
+        return [
+            Polygons(
+                xyz=np.concatenate([ring for s in group for ring in s.rings]),
+                ring_sizes=np.array([len(ring) for s in group for ring in s.rings], dtype=np.int64),
+                rings_per_polygon=np.array([len(s.rings) for s in group], dtype=np.int64),
+                srs=name,
+            )
+            for name, group in groups.items()
+        ]
+
+
+def surfaces(
+    props: list[etree._Element], ids: IdIndex, srs: str | None, dimension: int | None, dropped: list[str]
+) -> list[list[Polygons]]:
+    """The polygons under each geometry property of ``props``, xlinks followed (member first, then recent
+    members). A ring with fewer than 3 distinct points is left out (a polygon whose outer ring it is too) and its
+    polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a broken xlink or unreadable numbers.
+
+    The common case is read in bulk (all the rings' numbers in one numpy call, checks vectorised): one-ring
+    polygons with 3D posLists, no xlink, no orientation flip, an srsName at most on the geometry itself. The
+    properties that are not so, and all of them when a ring fails a check, are read one element at a time by
+    :func:`_walk`, which handles everything and says what is wrong."""
     texts: list[str] = []
-    rings_per_prop: list[int] = []
-    for prop, slow in zip(props, special, strict=True):
-        lists = [] if slow else [p.text or "" for p in prop.iter("{*}posList")]
-        rings_per_prop.append(len(lists))
-        texts.extend(lists)
-    rings = _plain_rings(texts) if texts else []
-    if rings is None:  # a ring to drop or numbers to report somewhere: every property the slow way
-        special = [True] * len(props)
-    out: list[list[Surface]] = []
-    at = 0
-    for n, prop in enumerate(props):
-        if special[n]:
-            out.append(list(_walk(prop, ids, srs, dimension, False, 0, dropped)))
+    plain: list[tuple[int, str | None] | None] = []  # per property: its number of rings and srsName, or None
+    for prop in props:
+        found = _plain_texts(prop, srs, dimension)
+        if found is None:
+            plain.append(None)
         else:
-            count = rings_per_prop[n]
-            out.append([Surface(rings=[ring], srs=own_srs[n]) for ring in (rings or [])[at : at + count]])
-        at += rings_per_prop[n]
+            plain.append((len(found[0]), found[1]))
+            texts.extend(found[0])
+    bulk = _plain_rings(texts) if texts else None
+    if texts and bulk is None:  # a ring to drop or numbers to report somewhere: each property the slow way
+        plain = [None] * len(props)
+    out: list[list[Polygons]] = []
+    ring_at = 0
+    offsets = np.concatenate([[0], np.cumsum(bulk[1])]).tolist() if bulk is not None else []
+    for prop, read in zip(props, plain, strict=True):
+        if read is None:
+            out.append(Polygons.of(list(_walk(prop, ids, srs, dimension, False, 0, dropped))))
+            continue
+        count, own = read
+        if not count or bulk is None:
+            out.append([])
+            continue
+        xyz, sizes = bulk
+        polygons = Polygons(
+            xyz=xyz[offsets[ring_at] : offsets[ring_at + count]],
+            ring_sizes=sizes[ring_at : ring_at + count],
+            rings_per_polygon=_ONES[:count] if count <= len(_ONES) else np.ones(count, dtype=np.int64),
+            srs=own,
+        )
+        out.append([polygons])
+        ring_at += count
     return out
 
 
+_ONES = np.ones(4096, dtype=np.int64)
+_ONES.setflags(write=False)
+_POSLIST_TAGS = frozenset(f"{{{ns}}}posList" for ns in GML_NAMESPACES)
 #: Elements the bulk path leaves to :func:`_walk`: orientation flips, coordinates not in posLists, holes.
-_SPECIAL_TAGS = tuple(
-    f"{{*}}{name}" for name in ("OrientableSurface", "coordinates", "pos", "pointProperty", "interior", "Ring")
-)
-#: … and xlinks, srsNames, 2D coordinates (an srsName right on a property's geometry is read in bulk).
-_SPECIAL_ATTRIBUTES = etree.XPath(
-    ".//*[@xl:href or @srsName or (@srsDimension and @srsDimension != '3')]",
-    namespaces={"xl": "http://www.w3.org/1999/xlink"},
+_SPECIAL_TAGS = frozenset(
+    f"{{{ns}}}{name}"
+    for ns in GML_NAMESPACES
+    for name in ("OrientableSurface", "coordinates", "pos", "pointProperty", "interior", "inner", "Ring")
 )
 
 
-def _plain_rings(texts: list[str]) -> list[npt.NDArray[np.float64]] | None:
-    """posList texts as (n, 3) rings without their closing point, or None when one is not a closed ring of 3
-    distinct points (or not numbers)."""
+def _plain_texts(prop: etree._Element, srs: str | None, dimension: int | None) -> tuple[list[str], str | None] | None:
+    """The posList texts of a property the bulk path can read, and its srsName; None when it cannot (an xlink, an
+    srsName below its geometry, 2D coordinates, holes, orientation flips …). One pass over its elements: they are
+    few, and plain attribute reads cost less than an XPath call per property."""
+    if dimension not in (None, 3) or len(prop) != 1:
+        return None
+    geometry = prop[0]
+    own = srs
+    texts: list[str] = []
+    for element in prop.iter():
+        tag = element.tag
+        if tag in _POSLIST_TAGS:
+            texts.append(element.text or "")
+        elif tag in _SPECIAL_TAGS:
+            return None
+        if element.get(XLINK_HREF) is not None:
+            return None
+        given = element.get("srsDimension")
+        if given is not None and given != "3":
+            return None
+        name = element.get("srsName")
+        if name is not None:
+            if element is not geometry:
+                return None
+            own = name
+    return texts, own
+
+
+def _plain_rings(texts: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]] | None:
+    """posList texts as rings (points one after another, without the closing one) and their sizes, or None when
+    one is not a closed ring of 3 distinct points in 3D numbers. All in one numpy call: the rings are joined with
+    a NaN between them, which no coordinate is."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            arrays = [np.fromstring(text, sep=" ") for text in texts]
+            numbers = np.fromstring(" nan ".join(texts) + " nan", sep=" ")
         except (DeprecationWarning, ValueError):
             return None
-    sizes = np.array([a.size for a in arrays])
+    breaks = np.flatnonzero(np.isnan(numbers))
+    if len(breaks) != len(texts):
+        return None  # a "nan" of its own in a posList
+    sizes = np.diff(np.concatenate([[-1], breaks])) - 1
     if (sizes % 3).any() or (sizes < 12).any():  # a closed ring of 3 points has 4
         return None
-    xyz = np.concatenate(arrays).reshape(-1, 3)
+    xyz = numbers[~np.isnan(numbers)].reshape(-1, 3)
     counts = sizes // 3
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     ends = starts + counts - 1
@@ -441,7 +491,7 @@ def _plain_rings(texts: list[str]) -> list[npt.NDArray[np.float64]] | None:
     unlike_both = unlike_first & (xyz != np.repeat(xyz[second], counts, axis=0)).any(axis=1)
     if not np.maximum.reduceat(unlike_both, starts).all():
         return None
-    return np.split(xyz, starts[1:])
+    return xyz, counts.astype(np.int64)
 
 
 def _walk(
