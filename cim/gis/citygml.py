@@ -32,7 +32,7 @@ from lxml import etree
 from pyproj import CRS
 
 from cim.errors import InvalidInput
-from cim.gis import gml
+from cim.gis import gml, gml_geometry
 from cim.gis.citygml_attributes import PIPE_NETWORKS, Attributes, read_attributes
 from cim.gis.citygml_shapes import Pending, Shaped, shape_batch
 from cim.gis.layer import LayerSummary, check_not_empty
@@ -138,7 +138,7 @@ class CityGmlRead:
 
     def items(self, progress: Progress | None) -> Generator[AssetBatch | MeshBatch, None, None]:
         stream = self._stream
-        ids = gml.IdIndex()
+        ids = gml_geometry.IdIndex()
         pending: list[Pending] = []
         try:
             for member in stream.members():
@@ -203,7 +203,7 @@ class CityGmlRead:
     def _member(
         self,
         element: etree._Element,
-        ids: gml.IdIndex,
+        ids: gml_geometry.IdIndex,
         default: tuple[str | None, int | None],
         pending: list[Pending],
     ) -> None:
@@ -217,7 +217,7 @@ class CityGmlRead:
         self,
         element: etree._Element,
         parent_id: str | None,
-        ids: gml.IdIndex,
+        ids: gml_geometry.IdIndex,
         default: tuple[str | None, int | None],
         pending: list[Pending],
     ) -> None:
@@ -239,7 +239,7 @@ class CityGmlRead:
         dropped: list[str] = []
         try:
             read = self._polygons(asset_id, properties, ids, default, dropped)
-        except gml.GeometryProblem as problem:
+        except gml_geometry.GeometryProblem as problem:
             self._findings.add(problem.rule, one, problem.detail)
             return
         finally:
@@ -286,7 +286,7 @@ class CityGmlRead:
         self,
         asset_id: str,
         found: dict[int, list[tuple[str, etree._Element]]],
-        ids: gml.IdIndex,
+        ids: gml_geometry.IdIndex,
         default: tuple[str | None, int | None],
         dropped: list[str],
     ) -> Pending | str:
@@ -297,8 +297,8 @@ class CityGmlRead:
         chosen = found[lod]
         thematic = [(c, p) for c, p in chosen if _THEMATIC.search(c)]
         chosen = thematic or chosen
-        by_class: dict[str, list[gml.Polygons]] = {}
-        read = gml.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
+        by_class: dict[str, list[gml_geometry.Polygons]] = {}
+        read = gml_geometry.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
         for (class_name, _), polygons in zip(chosen, read, strict=True):
             by_class.setdefault(class_name, []).extend(polygons)
         every = [p for group in by_class.values() for p in group]
