@@ -297,29 +297,25 @@ class CityGmlRead:
         chosen = found[lod]
         thematic = [(c, p) for c, p in chosen if _THEMATIC.search(c)]
         chosen = thematic or chosen
-        by_class: dict[str, list[gml_geometry.Polygons]] = {}
-        read = gml_geometry.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
-        for (class_name, _), polygons in zip(chosen, read, strict=True):
-            by_class.setdefault(class_name, []).extend(polygons)
-        every = [p for group in by_class.values() for p in group]
-        if not every:
+        polygons = gml_geometry.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
+        if polygons is None:
             return "empty_geometry"
-        frame = self._frame({p.srs for p in every})
+        frame = self._frame(polygons.srs_names)
         if isinstance(frame, str):
             return frame
+        classes: dict[str, int] = {}
+        class_of_prop = np.array([classes.setdefault(c, len(classes)) for c, _ in chosen], dtype=np.int64)
         members: dict[str, int] = {}
         for class_name, _ in chosen:
             members[class_name] = members.get(class_name, 0) + 1
         return Pending(
             asset_id=asset_id,
             frame=frame,
-            raw=np.concatenate([p.xyz for p in every]),
-            ring_sizes=np.concatenate([p.ring_sizes for p in every]),
-            rings_per_surface=np.concatenate([p.rings_per_polygon for p in every]),
-            surface_class=np.repeat(
-                np.arange(len(by_class)), [sum(len(p.rings_per_polygon) for p in group) for group in by_class.values()]
-            ),
-            classes=list(by_class),
+            raw=polygons.xyz,
+            ring_sizes=polygons.ring_sizes,
+            rings_per_surface=polygons.rings_per_polygon,
+            surface_class=class_of_prop[polygons.prop_of],
+            classes=list(classes),
             members=members,
             thematic=bool(thematic),
             details=lod,

@@ -39,82 +39,83 @@ class Surface:
     srs: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Polygons:
-    """The polygons of one geometry property: their rings one after another in ``xyz`` (raw coordinates, no
-    closing point), ``ring_sizes`` points each, ``rings_per_polygon`` rings each (outer first); one srsName
-    (None: the default of the member or file)."""
+    """Polygons of several geometry properties: their rings one after another in ``xyz`` (raw coordinates, no
+    closing point), ``ring_sizes`` points each, ``rings_per_polygon`` rings each (outer first), ``prop_of`` the
+    property (its number in the list given) each polygon came from, and the srsNames they name (None: the
+    default of the member or file)."""
 
     xyz: npt.NDArray[np.float64]
     ring_sizes: npt.NDArray[np.int64]
     rings_per_polygon: npt.NDArray[np.int64]
-    srs: str | None
-
-    @staticmethod
-    def of(found: list[Surface]) -> list[Polygons]:
-        """Polygons read one by one, grouped by srsName."""
-        groups: dict[str | None, list[Surface]] = {}
-        for surface in found:
-            groups.setdefault(surface.srs, []).append(surface)
-        return [
-            Polygons(
-                xyz=np.concatenate([ring for s in group for ring in s.rings]),
-                ring_sizes=np.array([len(ring) for s in group for ring in s.rings], dtype=np.int64),
-                rings_per_polygon=np.array([len(s.rings) for s in group], dtype=np.int64),
-                srs=name,
-            )
-            for name, group in groups.items()
-        ]
+    prop_of: npt.NDArray[np.int64]
+    srs_names: set[str | None]
 
 
 def surfaces(
     props: list[etree._Element], ids: IdIndex, srs: str | None, dimension: int | None, dropped: list[str]
-) -> list[list[Polygons]]:
-    """The polygons under each geometry property of ``props``, xlinks followed (member first, then recent
-    members). A ring with fewer than 3 distinct points is left out (a polygon whose outer ring it is too) and its
-    polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a broken xlink or unreadable numbers.
+) -> Polygons | None:
+    """The polygons under the geometry properties ``props`` (None: there are none), xlinks followed (member first,
+    then recent members). A ring with fewer than 3 distinct points is left out (a polygon whose outer ring it is
+    too) and its polygon's id put in ``dropped``. Raises :class:`GeometryProblem` for a broken xlink or unreadable
+    numbers.
 
     The common case is read in bulk (all the rings' numbers in one numpy call, checks vectorised): one-ring
     polygons with 3D posLists, no xlink, no orientation flip, an srsName at most on the geometry itself. The
     properties that are not so, and all of them when a ring fails a check, are read one element at a time by
     :func:`_walk`, which handles everything and says what is wrong."""
     texts: list[str] = []
-    plain: list[tuple[int, str | None] | None] = []  # per property: its number of rings and srsName, or None
-    for prop in props:
+    plain_props: list[int] = []
+    counts: list[int] = []
+    names: set[str | None] = set()
+    slow: list[int] = []
+    for n, prop in enumerate(props):
         found = _plain_texts(prop, srs, dimension)
         if found is None:
-            plain.append(None)
-        else:
-            plain.append((len(found[0]), found[1]))
+            slow.append(n)
+        elif found[0]:
+            plain_props.append(n)
+            counts.append(len(found[0]))
+            names.add(found[1])
             texts.extend(found[0])
     bulk = _plain_rings(texts) if texts else None
     if texts and bulk is None:  # a ring to drop or numbers to report somewhere: each property the slow way
-        plain = [None] * len(props)
-    out: list[list[Polygons]] = []
-    ring_at = 0
-    offsets = np.concatenate([[0], np.cumsum(bulk[1])]).tolist() if bulk is not None else []
-    for prop, read in zip(props, plain, strict=True):
-        if read is None:
-            out.append(Polygons.of(list(_walk(prop, ids, srs, dimension, False, 0, dropped))))
-            continue
-        count, own = read
-        if not count or bulk is None:
-            out.append([])
-            continue
-        xyz, sizes = bulk
-        polygons = Polygons(
-            xyz=xyz[offsets[ring_at] : offsets[ring_at + count]],
-            ring_sizes=sizes[ring_at : ring_at + count],
-            rings_per_polygon=_ONES[:count] if count <= len(_ONES) else np.ones(count, dtype=np.int64),
-            srs=own,
+        slow, bulk, names = sorted(slow + plain_props), None, set()
+    chunks: list[Polygons] = []
+    if bulk is not None:
+        chunks.append(
+            Polygons(
+                xyz=bulk[0],
+                ring_sizes=bulk[1],
+                rings_per_polygon=np.ones(len(bulk[1]), dtype=np.int64),
+                prop_of=np.repeat(np.array(plain_props, dtype=np.int64), counts),
+                srs_names=names,
+            )
         )
-        out.append([polygons])
-        ring_at += count
-    return out
+    for n in slow:
+        found_surfaces = list(_walk(props[n], ids, srs, dimension, False, 0, dropped))
+        if found_surfaces:
+            chunks.append(
+                Polygons(
+                    xyz=np.concatenate([ring for s in found_surfaces for ring in s.rings]),
+                    ring_sizes=np.array([len(r) for s in found_surfaces for r in s.rings], dtype=np.int64),
+                    rings_per_polygon=np.array([len(s.rings) for s in found_surfaces], dtype=np.int64),
+                    prop_of=np.full(len(found_surfaces), n, dtype=np.int64),
+                    srs_names={s.srs for s in found_surfaces},
+                )
+            )
+    if len(chunks) <= 1:
+        return chunks[0] if chunks else None
+    return Polygons(
+        xyz=np.concatenate([c.xyz for c in chunks]),
+        ring_sizes=np.concatenate([c.ring_sizes for c in chunks]),
+        rings_per_polygon=np.concatenate([c.rings_per_polygon for c in chunks]),
+        prop_of=np.concatenate([c.prop_of for c in chunks]),
+        srs_names=set().union(*(c.srs_names for c in chunks)),
+    )
 
 
-_ONES = np.ones(4096, dtype=np.int64)
-_ONES.setflags(write=False)
 _POSLIST_TAGS = frozenset(f"{{{ns}}}posList" for ns in GML_NAMESPACES)
 #: Elements the bulk path leaves to :func:`_walk`: orientation flips, coordinates not in posLists, holes.
 _SPECIAL_TAGS = frozenset(
