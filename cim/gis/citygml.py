@@ -65,6 +65,8 @@ _THEMATIC = re.compile(r"Surface$|^(TrafficArea|AuxiliaryTrafficArea|Marking|Doo
 _LOD = re.compile(r"^lod([0-4])")
 _NOT_SHAPE_NAMESPACES = ("/uro/", "/generics/", "/appearance/", "xal", "ciq", "http://www.opengis.net/gml")
 BATCH_OBJECTS = 500
+#: … or fewer, when their points reach this many (dense LoD3 objects: memory stays bounded whatever they hold).
+BATCH_POINTS = 500_000
 _SUB_OBJECTS = ("Section", "Intersection", "TrafficSpace", "AuxiliaryTrafficSpace", "BuildingInstallation")
 
 
@@ -140,15 +142,18 @@ class CityGmlRead:
         stream = self._stream
         ids = gml_geometry.IdIndex()
         pending: list[Pending] = []
+        points = 0
         try:
             for member in stream.members():
                 ids.start(member)
+                before = len(pending)
                 self._member(member, ids, stream.envelope or (None, None), pending)
+                points += sum(len(p.raw) for p in pending[before:])
                 if progress is not None:
                     progress(1)
-                if len(pending) >= BATCH_OBJECTS:
+                if len(pending) >= BATCH_OBJECTS or points >= BATCH_POINTS:
                     yield from self._flush(pending)
-                    pending = []
+                    pending, points = [], 0
         except (etree.XMLSyntaxError, EOFError, zlib.error, OSError) as exc:
             line = getattr(exc, "lineno", None)
             where = f"line {line}: " if line else ""
