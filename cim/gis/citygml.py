@@ -133,7 +133,7 @@ class CityGmlRead:
         self._counts: dict[str, int] = {}
         self._lods: dict[str, int] = {}
         self._datum: str | None = None
-        self._missing_srs = 0
+        self._missing_srs: list[str] = []  # the objects without one (the first few)
         self._read = 0
         self._unnamed = 0
         self._summary = CityGmlSummary(path=str(path), layer="CityModel", crs="", version=stream.version)
@@ -185,8 +185,11 @@ class CityGmlRead:
     def refuse_empty(self, stored: int) -> None:
         kept = sum(self._counts.values())
         if not kept and self._missing_srs:
+            objects = ", ".join(self._missing_srs)
             raise InvalidInput(
-                f"file {self.path}", "has no srsName on its CityModel, members or geometries; give its CRS with --crs"
+                f"file {self.path}",
+                f"has no srsName on its CityModel, members or geometries (objects {objects} …); give its CRS with"
+                " --crs",
             )
         check_not_empty(f"file {self.path}", kept, self._read, stored, self._findings)
 
@@ -305,7 +308,7 @@ class CityGmlRead:
         polygons = gml_geometry.surfaces([prop for _, prop in chosen], ids, default[0], default[1], dropped)
         if polygons is None:
             return "empty_geometry"
-        frame = self._frame(polygons.srs_names)
+        frame = self._frame(polygons.srs_names, asset_id)
         if isinstance(frame, str):
             return frame
         classes: dict[str, int] = {}
@@ -326,15 +329,17 @@ class CityGmlRead:
             details=lod,
         )
 
-    def _frame(self, names: set[str | None]) -> gml.SrsFrame | str:
+    def _frame(self, names: set[str | None], asset_id: str) -> gml.SrsFrame | str:
         """The one frame of an object's geometries (``--crs`` first), or the rule that rejects it."""
         if self._given is not None:
             frame = self._given
         elif None in names:
-            self._missing_srs += 1
+            if len(self._missing_srs) < 3:
+                self._missing_srs.append(asset_id.split(":", 1)[1])
             return "missing_srs"
         else:
-            frames = {gml.srs_frame(str(n), what=f"file {self.path}") for n in names}
+            what = f"file {self.path} object {asset_id.split(':', 1)[1]}"
+            frames = {gml.srs_frame(str(n), what=what) for n in names}
             if len({f.height_datum for f in frames}) > 1 or len({f.name for f in frames}) > 1:
                 return "mixed_crs"
             frame = frames.pop()

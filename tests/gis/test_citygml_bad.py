@@ -107,8 +107,8 @@ REFUSED: dict[str, tuple[str, str]] = {
     "xml-bomb": (BILLION_LAUGHS, "declares XML entities"),
     "external-entity": (EXTERNAL_ENTITY, "declares XML entities"),
     "not-xml": ("just some text, no markup", "is not XML"),
-    "no-srs-anywhere": (model(building("B1", 0), building("B2", 1), srs=None), "give its CRS with --crs"),
-    "unknown-srs": (model(building("B1", 0), srs="urn:ogc:def:crs:EPSG::999999"), "names no CRS pyproj knows"),
+    "no-srs-anywhere": (model(building("B1", 0), building("B2", 1), srs=None), "(objects B1, B2 …); give its CRS"),
+    "unknown-srs": (model(building("B1", 0), srs="urn:ogc:def:crs:EPSG::999999"), "object B1 srsName"),
 }
 
 
