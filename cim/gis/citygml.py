@@ -35,8 +35,8 @@ from cim.errors import InvalidInput
 from cim.gis import gml, gml_geometry
 from cim.gis.citygml_attributes import PIPE_NETWORKS, Attributes, read_attributes
 from cim.gis.citygml_shapes import Pending, Shaped, shape_batch
-from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
+from cim.gis.summary import LayerSummary, check_not_empty
 from cim.model import Asset, AssetBatch, Kind, MeshBatch
 from cim.model.source import Progress
 
