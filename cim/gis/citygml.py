@@ -136,6 +136,7 @@ class CityGmlRead:
         self._missing_srs: list[str] = []  # the objects without one (the first few)
         self._read = 0
         self._unnamed = 0
+        self._seen: set[str] = set()  # gml:ids are unique in valid GML; a file that repeats one keeps the first
         self._summary = CityGmlSummary(path=str(path), layer="CityModel", crs="", version=stream.version)
 
     def items(self, progress: Progress | None) -> Generator[AssetBatch | MeshBatch, None, None]:
@@ -237,6 +238,10 @@ class CityGmlRead:
             object_id = f"{class_name}_{self._unnamed}"
         asset_id = self._id(object_id)
         one = np.array([asset_id], dtype=object)
+        if asset_id in self._seen:
+            self._findings.add("duplicate_id", one)
+            return
+        self._seen.add(asset_id)
         if class_name in SKIPPED:
             self._findings.add(SKIPPED[class_name], one)
             return

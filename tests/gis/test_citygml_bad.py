@@ -197,6 +197,14 @@ def test_a_gzip_that_ends_early_is_reported_too(duck: Store, tmp_path: Path) -> 
     assert any(rule.startswith("xml_broken") for rule in rules(summary))
 
 
+def test_a_repeated_gml_id_keeps_the_first_object(duck: Store, tmp_path: Path) -> None:
+    path = write(tmp_path, "twice.gml", model(building("B1", 0), building("B1", 3), building("B2", 1)))
+    summary = ingest(duck, path)
+    assert summary.assets == {"building": 2} and rules(summary) == {"duplicate_id": ["twice:B1"]}
+    first = duck.get_asset("twice:B1")
+    assert first.geom is not None and first.geom.centroid.x < duck.get_asset("twice:B2").geom.centroid.x
+
+
 def test_a_non_numeric_measured_height_is_a_finding_not_fatal(duck: Store, tmp_path: Path) -> None:
     path = write(tmp_path, "height.gml", model(building("B1", 0, height="tall"), building("B2", 1)))
     summary = ingest(duck, path)
