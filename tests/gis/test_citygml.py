@@ -333,3 +333,32 @@ def test_citygml_1_0_with_gml_coordinates_pos_and_a_flipped_surface(duck: Store,
     lon, lat = Transformer.from_crs("EPSG:25833", "EPSG:4326", always_xy=True).transform(389005.0, 5819005.0)
     assert building.geom is not None and building.geom.area > 0
     assert shapely.distance(building.geom.centroid, shapely.Point(lon, lat)) * METRES_PER_DEGREE_LAT < 1.0
+
+
+def test_a_running_server_ingests_an_uploaded_citygml_file(tmp_path: Path, data_dir: Path) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from cim.api import create_app
+    from cim.settings import AppSettings, ServerSettings, StoreSettings
+
+    (tmp_path / "tiles").mkdir()
+    settings = AppSettings(
+        store=StoreSettings(store=str(tmp_path / "city.duckdb")),
+        server=ServerSettings(tiles_dir=tmp_path / "tiles", write_token="t"),
+    )
+    auth = {"Authorization": "Bearer t"}
+    path = citygml(data_dir, "sewer_53403039_unf_6697.gml")
+    with TestClient(create_app(settings)) as client:
+        upload = client.post("/admin/uploads", params={"name": path.name}, content=path.read_bytes(), headers=auth)
+        assert upload.status_code == 201, upload.text
+        files = [{"upload": upload.json()["id"], "label": f"citygml/{path.name}"}]
+        job = client.post("/admin/jobs", json={"action": "ingest", "files": files}, headers=auth).json()
+        while job["state"] in ("queued", "running"):
+            time.sleep(0.05)
+            job = client.get(f"/admin/jobs/{job['id']}", headers=auth).json()
+        assert job["state"] == "done", job
+        (entry,) = job["result"]["files"]
+        assert entry["assets"] == {"node": 3, "pipe": 3} and entry["version"] == "2.0"
+        assert "JGD2011" in entry["height_datum"]
