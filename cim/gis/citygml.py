@@ -335,19 +335,18 @@ class CityGmlRead:
         )
 
     def _frame(self, names: set[str | None], asset_id: str) -> gml.SrsFrame | str:
-        """The one frame of an object's geometries (``--crs`` first), or the rule that rejects it."""
-        if self._given is not None:
-            frame = self._given
-        elif None in names:
+        """The one frame of an object's geometries (their srsName; ``--crs`` where they have none), or the rule
+        that rejects it."""
+        if None in names and self._given is None:
             if len(self._missing_srs) < 3:
                 self._missing_srs.append(asset_id.split(":", 1)[1])
             return "missing_srs"
-        else:
-            what = f"file {self.path} object {asset_id.split(':', 1)[1]}"
-            frames = {gml.srs_frame(str(n), what=what) for n in names}
-            if len({f.height_datum for f in frames}) > 1 or len({f.name for f in frames}) > 1:
-                return "mixed_crs"
-            frame = frames.pop()
+        what = f"file {self.path} object {asset_id.split(':', 1)[1]}"
+        frames = {self._given if n is None else gml.srs_frame(n, what=what) for n in names}
+        if len({f.height_datum for f in frames if f is not None}) > 1 or len({f.name for f in frames if f}) > 1:
+            return "mixed_crs"
+        frame = frames.pop()
+        assert frame is not None
         if self._datum is None:
             self._datum = frame.height_datum
             self._summary.crs = frame.name

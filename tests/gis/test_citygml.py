@@ -238,9 +238,14 @@ def test_the_gzip_file_is_streamed_one_member_at_a_time(duck: Store, data_dir: P
     assert seen == 28
     summary = ingest(duck, path)
     assert summary.assets == {"element": 28} and summary.lods == {"lod3": 28}
-    functions = Counter(a.props["citygml.function"] for a in assets_of(duck, summary).values())
+    furniture = assets_of(duck, summary)
+    functions = Counter(a.props["citygml.function"] for a in furniture.values())
     assert functions == {"8050": 17, "4800": 10, "9000": 1}
-    assert all(a.props["citygml.class"] == "CityFurniture" for a in assets_of(duck, summary).values())
+    assert all(a.props["citygml.class"] == "CityFurniture" for a in furniture.values())
+    first = next(iter(sorted(furniture)))
+    ring = raw_ring(path, first.split(":", 1)[1], "", GML_2)  # the gzip read whole by the standard library
+    lat, lon = Transformer.from_crs("EPSG:6668", "EPSG:4326").transform(ring[:, 0], ring[:, 1])
+    assert metres_off(furniture[first], lon, lat) < 1.0 and 139.6 < lon[0] < 139.8 and 35.4 < lat[0] < 35.7  # Kawasaki
 
 
 def test_one_citygml_ingest_on_both_backends_with_meshes(store: Store, tmp_path: Path, data_dir: Path) -> None:

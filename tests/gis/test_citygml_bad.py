@@ -136,6 +136,13 @@ def test_missing_srs_name_is_given_with_crs(duck: Store, tmp_path: Path) -> None
     assert summary.assets == {"building": 2} and summary.crs == "EPSG:25832"
 
 
+def test_crs_fills_in_only_where_there_is_no_srs_name(duck: Store, tmp_path: Path) -> None:
+    path = write(tmp_path, "some.gml", model(building("B1", 0, srs=COMPOUND), building("B2", 1), srs=None))
+    summary = ingest(duck, path, crs=parse_crs("EPSG:25832+5783"))
+    assert summary.assets == {"building": 2} and summary.findings == []
+    assert summary.crs == "EPSG:25832+EPSG:5783"  # B1's own srsName, the same CRS as the one given for B2
+
+
 def test_an_object_without_srs_is_reported_while_the_others_go_in(duck: Store, tmp_path: Path) -> None:
     path = write(tmp_path, "partsrs.gml", model(building("B1", 0, srs=COMPOUND), building("B2", 1), srs=None))
     summary = ingest(duck, path)
