@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 from pyproj import CRS
 
 from cim.errors import InvalidInput

@@ -26,7 +26,7 @@ from typing import IO, cast
 
 import numpy as np
 import numpy.typing as npt
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 from cim.gis.gml import GML_NAMESPACES, XLINK_HREF, gml_id, local_name
 
