@@ -64,7 +64,9 @@ def ingest(
     preset_name: Annotated[
         str | None, typer.Option("--preset", help="built-in mapping: osm-buildings, osm-parks, osm-bus-stops, pipes")
     ] = None,
-    crs: Annotated[str | None, typer.Option(help="CRS of layers that have none, e.g. EPSG:3857")] = None,
+    crs: Annotated[
+        str | None, typer.Option(help="CRS of layers and CityGML files that have none, e.g. EPSG:3857")
+    ] = None,
     place: Annotated[
         str | None, typer.Option("--place", help="IFC files without georeference: LON,LAT,HEIGHT[,ROTATION]")
     ] = None,
@@ -85,11 +87,13 @@ def ingest(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest GIS layers, CityJSON and IFC files into the store. A file that fails is reported; the others still go in.
+    """Ingest GIS layers, CityGML, CityJSON and IFC files into the store. A file that fails is reported; the others
+    still go in.
 
-    GIS layers need one of --kind, --map or --preset; CityJSON and IFC take their kinds from the file. --place puts
-    an IFC file without a georeference of its own on the map. A file that yields no valid asset (every feature
-    rejected, or none left) is an error and leaves what the store holds from it; --allow-empty removes that instead.
+    GIS layers need one of --kind, --map or --preset; CityGML, CityJSON and IFC take their kinds from the file.
+    --place puts an IFC file without a georeference of its own on the map. A file that yields no valid asset (every
+    feature rejected, or none left) is an error and leaves what the store holds from it; --allow-empty removes that
+    instead.
     --valid-from dates the ingest in the model's history (never before a change already recorded, nor in the future).
     """
     at = _valid_from(valid_from)

@@ -8,32 +8,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyproj import CRS
 
-from cim.errors import InvalidInput
 from cim.gis.feature_mapper import FeatureMapper, check_fields
 from cim.gis.mapping import LayerMapping
-from cim.gis.quality import REJECTING, Findings
+from cim.gis.quality import REJECTING
 from cim.gis.readers import FeatureBatch, LayerInfo, open_layer
+from cim.gis.summary import LayerSummary, check_not_empty
 from cim.model import AssetBatch
 from cim.model.shapes import shapes_of_batch
 from cim.model.source import Progress
-
-
-@dataclass
-class LayerSummary:
-    path: str
-    layer: str
-    crs: str
-    features_read: int = 0
-    assets: dict[str, int] = field(default_factory=dict)
-    meshes: int = 0
-    repaired: int = 0
-    rejected: int = 0
-    findings: list[dict[str, object]] = field(default_factory=list)
 
 
 def source_name(path: Path, layer: str, mapping: LayerMapping) -> str:
@@ -107,19 +93,3 @@ class LayerRead:
         if "kind" not in self._mapper.mapping.fields or written != self._kept:
             return {str(self._mapper.mapping.kind): written}
         return dict(sorted(self._kinds.items()))
-
-
-def check_not_empty(what: str, kept: int, read: int, stored: int, findings: Findings) -> None:
-    """Refuse an ingest that would write no asset where that cannot be what the user meant: features were read and
-    every one was rejected, or the store holds assets of this source that it would silently delete. (An empty file
-    for a source the store does not hold is a harmless no-op.)"""
-    if kept or (not read and not stored):
-        return
-    if read:
-        rejected = "its only feature was" if read == 1 else f"all {read:,} features were"
-        why = f"yields no valid asset: {rejected} rejected ({findings.describe()})"
-    else:
-        why = "holds no feature"
-    if stored:
-        why += f"; the {stored:,} assets stored from it are kept (cim ingest --allow-empty removes them)"
-    raise InvalidInput(what, why)

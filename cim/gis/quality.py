@@ -32,7 +32,17 @@ RULES: dict[str, str] = {
     "malformed_object": "rejected: the object or its geometry is not shaped as CityJSON says (CityJSON)",
     "outside_lonlat": "rejected: a coordinate is not finite or lies outside lon -180..180 / lat -90..90 once in "
     "WGS84 (a wrong CRS?)",
-    "skipped_terrain": "left out: terrain is the viewer's ground, not a governed asset (CityJSON)",
+    "skipped_terrain": "left out: terrain is the viewer's ground, not a governed asset (CityJSON, CityGML)",
+    "skipped_group": "left out: a CityObjectGroup only names other objects, it is none itself (CityGML)",
+    "broken_xlink": "rejected: an xlink:href names a gml:id the file does not have (CityGML)",
+    "too_few_points": "polygon dropped: a ring with fewer than 3 distinct points; the object keeps its other "
+    "polygons, and is rejected as empty_geometry when none is left (CityGML)",
+    "unreadable_coordinates": "rejected: a ring's coordinates are not numbers in its srsDimension (CityGML)",
+    "missing_srs": "rejected: no srsName on the geometry, its member or the CityModel, and no --crs (CityGML)",
+    "mixed_crs": "rejected: one object's geometries name different CRSs (CityGML)",
+    "other_height_datum": "rejected: heights in another vertical datum than the file's first object's; never mixed "
+    "(CityGML)",
+    "xml_broken": "rejected: the XML ends early or breaks at this object; the objects before it are kept (CityGML)",
 }
 #: The rules that drop the whole feature (a summary's ``rejected`` count).
 REJECTING: tuple[str, ...] = tuple(rule for rule, effect in RULES.items() if effect.startswith("rejected"))

@@ -1,5 +1,5 @@
 """Ingest files named one by one (``cim ingest FILE…``, and the same files sent to a running server): GIS layers,
-CityJSON and IFC, each reported as one entry of the ``--json`` summary; a file that fails is reported and the
+CityGML, CityJSON and IFC, each reported as one entry of the ``--json`` summary; a file that fails is reported and the
 others still go in.
 
 The CLI runs it on the store it opened; a running server runs it in a write job on its own store
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from cim.errors import CimError
-from cim.pipeline.ingest import file_type, is_ifc, write_source
+from cim.pipeline.ingest import FileType, file_type, is_ifc, write_source
 from cim.progress import write_error_line
 from cim.store import Store
 from cim.store.meshes import MeshStore
@@ -86,11 +86,14 @@ def _ingest_one(
         "findings": [],
     }
     task = progress.add_task(path.name, total=None)
+    read_as: FileType = "gis"
     try:
+        if (found := file_type(path)) in ("cityjson", "citygml"):
+            read_as = found
         result = write_source(
             store,
             path,
-            read_as="cityjson" if file_type(path) == "cityjson" else "gis",
+            read_as=read_as,
             mapping=mapping,
             layer=layer or None,
             crs=crs,

@@ -1,6 +1,6 @@
 """The one write path: a source file into the store and its mesh file.
 
-:func:`write_source` chooses the reader for a file (:func:`file_type`: IFC, CityJSON or a GIS layer), opens it
+:func:`write_source` chooses the reader for a file (:func:`file_type`: IFC, CityGML, CityJSON or a GIS layer), opens it
 (a file problem raises before anything is written), and replaces what an earlier ingest of the same source wrote:
 the assets in one store transaction (:meth:`Store.replace_source`), the meshes in one mesh-file transaction
 (:meth:`MeshStore.replacing`) that commits only after the assets did. Whatever fails half-way, the store keeps what
@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 
     from cim.bim.asset_rows import IfcSummary
     from cim.bim.georef import Placement
+    from cim.gis.citygml import CityGmlSummary
     from cim.gis.cityjson import CityJsonSummary
     from cim.gis.layer import LayerSummary
     from cim.gis.mapping import LayerMapping
 
-FileType = Literal["gis", "cityjson", "ifc"]
-Summary: TypeAlias = "LayerSummary | CityJsonSummary | IfcSummary"
+FileType = Literal["gis", "cityjson", "citygml", "ifc"]
+Summary: TypeAlias = "LayerSummary | CityJsonSummary | CityGmlSummary | IfcSummary"
 IFC_SUFFIXES = (".ifc", ".ifczip")
 
 
@@ -43,9 +44,14 @@ def is_ifc(path: Path) -> bool:
 
 
 def file_type(path: Path) -> FileType:
-    """How a file is read: IFC by its suffix, CityJSON by its name or first bytes, else a GIS layer."""
+    """How a file is read: IFC by its suffix, CityGML (a ``.gml``/``.xml`` with a CityModel) and CityJSON by name
+    and first bytes, else a GIS layer."""
     if is_ifc(path):
         return "ifc"
+    from cim.gis.gml import is_citygml  # lxml only: GDAL stays unloaded for a CityGML file
+
+    if is_citygml(path):
+        return "citygml"
     from cim.gis.cityjson import is_cityjson  # GDAL and geopandas load only for a GIS or CityJSON file
 
     return "cityjson" if is_cityjson(path) else "gis"
@@ -68,7 +74,7 @@ def write_source(
     """Read ``path`` (as ``read_as``, or as :func:`file_type` says) into ``store`` and its shapes into ``meshes``,
     replacing what an earlier ingest of the same source wrote. A GIS layer is read through ``mapping`` (its
     ``layer``, in ``crs`` when the file does not say); an IFC file placed at ``placement`` when it has no
-    georeference of its own. A GIS layer or CityJSON file that yields no valid asset is refused (see
+    georeference of its own. A GIS layer, CityGML or CityJSON file that yields no valid asset is refused (see
     :func:`cim.gis.layer.check_not_empty`) unless ``allow_empty``: then it empties the source. What changed is
     recorded in the model's history at ``at`` (default now; see :meth:`~cim.store.base.Store.replace_source`)."""
     opened: AbstractContextManager[SourceRead[Summary]]
@@ -84,6 +90,10 @@ def write_source(
         from cim.gis.cityjson import read_cityjson
 
         opened = read_cityjson(path, crs=crs)
+    elif kind == "citygml":
+        from cim.gis.citygml import read_citygml
+
+        opened = read_citygml(path, crs=crs)
     elif mapping is None:
         raise InvalidInput(f"file {path}", "a GIS layer needs one of --kind, --map or --preset")
     else:

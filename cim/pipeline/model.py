@@ -22,6 +22,9 @@
     path = "../shared/data/cityjson/rotterdam_subset.city.json"
     crs = "EPSG:7415"
 
+    [[citygml]]                             # CityGML 1.0–3.0, .gml / .xml / .gz; crs only where it has no srsName
+    path = "../shared/data/citygml/Building_and_garage_LOD2-EPSG25832.v3.gml"
+
     [[ifc]]
     path = "../shared/data/ifc/AC20-FZK-Haus.ifc"
     place = [121.5, 31.23, 4.0, 30.0]       # lon, lat, height, rotation° — only for files without georeference
@@ -138,6 +141,10 @@ class CityJsonSource(_Strict):
     valid_from: date | None = Field(
         None, description="the day (YYYY-MM-DD) the source's content was so: it is recorded in the history then"
     )
+
+
+class CityGmlSource(CityJsonSource):
+    """A CityGML file: the options of a CityJSON file (``crs`` for a file without ``srsName``)."""
 
 
 class IfcSource(_Strict):
@@ -283,6 +290,7 @@ class Pipeline(_Strict):
     synth: SynthSource | None = None
     gis: list[GisSource] = Field(default_factory=list)
     cityjson: list[CityJsonSource] = Field(default_factory=list)
+    citygml: list[CityGmlSource] = Field(default_factory=list)
     ifc: list[IfcSource] = Field(default_factory=list)
     sensors: list[SensorSource] = Field(default_factory=list)
     rules: list[RuleSource] = Field(default_factory=list)

@@ -25,7 +25,7 @@ import shapely
 from cim.errors import CimError, InvalidInput
 from cim.model import AssetBatch, Kind
 from cim.pipeline.dated import PastState, ingest_time, past_done, past_states
-from cim.pipeline.model import CityJsonSource, GisSource, IfcSource, Pipeline, SynthSource
+from cim.pipeline.model import CityGmlSource, CityJsonSource, GisSource, IfcSource, Pipeline, SynthSource
 from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, open_meshes
 
@@ -35,7 +35,12 @@ if TYPE_CHECKING:
 #: ``stage(name, total)`` → a function advancing that stage's progress by n.
 StageProgress = Callable[[str, int | None], Callable[[int], None]]
 #: How each kind of source is named in results and in the state file.
-SOURCE_TYPES: dict[type, str] = {GisSource: "gis", CityJsonSource: "cityjson", IfcSource: "ifc"}
+SOURCE_TYPES: dict[type, str] = {
+    GisSource: "gis",
+    CityJsonSource: "cityjson",
+    CityGmlSource: "citygml",
+    IfcSource: "ifc",
+}
 #: A run writing at least this many assets reorders the store afterwards (see ``Store.optimize``).
 OPTIMIZE_AFTER = 50_000
 
@@ -127,7 +132,12 @@ def run_pipeline(
     started = time.perf_counter()
     stage = progress or (lambda name, total: lambda n: None)
     summary = RunSummary(pipeline=pipeline.name, store=store_url or pipeline.store)
-    sources: list[GisSource | CityJsonSource | IfcSource] = [*pipeline.gis, *pipeline.cityjson, *pipeline.ifc]
+    sources: list[GisSource | CityJsonSource | IfcSource] = [
+        *pipeline.gis,
+        *pipeline.cityjson,
+        *pipeline.citygml,
+        *pipeline.ifc,
+    ]
     generated: list[GisSource | CityJsonSource | IfcSource] = []
     past: list[PastState] = []
     if pipeline.synth is not None:
@@ -419,6 +429,13 @@ def _write(
             {"georeference": ifc.georeference, "failed_elements": ifc.failed_elements},
         )
     crs = parse_crs(source.crs) if source.crs else None
+    if isinstance(source, CityGmlSource):  # before CityJsonSource, whose options it shares
+        from cim.gis.citygml import CityGmlSummary
+        from cim.gis.citygml import source_name as citygml_source_name
+
+        model = write_source(store, path, read_as="citygml", crs=crs, meshes=meshes, progress=advance, at=at)
+        assert isinstance(model, CityGmlSummary)
+        return citygml_source_name(path), model.assets, {"height_datum": model.height_datum, "version": model.version}
     if isinstance(source, CityJsonSource):
         city = write_source(store, path, read_as="cityjson", crs=crs, meshes=meshes, progress=advance, at=at)
         assert isinstance(city, CityJsonSummary)
