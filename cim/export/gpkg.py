@@ -101,6 +101,8 @@ def write_layer(
         geometry_type="Unknown",
         crs="EPSG:4326",
         append=path.exists(),
+        # GeoPackage 1.3, not GDAL 3.12's 1.4: GDAL before 3.7 (QGIS LTRs, Debian 12's ogrinfo) warns on 1.4 files
+        dataset_options=None if path.exists() else {"VERSION": "1.3"},
         layer_options={"FID": "fid"},
     )
     return count
