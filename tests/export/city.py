@@ -21,7 +21,9 @@ def square(i: int, j: int, size: float = 2.0) -> Polygon:
 
 
 def buildings() -> list[Asset]:
-    courtyard = Polygon(square(1, 0, 2.5).exterior.coords, [list(square(1, 0, 2.5).centroid.buffer(DX / 2).exterior.coords)])
+    courtyard = Polygon(
+        square(1, 0, 2.5).exterior.coords, [list(square(1, 0, 2.5).centroid.buffer(DX / 2).exterior.coords)]
+    )
     return [
         Asset(
             id="b-box", kind=Kind.BUILDING, geom=square(0, 0), name="方塊 Box", source="test", z_min=4.0, z_max=34.0,
@@ -50,7 +52,9 @@ def others() -> list[Asset]:
             network="gas", diameter_mm=300.0, depth_m=1.5, install_date=date(1975, 1, 1), material="cast iron",
             z_min=-2.0, z_max=-1.5,
         ),
-        Asset(id="pipe-2", kind=Kind.PIPE, geom=LineString([start, (LON, LAT - 9 * DY)]), source="test", network="water"),
+        Asset(
+            id="pipe-2", kind=Kind.PIPE, geom=LineString([start, (LON, LAT - 9 * DY)]), source="test", network="water"
+        ),
         Asset(id="pole-1", kind=Kind.POLE, geom=Point(LON - DX, LAT), source="test", props={"lamp": "LED"}),
         Asset(id="park-1", kind=Kind.PARK, geom=square(-3, -3, 2.5), name="人民公园", source="test"),
     ]  # fmt: skip
