@@ -153,10 +153,12 @@ def _print(summary: ExportSummary, as_json: bool) -> None:
     if as_json:
         print_json(asdict(summary))
         return
-    table = Table("objects", "count", title=f"{summary.format} export → {summary.out}")
+    table = Table("objects", "count", title=f"{summary.format} export")
     for name, count in summary.objects.items():
         table.add_row(name, f"{count:,}")
     console.print(table)
+    for path in summary.files:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     for skipped in summary.skipped:
         examples = ", ".join(str(e) for e in skipped.get("examples", []))  # type: ignore[attr-defined]
         console.print(f"left out: {skipped['count']} ({skipped['rule']}), e.g. {examples}", highlight=False)
