@@ -74,6 +74,9 @@ COLUMNS = (
 )
 _SEMANTICS = [{"type": "GroundSurface"}, {"type": "RoofSurface"}, {"type": "WallSurface"}]
 _SHOWN = 5
+#: Rows per batch: each row becomes dozens of Python lists before orjson writes them, so a smaller batch than the
+#: store's default keeps the peak memory down (65,536 rows: 566 MB peak for 50,000 buildings; 16,384: see bench).
+ROWS = 16_384
 IntArray = npt.NDArray[np.int64]
 
 
@@ -143,9 +146,9 @@ def write_cityjson(
     # written: CityJSON puts them in one array after the objects that number them
     with written_whole(out) as partial, partial.open("wb") as body, TemporaryFile(dir=out.parent) as vertices:
         writer.start(body)
-        sources = [asset_batches(store, kinds=[Kind.BUILDING], bbox=bbox, columns=COLUMNS)]
+        sources = [asset_batches(store, kinds=[Kind.BUILDING], bbox=bbox, columns=COLUMNS, rows=ROWS)]
         if parts.elements:
-            sources.append(asset_batches(store, kinds=[Kind.ELEMENT], ids=parts.elements, columns=COLUMNS))
+            sources.append(asset_batches(store, kinds=[Kind.ELEMENT], ids=parts.elements, columns=COLUMNS, rows=ROWS))
         for source in sources:
             for table in source:
                 writer.add(table, body, vertices)
