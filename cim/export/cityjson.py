@@ -29,7 +29,7 @@ file that is appended at the end; memory holds one batch. Written beside ``out``
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryFile
@@ -138,29 +138,45 @@ def write_cityjson(
         raise InvalidInput(
             "the selection" + ("" if bbox is None else f" (bbox {bbox})"), "holds no buildings: nothing to export"
         )
-    frame = _frame(store, bbox, crs)
+    extent = bbox if bbox is not None else store.extent(kind=Kind.BUILDING)
+    assert extent is not None  # there are buildings
+    frame = make_frame(extent, crs)  # before anything is written: a bad --crs is refused first
     parts = _find_parts(store, bbox)
+    sources = [asset_batches(store, kinds=[Kind.BUILDING], bbox=bbox, columns=COLUMNS, rows=ROWS)]
+    if parts.elements:
+        sources.append(asset_batches(store, kinds=[Kind.ELEMENT], ids=parts.elements, columns=COLUMNS, rows=ROWS))
+    return write_city_objects(
+        (table for source in sources for table in source), out, frame=frame, parts=parts, progress=progress
+    )
+
+
+def write_city_objects(
+    tables: Iterable[pa.Table],
+    out: Path,
+    *,
+    frame: _Frame,
+    parts: _Parts | None = None,
+    progress: Progress | None = None,
+) -> ExportSummary:
+    """Write the buildings of ``tables`` (asset columns, :data:`COLUMNS`) to the CityJSON file ``out`` in ``frame``
+    (:func:`make_frame`); ``parts`` says which are parts of which. Also the API's ``f=cityjson`` of a page."""
     summary = ExportSummary(format="cityjson", out=str(out), files=[str(out)])
-    writer = _Writer(frame, parts, summary)
+    writer = _Writer(frame, parts or _Parts(), summary)
     # the vertices wait in an unnamed temporary file (gone with the process, however it ends) until the objects are
     # written: CityJSON puts them in one array after the objects that number them
     with written_whole(out) as partial, partial.open("wb") as body, TemporaryFile(dir=out.parent) as vertices:
         writer.start(body)
-        sources = [asset_batches(store, kinds=[Kind.BUILDING], bbox=bbox, columns=COLUMNS, rows=ROWS)]
-        if parts.elements:
-            sources.append(asset_batches(store, kinds=[Kind.ELEMENT], ids=parts.elements, columns=COLUMNS, rows=ROWS))
-        for source in sources:
-            for table in source:
-                writer.add(table, body, vertices)
-                if progress is not None:
-                    progress(table.num_rows)
+        for table in tables:
+            writer.add(table, body, vertices)
+            if progress is not None:
+                progress(table.num_rows)
         writer.finish(body, vertices)
     return summary
 
 
-def _frame(store: Store, bbox: BBox | None, crs: str | None) -> _Frame:
-    extent = bbox if bbox is not None else store.extent(kind=Kind.BUILDING)
-    assert extent is not None  # there are buildings
+def make_frame(extent: BBox, crs: str | None = None) -> _Frame:
+    """How the lon/lat of a selection inside ``extent`` become the file's vertices: in ``crs`` (an EPSG code of a
+    projected CRS in metres), else the UTM zone of the extent's centre; translated to its south-west corner."""
     west, south, east, north = extent
     if crs is None:
         target = CRS.from_epsg(utm_epsg((west + east) / 2, (south + north) / 2))
