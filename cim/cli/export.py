@@ -72,7 +72,7 @@ def export(
     window = parse_bbox(bbox)
     target = _check_folder(out) if fmt == "ifc" else check_out(out, force=force)
     write = writer(fmt)
-    with open_existing_store(store) as opened:
+    with _open(store) as opened:
         meshes = _meshes(opened) if fmt in _READS_MESHES else None
         try:
             with progress_bars(quiet=as_json) as bars:
@@ -130,6 +130,22 @@ def parse_bbox(text: str | None) -> BBox | None:
             f"--bbox {text[:60]!r}", "must have west ≤ east within -180..180 and south ≤ north within -90..90"
         )
     return west, south, east, north
+
+
+def _open(store: str | None) -> Store:
+    """The store, opened to read; while a running server holds a DuckDB store, say how to export through it."""
+    from cim.errors import StoreUnavailable
+
+    try:
+        return open_existing_store(store)
+    except StoreUnavailable as exc:
+        if "busy" not in exc.why:
+            raise
+        raise StoreUnavailable(
+            exc.what,
+            "is busy: a running cim serve holds it; stop it to export, or fetch a page of a collection from it as "
+            "/collections/KIND/items?f=gpkg (or f=cityjson for buildings)",
+        ) from None
 
 
 def _check_folder(out: Path) -> Path:
