@@ -39,11 +39,13 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
 from cim.export import ExportSummary, asset_batches, written_whole
+from cim.export.solids import extrude, heights
 from cim.geodesy import utm_epsg
 from cim.model import Kind
 from cim.model.source import Progress
@@ -54,9 +56,9 @@ from cim.store.sqlstore import sql_store
 #: Vertex coordinates are integers of this many metres (CityJSON's ``transform.scale``): 1 mm.
 SCALE = 0.001
 #: The props that say an element asset was a CityGML/CityJSON building part (as the importers write them).
-PART_TYPE_KEYS = ("cityjson.type", "citygml.type")
+PART_TYPE_KEYS = ("cityjson.type", "citygml.class")
 #: Props the importers add about the file they read, not about the building: not exported as attributes.
-IMPORT_ONLY_PROPS = frozenset({"cityjson.type", "cityjson.lod", "citygml.type", "citygml.lod"})
+IMPORT_ONLY_PROPS = frozenset({"cityjson.type", "cityjson.lod", "citygml.class", "citygml.lod"})
 COLUMNS = (
     "id",
     "kind",
@@ -72,7 +74,6 @@ COLUMNS = (
     "material",
     "props",
 )
-_SEMANTICS = [{"type": "GroundSurface"}, {"type": "RoofSurface"}, {"type": "WallSurface"}]
 _SHOWN = 5
 #: Rows per batch: each row becomes dozens of Python lists before orjson writes them, so a smaller batch than the
 #: store's default keeps the peak memory down (65,536 rows: 566 MB peak for 50,000 buildings; 16,384: see bench).
@@ -245,7 +246,12 @@ class _Writer:
         body.write(orjson.dumps(header)[:-1] + b',"CityObjects":{')
 
     def add(self, table: pa.Table, body: IO[bytes], vertices: IO[bytes]) -> None:
-        geometries, xyz = self._geometries(table)
+        geoms = shapely.from_wkb(table.column("geom").to_numpy(zero_copy_only=False))
+        base, top = heights(table)
+        geometries, xyz = extrude(geoms, base, top, first_vertex=self.vertex_count, to_vertices=self.frame.vertices)
+        for i, geometry in enumerate(geometries):
+            if geometry is None:
+                self.skipped.setdefault("no_footprint", []).append(table.column("id")[i].as_py())
         objects = self._objects(table, geometries)
         if not objects:
             return
@@ -279,142 +285,64 @@ class _Writer:
         for rule, ids in self.skipped.items():
             self.summary.skipped.append({"rule": rule, "count": len(ids), "examples": ids[:_SHOWN]})
 
-    # --- geometry ---
-    def _geometries(self, table: pa.Table) -> tuple[list[dict[str, Any] | None], IntArray]:
-        """Each row's CityJSON geometry (None: none) and the batch's new vertices, numbered from
-        ``vertex_count``."""
-        n = table.num_rows
-        geoms = shapely.from_wkb(table.column("geom").to_numpy(zero_copy_only=False))
-        base, top = _heights(table)
-        areal = shapely.get_type_id(geoms) if n else np.zeros(0, np.int64)
-        areal = np.isin(areal, (3, 6))  # Polygon, MultiPolygon
-        for i in np.flatnonzero(~areal):
-            self.skipped.setdefault("no_footprint", []).append(table.column("id")[int(i)].as_py())
-        parts, owner = shapely.get_parts(geoms[areal], return_index=True)
-        owner = np.flatnonzero(areal)[owner]
-        parts = shapely.orient_polygons(parts, exterior_cw=False)
-        rings, ring_polygon = shapely.get_rings(parts, return_index=True)
-        coords, point_ring = shapely.get_coordinates(rings, return_index=True)
-        # a ring's closing point repeats its first: CityJSON rings are not closed
-        ring_sizes = np.bincount(point_ring, minlength=len(rings))
-        last = np.cumsum(ring_sizes) - 1
-        keep = np.ones(len(coords), bool)
-        keep[last] = False
-        coords, point_ring = coords[keep], point_ring[keep]
-        ring_sizes = ring_sizes - 1
-        point_owner = owner[ring_polygon[point_ring]]
-        extruded = np.isfinite(top[point_owner])
-        points = len(coords)
-        bottom_index = self.vertex_count + np.arange(points)
-        top_index = np.full(points, -1, np.int64)
-        top_index[extruded] = self.vertex_count + points + np.arange(int(extruded.sum()))
-        xyz = np.concatenate(
-            [
-                self.frame.vertices(coords, base[point_owner]),
-                self.frame.vertices(coords[extruded], top[point_owner][extruded]),
-            ]
-        )
-        # walls: each edge of each ring, from its point to the next (the ring's first after its last)
-        ring_start = np.cumsum(ring_sizes) - ring_sizes
-        position = np.arange(points) - ring_start[point_ring]
-        following = ring_start[point_ring] + (position + 1) % ring_sizes[point_ring]
-        walls = np.column_stack([bottom_index, bottom_index[following], top_index[following], top_index]).tolist()
-        bottoms, tops = bottom_index.tolist(), top_index.tolist()
-        # each row's polygons, each polygon's rings, each ring's points: slices of the arrays above
-        polygon_rings = np.r_[0, np.cumsum(np.bincount(ring_polygon, minlength=len(parts)))]
-        ring_points = np.r_[0, np.cumsum(ring_sizes)]
-        row_polygons: list[list[int]] = [[] for _ in range(n)]
-        for p, row in enumerate(owner.tolist()):
-            row_polygons[row].append(p)
-        result: list[dict[str, Any] | None] = []
-        for row in range(n):
-            polygons = row_polygons[row]
-            if not polygons:
-                result.append(None)
-                continue
-            shells = []
-            for p in polygons:
-                ring_range = range(int(polygon_rings[p]), int(polygon_rings[p + 1]))
-                spans = [(int(ring_points[r]), int(ring_points[r + 1])) for r in ring_range]
-                if np.isfinite(top[row]):
-                    ground = [bottoms[a:b][::-1] for a, b in spans]
-                    roof = [tops[a:b] for a, b in spans]
-                    shells.append([ground, roof, *([wall] for a, b in spans for wall in walls[a:b])])
-                else:
-                    shells.append([bottoms[a:b] for a, b in spans])
-            result.append(_geometry(shells, extruded=bool(np.isfinite(top[row]))))
-        return result, xyz
-
     # --- objects ---
-    def _objects(self, table: pa.Table, geometries: list[dict[str, Any] | None]) -> dict[str, Any]:
-        rows = table.drop_columns(["geom"]).to_pylist()
+    def _objects(self, table: pa.Table, geometries: list[Any]) -> dict[str, Any]:
+        ids = table.column("id").to_pylist()
+        attributes = _attributes(table)
         objects: dict[str, Any] = {}
-        for row, geometry in zip(rows, geometries, strict=True):
-            asset_id = row["id"]
-            parent = self.parts.parent_of.get(asset_id)
+        parent_of, children_of = self.parts.parent_of, self.parts.children_of
+        buildings = 0
+        for asset_id, attributes_of, geometry in zip(ids, attributes, geometries, strict=True):
+            parent = parent_of.get(asset_id) if parent_of else None
             city_object: dict[str, Any] = {
-                "type": "BuildingPart" if parent is not None else "Building",
-                "attributes": _attributes(row),
+                "type": "Building" if parent is None else "BuildingPart",
+                "attributes": attributes_of,
                 "geometry": [] if geometry is None else [geometry],
             }
-            if parent is not None:
+            if parent is None:
+                buildings += 1
+            else:
                 city_object["parents"] = [parent]
-            children = self.parts.children_of.get(asset_id)
+            children = children_of.get(asset_id) if children_of else None
             if children:
                 city_object["children"] = children
             objects[asset_id] = city_object
-            self.summary.objects[city_object["type"]] = self.summary.objects.get(city_object["type"], 0) + 1
+        counts = self.summary.objects
+        for name, count in (("Building", buildings), ("BuildingPart", len(ids) - buildings)):
+            if count:
+                counts[name] = counts.get(name, 0) + count
         return objects
 
 
-def _heights(table: pa.Table) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Each row's base and top: ``z_min`` (else ``z_max - height_m``, else 0) and ``z_max`` (else base +
-    ``height_m``); top is NaN where no height is known or it is not above the base (no solid)."""
-
-    def floats(name: str) -> npt.NDArray[np.float64]:
-        return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
-
-    z_min, z_max, height = floats("z_min"), floats("z_max"), floats("height_m")
-    base = np.where(np.isfinite(z_min), z_min, np.where(np.isfinite(z_max - height), z_max - height, 0.0))
-    top = np.where(np.isfinite(z_max), z_max, base + height)
-    top = np.where(top > base, top, np.nan)
-    return base, top
+#: Typed column → the attribute it is written as (CityGML's names where CityGML has one).
+TYPED_ATTRIBUTES = {
+    "name": "name",
+    "height_m": "measuredHeight",
+    "storeys": "storeysAboveGround",
+    "status": "status",
+    "material": "material",
+    "source": "source",
+}
 
 
-def _geometry(shells: list[Any], *, extruded: bool) -> dict[str, Any]:
-    if not extruded:  # footprints at the base: each polygon one surface
-        return {"type": "MultiSurface", "lod": "0", "boundaries": shells}
-    values = [[0, 1, *([2] * (len(shell) - 2))] for shell in shells]
-    if len(shells) == 1:
-        return {
-            "type": "Solid",
-            "lod": "1",
-            "boundaries": [shells[0]],
-            "semantics": {"surfaces": _SEMANTICS, "values": values},
-        }
-    return {
-        "type": "MultiSolid",
-        "lod": "1",
-        "boundaries": [[shell] for shell in shells],
-        "semantics": {"surfaces": _SEMANTICS, "values": [[v] for v in values]},
-    }
-
-
-def _attributes(row: dict[str, Any]) -> dict[str, Any]:
-    """CityGML's attributes from the typed columns, then the asset's props (the typed ones win a clash)."""
-    attributes: dict[str, Any] = {}
-    props = orjson.loads(row["props"]) if row["props"] else {}
-    if isinstance(props, dict):
-        attributes.update({k: v for k, v in props.items() if k not in IMPORT_ONLY_PROPS and v is not None})
-    typed = {
-        "name": row["name"],
-        "measuredHeight": row["height_m"],
-        "storeysAboveGround": row["storeys"],
-        "yearOfConstruction": None if row["install_date"] is None else row["install_date"].year,
-        "installDate": None if row["install_date"] is None else row["install_date"].isoformat(),
-        "status": row["status"],
-        "material": row["material"],
-        "source": row["source"],
-    }
-    attributes.update({k: v for k, v in typed.items() if v is not None})
-    return attributes
+def _attributes(table: pa.Table) -> list[dict[str, Any]]:
+    """Each row's attributes: its props, then CityGML's attributes from the typed columns (which win a clash).
+    Read column by column: a dict per row from Arrow costs more than the rest of an object."""
+    dates = table.column("install_date")
+    columns = {name: table.column(column).to_pylist() for column, name in TYPED_ATTRIBUTES.items()}
+    columns["yearOfConstruction"] = pc.year(dates).to_pylist()
+    columns["installDate"] = dates.cast(pa.string()).to_pylist()
+    named = list(columns.items())
+    result = []
+    for i, text in enumerate(table.column("props").to_pylist()):
+        props = orjson.loads(text) if text else None
+        attributes: dict[str, Any] = (
+            {k: v for k, v in props.items() if v is not None and k not in IMPORT_ONLY_PROPS}
+            if isinstance(props, dict)
+            else {}
+        )
+        for name, values in named:
+            if values[i] is not None:
+                attributes[name] = values[i]
+        result.append(attributes)
+    return result
