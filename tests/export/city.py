@@ -1,5 +1,5 @@
 """A small city for the export tests: buildings of every shape the CityJSON export distinguishes (a box, one with a
-courtyard, one of two polygons, one with no height, one with a part), pipes, poles and a park, in Shanghai."""
+courtyard, one of two polygons, one with no height, one with three parts), pipes, poles and a park, in Shanghai."""
 
 from __future__ import annotations
 
@@ -41,6 +41,17 @@ def buildings() -> list[Asset]:
             id="b-main-part", kind=Kind.ELEMENT, geom=square(0, 2, 1.0), parent_id="b-main", source="test",
             z_min=24.0, z_max=30.0, props={"cityjson.type": "BuildingPart"},
         ),
+        # parts as the other importers keep them: a building under a building, a CityGML BuildingPart element
+        Asset(
+            id="b-main-garage", kind=Kind.BUILDING, geom=square(1, 2, 1.0), parent_id="b-main", source="test",
+            z_min=4.0, z_max=7.0,
+        ),
+        Asset(
+            id="b-main-wing", kind=Kind.ELEMENT, geom=square(0, 3, 1.0), parent_id="b-main", source="test",
+            z_min=4.0, z_max=12.0, props={"citygml.class": "BuildingPart", "citygml.lod": "2"},
+        ),
+        # an element under a building that is no part (a lift shaft kept as an element): not in CityJSON
+        Asset(id="b-main-shaft", kind=Kind.ELEMENT, geom=square(0, 2, 0.3), parent_id="b-main", source="test"),
     ]  # fmt: skip
 
 

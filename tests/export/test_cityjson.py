@@ -33,7 +33,7 @@ def exported(store: Store, tmp_path: Path) -> dict[str, Any]:
     out = tmp_path / "out" / "city.city.json"
     out.parent.mkdir()
     summary = write_cityjson(store, None, out)
-    assert summary.objects == {"Building": 5, "BuildingPart": 1}
+    assert summary.objects == {"Building": 5, "BuildingPart": 3}
     document: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     document["_path"] = out
     return document
@@ -103,7 +103,10 @@ def test_a_part_names_its_parent_and_the_parent_its_children(exported: dict[str,
     # "BuildingPart ... must have a parent"; "parents" and "children" name each other
     assert objects["b-main-part"]["type"] == "BuildingPart"
     assert objects["b-main-part"]["parents"] == ["b-main"]
-    assert objects["b-main"]["children"] == ["b-main-part"]
+    assert objects["b-main"]["children"] == ["b-main-garage", "b-main-part", "b-main-wing"]
+    assert objects["b-main-garage"]["type"] == objects["b-main-wing"]["type"] == "BuildingPart"
+    assert objects["b-main-wing"]["parents"] == ["b-main"]
+    assert "b-main-shaft" not in objects  # an element under a building that is no part
     assert all("parents" not in o for k, o in objects.items() if o["type"] == "Building")
 
 
@@ -114,6 +117,7 @@ def test_attributes_carry_the_cityGML_names_and_the_props(exported: dict[str, An
     assert attributes["name"] == "方塊 Box" and attributes["material"] == "concrete"
     assert attributes["owner"] == "city" and attributes["floors"] == [1, 2]
     assert "cityjson.type" not in exported["CityObjects"]["b-main-part"]["attributes"]  # import bookkeeping
+    assert "citygml.class" not in exported["CityObjects"]["b-main-wing"]["attributes"]
 
 
 def test_cjio_reads_the_file(exported: dict[str, Any]) -> None:
@@ -127,15 +131,15 @@ def test_cjio_reads_the_file(exported: dict[str, Any]) -> None:
     with open(exported["_path"], encoding="utf-8") as f:
         model = cityjson.reader(f, ignore_duplicate_keys=False)
     assert model.get_epsg() == 32651
-    assert len(model.j["CityObjects"]) == 6
+    assert len(model.j["CityObjects"]) == 8
 
 
 def test_read_back_by_our_importer_the_buildings_match(exported: dict[str, Any], store: Store, tmp_path: Path) -> None:
     with open_store(str(tmp_path / "second.duckdb")) as second:
         summary = write_source(second, exported["_path"], read_as="cityjson")
-        assert summary.assets == {"building": 5, "element": 1}
+        assert summary.assets == {"building": 5, "element": 3}
         assert summary.crs == "EPSG:32651"
-        for original in buildings():
+        for original in buildings()[:-1]:  # all but the shaft, which is no part
             back = second.get_asset(f"city:{original.id}")
             assert original.geom is not None and back.geom is not None
             assert shapely.hausdorff_distance(original.geom, back.geom) * METRES_PER_DEGREE < 1.0
@@ -146,6 +150,7 @@ def test_read_back_by_our_importer_the_buildings_match(exported: dict[str, Any],
         assert box.height_m == 30.0 and box.storeys == 10 and box.install_date is not None
         assert box.install_date.year == 1990 and box.props["owner"] == "city" and box.name == "方塊 Box"
         assert second.get_asset("city:b-main-part").parent_id == "city:b-main"
+        assert second.get_asset("city:b-main-garage").parent_id == "city:b-main"
 
 
 def test_real_delft_buildings_go_out_and_come_back_in_place(store: Store, data_dir: Path, tmp_path: Path) -> None:
@@ -182,7 +187,7 @@ def test_other_kinds_and_an_empty_selection_are_refused(store: Store, tmp_path: 
     with pytest.raises(InvalidInput, match="projected CRS in metres"):
         write_cityjson(store, None, tmp_path / "x.city.json", crs="EPSG:4326")
     assert not (tmp_path / "x.city.json").exists()
-    assert store.count_assets(AssetQuery(kinds=[Kind.BUILDING])) == 5
+    assert store.count_assets(AssetQuery(kinds=[Kind.BUILDING])) == 6
 
 
 # --- helpers ---

@@ -45,7 +45,7 @@ def test_gpkg_and_cityjson_are_written_and_summarised(city: Path, tmp_path: Path
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["format"] == "gpkg" and summary["out"] == str(gpkg)
-    assert summary["objects"] == {"building": 5, "element": 1, "pipe": 2, "park": 1, "pole": 1}
+    assert summary["objects"] == {"building": 6, "element": 3, "pipe": 2, "park": 1, "pole": 1}
     assert pyogrio.read_info(gpkg, layer="pipe")["features"] == 2
 
     cityjson = tmp_path / "city.city.json"
@@ -107,7 +107,7 @@ def test_an_existing_file_is_kept_unless_forced(city: Path, tmp_path: Path) -> N
     assert done.returncode == 2 and "exists already" in done.stderr and out.read_bytes() == b"mine"
     done = cim("-f", "gpkg", "-o", str(out), "-s", str(city), "--force")
     assert done.returncode == 0, done.stderr
-    assert pyogrio.read_info(out, layer="building")["features"] == 5
+    assert pyogrio.read_info(out, layer="building")["features"] == 6
 
 
 def test_an_export_killed_half_way_leaves_nothing_at_out(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_every_kind_is_a_layer_with_its_features(store: Store, out_dir: Path) ->
     write_city(store)
     out = out_dir / "city.gpkg"
     summary = writer("gpkg")(store, None, out)
-    assert summary.objects == {"building": 5, "element": 1, "pipe": 2, "park": 1, "pole": 1}
+    assert summary.objects == {"building": 6, "element": 3, "pipe": 2, "park": 1, "pole": 1}
     assert summary.files == [str(out)]
     layers = {name: kind for name, kind in pyogrio.list_layers(out)}
     assert set(layers) == {"building", "element", "pipe", "park", "pole"}
@@ -87,9 +87,9 @@ def test_kinds_and_bbox_select_what_is_written(store: Store, out_dir: Path) -> N
     out = out_dir / "some.gpkg"
     west_of_twin = (LON - 0.5 * DX, LAT - 3 * DY, LON + 5 * DX, LAT + 9 * DY)
     summary = write_gpkg(store, None, out, kinds=[Kind.BUILDING, Kind.PIPE], bbox=west_of_twin)
-    assert summary.objects == {"building": 3, "pipe": 2}  # box, court, main; both pipes start inside
+    assert summary.objects == {"building": 4, "pipe": 2}  # box, court, main, garage; both pipes start inside
     ids = set(pyogrio.read_dataframe(out, layer="building")["id"])
-    assert ids == {"b-box", "b-court", "b-main"}
+    assert ids == {"b-box", "b-court", "b-main", "b-main-garage"}
 
 
 def test_an_empty_selection_is_refused_and_writes_nothing(store: Store, out_dir: Path) -> None:
