@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cim.store.meshes import MeshStore
 
 #: Formats whose writer reads the stored meshes.
-_READS_MESHES = ("citygml", "ifc")
+_READS_MESHES = ("cityjson", "citygml", "ifc")
 
 
 def export(

@@ -19,7 +19,10 @@ What a file holds (https://www.cityjson.org/specs/2.0.1/):
 - attributes: CityGML's ``measuredHeight``, ``storeysAboveGround`` and ``yearOfConstruction``, the asset's name,
   status, material, install date and source, then its ``props``.
 
-Stored meshes (LoD2 from CityJSON, CityGML and IFC sources) are not written: the export is the model's LoD1.
+- beside it, where ``meshes`` are given and the building has a stored mesh (CityJSON, CityGML and IFC sources),
+  that mesh as it is, a ``MultiSurface`` of triangles at the source's LoD (``2`` when the source does not say; not
+  written when the source says LoD 0 or 1: the extruded solid says as much). Without meshes (or for footprint
+  buildings, which have none) the export costs no mesh look-up.
 
 Streamed and vectorised: the store's rows come in batches (:func:`cim.export.asset_batches`), each batch's rings,
 vertices and walls are numpy arrays, its CityObjects one ``orjson`` call, and its vertices go to a second temporary
@@ -45,7 +48,7 @@ from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
 from cim.export import ExportSummary, asset_batches, written_whole
-from cim.export.solids import extrude, heights
+from cim.export.solids import extrude, heights, mesh_surfaces
 from cim.geodesy import utm_epsg
 from cim.model import Kind
 from cim.model.source import Progress
@@ -58,6 +61,8 @@ SCALE = 0.001
 #: The props that say an element asset was a CityGML/CityJSON building part (as the importers write them).
 PART_TYPE_KEYS = ("cityjson.type", "citygml.class")
 #: Props the importers add about the file they read, not about the building: not exported as attributes.
+#: Props that say the LoD of the source a stored mesh came from.
+LOD_KEYS = ("cityjson.lod", "citygml.lod")
 IMPORT_ONLY_PROPS = frozenset({"cityjson.type", "cityjson.lod", "citygml.class", "citygml.lod"})
 COLUMNS = (
     "id",
@@ -147,7 +152,12 @@ def write_cityjson(
     if parts.elements:
         sources.append(asset_batches(store, kinds=[Kind.ELEMENT], ids=parts.elements, columns=COLUMNS, rows=ROWS))
     return write_city_objects(
-        (table for source in sources for table in source), out, frame=frame, parts=parts, progress=progress
+        (table for source in sources for table in source),
+        out,
+        frame=frame,
+        parts=parts,
+        meshes=meshes,
+        progress=progress,
     )
 
 
@@ -157,12 +167,14 @@ def write_city_objects(
     *,
     frame: _Frame,
     parts: _Parts | None = None,
+    meshes: MeshStore | None = None,
     progress: Progress | None = None,
 ) -> ExportSummary:
     """Write the buildings of ``tables`` (asset columns, :data:`COLUMNS`) to the CityJSON file ``out`` in ``frame``
-    (:func:`make_frame`); ``parts`` says which are parts of which. Also the API's ``f=cityjson`` of a page."""
+    (:func:`make_frame`); ``parts`` says which are parts of which, ``meshes`` holds their stored meshes. Also the
+    API's ``f=cityjson`` of a page."""
     summary = ExportSummary(format="cityjson", out=str(out), files=[str(out)])
-    writer = _Writer(frame, parts or _Parts(), summary)
+    writer = _Writer(frame, parts or _Parts(), summary, meshes)
     # the vertices wait in an unnamed temporary file (gone with the process, however it ends) until the objects are
     # written: CityJSON puts them in one array after the objects that number them
     with written_whole(out) as partial, partial.open("wb") as body, TemporaryFile(dir=out.parent) as vertices:
@@ -227,7 +239,8 @@ def _find_parts(store: Store, bbox: BBox | None) -> _Parts:
 class _Writer:
     """Writes the file's parts in order: the header, the CityObjects batch by batch, then vertices and metadata."""
 
-    def __init__(self, frame: _Frame, parts: _Parts, summary: ExportSummary) -> None:
+    def __init__(self, frame: _Frame, parts: _Parts, summary: ExportSummary, meshes: MeshStore | None) -> None:
+        self.meshes = meshes
         self.frame = frame
         self.parts = parts
         self.summary = summary
@@ -252,7 +265,11 @@ class _Writer:
         for i, geometry in enumerate(geometries):
             if geometry is None:
                 self.skipped.setdefault("no_footprint", []).append(table.column("id")[i].as_py())
-        objects = self._objects(table, geometries)
+        extra: dict[str, Any] = {}
+        if self.meshes is not None:
+            extra, mesh_xyz = self._meshes(table, first_vertex=self.vertex_count + len(xyz))
+            xyz = np.concatenate([xyz, mesh_xyz]) if len(mesh_xyz) else xyz
+        objects = self._objects(table, geometries, extra)
         if not objects:
             return
         text = orjson.dumps(objects, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
@@ -286,7 +303,24 @@ class _Writer:
             self.summary.skipped.append({"rule": rule, "count": len(ids), "examples": ids[:_SHOWN]})
 
     # --- objects ---
-    def _objects(self, table: pa.Table, geometries: list[Any]) -> dict[str, Any]:
+    def _meshes(self, table: pa.Table, *, first_vertex: int) -> tuple[dict[str, Any], IntArray]:
+        """The stored meshes of the batch's buildings worth writing, by asset id, and their vertices."""
+        assert self.meshes is not None
+        wanted, lods = [], {}
+        for asset_id, text in zip(table.column("id").to_pylist(), table.column("props").to_pylist(), strict=True):
+            lod = _source_lod(text)
+            if lod is not None:
+                wanted.append(asset_id)
+                lods[asset_id] = lod
+        found = self.meshes.get(wanted) if wanted else None
+        if found is None or not len(found.asset_ids):
+            return {}, np.zeros((0, 3), np.int64)
+        surfaces, xyz = mesh_surfaces(
+            found, [lods[i] for i in found.asset_ids], first_vertex=first_vertex, to_vertices=self.frame.vertices
+        )
+        return dict(zip(found.asset_ids, surfaces, strict=True)), xyz
+
+    def _objects(self, table: pa.Table, geometries: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
         ids = table.column("id").to_pylist()
         attributes = _attributes(table)
         objects: dict[str, Any] = {}
@@ -299,6 +333,8 @@ class _Writer:
                 "attributes": attributes_of,
                 "geometry": [] if geometry is None else [geometry],
             }
+            if extra and asset_id in extra:
+                city_object["geometry"].append(extra[asset_id])
             if parent is None:
                 buildings += 1
             else:
@@ -323,6 +359,14 @@ TYPED_ATTRIBUTES = {
     "material": "material",
     "source": "source",
 }
+
+
+def _source_lod(props: str | None) -> str | None:
+    """The LoD a building's stored mesh is written at: its source's (``cityjson.lod``, ``citygml.lod``), ``2`` when
+    the source does not say; None when the source says 0 or 1 (the extruded solid says as much)."""
+    said = orjson.loads(props) if props else {}
+    lod = next((str(said[k]) for k in LOD_KEYS if isinstance(said, dict) and said.get(k) not in (None, "")), "2")
+    return None if lod.split(".")[0] in ("0", "1") else lod
 
 
 def _attributes(table: pa.Table) -> list[dict[str, Any]]:

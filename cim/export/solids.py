@@ -9,11 +9,13 @@ Most city footprints are one polygon of one ring. Their geometry is written by o
 corner count from an index matrix built in numpy (at 1,000,000 buildings, nested Python lists per surface cost more
 than the rest of the export); a footprint with holes or several polygons, or without a height (a LoD0
 ``MultiSurface``), takes the general path of nested lists.
+
+A stored mesh (:func:`mesh_surfaces`) is written as it is, a ``MultiSurface`` of its triangles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,9 @@ import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import shapely
+
+from cim.geodesy import ecef_to_lonlat, enu_rotation, lonlat_to_ecef
+from cim.model import MeshBatch
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -155,3 +160,28 @@ def _geometry(shells: list[Any], *, solid: bool) -> dict[str, Any]:
         "boundaries": [[shell] for shell in shells],
         "semantics": {"surfaces": SEMANTICS, "values": [[v] for v in values]},
     }
+
+
+def mesh_surfaces(
+    meshes: MeshBatch, lods: Sequence[str], *, first_vertex: int, to_vertices: ToVertices
+) -> tuple[list[orjson.Fragment], IntArray]:
+    """Each mesh of ``meshes`` as a ``MultiSurface`` of its triangles at the LoD of ``lods`` (one per mesh), and
+    their vertices numbered from ``first_vertex``: each mesh's local east-north-up vertices taken to ECEF by its
+    origin's frame, then to lon/lat/height, then to the file's vertices."""
+    counts = np.diff(meshes.vertex_offsets)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    origins = meshes.origins
+    rotation = enu_rotation(origins[:, 0], origins[:, 1])
+    ecef = np.einsum("nji,nj->ni", rotation[owner], meshes.vertices.astype(np.float64))
+    ecef += lonlat_to_ecef(origins[:, 0], origins[:, 1], origins[:, 2])[owner]
+    lonlath = ecef_to_lonlat(ecef)
+    xyz = to_vertices(lonlath[:, :2], lonlath[:, 2])
+    triangle_owner = np.repeat(np.arange(len(counts)), np.diff(meshes.triangle_offsets))
+    triangles = meshes.triangles.astype(np.int64) + (first_vertex + meshes.vertex_offsets[:-1])[triangle_owner, None]
+    listed = triangles.tolist()
+    offsets = meshes.triangle_offsets.tolist()
+    surfaces = []
+    for i, lod in enumerate(lods):
+        text = ",".join(f"[[{a},{b},{c}]]" for a, b, c in listed[offsets[i] : offsets[i + 1]])
+        surfaces.append(orjson.Fragment(f'{{"type":"MultiSurface","lod":"{lod}","boundaries":[{text}]}}'))
+    return surfaces, xyz

@@ -19,9 +19,11 @@ from pyproj import Transformer
 from cim.errors import InvalidInput
 from cim.export import writer
 from cim.export.cityjson import write_cityjson
+from cim.gis.readers import parse_crs
 from cim.model import Kind
 from cim.pipeline.ingest import write_source
 from cim.store import AssetQuery, Store, open_store
+from cim.store.meshes import open_meshes
 from tests.export.city import buildings, write_city
 
 METRES_PER_DEGREE = 111_000.0
@@ -215,3 +217,30 @@ def _volume(shell: list[list[list[int]]], xyz: np.ndarray) -> float:
 def _area_m2(geom: Any) -> float:
     to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32651", always_xy=True)
     return float(shapely.transform(geom, lambda c: np.column_stack(to_utm.transform(c[:, 0], c[:, 1]))).area)
+
+
+def test_stored_lod2_meshes_go_out_beside_the_solid_and_come_back(store: Store, data_dir: Path, tmp_path: Path) -> None:
+    with open_meshes(store) as meshes:
+        source = data_dir / "cityjson/rotterdam_subset.city.json"
+        write_source(store, source, read_as="cityjson", meshes=meshes, crs=parse_crs("EPSG:7415"))
+        out = tmp_path / "rotterdam.city.json"
+        assert write_cityjson(store, meshes, out).objects == {"Building": 16}
+    document = json.loads(out.read_text(encoding="utf-8"))
+    original = json.loads(source.read_text(encoding="utf-8"))
+    for object_id, city_object in document["CityObjects"].items():
+        lod1, lod2 = city_object["geometry"]
+        assert (lod1["type"], lod1["lod"], lod2["type"], lod2["lod"]) == ("Solid", "1", "MultiSurface", "2")
+        # every triangle of the mesh, each a surface of one ring of three vertices
+        assert all(len(surface) == 1 and len(surface[0]) == 3 for surface in lod2["boundaries"])
+        surfaces = original["CityObjects"][object_id.split(":", 1)[1]]["geometry"][0]["boundaries"][0]
+        assert len(lod2["boundaries"]) >= len(surfaces)  # each surface one triangle or more
+    assert set(_indices([g["boundaries"] for o in document["CityObjects"].values() for g in o["geometry"]])) == set(
+        range(len(document["vertices"]))
+    )
+    with open_store(str(tmp_path / "second.duckdb")) as second:
+        assert write_source(second, out, read_as="cityjson").assets == {"building": 16}
+        for asset in store.find_assets(AssetQuery(kinds=[Kind.BUILDING])):
+            back = second.get_asset(f"rotterdam:{asset.id}")
+            assert asset.geom is not None and back.geom is not None
+            assert shapely.hausdorff_distance(asset.geom, back.geom) * METRES_PER_DEGREE < 1.0
+            assert back.z_max == pytest.approx(asset.z_max, abs=0.01)
