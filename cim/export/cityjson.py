@@ -60,9 +60,9 @@ from cim.store.sqlstore import sql_store
 SCALE = 0.001
 #: The props that say an element asset was a CityGML/CityJSON building part (as the importers write them).
 PART_TYPE_KEYS = ("cityjson.type", "citygml.class")
-#: Props the importers add about the file they read, not about the building: not exported as attributes.
 #: Props that say the LoD of the source a stored mesh came from.
 LOD_KEYS = ("cityjson.lod", "citygml.lod")
+#: Props the importers add about the file they read, not about the building: not exported as attributes.
 IMPORT_ONLY_PROPS = frozenset({"cityjson.type", "cityjson.lod", "citygml.class", "citygml.lod"})
 COLUMNS = (
     "id",
@@ -80,14 +80,14 @@ COLUMNS = (
     "props",
 )
 _SHOWN = 5
-#: Rows per batch: each row becomes dozens of Python lists before orjson writes them, so a smaller batch than the
-#: store's default keeps the peak memory down (65,536 rows: 566 MB peak for 50,000 buildings; 16,384: see bench).
+#: Rows per batch: a row's objects live until orjson writes them, so a batch smaller than the store's default keeps
+#: the peak down (50,000 buildings: 566 MB in batches of 65,536 rows, 343 MB in batches of 16,384).
 ROWS = 16_384
 IntArray = npt.NDArray[np.int64]
 
 
 @dataclass
-class _Parts:
+class BuildingParts:
     """The building parts of the selection: part id → its parent, parent id → its parts, and the element parts."""
 
     parent_of: dict[str, str] = field(default_factory=dict)
@@ -96,7 +96,7 @@ class _Parts:
 
 
 @dataclass(frozen=True, slots=True)
-class _Frame:
+class VertexFrame:
     """lon/lat → the integer vertices of the file."""
 
     crs: CRS
@@ -165,8 +165,8 @@ def write_city_objects(
     tables: Iterable[pa.Table],
     out: Path,
     *,
-    frame: _Frame,
-    parts: _Parts | None = None,
+    frame: VertexFrame,
+    parts: BuildingParts | None = None,
     meshes: MeshStore | None = None,
     progress: Progress | None = None,
 ) -> ExportSummary:
@@ -174,7 +174,7 @@ def write_city_objects(
     (:func:`make_frame`); ``parts`` says which are parts of which, ``meshes`` holds their stored meshes. Also the
     API's ``f=cityjson`` of a page."""
     summary = ExportSummary(format="cityjson", out=str(out), files=[str(out)])
-    writer = _Writer(frame, parts or _Parts(), summary, meshes)
+    writer = _Writer(frame, parts or BuildingParts(), summary, meshes)
     # the vertices wait in an unnamed temporary file (gone with the process, however it ends) until the objects are
     # written: CityJSON puts them in one array after the objects that number them
     with written_whole(out) as partial, partial.open("wb") as body, TemporaryFile(dir=out.parent) as vertices:
@@ -187,7 +187,7 @@ def write_city_objects(
     return summary
 
 
-def make_frame(extent: BBox, crs: str | None = None) -> _Frame:
+def make_frame(extent: BBox, crs: str | None = None) -> VertexFrame:
     """How the lon/lat of a selection inside ``extent`` become the file's vertices: in ``crs`` (an EPSG code of a
     projected CRS in metres), else the UTM zone of the extent's centre; translated to its south-west corner."""
     west, south, east, north = extent
@@ -203,10 +203,10 @@ def make_frame(extent: BBox, crs: str | None = None) -> _Frame:
             raise InvalidInput(f"--crs {crs[:60]!r}", "must be an EPSG code of a projected CRS in metres")
     to_xy = Transformer.from_crs("EPSG:4326", target, always_xy=True)
     xs, ys = to_xy.transform([west, west, east, east], [south, north, south, north])
-    return _Frame(crs=target, to_xy=to_xy, translate=(float(np.floor(min(xs))), float(np.floor(min(ys))), 0.0))
+    return VertexFrame(crs=target, to_xy=to_xy, translate=(float(np.floor(min(xs))), float(np.floor(min(ys))), 0.0))
 
 
-def _find_parts(store: Store, bbox: BBox | None) -> _Parts:
+def _find_parts(store: Store, bbox: BBox | None) -> BuildingParts:
     """The building parts of the selection whose parent is an exported building (few: one query, no stream)."""
     db = sql_store(store)
     dialect = db.dialect
@@ -218,7 +218,7 @@ def _find_parts(store: Store, bbox: BBox | None) -> _Parts:
         f"AND (kind = {dialect.param} OR {typed})",
         [*selected.params, Kind.BUILDING.value, *typed_params],
     ).to_pylist()
-    parts = _Parts()
+    parts = BuildingParts()
     if not rows:
         return parts
     wanted = sorted({row["parent_id"] for row in rows})
@@ -239,7 +239,9 @@ def _find_parts(store: Store, bbox: BBox | None) -> _Parts:
 class _Writer:
     """Writes the file's parts in order: the header, the CityObjects batch by batch, then vertices and metadata."""
 
-    def __init__(self, frame: _Frame, parts: _Parts, summary: ExportSummary, meshes: MeshStore | None) -> None:
+    def __init__(
+        self, frame: VertexFrame, parts: BuildingParts, summary: ExportSummary, meshes: MeshStore | None
+    ) -> None:
         self.meshes = meshes
         self.frame = frame
         self.parts = parts
