@@ -16,6 +16,10 @@ them queries the store.
   10,000 features is not held in memory twice; one geometry type when all agree, else Unknown; with a spatial
   index when every feature has a geometry (GDAL's index cannot hold one without), so QGIS can read parts of it.
 - ``html``: a page (:mod:`cim.api.html`), zh-CN first with English.
+- ``gpkg`` and ``cityjson`` (a collection's items only, :data:`ITEMS_FORMATS`): the page's assets as the exports
+  write them (:mod:`cim.export.gpkg`, :mod:`cim.export.cityjson`: typed columns and props, LoD1 solids), from the
+  assets rather than the GeoJSON body, into a temporary file sent in chunks as FlatGeobuf is. CityJSON holds
+  buildings: it is offered on the building collection only.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 from urllib.parse import quote
 
@@ -40,6 +46,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 
 from cim.api.html import feature_page, features_page
 from cim.errors import InvalidInput
+from cim.model import Asset
 
 GEOJSON_TYPE = "application/geo+json"
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -58,6 +65,8 @@ class OutputFormat(StrEnum):
     CSV = "csv"
     FLATGEOBUF = "fgb"
     HTML = "html"
+    GEOPACKAGE = "gpkg"
+    CITYJSON = "cityjson"
 
 
 #: What the feature routes offer, the default first.
@@ -69,6 +78,12 @@ FEATURE_FORMATS: tuple[OutputFormat, ...] = (
     OutputFormat.HTML,
 )
 
+#: What a collection's items offer: the feature formats and the two exports of a page.
+ITEMS_FORMATS: tuple[OutputFormat, ...] = (*FEATURE_FORMATS, OutputFormat.GEOPACKAGE, OutputFormat.CITYJSON)
+
+GEOPACKAGE_TYPE = "application/geopackage+sqlite3"  # OGC's registration of the GeoPackage media type
+CITYJSON_TYPE = "application/city+json"  # the CityJSON specification's media type
+
 #: The media type each format answers with, and the one ``Accept`` names it by.
 MEDIA_TYPES: dict[OutputFormat, str] = {
     OutputFormat.GEOJSON: GEOJSON_TYPE,
@@ -76,6 +91,8 @@ MEDIA_TYPES: dict[OutputFormat, str] = {
     OutputFormat.CSV: "text/csv",
     OutputFormat.FLATGEOBUF: FLATGEOBUF_TYPE,
     OutputFormat.HTML: "text/html",
+    OutputFormat.GEOPACKAGE: GEOPACKAGE_TYPE,
+    OutputFormat.CITYJSON: CITYJSON_TYPE,
 }
 
 CsvGeometry = Literal["wkt", "lonlat"]
@@ -384,12 +401,44 @@ def _flatgeobuf_response(features: Sequence[dict[str, Any]], *, title: str) -> S
         file = open(path, "rb")  # noqa: SIM115 - closed by the generator, or when it is dropped unread
     finally:
         os.unlink(path)  # the open file keeps its bytes until it is closed; nothing is left behind either way
+    return _file_response(file, media_type=FLATGEOBUF_TYPE, filename=download_name(title, "fgb"))
+
+
+def _file_response(file: BinaryIO, *, media_type: str, filename: str) -> StreamingResponse:
     size = os.fstat(file.fileno()).st_size
     return StreamingResponse(
-        _chunks(file),
-        media_type=FLATGEOBUF_TYPE,
-        headers={"Content-Disposition": download_name(title, "fgb"), "Content-Length": str(size)},
+        _chunks(file), media_type=media_type, headers={"Content-Disposition": filename, "Content-Length": str(size)}
     )
+
+
+# --- GeoPackage and CityJSON: a page as the exports write it -----------------------------------------------------
+
+
+def export_page_response(fmt: OutputFormat, *, kind: str, assets: Sequence[Asset], title: str) -> StreamingResponse:
+    """A page's ``assets`` (all of ``kind``) as a GeoPackage with the layer ``kind``, or as CityJSON (buildings
+    only: anything else is a 400 naming ``f``)."""
+    from cim.export.cityjson import COLUMNS, make_frame, write_city_objects
+    from cim.export.gpkg import write_layer
+    from cim.model import AssetBatch, Kind
+
+    if fmt is OutputFormat.CITYJSON and kind != Kind.BUILDING.value:
+        raise InvalidInput(f"f {fmt.value!r}", "is offered on the building collection only; use f=gpkg for others")
+    table = AssetBatch.from_assets(assets).table
+    folder = tempfile.mkdtemp(prefix="cim-")  # GDAL creates the GeoPackage itself: no empty file may be there
+    extension = "gpkg" if fmt is OutputFormat.GEOPACKAGE else "city.json"
+    path = Path(folder) / f"page.{extension}"
+    try:
+        if fmt is OutputFormat.GEOPACKAGE:
+            write_layer(path, Kind(kind), [table])
+        else:
+            geoms = shapely.from_wkb(table.column("geom").to_numpy(zero_copy_only=False))
+            bounds = shapely.total_bounds(geoms) if len(assets) else np.zeros(4)
+            extent = (float(bounds[0]), float(bounds[1]), float(bounds[2]), float(bounds[3]))
+            write_city_objects([table.select(list(COLUMNS))], path, frame=make_frame(extent))
+        file = open(path, "rb")  # noqa: SIM115 - closed by the generator, or when it is dropped unread
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the open file keeps its bytes until it is closed
+    return _file_response(file, media_type=MEDIA_TYPES[fmt], filename=download_name(title, extension))
 
 
 def _chunks(file: BinaryIO) -> Iterator[bytes]:

@@ -24,8 +24,10 @@ from cim.api.deps import KindDep, StoreDep, query_params
 from cim.api.feature_schema import collection_schema, feature_schema, queryables_document
 from cim.api.formats import (
     FEATURE_FORMATS,
+    ITEMS_FORMATS,
     CsvGeometryParam,
     OutputFormat,
+    export_page_response,
     feature_response,
     features_response,
     negotiate,
@@ -66,6 +68,9 @@ GEOJSON = "application/geo+json"
 SCHEMA_JSON = "application/schema+json"
 FormatName = Literal["geojson", "json", "csv", "fgb", "html"]
 assert set(FormatName.__args__) == {str(f) for f in FEATURE_FORMATS}  # type: ignore[attr-defined]
+#: A collection's items also come as the exports write them: a GeoPackage, or CityJSON (buildings).
+ItemsFormatName = Literal["geojson", "json", "csv", "fgb", "html", "gpkg", "cityjson"]
+assert set(ItemsFormatName.__args__) == {str(f) for f in ITEMS_FORMATS}  # type: ignore[attr-defined]
 
 
 class GeoJSONResponse(JSONResponse):
@@ -147,7 +152,10 @@ class ItemsParams:
         Literal["results", "hits"],
         Query(alias="resultType", description="hits: numberMatched alone, no features"),
     ] = "results"
-    f: Annotated[FormatName | None, Query(description="answer format (else the Accept header; GeoJSON)")] = None
+    f: Annotated[
+        ItemsFormatName | None,
+        Query(description="answer format (else the Accept header; GeoJSON); cityjson: the building collection only"),
+    ] = None
     geometry: CsvGeometryParam = "wkt"
     as_of: AsOfParam = None
 
@@ -160,6 +168,7 @@ def _get(
     answer: type[JSONResponse] | None = None,
     exclude_unset: bool = False,
     formats: bool = False,
+    exports: bool = False,
 ) -> Callable[[_Handler], _Handler]:
     """``router.get`` for an operation of a collection: its body in the shape of ``model`` (sent as ``answer``,
     JSON by default; with ``formats`` also as JSON, CSV, FlatGeobuf or HTML, as ``f`` or Accept choose), or one of
@@ -169,11 +178,11 @@ def _get(
         options["response_model_exclude_unset"] = True
     responses = errors(*statuses)
     if formats:
-        responses = {200: {"content": formats_content(model)}, **responses}
+        responses = {200: {"content": formats_content(model, exports=exports)}, **responses}
     return router.get(path, summary=summary, response_model=model, responses=responses, **options)
 
 
-def formats_content(model: type[Any]) -> dict[str, Any]:
+def formats_content(model: type[Any], *, exports: bool = False) -> dict[str, Any]:
     """The content types of a 200 answer in any feature format (``f=``, ``Accept``): JSON in the shape of ``model``
     beside the route's own (GeoJSON), CSV, FlatGeobuf and HTML."""
     text = {"schema": {"type": "string"}}
@@ -182,6 +191,19 @@ def formats_content(model: type[Any]) -> dict[str, Any]:
         "text/csv": text,
         "application/flatgeobuf": {"schema": {"type": "string", "format": "binary"}},
         "text/html": text,
+        **(
+            {
+                "application/geopackage+sqlite3": {"schema": {"type": "string", "format": "binary"}},
+                "application/city+json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["type", "version", "transform", "CityObjects", "vertices"],
+                    }
+                },
+            }
+            if exports
+            else {}
+        ),
     }
 
 
@@ -278,11 +300,12 @@ def get_feature_schema(request: Request, kind: KindDep, store: StoreDep) -> Sche
     404,
     answer=GeoJSONResponse,
     formats=True,
+    exports=True,
 )
 def items(
     request: Request, kind: KindDep, store: StoreDep, params: Annotated[ItemsParams, query_params(ItemsParams)]
 ) -> Response:
-    fmt = negotiate(request, params.f)
+    fmt = negotiate(request, params.f, ITEMS_FORMATS)
     store, _ = store_as_of(store, params.as_of)
     version = assets_version(store)  # a view as of a date has its own: no page count of another date is reused
     catalogue = _catalogue_if_needed(store, kind, params, version)
@@ -310,6 +333,8 @@ def items(
     )
     selected = _properties(params.properties, kind, catalogue)
     page = find_features(store, query, version=version)
+    if fmt is OutputFormat.GEOPACKAGE or fmt is OutputFormat.CITYJSON:
+        return export_page_response(fmt, kind=str(kind), assets=page.assets, title=str(kind))
     as_text = fmt is OutputFormat.GEOJSON or fmt is OutputFormat.JSON  # orjson writes GEOS's text as it is
     features = [feature(a, properties=selected, geometry=not as_text) for a in page.assets]
     if as_text:

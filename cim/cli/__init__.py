@@ -1,8 +1,9 @@
 """The ``cim`` command. Each command calls one library function; these modules only parse, print and map errors.
 
-One module per group of commands: :mod:`~cim.cli.ingest` (info, ingest, build), :mod:`~cim.cli.synth` (synth,
-simulate), :mod:`~cim.cli.query` (indicators, render, ``query ...``), :mod:`~cim.cli.serve`,
-:mod:`~cim.cli.pipeline` (run, merge) and :mod:`~cim.cli.demo`; what they share is in :mod:`~cim.cli.options`.
+One module per group of commands: :mod:`~cim.cli.ingest` (info, ingest, build), :mod:`~cim.cli.export`,
+:mod:`~cim.cli.synth` (synth, simulate), :mod:`~cim.cli.query` (indicators, render, ``query ...``),
+:mod:`~cim.cli.serve`, :mod:`~cim.cli.pipeline` (run, merge) and :mod:`~cim.cli.demo`; what they share is in
+:mod:`~cim.cli.options`.
 
 Errors reach the user as one line on stderr, ``error: <what> — <why>``, with exit status 2; ``--debug`` shows the
 traceback instead.
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("cim.cli.ingest", "ingest"),
     "synth": ("cim.cli.synth", "synth"),
     "build": ("cim.cli.ingest", "build"),
+    "export": ("cim.cli.export", "export"),
     "simulate": ("cim.cli.synth", "simulate"),
     "indicators": ("cim.cli.query", "indicators"),
     "render": ("cim.cli.query", "render"),

@@ -15,7 +15,9 @@ when that format is asked for (GDAL, lxml and ifcopenshell load only for their o
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 from cim.errors import InvalidInput
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from cim.model import Kind
     from cim.model.source import Progress
     from cim.store import BBox, Store
@@ -74,3 +78,77 @@ def writer(format_name: str) -> Writer:
     module, _, function = target.partition(":")
     found: Writer = getattr(importlib.import_module(module), function)
     return found
+
+
+#: Rows per batch an export reads from the store: big enough that the per-batch costs vanish, small enough that a
+#: batch (geometry and props included) stays a few tens of MB.
+BATCH_ROWS = 65_536
+
+
+def asset_batches(
+    store: Store,
+    *,
+    kinds: Sequence[Kind] | None = None,
+    bbox: BBox | None = None,
+    ids: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    rows: int = BATCH_ROWS,
+) -> Iterator[pa.Table]:
+    """The assets of ``kinds`` (None: all) inside ``bbox`` (and among ``ids`` when given) as Arrow tables of the
+    asset schema (``geom`` as WKB, ``props`` as JSON text; only ``columns`` when given), streamed from the store in
+    its storage order: memory holds one batch however large the store. An empty selection yields nothing.
+
+    No ORDER BY on purpose: sorting a city's rows makes the database hold them all before the first one comes."""
+    from cim.model.schema import ASSET_SCHEMA
+    from cim.store.base import AssetQuery
+    from cim.store.sqlstore import as_schema, sql_store
+
+    db = sql_store(store)
+    schema = ASSET_SCHEMA if columns is None else pa_schema_of(columns)
+    where = db.dialect.where(AssetQuery(kinds=kinds, bbox=bbox, ids=ids))
+    spelled = {"geom": db.dialect.geom_as_wkb("geom") + " AS geom", "props": db.dialect.props_as_text() + " AS props"}
+    select = ", ".join(spelled.get(name, name) for name in schema.names)
+    sql = f"SELECT {select} FROM {db.assets_table} AS assets WHERE {where.sql}"
+    for table in db.select_batches(sql, where.params, rows=rows):
+        if table.num_rows:
+            yield as_schema(table, schema)
+
+
+def pa_schema_of(columns: Sequence[str]) -> pa.Schema:
+    """The asset schema's fields named in ``columns``, in that order."""
+    import pyarrow as pa
+
+    from cim.model.schema import ASSET_SCHEMA
+
+    unknown = [name for name in columns if name not in ASSET_SCHEMA.names]
+    if unknown:
+        raise InvalidInput(f"export columns {unknown}", f"not asset columns; known: {', '.join(ASSET_SCHEMA.names)}")
+    return pa.schema([ASSET_SCHEMA.field(name) for name in columns])
+
+
+def check_out(out: Path, *, force: bool = False) -> Path:
+    """``out`` made absolute, or an error naming it: its folder must exist, and a file already there is kept
+    unless ``force`` (a folder there never is replaced)."""
+    out = out.expanduser().absolute()
+    if out.is_dir():
+        raise InvalidInput(f"--out {out}", "is a folder; give the path of the file to write")
+    if not out.parent.is_dir():
+        raise InvalidInput(f"--out {out}", f"its folder {out.parent} does not exist")
+    if out.exists() and not force:
+        raise InvalidInput(f"--out {out}", "exists already; give another path, or --force to replace it")
+    return out
+
+
+@contextmanager
+def written_whole(out: Path) -> Iterator[Path]:
+    """A temporary path beside ``out`` to write to: renamed to ``out`` when the block ends, removed when it raises
+    (or the process is killed before: it is a hidden ``.partial`` file, never ``out``). A rename in one folder is
+    atomic, so ``out`` is the previous file or the whole new one, never half of one."""
+    # the format's own extension last: GDAL checks a GeoPackage's
+    partial = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    partial.unlink(missing_ok=True)
+    try:
+        yield partial
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)

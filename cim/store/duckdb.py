@@ -267,6 +267,15 @@ class DuckDBStore(SqlStore):
             self._watchdog.forget(cursor)
             self._give_back(cursor)
 
+    def _fetch_batches(self, sql: str, params: Sequence[Any], rows: int) -> Iterator[pa.Table]:
+        # a cursor of its own, outside the watchdog: the query runs as long as its reader keeps reading
+        cursor = self._take_cursor()
+        try:
+            for record_batch in cursor.execute(sql, list(params)).to_arrow_reader(rows):
+                yield pa.Table.from_batches([record_batch])
+        finally:
+            self._give_back(cursor)
+
     def _fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         if getattr(self._local, "changing", False):
             return _dicts(self._con.execute(sql, list(params)))

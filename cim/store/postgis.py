@@ -242,6 +242,22 @@ class PostGISStore(SqlStore):
         columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
         return pa.table({name: _arrow(values, b) for name, values, b in zip(names, columns, binary, strict=True)})
 
+    def _fetch_batches(self, sql: str, params: Sequence[Any], rows: int) -> Iterator[pa.Table]:
+        # a server-side cursor in a transaction of its own connection; no statement time limit for its fetches
+        try:
+            with self._connection() as con, con.transaction():
+                con.execute("SET LOCAL statement_timeout = 0")
+                with con.cursor(name="cim_batches") as cur:
+                    cur.execute(sql, list(params))
+                    described = cur.description or ()
+                    names = [d.name for d in described]
+                    binary = [d.type_code == _BYTEA_OID for d in described]
+                    while fetched := cur.fetchmany(rows):
+                        columns = list(zip(*fetched, strict=True))
+                        yield pa.table({n: _arrow(v, b) for n, v, b in zip(names, columns, binary, strict=True)})
+        except psycopg.OperationalError as exc:
+            raise _unavailable(_first_line(exc)) from None
+
     def _fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         names, binary, rows = self._run_read(sql, params)
         return [

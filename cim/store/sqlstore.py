@@ -100,6 +100,11 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
         """Run a query and return its rows as an Arrow table."""
 
     @abstractmethod
+    def _fetch_batches(self, sql: str, params: Sequence[Any], rows: int) -> Iterator[pa.Table]:
+        """Run a long query and yield its rows as Arrow tables of at most ``rows`` rows, as they come: memory holds
+        one batch, not the result (no read time limit: an export of a city outlasts a request's)."""
+
+    @abstractmethod
     def _fetch_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a query and return its rows as dicts (``bytes`` for binary columns)."""
 
@@ -309,6 +314,12 @@ class SqlStore(ClosedOnExit, DerivedTables, HistoryQueries, ABC):
         travels in ``params``. For the query modules beside the store (:mod:`cim.queries`), whose SQL the
         :class:`~cim.store.base.Store` protocol has no verb for."""
         return self._fetch(sql, params)
+
+    def select_batches(self, sql: str, params: Sequence[Any] = (), *, rows: int = 65_536) -> Iterator[pa.Table]:
+        """:meth:`select` for a result too large to hold (an export of every asset): its rows as Arrow tables of at
+        most ``rows`` rows each, streamed from the database as the caller reads them. Closing the iterator early
+        ends the query."""
+        return self._fetch_batches(sql, params, rows)
 
     def select_rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """:meth:`select` for an answer of a row or a few, as dicts: building an Arrow table (and casting it to a

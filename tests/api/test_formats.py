@@ -404,3 +404,48 @@ def test_flatgeobuf_of_polygons_and_multipolygons_is_a_multipolygon_layer(tmp_pa
     frame = pyogrio.read_dataframe(path).set_index("id")
     assert frame.loc["single", "geometry"].equals(shapely.MultiPolygon([box(0, 0, 1, 1)]))
     assert len(frame.loc["multi", "geometry"].geoms) == 2
+
+
+# --- GeoPackage and CityJSON of a collection's page (the exports' writers) -------------------------------------
+
+
+def test_items_as_geopackage_read_back_by_pyogrio(client: TestClient, tmp_path: Path) -> None:
+    answer = client.get("/collections/pipe/items", params={"f": "gpkg", "limit": 2})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/geopackage+sqlite3"
+    assert 'filename="pipe.gpkg"' in answer.headers["content-disposition"]
+    path = tmp_path / "pipes.gpkg"
+    path.write_bytes(answer.content)
+    assert [name for name, _ in pyogrio.list_layers(path)] == ["pipe"]
+    frame = pyogrio.read_dataframe(path)
+    assert len(frame) == 2 and {"network", "diameter_mm", "depth_m", "props"} <= set(frame.columns)
+    assert pyogrio.read_info(path)["crs"] == "EPSG:4326"
+    # chosen by Accept as well
+    accepted = client.get("/collections/pipe/items", headers={"accept": "application/geopackage+sqlite3"})
+    assert accepted.status_code == 200 and accepted.content[:16] == b"SQLite format 3\x00"
+
+
+def test_building_items_as_cityjson_are_lod1_solids(client: TestClient) -> None:
+    answer = client.get("/collections/building/items", params={"f": "cityjson"})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/city+json"
+    document = answer.json()
+    assert document["type"] == "CityJSON" and document["version"] == "2.0"
+    assert document["metadata"]["referenceSystem"] == "https://www.opengis.net/def/crs/EPSG/0/32651"
+    objects = document["CityObjects"]
+    assert set(objects) == {"b1", "b2", "b3"}
+    assert objects["b2"]["attributes"]["storeysAboveGround"] == 20
+    assert all(o["type"] == "Building" and o["geometry"] for o in objects.values())
+
+
+def test_cityjson_of_another_collection_or_of_one_item_is_refused(client: TestClient) -> None:
+    answer = client.get("/collections/pipe/items", params={"f": "cityjson"})
+    assert answer.status_code == 400
+    assert answer.json()["what"] == "f 'cityjson'" and "building collection only" in answer.json()["why"]
+    assert client.get("/collections/building/items/b1", params={"f": "cityjson"}).status_code == 400
+
+
+def test_the_openapi_document_offers_the_page_exports(client: TestClient) -> None:
+    operation = client.get("/api").json()["paths"]["/collections/{collectionId}/items"]["get"]
+    content = operation["responses"]["200"]["content"]
+    assert {"application/geopackage+sqlite3", "application/city+json"} <= set(content)
+    f = next(p for p in operation["parameters"] if p["name"] == "f")
+    assert {"gpkg", "cityjson"} <= set(f["schema"]["anyOf"][0]["enum"])
