@@ -19,7 +19,8 @@ LAYERS: list[set[str]] = [
     {"cim.model"},  # value types: assets, meshes, batches, alerts, shapes
     {"cim.bim", "cim.gis", "cim.synth"},  # sources: files in, batches out
     {"cim.store"},  # DuckDB and PostGIS stores, their SQL and migrations
-    {"cim.queries", "cim.tiling", "cim.iot", "cim.render", "cim.cases"},  # readers: questions, tiles, live state, cases
+    {"cim.queries", "cim.tiling", "cim.export", "cim.iot", "cim.render", "cim.cases"},  # readers: questions, tiles,
+    # exports, live state, cases
     {"cim.pipeline", "cim.report"},  # orchestration: sources → store → tiling; reports over the readers
     {"cim.api"},  # the web layer
     {"cim.cli"},  # the command line

@@ -26,6 +26,7 @@ from cim.errors import CimError, InvalidInput
 from cim.model import AssetBatch, Kind
 from cim.pipeline.dated import PastState, ingest_time, past_done, past_states
 from cim.pipeline.model import CityGmlSource, CityJsonSource, GisSource, IfcSource, Pipeline, SynthSource
+from cim.pipeline.source_state import SourceState, source_digest
 from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import MeshStore, open_meshes
 
@@ -83,41 +84,6 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
-
-
-class SourceState:
-    """Digest and asset count of each source's last good ingest, kept in a JSON file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self.entries: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-            self.entries = {}
-
-    def unchanged(self, key: str, digest: str, store: Store) -> dict[str, Any] | None:
-        entry = self.entries.get(key)
-        if not entry or entry.get("digest") != digest:
-            return None
-        stored = store.count_assets(AssetQuery(where={"source": entry["source"]}))
-        return entry if stored == entry.get("count") else None
-
-    def remember(
-        self, key: str, digest: str, source: str, count: int, assets: dict[str, int], *, pipeline: str
-    ) -> None:
-        self.entries[key] = {"digest": digest, "source": source, "count": count, "assets": assets}
-        self.entries[key]["pipeline"] = pipeline
-        self._save()
-
-    def forget(self, key: str) -> None:
-        self.entries.pop(key, None)
-        self._save()
-
-    def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.entries, indent=1), encoding="utf-8")
-        temporary.replace(self.path)
 
 
 def run_pipeline(
@@ -258,7 +224,7 @@ def _ingest(
         return result
     try:
         key = _key(pipeline, source) if past is None else past.key
-        digest = _digest(pipeline, source, path)
+        digest = source_digest(pipeline, source, path)
         if past is not None:
             skip = past_done(past, digest, state.entries.get(past.key), store, force=force)
             if skip is not None:
@@ -509,23 +475,6 @@ def _mount(pipeline: Pipeline, out: Path | None) -> dict[str, Any] | None:
         return mount_tilesets(out, specs).to_dict()
     except CimError as exc:
         return {"mounted": [], "errors": [str(exc)]}
-
-
-def _digest(pipeline: Pipeline, source: GisSource | CityJsonSource | IfcSource, path: Path) -> str:
-    if not path.exists():
-        raise InvalidInput(f"source {path}", "does not exist")
-    digest = hashlib.sha256(source.model_dump_json().encode())
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    if isinstance(source, GisSource) and source.map is not None:
-        files.append(pipeline.resolve(source.map))
-    for file in files:
-        try:
-            with file.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-        except OSError as exc:
-            raise InvalidInput(f"source file {file}", f"cannot be read: {exc.strerror}") from None
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

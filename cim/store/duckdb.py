@@ -18,7 +18,6 @@ in Hilbert order (bench/store_bench.py measures both).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,6 +33,7 @@ from cim.errors import StoreError, StoreTimeout, StoreUnavailable
 from cim.model import AssetBatch
 from cim.model.schema import COLUMN_NAMES
 from cim.store.base import BBox
+from cim.store.duckdb_watchdog import Watchdog
 from cim.store.history import MERGED, ROLLUP_COLUMNS, ROLLUPS, instant_sql
 from cim.store.migrations import MIGRATIONS, Database, Migration, Upgrade, announce, apply, copy_aside, pending
 from cim.store.migrations.v007_asset_versions import DUCKDB as V007_DUCKDB
@@ -173,7 +173,7 @@ class DuckDBStore(SqlStore):
         self._idle: list[duckdb.DuckDBPyConnection] = []  # read cursors between two reads
         self._cursors_lock = threading.Lock()
         self._closed = False
-        self._watchdog = _Watchdog(read_timeout_s)
+        self._watchdog = Watchdog(read_timeout_s)
         self._extent_area: float | None = None
         self._con = self._connect()
         try:
@@ -447,47 +447,6 @@ class DuckDBStore(SqlStore):
                 cursor.close()
             self._idle.clear()
             self._con.close()
-
-
-class _Watchdog:
-    """Interrupts reads that run past ``limit`` seconds: one thread for the store, woken once a second while reads
-    are under way, instead of a timer per read (a read costs two dict operations here)."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self._started: dict[int, tuple[duckdb.DuckDBPyConnection, float]] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-
-    def watch(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        with self._lock:
-            self._started[id(cursor)] = (cursor, time.monotonic())
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="cim-duckdb-watchdog", daemon=True)
-                self._thread.start()
-        self._wake.set()
-
-    def forget(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        with self._lock:
-            self._started.pop(id(cursor), None)
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopped:
-            self._wake.wait()
-            time.sleep(min(1.0, self.limit))
-            now = time.monotonic()
-            with self._lock:  # under the lock: a cursor forgotten meanwhile may already serve another read
-                for cursor, started in self._started.values():
-                    if now - started > self.limit:
-                        cursor.interrupt()
-                if not self._started:
-                    self._wake.clear()
 
 
 def _literal(text: str) -> str:
