@@ -281,7 +281,7 @@ class _Writer:
             write_generic_attributes(xf, _generic_values(asset))
             if asset.id in mesh_points:
                 surfaces = mesh_surfaces(*mesh_points[asset.id])
-                for triangles in (surfaces.roof, surfaces.wall, surfaces.ground):
+                for triangles in (surfaces.roof, surfaces.wall, surfaces.ground, surfaces.ceiling):
                     self._grow(triangles.reshape(-1, 3))
                 polygon_ids = write_lod2_boundaries(xf, surfaces, f"cim_{escaped(asset.id)}")
             else:

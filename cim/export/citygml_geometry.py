@@ -6,7 +6,10 @@ and the LoD2 surfaces of its stored mesh.
   (GML's rule for a solid's shell: seen from outside, an exterior ring runs counter-clockwise). A footprint of
   several polygons is a ``gml:CompositeSolid`` of one solid each.
 - **LoD2**: the mesh's triangles as ``boundary`` surfaces — ``con:RoofSurface`` (facing up), ``con:GroundSurface``
-  (facing down), ``con:WallSurface`` (the rest; a triangle within :data:`WALL_TILT_DEGREES` of vertical) — each a
+  (facing down at the mesh's foot, within :data:`GROUND_BAND_M` of its lowest point), ``con:OuterCeilingSurface``
+  (facing down higher up: the underside of an overhang or a passage, which a ground surface is not — an importer
+  takes the footprint from the ground surfaces), ``con:WallSurface`` (the rest; a triangle within
+  :data:`WALL_TILT_DEGREES` of vertical) — each a
   ``lod2MultiSurface`` of ``gml:Polygon``\\ s. When the mesh is closed (every edge shared by exactly two triangles)
   the building also gets a ``lod2Solid`` whose shell refers to those polygons by ``xlink:href``, as the OGC samples
   do. Triangles of no area are left out (a ring needs three distinct points).
@@ -35,6 +38,9 @@ from cim.model import MeshBatch
 F64 = npt.NDArray[np.float64]
 #: A triangle whose normal is within this many degrees of horizontal is a wall; above, a roof; below, a ground.
 WALL_TILT_DEGREES = 10.0
+#: A downward triangle whose highest corner is at most this far above the mesh's lowest point is ground (a building on
+#: a slope of 10 % over 20 m spans 2 m); higher ones are outer ceilings (overhangs start a storey up).
+GROUND_BAND_M = 2.0
 #: Decimals of a coordinate written (millimetres).
 DECIMALS = 3
 
@@ -70,6 +76,7 @@ class Surfaces:
     roof: F64
     wall: F64
     ground: F64
+    ceiling: F64
     closed: bool
 
 
@@ -130,10 +137,13 @@ def mesh_surfaces(points: F64, triangles: npt.NDArray[np.uint32]) -> Surfaces:
     limit = math.sin(math.radians(WALL_TILT_DEGREES))
     edges = np.sort(triangles[keep][:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     _, uses = np.unique(edges, axis=0, return_counts=True)
+    down = up < -limit
+    at_foot = corners[:, :, 2].max(axis=1) <= (corners[:, :, 2].min() if len(corners) else 0.0) + GROUND_BAND_M
     return Surfaces(
         roof=corners[up > limit],
         wall=corners[np.abs(up) <= limit],
-        ground=corners[up < -limit],
+        ground=corners[down & at_foot],
+        ceiling=corners[down & ~at_foot],
         closed=bool(len(uses)) and bool((uses == 2).all()),
     )
 
@@ -181,9 +191,13 @@ def write_lod2_boundaries(xf: Any, surfaces: Surfaces, building_id: str) -> list
     """The mesh's ``boundary`` surfaces, one per theme it has; the ids given to their polygons (when the mesh is
     closed, for :func:`write_lod2_solid`)."""
     ids: list[str] = []
-    for theme, triangles in (("GroundSurface", surfaces.ground), ("WallSurface", surfaces.wall)):
+    for theme, triangles in (
+        ("GroundSurface", surfaces.ground),
+        ("WallSurface", surfaces.wall),
+        ("OuterCeilingSurface", surfaces.ceiling),
+        ("RoofSurface", surfaces.roof),
+    ):
         ids += _write_boundary(xf, theme, triangles, building_id, len(ids), surfaces.closed)
-    ids += _write_boundary(xf, "RoofSurface", surfaces.roof, building_id, len(ids), surfaces.closed)
     return ids
 
 
