@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,7 @@ def free_port() -> int:
 def server(city: City) -> Iterator[str]:
     """uvicorn serving ``create_app`` as ``cim serve`` does (viewer, live IoT with HTTP ingest); its base URL.
     Stopped after the session."""
-    import uvicorn
-
     from cim.api import create_app
-    from cim.api.fastpath import tile_protocol
     from cim.settings import AppSettings, ServerSettings, StoreSettings
 
     if not (CESIUM / "index.js").is_file():
@@ -112,10 +110,22 @@ def server(city: City) -> Iterator[str]:
         live=True,
         viewer=True,
     )
-    app = create_app(settings)
+    with serving(create_app(settings)) as base:
+        yield base
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free port in a thread, as ``cim serve`` serves it (cached tiles answered by
+    the protocol fast path); its base URL. Stopped when the block ends."""
+    import uvicorn
+
+    from cim.api.fastpath import tile_protocol
+
     port = free_port()
-    http = tile_protocol(app)  # as cim serve: cached tiles answered by the protocol fast path
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=tile_protocol(app))
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from cim.tiling.external import MountSpec, mount_tilesets, place_matrix
 from tests.tiling.conftest import M_LAT, M_LON
 from tests.tiling.external_tilesets import made_once
-from tests.viewer.conftest import CESIUM, VIEWER, City, Watch, free_port, watched_page
+from tests.viewer.conftest import CESIUM, VIEWER, City, Watch, serving, watched_page
 from tests.viewer.test_viewer import MAP, open_viewer, pixels, settle, wait_for_tiles
 
 #: The sphere and column stand here (lon, lat, height, heading°); the neighbour's towers south-east of them.
@@ -40,10 +38,7 @@ NEIGHBOUR_BOX = (900, 120, 300, 320)
 def mounted(city: City, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server over a copy of the city's tiles with three mounts ("mesh", "neighbour", and "gone", whose folder is
     deleted after mounting); its base URL."""
-    import uvicorn
-
     from cim.api import create_app
-    from cim.api.fastpath import tile_protocol
     from cim.settings import AppSettings, ServerSettings, StoreSettings
 
     if not (CESIUM / "index.js").is_file():
@@ -67,22 +62,8 @@ def mounted(city: City, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     settings = AppSettings(
         store=StoreSettings(store=city.store), server=ServerSettings(tiles_dir=tiles, viewer_dir=VIEWER), viewer=True
     )
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", http=tile_protocol(app))
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the CIM server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serving(create_app(settings)) as base_url:
+        yield base_url
 
 
 #: Where a place (lon, lat, height) is drawn in the window: [x, y].
