@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from cim.iot import IotService
-from cim.iot.mqtt import parse_mqtt_url
+from cim.iot.mqtt import RECONNECT_MAX, RECONNECT_MIN, parse_mqtt_url
 from cim.store import Store, open_store
 from tests.faults import (
     PrivateMosquitto,
@@ -176,7 +176,15 @@ async def test_a_broker_restart_with_stock_settings_at_1000_readings_a_second_lo
     store = open_store(str(tmp_path / "city.duckdb"))
     declare_sensors(store)
     sensors = Sensors(private_mosquitto.url, "fault-broker-sensors")
-    async with running(store, private_mosquitto.url, spool=tmp_path / "spool.sqlite") as iot:
+    # the server's own reconnection timing (the other tests' fixture retries more slowly): the broker keeps only
+    # 1,000 messages for a session that is away, so how soon it is back is what this test is about
+    async with running(
+        store,
+        private_mosquitto.url,
+        spool=tmp_path / "spool.sqlite",
+        min_backoff=RECONNECT_MIN,
+        max_backoff=RECONNECT_MAX,
+    ) as iot:
         publishing = asyncio.create_task(publish_at(sensors, 1000, 5.0))
         await asyncio.sleep(1.5)
         await asyncio.to_thread(private_mosquitto.stop)
