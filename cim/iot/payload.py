@@ -129,7 +129,10 @@ def parse_reading(
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
-            time = parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+            try:
+                time = parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+            except OverflowError:  # before year 1 in UTC: _time refuses it with its reason
+                time = None
     if time is None:  # no time, a number, or a string refused above: _time says why, as it always has
         time = _time(raw, f"reading of sensor {sensor_id!r}", now)
     if time - now > future_tolerance:
@@ -185,7 +188,10 @@ def _time(raw: Any, what: str, now: datetime) -> datetime:
         raise Dropped(DropReason.BAD_TIME, what, f"time {raw!r} is not ISO 8601") from None
     if parsed.tzinfo is None:
         raise Dropped(DropReason.BAD_TIME, what, f"time {raw!r} has no time zone (add Z or +08:00)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a valid ISO time before year 1 in UTC
+        raise Dropped(DropReason.BAD_TIME, what, f"time {raw!r} is out of range") from None
 
 
 def sensor_of_topic(topic: str, topic_filter: str) -> str | None:

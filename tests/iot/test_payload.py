@@ -57,3 +57,9 @@ def test_a_time_over_a_year_old_is_dropped_as_too_old() -> None:
     month_ago = (NOW - timedelta(days=30)).isoformat().encode()
     assert parse(b'{"value": 1.0, "time": "' + month_ago + b'"}') == 1.0
     assert refusal(b'{"value": 1.0, "time": "' + month_ago + b'"}', max_age=timedelta(days=7))[0] is DropReason.TOO_OLD
+
+
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_a_time_that_parses_but_falls_outside_the_calendar_in_utc_is_a_bad_time(time: str) -> None:
+    reason, text = refusal(b'{"value": 1.0, "time": "' + time.encode() + b'"}')
+    assert reason is DropReason.BAD_TIME and "out of range" in text and time in text
