@@ -13,7 +13,9 @@ its footprint the union of its downward surfaces seen from above. Where the LoD 
 - Terrain (``dem:ReliefFeature``) and object groups are left out and reported.
 
 Heights are kept as given; the summary names their datum, and an object in another vertical datum than the file's
-first is rejected and reported, never mixed in. Asset ids are ``<file stem>:<gml:id>``.
+first is rejected and reported, never mixed in. Asset ids are ``<file stem>:<gml:id>``, except where an object
+carries its asset id in a ``gml:identifier`` of codeSpace :data:`ASSET_ID_CODESPACE` (our own CityGML export writes
+it): then that id, so an exported city imported again updates the same assets.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ _NOT_SHAPE_NAMESPACES = ("/uro/", "/generics/", "/appearance/", "xal", "ciq", "h
 BATCH_OBJECTS = 500
 #: … or fewer, when their points reach this many (dense LoD3 objects: memory stays bounded whatever they hold).
 BATCH_POINTS = 500_000
+#: The ``codeSpace`` of a ``gml:identifier`` that holds the object's asset id (written by :mod:`cim.export.citygml`).
+ASSET_ID_CODESPACE = "urn:cim:asset-id"
+_IDENTIFIERS = tuple(f"{{{ns}}}identifier" for ns in gml.GML_NAMESPACES)
+_ASSET_ID = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _SUB_OBJECTS = ("Section", "Intersection", "TrafficSpace", "AuxiliaryTrafficSpace", "BuildingInstallation")
 
 
@@ -236,7 +242,7 @@ class CityGmlRead:
         if object_id is None:
             self._unnamed += 1
             object_id = f"{class_name}_{self._unnamed}"
-        asset_id = self._id(object_id)
+        asset_id = own_asset_id(element) or self._id(object_id)
         one = np.array([asset_id], dtype=object)
         if asset_id in self._seen:
             self._findings.add("duplicate_id", one)
@@ -339,7 +345,7 @@ class CityGmlRead:
         that rejects it."""
         if None in names and self._given is None:
             if len(self._missing_srs) < 3:
-                self._missing_srs.append(asset_id.split(":", 1)[1])
+                self._missing_srs.append(asset_id.split(":", 1)[-1])
             return "missing_srs"
         what = f"file {self.path} object {asset_id.split(':', 1)[1]}"
         frames = {self._given if n is None else gml.srs_frame(n, what=what) for n in names}
@@ -409,3 +415,21 @@ def _sub_objects(element: etree._Element) -> dict[str, int]:
         key = f"citygml.{gml.local_name(node)}.count"
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def own_asset_id(element: etree._Element) -> str | None:
+    """The asset id an object carries in a ``gml:identifier`` of codeSpace :data:`ASSET_ID_CODESPACE`, if it does
+    (and it is a plain line of text up to 200 characters: anything else is ignored, the gml:id is used).
+
+    >>> own_asset_id(etree.fromstring('<B xmlns:gml="http://www.opengis.net/gml/3.2"><gml:identifier '
+    ...     'codeSpace="urn:cim:asset-id">shanghai:bldg-7</gml:identifier></B>'))
+    'shanghai:bldg-7'
+    >>> own_asset_id(etree.fromstring('<B xmlns:gml="http://www.opengis.net/gml"><gml:identifier '
+    ...     'codeSpace="http://example.org">x</gml:identifier></B>')) is None
+    True
+    """
+    for child in element:
+        if child.tag in _IDENTIFIERS and child.get("codeSpace") == ASSET_ID_CODESPACE:
+            text = (child.text or "").strip()
+            return text if _ASSET_ID.fullmatch(text) else None
+    return None

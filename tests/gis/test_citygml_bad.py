@@ -13,7 +13,7 @@ from cim.errors import InvalidInput
 from cim.gis.citygml import CityGmlSummary
 from cim.gis.readers import parse_crs
 from cim.pipeline.ingest import write_source
-from cim.store import Store, open_store
+from cim.store import AssetQuery, Store, open_store
 
 COMPOUND = "urn:ogc:def:crs,crs:EPSG::25832,crs:EPSG::5783"
 HEAD = (
@@ -264,3 +264,24 @@ def test_cim_ingest_of_a_cut_file_writes_the_good_part_and_reports(
     assert "xml_broken" in out + err and "cut:B2" in out + err and "Traceback" not in out + err
     with open_store(str(tmp_path / "c.duckdb")) as store:
         assert store.count_by_kind() == {"building": 1}
+
+
+def own_id(member: str, text: str, code_space: str = "urn:cim:asset-id") -> str:
+    """``member`` with a gml:identifier right after its building's opening tag."""
+    head, rest = member.split("<bldg:Building ", 1)
+    tag, body = rest.split(">", 1)
+    return f'{head}<bldg:Building {tag}><gml:identifier codeSpace="{code_space}">{text}</gml:identifier>{body}'
+
+
+def test_an_asset_id_in_our_identifier_code_space_is_kept_and_anything_else_falls_back(
+    duck: Store, tmp_path: Path
+) -> None:
+    members = [
+        own_id(building("B1", 0, srs=COMPOUND), "shanghai:bldg-7"),  # our export's: the id it had
+        own_id(building("B2", 1, srs=COMPOUND), "x" * 201),  # longer than an id we write: the gml:id
+        own_id(building("B3", 2, srs=COMPOUND), "other:9", "http://example.org/ids"),  # someone else's identifier
+        own_id(building("B4", 3), "plain"),  # no srsName: the finding names the object by its id
+    ]
+    summary = ingest(duck, write(tmp_path, "ids.gml", model(*members, srs=None)))
+    assert summary.assets == {"building": 3} and rules(summary) == {"missing_srs": ["plain"]}
+    assert {a.id for a in duck.find_assets(AssetQuery())} == {"shanghai:bldg-7", "ids:B2", "ids:B3"}
