@@ -10,6 +10,7 @@ Every browser request is checked: one that leaves 127.0.0.1 is aborted and fails
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -226,3 +227,27 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     print(f"viewer screenshots in {folder}")
     return folder
+
+
+def changed(page: Any, before: bytes, after: bytes, box: tuple[int, int, int, int]) -> float:
+    """The share of a region's pixels that differ between two screenshots (by more than a little noise)."""
+    urls = ["data:image/png;base64," + base64.b64encode(png).decode() for png in (before, after)]
+    return float(
+        page.evaluate(
+            """async ([urls, [x, y, w, h]]) => {
+              const data = [];
+              for (const url of urls) {
+                const img = new Image(); img.src = url; await img.decode();
+                const c = document.createElement("canvas"); c.width = img.width; c.height = img.height;
+                const g = c.getContext("2d"); g.drawImage(img, 0, 0);
+                data.push(g.getImageData(x, y, w, h).data);
+              }
+              const [a, b] = data; let n = 0;
+              for (let i = 0; i < a.length; i += 4) {
+                if (Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]) > 30) n++;
+              }
+              return n / (a.length / 4);
+            }""",
+            [urls, list(box)],
+        )
+    )

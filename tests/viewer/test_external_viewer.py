@@ -21,7 +21,7 @@ import pytest
 from cim.tiling.external import MountSpec, mount_tilesets, place_matrix
 from tests.tiling.conftest import M_LAT, M_LON
 from tests.tiling.external_tilesets import made_once
-from tests.viewer.conftest import CESIUM, VIEWER, City, Watch, serving, watched_page
+from tests.viewer.conftest import CESIUM, VIEWER, City, Watch, changed, serving, watched_page
 from tests.viewer.test_viewer import MAP, open_viewer, pixels, settle, wait_for_tiles
 
 #: The sphere and column stand here (lon, lat, height, heading°); the neighbour's towers south-east of them.
@@ -110,33 +110,6 @@ def red_share(page: Any, png: bytes) -> float:
     )
 
 
-def changed_share(page: Any, before: bytes, after: bytes, box: tuple[int, int, int, int]) -> float:
-    """The share of a region's pixels that differ (by more than a little) between two screenshots."""
-    import base64
-
-    urls = ["data:image/png;base64," + base64.b64encode(png).decode() for png in (before, after)]
-    return float(
-        page.evaluate(
-            """async ([urls, [x, y, w, h]]) => {
-              const data = [];
-              for (const url of urls) {
-                const img = new Image(); img.src = url; await img.decode();
-                const c = document.createElement("canvas"); c.width = img.width; c.height = img.height;
-                const g = c.getContext("2d"); g.drawImage(img, 0, 0);
-                data.push(g.getImageData(x, y, w, h).data);
-              }
-              let hit = 0;
-              for (let i = 0; i < data[0].length; i += 4) {
-                const d = Math.abs(data[0][i] - data[1][i]) + Math.abs(data[0][i + 1] - data[1][i + 1]);
-                if (d > 40) hit++;
-              }
-              return hit / (data[0].length / 4);
-            }""",
-            [urls, list(box)],
-        )
-    )
-
-
 def test_mounted_tilesets_are_listed_loaded_and_drawn_beside_the_city(browser: Any, mounted: str) -> None:
     watch = Watch()
     context, tab = watched_page(
@@ -173,9 +146,9 @@ def test_mounted_tilesets_are_listed_loaded_and_drawn_beside_the_city(browser: A
         with_neighbour = tab.screenshot()
         tab.locator('input[data-layer="ext-neighbour"]').uncheck()
         settle(tab, 1)
-        changed = changed_share(tab, with_neighbour, tab.screenshot(), NEIGHBOUR_BOX)
-        print(f"switching the neighbour's buildings off changes {changed:.1%} of their part of the map")
-        assert changed > 0.05, changed
+        share_changed = changed(tab, with_neighbour, tab.screenshot(), NEIGHBOUR_BOX)
+        print(f"switching the neighbour's buildings off changes {share_changed:.1%} of their part of the map")
+        assert share_changed > 0.05, share_changed
         # a neighbour's tower picked: its tile properties and the tileset's title, no asset detail asked of this city
         tab.locator('input[data-layer="ext-neighbour"]').check()
         settle(tab, 1)

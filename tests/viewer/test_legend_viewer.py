@@ -12,8 +12,8 @@ from typing import Any
 
 from cim.api.viewer import css_color
 from cim.tiling.glb import KIND_COLORS
-from tests.viewer.conftest import Watch
-from tests.viewer.test_measure_viewer import changed, click_map
+from tests.viewer.conftest import Watch, changed
+from tests.viewer.test_measure_viewer import click_map
 from tests.viewer.test_viewer import MAP, api, open_viewer, post_fault, settle, wait_for_tiles
 
 #: High over the demo's centre: the whole city, where sensors crowd.

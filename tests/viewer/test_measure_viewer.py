@@ -4,13 +4,12 @@ section changes what is drawn and its off button restores it. Each interaction a
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.viewer.conftest import Watch
+from tests.viewer.conftest import Watch, changed
 from tests.viewer.test_viewer import MAP, api, open_viewer, settle, wait_for_tiles
 
 #: Generous for software WebGL on two loaded cores (the target is 1 s); the figure is printed.
@@ -72,30 +71,6 @@ def answer_ms(page: Any) -> float:
     print(f"  input → drawn answer {from_input:.0f} ms, the tool's handler → drawn answer {from_handler:.0f} ms")
     assert from_input <= 5 * ANSWER_MS, from_input
     return float(from_handler)
-
-
-def changed(page: Any, before: bytes, after: bytes, box: tuple[int, int, int, int]) -> float:
-    """The share of a region's pixels that differ between two screenshots (by more than a little noise)."""
-    urls = ["data:image/png;base64," + base64.b64encode(png).decode() for png in (before, after)]
-    return float(
-        page.evaluate(
-            """async ([urls, [x, y, w, h]]) => {
-              const data = [];
-              for (const url of urls) {
-                const img = new Image(); img.src = url; await img.decode();
-                const c = document.createElement("canvas"); c.width = img.width; c.height = img.height;
-                const g = c.getContext("2d"); g.drawImage(img, 0, 0);
-                data.push(g.getImageData(x, y, w, h).data);
-              }
-              const [a, b] = data; let n = 0;
-              for (let i = 0; i < a.length; i += 4) {
-                if (Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]) > 30) n++;
-              }
-              return n / (a.length / 4);
-            }""",
-            [urls, list(box)],
-        )
-    )
 
 
 def test_distance_is_the_geodesic_between_the_clicked_points(page: tuple[Any, Watch], server: str, shots: Path) -> None:
