@@ -293,7 +293,7 @@ def _pipeline_error(tmp_path: Path, entry: str) -> str:
         ('name = "m"\nurl = "file:///etc/tileset.json"', "is not an http(s) URL"),
         ('name = "m"\npath = "x"\nurl = "http://127.0.0.1/t.json"', "give exactly one of path or url"),
         ('name = "m"', "give exactly one of path or url"),
-        ('name = "Bad Name"\npath = "x"', "tilesets.0.name (line 1): String should match pattern"),
+        ('name = "Bad Name"\npath = "x"', "tilesets.0.name (line 4): String should match pattern"),
         ('name = "m"\npath = "x"\nmatrix = [1, 0, 0]', "matrix has 3 numbers"),
         ('name = "m"\npath = "x"\nplace = [31.2, 121.5, 0, 0]', "lon or lat out of range"),
     ],
