@@ -200,6 +200,7 @@ def build(
     from cim.tiling.build import BuildSummary, GroupSummary
 
     summary: BuildSummary
+    dropped: list[dict[str, str]] | None
     if compress not in ("meshopt", "none"):
         raise InvalidInput(f"--compress {compress}", "give meshopt or none")
     day = as_of_day(as_of)
@@ -216,8 +217,10 @@ def build(
         groups = {name: GroupSummary(**figures) for name, figures in built["tilesets"].items()}
         fields = ("written", "reused", "without_mesh", "without_mesh_examples", "degenerate_triangles")
         summary = BuildSummary(built["path"], groups, built["seconds"], **{k: built[k] for k in fields})
+        dropped = None  # the server's build carries the mounts over (and drops broken ones) where it stands
     else:
         summary = _build_here(store, out, as_json, compress, implicit, day, cluster)
+        dropped = _dropped_mounts(out)
     if summary.without_mesh:
         examples = ", ".join(summary.without_mesh_examples)
         gone = f"; meshes are kept for the current model only, as of {day} theirs may be gone" if day else ""
@@ -226,10 +229,13 @@ def build(
         )
     if summary.degenerate_triangles:
         sys.stderr.write(f"warning: {summary.degenerate_triangles} degenerate triangles dropped\n")
+    for lost in dropped or []:
+        sys.stderr.write(f"warning: external tileset {lost['name']} is no longer mounted: {lost['why']}\n")
     mounted = _mount(out, mounts)
     if as_json:
         print_json({**summary.to_json(), "as_of": None if day is None else day.isoformat(),
-                    "without_mesh": summary.without_mesh, **({"mounts": mounted} if mounted else {})})  # fmt: skip
+                    "without_mesh": summary.without_mesh, **({"mounts": mounted} if mounted else {}),
+                    **({"mounts_dropped": dropped} if dropped is not None else {})})  # fmt: skip
         if mounted and mounted["errors"]:
             raise typer.Exit(2)
         return
@@ -241,6 +247,8 @@ def build(
     console.print(f"tiles written {summary.written:,}, unchanged {summary.reused:,}   in {summary.seconds:.1f} s")
     if summary.without_mesh:
         console.print(f"assets without a mesh: {summary.without_mesh:,}")
+    if dropped:
+        console.print(f"external tilesets no longer mounted: {', '.join(d['name'] for d in dropped)} (see warnings)")
     if mounted:
         if mounted["mounted"]:
             console.print(f"external tilesets mounted: {', '.join(mounted['mounted'])}")
@@ -267,6 +275,14 @@ def _mount_specs(given: list[str]) -> list[Any]:
         else:
             specs.append(MountSpec(name, path=Path(where)))
     return specs
+
+
+def _dropped_mounts(out: Path) -> list[dict[str, str]]:
+    """The mounts the build just made into ``out`` did not carry over, each ``{"name", "why"}``: read before
+    ``--mount`` changes the mounts (which clears them)."""
+    from cim.tiling.external import dropped_mounts
+
+    return dropped_mounts(out.resolve())
 
 
 def _mount(out: Path, specs: list[Any]) -> dict[str, Any] | None:

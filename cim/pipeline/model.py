@@ -95,7 +95,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from cim.errors import InvalidInput
 
@@ -263,23 +264,39 @@ class TilesetMount(_Strict):
     title: str | None = None
     title_zh: str | None = None
 
+    # a rule on one field is that field's validator, so that its error names the field and its line
+    @field_validator("url")
+    @classmethod
+    def _local_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            from cim.tiling.external_check import check_local_url
+
+            try:
+                check_local_url(url)
+            except InvalidInput as exc:
+                raise ValueError(exc.why) from None
+        return url
+
+    @field_validator("matrix")
+    @classmethod
+    def _sixteen(cls, matrix: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if matrix is not None and len(matrix) != 16:
+            raise ValueError(f"matrix has {len(matrix)} numbers; a 4×4 transform has 16")
+        return matrix
+
+    @field_validator("place")
+    @classmethod
+    def _on_earth(cls, place: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if place is not None and not (-180 <= place[0] <= 180 and -90 <= place[1] <= 90):
+            raise ValueError("place is lon, lat (degrees), height, heading°: lon or lat out of range")
+        return place
+
     @model_validator(mode="after")
     def _one_place(self) -> TilesetMount:
         if (self.path is None) == (self.url is None):
             raise ValueError("give exactly one of path or url")
-        if self.url is not None:
-            from cim.tiling.external_check import check_local_url
-
-            try:
-                check_local_url(self.url)
-            except InvalidInput as exc:
-                raise ValueError(exc.why) from None
         if self.place is not None and self.matrix is not None:
             raise ValueError("give place or matrix, not both")
-        if self.matrix is not None and len(self.matrix) != 16:
-            raise ValueError(f"matrix has {len(self.matrix)} numbers; a 4×4 transform has 16")
-        if self.place is not None and not (-180 <= self.place[0] <= 180 and -90 <= self.place[1] <= 90):
-            raise ValueError("place is lon, lat (degrees), height, heading°: lon or lat out of range")
         return self
 
 
@@ -307,10 +324,16 @@ class Pipeline(_Strict):
 
     @model_validator(mode="after")
     def _unique_mounts(self) -> Pipeline:
-        names = [t.name for t in self.tilesets]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"tilesets: the name {', '.join(twice)} is given twice")
+        first: dict[str, int] = {}
+        for index, tileset in enumerate(self.tilesets):
+            if tileset.name in first:
+                # ``at``: the entry the error is about, so that load_pipeline names its field and line
+                raise PydanticCustomError(
+                    "duplicate_name",
+                    "the name {name} is given twice (first as tilesets.{first}.name)",
+                    {"name": tileset.name, "first": first[tileset.name], "at": ("tilesets", index, "name")},
+                )
+            first[tileset.name] = index
         return self
 
     def resolve(self, path: str) -> Path:
@@ -335,18 +358,78 @@ def load_pipeline(path: Path) -> Pipeline:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            location = [str(p) for p in error["loc"]]
-            key = next((p for p in reversed(location) if not p.isdigit()), "")
-            line = _line_of(text, key)
-            where = ".".join(location) + (f" (line {line})" if line else "")
+            at = (error.get("ctx") or {}).get("at") or error["loc"]  # a model-wide rule names its entry in ``at``
+            line = _line_of(text, tuple(at))
+            where = ".".join(str(p) for p in at) + (f" (line {line})" if line else "")
             message = "unknown key (a typo?)" if error["type"] == "extra_forbidden" else error["msg"]
             problems.append(f"{where}: {message}")
         raise InvalidInput(f"pipeline {path}", "; ".join(problems)) from None
 
 
-def _line_of(text: str, key: str) -> int | None:
-    if not key:
-        return None
-    pattern = re.compile(rf"^\s*(\[\[?)?\s*{re.escape(key)}\s*(=|\]|\.)", re.MULTILINE)
-    match = pattern.search(text)
-    return text.count("\n", 0, match.start()) + 1 if match else None
+def _line_of(text: str, location: tuple[str | int, ...]) -> int | None:
+    r"""The line of ``text`` (a pipeline file) that ``location`` (a pydantic error's, e.g. ``("tilesets", 2, "name")``)
+    points at: the key's own line, else the nearest enclosing one that is written (the ``[[tilesets]]`` header of
+    the third entry when its name is missing), else None.
+
+    >>> _line_of('name = "p"\n[[tilesets]]\nname = "a"\n[[tilesets]]\nname = "B"\n', ("tilesets", 1, "name"))
+    5
+    """
+    written = [(len(path), line) for path, line in _key_lines(text) if tuple(location[: len(path)]) == path]
+    longest = max((length for length, _ in written), default=0)
+    return next((line for length, line in written if length == longest), None) if longest else None
+
+
+_KEY = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*"""
+_HEADER = re.compile(rf"^\s*(\[\[?)\s*({_KEY})\s*\]\]?\s*(#.*)?$")  # not ``[3, 4]`` in a multi-line array
+_ASSIGNMENT = re.compile(rf"^\s*({_KEY})\s*=")
+
+
+def _key_lines(text: str) -> list[tuple[tuple[str | int, ...], int]]:
+    """Every table header and key of a TOML text with its full path (an array of tables' entries numbered from 0,
+    as pydantic numbers them) and its line (from 1). Lines inside multi-line strings are skipped."""
+    found: list[tuple[tuple[str | int, ...], int]] = []
+    counts: dict[tuple[str | int, ...], int] = {}
+    table: tuple[str | int, ...] = ()
+    in_string, depth = "", 0  # inside a multi-line string; how deep inside a multi-line array or inline table
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string:
+            if line.count(in_string) % 2:
+                in_string = ""
+            continue
+        if depth > 0:
+            depth += _opened(line)
+            continue
+        header = _HEADER.match(line)
+        if header:
+            parts = _dotted(header.group(2))
+            table = ()
+            for part in parts[:-1] if header.group(1) == "[[" else parts:
+                table += (part,)
+                if table in counts:  # inside the latest entry of an array of tables
+                    table += (counts[table] - 1,)
+            if header.group(1) == "[[":
+                table += (parts[-1],)
+                counts[table] = counts.get(table, 0) + 1
+                table += (counts[table] - 1,)
+            found.append((table, number))
+            continue
+        assignment = _ASSIGNMENT.match(line)
+        if assignment:
+            found.append((table + tuple(_dotted(assignment.group(1))), number))
+            value = line[assignment.end() :]
+            for quotes in ('"""', "'''"):
+                if value.count(quotes) % 2:
+                    in_string = quotes
+            depth = 0 if in_string else _opened(value)
+    return found
+
+
+def _opened(value: str) -> int:
+    """Brackets and braces opened less those closed on a line, strings and comments left out."""
+    bare = re.sub(r"\"(?:\\.|[^\"\\])*\"|'[^']*'", "", value).partition("#")[0]
+    return sum(bare.count(c) for c in "[{") - sum(bare.count(c) for c in "]}")
+
+
+def _dotted(key: str) -> list[str]:
+    """The parts of a dotted TOML key, quotes taken off (``a."b.c"`` → a, b.c)."""
+    return [part.strip().strip("\"'") for part in re.findall(r"\"[^\"]*\"|'[^']*'|[^.]+", key)]

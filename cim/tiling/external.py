@@ -6,8 +6,9 @@ holds the mounted root's after the mount's transform, the transform (an ENU fram
 sits on that child, and ``extras`` carry the title the viewer lists it by. ``.mounts.json`` beside it (hidden: it
 names server paths, and the tiles route never serves a hidden name) keeps each mount's folder or URL and the root as
 the build wrote it, so that ``cim serve`` finds the mounts after a restart (:class:`cim.api.tilefiles.TileFiles`
-serves ``external/<name>/…`` from them), a rebuild carries them into its new version (:func:`carry_mounts`), and a
-changed set of mounts rewrites the root from the built one.
+serves ``external/<name>/…`` from them), a rebuild carries them into its new version (:func:`carry_mounts`: each
+checked again, one that no longer passes left out and reported), and a changed set of mounts rewrites the root from
+the built one.
 
 >>> [round(v, 3) for v in place_matrix(0.0, 0.0, 0.0, 90.0)[:3]]  # heading 90°: the content's x (east) points south
 [0.0, 0.0, -1.0]
@@ -87,6 +88,42 @@ def source_of(spec: MountSpec) -> tuple[TilesetSource, str]:
 def check_mount(spec: MountSpec) -> dict[str, Any]:
     """Check ``spec``'s tileset and return its record for ``.mounts.json`` (the root's child and ECEF corners)."""
     source, entry = source_of(spec)
+    return _checked_record(spec, source, entry)
+
+
+def recheck_mount(record: Any) -> dict[str, Any]:
+    """Check a mount recorded in ``.mounts.json`` again, from the folder or URL it was mounted from, and return its
+    record as the tileset is now (its bounding volume may have changed); InvalidInput, naming the mount, when it no
+    longer passes — its folder deleted or moved, its tileset broken, its server gone."""
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        raise InvalidInput(f"tiles {MOUNTS}", "holds a mount record without a name")
+    name: str = record["name"]
+    child: dict[str, Any] = record["child"] if isinstance(record.get("child"), dict) else {}
+    content = child.get("content")
+    uri = str(content.get("uri", "")) if isinstance(content, dict) else ""
+    entry = uri.removeprefix(f"{PREFIX}/{name}/") if uri.startswith(f"{PREFIX}/{name}/") else "tileset.json"
+    transform = child.get("transform")
+    if transform is not None and not (
+        isinstance(transform, list) and len(transform) == 16 and all(isinstance(v, int | float) for v in transform)
+    ):
+        raise InvalidInput(f'tileset "{name}"', f"its record in {MOUNTS} has a transform that is not 16 numbers")
+    spec = MountSpec(name, matrix=tuple(float(v) for v in transform) if transform is not None else None)
+    source: TilesetSource
+    if isinstance(record.get("url"), str):
+        source = UrlSource(check_local_url(record["url"], what=f'tileset "{name}" url'))
+    elif isinstance(record.get("folder"), str):
+        folder = Path(record["folder"])
+        if not folder.is_dir():
+            raise InvalidInput(f'tileset "{name}" folder {folder}', "is gone (deleted or moved since it was mounted)")
+        source = FolderSource(folder)
+    else:
+        raise InvalidInput(f'tileset "{name}"', f"its record in {MOUNTS} names neither a folder nor a URL")
+    checked = _checked_record(spec, source, entry)
+    checked["child"]["extras"] = child.get("extras") or checked["child"]["extras"]  # the title as it was given
+    return checked
+
+
+def _checked_record(spec: MountSpec, source: TilesetSource, entry: str) -> dict[str, Any]:
     doc = check_tileset(source, entry, name=spec.name)
     transform = np.asarray(spec.matrix, np.float64).reshape(4, 4).T if spec.matrix is not None else None
     volume, points = _child_volume(doc["root"], transform, f'tileset "{spec.name}" {entry} root.boundingVolume')
@@ -128,18 +165,41 @@ def mount_tilesets(out: Path, specs: list[MountSpec], *, keep_others: bool = Fal
     return summary
 
 
-def carry_mounts(previous: Path | None, folder: Path) -> None:
-    """Mount what ``previous`` (the version a build replaces) had mounted beside the new build in ``folder``, as
-    recorded (a pipeline run checks them again)."""
+def carry_mounts(previous: Path | None, folder: Path) -> list[dict[str, str]]:
+    """Mount what ``previous`` (the version a build replaces) had mounted beside the new build in ``folder``, each
+    checked again (:func:`recheck_mount`). One that no longer passes is left out, so the new root names nothing that
+    is not there, and the build goes on (the city's own tiles do not wait on a third party's): it is recorded under
+    ``dropped`` in the new ``.mounts.json`` (:func:`dropped_mounts`: ``cim build`` warns of it and reports it) and
+    returned, each as ``{"name", "why"}``."""
     if previous is None:
-        return
+        return []
     mounts = read_mounts(previous).get("mounts") or []
+    mounts = mounts if isinstance(mounts, list) else []
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, str]] = []
+    for record in mounts:
+        try:
+            kept.append(recheck_mount(record))
+        except CimError as exc:
+            name = record.get("name") if isinstance(record, dict) else None
+            dropped.append({"name": str(name or "?"), "why": str(exc)})
     if mounts:
-        _write(folder, _read_json(folder / "tileset.json"), mounts)
+        _write(folder, _read_json(folder / "tileset.json"), kept, dropped)
+    return dropped
+
+
+def dropped_mounts(folder: Path) -> list[dict[str, str]]:
+    """The mounts the build in ``folder`` did not carry over from the version before it, each ``{"name", "why"}``
+    (:func:`carry_mounts`); a later change of mounts clears them."""
+    dropped = read_mounts(folder).get("dropped")
+    if not isinstance(dropped, list):
+        return []
+    return [{"name": str(d.get("name")), "why": str(d.get("why"))} for d in dropped if isinstance(d, dict)]
 
 
 def read_mounts(folder: Path) -> dict[str, Any]:
-    """``.mounts.json`` of a tiles folder: ``{"built": root tileset as built, "mounts": [record, …]}`` or {}."""
+    """``.mounts.json`` of a tiles folder: ``{"built": root tileset as built, "mounts": [record, …]}`` (and
+    ``"dropped"``: see :func:`dropped_mounts`) or {}."""
     try:
         state = json.loads((folder / MOUNTS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -153,10 +213,15 @@ def _built_folder(out: Path) -> Path:
     return out.resolve()
 
 
-def _write(folder: Path, built: dict[str, Any], mounts: list[dict[str, Any]]) -> None:
+def _write(
+    folder: Path, built: dict[str, Any], mounts: list[dict[str, Any]], dropped: list[dict[str, str]] | None = None
+) -> None:
     """Write ``.mounts.json`` then the root tileset (the one the viewer reads last), each atomically, and only when
     changed (an unchanged root keeps its ETag)."""
-    _replace(folder / MOUNTS, {"format": FORMAT, "built": built, "mounts": mounts})
+    state: dict[str, Any] = {"format": FORMAT, "built": built, "mounts": mounts}
+    if dropped:
+        state["dropped"] = dropped
+    _replace(folder / MOUNTS, state)
     _replace(folder / "tileset.json", with_mounts(built, mounts))
 
 

@@ -21,7 +21,16 @@ import pytest
 from cim.errors import InvalidInput
 from cim.pipeline.model import Pipeline, load_pipeline
 from cim.pipeline.run import run_pipeline
-from cim.tiling.external import MOUNTS, MountSpec, check_mount, mount_tilesets, place_matrix, read_mounts
+from cim.tiling.external import (
+    MOUNTS,
+    MountSpec,
+    carry_mounts,
+    check_mount,
+    dropped_mounts,
+    mount_tilesets,
+    place_matrix,
+    read_mounts,
+)
 from tests.tiling.checks import validate_tileset_schema
 from tests.tiling.conftest import small_city, write_city
 from tests.tiling.external_tilesets import COLUMN_AT, SPHERE_UP, made_once
@@ -293,7 +302,7 @@ def _pipeline_error(tmp_path: Path, entry: str) -> str:
         ('name = "m"\nurl = "file:///etc/tileset.json"', "is not an http(s) URL"),
         ('name = "m"\npath = "x"\nurl = "http://127.0.0.1/t.json"', "give exactly one of path or url"),
         ('name = "m"', "give exactly one of path or url"),
-        ('name = "Bad Name"\npath = "x"', "tilesets.0.name (line 1): String should match pattern"),
+        ('name = "Bad Name"\npath = "x"', "tilesets.0.name (line 4): String should match pattern"),
         ('name = "m"\npath = "x"\nmatrix = [1, 0, 0]', "matrix has 3 numbers"),
         ('name = "m"\npath = "x"\nplace = [31.2, 121.5, 0, 0]', "lon or lat out of range"),
     ],
@@ -360,3 +369,72 @@ def test_a_pipeline_with_tilesets_but_no_tiles_folder_says_so(tmp_path: Path, th
         "mounted": [],
         "errors": ["tilesets — need the pipeline's tiles folder (tiles = …) to mount into"],
     }
+
+
+def _fresh_build(made: dict[str, Path], tmp_path: Path) -> Path:
+    """A new version folder as a build writes it (its root without mounts), for carry_mounts to carry into."""
+    return Path(shutil.copytree(made["neighbour"].resolve(), tmp_path / "next"))
+
+
+def test_a_rebuild_checks_its_mounts_again_and_drops_the_broken_ones(
+    city: Path, third: Path, made: dict[str, Path], tmp_path: Path
+) -> None:
+    healthy = Path(shutil.copytree(made["third"], tmp_path / "healthy"))
+    mounted = mount_tilesets(
+        city,
+        [
+            MountSpec("mesh", path=third, matrix=tuple(place_matrix(*PLACE))),
+            MountSpec("kept", path=healthy, matrix=tuple(place_matrix(*PLACE)), title="Kept", title_zh="留"),
+            MountSpec("moved", path=Path(shutil.copytree(made["third"], tmp_path / "moved"))),
+        ],
+    )
+    assert mounted.mounted == ["mesh", "kept", "moved"] and not mounted.errors
+    (third / "tileset.json").unlink()
+    shutil.rmtree(tmp_path / "moved")
+    after = _fresh_build(made, tmp_path)
+    dropped = carry_mounts(city, after)
+    assert dropped == [
+        {"name": "mesh", "why": 'tileset "mesh" tileset.json — no such file in the mounted tileset'},
+        {"name": "moved", "why": f'tileset "moved" folder {tmp_path / "moved"} — is gone (deleted or moved since it'
+                                 " was mounted)"},
+    ]  # fmt: skip
+    assert dropped_mounts(after) == dropped  # recorded for cim build to report
+    assert [m["name"] for m in read_mounts(after)["mounts"]] == ["kept"]
+    children = json.loads((after / "tileset.json").read_text())["root"]["children"]
+    mounts = [c for c in children if c["content"]["uri"].startswith("external/")]
+    assert [c["content"]["uri"] for c in mounts] == ["external/kept/tileset.json"]  # nothing that points at nothing
+    before = next(m for m in read_mounts(city)["mounts"] if m["name"] == "kept")
+    assert mounts[0] == before["child"]  # the healthy one as it was: transform, box, titles
+    mount_tilesets(after, [], keep_others=True)  # a later change of the mounts: the drops are old news
+    assert dropped_mounts(after) == []
+
+
+def test_a_rebuild_with_healthy_mounts_drops_none(
+    city: Path, third: Path, made: dict[str, Path], tmp_path: Path
+) -> None:
+    mount_tilesets(city, [MountSpec("mesh", path=third)])
+    after = _fresh_build(made, tmp_path)
+    assert carry_mounts(city, after) == []
+    assert [m["name"] for m in read_mounts(after)["mounts"]] == ["mesh"] and dropped_mounts(after) == []
+    assert "dropped" not in read_mounts(after)
+
+
+def test_cim_build_drops_a_mount_broken_since_and_says_so(tmp_path: Path, made: dict[str, Path]) -> None:
+    write_city(tmp_path / "city.duckdb", *small_city(6))
+    broken = Path(shutil.copytree(made["third"], tmp_path / "broken"))
+    healthy = Path(shutil.copytree(made["third"], tmp_path / "healthy"))
+    store, out = str(tmp_path / "city.duckdb"), tmp_path / "tiles" / "city"
+    done = _cim("build", "--store", store, "--out", str(out), "--mount", f"mesh={broken}", "--mount", f"ok={healthy}")
+    assert done.returncode == 0, done.stderr
+    (broken / "tileset.json").unlink()
+    done = _cim("build", "--store", store, "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr  # the city's own tiles are built all the same
+    why = 'tileset "mesh" tileset.json — no such file in the mounted tileset'
+    assert f"warning: external tileset mesh is no longer mounted: {why}" in done.stderr, done.stderr
+    assert json.loads(done.stdout)["mounts_dropped"] == [{"name": "mesh", "why": why}]
+    assert [m["name"] for m in read_mounts(out.resolve())["mounts"]] == ["ok"]
+    uris = [c["content"]["uri"] for c in json.loads((out / "tileset.json").read_text())["root"]["children"]]
+    assert "external/ok/tileset.json" in uris and "external/mesh/tileset.json" not in uris
+    done = _cim("build", "--store", store, "--out", str(out))  # the next rebuild has nothing more to drop
+    assert done.returncode == 0 and "no longer mounted" not in done.stderr + done.stdout, done.stderr
+    assert [m["name"] for m in read_mounts(out.resolve())["mounts"]] == ["ok"]
