@@ -13,7 +13,6 @@ available offline, the heights are kept as given and the summary says which datu
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pyproj import CRS, Transformer
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
 from cim.gis import surfaces as surface_geometry
+from cim.gis.gml import epsg_codes
 from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import parse_crs
@@ -57,7 +57,6 @@ KINDS: dict[str, Kind] = {
 #: Terrain is a surface for the viewer's ground, not a governed asset.
 SKIPPED_TYPES = frozenset({"TINRelief"})
 BATCH_OBJECTS = 5_000
-_EPSG = re.compile(r"EPSG(?:/\d+/|::|:)(\d+)", re.IGNORECASE)
 
 
 @dataclass
@@ -218,10 +217,12 @@ def _frame(header: dict[str, Any], path: Path, given: CRS | None) -> _Frame:
     if given is not None:
         crs = given
     elif reference:
-        match = _EPSG.search(str(reference))
-        if not match:
+        codes = epsg_codes(str(reference))
+        if not codes:
             raise InvalidInput(f"file {path} metadata.referenceSystem", f"{reference!r} names no EPSG code")
-        crs = parse_crs(f"EPSG:{match.group(1)}", what=f"file {path} metadata.referenceSystem")
+        # a compound name's second code is its heights' datum: EPSG:28992+5709 says what EPSG:28992 alone does not
+        name = "EPSG:" + "+".join(str(code) for code in codes[:2])
+        crs = parse_crs(name, what=f"file {path} metadata.referenceSystem")
     else:
         raise InvalidInput(f"file {path}", "has no metadata.referenceSystem; give its CRS with --crs, e.g. EPSG:7415")
     horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
