@@ -1,9 +1,9 @@
 """CityJSON 1.0–2.0 (``.city.json``) and CityJSON feature streams (``.city.jsonl``) into assets and meshes.
 
 Each CityObject becomes an asset (kind from its type, :data:`KINDS`), its highest-LoD geometry becomes its mesh as it
-is — every surface triangulated with earcut, nothing re-extruded — and its 2D footprint (the union of its
-non-vertical surfaces seen from above) becomes ``geom``. Attributes go to ``props``; CityGML's ``measuredHeight``,
-``storeysAboveGround`` and ``yearOfConstruction`` feed the typed columns.
+is — every surface triangulated, a batch of objects at a time (:mod:`cim.gis.surfaces`), nothing re-extruded — and its
+2D footprint (the union of its non-vertical surfaces seen from above) becomes ``geom``. Attributes go to ``props``;
+CityGML's ``measuredHeight``, ``storeysAboveGround`` and ``yearOfConstruction`` feed the typed columns.
 
 Heights: CityJSON files carry orthometric heights of a national datum (EPSG:7415 is RD New + NAP). With no geoid model
 available offline, the heights are kept as given and the summary says which datum they are in
@@ -13,7 +13,6 @@ available offline, the heights are kept as given and the summary says which datu
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pyproj import CRS, Transformer
 from cim.errors import InvalidInput
 from cim.geodesy import lonlat_to_enu
 from cim.gis import surfaces as surface_geometry
+from cim.gis.gml import epsg_codes
 from cim.gis.layer import LayerSummary, check_not_empty
 from cim.gis.quality import REJECTING, Findings
 from cim.gis.readers import parse_crs
@@ -57,7 +57,6 @@ KINDS: dict[str, Kind] = {
 #: Terrain is a surface for the viewer's ground, not a governed asset.
 SKIPPED_TYPES = frozenset({"TINRelief"})
 BATCH_OBJECTS = 5_000
-_EPSG = re.compile(r"EPSG(?:/\d+/|::|:)(\d+)", re.IGNORECASE)
 
 
 @dataclass
@@ -218,10 +217,12 @@ def _frame(header: dict[str, Any], path: Path, given: CRS | None) -> _Frame:
     if given is not None:
         crs = given
     elif reference:
-        match = _EPSG.search(str(reference))
-        if not match:
+        codes = epsg_codes(str(reference))
+        if not codes:
             raise InvalidInput(f"file {path} metadata.referenceSystem", f"{reference!r} names no EPSG code")
-        crs = parse_crs(f"EPSG:{match.group(1)}", what=f"file {path} metadata.referenceSystem")
+        # a compound name's second code is its heights' datum: EPSG:28992+5709 says what EPSG:28992 alone does not
+        name = "EPSG:" + "+".join(str(code) for code in codes[:2])
+        crs = parse_crs(name, what=f"file {path} metadata.referenceSystem")
     else:
         raise InvalidInput(f"file {path}", "has no metadata.referenceSystem; give its CRS with --crs, e.g. EPSG:7415")
     horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
@@ -333,52 +334,81 @@ def _convert(
     source: str,
     findings: Findings,
 ) -> tuple[list[Asset], MeshBatch]:
-    assets: list[Asset] = []
-    mesh_ids: list[str] = []
-    triangles_of: list[npt.NDArray[np.int64]] = []
+    """The batch's objects as assets and meshes: each object's surfaces read, all of them triangulated in one call
+    (:func:`cim.gis.surfaces.triangulate_objects`), then each object's footprint and asset."""
+    kept: list[tuple[str, dict[str, Any], dict[str, Any], surface_geometry.Rings]] = []
     for object_id, city_object, problem in objects:
         asset_id = f"{prefix}:{object_id}"
         if problem is None:
             try:
-                converted = _convert_one(asset_id, city_object, points, prefix, source, findings)
+                read = _read_one(city_object, points)
             except (TypeError, ValueError, KeyError, AttributeError, IndexError):
                 # a shape the checks in _problem let through (e.g. rings nested one level too shallow for the type)
                 problem = ("malformed_object", "geometry nested unlike its type")
             else:
-                if isinstance(converted, tuple):
-                    assets.append(converted[0])
-                    mesh_ids.append(asset_id)
-                    triangles_of.append(converted[1])
-                elif converted:
-                    findings.add(converted, np.array([asset_id], dtype=object))
+                if isinstance(read, str):
+                    findings.add(read, np.array([asset_id], dtype=object))
+                else:
+                    kept.append((asset_id, city_object, *read))
         if problem is not None:
             findings.add(problem[0], np.array([asset_id], dtype=object), problem[1])
+    if points is None or not kept:
+        return [], MeshBatch.empty()
+    assets: list[Asset] = []
+    mesh_ids: list[str] = []
+    triangles_of: list[npt.NDArray[np.int64]] = []
+    triangulated = surface_geometry.triangulate_objects([rings for *_, rings in kept], points)
+    for (asset_id, city_object, geometry, _), triangles in zip(kept, triangulated, strict=True):
+        try:
+            converted = _convert_one(asset_id, city_object, geometry, triangles, points, prefix, source, findings)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            detail = "attributes or parents unlike CityJSON's"
+            findings.add("malformed_object", np.array([asset_id], dtype=object), detail)
+            continue
+        if isinstance(converted, str):
+            findings.add(converted, np.array([asset_id], dtype=object))
+        else:
+            assets.append(converted)
+            mesh_ids.append(asset_id)
+            triangles_of.append(triangles)
     return assets, _meshes(mesh_ids, triangles_of, points)
+
+
+def _read_one(
+    city_object: dict[str, Any], points: npt.NDArray[np.float64] | None
+) -> tuple[dict[str, Any], surface_geometry.Rings] | str:
+    """One CityObject's geometry and the rings of its surfaces, or the rule that rejects it."""
+    if str(city_object.get("type", "")) in SKIPPED_TYPES:
+        return "skipped_terrain"
+    geometry = _best_geometry(city_object.get("geometry") or [])
+    surfaces = _surfaces(geometry) if geometry is not None else []
+    if geometry is None or not surfaces:
+        return "empty_geometry"
+    rings = surface_geometry.Rings.from_surfaces(surfaces)
+    if points is None:
+        return "unsupported_geometry"
+    if np.isnan(points[rings.vertices, 0]).any():
+        return "outside_lonlat"  # a vertex that is no finite place on Earth: huge, or not in the CRS's area
+    return geometry, rings
 
 
 def _convert_one(
     asset_id: str,
     city_object: dict[str, Any],
-    points: npt.NDArray[np.float64] | None,
+    geometry: dict[str, Any],
+    triangles: npt.NDArray[np.int64],
+    points: npt.NDArray[np.float64],
     prefix: str,
     source: str,
     findings: Findings,
-) -> tuple[Asset, npt.NDArray[np.int64]] | str:
-    """One CityObject as an asset and its triangles, or the rule that rejects it."""
-    kind_name = str(city_object.get("type", ""))
-    if kind_name in SKIPPED_TYPES:
-        return "skipped_terrain"
-    geometry = _best_geometry(city_object.get("geometry") or [])
-    surfaces = _surfaces(geometry) if geometry is not None else []
-    used = [i for surface in surfaces for ring in surface for i in ring]
-    if points is not None and used and np.isnan(points[used, 0]).any():
-        return "outside_lonlat"  # a vertex that is no finite place on Earth: huge, or not in the CRS's area
-    triangles = surface_geometry.triangulate(surfaces, points) if points is not None else np.zeros((0, 3), np.int64)
-    footprint = surface_geometry.footprint(triangles, points) if len(triangles) and points is not None else None
-    if geometry is None or footprint is None or points is None:
-        return "empty_geometry" if geometry is None or not surfaces else "unsupported_geometry"
+) -> Asset | str:
+    """One CityObject's asset from its triangles, or the rule that rejects it."""
+    footprint = surface_geometry.footprint(triangles, points) if len(triangles) else None
+    if footprint is None:
+        return "unsupported_geometry"
     z = points[np.unique(triangles), 2]
-    return _asset(asset_id, city_object, kind_name, geometry, footprint, z, prefix, source, findings), triangles
+    kind_name = str(city_object.get("type", ""))
+    return _asset(asset_id, city_object, kind_name, geometry, footprint, z, prefix, source, findings)
 
 
 def _best_geometry(geometries: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -6,7 +6,8 @@
   entities); the parser never expands entities, loads a DTD or touches the network either.
 - :func:`srs_frame` reads ``srsName`` in its usual forms (``EPSG:25832``, ``urn:ogc:def:crs:EPSG::6697``,
   ``http://www.opengis.net/def/crs/EPSG/0/6697``, compound ``urn:ogc:def:crs,crs:EPSG::25832,crs:EPSG::5783``, the
-  AdV URNs of German survey data) into a transform to WGS84 lon/lat with the heights' datum named.
+  AdV URNs of German survey data) into a transform to WGS84 lon/lat with the heights' datum named. Its EPSG codes
+  come from :func:`epsg_codes`, which CityJSON's ``metadata.referenceSystem`` is read with too.
 - The polygons under a geometry property are :mod:`cim.gis.gml_geometry`'s.
 
 Axis order: coordinates of a geographic CRS are read in the CRS's declared order (EPSG:6697 and EPSG:4326 are lat,
@@ -56,6 +57,8 @@ ADV_CRS: dict[str, int] = {
     "DE_DHHN92_NH": 5783,
     "DE_DHHN2016_NH": 7837,
 }
+#: An EPSG code in a CRS name: ``EPSG/<version>/<code>`` (URL), ``EPSG:<version>:<code>`` with the version optional
+#: (URN), or ``EPSG:<code>``.
 _EPSG_CODE = re.compile(r"EPSG(?:/[\d.]+/|:[\d.]*:|:)(\d+)", re.IGNORECASE)
 _ROOT_TAG = re.compile(rb"<([A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)([^>]*)>")
 
@@ -79,6 +82,27 @@ class SrsFrame:
         bad = ~np.isfinite(points).all(axis=1) | (np.abs(points[:, 0]) > 180) | (np.abs(points[:, 1]) > 90)
         points[bad] = np.nan
         return points
+
+
+def epsg_codes(text: str) -> list[int]:
+    """The EPSG codes a CRS name gives, in its order: one, or two for a compound name (horizontal, then height);
+    none when it names no EPSG code. The one reading of CRS names for CityGML's ``srsName`` and CityJSON's
+    ``metadata.referenceSystem``.
+
+    >>> epsg_codes("http://www.opengis.net/def/crs/EPSG/0/4979")
+    [4979]
+    >>> epsg_codes("urn:ogc:def:crs:EPSG::6697")
+    [6697]
+    >>> epsg_codes("urn:ogc:def:crs:EPSG:6.3:4326")
+    [4326]
+    >>> epsg_codes("EPSG:4326")
+    [4326]
+    >>> epsg_codes("urn:ogc:def:crs,crs:EPSG::6697,crs:EPSG::6695")
+    [6697, 6695]
+    >>> epsg_codes("urn:adv:crs:ETRS89_UTM32*DE_DHHN92_NH")
+    []
+    """
+    return [int(code) for code in _EPSG_CODE.findall(text)]
 
 
 def srs_frame(name: str, *, what: str) -> SrsFrame:
@@ -107,7 +131,7 @@ def _srs_frame(name: str, thread: int) -> SrsFrame:
             raise _UnknownSrs(f"AdV CRS {unknown[0]!r} is not one this reader maps ({known})")
         codes = [ADV_CRS[p] for p in parts]
     else:
-        codes = [int(c) for c in _EPSG_CODE.findall(name)]
+        codes = epsg_codes(name)
     try:
         if codes:
             crs = CRS.from_epsg(codes[0])

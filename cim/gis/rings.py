@@ -1,10 +1,10 @@
 """Triangles of many surfaces at once, their rings laid one after another in one array of points.
 
-CityGML objects come as hundreds of polygons each: triangulating them one Python call at a time (as
-:func:`cim.gis.surfaces.triangulate` does for CityJSON's index lists) costs more than reading them. Here convex
-one-ring surfaces (triangles, most walls and roofs) are fanned in numpy by ring size, and the rest (concave rings,
-holes) go to earcut in a loop that does nothing else; their planes and the turning of their triangles to face the
-way the surface does are worked out for all of them together.
+CityGML objects come as hundreds of polygons each: triangulating them one Python call at a time costs more than
+reading them. Both readers' batches come here (CityGML's through :mod:`cim.gis.citygml_shapes`, CityJSON's through
+:mod:`cim.gis.surfaces`). Convex one-ring surfaces (triangles, most walls and roofs) are fanned in numpy by ring size,
+and the rest (concave rings, holes) go to earcut in a loop that does nothing else; their planes and the turning of
+their triangles to face the way the surface does are worked out for all of them together.
 """
 
 from __future__ import annotations
@@ -77,25 +77,17 @@ def _outer_normals(
     xyz: npt.NDArray[np.float64], starts: npt.NDArray[np.int64], sizes: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
     """Newell's normal of each surface's outer ring (not unit length), all at once."""
-    index = np.repeat(starts, sizes) + _ramps(sizes)
-    following = np.repeat(starts, sizes) + (_ramps(sizes) + 1) % np.repeat(sizes, sizes)
+    ends = np.cumsum(sizes)
+    offsets = ends - sizes
+    index = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - offsets, sizes)
+    following = index + 1
+    following[ends[sizes > 0] - 1] = starts[sizes > 0]  # each ring's last point is followed by its first
     a, b = xyz[index], xyz[following]
-    terms = np.column_stack(
-        [
-            (a[:, 1] - b[:, 1]) * (a[:, 2] + b[:, 2]),
-            (a[:, 2] - b[:, 2]) * (a[:, 0] + b[:, 0]),
-            (a[:, 0] - b[:, 0]) * (a[:, 1] + b[:, 1]),
-        ]
-    )
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    terms = np.empty((len(index), 3))
+    terms[:, 0] = (a[:, 1] - b[:, 1]) * (a[:, 2] + b[:, 2])
+    terms[:, 1] = (a[:, 2] - b[:, 2]) * (a[:, 0] + b[:, 0])
+    terms[:, 2] = (a[:, 0] - b[:, 0]) * (a[:, 1] + b[:, 1])
     return np.add.reduceat(terms, offsets, axis=0) if len(terms) else np.zeros((0, 3))
-
-
-def _ramps(sizes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """0, 1, …, n-1 for each n in ``sizes``, one after another."""
-    total = int(sizes.sum())
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return np.arange(total) - np.repeat(offsets, sizes)
 
 
 def _earcut(
