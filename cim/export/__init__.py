@@ -26,6 +26,7 @@ from cim.errors import InvalidInput
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyproj
 
     from cim.model import Kind
     from cim.model.source import Progress
@@ -152,3 +153,39 @@ def written_whole(out: Path) -> Iterator[Path]:
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def export_crs(
+    given: str | int | pyproj.CRS | None, extent: BBox | None, *, param: str = "--crs"
+) -> tuple[pyproj.CRS, str]:
+    """The CRS an export writes coordinates in, and why: ``given`` when there is one (it must be projected, in
+    metres, with an EPSG code: CityJSON wants x, y and z in one unit, and both CityJSON and CityGML name the CRS by
+    its EPSG code), else the WGS84 UTM zone of the centre of ``extent`` (lon/lat; zone 31N at 0, 0 when there is
+    none): metric, conformal, defined everywhere and one transform from the store's WGS84. An error names ``param``,
+    the parameter the caller took ``given`` from (the API passes ``"crs"``).
+
+    >>> export_crs(None, (121.4, 31.1, 121.6, 31.3))[0].to_epsg()
+    32651
+    >>> export_crs("EPSG:4326", None)
+    Traceback (most recent call last):
+    ...
+    cim.errors.InvalidInput: --crs 'EPSG:4326' — must be a projected CRS in metres with an EPSG code, e.g. EPSG:32651
+    """
+    import pyproj
+
+    from cim.geodesy import utm_epsg
+
+    if given is not None:
+        named = f"{param} {str(given)[:60]!r}"
+        try:
+            crs = pyproj.CRS.from_user_input(given)
+        except (pyproj.exceptions.CRSError, ValueError, TypeError):  # a ValueError or TypeError for some inputs
+            raise InvalidInput(named, "is not a CRS pyproj knows; give an EPSG code, e.g. EPSG:32651") from None
+        unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+        if not crs.is_projected or unit not in ("metre", "meter") or crs.to_epsg() is None:
+            raise InvalidInput(named, "must be a projected CRS in metres with an EPSG code, e.g. EPSG:32651")
+        return crs, "asked for"
+    if extent is None:
+        return pyproj.CRS.from_epsg(utm_epsg(0.0, 0.0)), "nothing selected"
+    lon, lat = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
+    return pyproj.CRS.from_epsg(utm_epsg(lon, lat)), f"the UTM zone of the selection's centre ({lon:.4f}, {lat:.4f})"

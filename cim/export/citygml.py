@@ -10,11 +10,12 @@ said its geometry was LoD2 or finer, :func:`mesh_lod`), ``con:dateOfConstruction
 ``con:height``, ``bldg:class``/``function``/``usage``/``roofType`` (props of those names),
 ``bldg:storeysAboveGround`` and ``bldg:address`` (:mod:`cim.export.citygml_attributes`).
 
-The CRS: ``crs`` when given (projected, with an EPSG code), else the WGS84 UTM zone of the selection's centre:
-metric and conformal (a scale error under 0.1 % across a city), an EPSG code every GIS and CityGML tool knows, and
-one transform from the store's WGS84 with no datum shift; a national grid (CGCS2000 Gauss–Krüger for Shanghai,
-EPSG:4549) is one ``crs`` away. ``srsName`` is ``http://www.opengis.net/def/crs/EPSG/0/<code>``; heights are the
-store's (see :mod:`cim.export.citygml_geometry`), said in the CityModel's ``gml:description``.
+The CRS (:func:`cim.export.export_crs`): ``crs`` when given (projected, in metres, with an EPSG code), else the
+WGS84 UTM zone of the selection's centre: metric and conformal (a scale error under 0.1 % across a city), an EPSG
+code every GIS and CityGML tool knows, and one transform from the store's WGS84 with no datum shift; a national grid
+(CGCS2000 Gauss–Krüger for Shanghai, EPSG:4549) is one ``crs`` away. ``srsName`` is
+``http://www.opengis.net/def/crs/EPSG/0/<code>``; heights are the store's (see :mod:`cim.export.citygml_geometry`),
+said in the CityModel's ``gml:description``.
 
 Streamed: buildings are read a page at a time (by id, no OFFSET) and written through ``lxml.etree.xmlfile`` into a
 temporary file beside ``out``, renamed over it at the end (an export killed mid-write leaves nothing at ``out``).
@@ -34,7 +35,7 @@ import pyproj
 from lxml import etree  # type: ignore[import-untyped]
 
 from cim.errors import InvalidInput
-from cim.export import ExportSummary
+from cim.export import ExportSummary, export_crs
 from cim.export.citygml_attributes import (
     BLDG,
     CON,
@@ -64,7 +65,6 @@ from cim.export.citygml_geometry import (
     write_lod2_boundaries,
     write_lod2_solid,
 )
-from cim.geodesy import utm_epsg
 from cim.model import Asset, AssetBatch, Kind, MeshBatch
 from cim.model.schema import ASSET_SCHEMA
 from cim.model.source import Progress
@@ -100,7 +100,7 @@ def write_citygml(
     summary = ExportSummary(format="citygml", out=str(out), files=[str(out)])
     _report_other_kinds(db, summary, [k for k in wanted if k is not Kind.BUILDING], bbox)
     selection = _Selection(db, bbox, Kind.BUILDING in wanted)
-    target, why = choose_crs(crs, selection.extent())
+    target, why = export_crs(crs, selection.extent())
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
         with partial.open("wb") as handle:
@@ -114,24 +114,6 @@ def write_citygml(
         partial.unlink(missing_ok=True)
         raise
     return summary
-
-
-def choose_crs(given: str | int | pyproj.CRS | None, extent: BBox | None) -> tuple[pyproj.CRS, str]:
-    """The export's CRS and why it was chosen: ``given`` (projected, with an EPSG code), else the UTM zone of the
-    centre of ``extent`` (lon/lat)."""
-    if given is not None:
-        try:
-            crs = pyproj.CRS.from_user_input(given)
-        except pyproj.exceptions.CRSError:
-            raise InvalidInput(f"crs {given!r}", "is not a CRS pyproj knows; give e.g. EPSG:4549") from None
-        if not crs.is_projected or crs.to_epsg() is None:
-            raise InvalidInput(f"crs {given!r}", "must be a projected CRS with an EPSG code (metres), e.g. EPSG:4549")
-        return crs, "asked for"
-    if extent is None:
-        return pyproj.CRS.from_epsg(utm_epsg(0.0, 0.0)), "no building selected"
-    lon, lat = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
-    code = utm_epsg(lon, lat)
-    return pyproj.CRS.from_epsg(code), f"the UTM zone of the buildings' centre ({lon:.4f}, {lat:.4f})"
 
 
 def _report_other_kinds(db: SqlStore, summary: ExportSummary, others: list[Kind], bbox: BBox | None) -> None:
