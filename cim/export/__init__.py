@@ -142,17 +142,35 @@ def check_out(out: Path, *, force: bool = False) -> Path:
 
 @contextmanager
 def written_whole(out: Path) -> Iterator[Path]:
-    """A temporary path beside ``out`` to write to: renamed to ``out`` when the block ends, removed when it raises
-    (or the process is killed before: it is a hidden ``.partial`` file, never ``out``). A rename in one folder is
-    atomic, so ``out`` is the previous file or the whole new one, never half of one."""
+    """A temporary path beside ``out`` to write to (and close) in the block: synced to disk and renamed to ``out``
+    when the block ends, removed when it raises (or the process is killed before: it is a hidden ``.partial`` file,
+    never ``out``). A rename in one folder is atomic, and the data is on disk before it, so ``out`` is the previous
+    file or the whole new one, never half of one, nor an empty one after a power cut."""
     # the format's own extension last: GDAL checks a GeoPackage's
     partial = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
     partial.unlink(missing_ok=True)
     try:
         yield partial
+        _sync(partial)
         os.replace(partial, out)
+        _sync(out.parent)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    """Flush what the system holds of ``path`` (a file the writer has closed, or a folder) to the disk. A folder
+    cannot be opened so on every system (Windows): there the rename is as durable as the system makes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def export_crs(

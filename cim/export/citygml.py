@@ -18,14 +18,14 @@ code every GIS and CityGML tool knows, and one transform from the store's WGS84 
 said in the CityModel's ``gml:description``.
 
 Streamed: buildings are read a page at a time (by id, no OFFSET) and written through ``lxml.etree.xmlfile`` into a
-temporary file beside ``out``, renamed over it at the end (an export killed mid-write leaves nothing at ``out``).
+temporary file beside ``out``, renamed over it at the end (:func:`cim.export.written_whole`: an export killed
+mid-write leaves nothing at ``out``).
 The envelope must come first but is known last: it is written as a blank of fixed width and filled in place once
 every coordinate has been written, so it bounds exactly what the file holds.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import pyproj
 from lxml import etree  # type: ignore[import-untyped]
 
 from cim.errors import InvalidInput
-from cim.export import ExportSummary, export_crs
+from cim.export import ExportSummary, export_crs, written_whole
 from cim.export.citygml_attributes import (
     BLDG,
     CON,
@@ -101,18 +101,11 @@ def write_citygml(
     _report_other_kinds(db, summary, [k for k in wanted if k is not Kind.BUILDING], bbox)
     selection = _Selection(db, bbox, Kind.BUILDING in wanted)
     target, why = export_crs(crs, selection.extent())
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
+    writer = _Writer(db, meshes, Projector(target), summary, progress)
+    with written_whole(out) as partial:
         with partial.open("wb") as handle:
-            writer = _Writer(db, meshes, Projector(target), summary, progress)
             writer.write(handle, selection, target, why)
-            handle.flush()
-            os.fsync(handle.fileno())
         writer.fill_envelope(partial)
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return summary
 
 
@@ -326,8 +319,6 @@ class _Writer:
                 text = " ".join(f"{v:.3f}" for v in corner).ljust(len(blank))
                 handle.seek(at)
                 handle.write(text.encode())
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 #: Property keys that say which LoD an asset's geometry (so its stored mesh) was in its source.
