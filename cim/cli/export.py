@@ -176,6 +176,9 @@ def _print(summary: ExportSummary, as_json: bool) -> None:
     for name, count in summary.objects.items():
         table.add_row(name, f"{count:,}")
     console.print(table)
+    if summary.types:
+        written = ", ".join(f"{count:,} {name}" for name, count in summary.types.items())
+        console.print(f"written as {written}", highlight=False)
     for path in summary.files:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     for skipped in summary.skipped:

@@ -41,9 +41,13 @@ class ExportSummary:
 
     format: str
     out: str
+    #: Objects written per asset kind (:class:`cim.model.Kind` values: ``building``, ``element`` …), in every format.
     objects: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     skipped: list[dict[str, object]] = field(default_factory=list)
+    #: The same objects per the format's own object type, where it says more than the kind (CityJSON and CityGML:
+    #: ``Building``, ``BuildingPart``); empty for the formats whose objects are the kinds.
+    types: dict[str, int] = field(default_factory=dict)
 
 
 class Writer(Protocol):

@@ -110,15 +110,21 @@ def write_citygml(
 
 
 def _report_other_kinds(db: SqlStore, summary: ExportSummary, others: list[Kind], bbox: BBox | None) -> None:
+    """One ``not_a_building`` entry per kind asked for that the selection has: its count and a few of its ids."""
     for kind in others:
         count = db.count_assets(AssetQuery(kinds=(kind,), bbox=bbox))
         if count:
+            where = db.dialect.where(AssetQuery(kinds=(kind,), bbox=bbox))
+            rows = db.select_rows(
+                f"SELECT id FROM {db.assets_table} AS assets WHERE {where.sql} ORDER BY id LIMIT 5", where.params
+            )
             summary.skipped.append(
                 {
                     "rule": "not_a_building",
+                    "kind": kind.value,
                     "count": count,
-                    "examples": [kind.value],
-                    "why": f"the CityGML export writes buildings; export {kind} as gpkg or cityjson",
+                    "examples": [row["id"] for row in rows],
+                    "why": f"the CityGML export writes buildings; export {kind.value} as gpkg",
                 }
             )
 
@@ -279,8 +285,9 @@ class _Writer:
             for part in parts:
                 with xf.element(f"{{{BLDG}}}buildingPart"):
                     self._building(xf, part, [], mesh_points, tag="BuildingPart")
-        counted = "building" if tag == "Building" else "building_part"
-        self.summary.objects[counted] = self.summary.objects.get(counted, 0) + 1
+        objects, types = self.summary.objects, self.summary.types
+        objects[asset.kind.value] = objects.get(asset.kind.value, 0) + 1
+        types[tag] = types.get(tag, 0) + 1
 
     def _lod1(self, xf: Any, asset: Asset) -> None:
         low = asset.z_min

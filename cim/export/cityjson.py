@@ -130,8 +130,9 @@ def write_cityjson(
     >>> house = Asset(id="h1", kind=Kind.BUILDING, geom=box(121.5, 31.2, 121.5001, 31.2001), z_min=4, z_max=10)
     >>> with DuckDBStore(folder / "city.duckdb") as store:
     ...     _ = store.upsert_assets(AssetBatch.from_assets([house]))
-    ...     write_cityjson(store, None, folder / "city.city.json").objects
-    {'Building': 1}
+    ...     summary = write_cityjson(store, None, folder / "city.city.json")
+    >>> summary.objects, summary.types
+    ({'building': 1}, {'Building': 1})
     >>> json.loads((folder / "city.city.json").read_text())["CityObjects"]["h1"]["geometry"][0]["type"]
     'Solid'
     """
@@ -336,10 +337,13 @@ class _Writer:
             if children:
                 city_object["children"] = children
             objects[asset_id] = city_object
-        counts = self.summary.objects
+        for counted in pc.value_counts(table.column("kind")).to_pylist():
+            kind = str(counted["values"])
+            self.summary.objects[kind] = self.summary.objects.get(kind, 0) + counted["counts"]
+        types = self.summary.types
         for name, count in (("Building", buildings), ("BuildingPart", len(ids) - buildings)):
             if count:
-                counts[name] = counts.get(name, 0) + count
+                types[name] = types.get(name, 0) + count
         return objects
 
 

@@ -187,7 +187,9 @@ def test_every_top_level_building_is_one_member_with_its_id(exported: Exported) 
     members = exported.doc.xpath("/core:CityModel/core:cityObjectMember/bldg:Building", namespaces=NS)
     identifiers = [m.findtext("gml:identifier", namespaces=NS) for m in members]
     assert len(members) == 160 + 16 + 1 + 2 and set(identifiers) == exported.top_ids
-    assert exported.summary.objects == {"building": 179, "building_part": 2}
+    # by the store's kinds (one part is a building, one an element kept as a BuildingPart), then by CityGML's types
+    assert exported.summary.objects == {"building": 180, "element": 1}
+    assert exported.summary.types == {"Building": 179, "BuildingPart": 2}
     for member in members:
         assert member.find("gml:identifier", NS).get("codeSpace") == "urn:cim:asset-id"
 
@@ -365,8 +367,11 @@ def test_other_kinds_are_reported_and_a_given_crs_is_used(exported: Exported, tm
         )
         with pytest.raises(InvalidInput, match="projected CRS"):
             write_citygml(store, None, tmp_path / "g.gml", crs="EPSG:4326")
-    assert summary.objects == {"building": 3, "building_part": 2}  # the FZK-Haus, the synthetic house, the box
-    assert [(s["rule"], s["count"]) for s in summary.skipped] == [("not_a_building", 1)]
+    # the FZK-Haus, the synthetic house and the box; their parts: a building and an element kept as a BuildingPart
+    assert summary.objects == {"building": 4, "element": 1}
+    assert summary.types == {"Building": 3, "BuildingPart": 2}
+    assert [(s["rule"], s["kind"], s["count"]) for s in summary.skipped] == [("not_a_building", "road", 1)]
+    assert summary.skipped[0]["examples"] == ["road-1"]  # ids, as every rule's examples are
     doc = etree.parse(str(tmp_path / "k.gml"))
     assert doc.find("gml:boundedBy/gml:Envelope", NS).get("srsName") == "http://www.opengis.net/def/crs/EPSG/0/25832"
     assert not (tmp_path / "g.gml").exists()

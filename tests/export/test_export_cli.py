@@ -51,8 +51,21 @@ def test_gpkg_and_cityjson_are_written_and_summarised(city: Path, tmp_path: Path
     cityjson = tmp_path / "city.city.json"
     done = cim("-f", "cityjson", "-o", str(cityjson), "-s", str(city), "--kind", "building", "--crs", "EPSG:32651")
     assert done.returncode == 0, done.stderr
-    assert "Building" in done.stdout and "BuildingPart" in done.stdout and str(cityjson) in done.stdout
+    assert "building" in done.stdout and "written as 5 Building, 3 BuildingPart" in done.stdout
+    assert str(cityjson) in done.stdout
     assert json.loads(cityjson.read_text(encoding="utf-8"))["version"] == "2.0"
+
+
+def test_every_summary_counts_the_store_s_kinds_and_the_city_object_types_apart(city: Path, tmp_path: Path) -> None:
+    summaries = {}
+    for fmt, name in (("cityjson", "city.city.json"), ("citygml", "city.gml")):
+        done = cim("-f", fmt, "-o", str(tmp_path / name), "-s", str(city), "--crs", "EPSG:32651", "--json")
+        assert done.returncode == 0, done.stderr
+        summaries[fmt] = json.loads(done.stdout)
+    # the garage is a building, the part and the wing are elements the importers kept as BuildingParts
+    assert summaries["cityjson"]["objects"] == summaries["citygml"]["objects"] == {"building": 6, "element": 2}
+    assert summaries["cityjson"]["types"] == summaries["citygml"]["types"] == {"Building": 5, "BuildingPart": 3}
+    assert 'srsName="http://www.opengis.net/def/crs/EPSG/0/32651"' in (tmp_path / "city.gml").read_text("utf-8")
 
 
 def test_bbox_and_kind_narrow_the_export(city: Path, tmp_path: Path) -> None:
