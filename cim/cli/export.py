@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: Formats whose writer reads the stored meshes.
 _READS_MESHES = ("cityjson", "citygml", "ifc")
+#: Formats whose writer projects coordinates, so takes ``--crs``.
+_TAKES_CRS = ("cityjson", "citygml")
 
 
 def export(
@@ -51,7 +53,8 @@ def export(
         str | None,
         typer.Option(
             "--crs",
-            help="cityjson: the projected CRS of the vertices, e.g. EPSG:32651 (default: the UTM zone of the centre)",
+            help="cityjson, citygml: the projected CRS in metres to write in, e.g. EPSG:32651 (default: the UTM zone "
+            "of the centre)",
             show_default=False,
         ),
     ] = None,
@@ -66,8 +69,8 @@ def export(
     fmt = format_name.lower()
     if fmt not in FORMATS:
         raise InvalidInput(f"--format {format_name[:40]!r}", f"use one of {', '.join(FORMATS)}")
-    if crs is not None and fmt != "cityjson":
-        raise InvalidInput(f"--crs {crs[:40]}", "applies to --format cityjson only")
+    if crs is not None and fmt not in _TAKES_CRS:
+        raise InvalidInput(f"--crs {crs[:40]}", f"applies to --format {' or '.join(_TAKES_CRS)} only")
     kinds = parse_kinds(kind)
     window = parse_bbox(bbox)
     target = _check_folder(out) if fmt == "ifc" else check_out(out, force=force)
@@ -173,6 +176,9 @@ def _print(summary: ExportSummary, as_json: bool) -> None:
     for name, count in summary.objects.items():
         table.add_row(name, f"{count:,}")
     console.print(table)
+    if summary.types:
+        written = ", ".join(f"{count:,} {name}" for name, count in summary.types.items())
+        console.print(f"written as {written}", highlight=False)
     for path in summary.files:
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     for skipped in summary.skipped:

@@ -26,6 +26,7 @@ from cim.errors import InvalidInput
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyproj
 
     from cim.model import Kind
     from cim.model.source import Progress
@@ -40,9 +41,13 @@ class ExportSummary:
 
     format: str
     out: str
+    #: Objects written per asset kind (:class:`cim.model.Kind` values: ``building``, ``element`` …), in every format.
     objects: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     skipped: list[dict[str, object]] = field(default_factory=list)
+    #: The same objects per the format's own object type, where it says more than the kind (CityJSON and CityGML:
+    #: ``Building``, ``BuildingPart``); empty for the formats whose objects are the kinds.
+    types: dict[str, int] = field(default_factory=dict)
 
 
 class Writer(Protocol):
@@ -141,14 +146,68 @@ def check_out(out: Path, *, force: bool = False) -> Path:
 
 @contextmanager
 def written_whole(out: Path) -> Iterator[Path]:
-    """A temporary path beside ``out`` to write to: renamed to ``out`` when the block ends, removed when it raises
-    (or the process is killed before: it is a hidden ``.partial`` file, never ``out``). A rename in one folder is
-    atomic, so ``out`` is the previous file or the whole new one, never half of one."""
+    """A temporary path beside ``out`` to write to (and close) in the block: synced to disk and renamed to ``out``
+    when the block ends, removed when it raises (or the process is killed before: it is a hidden ``.partial`` file,
+    never ``out``). A rename in one folder is atomic, and the data is on disk before it, so ``out`` is the previous
+    file or the whole new one, never half of one, nor an empty one after a power cut."""
     # the format's own extension last: GDAL checks a GeoPackage's
     partial = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
     partial.unlink(missing_ok=True)
     try:
         yield partial
+        _sync(partial)
         os.replace(partial, out)
+        _sync(out.parent)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    """Flush what the system holds of ``path`` (a file the writer has closed, or a folder) to the disk. A folder
+    cannot be opened so on every system (Windows): there the rename is as durable as the system makes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_crs(
+    given: str | int | pyproj.CRS | None, extent: BBox | None, *, param: str = "--crs"
+) -> tuple[pyproj.CRS, str]:
+    """The CRS an export writes coordinates in, and why: ``given`` when there is one (it must be projected, in
+    metres, with an EPSG code: CityJSON wants x, y and z in one unit, and both CityJSON and CityGML name the CRS by
+    its EPSG code), else the WGS84 UTM zone of the centre of ``extent`` (lon/lat; zone 31N at 0, 0 when there is
+    none): metric, conformal, defined everywhere and one transform from the store's WGS84. An error names ``param``,
+    the parameter the caller took ``given`` from (the API passes ``"crs"``).
+
+    >>> export_crs(None, (121.4, 31.1, 121.6, 31.3))[0].to_epsg()
+    32651
+    >>> export_crs("EPSG:4326", None)
+    Traceback (most recent call last):
+    ...
+    cim.errors.InvalidInput: --crs 'EPSG:4326' — must be a projected CRS in metres with an EPSG code, e.g. EPSG:32651
+    """
+    import pyproj
+
+    from cim.geodesy import utm_epsg
+
+    if given is not None:
+        named = f"{param} {str(given)[:60]!r}"
+        try:
+            crs = pyproj.CRS.from_user_input(given)
+        except (pyproj.exceptions.CRSError, ValueError, TypeError):  # a ValueError or TypeError for some inputs
+            raise InvalidInput(named, "is not a CRS pyproj knows; give an EPSG code, e.g. EPSG:32651") from None
+        unit = crs.axis_info[0].unit_name if crs.axis_info else ""
+        if not crs.is_projected or unit not in ("metre", "meter") or crs.to_epsg() is None:
+            raise InvalidInput(named, "must be a projected CRS in metres with an EPSG code, e.g. EPSG:32651")
+        return crs, "asked for"
+    if extent is None:
+        return pyproj.CRS.from_epsg(utm_epsg(0.0, 0.0)), "nothing selected"
+    lon, lat = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
+    return pyproj.CRS.from_epsg(utm_epsg(lon, lat)), f"the UTM zone of the selection's centre ({lon:.4f}, {lat:.4f})"

@@ -10,21 +10,22 @@ said its geometry was LoD2 or finer, :func:`mesh_lod`), ``con:dateOfConstruction
 ``con:height``, ``bldg:class``/``function``/``usage``/``roofType`` (props of those names),
 ``bldg:storeysAboveGround`` and ``bldg:address`` (:mod:`cim.export.citygml_attributes`).
 
-The CRS: ``crs`` when given (projected, with an EPSG code), else the WGS84 UTM zone of the selection's centre:
-metric and conformal (a scale error under 0.1 % across a city), an EPSG code every GIS and CityGML tool knows, and
-one transform from the store's WGS84 with no datum shift; a national grid (CGCS2000 Gauss–Krüger for Shanghai,
-EPSG:4549) is one ``crs`` away. ``srsName`` is ``http://www.opengis.net/def/crs/EPSG/0/<code>``; heights are the
-store's (see :mod:`cim.export.citygml_geometry`), said in the CityModel's ``gml:description``.
+The CRS (:func:`cim.export.export_crs`): ``crs`` when given (projected, in metres, with an EPSG code), else the
+WGS84 UTM zone of the selection's centre: metric and conformal (a scale error under 0.1 % across a city), an EPSG
+code every GIS and CityGML tool knows, and one transform from the store's WGS84 with no datum shift; a national grid
+(CGCS2000 Gauss–Krüger for Shanghai, EPSG:4549) is one ``crs`` away. ``srsName`` is
+``http://www.opengis.net/def/crs/EPSG/0/<code>``; heights are the store's (see :mod:`cim.export.citygml_geometry`),
+said in the CityModel's ``gml:description``.
 
 Streamed: buildings are read a page at a time (by id, no OFFSET) and written through ``lxml.etree.xmlfile`` into a
-temporary file beside ``out``, renamed over it at the end (an export killed mid-write leaves nothing at ``out``).
+temporary file beside ``out``, renamed over it at the end (:func:`cim.export.written_whole`: an export killed
+mid-write leaves nothing at ``out``).
 The envelope must come first but is known last: it is written as a blank of fixed width and filled in place once
 every coordinate has been written, so it bounds exactly what the file holds.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import pyproj
 from lxml import etree  # type: ignore[import-untyped]
 
 from cim.errors import InvalidInput
-from cim.export import ExportSummary
+from cim.export import ExportSummary, export_crs, written_whole
 from cim.export.citygml_attributes import (
     BLDG,
     CON,
@@ -64,7 +65,6 @@ from cim.export.citygml_geometry import (
     write_lod2_boundaries,
     write_lod2_solid,
 )
-from cim.geodesy import utm_epsg
 from cim.model import Asset, AssetBatch, Kind, MeshBatch
 from cim.model.schema import ASSET_SCHEMA
 from cim.model.source import Progress
@@ -100,50 +100,31 @@ def write_citygml(
     summary = ExportSummary(format="citygml", out=str(out), files=[str(out)])
     _report_other_kinds(db, summary, [k for k in wanted if k is not Kind.BUILDING], bbox)
     selection = _Selection(db, bbox, Kind.BUILDING in wanted)
-    target, why = choose_crs(crs, selection.extent())
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
+    target, why = export_crs(crs, selection.extent())
+    writer = _Writer(db, meshes, Projector(target), summary, progress)
+    with written_whole(out) as partial:
         with partial.open("wb") as handle:
-            writer = _Writer(db, meshes, Projector(target), summary, progress)
             writer.write(handle, selection, target, why)
-            handle.flush()
-            os.fsync(handle.fileno())
         writer.fill_envelope(partial)
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return summary
 
 
-def choose_crs(given: str | int | pyproj.CRS | None, extent: BBox | None) -> tuple[pyproj.CRS, str]:
-    """The export's CRS and why it was chosen: ``given`` (projected, with an EPSG code), else the UTM zone of the
-    centre of ``extent`` (lon/lat)."""
-    if given is not None:
-        try:
-            crs = pyproj.CRS.from_user_input(given)
-        except pyproj.exceptions.CRSError:
-            raise InvalidInput(f"crs {given!r}", "is not a CRS pyproj knows; give e.g. EPSG:4549") from None
-        if not crs.is_projected or crs.to_epsg() is None:
-            raise InvalidInput(f"crs {given!r}", "must be a projected CRS with an EPSG code (metres), e.g. EPSG:4549")
-        return crs, "asked for"
-    if extent is None:
-        return pyproj.CRS.from_epsg(utm_epsg(0.0, 0.0)), "no building selected"
-    lon, lat = (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2
-    code = utm_epsg(lon, lat)
-    return pyproj.CRS.from_epsg(code), f"the UTM zone of the buildings' centre ({lon:.4f}, {lat:.4f})"
-
-
 def _report_other_kinds(db: SqlStore, summary: ExportSummary, others: list[Kind], bbox: BBox | None) -> None:
+    """One ``not_a_building`` entry per kind asked for that the selection has: its count and a few of its ids."""
     for kind in others:
         count = db.count_assets(AssetQuery(kinds=(kind,), bbox=bbox))
         if count:
+            where = db.dialect.where(AssetQuery(kinds=(kind,), bbox=bbox))
+            rows = db.select_rows(
+                f"SELECT id FROM {db.assets_table} AS assets WHERE {where.sql} ORDER BY id LIMIT 5", where.params
+            )
             summary.skipped.append(
                 {
                     "rule": "not_a_building",
+                    "kind": kind.value,
                     "count": count,
-                    "examples": [kind.value],
-                    "why": f"the CityGML export writes buildings; export {kind} as gpkg or cityjson",
+                    "examples": [row["id"] for row in rows],
+                    "why": f"the CityGML export writes buildings; export {kind.value} as gpkg",
                 }
             )
 
@@ -304,8 +285,9 @@ class _Writer:
             for part in parts:
                 with xf.element(f"{{{BLDG}}}buildingPart"):
                     self._building(xf, part, [], mesh_points, tag="BuildingPart")
-        counted = "building" if tag == "Building" else "building_part"
-        self.summary.objects[counted] = self.summary.objects.get(counted, 0) + 1
+        objects, types = self.summary.objects, self.summary.types
+        objects[asset.kind.value] = objects.get(asset.kind.value, 0) + 1
+        types[tag] = types.get(tag, 0) + 1
 
     def _lod1(self, xf: Any, asset: Asset) -> None:
         low = asset.z_min
@@ -344,8 +326,6 @@ class _Writer:
                 text = " ".join(f"{v:.3f}" for v in corner).ljust(len(blank))
                 handle.seek(at)
                 handle.write(text.encode())
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 #: Property keys that say which LoD an asset's geometry (so its stored mesh) was in its source.

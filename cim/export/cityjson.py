@@ -47,9 +47,8 @@ import shapely
 from pyproj import CRS, Transformer
 
 from cim.errors import InvalidInput
-from cim.export import ExportSummary, asset_batches, written_whole
+from cim.export import ExportSummary, asset_batches, export_crs, written_whole
 from cim.export.solids import extrude, heights, mesh_surfaces
-from cim.geodesy import utm_epsg
 from cim.model import Kind
 from cim.model.source import Progress
 from cim.store import AssetQuery, BBox, Store
@@ -131,8 +130,9 @@ def write_cityjson(
     >>> house = Asset(id="h1", kind=Kind.BUILDING, geom=box(121.5, 31.2, 121.5001, 31.2001), z_min=4, z_max=10)
     >>> with DuckDBStore(folder / "city.duckdb") as store:
     ...     _ = store.upsert_assets(AssetBatch.from_assets([house]))
-    ...     write_cityjson(store, None, folder / "city.city.json").objects
-    {'Building': 1}
+    ...     summary = write_cityjson(store, None, folder / "city.city.json")
+    >>> summary.objects, summary.types
+    ({'building': 1}, {'Building': 1})
     >>> json.loads((folder / "city.city.json").read_text())["CityObjects"]["h1"]["geometry"][0]["type"]
     'Solid'
     """
@@ -189,18 +189,10 @@ def write_city_objects(
 
 def make_frame(extent: BBox, crs: str | None = None) -> VertexFrame:
     """How the lon/lat of a selection inside ``extent`` become the file's vertices: in ``crs`` (an EPSG code of a
-    projected CRS in metres), else the UTM zone of the extent's centre; translated to its south-west corner."""
+    projected CRS in metres), else the UTM zone of the extent's centre (:func:`cim.export.export_crs`); translated
+    to its south-west corner."""
+    target, _ = export_crs(crs, extent)
     west, south, east, north = extent
-    if crs is None:
-        target = CRS.from_epsg(utm_epsg((west + east) / 2, (south + north) / 2))
-    else:
-        try:
-            target = CRS.from_user_input(crs)
-        except Exception:  # pyproj raises its CRSError, or a ValueError for some inputs
-            raise InvalidInput(f"--crs {crs[:60]!r}", "is not a CRS pyproj knows; give e.g. EPSG:32651") from None
-        unit = target.axis_info[0].unit_name if target.axis_info else ""
-        if not target.is_projected or unit not in ("metre", "meter") or target.to_epsg() is None:
-            raise InvalidInput(f"--crs {crs[:60]!r}", "must be an EPSG code of a projected CRS in metres")
     to_xy = Transformer.from_crs("EPSG:4326", target, always_xy=True)
     xs, ys = to_xy.transform([west, west, east, east], [south, north, south, north])
     return VertexFrame(crs=target, to_xy=to_xy, translate=(float(np.floor(min(xs))), float(np.floor(min(ys))), 0.0))
@@ -345,10 +337,13 @@ class _Writer:
             if children:
                 city_object["children"] = children
             objects[asset_id] = city_object
-        counts = self.summary.objects
+        for counted in pc.value_counts(table.column("kind")).to_pylist():
+            kind = str(counted["values"])
+            self.summary.objects[kind] = self.summary.objects.get(kind, 0) + counted["counts"]
+        types = self.summary.types
         for name, count in (("Building", buildings), ("BuildingPart", len(ids) - buildings)):
             if count:
-                counts[name] = counts.get(name, 0) + count
+                types[name] = types.get(name, 0) + count
         return objects
 
 

@@ -9,8 +9,6 @@ import copy
 import itertools
 import json
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from cim.pipeline.ingest import write_source
 from cim.store import AssetQuery, Store, open_store
 from cim.store.meshes import open_meshes
 from tests.conftest import DATA
+from tests.export.conftest import KillMidWrite
 
 NS = {
     "core": "http://www.opengis.net/citygml/3.0",
@@ -188,7 +187,9 @@ def test_every_top_level_building_is_one_member_with_its_id(exported: Exported) 
     members = exported.doc.xpath("/core:CityModel/core:cityObjectMember/bldg:Building", namespaces=NS)
     identifiers = [m.findtext("gml:identifier", namespaces=NS) for m in members]
     assert len(members) == 160 + 16 + 1 + 2 and set(identifiers) == exported.top_ids
-    assert exported.summary.objects == {"building": 179, "building_part": 2}
+    # by the store's kinds (one part is a building, one an element kept as a BuildingPart), then by CityGML's types
+    assert exported.summary.objects == {"building": 180, "element": 1}
+    assert exported.summary.types == {"Building": 179, "BuildingPart": 2}
     for member in members:
         assert member.find("gml:identifier", NS).get("codeSpace") == "urn:cim:asset-id"
 
@@ -366,27 +367,22 @@ def test_other_kinds_are_reported_and_a_given_crs_is_used(exported: Exported, tm
         )
         with pytest.raises(InvalidInput, match="projected CRS"):
             write_citygml(store, None, tmp_path / "g.gml", crs="EPSG:4326")
-    assert summary.objects == {"building": 3, "building_part": 2}  # the FZK-Haus, the synthetic house, the box
-    assert [(s["rule"], s["count"]) for s in summary.skipped] == [("not_a_building", 1)]
+    # the FZK-Haus, the synthetic house and the box; their parts: a building and an element kept as a BuildingPart
+    assert summary.objects == {"building": 4, "element": 1}
+    assert summary.types == {"Building": 3, "BuildingPart": 2}
+    assert [(s["rule"], s["kind"], s["count"]) for s in summary.skipped] == [("not_a_building", "road", 1)]
+    assert summary.skipped[0]["examples"] == ["road-1"]  # ids, as every rule's examples are
     doc = etree.parse(str(tmp_path / "k.gml"))
     assert doc.find("gml:boundedBy/gml:Envelope", NS).get("srsName") == "http://www.opengis.net/def/crs/EPSG/0/25832"
     assert not (tmp_path / "g.gml").exists()
 
 
-def test_an_export_killed_mid_write_leaves_nothing_at_out(exported: Exported, tmp_path: Path) -> None:
-    script = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from cim.export import writer\n"
-        "from cim.store import open_store\n"
-        "with open_store(sys.argv[1]) as store:\n"
-        "    writer('citygml')(store, None, Path(sys.argv[2]), progress=lambda n: os.kill(os.getpid(), 9))\n"
-    )
-    out = tmp_path / "city.gml"
-    done = subprocess.run([sys.executable, "-c", script, exported.store_url, str(out)], capture_output=True, timeout=60)
-    assert done.returncode == -9, done.stderr.decode()[-2000:]
-    assert list(tmp_path.iterdir()) == [p for p in tmp_path.iterdir() if p.name.startswith(".city.gml.partial")]
-    assert not out.exists()
+def test_an_export_killed_mid_write_leaves_nothing_at_out(
+    exported: Exported, tmp_path: Path, kill_mid_write: KillMidWrite
+) -> None:
+    kill_mid_write(exported.store_url, "citygml", tmp_path / "city.gml")
+    (left,) = tmp_path.iterdir()  # written_whole's partial file, begun
+    assert re.fullmatch(r"\.city\.\d+\.partial\.gml", left.name) and left.stat().st_size > 0
 
 
 def test_the_citygml_importer_s_props_become_codes_address_and_parts_again(store: Store, tmp_path: Path) -> None:

@@ -35,7 +35,9 @@ def exported(store: Store, tmp_path: Path) -> dict[str, Any]:
     out = tmp_path / "out" / "city.city.json"
     out.parent.mkdir()
     summary = write_cityjson(store, None, out)
-    assert summary.objects == {"Building": 5, "BuildingPart": 3}
+    # the store's kinds (the garage is a building, the part and the wing elements), then CityJSON's types
+    assert summary.objects == {"building": 6, "element": 2}
+    assert summary.types == {"Building": 5, "BuildingPart": 3}
     document: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     document["_path"] = out
     return document
@@ -166,7 +168,7 @@ def test_real_delft_buildings_go_out_and_come_back_in_place(store: Store, data_d
     write_source(store, data_dir / "cityjson/delft.city.json", read_as="cityjson")
     out = tmp_path / "delft-out.city.json"
     summary = writer("cityjson")(store, None, out, crs="EPSG:28992")
-    assert summary.objects == {"Building": 160}
+    assert summary.objects == {"building": 160} and summary.types == {"Building": 160}
     document = json.loads(out.read_text(encoding="utf-8"))
     assert document["metadata"]["referenceSystem"].endswith("/EPSG/0/28992")
     # an independent check of one vertex: RD New back to lon/lat lies on the stored footprint's outline
@@ -231,7 +233,7 @@ def test_stored_lod2_meshes_go_out_beside_the_solid_and_come_back(store: Store, 
         source = data_dir / "cityjson/rotterdam_subset.city.json"
         write_source(store, source, read_as="cityjson", meshes=meshes, crs=parse_crs("EPSG:7415"))
         out = tmp_path / "rotterdam.city.json"
-        assert write_cityjson(store, meshes, out).objects == {"Building": 16}
+        assert write_cityjson(store, meshes, out).objects == {"building": 16}
     document = json.loads(out.read_text(encoding="utf-8"))
     original = json.loads(source.read_text(encoding="utf-8"))
     for object_id, city_object in document["CityObjects"].items():

@@ -51,8 +51,21 @@ def test_gpkg_and_cityjson_are_written_and_summarised(city: Path, tmp_path: Path
     cityjson = tmp_path / "city.city.json"
     done = cim("-f", "cityjson", "-o", str(cityjson), "-s", str(city), "--kind", "building", "--crs", "EPSG:32651")
     assert done.returncode == 0, done.stderr
-    assert "Building" in done.stdout and "BuildingPart" in done.stdout and str(cityjson) in done.stdout
+    assert "building" in done.stdout and "written as 5 Building, 3 BuildingPart" in done.stdout
+    assert str(cityjson) in done.stdout
     assert json.loads(cityjson.read_text(encoding="utf-8"))["version"] == "2.0"
+
+
+def test_every_summary_counts_the_store_s_kinds_and_the_city_object_types_apart(city: Path, tmp_path: Path) -> None:
+    summaries = {}
+    for fmt, name in (("cityjson", "city.city.json"), ("citygml", "city.gml")):
+        done = cim("-f", fmt, "-o", str(tmp_path / name), "-s", str(city), "--crs", "EPSG:32651", "--json")
+        assert done.returncode == 0, done.stderr
+        summaries[fmt] = json.loads(done.stdout)
+    # the garage is a building, the part and the wing are elements the importers kept as BuildingParts
+    assert summaries["cityjson"]["objects"] == summaries["citygml"]["objects"] == {"building": 6, "element": 2}
+    assert summaries["cityjson"]["types"] == summaries["citygml"]["types"] == {"Building": 5, "BuildingPart": 3}
+    assert 'srsName="http://www.opengis.net/def/crs/EPSG/0/32651"' in (tmp_path / "city.gml").read_text("utf-8")
 
 
 def test_bbox_and_kind_narrow_the_export(city: Path, tmp_path: Path) -> None:
@@ -73,9 +86,15 @@ def test_bbox_and_kind_narrow_the_export(city: Path, tmp_path: Path) -> None:
         (["-f", "gpkg", "-o", "x.gpkg", "--bbox", "122,31,121,32"], "west ≤ east"),
         (
             ["-f", "gpkg", "-o", "x.gpkg", "--crs", "EPSG:32651"],
-            "error: --crs EPSG:32651 — applies to --format cityjson",
+            "error: --crs EPSG:32651 — applies to --format cityjson or citygml only",
         ),
-        (["-f", "cityjson", "-o", "x.json", "--crs", "EPSG:4326"], "projected CRS in metres"),
+        (
+            ["-f", "cityjson", "-o", "x.json", "--crs", "EPSG:4326"],
+            "error: --crs 'EPSG:4326' — must be a projected CRS",
+        ),
+        (["-f", "citygml", "-o", "x.gml", "--crs", "EPSG:4326"], "error: --crs 'EPSG:4326' — must be a projected CRS"),
+        (["-f", "citygml", "-o", "x.gml", "--crs", "EPSG:2263"], "in metres"),  # New York, in US feet
+        (["-f", "citygml", "-o", "x.gml", "--crs", "no-such"], "error: --crs 'no-such' — is not a CRS pyproj knows"),
         (["-f", "cityjson", "-o", "x.json", "--kind", "pipe"], "error: --kind pipe — CityJSON export holds buildings"),
         (["-f", "gpkg", "-o", "x.gpkg", "--kind", "hydrant"], "holds no assets: nothing to export"),
     ],
@@ -97,7 +116,7 @@ def test_a_bad_option_is_one_line_naming_it(
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], stderr
     assert "Traceback" not in stderr
-    assert not (tmp_path / "x.gpkg").exists() and not (tmp_path / "x.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("x.")]
 
 
 def test_an_existing_file_is_kept_unless_forced(city: Path, tmp_path: Path) -> None:

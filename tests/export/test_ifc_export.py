@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from cim.store.originals import OriginalFile, replace_original
 from cim.store.postgis import PostGISStore
 from cim.store.sqlstore import SqlStore
 from tests.conftest import DATA
+from tests.export.conftest import KillMidWrite
 
 IFC = DATA / "ifc"
 HAUS, OPEN_HOUSE = IFC / "AC20-FZK-Haus.ifc", IFC / "duplex.ifc"
@@ -152,23 +151,12 @@ def test_reading_while_a_reingest_replaces_the_file_gives_the_old_or_the_new_nev
         thread.join()
 
 
-def test_an_export_killed_mid_write_leaves_nothing_at_out(tmp_path: Path) -> None:
+def test_an_export_killed_mid_write_leaves_nothing_at_out(tmp_path: Path, kill_mid_write: KillMidWrite) -> None:
     url = str(tmp_path / "city.duckdb")
     with open_store(url) as store:
         for path in (HAUS, OPEN_HOUSE):
             write_source(store, path)
-    out = tmp_path / "out"
-    script = (
-        "import os, signal, sys\n"
-        "from pathlib import Path\n"
-        "from cim.export import writer\n"
-        "from cim.store import open_store\n"
-        "with open_store(sys.argv[1]) as store:\n"
-        "    writer('ifc')(store, None, Path(sys.argv[2]), progress=lambda n: os.kill(os.getpid(), signal.SIGKILL))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script, url, str(out)], capture_output=True, timeout=60)
-    assert done.returncode == -9
-    assert not out.exists()
+    kill_mid_write(url, "ifc", tmp_path / "out")
 
 
 def test_out_must_not_be_a_file(store: Store, tmp_path: Path) -> None:
