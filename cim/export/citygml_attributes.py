@@ -25,6 +25,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from cim.gis.citygml import ASSET_ID_CODESPACE
+
 CORE = "http://www.opengis.net/citygml/3.0"
 CON = "http://www.opengis.net/citygml/construction/3.0"
 BLDG = "http://www.opengis.net/citygml/building/3.0"
@@ -33,8 +35,8 @@ GML = "http://www.opengis.net/gml/3.2"
 XAL = "urn:oasis:names:tc:ciq:xal:3"
 XLINK = "http://www.w3.org/1999/xlink"
 NSMAP = {None: CORE, "con": CON, "bldg": BLDG, "gen": GEN, "gml": GML, "xAL": XAL, "xlink": XLINK}
-#: The ``codeSpace`` of the ``gml:identifier`` holding an asset's own id.
-ID_CODESPACE = "urn:cim:asset-id"
+#: The ``codeSpace`` of the ``gml:identifier`` holding an asset's own id (the CityGML reader keeps it as the id).
+ID_CODESPACE = ASSET_ID_CODESPACE
 
 _NCNAME_ASCII = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 _KEPT = re.compile(r"[A-Za-z0-9.-]")

@@ -186,3 +186,25 @@ def _boxes(n: int) -> AssetBatch:
             }
         )
     )
+
+
+@pytest.mark.parametrize("fmt", ["cityjson", "citygml"])
+def test_a_selection_wider_than_a_utm_zone_needs_a_crs(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shanghai and Delft in one store: the UTM zone of their centre (mid-Asia) would bend both; the user is asked
+    for a CRS, and with one given the export goes through."""
+    store = tmp_path / "two-cities.duckdb"
+    boxes = _boxes(2).table
+    shanghai_and_delft = [shapely.box(121.47, 31.23, 121.4702, 31.2302), shapely.box(4.36, 52.0, 4.3602, 52.0002)]
+    boxes = boxes.set_column(boxes.schema.get_field_index("geom"), "geom", pa.array(shapely.to_wkb(shanghai_and_delft)))
+    with open_store(str(store)) as opened:
+        opened.upsert_assets(AssetBatch.from_table(boxes))
+    monkeypatch.setenv("COLUMNS", "220")
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--format", fmt, "--out", str(tmp_path / f"x.{fmt}"), "--store", str(store)])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and "spans longitudes 4.36…121.47" in stderr and "--crs" in stderr, stderr
+    assert "Traceback" not in stderr and not (tmp_path / f"x.{fmt}").exists()
+    given = cim("--format", fmt, "--out", str(tmp_path / f"y.{fmt}"), "--store", str(store), "--crs", "EPSG:3857")
+    assert given.returncode == 0 and (tmp_path / f"y.{fmt}").stat().st_size > 0, given.stderr
