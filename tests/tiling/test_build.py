@@ -80,8 +80,8 @@ def test_cli_build_json_prints_the_figures(city: Path, tmp_path: Path, capsys: p
         main(["build", "--store", str(city), "--out", str(out), "--json"])
     assert exit_.value.code == 0
     printed = json.loads(capsys.readouterr().out)
-    assert set(printed) == {"tilesets", "seconds", "as_of", "without_mesh"}
-    assert printed["as_of"] is None and printed["without_mesh"] == 0
+    assert set(printed) == {"tilesets", "seconds", "as_of", "without_mesh", "mounts_dropped"}
+    assert printed["as_of"] is None and printed["without_mesh"] == 0 and printed["mounts_dropped"] == []
     assert printed["tilesets"]["buildings"]["features"] == 40
     assert set(printed["tilesets"]["points"]) == {"tiles", "features", "bytes"}
     tiles = sum(1 for _ in (out / "points").glob("*.glb"))
