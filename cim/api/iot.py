@@ -67,12 +67,15 @@ def parse_instant(text: str, *, what: str) -> datetime:
         if not _RFC3339.fullmatch(text):
             raise ValueError(text)
         moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-        moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 parses but lies before year 1 in UTC
-        return moment
-    except (ValueError, OverflowError):
+    except ValueError:
         raise InvalidInput(
             f"parameter {what}={text[:60]!r}", "is not an RFC 3339 time with a zone (e.g. 2026-05-01T08:00:00Z)"
         ) from None
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 parses but lies before year 1 in UTC
+        raise InvalidInput(f"parameter {what}={text[:60]!r}", "lies outside the years 1–9999 in UTC") from None
+    return moment
 
 
 def reading_out(reading: Reading) -> dict[str, Any]:
